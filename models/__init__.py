@@ -1,0 +1,1 @@
+"""Plain single-device networks. They know nothing of streams, graphs or timing."""

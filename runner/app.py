@@ -1,0 +1,76 @@
+"""Command line: `python -m runner [overrides]`, `python -m runner -m [sweep overrides]`.
+
+Hydra composes and validates the config; the job itself is `runner.job.run_job`. Every error a
+user can cause ends here as one line on stderr and a non-zero exit (HYDRA_FULL_ERROR=1 shows
+the full traceback instead).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from runner.errors import ConfigError, condense
+from runner.job import EXIT_CODES, JobInfo, run_job
+from runner.schema import register
+
+register()
+
+_exit_code = 0  # the worst status of the jobs run in this process
+
+
+def _remove_if_only_hydra_files(output_dir: Path) -> None:
+    """Bad input leaves no result behind: drop the run folder Hydra made, if it holds nothing
+    but Hydra's own files (never a folder the user pointed at with content in it)."""
+    try:
+        entries = list(output_dir.iterdir())
+    except OSError:
+        return
+    if all(e.name == ".hydra" or e.suffix == ".log" for e in entries):
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")
+def hydra_entry(cfg: DictConfig) -> dict:
+    global _exit_code
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    info = JobInfo(
+        output_dir=Path(hc.runtime.output_dir),
+        overrides=list(hc.overrides.task),
+        multirun=multirun,
+        num=hc.job.num if multirun else None,
+        sweep_dir=hc.sweep.dir if multirun else None,
+    )
+    try:
+        result = run_job(cfg, info)
+    except ConfigError:
+        _remove_if_only_hydra_files(info.output_dir)
+        raise
+    _exit_code = max(_exit_code, EXIT_CODES.get(result["status"], 1))
+    return result
+
+
+def main() -> None:
+    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us, to print them in one line
+    try:
+        hydra_entry()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if show_traceback:
+            raise
+        user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
+        hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
+        print(f"error: {condense(exc)}{hint}", file=sys.stderr)
+        sys.exit(2 if user_error else 1)
+    sys.exit(_exit_code)

@@ -1,0 +1,93 @@
+"""Where a result came from: software versions, the GPU and its clocks, host, git commit."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], cwd: Optional[Path] = None) -> Optional[str]:
+    try:
+        done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirtiness of the checkout the runner was started from.
+
+    A copy without .git (say, a tree shipped to a GPU host) reports RUNNER_GIT_COMMIT and
+    RUNNER_GIT_DIRTY if the caller set them, else null.
+    """
+    commit = _run(["git", "rev-parse", "HEAD"], PROJECT_ROOT)
+    if commit:
+        status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
+        return {"commit": commit, "dirty": bool(status) if status is not None else None, "source": "git"}
+    dirty = os.environ.get("RUNNER_GIT_DIRTY")
+    return {
+        "commit": os.environ.get("RUNNER_GIT_COMMIT"),
+        "dirty": None if dirty is None else dirty.lower() in ("1", "true", "yes"),
+        "source": "environment" if os.environ.get("RUNNER_GIT_COMMIT") else None,
+    }
+
+
+_SMI_FIELDS = ("clocks.sm", "clocks.mem", "clocks.max.sm", "pstate", "temperature.gpu", "power.draw")
+
+
+def gpu_clocks(device_index: int) -> Optional[dict[str, str]]:
+    """Current clocks and state of one GPU from nvidia-smi (None where it is unavailable)."""
+    selector = str(device_index)
+    try:
+        uuid = getattr(torch.cuda.get_device_properties(device_index), "uuid", None)
+        if uuid:
+            selector = f"GPU-{uuid}"
+    except Exception:
+        pass
+    out = _run(["nvidia-smi", f"--id={selector}", f"--query-gpu={','.join(_SMI_FIELDS)}",
+                "--format=csv,noheader,nounits"])
+    if not out:
+        return None
+    values = [v.strip() for v in out.splitlines()[0].split(",")]
+    names = ("sm_mhz", "mem_mhz", "max_sm_mhz", "pstate", "temperature_c", "power_w")
+    return dict(zip(names, values))
+
+
+def collect(device: str) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "argv": sys.argv,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "git": git_state(),
+        "device": device,
+        "gpu": None,
+    }
+    if device.startswith("cuda"):
+        index = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(index)
+        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        env["gpu"] = {
+            "name": props.name,
+            "capability": f"{props.major}.{props.minor}",
+            "memory_bytes": props.total_memory,
+            "multiprocessors": props.multi_processor_count,
+            "uuid": str(getattr(props, "uuid", "")) or None,
+            "driver": driver.splitlines()[0] if driver else None,
+            "clocks_at_start": gpu_clocks(index),
+        }
+    return env

@@ -1,0 +1,67 @@
+"""User-facing errors: one line that names the key and says how to fix it."""
+
+from __future__ import annotations
+
+import re
+
+from runner.schema import keys_under
+
+
+class ConfigError(Exception):
+    """Bad input. The message is one line: the key, what is wrong, and the fix."""
+
+
+class CaptureError(Exception):
+    """A model could not be captured into a CUDA graph."""
+
+
+_FULL_KEY = re.compile(r"^\s*full_key:\s*(\S*)\s*$", re.MULTILINE)
+_MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^']+)'")
+_AVAILABLE = re.compile(r"Available options in '[^']+':\n((?:\t[^\n]*\n?)+)")
+_VALUE_HINTS = (
+    ("could not be converted to Integer", "use a whole number"),
+    ("could not be converted to Float", "use a number"),
+    ("is not a valid bool", "use true or false"),
+)
+
+
+def _first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def condense(exc: BaseException) -> str:
+    """One line for an exception raised while Hydra composes or parses the config."""
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    text = str(exc)
+    cause = exc.__cause__
+    missing = _MISSING_OPTION.search(text)
+    if missing:
+        group, option = missing.groups()
+        available = _AVAILABLE.search(text)
+        choices = ", ".join(o.strip() for o in available.group(1).splitlines()) if available else ""
+        hint = f"choose one of: {choices}" if choices else "check configs/ for the valid names"
+        return f"{group}={option}: no such option in configs/{group}/; {hint}"
+    if cause is not None:
+        cause_text = str(cause)
+        key_match = _FULL_KEY.search(cause_text)
+        key = key_match.group(1) if key_match else ""
+        reason = _first_line(cause_text)
+        if type(cause).__name__ == "ConfigAttributeError" and "not in" in reason:
+            parent = key.rpartition(".")[0]
+            valid = keys_under(parent)
+            where = f"'{parent}'" if parent else "the top level"
+            listed = f"; valid keys in {where}: {', '.join(valid)}" if valid else ""
+            return f"{key}: unknown key{listed}"
+        for needle, hint in _VALUE_HINTS:
+            if needle in reason:
+                return f"{key}: {reason}; {hint}"
+        if key:
+            return f"{key}: {reason}"
+        return reason
+    if type(exc).__name__ == "OverrideParseException":
+        return f"could not parse the command line: {_first_line(text)} (see `--help` for the syntax)"
+    return _first_line(text) or type(exc).__name__

@@ -1,0 +1,197 @@
+"""One job, start to end: resolve -> build -> capture -> measure -> summarize -> record -> print.
+
+`run_job` is a plain function of a composed config, so tests call it without Hydra's CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from runner import environment, printer
+from runner.build import build
+from runner.errors import CaptureError, ConfigError
+from runner.lanes import Lanes, build_lanes, graph_pool_bytes
+from runner.measure import measure
+from runner.record import METHOD, RESULT_FILE, SCHEMA, read_result, to_json, write_result
+from runner.spec import RunSpec, resolve
+from runner.summary import summarize_measurement
+
+log = logging.getLogger(__name__)
+
+EXIT_CODES = {"ok": 0, "skipped": 0, "failed": 1, "invalid": 3, "interrupted": 130}
+
+
+@dataclass
+class JobInfo:
+    output_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    multirun: bool = False
+    num: Optional[int] = None
+    sweep_dir: Optional[str] = None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _requested(cfg: DictConfig) -> Any:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    except Exception:  # an unresolvable value is itself the error being reported
+        return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+
+
+def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]:
+    model = OmegaConf.select(cfg, "model.name", default="?")
+    return {
+        "schema": SCHEMA,
+        "status": "failed",
+        "reason": None,
+        "model": model,
+        "mode": None,
+        "config": _requested(cfg),
+        "overrides": list(info.overrides),
+        "effective": None,
+        "notices": [],
+        "warnings": [],
+        "figures": {},
+        "env": None,
+        "seed": OmegaConf.select(cfg, "seed", default=None),
+        "method": METHOD,
+        "job": {
+            "output_dir": str(info.output_dir),
+            "num": info.num,
+            "sweep_dir": info.sweep_dir,
+            "started_at": started,
+            "finished_at": None,
+            "wall_time_s": None,
+        },
+    }
+
+
+def _memory_figures(lanes: Lanes) -> dict[str, Any]:
+    if not lanes.is_cuda:
+        return {"peak_device_memory_bytes": None, "peak_device_reserved_bytes": None}
+    return {
+        "peak_device_memory_bytes": torch.cuda.max_memory_allocated(lanes.device),
+        "peak_device_reserved_bytes": torch.cuda.max_memory_reserved(lanes.device),
+    }
+
+
+def _execute(spec: RunSpec, result: dict[str, Any], hazard: Optional[str]) -> None:
+    """The pipeline proper; fills `result` in place so a failure keeps what was learned."""
+    result["env"] = environment.collect(spec.device)
+    if spec.is_cuda:
+        torch.cuda.set_device(torch.device(spec.device))
+        torch.cuda.reset_peak_memory_stats(spec.device)
+    torch.backends.cuda.matmul.allow_tf32 = spec.tf32
+    torch.backends.cudnn.allow_tf32 = spec.tf32
+
+    workload = build(spec)
+    lanes = build_lanes(spec, workload, hazard=hazard)
+    try:
+        if lanes.fallback_reason:
+            result["notices"].append(f"{lanes.fallback_reason}: ran eager instead (capture.fallback_eager=true)")
+            result["effective"].update(graph=False, copies_in_graph=False)
+            result["mode"] = result["mode"].replace("graph", "eager (capture failed)", 1)
+        figures = {
+            "capture_time_ms": lanes.capture_time_s * 1e3 if lanes.graph else None,
+            "graph_pool_bytes": graph_pool_bytes(lanes.device) if lanes.graph else None,
+        }
+        measurement = measure(spec, workload, lanes)
+        summary = summarize_measurement(spec, measurement)
+        figures.update(summary.figures)
+        figures.update(_memory_figures(lanes))
+        result["figures"] = figures
+        result["warnings"] += summary.warnings
+        if spec.is_cuda and result["env"].get("gpu"):
+            result["env"]["gpu"]["clocks_at_end"] = environment.gpu_clocks(lanes.device.index or 0)
+        check = measurement.check
+        if check is not None and not check.passed:
+            result["status"] = "invalid"
+            result["reason"] = (
+                f"{check.mismatches} of {check.requests} requests differ from eager "
+                f"(max rel err {check.max_rel_err:.3g} > {check.tolerance_rel:.0e}); figures are not trustworthy"
+            )
+        else:
+            result["status"] = "ok"
+    finally:
+        if lanes.is_cuda:
+            torch.cuda.synchronize(lanes.device)  # no graph or buffer dies while in use
+        del lanes, workload
+
+
+def _release_memory(device: Optional[str]) -> None:
+    gc.collect()
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def _failure_reason(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return f"out of memory: {first[:300]}; use fewer streams or a smaller model.input.batch"
+    if isinstance(exc, (ConfigError, CaptureError)):
+        return first
+    return f"{type(exc).__name__}: {first[:500]}"
+
+
+def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dict[str, Any]:
+    """Run one job and write its result.json. Raises ConfigError for bad input in a single run
+    (then nothing is written); in a sweep, bad input is recorded as a failed result."""
+    started = _now()
+    t0 = time.perf_counter()
+    result = _base_result(cfg, info, started)
+    spec: Optional[RunSpec] = None
+    try:
+        spec = resolve(cfg)
+        result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices))
+        for notice in spec.notices:
+            log.warning("note: %s", notice)
+        if spec.resume:
+            previous = read_result(info.output_dir / RESULT_FILE)
+            if previous and previous.get("status") == "ok" and previous.get("overrides") == result["overrides"]:
+                log.info("resume: %s already holds an ok result; skipped", info.output_dir)
+                previous["status"] = "skipped"
+                return previous
+        log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
+        _execute(spec, result, hazard)
+    except ConfigError as exc:
+        if not info.multirun:
+            raise
+        result["reason"] = f"bad config: {exc}"
+    except KeyboardInterrupt:
+        result["status"] = "interrupted"
+        result["reason"] = "interrupted (Ctrl-C) before the job finished"
+        _finish(result, info, t0)
+        raise
+    except Exception as exc:
+        result["status"] = "failed"
+        result["reason"] = _failure_reason(exc)
+        log.error("job failed: %s", result["reason"])
+        log.debug("%s", traceback.format_exc())
+        (info.output_dir / "traceback.txt").write_text(traceback.format_exc())
+    finally:
+        _release_memory(spec.device if spec else None)
+    _finish(result, info, t0)
+    return result
+
+
+def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> None:
+    result["job"]["finished_at"] = _now()
+    result["job"]["wall_time_s"] = time.perf_counter() - t0
+    path = write_result(info.output_dir, result)
+    print(printer.render(result))
+    print(f"result: {path}")
+    print(to_json(result, indent=None), flush=True)

@@ -1,0 +1,89 @@
+"""A result -> a short human table. Knows nothing about how the figures were measured."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+def _num(value: Optional[float], fmt: str = ",.0f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _mib(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _device_name(result: dict[str, Any]) -> str:
+    env = result.get("env") or {}
+    gpu = env.get("gpu") or {}
+    device = (result.get("effective") or {}).get("device", "?")
+    return f"{gpu['name']} ({device})" if gpu.get("name") else device
+
+
+def render(result: dict[str, Any]) -> str:
+    f = result.get("figures") or {}
+    eff = result.get("effective") or {}
+    lines = [
+        f"runner: {result.get('model', '?')} | {result.get('mode', '?')} | {eff.get('dtype', '?')}"
+        f"{'+tf32' if eff.get('tf32') and eff.get('dtype') == 'fp32' else ''} | {_device_name(result)}",
+    ]
+    for notice in result.get("notices") or []:
+        lines.append(f"note: {notice}")
+    status = result.get("status", "?")
+    reason = f": {result['reason']}" if result.get("reason") else ""
+    lines.append(f"status: {status.upper() if status != 'ok' else status}{reason}")
+    if "check_requests" in f:
+        verdict = "match eager" if not f.get("check_mismatches") else f"{f['check_mismatches']} DIFFER from eager"
+        err = f.get("check_max_rel_err")
+        lines.append(
+            f"check: {f['check_requests']} requests {verdict} "
+            f"(max rel err {'-' if err is None else format(err, '.1e')}, tolerance {f['check_tolerance_rel']:.0e})"
+        )
+    if "throughput_requests_per_s" in f:
+        lines.append(f"{'':24}{'requests/s':>12}{'samples/s':>14}{'cv':>8}")
+        for label, key in (("runner", "throughput"), ("baseline (eager)", "baseline"), ("ceiling (device only)", "ceiling")):
+            if f"{key}_requests_per_s" in f:
+                lines.append(
+                    f"  {label:22}{_num(f[f'{key}_requests_per_s']):>12}"
+                    f"{_num(f[f'{key}_samples_per_s']):>14}{_pct(f.get(f'{key}_cv')):>8}"
+                )
+        ratios = []
+        if f.get("speedup_vs_baseline") is not None:
+            ratios.append(f"speedup vs baseline {f['speedup_vs_baseline']:.2f}x")
+        if f.get("efficiency_vs_ceiling") is not None:
+            ratios.append(f"efficiency vs ceiling {f['efficiency_vs_ceiling']:.0%}")
+        if ratios:
+            lines.append("  " + "   ".join(ratios))
+    rows = [
+        ("end to end", "latency_e2e_us"),
+        ("  H2D", "latency_h2d_us"),
+        ("  compute", "latency_compute_us"),
+        ("  D2H", "latency_d2h_us"),
+        ("host enqueue", "host_enqueue_us"),
+        ("baseline request", "baseline_latency_us"),
+    ]
+    rows = [(label, f[key]) for label, key in rows if f.get(key)]
+    if rows:
+        lines.append(f"{'latency (us)':24}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+        for label, s in rows:
+            lines.append(
+                f"  {label:22}{s['p50']:>9.1f}{s['p90']:>9.1f}{s['p99']:>9.1f}{s['max']:>9.1f}"
+            )
+    setup = []
+    if f.get("capture_time_ms") is not None:
+        setup.append(f"capture {f['capture_time_ms']:.0f} ms")
+    if f.get("warmup_time_ms") is not None:
+        setup.append(f"warm-up {f['warmup_time_ms']:.0f} ms")
+    if f.get("peak_device_memory_bytes") is not None:
+        setup.append(f"peak device memory {_mib(f['peak_device_memory_bytes'])}")
+    if f.get("graph_pool_bytes") is not None:
+        setup.append(f"graph pools {_mib(f['graph_pool_bytes'])}")
+    if setup:
+        lines.append("setup: " + ", ".join(setup))
+    for warning in result.get("warnings") or []:
+        lines.append(f"WARNING: {warning}")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""The result of one job as a JSON document, written atomically (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULT_FILE = "result.json"
+SCHEMA = "runner.result/1"
+STATUSES = ("ok", "invalid", "failed", "interrupted", "skipped")
+
+# How every figure is measured; stored with each result so the method travels with the numbers.
+METHOD = {
+    "schedule": (
+        "requests go round-robin over the streams; per request: wait for the stream's previous "
+        "request (its 'done' event), write the input into the stream's host buffer, async H2D "
+        "copy into a static device buffer, graph replay (or eager forward), async D2H copy, "
+        "record 'done'"
+    ),
+    "baseline": "eager model on the default stream with pageable memory: model(x.to(device)).cpu()",
+    "throughput": (
+        "all streams in flight until measure.min_requests and measure.min_duration_ms are both "
+        "reached; host clock from a synchronized start to a synchronized end; the median of "
+        "measure.repeats passes; cv = stdev / mean of the passes"
+    ),
+    "speedup_vs_baseline": "median over repeats of runner / baseline requests/s, the two passes run back to back",
+    "ceiling": "the same compute (graphs, or eager forwards) replayed back to back across the streams, no copies, no host waits",
+    "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s",
+    "latency": (
+        "a separate pass of measure.latency_requests with CUDA events before the H2D copy, after it, "
+        "after compute and after the D2H copy of every request, all streams in flight"
+    ),
+    "host_enqueue": "host clock around one request's input write, H2D, replay, D2H and event record (no waiting)",
+    "check": "distinct random requests through the schedule, each compared with an eager forward: ||out-ref||/||ref|| <= tolerance",
+    "warmup": "untimed schedule, baseline and ceiling for measure.warmup_ms before the first timed pass",
+}
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or infinity: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(_clean(obj), indent=indent, sort_keys=False, default=str, allow_nan=False)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the whole new one, never part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_result(output_dir: Path, result: dict[str, Any]) -> Path:
+    assert result["status"] in STATUSES, result["status"]
+    path = output_dir / RESULT_FILE
+    write_atomic(path, to_json(result) + "\n")
+    return path
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A result file's content, or None if it is missing or not a runner result."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None

@@ -1,0 +1,104 @@
+"""Structured-config schema: what a user may type, with types Hydra checks on every override.
+
+Hydra rejects wrong types, unknown keys and unknown group options against these dataclasses.
+Ranges and cross-key rules are checked by `runner.spec.resolve`, which turns a composed config
+into a frozen `RunSpec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class DType(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class TimestampFormat(Enum):
+    none = "none"
+    csv = "csv"
+    json = "json"
+
+
+class InputKind(Enum):
+    float = "float"  # dense tensor in the run's dtype, drawn from N(0, 1)
+    tokens = "tokens"  # int64 ids drawn uniformly from [0, vocab)
+
+
+@dataclass
+class InputConfig:
+    batch: int = 32  # samples per request: the leading dimension of every input
+    shape: List[int] = field(default_factory=lambda: [256])  # one sample's shape
+    kind: InputKind = InputKind.float
+    vocab: int = 0  # tokens only: ids lie in [0, vocab)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # `_target_` (an importable nn.Module class or factory) plus its keyword arguments.
+    module: Dict[str, Any] = MISSING
+    input: InputConfig = field(default_factory=InputConfig)
+
+
+@dataclass
+class CaptureConfig:
+    warmup_iters: int = 3  # eager forwards on each capture stream before its capture
+    copies_in_graph: bool = False  # capture the H2D and D2H copies inside each graph
+    fallback_eager: bool = False  # if capture fails, run eager (marked in the result)
+
+
+@dataclass
+class MeasureConfig:
+    warmup_ms: float = 500.0  # untimed schedule before the first timed pass (clocks ramp)
+    min_requests: int = 2000  # each throughput pass runs at least this many requests...
+    min_duration_ms: float = 1000.0  # ...and at least this long
+    repeats: int = 5  # throughput passes (baseline and ceiling interleaved with them)
+    latency_requests: int = 2000  # requests timed one by one with events in the latency pass
+    check_requests: int = 2048  # distinct requests compared with eager before timing
+    input_pool: int = 16  # distinct host inputs the timed passes rotate through
+    ceiling: bool = True  # also measure the device-only ceiling
+    cv_warn: float = 0.05  # warn when the repeats' coefficient of variation exceeds this
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    streams: int = 4
+    graph: bool = True
+    pinned: bool = True
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    dtype: DType = DType.fp32
+    tf32: bool = True  # allow TF32 for fp32 matmuls and convolutions
+    seed: int = 0
+    baseline: bool = True  # also measure the naive eager baseline in the same process
+    check: bool = True  # compare the schedule's outputs with eager before timing
+    resume: bool = False  # skip this job if its folder already holds an ok result
+    profile: bool = False  # write a torch.profiler trace from a separate, untimed pass
+    timestamps: TimestampFormat = TimestampFormat.none  # per-request timestamps of the latency pass
+
+
+def register() -> None:
+    """Store the schema where configs/config.yaml's defaults list finds it."""
+    ConfigStore.instance().store(name="runner_schema", node=Config)
+
+
+def keys_under(path: str) -> list[str]:
+    """The keys the schema allows at a dotted path ('' for the top level), for error messages."""
+    node: Any = Config
+    for part in filter(None, path.split(".")):
+        fields = getattr(node, "__dataclass_fields__", {})
+        if part not in fields:
+            return []
+        node = fields[part].type
+        node = globals().get(node, node) if isinstance(node, str) else node
+    return sorted(getattr(node, "__dataclass_fields__", {}))

@@ -1,0 +1,247 @@
+"""Composed config -> validated, frozen RunSpec: the only place that reads a DictConfig.
+
+`validate` checks what the config alone can tell (ranges, cross-key rules, unknown keys);
+`resolve` adds what the machine tells (which devices exist, what they support) and settles the
+settings that will actually run, each change from the request explained in a notice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from runner.errors import ConfigError, condense
+from runner.schema import Config, keys_under
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:(\d+))$")
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    batch: int
+    shape: tuple[int, ...]  # one sample's shape; a request is (batch, *shape)
+    kind: str  # "float" or "tokens"
+    vocab: int
+
+    @property
+    def request_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.shape)
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    warmup_ms: float
+    min_requests: int
+    min_duration_ms: float
+    repeats: int
+    latency_requests: int
+    check_requests: int
+    input_pool: int
+    ceiling: bool
+    cv_warn: float
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What runs: the request after device resolution. Plain values only."""
+
+    model_name: str
+    module: Mapping[str, Any]  # `_target_` and arguments, for hydra.utils.instantiate
+    input: InputSpec
+    device: str  # "cpu" or "cuda:N"
+    dtype: str  # "fp32", "bf16" or "fp16"
+    tf32: bool
+    streams: int
+    graph: bool
+    pinned: bool
+    copies_in_graph: bool
+    warmup_iters: int
+    fallback_eager: bool
+    measure: MeasureSpec
+    seed: int
+    baseline: bool
+    check: bool
+    profile: bool
+    timestamps: str
+    resume: bool
+    notices: tuple[str, ...] = ()  # each setting changed from the request, and why
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype]
+
+    @property
+    def mode(self) -> str:
+        """Short name of the execution mode, e.g. 'graph x4 pinned'."""
+        kind = "graph" if self.graph else "eager"
+        copies = " copies-in-graph" if self.copies_in_graph else ""
+        memory = "pinned" if self.pinned else "pageable"
+        return f"{kind}{copies} x{self.streams} {memory}"
+
+    def effective(self) -> dict[str, Any]:
+        """The settings that ran, for the record."""
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "tf32": self.tf32,
+            "streams": self.streams,
+            "graph": self.graph,
+            "pinned": self.pinned,
+            "copies_in_graph": self.copies_in_graph,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["module"] = dict(self.module)
+        out["input"]["shape"] = list(self.input.shape)
+        out["notices"] = list(self.notices)
+        return out
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _unknown_keys(node: DictConfig, path: str) -> None:
+    """`+key=value` bypasses the schema; catch what it added outside model.module."""
+    allowed = keys_under(path)
+    if not allowed:
+        return
+    for key in node.keys():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in allowed:
+            raise ConfigError(f"{full}: unknown key; valid keys here: {', '.join(allowed)}")
+        child = node[key]
+        if isinstance(child, DictConfig) and full != "model.module":
+            _unknown_keys(child, full)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Check the composed config on its own: ranges, cross-key rules, unknown keys."""
+    _unknown_keys(cfg, "")
+    try:
+        config = OmegaConf.to_object(cfg)
+    except Exception as exc:  # missing values, unresolvable interpolations
+        raise ConfigError(condense(exc)) from exc
+    assert isinstance(config, Config)
+    model, inp, m, cap = config.model, config.model.input, config.measure, config.capture
+
+    _check(config.streams >= 1, f"streams={config.streams}: out of range; use streams >= 1, e.g. streams=4")
+    _check(
+        _DEVICE.match(config.device) is not None,
+        f"device={config.device!r}: not a device; use auto, cpu, cuda or cuda:N",
+    )
+    _check(config.seed >= 0, f"seed={config.seed}: out of range; use seed >= 0")
+    _check(
+        "_target_" in model.module,
+        "model.module: no _target_; name the nn.Module to build, e.g. model.module._target_=torch.nn.Linear",
+    )
+    _check(inp.batch >= 1, f"model.input.batch={inp.batch}: out of range; use a batch >= 1")
+    _check(
+        all(d >= 1 for d in inp.shape),
+        f"model.input.shape={list(inp.shape)}: every dimension must be >= 1",
+    )
+    if inp.kind.value == "tokens":
+        _check(inp.vocab >= 1, f"model.input.vocab={inp.vocab}: token inputs need a vocab >= 1")
+    _check(cap.warmup_iters >= 0, f"capture.warmup_iters={cap.warmup_iters}: out of range; use >= 0")
+    for name, minimum in (
+        ("warmup_ms", 0),
+        ("min_requests", 1),
+        ("min_duration_ms", 0),
+        ("repeats", 1),
+        ("latency_requests", 0),
+        ("check_requests", 1),
+        ("input_pool", 1),
+    ):
+        value = getattr(m, name)
+        _check(value >= minimum, f"measure.{name}={value}: out of range; use measure.{name} >= {minimum}")
+    _check(m.cv_warn > 0, f"measure.cv_warn={m.cv_warn}: out of range; use a fraction > 0, e.g. 0.05")
+    return config
+
+
+def _cuda_device(requested: str, count: int) -> str:
+    _check(
+        count > 0,
+        f"device={requested}: CUDA is not available here (torch {torch.__version__}, "
+        f"CUDA build {torch.version.cuda}); use device=cpu or device=auto",
+    )
+    index = int(requested.partition(":")[2] or 0)
+    _check(
+        index < count,
+        f"device={requested}: this machine has {count} CUDA device(s) "
+        f"(cuda:0..cuda:{count - 1}); use one of those",
+    )
+    return f"cuda:{index}"
+
+
+def resolve(
+    cfg: DictConfig,
+    cuda_count: Callable[[], int] = torch.cuda.device_count,
+    bf16_supported: Callable[[str], bool] | None = None,
+) -> RunSpec:
+    """Validate `cfg` and settle what will run on this machine."""
+    config = validate(cfg)
+    count = cuda_count()
+    notices: list[str] = []
+
+    if config.device == "auto":
+        device = "cuda:0" if count > 0 else "cpu"
+    elif config.device == "cpu":
+        device = "cpu"
+    else:
+        device = _cuda_device(config.device, count)
+
+    dtype = config.dtype.value
+    if device.startswith("cuda") and dtype == "bf16":
+        supported = bf16_supported or (lambda d: torch.cuda.is_bf16_supported())
+        _check(supported(device), f"dtype=bf16: {device} cannot run bf16; use dtype=fp16 or fp32")
+
+    streams, graph, pinned = config.streams, config.graph, config.pinned
+    copies_in_graph = config.capture.copies_in_graph
+    if device == "cpu" and (graph or streams > 1 or pinned):
+        notices.append(
+            "graphs, streams and pinned memory need CUDA: running eager with 1 stream and "
+            f"pageable memory on the CPU (asked: graph={str(graph).lower()} streams={streams} "
+            f"pinned={str(pinned).lower()})"
+        )
+        streams, graph, pinned = 1, False, False
+    if copies_in_graph and not (graph and pinned):
+        if device != "cpu":
+            need = "graph=true" if not graph else "pinned=true (pageable copies cannot be captured)"
+            notices.append(f"capture.copies_in_graph needs {need}: copies are issued around the compute")
+        copies_in_graph = False
+
+    m = config.measure
+    inp = config.model.input
+    return RunSpec(
+        model_name=config.model.name,
+        module=OmegaConf.to_container(cfg.model.module, resolve=True),  # type: ignore[arg-type]
+        input=InputSpec(inp.batch, tuple(inp.shape), inp.kind.value, inp.vocab),
+        device=device,
+        dtype=dtype,
+        tf32=config.tf32 and device != "cpu",  # TF32 is a GPU matmul mode
+        streams=streams,
+        graph=graph,
+        pinned=pinned,
+        copies_in_graph=copies_in_graph,
+        warmup_iters=config.capture.warmup_iters,
+        fallback_eager=config.capture.fallback_eager,
+        measure=MeasureSpec(**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}),
+        seed=config.seed,
+        baseline=config.baseline,
+        check=config.check,
+        profile=config.profile,
+        timestamps=config.timestamps.value,
+        resume=config.resume,
+        notices=tuple(notices),
+    )

@@ -1,0 +1,89 @@
+"""Measurement -> figures: every number with its unit in its name, plus warnings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from runner.measure import Measurement, Pass
+from runner.spec import RunSpec
+from runner.stats import cv, median, summarize
+
+STAGES = {"h2d": (0, 1), "compute": (1, 2), "d2h": (2, 3), "e2e": (0, 3)}
+
+
+@dataclass
+class Summary:
+    figures: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _rates(passes: list[Pass]) -> list[float]:
+    return [requests / seconds for requests, seconds in passes]
+
+
+def _rate_figures(prefix: str, passes: list[Pass], batch: int) -> dict[str, Any]:
+    rates = _rates(passes)
+    if not rates:
+        return {}
+    rps = median(rates)
+    return {
+        f"{prefix}_requests_per_s": rps,
+        f"{prefix}_samples_per_s": rps * batch,
+        f"{prefix}_requests_per_s_repeats": rates,
+        f"{prefix}_cv": cv(rates),
+        f"{prefix}_requests": sum(r for r, _ in passes),
+    }
+
+
+def _stage_us(latency: dict, stage: str) -> list[float]:
+    a, b = STAGES[stage]
+    return [row[b] - row[a] for row in latency["device_us"]]
+
+
+def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
+    batch = spec.input.batch
+    fig: dict[str, Any] = {}
+    warnings: list[str] = []
+    fig.update(_rate_figures("throughput", m.throughput, batch))
+    fig.update(_rate_figures("baseline", m.baseline, batch))
+    fig.update(_rate_figures("ceiling", m.ceiling, batch))
+
+    if m.baseline and m.throughput:
+        # Paired per repeat (the passes ran back to back), then the median of the ratios.
+        paired = [t / b for t, b in zip(_rates(m.throughput), _rates(m.baseline))]
+        fig["speedup_vs_baseline"] = median(paired)
+        fig["speedup_vs_baseline_repeats"] = paired
+    if m.ceiling and m.throughput:
+        fig["efficiency_vs_ceiling"] = fig["throughput_requests_per_s"] / fig["ceiling_requests_per_s"]
+
+    if m.latency is not None:
+        for stage in STAGES:
+            fig[f"latency_{stage}_us"] = summarize(_stage_us(m.latency, stage))
+    fig["host_enqueue_us"] = summarize(s * 1e6 for s in m.enqueue_s)
+    fig["baseline_latency_us"] = summarize(s * 1e6 for s in m.baseline_latency_s)
+    fig["warmup_time_ms"] = m.warmup_s * 1e3
+    fig["steady_state_allocations"] = m.steady_state_allocations
+    fig["static_buffers_moved"] = m.buffers_moved
+
+    if m.check is not None:
+        fig["check_requests"] = m.check.requests
+        fig["check_mismatches"] = m.check.mismatches
+        fig["check_max_rel_err"] = m.check.max_rel_err if math.isfinite(m.check.max_rel_err) else None
+        fig["check_tolerance_rel"] = m.check.tolerance_rel
+        fig["check_bad_requests"] = m.check.bad_requests
+
+    threshold = spec.measure.cv_warn
+    for name in ("throughput", "baseline", "ceiling"):
+        value: Optional[float] = fig.get(f"{name}_cv")
+        if value is not None and value > threshold:
+            warnings.append(
+                f"{name} varied by {value:.1%} across {spec.measure.repeats} repeats "
+                f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise"
+            )
+    if m.steady_state_allocations and spec.graph:
+        warnings.append(f"{m.steady_state_allocations} device allocations during the timed graph passes")
+    if m.buffers_moved:
+        warnings.append("a static buffer changed address during the run")
+    return Summary(fig, warnings)
