@@ -59,7 +59,7 @@ def gpu_clocks(device_index: int) -> Optional[dict[str, str]]:
         return None
     values = [v.strip() for v in out.splitlines()[0].split(",")]
     names = ("sm_mhz", "mem_mhz", "max_sm_mhz", "pstate", "temperature_c", "power_w")
-    return dict(zip(names, values))
+    return dict(zip(names, values, strict=False))
 
 
 def collect(device: str) -> dict[str, Any]:

@@ -135,6 +135,11 @@ def _release_memory(device: Optional[str]) -> None:
     gc.collect()
     if device and device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.synchronize()
+        # cuBLAS keeps a workspace per (handle, stream) it has seen; each job brings new
+        # streams, so without this a long in-process sweep would hold more memory per job.
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear_workspaces is not None:
+            clear_workspaces()
         torch.cuda.empty_cache()
 
 

@@ -13,8 +13,9 @@ A lane owns everything one in-flight request touches, so lanes share nothing:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn

@@ -13,7 +13,7 @@ The loops below do nothing else: no allocation, logging or bookkeeping beyond a 
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

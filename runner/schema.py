@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -35,7 +35,7 @@ class InputKind(Enum):
 @dataclass
 class InputConfig:
     batch: int = 32  # samples per request: the leading dimension of every input
-    shape: List[int] = field(default_factory=lambda: [256])  # one sample's shape
+    shape: list[int] = field(default_factory=lambda: [256])  # one sample's shape
     kind: InputKind = InputKind.float
     vocab: int = 0  # tokens only: ids lie in [0, vocab)
 
@@ -44,7 +44,7 @@ class InputConfig:
 class ModelConfig:
     name: str = MISSING
     # `_target_` (an importable nn.Module class or factory) plus its keyword arguments.
-    module: Dict[str, Any] = MISSING
+    module: dict[str, Any] = MISSING
     input: InputConfig = field(default_factory=InputConfig)
 
 

@@ -52,7 +52,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
 
     if m.baseline and m.throughput:
         # Paired per repeat (the passes ran back to back), then the median of the ratios.
-        paired = [t / b for t, b in zip(_rates(m.throughput), _rates(m.baseline))]
+        paired = [t / b for t, b in zip(_rates(m.throughput), _rates(m.baseline), strict=False)]
         fig["speedup_vs_baseline"] = median(paired)
         fig["speedup_vs_baseline_repeats"] = paired
     if m.ceiling and m.throughput:

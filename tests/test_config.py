@@ -1,0 +1,125 @@
+"""Every config option composes and validates; bad values are refused with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from runner.errors import ConfigError, condense
+from runner.spec import resolve, validate
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", _options("model"))
+@pytest.mark.parametrize("measure", _options("measure"))
+def test_every_model_and_measure_option_composes(make_cfg, model, measure):
+    cfg = make_cfg(f"model={model}", f"measure={measure}")
+    spec = resolve(cfg, cuda_count=lambda: 0)
+    assert spec.model_name == model
+    assert "_target_" in spec.module
+    assert spec.input.batch >= 1
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_composes(make_cfg, experiment):
+    cfg = make_cfg(f"experiment={experiment}")
+    validate(cfg)
+
+
+def test_default_config_is_the_recipe(make_cfg):
+    cfg = make_cfg()
+    assert (cfg.model.name, cfg.streams, cfg.graph, cfg.pinned, cfg.baseline) == ("mlp", 4, True, True, True)
+    recipe = make_cfg("experiment=recipe")
+    keys = ("streams", "graph", "pinned", "baseline", "dtype", "tf32", "capture", "model")
+    assert {k: recipe[k] for k in keys} == {k: cfg[k] for k in keys}
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "streams=8", "graph=false", "pinned=false", "device=cpu", "device=cuda:1", "dtype=bf16",
+        "dtype=fp16", "tf32=false", "seed=7", "baseline=false", "check=false", "resume=true",
+        "profile=true", "timestamps=csv", "timestamps=json", "capture.warmup_iters=5",
+        "capture.copies_in_graph=true", "capture.fallback_eager=true", "measure.repeats=3",
+        "measure.min_requests=10", "measure.min_duration_ms=5", "measure.warmup_ms=0",
+        "measure.latency_requests=0", "measure.check_requests=16", "measure.input_pool=4",
+        "measure.ceiling=false", "measure.cv_warn=0.1", "model.input.batch=1",
+        "model.input.shape=[128]", "model.module.depth=2",
+    ],
+)
+def test_each_key_overrides(make_cfg, override):
+    key, _, value = override.partition("=")
+    cfg = make_cfg(override)
+    as_plain = OmegaConf.create(OmegaConf.to_container(cfg, enum_to_str=True))
+    assert OmegaConf.select(as_plain, key) == yaml.safe_load(value)
+    validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("streams=0", "streams"),
+        ("streams=-2", "streams"),
+        ("model.input.batch=-1", "model.input.batch"),
+        ("model.input.batch=0", "model.input.batch"),
+        ("model.input.shape=[0]", "model.input.shape"),
+        ("measure.repeats=0", "measure.repeats"),
+        ("measure.min_requests=0", "measure.min_requests"),
+        ("measure.min_duration_ms=-1", "measure.min_duration_ms"),
+        ("measure.warmup_ms=-5", "measure.warmup_ms"),
+        ("measure.latency_requests=-1", "measure.latency_requests"),
+        ("measure.check_requests=0", "measure.check_requests"),
+        ("measure.input_pool=0", "measure.input_pool"),
+        ("measure.cv_warn=0", "measure.cv_warn"),
+        ("capture.warmup_iters=-1", "capture.warmup_iters"),
+        ("seed=-1", "seed"),
+        ("device=gpu", "device"),
+        ("device=cuda:x", "device"),
+        ("+foo=1", "foo"),
+        ("+model.input.extra=1", "model.input.extra"),
+    ],
+)
+def test_out_of_range_values_name_the_key(make_cfg, override, key):
+    cfg = make_cfg(override)
+    with pytest.raises(ConfigError) as info:
+        resolve(cfg, cuda_count=lambda: 1)
+    message = str(info.value)
+    assert message.startswith(key), message
+    assert "\n" not in message
+
+
+def test_tokens_need_a_vocab(make_cfg):
+    cfg = make_cfg("model=tiny_llm", "model.input.vocab=0")
+    with pytest.raises(ConfigError, match=r"^model\.input\.vocab"):
+        resolve(cfg, cuda_count=lambda: 0)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("streams=abc", "streams: Value 'abc'"),
+        ("graph=maybe", "graph: Value 'maybe' is not a valid bool"),
+        ("dtype=fp64", "dtype: Invalid value 'fp64', expected one of [fp32, bf16, fp16]"),
+        ("timestamps=xml", "timestamps: Invalid value 'xml'"),
+        ("model.input.batch=x", "model.input.batch: Value 'x'"),
+        ("foo=1", "foo: unknown key; valid keys in the top level: baseline, capture"),
+        ("model.input.foo=1", "model.input.foo: unknown key; valid keys in 'model.input': batch, kind, shape, vocab"),
+        ("model=nope", "model=nope: no such option in configs/model/; choose one of: linear, mlp, tiny_llm"),
+        ("measure=nope", "measure=nope: no such option in configs/measure/; choose one of: default, quick"),
+        ("streams=[", "could not parse the command line"),
+    ],
+)
+def test_composition_errors_condense_to_one_line(make_cfg, override, expected):
+    with pytest.raises(Exception) as info:
+        make_cfg(override)
+    message = condense(info.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message

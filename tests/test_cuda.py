@@ -1,0 +1,173 @@
+"""Capture, streams and copies on a real GPU. Skipped without CUDA; run them on the GPU host."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runner import schedule
+from runner.build import build
+from runner.check import check_schedule
+from runner.errors import CaptureError, ConfigError
+from runner.job import JobInfo, run_job
+from runner.lanes import build_lanes
+from runner.spec import resolve
+
+pytestmark = pytest.mark.cuda
+
+QUICK = ("measure=quick", "device=cuda")
+
+
+@pytest.fixture(autouse=True)
+def _tf32_restored():
+    before = torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = before
+    torch.cuda.synchronize()
+
+
+def _setup(make_cfg, *overrides, hazard=None):
+    spec = resolve(make_cfg(*QUICK, *overrides))
+    torch.backends.cuda.matmul.allow_tf32 = spec.tf32
+    workload = build(spec)
+    lanes = build_lanes(spec, workload, hazard=hazard)
+    return spec, workload, lanes
+
+
+def _check(spec, workload, lanes, requests, hazard=None):
+    with torch.no_grad():
+        return check_schedule(spec, workload, lanes, requests, hazard)
+
+
+@pytest.mark.parametrize(("dtype", "tf32"), [("fp32", "true"), ("bf16", "false")])
+def test_concurrent_graph_replay_equals_eager_for_10000_requests(make_cfg, dtype, tf32):
+    spec, workload, lanes = _setup(make_cfg, "model=mlp", f"dtype={dtype}", f"tf32={tf32}", "streams=4")
+    assert lanes.graph and len(lanes) == 4
+    result = _check(spec, workload, lanes, 10_000)
+    assert result.requests == 10_000
+    assert result.passed, result
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model=tiny_llm", "dtype=bf16", "streams=4"),
+        ("model=tiny_llm", "dtype=fp32", "tf32=true", "streams=8"),
+        ("model=mlp", "capture.copies_in_graph=true", "streams=4"),
+        ("model=mlp", "graph=false", "streams=4"),
+        ("model=mlp", "graph=false", "pinned=false", "streams=2"),
+        ("model=mlp", "pinned=false", "streams=3"),
+    ],
+    ids=["tiny_llm-bf16", "tiny_llm-tf32-x8", "copies-in-graph", "eager-x4", "eager-pageable", "graph-pageable"],
+)
+def test_every_mode_equals_eager(make_cfg, overrides):
+    spec, workload, lanes = _setup(make_cfg, *overrides)
+    result = _check(spec, workload, lanes, 2_000)
+    assert result.passed, result
+
+
+def test_shared_pool_race_is_caught_by_the_same_check(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, "model=tiny_llm", "streams=4", hazard="shared_pool")
+    result = _check(spec, workload, lanes, 2_000)
+    assert not result.passed
+    assert result.mismatches > 0
+
+
+def test_input_rewritten_too_early_is_caught_by_the_same_check(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, "model=tiny_llm", "streams=4")
+    result = _check(spec, workload, lanes, 2_000, hazard="early_rewrite")
+    assert not result.passed
+
+
+def test_every_graph_has_its_own_stream_and_pool(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, "streams=4", "capture.copies_in_graph=true")
+    streams = [lane.stream for lane in lanes]
+    assert len({s.cuda_stream for s in streams}) == 4
+    assert torch.cuda.default_stream().cuda_stream not in {s.cuda_stream for s in streams}
+    pools = [pool for lane in lanes for pool in lane.pools]
+    assert len(pools) == 8 and len(set(pools)) == 8  # compute graph + full graph per lane
+    graphs = [g for lane in lanes for g in (lane.graph, lane.compute_graph)]
+    assert len({id(g) for g in graphs}) == 8
+
+
+def test_static_buffers_never_move_and_steady_state_allocates_nothing(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, "streams=4")
+    pointers = [lane.buffer_pointers() for lane in lanes]
+    with torch.no_grad():
+        schedule.throughput_pass(lanes, workload.sources, 100, 0.0)  # first replays upload graphs
+        before = torch.cuda.memory_stats()["allocation.all.allocated"]
+        schedule.throughput_pass(lanes, workload.sources, 2_000, 0.0)
+        schedule.latency_pass(lanes, workload.sources, 200)
+        after = torch.cuda.memory_stats()["allocation.all.allocated"]
+    assert after == before
+    assert pointers == [lane.buffer_pointers() for lane in lanes]
+    assert all(lane.host_in.is_pinned() and lane.host_out.is_pinned() for lane in lanes)
+
+
+def test_changing_the_pinned_input_changes_the_output(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, "streams=2", "capture.copies_in_graph=true")
+    lane = lanes.lanes[1]
+    outputs = []
+    with torch.no_grad():
+        for source in workload.sources[:2]:
+            lane.host_in.copy_(source)
+            torch.cuda.set_stream(lane.stream)
+            lane.enqueue()
+            lane.done.record()
+            lanes.restore_default_stream()
+            lane.done.synchronize()
+            outputs.append(lane.host_out.clone())
+            expected = workload.model(source.cuda()).cpu()
+            torch.testing.assert_close(outputs[-1], expected, rtol=5e-3, atol=1e-4)
+    assert not torch.equal(outputs[0], outputs[1])
+
+
+FAULTY = ("model=linear", "~model.module.in_features", "~model.module.out_features",
+          "+model.module.features=8", "model.input.shape=[8]", "model.input.batch=2")
+
+
+def test_uncapturable_model_says_capture_failed_and_why(make_cfg):
+    with pytest.raises(CaptureError, match="capture of model linear into a CUDA graph failed"):
+        _setup(make_cfg, *FAULTY, "model.module._target_=tests.faulty_models.HostSync")
+    # The device is still usable afterwards.
+    assert torch.ones(4, device="cuda").sum().item() == 4
+
+
+def test_uncapturable_model_falls_back_to_eager_when_asked(make_cfg, tmp_path):
+    cfg = make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.HostSync",
+                   "capture.fallback_eager=true")
+    result = run_job(cfg, JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok"
+    assert result["effective"]["graph"] is False
+    assert any("capture" in n and "ran eager instead" in n for n in result["notices"])
+
+
+def test_out_of_memory_is_a_clear_failed_result(make_cfg, tmp_path):
+    cfg = make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.Hog")
+    result = run_job(cfg, JobInfo(output_dir=tmp_path))
+    assert result["status"] == "failed"
+    assert result["reason"].startswith("out of memory:")
+    assert torch.cuda.memory_allocated() < 2**30  # nothing left behind
+
+
+def test_a_device_that_does_not_exist_is_refused(make_cfg):
+    count = torch.cuda.device_count()
+    with pytest.raises(ConfigError, match=rf"^device=cuda:{count}: this machine has {count} CUDA device"):
+        resolve(make_cfg(f"device=cuda:{count}"))
+
+
+def test_graph_job_reports_setup_apart_from_steady_state(make_cfg, tmp_path):
+    allocated_before = torch.cuda.memory_allocated()
+    result = run_job(make_cfg(*QUICK, "streams=4"), JobInfo(output_dir=tmp_path))
+    f = result["figures"]
+    assert result["status"] == "ok", result["reason"]
+    assert f["check_mismatches"] == 0
+    assert f["capture_time_ms"] > 0 and f["graph_pool_bytes"] > 0
+    assert f["peak_device_memory_bytes"] > 0
+    assert f["steady_state_allocations"] == 0 and f["static_buffers_moved"] is False
+    assert f["speedup_vs_baseline"] > 1.0
+    assert 0 < f["efficiency_vs_ceiling"] <= 1.5
+    e2e, h2d, comp, d2h = (f[f"latency_{s}_us"]["p50"] for s in ("e2e", "h2d", "compute", "d2h"))
+    assert h2d > 0 and comp > 0 and d2h > 0 and e2e >= comp
+    assert result["env"]["gpu"]["name"]
+    assert torch.cuda.memory_allocated() == allocated_before  # the job returned its memory

@@ -1,0 +1,143 @@
+"""A whole job on the CPU through run_job: its result.json, failures, and the check itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from runner.build import build
+from runner.check import check_schedule
+from runner.errors import ConfigError
+from runner.job import JobInfo, run_job
+from runner.lanes import build_lanes
+from runner.record import RESULT_FILE, SCHEMA
+from runner.spec import resolve
+
+QUICK = ("measure=quick", "device=cpu")
+
+
+def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
+    cfg = make_cfg(*QUICK, "model.input.batch=4")
+    result = run_job(cfg, JobInfo(output_dir=tmp_path, overrides=list(QUICK)))
+    on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert on_disk == json.loads(json.dumps(on_disk))  # strict JSON, no NaN
+    assert on_disk["schema"] == SCHEMA and on_disk["status"] == "ok"
+    assert on_disk["effective"] == {
+        "device": "cpu", "dtype": "fp32", "tf32": False, "streams": 1, "graph": False,
+        "pinned": False, "copies_in_graph": False,
+    }
+    assert on_disk["config"]["streams"] == 4  # the request is kept next to what ran
+    assert on_disk["overrides"] == list(QUICK)
+    f = on_disk["figures"]
+    assert f["check_requests"] == 128 and f["check_mismatches"] == 0
+    assert f["throughput_requests_per_s"] > 0 and len(f["throughput_requests_per_s_repeats"]) == 2
+    assert f["throughput_samples_per_s"] == pytest.approx(4 * f["throughput_requests_per_s"])
+    assert f["speedup_vs_baseline"] > 0 and f["efficiency_vs_ceiling"] > 0
+    for stage in ("e2e", "h2d", "compute", "d2h"):
+        s = f[f"latency_{stage}_us"]
+        assert s["n"] == 200 and 0 <= s["min"] <= s["p50"] <= s["p99"] <= s["max"]
+    assert f["latency_e2e_us"]["p50"] >= f["latency_compute_us"]["p50"]
+    assert f["host_enqueue_us"]["n"] == 200 and f["baseline_latency_us"]["n"] == 200
+    env = on_disk["env"]
+    for key in ("python", "torch", "host", "git", "platform"):
+        assert key in env
+    assert on_disk["seed"] == 0 and on_disk["method"]["throughput"]
+    # The console ends with the result as one JSON object.
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["figures"]["throughput_requests_per_s"] == f["throughput_requests_per_s"]
+    assert result["status"] == "ok"
+
+
+def test_bad_input_in_a_single_run_raises_and_writes_nothing(make_cfg, tmp_path):
+    cfg = make_cfg(*QUICK, "model.input.shape=[7]")
+    with pytest.raises(ConfigError, match=r"^model\.input\.shape=\[7\] with batch 32 does not fit model mlp"):
+        run_job(cfg, JobInfo(output_dir=tmp_path))
+    assert not (tmp_path / RESULT_FILE).exists()
+
+
+def test_bad_input_in_a_sweep_is_a_failed_result(make_cfg, tmp_path):
+    cfg = make_cfg(*QUICK, "streams=0")
+    result = run_job(cfg, JobInfo(output_dir=tmp_path, multirun=True, num=3))
+    on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert result["status"] == on_disk["status"] == "failed"
+    assert on_disk["reason"].startswith("bad config: streams=0: out of range")
+
+
+FAULTY = ("model=linear", "model.module._target_=tests.faulty_models.FailAfter",
+          "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
+          "model.input.shape=[8]", "model.input.batch=2")
+
+
+def test_constructor_failure_is_bad_input(make_cfg, tmp_path):
+    cfg = make_cfg(*QUICK, "model=linear", "model.module._target_=torch.nn.Dropout",
+                   "~model.module.in_features", "~model.module.out_features", "+model.module.p=2.0")
+    with pytest.raises(ConfigError, match=r"^model\.module: building torch\.nn\.Dropout failed \(dropout probability"):
+        run_job(cfg, JobInfo(output_dir=tmp_path))
+
+
+def test_runtime_failure_is_recorded_with_its_reason(make_cfg, tmp_path):
+    cfg = make_cfg(*QUICK, *FAULTY, "+model.module.calls=40")
+    result = run_job(cfg, JobInfo(output_dir=tmp_path))
+    assert result["status"] == "failed"
+    assert result["reason"] == "RuntimeError: planted failure after 40 forwards"
+    on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert on_disk["status"] == "failed" and on_disk["reason"] == result["reason"]
+    assert "planted failure" in (tmp_path / "traceback.txt").read_text()
+
+
+def test_resume_skips_a_job_with_an_ok_result(make_cfg, tmp_path):
+    info = JobInfo(output_dir=tmp_path, overrides=["measure=quick"])
+    first = run_job(make_cfg(*QUICK, "model.input.batch=2"), info)
+    mtime = (tmp_path / RESULT_FILE).stat().st_mtime_ns
+    again = run_job(make_cfg(*QUICK, "model.input.batch=2", "resume=true"), info)
+    assert again["status"] == "skipped"
+    assert (tmp_path / RESULT_FILE).stat().st_mtime_ns == mtime
+    assert first["figures"] == again["figures"]
+
+
+def _cpu_lanes(make_cfg, *overrides):
+    spec = resolve(make_cfg(*QUICK, *overrides), cuda_count=lambda: 0)
+    workload = build(spec)
+    return spec, workload, build_lanes(spec, workload)
+
+
+def test_check_passes_for_the_real_schedule(make_cfg):
+    spec, workload, lanes = _cpu_lanes(make_cfg, "model.input.batch=2")
+    with torch.no_grad():
+        result = check_schedule(spec, workload, lanes, requests=600)
+    assert result.passed and result.requests == 600 and result.max_rel_err == 0.0
+
+
+def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
+    spec, workload, lanes = _cpu_lanes(make_cfg, "model.input.batch=2")
+    lane = lanes.lanes[0]
+    real = lane.enqueue
+    calls = {"n": 0}
+
+    def stale_every_fifth():  # every fifth response is the previous request's
+        calls["n"] += 1
+        if calls["n"] % 5:
+            real()
+
+    lane.enqueue = stale_every_fifth
+    with torch.no_grad():
+        result = check_schedule(spec, workload, lanes, requests=100)
+    assert not result.passed
+    assert result.mismatches == 20 and result.bad_requests[:2] == [4, 9]
+
+
+def test_check_catches_a_single_corrupted_element(make_cfg):
+    spec, workload, lanes = _cpu_lanes(make_cfg, "model.input.batch=2")
+    lane = lanes.lanes[0]
+    real = lane.enqueue
+
+    def corrupt():
+        real()
+        lane.host_out[0, 0] += 1.0
+
+    lane.enqueue = corrupt
+    with torch.no_grad():
+        result = check_schedule(spec, workload, lanes, requests=8)
+    assert result.mismatches == 8

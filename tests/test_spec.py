@@ -1,0 +1,58 @@
+"""Device resolution: what runs where, and one-line errors for devices that are not there."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.errors import ConfigError
+from runner.spec import resolve
+
+
+def test_auto_without_cuda_runs_eager_one_stream_on_cpu_and_says_so(make_cfg):
+    spec = resolve(make_cfg(), cuda_count=lambda: 0)
+    assert spec.device == "cpu"
+    assert (spec.graph, spec.streams, spec.pinned, spec.tf32) == (False, 1, False, False)
+    assert len(spec.notices) == 1 and "need CUDA" in spec.notices[0]
+    assert "graph=true streams=4 pinned=true" in spec.notices[0]
+
+
+def test_auto_with_cuda_keeps_the_request(make_cfg):
+    spec = resolve(make_cfg("streams=8"), cuda_count=lambda: 2)
+    assert spec.device == "cuda:0"
+    assert (spec.graph, spec.streams, spec.pinned) == (True, 8, True)
+    assert spec.notices == ()
+    assert spec.mode == "graph x8 pinned"
+
+
+def test_cpu_without_extras_has_no_notice(make_cfg):
+    spec = resolve(make_cfg("device=cpu", "graph=false", "streams=1", "pinned=false"), cuda_count=lambda: 1)
+    assert spec.device == "cpu" and spec.notices == ()
+
+
+@pytest.mark.parametrize(
+    ("device", "count", "expected"),
+    [
+        ("cuda", 0, "device=cuda: CUDA is not available here"),
+        ("cuda:0", 0, "device=cuda:0: CUDA is not available here"),
+        ("cuda:3", 1, "device=cuda:3: this machine has 1 CUDA device(s) (cuda:0..cuda:0); use one of those"),
+    ],
+)
+def test_missing_cuda_device_is_a_one_line_error(make_cfg, device, count, expected):
+    with pytest.raises(ConfigError) as info:
+        resolve(make_cfg(f"device={device}"), cuda_count=lambda: count)
+    assert str(info.value).startswith(expected)
+
+
+def test_bf16_on_a_gpu_without_it_is_refused(make_cfg):
+    with pytest.raises(ConfigError, match=r"^dtype=bf16: cuda:0 cannot run bf16"):
+        resolve(make_cfg("dtype=bf16"), cuda_count=lambda: 1, bf16_supported=lambda d: False)
+
+
+def test_copies_in_graph_needs_graph_and_pinned(make_cfg):
+    spec = resolve(make_cfg("capture.copies_in_graph=true", "pinned=false"), cuda_count=lambda: 1)
+    assert spec.copies_in_graph is False
+    assert "needs pinned=true" in spec.notices[0]
+    spec = resolve(make_cfg("capture.copies_in_graph=true", "graph=false"), cuda_count=lambda: 1)
+    assert spec.copies_in_graph is False and "needs graph=true" in spec.notices[0]
+    spec = resolve(make_cfg("capture.copies_in_graph=true"), cuda_count=lambda: 1)
+    assert spec.copies_in_graph is True and spec.mode == "graph copies-in-graph x4 pinned"

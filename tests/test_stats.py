@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from runner.stats import cv, quantile, summarize
+
+
+def test_summary_of_known_samples():
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    s = summarize(reversed(values))
+    assert s["n"] == 100 and s["min"] == 1 and s["max"] == 100
+    assert s["mean"] == pytest.approx(50.5)
+    assert s["p50"] == pytest.approx(50.5)
+    assert s["p90"] == pytest.approx(90.1)
+    assert s["p99"] == pytest.approx(99.01)
+    assert s["stdev"] == pytest.approx(statistics.stdev(values))
+
+
+def test_nan_is_ignored_and_empty_is_none():
+    assert summarize([]) is None
+    assert summarize([math.nan]) is None
+    assert summarize([1.0, math.nan, 3.0])["mean"] == 2.0
+
+
+def test_quantile_matches_linear_interpolation():
+    assert quantile([0.0, 10.0], 0.25) == 2.5
+    assert quantile([5.0], 0.99) == 5.0
+
+
+def test_cv():
+    assert cv([1.0]) is None
+    assert cv([10.0, 10.0, 10.0]) == 0.0
+    assert cv([9.0, 11.0]) == pytest.approx(statistics.stdev([9, 11]) / 10)
