@@ -24,6 +24,7 @@ from runner.schema import register
 register()
 
 _exit_code = 0  # the worst status of the jobs run in this process
+_show_traceback = False  # the user set HYDRA_FULL_ERROR=1
 
 
 def _remove_if_only_hydra_files(output_dir: Path) -> None:
@@ -51,15 +52,19 @@ def hydra_entry(cfg: DictConfig) -> dict:
     )
     try:
         result = run_job(cfg, info)
-    except ConfigError:
+    except ConfigError as exc:  # single run: say it in one line, leave nothing behind
         _remove_if_only_hydra_files(info.output_dir)
-        raise
+        if _show_traceback:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)  # SystemExit passes Hydra's job wrapper, which would log the error again
     _exit_code = max(_exit_code, EXIT_CODES.get(result["status"], 1))
     return result
 
 
 def main() -> None:
-    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    global _show_traceback
+    _show_traceback = show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us, to print them in one line
     try:
         hydra_entry()

@@ -155,30 +155,33 @@ def _make_lane(index: int, spec: RunSpec, workload: Workload, device: torch.devi
     return Lane(index, workload.model, host_in, dev_in, host_out, stream, done)
 
 
-def _capture(lane: Lane, body: Callable[[], torch.Tensor], warmup_iters: int, pool) -> tuple:
-    """Warm `body` up eagerly on the lane's stream, then capture it there into its own pool."""
-    with torch.cuda.stream(lane.stream):
+def _capture(body: Callable[[], torch.Tensor], warmup_iters: int, pool, stream) -> tuple:
+    """Warm `body` up eagerly on `stream`, then capture it there into `pool`."""
+    with torch.cuda.stream(stream):
         for _ in range(warmup_iters):  # lazy init (cuBLAS handles, autotuning) stays out of capture
             body()
-    lane.stream.synchronize()
+    stream.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, stream=lane.stream):
+    with torch.cuda.graph(graph, pool=pool, stream=stream):
         out = body()
     return graph, out
 
 
-def _capture_lane(lane: Lane, spec: RunSpec, shared_pool) -> None:
+def _capture_lane(lane: Lane, spec: RunSpec, shared) -> None:
+    """Capture the lane's graphs on the lane's own stream, each into a pool of its own
+    (`shared`, for the broken test variant, replaces both with one pool and one stream)."""
     model, dev_in = lane.model, lane.dev_in
+    stream = shared[1] if shared else lane.stream
 
     def forward() -> torch.Tensor:
         return model(dev_in)
 
     def new_pool():
-        return shared_pool if shared_pool is not None else torch.cuda.graph_pool_handle()
+        return shared[0] if shared else torch.cuda.graph_pool_handle()
 
     with torch.no_grad():
         compute_pool = new_pool()
-        lane.compute_graph, lane.dev_out = _capture(lane, forward, spec.warmup_iters, compute_pool)
+        lane.compute_graph, lane.dev_out = _capture(forward, spec.warmup_iters, compute_pool, stream)
         lane.pools.append(compute_pool)
         if spec.copies_in_graph:
             host_in, host_out = lane.host_in, lane.host_out
@@ -190,7 +193,7 @@ def _capture_lane(lane: Lane, spec: RunSpec, shared_pool) -> None:
                 return out
 
             full_pool = new_pool()
-            lane.graph, _ = _capture(lane, request, spec.warmup_iters, full_pool)
+            lane.graph, _ = _capture(request, spec.warmup_iters, full_pool, stream)
             lane.pools.append(full_pool)
             lane.enqueue = lane.graph.replay
             lane.h2d = lane.d2h = None
@@ -203,19 +206,21 @@ def _capture_lane(lane: Lane, spec: RunSpec, shared_pool) -> None:
 def build_lanes(spec: RunSpec, workload: Workload, hazard: Optional[str] = None) -> Lanes:
     """One lane per stream; with graphs, each lane's graphs are captured on its own stream.
 
-    `hazard` builds a deliberately broken variant for tests: "shared_pool" gives every graph
-    the same memory pool, the race the correctness check must catch.
+    `hazard` builds a deliberately broken variant for tests: "shared_pool" captures every graph
+    into one memory pool on one capture stream (what the defaults of torch.cuda.graph plus a
+    shared pool give), so graphs reuse each other's intermediates: the race the correctness
+    check must catch when they replay concurrently.
     """
     device = torch.device(spec.device)
     lanes = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
     if not spec.graph:
         return Lanes(lanes, device, graph=False, copies_in_graph=False, capture_time_s=0.0)
 
-    shared_pool = torch.cuda.graph_pool_handle() if hazard == "shared_pool" else None
+    shared = (torch.cuda.graph_pool_handle(), torch.cuda.Stream(device)) if hazard == "shared_pool" else None
     start = time.perf_counter()
     try:
         for lane in lanes:
-            _capture_lane(lane, spec, shared_pool)
+            _capture_lane(lane, spec, shared)
     except Exception as exc:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             raise

@@ -1,0 +1,150 @@
+"""The real command line, started as subprocesses: runs, sweeps and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env
+
+pytestmark = pytest.mark.slow
+
+QUICK = ["measure=quick", "device=cpu", "model.input.batch=2"]
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def results_under(path: Path) -> list[Path]:
+    return sorted(path.rglob("result.json"))
+
+
+def test_single_run_prints_a_table_and_ends_with_the_json_result(tmp_path):
+    done = run_cli(QUICK, tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["status"] == "ok" and result["effective"]["device"] == "cpu"
+    assert any(line.startswith("  runner ") for line in lines)
+    [path] = results_under(tmp_path / "outputs" / "runs")
+    assert json.loads(path.read_text())["figures"] == result["figures"]
+    hydra_dir = path.parent / ".hydra"
+    assert (hydra_dir / "config.yaml").exists() and (hydra_dir / "overrides.yaml").exists()
+
+
+def test_default_run_on_a_machine_without_gpu_says_so_in_one_line(tmp_path):
+    done = run_cli(["measure=quick", "model.input.batch=2"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stdout.splitlines() if line.startswith("note: graphs, streams")]
+    assert notes and "need CUDA" in notes[0]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["effective"]["graph"] is False and result["effective"]["streams"] == 1
+    assert result["config"]["graph"] is True and result["config"]["streams"] == 4
+
+
+FAULTY = ["model=linear", "~model.module.in_features", "~model.module.out_features",
+          "+model.module.features=8", "model.input.shape=[8]"]
+
+# (arguments, what the one line must start with after "error: ")
+BAD_INPUTS = {
+    "streams-type": (["streams=abc"], "streams: Value 'abc'"),
+    "streams-zero": (["streams=0"], "streams=0: out of range"),
+    "graph-type": (["graph=maybe"], "graph: Value 'maybe' is not a valid bool"),
+    "pinned-type": (["pinned=perhaps"], "pinned: Value 'perhaps' is not a valid bool"),
+    "tf32-type": (["tf32=yes please"], "tf32: Value 'yes please' is not a valid bool"),
+    "baseline-type": (["baseline=sometimes"], "baseline: Value 'sometimes'"),
+    "check-type": (["check=x"], "check: Value 'x'"),
+    "resume-type": (["resume=x"], "resume: Value 'x'"),
+    "profile-type": (["profile=x"], "profile: Value 'x'"),
+    "dtype-value": (["dtype=fp64"], "dtype: Invalid value 'fp64', expected one of [fp32, bf16, fp16]"),
+    "timestamps-value": (["timestamps=xml"], "timestamps: Invalid value 'xml'"),
+    "seed-type": (["seed=1.5"], "seed: Value '1.5'"),
+    "seed-range": (["seed=-1"], "seed=-1: out of range"),
+    "device-value": (["device=gpu"], "device='gpu': not a device; use auto, cpu, cuda or cuda:N"),
+    "device-missing": (["device=cuda:3"], "device=cuda:3:"),
+    "unknown-key": (["foo=1"], "foo: unknown key"),
+    "unknown-key-plus": (["+foo=1"], "foo: unknown key"),
+    "unknown-model": (["model=nope"], "model=nope: no such option in configs/model/; choose one of: linear, mlp, tiny_llm"),
+    "unknown-measure": (["measure=nope"], "measure=nope: no such option"),
+    "unknown-experiment": (["experiment=nope"], "experiment=nope: no such option"),
+    "batch-negative": (["model.input.batch=-4"], "model.input.batch=-4: out of range"),
+    "shape-zero": (["model.input.shape=[0]"], "model.input.shape=[0]: every dimension must be >= 1"),
+    "repeats-zero": (["measure.repeats=0"], "measure.repeats=0: out of range"),
+    "min-requests-type": (["measure.min_requests=many"], "measure.min_requests: Value 'many'"),
+    "warmup-iters-range": (["capture.warmup_iters=-1"], "capture.warmup_iters=-1: out of range"),
+    "capture-key": (["capture.nope=1"], "capture.nope: unknown key; valid keys in 'capture'"),
+    "parse": (["streams=["], "could not parse the command line"),
+    "target-import": (["model.module._target_=nope.Nope"], "model.module._target_=nope.Nope: cannot be imported"),
+    "target-not-module": (["model.module._target_=builtins.dict"], "model.module._target_=builtins.dict: builds a dict, not an nn.Module"),
+    "target-arguments": (["model.module._target_=torch.nn.Linear"], "model.module: the arguments do not fit torch.nn.Linear"),
+    "shape-mismatch": (["model.input.shape=[7]"], "model.input.shape=[7] with batch 2 does not fit model mlp"),
+    "tokens-vocab": (["model=tiny_llm", "model.input.vocab=0"], "model.input.vocab=0: token inputs need a vocab >= 1"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every bad input, run at once (each is a separate process)."""
+    base = tmp_path_factory.mktemp("bad")
+
+    def one(item):
+        name, (args, _) = item
+        cwd = base / name
+        cwd.mkdir()
+        return name, (run_cli([*QUICK, *args], cwd), cwd)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(one, BAD_INPUTS.items()))
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_is_one_line_nonzero_and_leaves_no_result(bad_input_runs, name):
+    done, cwd = bad_input_runs[name]
+    expected = BAD_INPUTS[name][1]
+    if name == "device-missing" and "CUDA is not available" not in done.stderr:
+        expected = "device=cuda:3: this machine has"
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: {expected}"), lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert results_under(cwd) == []
+    assert not (cwd / "outputs" / "runs").exists() or not any((cwd / "outputs" / "runs").rglob(".hydra"))
+
+
+def test_full_error_shows_the_traceback(tmp_path):
+    env = cli_env()
+    env["HYDRA_FULL_ERROR"] = "1"
+    done = run_cli([*QUICK, "streams=0"], tmp_path, env=env)
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr and "ConfigError" in done.stderr
+
+
+def test_runtime_failure_exits_nonzero_with_a_failed_result(tmp_path):
+    done = run_cli([*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.FailAfter",
+                    "+model.module.calls=30"], tmp_path)
+    assert done.returncode == 1
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "failed" and "planted failure" in result["reason"]
+    [path] = results_under(tmp_path)
+    assert json.loads(path.read_text())["status"] == "failed"
+
+
+def test_two_job_multirun_records_each_job(tmp_path):
+    done = run_cli(["-m", *QUICK, "model.input.batch=1,2"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    paths = results_under(tmp_path / "outputs" / "sweeps")
+    assert len(paths) == 2
+    results = [json.loads(p.read_text()) for p in paths]
+    assert sorted(r["config"]["model"]["input"]["batch"] for r in results) == [1, 2]
+    assert all(r["status"] == "ok" for r in results)
+    assert sorted(r["job"]["num"] for r in results) == [0, 1]
