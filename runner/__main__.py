@@ -1,3 +1,4 @@
 from runner.app import main
 
-main()
+if __name__ == "__main__":
+    main()

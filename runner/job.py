@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -75,6 +76,11 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
             "started_at": started,
             "finished_at": None,
             "wall_time_s": None,
+            "started_unix": time.time(),
+            "finished_unix": None,
+            # Set by the runner launcher: the device id this job's process was given, its cores.
+            "launcher_device": os.environ.get("RUNNER_LAUNCHER_DEVICE"),
+            "launcher_cpus": os.environ.get("RUNNER_LAUNCHER_CPUS"),
         },
     }
 
@@ -152,6 +158,15 @@ def _failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:500]}"
 
 
+def _same_job(before: list[str], now: list[str]) -> bool:
+    """Whether an earlier result answers this job: the same overrides, `resume` aside."""
+
+    def strip(overrides: list[str]) -> list[str]:
+        return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+
+    return strip(before) == strip(now)
+
+
 def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dict[str, Any]:
     """Run one job and write its result.json. Raises ConfigError for bad input in a single run
     (then nothing is written); in a sweep, bad input is recorded as a failed result."""
@@ -166,7 +181,7 @@ def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dic
             log.warning("note: %s", notice)
         if spec.resume:
             previous = read_result(info.output_dir / RESULT_FILE)
-            if previous and previous.get("status") == "ok" and previous.get("overrides") == result["overrides"]:
+            if previous and previous.get("status") == "ok" and _same_job(previous["overrides"], result["overrides"]):
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
                 previous["status"] = "skipped"
                 return previous
@@ -186,6 +201,7 @@ def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dic
         result["reason"] = _failure_reason(exc)
         log.error("job failed: %s", result["reason"])
         log.debug("%s", traceback.format_exc())
+        info.output_dir.mkdir(parents=True, exist_ok=True)
         (info.output_dir / "traceback.txt").write_text(traceback.format_exc())
     finally:
         _release_memory(spec.device if spec else None)
@@ -193,9 +209,22 @@ def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dic
     return result
 
 
+def record_outside(
+    cfg: DictConfig, info: JobInfo, status: str, reason: str, device_slot: Optional[str] = None
+) -> dict[str, Any]:
+    """Write the result of a job that could not write its own (its process died or was
+    stopped), so the sweep table shows it and `resume` reruns it."""
+    result = _base_result(cfg, info, _now())
+    result.update(status=status, reason=reason)
+    result["job"].update(finished_at=_now(), started_unix=None, launcher_device=device_slot)
+    write_result(info.output_dir, result)
+    return result
+
+
 def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> None:
     result["job"]["finished_at"] = _now()
     result["job"]["wall_time_s"] = time.perf_counter() - t0
+    result["job"]["finished_unix"] = time.time()
     path = write_result(info.output_dir, result)
     print(printer.render(result))
     print(f"result: {path}")

@@ -1,0 +1,320 @@
+"""The `runner` launcher: every job of a sweep in a process of its own.
+
+- A job whose process dies (segfault, CUDA abort, killed) costs that job alone: the launcher
+  records it as failed with the signal, and the sweep goes on.
+- Ctrl-C: running jobs write an `interrupted` result (or the launcher writes it for them);
+  finished results stay as they are; the sweep can be resumed with `resume=true`.
+- `devices`: run jobs in parallel, one per GPU at a time, each job's process seeing only its
+  GPU (CUDA_VISIBLE_DEVICES) and, with `pin_cpus`, only its share of the host's cores.
+- A progress line between jobs (job i of n, elapsed, estimate); nothing runs inside a job.
+
+This module is imported whenever Hydra scans its plugins: keep its imports light (no torch),
+and no `from __future__ import annotations` (Hydra's scan runs modules outside sys.modules,
+where dataclasses cannot resolve string annotations).
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunnerLauncherConf:
+    _target_: str = "hydra_plugins.runner_launcher.runner_launcher.RunnerLauncher"
+    # null: one job at a time on whatever device the job asks for. "all": one job per visible
+    # GPU at a time. A list of CUDA device ids (as CUDA_VISIBLE_DEVICES names them): those.
+    devices: Any = None
+    pin_cpus: bool = True  # with several devices, give each job its own share of the cores
+    grace_s: float = 15.0  # after Ctrl-C, how long a job may take to write its result
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="runner", node=RunnerLauncherConf, provider="runner")
+
+
+class SlotScheduler:
+    """Hands jobs, in order, to free slots; a slot holds at most one job at a time."""
+
+    def __init__(self, slots: Sequence[Hashable]) -> None:
+        if not slots:
+            raise ValueError("no slots to run jobs on")
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"slots must be distinct: {list(slots)}")
+        self.free: deque = deque(slots)
+        self.busy: set = set()
+
+    def assign(self, pending: deque) -> list[tuple[Any, Hashable]]:
+        """Pop jobs from `pending` onto free slots; returns the (job, slot) pairs to start."""
+        started = []
+        while pending and self.free:
+            slot = self.free.popleft()
+            self.busy.add(slot)
+            started.append((pending.popleft(), slot))
+        return started
+
+    def release(self, slot: Hashable) -> None:
+        if slot not in self.busy:
+            raise ValueError(f"slot {slot!r} is not busy")
+        self.busy.remove(slot)
+        self.free.append(slot)
+
+
+def resolve_devices(devices: Any) -> list[Optional[str]]:
+    """The launcher's slots: [None] for one job at a time, else one slot per device id."""
+    if devices is None or devices == "none":
+        return [None]
+    if devices == "all":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            ids = [d.strip() for d in visible.split(",") if d.strip()]
+        else:
+            import torch  # only here: counting devices
+
+            ids = [str(i) for i in range(torch.cuda.device_count())]
+        if not ids:
+            raise ValueError("hydra.launcher.devices=all: no CUDA devices are visible; use devices=null")
+        return ids
+    if isinstance(devices, (int, str)):
+        return [str(devices)]
+    ids = [str(d) for d in devices]
+    if not ids or len(set(ids)) != len(ids):
+        raise ValueError(f"hydra.launcher.devices={ids}: give distinct device ids, 'all' or null")
+    return ids
+
+
+def cpu_shares(slots: int, cpus: Optional[Sequence[int]] = None) -> list[list[int]]:
+    """Split the cores this process may use into `slots` contiguous, disjoint shares."""
+    available = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+    per = max(1, len(available) // slots)
+    return [available[i * per:(i + 1) * per] or available[-1:] for i in range(slots)]
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name} (exit {code})"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class _Job:
+    idx: int
+    overrides: list[str]
+    config: DictConfig  # the job's composed config, sweep folder resolved
+    output_dir: Path
+    slot: Optional[str] = None
+    process: Optional[subprocess.Popen] = None
+    started: float = 0.0
+    result_mtime: Optional[int] = None  # result.json's mtime before the job started
+    console: Any = None
+    returned: dict = field(default_factory=dict)
+
+
+def _mtime(path: Path) -> Optional[int]:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+class RunnerLauncher(Launcher):
+    def __init__(self, devices: Any = None, pin_cpus: bool = True, grace_s: float = 15.0) -> None:
+        self.devices = devices
+        self.pin_cpus = pin_cpus
+        self.grace_s = grace_s
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    # --- preparing jobs ----------------------------------------------------------------
+    def _prepare(self, overrides: Sequence[str], idx: int) -> _Job:
+        assert self.hydra_context is not None and self.config is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = idx
+            config.hydra.job.num = idx
+        # Pin the folder now: `${now:...}` must not be evaluated again in the job's process.
+        sweep_dir = str(config.hydra.sweep.dir)
+        subdir = str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        with read_write(config.hydra):
+            config.hydra.sweep.dir = sweep_dir
+            config.hydra.sweep.subdir = subdir
+        return _Job(idx, list(overrides), config, Path(sweep_dir) / subdir)
+
+    def _payload(self, job: _Job) -> bytes:
+        import cloudpickle
+        from hydra.core.singleton import Singleton
+
+        return cloudpickle.dumps((self.hydra_context, self.task_function, job.config, Singleton.get_state()))
+
+    def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool) -> None:
+        env = dict(os.environ)
+        # The job's process must import what this one did: the project (from a checkout or an
+        # install) and modules next to the working directory that `_target_` may name.
+        here = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.getcwd(), env.get("PYTHONPATH")]))
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+            env["RUNNER_LAUNCHER_DEVICE"] = slot
+        if cpus:
+            env["OMP_NUM_THREADS"] = str(len(cpus))
+            env["RUNNER_LAUNCHER_CPUS"] = ",".join(map(str, cpus))
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        job.result_mtime = _mtime(job.output_dir / "result.json")
+        if quiet:  # parallel jobs: keep the console readable, each job's output in its folder
+            job.console = open(job.output_dir / "console.log", "wb")  # noqa: SIM115
+        job.slot = slot
+        job.started = time.monotonic()
+        job.process = subprocess.Popen(
+            [sys.executable, "-m", "hydra_plugins.runner_launcher.worker"],
+            stdin=subprocess.PIPE,
+            stdout=job.console,
+            stderr=subprocess.STDOUT if quiet else None,
+            env=env,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+        assert job.process.stdin is not None
+        job.process.stdin.write(self._payload(job))
+        job.process.stdin.close()
+
+    # --- finishing jobs ----------------------------------------------------------------
+    def _finish(self, job: _Job, code: int, interrupted: bool = False) -> JobReturn:
+        from runner.job import JobInfo, record_outside
+        from runner.record import read_result
+
+        if job.console is not None:
+            job.console.close()
+        path = job.output_dir / "result.json"
+        # A job that ended normally wrote its result, or kept an earlier ok one (resume); a
+        # result older than the job's start is trusted only then.
+        fresh = _mtime(path) != job.result_mtime
+        result = read_result(path) if fresh or (code == 0 and not interrupted) else None
+        if result is None:
+            status = "interrupted" if interrupted else "failed"
+            reason = (
+                "interrupted (Ctrl-C) before the job wrote its result"
+                if interrupted
+                else f"the job's process died: {_describe_exit(code)}; nothing else in the sweep was affected"
+            )
+            task_cfg = OmegaConf.masked_copy(job.config, [k for k in job.config.keys() if k != "hydra"])
+            info = JobInfo(
+                output_dir=job.output_dir,
+                overrides=list(job.config.hydra.overrides.task),
+                multirun=True,
+                num=job.idx,
+                sweep_dir=str(job.config.hydra.sweep.dir),
+            )
+            result = record_outside(task_cfg, info, status, reason, device_slot=job.slot)
+        ret = JobReturn(overrides=job.overrides, working_dir=str(job.output_dir), task_name="runner")
+        ret.status = JobStatus.COMPLETED  # failures live in result.json; the sweep goes on
+        ret.return_value = result
+        return ret
+
+    def _interrupt(self, running: dict[int, _Job]) -> list[JobReturn]:
+        """Give running jobs `grace_s` to record themselves as interrupted, then stop them."""
+        print(f"\n[runner] interrupted: waiting up to {self.grace_s:.0f}s for {len(running)} running job(s)",
+              file=sys.stderr, flush=True)
+        deadline = time.monotonic() + self.grace_s
+        for job in running.values():
+            assert job.process is not None
+            if job.process.poll() is None:
+                time.sleep(0.5)  # a terminal's Ctrl-C reaches the job itself too
+            if job.process.poll() is None:
+                job.process.send_signal(signal.SIGINT)
+        returns = []
+        for job in running.values():
+            assert job.process is not None
+            try:
+                job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+                job.process.wait()
+            returns.append(self._finish(job, job.process.returncode, interrupted=True))
+        return returns
+
+    # --- the sweep ------------------------------------------------------------------------
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None
+        slots = resolve_devices(self.devices)
+        parallel = len(slots) > 1
+        shares = cpu_shares(len(slots)) if parallel and self.pin_cpus else [None] * len(slots)
+        share_of = dict(zip(slots, shares, strict=True))
+        jobs = [self._prepare(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        total = len(jobs)
+        where = f"on devices {', '.join(map(str, slots))}, one job per device at a time" if parallel else "one at a time"
+        print(f"[runner] launching {total} job(s), each in its own process, {where}", flush=True)
+
+        scheduler = SlotScheduler(slots)
+        pending: deque = deque(jobs)
+        running: dict[int, _Job] = {}  # pid -> job
+        returns: dict[int, JobReturn] = {}
+        start = time.monotonic()
+        started = 0
+        try:
+            while pending or running:
+                for job, slot in scheduler.assign(pending):
+                    started += 1
+                    label = " ".join(job.overrides)
+                    device = f" on device {slot}" if slot is not None else ""
+                    print(f"[runner] job {started}/{total} started: #{job.idx} {label}{device}", flush=True)
+                    self._start(job, slot, share_of[slot], quiet=parallel)
+                    assert job.process is not None
+                    running[job.process.pid] = job
+                pid, status = os.wait()
+                job = running.pop(pid, None)
+                if job is None:
+                    continue  # not one of ours
+                assert job.process is not None
+                job.process.returncode = os.waitstatus_to_exitcode(status)
+                scheduler.release(job.slot)
+                returns[job.idx] = self._finish(job, job.process.returncode)
+                status_text = returns[job.idx].return_value.get("status", "?")
+                done = len(returns)
+                elapsed = time.monotonic() - start
+                left = elapsed / done * (total - done)
+                print(
+                    f"[runner] job {done}/{total} #{job.idx}: {status_text} in "
+                    f"{time.monotonic() - job.started:.1f}s | elapsed {_clock(elapsed)}"
+                    + (f", about {_clock(left)} left" if total > done else ""),
+                    flush=True,
+                )
+        except KeyboardInterrupt:
+            self._interrupt(running)
+            print(
+                f"[runner] sweep interrupted; finished results are kept in {self.config.hydra.sweep.dir}\n"
+                f"[runner] table: python -m runner.report {self.config.hydra.sweep.dir}\n"
+                f"[runner] resume: the same command with resume=true hydra.sweep.dir={self.config.hydra.sweep.dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
+        return [returns[job.idx] for job in jobs]
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

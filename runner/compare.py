@@ -1,0 +1,155 @@
+"""Compare two sets of results, config by config, with each run's own noise taken into account.
+
+    python -m runner.compare OLD NEW [--threshold 0.05] [--sigma 3]
+
+OLD and NEW are result.json files, run folders or sweep folders. Results are matched by what
+ran (model and its arguments, input, dtype, TF32, streams, graph, pinned, copies in graph, device
+type). Per match: ratio = NEW / OLD requests/s. A change counts only when it is larger than both
+`--threshold` and `--sigma` times the combined noise of the two runs (their coefficients of
+variation across repeats, added in quadrature); otherwise the verdict is "same".
+Exits 1 when any config got slower by such a change, or stopped ending ok: usable as a CI gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from runner.record import RESULT_FILE, read_result
+
+
+@dataclass
+class Match:
+    label: str
+    old: Optional[dict[str, Any]]
+    new: Optional[dict[str, Any]]
+    ratio: Optional[float] = None
+    noise: Optional[float] = None
+    verdict: str = ""
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    files = [path] if path.is_file() else sorted(path.rglob(RESULT_FILE))
+    return [r for r in (read_result(f) for f in files) if r is not None]
+
+
+def identity(result: dict[str, Any]) -> str:
+    """What ran, as a stable key: the same key means the same experiment."""
+    config = result.get("config") or {}
+    effective = dict(result.get("effective") or {})
+    device = str(effective.pop("device", "") or "")
+    model = config.get("model") or {}
+    key = {
+        "model": result.get("model"),
+        "module": model.get("module"),
+        "input": model.get("input"),
+        "device_type": device.split(":")[0],
+        **effective,
+    }
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def label(result: dict[str, Any]) -> str:
+    effective = result.get("effective") or {}
+    dtype = effective.get("dtype", "?") + ("+tf32" if effective.get("tf32") and effective.get("dtype") == "fp32" else "")
+    batch = ((result.get("config") or {}).get("model") or {}).get("input", {}).get("batch")
+    return f"{result.get('model')} | {result.get('mode')} | {dtype} | batch {batch}"
+
+
+def _rps(result: dict[str, Any]) -> Optional[float]:
+    return (result.get("figures") or {}).get("throughput_requests_per_s")
+
+
+def _cv(result: dict[str, Any]) -> float:
+    return float((result.get("figures") or {}).get("throughput_cv") or 0.0)
+
+
+def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: float) -> tuple[Optional[float], Optional[float], str]:
+    if new.get("status") != "ok" and old.get("status") != "ok":
+        return None, None, f"both not ok ({old.get('status')}, {new.get('status')})"
+    if new.get("status") != "ok":
+        return None, None, f"new {new.get('status')}"
+    if old.get("status") != "ok":
+        return None, None, f"old {old.get('status')}"
+    a, b = _rps(old), _rps(new)
+    if not a or not b:
+        return None, None, "no throughput"
+    ratio = b / a
+    noise = math.hypot(_cv(old), _cv(new))
+    if abs(ratio - 1.0) <= max(threshold, sigma * noise):
+        return ratio, noise, "same"
+    return ratio, noise, "faster" if ratio > 1 else "slower"
+
+
+def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: float, sigma: float) -> list[Match]:
+    old_by = {identity(r): r for r in old}
+    new_by = {identity(r): r for r in new}
+    matches = []
+    for key in list(dict.fromkeys([*old_by, *new_by])):
+        a, b = old_by.get(key), new_by.get(key)
+        m = Match(label(a or b), a, b)  # type: ignore[arg-type]
+        if a is None:
+            m.verdict = "only in new"
+        elif b is None:
+            m.verdict = "only in old"
+        else:
+            m.ratio, m.noise, m.verdict = judge(a, b, threshold, sigma)
+        matches.append(m)
+    return matches
+
+
+def is_regression(m: Match) -> bool:
+    return m.verdict == "slower" or m.verdict.startswith("new ")
+
+
+def render(matches: list[Match]) -> str:
+    rows = [("config", "old r/s", "new r/s", "ratio", "noise", "verdict")]
+    for m in matches:
+        rows.append((
+            m.label,
+            "-" if m.old is None or _rps(m.old) is None else f"{_rps(m.old):,.0f}",
+            "-" if m.new is None or _rps(m.new) is None else f"{_rps(m.new):,.0f}",
+            "-" if m.ratio is None else f"{m.ratio:.3f}",
+            "-" if m.noise is None else f"{m.noise:.1%}",
+            m.verdict,
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        for r in rows
+    )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.compare", description="Compare two sets of results.")
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--threshold", type=float, default=0.05, help="smallest relative change that counts (default 0.05)")
+    parser.add_argument("--sigma", type=float, default=3.0, help="a change must also exceed this many times the runs' combined noise (default 3)")
+    args = parser.parse_args(argv)
+    for name in ("old", "new"):
+        if not getattr(args, name).exists():
+            print(f"error: {name}: {getattr(args, name)} does not exist", file=sys.stderr)
+            return 2
+    old, new = load_results(args.old), load_results(args.new)
+    for name, results in (("old", old), ("new", new)):
+        if not results:
+            print(f"error: {name}: no runner result.json under {getattr(args, name)}", file=sys.stderr)
+            return 2
+    matches = compare(old, new, args.threshold, args.sigma)
+    print(render(matches))
+    regressions = [m for m in matches if is_regression(m)]
+    if regressions:
+        print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {m.verdict}" for m in regressions))
+        return 1
+    print(f"no regression beyond {args.threshold:.0%} and {args.sigma:g} x noise")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""PNG plots of a sweep: throughput and p99 latency against streams, speedup as bars."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.report import Row
+
+_STREAMS = re.compile(r"\s*x\d+\s*")
+
+
+_MODE_KEYS = ("streams=", "graph=", "pinned=", "capture.copies_in_graph=", "model=")
+
+
+def _line_label(row: Row) -> str:
+    """One line per mode and per other setting that varies; streams go on the x axis.
+    'graph x4 pinned' with overrides 'streams=4 model.input.batch=8' -> 'graph, pinned, model.input.batch=8'."""
+    mode = _STREAMS.sub(" ", row.mode).split()
+    others = [o for o in row.overrides.split() if not o.startswith(_MODE_KEYS)]
+    return ", ".join(mode + others)
+
+
+def _device(rows: list[Row]) -> str:
+    names = sorted({r.device for r in rows if r.device})
+    return " / ".join(names) if names else "unknown device"
+
+
+def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.status == "ok" and r.requests_per_s is not None and r.streams is not None]
+    written: list[Path] = []
+    if not ok:
+        return written
+    models = sorted({r.model for r in ok})
+    device = _device(ok)
+
+    fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 8), squeeze=False)
+    for col, model in enumerate(models):
+        lines: dict[str, list[Row]] = defaultdict(list)
+        for r in ok:
+            if r.model == model:
+                lines[_line_label(r)].append(r)
+        for label, members in sorted(lines.items()):
+            members.sort(key=lambda r: r.streams)
+            xs = [r.streams for r in members]
+            axes[0][col].plot(xs, [r.requests_per_s for r in members], marker="o", label=label)
+            p99 = [(r.streams, r.latency_p99_us) for r in members if r.latency_p99_us is not None]
+            if p99:
+                axes[1][col].plot(*zip(*p99, strict=True), marker="o", label=label)
+        for row, (ylabel, title) in enumerate(
+            (("throughput (requests/s)", "throughput"), ("p99 latency, H2D start to D2H end (us)", "p99 latency"))
+        ):
+            ax = axes[row][col]
+            ax.set_title(f"{model}: {title} vs streams")
+            ax.set_xlabel("CUDA streams")
+            ax.set_ylabel(ylabel)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({r.streams for r in ok if r.model == model}))
+            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Sweep on {device}")
+    fig.tight_layout()
+    path = out_dir / "throughput_latency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    bars = [r for r in ok if r.speedup_vs_baseline is not None]
+    if bars:
+        fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(bars) + 2), 5))
+        labels = [f"{r.model}\n{r.mode}" if len(models) > 1 else r.mode for r in bars]
+        values = [r.speedup_vs_baseline for r in bars]
+        ax.bar(range(len(bars)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel("speedup over the eager baseline (x)")
+        ax.set_title(f"Speedup over the eager baseline, per config, on {device}")
+        for i, v in enumerate(values):
+            ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+        fig.tight_layout()
+        path = out_dir / "speedup.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,240 @@
+"""Sweep tables from the files jobs wrote: works for any launcher, and after a crash.
+
+    python -m runner.report DIR [DIR ...] [--out OUT] [--no-plots]
+
+DIR is a sweep folder (its job folders are read), a single run folder, or any folder holding
+run folders. Writes sweep.csv, sweep.md and the plots into OUT (default: the first DIR) and
+prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from runner.record import RESULT_FILE, read_result
+
+NOT_OK = ("failed", "invalid", "interrupted", "missing")
+
+
+@dataclass
+class Row:
+    job: str  # job number in its sweep, or the folder name
+    overrides: str  # the overrides that tell this job from the others in the table
+    model: str
+    mode: str
+    status: str
+    reason: str
+    requests_per_s: Optional[float]
+    samples_per_s: Optional[float]
+    latency_p50_us: Optional[float]
+    latency_p99_us: Optional[float]
+    speedup_vs_baseline: Optional[float]
+    efficiency_vs_ceiling: Optional[float]
+    throughput_cv: Optional[float]
+    streams: Optional[int]
+    device: str
+    path: str
+
+
+def job_dirs(paths: list[Path]) -> list[Path]:
+    """Folders that are (or were meant to be) one job: they hold result.json or .hydra/."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / RESULT_FILE).exists() or (path / ".hydra" / "overrides.yaml").exists():
+            found.append(path)
+            continue
+        for candidate in sorted(path.rglob("*")):
+            if candidate.is_dir() and (
+                (candidate / RESULT_FILE).exists() or (candidate / ".hydra" / "overrides.yaml").exists()
+            ):
+                found.append(candidate)
+    unique = sorted(set(found), key=_job_sort_key)
+    return unique
+
+
+def _job_sort_key(path: Path) -> tuple:
+    return (str(path.parent), int(path.name) if path.name.isdigit() else 1 << 30, path.name)
+
+
+def _overrides_from_hydra(job_dir: Path) -> list[str]:
+    try:
+        data = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in data or []]
+
+
+def _load(job_dir: Path) -> dict[str, Any]:
+    result = read_result(job_dir / RESULT_FILE)
+    if result is not None:
+        return result
+    return {
+        "status": "missing",
+        "reason": "no result.json: the job's process died, or it is still running",
+        "overrides": _overrides_from_hydra(job_dir),
+        "figures": {},
+    }
+
+
+def _distinguishing(all_overrides: list[list[str]]) -> list[str]:
+    """Per job, the overrides not shared by every job in the table."""
+    if len(all_overrides) <= 1:
+        return [" ".join(o) for o in all_overrides]
+    common = set(all_overrides[0]).intersection(*map(set, all_overrides[1:]))
+    return [" ".join(o for o in overrides if o not in common) for overrides in all_overrides]
+
+
+def collect(paths: list[Path]) -> list[Row]:
+    dirs = job_dirs(paths)
+    results = [_load(d) for d in dirs]
+    labels = _distinguishing([list(r.get("overrides") or []) for r in results])
+    rows = []
+    for job_dir, result, label in zip(dirs, results, labels, strict=True):
+        f = result.get("figures") or {}
+        e2e = f.get("latency_e2e_us") or {}
+        env = result.get("env") or {}
+        gpu = env.get("gpu") or {}
+        job = result.get("job") or {}
+        effective = result.get("effective") or {}
+        rows.append(
+            Row(
+                job=str(job.get("num") if job.get("num") is not None else job_dir.name),
+                overrides=label,
+                model=str(result.get("model") or "?"),
+                mode=str(result.get("mode") or "?"),
+                status=str(result.get("status")),
+                reason=str(result.get("reason") or ""),
+                requests_per_s=f.get("throughput_requests_per_s"),
+                samples_per_s=f.get("throughput_samples_per_s"),
+                latency_p50_us=e2e.get("p50"),
+                latency_p99_us=e2e.get("p99"),
+                speedup_vs_baseline=f.get("speedup_vs_baseline"),
+                efficiency_vs_ceiling=f.get("efficiency_vs_ceiling"),
+                throughput_cv=f.get("throughput_cv"),
+                streams=effective.get("streams"),
+                device=str(gpu.get("name") or effective.get("device") or ""),
+                path=str(job_dir),
+            )
+        )
+    return rows
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "int":
+        return f"{value:,.0f}"
+    if kind == "us":
+        return f"{value:,.1f}"
+    if kind == "x":
+        return f"{value:.2f}x"
+    if kind == "pct":
+        return f"{value:.1%}"
+    return str(value)
+
+
+COLUMNS = (
+    ("job", "job", "str"),
+    ("overrides", "overrides", "str"),
+    ("mode", "mode", "str"),
+    ("status", "status", "str"),
+    ("requests/s", "requests_per_s", "int"),
+    ("p50 us", "latency_p50_us", "us"),
+    ("p99 us", "latency_p99_us", "us"),
+    ("speedup", "speedup_vs_baseline", "x"),
+    ("efficiency", "efficiency_vs_ceiling", "pct"),
+    ("cv", "throughput_cv", "pct"),
+)
+
+
+def _status_cell(row: Row) -> str:
+    return row.status if row.status == "ok" or not row.reason else f"{row.status}: {row.reason}"
+
+
+def markdown(rows: list[Row]) -> str:
+    header = "| " + " | ".join(title for title, _, _ in COLUMNS) + " |"
+    rule = "| " + " | ".join("---:" if kind not in ("str",) else "---" for _, _, kind in COLUMNS) + " |"
+    lines = [header, rule]
+    for row in rows:
+        cells = []
+        for _, attr, kind in COLUMNS:
+            text = _status_cell(row) if attr == "status" else _fmt(getattr(row, attr), kind)
+            cells.append(text.replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def text_table(rows: list[Row]) -> str:
+    """Aligned columns for the terminal; long failure reasons go below the table."""
+    cells = [[title for title, _, _ in COLUMNS]]
+    for row in rows:
+        cells.append([_fmt(getattr(row, attr), kind) for _, attr, kind in COLUMNS])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    numeric = [kind != "str" for _, _, kind in COLUMNS]
+    lines = []
+    for r in cells:
+        lines.append("  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)).rstrip())
+    reasons = [f"  job {row.job}: {row.status}: {row.reason}" for row in rows if row.status != "ok" and row.reason]
+    return "\n".join(lines + reasons)
+
+
+def csv_text(rows: list[Row]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0]).keys()) if rows else ["job"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(asdict(row))
+    return buffer.getvalue()
+
+
+def write_report(rows: list[Row], out_dir: Path, plots: bool = True) -> list[Path]:
+    from runner.record import write_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("sweep.csv", csv_text(rows)), ("sweep.md", markdown(rows) + "\n")):
+        write_atomic(out_dir / name, text)
+        written.append(out_dir / name)
+    if plots and rows:
+        from runner.plots import plot_sweep
+
+        written += plot_sweep(rows, out_dir)
+    return written
+
+
+def failures(rows: list[Row]) -> list[Row]:
+    return [row for row in rows if row.status in NOT_OK]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.report", description="Rebuild a sweep's table and plots.")
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders, run folders, or folders holding them")
+    parser.add_argument("--out", type=Path, default=None, help="where to write sweep.csv, sweep.md and plots")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rows = collect(args.dirs)
+    if not rows:
+        print(f"error: no job folders (with result.json or .hydra/) under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        return 2
+    out = args.out or args.dirs[0]
+    written = write_report(rows, out, plots=not args.no_plots)
+    print(text_table(rows))
+    print(f"written: {', '.join(str(p) for p in written)}")
+    bad = failures(rows)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Sweep tables rebuilt from files, plots, and the noise-aware comparison (in-process, CPU)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from runner import compare, report
+from runner.job import JobInfo, run_job
+from runner.record import RESULT_FILE, to_json
+
+TINY = ("device=cpu", "model.input.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
+        "measure.min_duration_ms=10", "measure.repeats=2", "measure.latency_requests=20",
+        "measure.check_requests=16")
+FAIL = ("model=linear", "model.module._target_=tests.faulty_models.FailAfter", "~model.module.in_features",
+        "~model.module.out_features", "+model.module.features=8", "model.input.shape=[8]", "+model.module.calls=5")
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    """A three-job sweep folder as the jobs leave it: two ok, one failed on purpose."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    root = tmp_path_factory.mktemp("sweep")
+    jobs = [("streams=1",), ("streams=2",), FAIL]
+    for num, extra in enumerate(jobs):
+        GlobalHydra.instance().clear()
+        with initialize_config_module(version_base="1.3", config_module="configs"):
+            cfg = compose("config", overrides=[*TINY, *extra])
+        run_job(cfg, JobInfo(output_dir=root / str(num), overrides=[*TINY, *extra], multirun=True, num=num))
+    GlobalHydra.instance().clear()
+    return root
+
+
+def test_table_has_a_row_per_job_with_the_right_status(sweep_dir):
+    rows = report.collect([sweep_dir])
+    assert [r.job for r in rows] == ["0", "1", "2"]
+    assert [r.status for r in rows] == ["ok", "ok", "failed"]
+    assert "planted failure" in rows[2].reason
+    assert rows[0].overrides == "streams=1" and rows[1].overrides == "streams=2"
+    assert rows[0].requests_per_s > 0 and rows[2].requests_per_s is None
+    text = report.text_table(rows)
+    assert "job 2: failed: RuntimeError: planted failure after 5 forwards" in text
+    md = report.markdown(rows)
+    assert md.count("\n") == 4 and "| failed: RuntimeError: planted failure" in md
+
+
+def test_report_cli_rebuilds_table_and_plots_from_the_folder_alone(sweep_dir, tmp_path, capsys):
+    code = report.main([str(sweep_dir), "--out", str(tmp_path)])
+    assert code == 1  # a job failed
+    with open(tmp_path / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
+    assert (tmp_path / "sweep.md").read_text().startswith("| job | overrides |")
+    for png in ("throughput_latency.png", "speedup.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert "failed" in capsys.readouterr().out
+
+
+def test_a_job_that_left_no_result_is_listed_as_missing(sweep_dir, tmp_path):
+    crashed = tmp_path / "sweep"
+    crashed.mkdir()
+    (crashed / "0").symlink_to(sweep_dir / "0", target_is_directory=True)
+    hydra_dir = crashed / "1" / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (hydra_dir / "overrides.yaml").write_text("- streams=8\n")
+    rows = report.collect([crashed])
+    assert [r.status for r in rows] == ["ok", "missing"]
+    assert rows[1].overrides == "streams=8"
+    assert report.main([str(crashed), "--no-plots"]) == 1
+
+
+def test_report_refuses_a_folder_without_jobs(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: no job folders")
+
+
+def _result(sweep_dir: Path, num: int) -> dict:
+    return json.loads((sweep_dir / str(num) / RESULT_FILE).read_text())
+
+
+def _write(path: Path, result: dict) -> Path:
+    path.mkdir(parents=True)
+    (path / RESULT_FILE).write_text(to_json(result))
+    return path
+
+
+def test_compare_a_result_with_itself_is_same(sweep_dir, capsys):
+    assert compare.main([str(sweep_dir), str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    # On the CPU jobs 0 and 1 ran the same experiment (one stream): one match, plus the failure.
+    assert out.count(" same") == 1 and "1.000" in out
+    assert "both not ok (failed, failed)" in out
+
+
+def test_compare_finds_a_doctored_copy_slower_and_fails(sweep_dir, tmp_path, capsys):
+    old = _result(sweep_dir, 0)
+    new = copy.deepcopy(old)
+    f = new["figures"]
+    f["throughput_requests_per_s"] *= 0.7
+    old["figures"]["throughput_cv"] = f["throughput_cv"] = 0.01
+    code = compare.main([str(_write(tmp_path / "old", old)), str(_write(tmp_path / "new", new))])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "slower" in out and "0.700" in out
+
+
+def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
+    old = _result(sweep_dir, 0)
+    new = copy.deepcopy(old)
+    new["figures"]["throughput_requests_per_s"] *= 0.9
+    old["figures"]["throughput_cv"] = new["figures"]["throughput_cv"] = 0.05  # 10% drop, 7% noise
+    ratio, noise, verdict = compare.judge(old, new, threshold=0.05, sigma=3)
+    assert verdict == "same" and ratio == pytest.approx(0.9) and noise == pytest.approx(0.0707, abs=1e-3)
+    assert compare.judge(old, new, threshold=0.05, sigma=1)[2] == "slower"
+    new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * 1.5
+    assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "faster"
+
+
+def test_compare_matches_by_what_ran_not_by_folder(sweep_dir):
+    a, b = _result(sweep_dir, 0), _result(sweep_dir, 1)
+    # On the CPU both ran one stream, whatever they asked for: the same experiment.
+    assert compare.identity(a) == compare.identity(b)
+    c = copy.deepcopy(a)
+    c["effective"]["streams"] = 2
+    matches = compare.compare([a], [c], 0.05, 3)
+    assert len(matches) == 2 and {m.verdict for m in matches} == {"only in old", "only in new"}

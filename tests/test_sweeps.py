@@ -1,0 +1,179 @@
+"""Whole sweeps through the CLI: tables, failures, crashes, Ctrl-C, resume, launchers, devices."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+from hydra_plugins.runner_launcher.runner_launcher import SlotScheduler, cpu_shares, resolve_devices
+from tests.conftest import cli_env
+
+TINY = ["device=cpu", "model.input.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
+        "measure.min_duration_ms=10", "measure.repeats=2", "measure.latency_requests=20",
+        "measure.check_requests=16"]
+FAULTY = ["model=linear", "~model.module.in_features", "~model.module.out_features",
+          "+model.module.features=8", "model.input.shape=[8]"]
+
+
+def sweep(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runner", "-m", *args], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def table(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "sweep.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def results(sweep_dir: Path) -> dict[int, dict]:
+    out = {}
+    for path in sweep_dir.glob("*/result.json"):
+        out[int(path.parent.name)] = json.loads(path.read_text())
+    return out
+
+
+# --- the scheduling logic, without processes -------------------------------------------------
+
+def test_slot_scheduler_never_gives_a_slot_two_jobs():
+    """Simulate n jobs of varied lengths over k fake devices, event by event."""
+    for n, k in ((1, 1), (5, 1), (16, 2), (16, 3), (7, 8)):
+        durations = [1 + (i * 7) % 5 for i in range(n)]
+        scheduler = SlotScheduler([f"gpu{i}" for i in range(k)])
+        pending = deque(range(n))
+        now, running, spans = 0, [], []
+        while pending or running:
+            for job, slot in scheduler.assign(pending):
+                running.append((now + durations[job], job, slot))
+                spans.append((slot, now, now + durations[job], job))
+            running.sort()
+            end, job, slot = running.pop(0)
+            now = end
+            scheduler.release(slot)
+        assert sorted(j for *_, j in spans) == list(range(n))
+        for slot in {s for s, *_ in spans}:
+            mine = sorted((a, b) for s, a, b, _ in spans if s == slot)
+            assert all(b1 <= a2 for (_, b1), (a2, _) in zip(mine, mine[1:], strict=False)), (n, k, mine)
+        assert len({s for s, *_ in spans}) == min(n, k)
+        assert now <= sum(durations)  # parallel never takes longer than one after another
+
+
+def test_scheduler_rejects_double_release_and_duplicate_slots():
+    scheduler = SlotScheduler(["0"])
+    [(job, slot)] = scheduler.assign(deque(["a"]))
+    scheduler.release(slot)
+    with pytest.raises(ValueError):
+        scheduler.release(slot)
+    with pytest.raises(ValueError):
+        SlotScheduler(["0", "0"])
+
+
+def test_device_lists_and_cpu_shares(monkeypatch):
+    assert resolve_devices(None) == [None]
+    assert resolve_devices(["0", 1]) == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert resolve_devices("all") == ["2", "3"]
+    with pytest.raises(ValueError):
+        resolve_devices(["1", "1"])
+    shares = cpu_shares(3, cpus=range(12))
+    assert shares == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert cpu_shares(4, cpus=[0, 1]) == [[0], [1], [1], [1]]  # more slots than cores: share the last
+
+
+# --- real sweeps --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_three_job_sweep_with_one_failure_has_three_rows_and_exits_nonzero(tmp_path):
+    done = sweep([*TINY, *FAULTY, "model.module._target_=tests.faulty_models.FailAfter",
+                  "+model.module.calls=5,1000000,2000000", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    rows = table(tmp_path / "sw")
+    assert [r["status"] for r in rows] == ["failed", "ok", "ok"]
+    assert "planted failure after 5 forwards" in rows[0]["reason"]
+    assert [r["overrides"] for r in rows] == [f"+model.module.calls={c}" for c in (5, 1000000, 2000000)]
+    assert "sweep: 1 of 3 jobs did not end ok: #0 failed" in done.stdout
+    assert (tmp_path / "sw" / "sweep.md").exists() and (tmp_path / "sw" / "throughput_latency.png").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
+    args = [*TINY, *FAULTY, "model.module._target_=tests.faulty_models.DieAfter",
+            "+model.module.calls=1000000,60,2000000", "hydra.sweep.dir=sw"]
+    done = sweep(args, tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    by_num = results(tmp_path / "sw")
+    assert [by_num[i]["status"] for i in range(3)] == ["ok", "failed", "ok"]
+    assert by_num[1]["reason"].startswith("the job's process died: killed by SIGKILL")
+    assert by_num[2]["figures"]["throughput_requests_per_s"] > 0  # the job after the crash ran fully
+    assert [r["status"] for r in table(tmp_path / "sw")] == ["ok", "failed", "ok"]
+
+    mtimes = {i: (tmp_path / "sw" / str(i) / "result.json").stat().st_mtime_ns for i in range(3)}
+    again = sweep([*args, "resume=true"], tmp_path)
+    assert again.returncode == 1
+    after = {i: (tmp_path / "sw" / str(i) / "result.json").stat().st_mtime_ns for i in range(3)}
+    assert after[0] == mtimes[0] and after[2] == mtimes[2]  # ok results: skipped
+    assert after[1] != mtimes[1]  # the crashed job ran again (and died again)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", "hydra.sweep.dir=sw"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until job 0 is done and job 1 is measuring
+        if (tmp_path / "sw" / "0" / "result.json").exists() and list((tmp_path / "sw" / "1").glob("*.log")):
+            break
+        time.sleep(0.2)
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    by_num = results(tmp_path / "sw")
+    assert by_num[0]["status"] == "ok" and by_num[0]["figures"]["throughput_requests_per_s"] > 0
+    assert by_num[1]["status"] == "interrupted"
+    assert "resume: the same command with resume=true" in err
+    assert not list((tmp_path / "sw").rglob("*.tmp"))  # no half-written file
+
+
+@pytest.mark.slow
+def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
+    done = sweep([*TINY, "measure.min_duration_ms=300", "seed=1,2,3,4",
+                  "hydra.launcher.devices=[fake0,fake1]", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_num = results(tmp_path / "sw")
+    assert len(by_num) == 4 and all(r["status"] == "ok" for r in by_num.values())
+    spans = [(r["job"]["launcher_device"], r["job"]["started_unix"], r["job"]["finished_unix"]) for r in by_num.values()]
+    assert {d for d, _, _ in spans} == {"fake0", "fake1"}
+    for r in by_num.values():
+        assert r["env"]["cuda_visible_devices"] == r["job"]["launcher_device"]
+    for device in ("fake0", "fake1"):
+        mine = sorted((a, b) for d, a, b in spans if d == device)
+        assert all(b1 <= a2 for (_, b1), (a2, _) in zip(mine, mine[1:], strict=False))
+    # The two devices worked at the same time.
+    first = sorted(spans, key=lambda s: s[1])
+    assert first[1][1] < first[0][2]
+    assert (tmp_path / "sw" / "0" / "console.log").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_other_launchers_end_in_the_same_table(tmp_path, launcher):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher") if launcher.startswith("submitit") else None
+    extra = ["hydra.launcher.timeout_min=10"] if launcher.startswith("submitit") else []
+    done = sweep([*TINY, "streams=1,2", f"hydra/launcher={launcher}", *extra, "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = table(tmp_path / "sw")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["overrides"] for r in rows] == ["streams=1", "streams=2"]
