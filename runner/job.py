@@ -26,9 +26,11 @@ from runner.measure import measure
 from runner.record import METHOD, RESULT_FILE, SCHEMA, read_result, to_json, write_result
 from runner.spec import RunSpec, resolve
 from runner.summary import summarize_measurement
+from runner.trace import profile_schedule, write_timestamps
 
 log = logging.getLogger(__name__)
 
+PROFILE_REQUESTS = 64  # requests in the profiled pass: enough to see every stream overlap
 EXIT_CODES = {"ok": 0, "skipped": 0, "failed": 1, "invalid": 3, "interrupted": 130}
 
 
@@ -66,6 +68,7 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
         "notices": [],
         "warnings": [],
         "figures": {},
+        "files": {},  # extra outputs in the job's folder: trace, timestamps
         "env": None,
         "seed": OmegaConf.select(cfg, "seed", default=None),
         "method": METHOD,
@@ -115,6 +118,13 @@ def _execute(spec: RunSpec, result: dict[str, Any], hazard: Optional[str]) -> No
             "graph_pool_bytes": graph_pool_bytes(lanes.device) if lanes.graph else None,
         }
         measurement = measure(spec, workload, lanes)
+        out_dir = Path(result["job"]["output_dir"])
+        if spec.timestamps != "none" and measurement.latency is not None:
+            result["files"]["timestamps"] = write_timestamps(measurement.latency, spec.timestamps, out_dir).name
+        if spec.profile:  # a separate pass after the timed ones, never timed itself
+            with torch.no_grad():
+                trace = profile_schedule(lanes, workload.sources, PROFILE_REQUESTS, out_dir / "trace.json")
+            result["files"]["trace"] = trace.name
         summary = summarize_measurement(spec, measurement)
         figures.update(summary.figures)
         figures.update(_memory_figures(lanes))

@@ -22,6 +22,7 @@ from runner.build import Workload
 from runner.check import CheckResult, check_schedule
 from runner.lanes import Lanes
 from runner.spec import RunSpec
+from runner.trace import phase
 
 log = logging.getLogger(__name__)
 
@@ -66,40 +67,48 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes) -> Measurement:
     pointers = [lane.buffer_pointers() for lane in lanes]
     with torch.no_grad():
         if spec.check:
-            out.check = run_check(spec, workload, lanes)
+            with phase("check"):
+                out.check = run_check(spec, workload, lanes)
 
         start = time.perf_counter()
         warmup_s = m.warmup_ms / 1e3
-        schedule.throughput_pass(lanes, sources, 1, warmup_s)
-        if spec.baseline:
-            schedule.baseline_pass(model, workload.baseline_sources, device, 1, warmup_s / 4)
-        if m.ceiling:
-            schedule.ceiling_pass(lanes, 1, warmup_s / 4)
+        with phase("warmup"):
+            schedule.throughput_pass(lanes, sources, 1, warmup_s)
+            if spec.baseline:
+                schedule.baseline_pass(model, workload.baseline_sources, device, 1, warmup_s / 4)
+            if m.ceiling:
+                schedule.ceiling_pass(lanes, 1, warmup_s / 4)
         out.warmup_s = time.perf_counter() - start
 
         min_s = m.min_duration_ms / 1e3
         allocations = 0
         for repeat in range(m.repeats):
             if spec.baseline:
-                out.baseline.append(
-                    schedule.baseline_pass(model, workload.baseline_sources, device, m.min_requests, min_s)
-                )
+                with phase("baseline"):
+                    out.baseline.append(
+                        schedule.baseline_pass(model, workload.baseline_sources, device, m.min_requests, min_s)
+                    )
             before = _allocation_count(device) if lanes.is_cuda else 0
-            out.throughput.append(schedule.throughput_pass(lanes, sources, m.min_requests, min_s))
+            with phase("throughput"):
+                out.throughput.append(schedule.throughput_pass(lanes, sources, m.min_requests, min_s))
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
             if m.ceiling:
-                out.ceiling.append(schedule.ceiling_pass(lanes, m.min_requests, min_s))
+                with phase("ceiling"):
+                    out.ceiling.append(schedule.ceiling_pass(lanes, m.min_requests, min_s))
             log.info("repeat %d/%d: %.0f requests/s", repeat + 1, m.repeats,
                      out.throughput[-1][0] / out.throughput[-1][1])
         out.steady_state_allocations = allocations if lanes.is_cuda else None
 
         if m.latency_requests:
-            out.enqueue_s = schedule.enqueue_pass(lanes, sources, m.latency_requests)
-            out.latency = schedule.latency_pass(lanes, sources, m.latency_requests)
+            with phase("enqueue"):
+                out.enqueue_s = schedule.enqueue_pass(lanes, sources, m.latency_requests)
+            with phase("latency"):
+                out.latency = schedule.latency_pass(lanes, sources, m.latency_requests)
             if spec.baseline:
-                out.baseline_latency_s = schedule.baseline_latency_pass(
-                    model, workload.baseline_sources, device, m.latency_requests
-                )
+                with phase("baseline-latency"):
+                    out.baseline_latency_s = schedule.baseline_latency_pass(
+                        model, workload.baseline_sources, device, m.latency_requests
+                    )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
     return out

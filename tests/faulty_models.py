@@ -1,4 +1,5 @@
-"""Models that fail on purpose, to drill the runner's failure handling."""
+"""Models that fail on purpose, to drill the runner's failure handling. All take the same
+arguments (features, calls), so one sweep can go over them by `_target_` alone."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch
 from torch import nn
 
 
-class FailAfter(nn.Module):
-    """A Linear layer that raises once it has run `calls` forwards."""
+class Healthy(nn.Module):
+    """A Linear layer that counts its forwards; the others fail once `calls` have run."""
 
     def __init__(self, features: int = 8, calls: int = 50) -> None:
         super().__init__()
@@ -21,43 +22,43 @@ class FailAfter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.count += 1
         if self.count > self.calls:
-            raise RuntimeError(f"planted failure after {self.calls} forwards")
+            self.fail(x)
         return self.linear(x)
 
+    def fail(self, x: torch.Tensor) -> None:
+        pass
 
-class DieAfter(FailAfter):
+
+class FailAfter(Healthy):
+    """Raises once it has run `calls` forwards."""
+
+    def fail(self, x: torch.Tensor) -> None:
+        raise RuntimeError(f"planted failure after {self.calls} forwards")
+
+
+class DieAfter(Healthy):
     """Kills its own process (SIGKILL, as the OOM killer would) after `calls` forwards."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.count += 1
-        if self.count > self.calls:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.linear(x)
+    def fail(self, x: torch.Tensor) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
-class HostSync(nn.Module):
+class Hog(Healthy):
+    """After `calls` forwards, asks for 4 TiB of device memory: out of memory on any GPU."""
+
+    def __init__(self, features: int = 8, calls: int = 0) -> None:
+        super().__init__(features, calls)
+
+    def fail(self, x: torch.Tensor) -> None:
+        if x.is_cuda:
+            torch.empty(2**40, dtype=torch.float32, device=x.device)
+
+
+class HostSync(Healthy):
     """Reads a value back to the host in forward: a host sync that cannot be captured."""
-
-    def __init__(self, features: int = 8) -> None:
-        super().__init__()
-        self.linear = nn.Linear(features, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
         if y.sum().item() > 1e30:  # data-dependent branch on a synced value
             y = y * 0
         return y
-
-
-class Hog(nn.Module):
-    """Allocates `gib` GiB of device memory per forward: runs out of memory on any GPU."""
-
-    def __init__(self, features: int = 8, gib: float = 4096.0) -> None:
-        super().__init__()
-        self.linear = nn.Linear(features, features)
-        self.elements = int(gib * 2**30 / 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            torch.empty(self.elements, device=x.device)
-        return self.linear(x)

@@ -171,3 +171,21 @@ def test_graph_job_reports_setup_apart_from_steady_state(make_cfg, tmp_path):
     assert h2d > 0 and comp > 0 and d2h > 0 and e2e >= comp
     assert result["env"]["gpu"]["name"]
     assert torch.cuda.memory_allocated() == allocated_before  # the job returned its memory
+
+
+def test_profile_trace_shows_each_stream_on_its_own_row(make_cfg, tmp_path):
+    import json
+
+    from runner.trace import profile_schedule
+
+    spec, workload, lanes = _setup(make_cfg, "streams=4")
+    with torch.no_grad():
+        schedule.throughput_pass(lanes, workload.sources, 100, 0.0)
+        path = profile_schedule(lanes, workload.sources, 64, tmp_path / "trace.json")
+    events = json.loads(path.read_text())["traceEvents"]
+    gpu = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy") and "stream" in (e.get("args") or {})]
+    copies = {e["args"]["stream"] for e in gpu if e["cat"] == "gpu_memcpy"}
+    kernels = {e["args"]["stream"] for e in gpu if e["cat"] == "kernel"}
+    assert len(copies) >= 4 and len(kernels & copies) >= 4, (copies, kernels)
+    requests = [e for e in events if str(e.get("name", "")).startswith("request ")]
+    assert len(requests) == 64

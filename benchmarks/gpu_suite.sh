@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Everything this project checks on a GPU host, from the checkout root:
+#   bash benchmarks/gpu_suite.sh OUT_DIR [tests] [recipe] [sweep] [failures] [memory]
+# (no step named: all of them). Each step writes its log and key files into OUT_DIR.
+set -u
+out=${1:?usage: gpu_suite.sh OUT_DIR [steps...]}
+shift
+steps=${*:-tests recipe sweep failures memory}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+faulty="model=linear ~model.module.in_features ~model.module.out_features +model.module.features=256 model.input.shape=[256] model.input.batch=32"
+for step in $steps; do
+  echo "=== $step"
+  case $step in
+    tests)
+      python3 -m pytest -q -m cuda -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" | tail -25 ;;
+    recipe)
+      python3 benchmarks/recipe.py --repeats 5 --out "$out/recipe.json" 2>&1 | grep -v '^{' | tee "$out/recipe.log" | tail -45 ;;
+    sweep)
+      python3 -m runner -m model=mlp streams=1,2,4,8 graph=false,true measure=short \
+        hydra.sweep.dir="$out/sweep_mlp" > "$out/sweep_mlp.log" 2>&1
+      echo "exit $?"; grep '^\[runner\]' "$out/sweep_mlp.log" | tail -3
+      cat "$out/sweep_mlp/sweep.md" ;;
+    failures)
+      # One ok job, one that raises, one out of memory, one killed while measuring.
+      python3 -m runner -m $faulty measure=quick \
+        model.module._target_=tests.faulty_models.Healthy,tests.faulty_models.FailAfter,tests.faulty_models.Hog,tests.faulty_models.DieAfter +model.module.calls=600 \
+        'hydra.sweep.dir='"$out/failures" > "$out/failures.log" 2>&1
+      echo "exit $? (1 expected)"; tail -12 "$out/failures.log" ;;
+    memory)
+      python3 benchmarks/memory_sweep.py --jobs 50 2>&1 | tee "$out/memory.log" | tail -16 ;;
+  esac
+done

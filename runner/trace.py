@@ -1,0 +1,93 @@
+"""Looking inside a run: NVTX ranges for the phases, a profiler trace from a separate untimed
+pass, and the per-request timestamps of the latency pass as CSV or JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from runner.lanes import Lanes
+from runner.record import write_atomic
+
+TIMESTAMP_COLUMNS = (
+    "request", "lane", "enqueue_start_us", "enqueue_end_us",
+    "h2d_start_us", "h2d_end_us", "compute_end_us", "d2h_end_us",
+)
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """An NVTX range around one phase, for Nsight Systems; nothing without CUDA."""
+    if torch.cuda.is_available():
+        torch.cuda.nvtx.range_push(f"runner/{name}")
+        try:
+            yield
+        finally:
+            torch.cuda.nvtx.range_pop()
+    else:
+        yield
+
+
+def profile_schedule(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, path: Path) -> Path:
+    """Run `requests` through the schedule under torch.profiler and write a Chrome trace
+    (Perfetto opens it): each stream's copies and graph replays land on their own rows, each
+    request is a labelled range on the host."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if lanes.is_cuda else [])
+    select = lanes.select_stream()
+    order = tuple(lanes)
+    lanes.synchronize()
+    with profile(activities=activities) as prof:
+        try:
+            for j in range(requests):
+                lane = order[j % len(order)]
+                with record_function(f"request {j} (stream {lane.index})"):
+                    lane.done.synchronize()
+                    lane.host_in.copy_(sources[j % len(sources)])
+                    select(lane.stream)
+                    lane.enqueue()
+                    lane.done.record()
+            lanes.synchronize()
+        finally:
+            lanes.restore_default_stream()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(path))
+    return path
+
+
+def timestamp_rows(latency: dict) -> list[dict]:
+    rows = []
+    for j, (device, host, lane) in enumerate(zip(latency["device_us"], latency["host_us"], latency["lane"], strict=True)):
+        rows.append(dict(zip(TIMESTAMP_COLUMNS, (j, lane, *host, *device), strict=True)))
+    return rows
+
+
+def write_timestamps(latency: dict, fmt: str, out_dir: Path) -> Path:
+    """Per request of the latency pass: host enqueue start/end (host clock) and the device
+    marks (CUDA events), all in microseconds since one origin taken just before the pass."""
+    rows = timestamp_rows(latency)
+    if fmt == "json":
+        path = out_dir / "timestamps.json"
+        doc = {
+            "unit": "microseconds since the start of the latency pass",
+            "clocks": "enqueue_* from the host clock; h2d/compute/d2h from CUDA events (NaN written as null)",
+            "columns": list(TIMESTAMP_COLUMNS),
+            "rows": [[None if isinstance(v, float) and v != v else v for v in r.values()] for r in rows],
+        }
+        write_atomic(path, json.dumps(doc) + "\n")
+        return path
+    path = out_dir / "timestamps.csv"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(TIMESTAMP_COLUMNS))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if isinstance(v, float) and v != v else (f"{v:.3f}" if isinstance(v, float) else v)) for k, v in r.items()})
+    write_atomic(path, buffer.getvalue())
+    return path
