@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Everything this project checks on a GPU host, from the checkout root:
 #   bash benchmarks/gpu_suite.sh OUT_DIR [tests] [recipe] [sweep] [failures] [memory]
-# (no step named: all of them). Each step writes its log and key files into OUT_DIR.
+# (no step named: all of them). Each step writes its log and key files into OUT_DIR; whole
+# sweep folders go to WORK_DIR (default OUT_DIR/work).
 set -u
 out=${1:?usage: gpu_suite.sh OUT_DIR [steps...]}
 shift
 steps=${*:-tests recipe sweep failures memory}
-mkdir -p "$out"
+work=${WORK_DIR:-$out/work}
+mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 faulty="model=linear ~model.module.in_features ~model.module.out_features +model.module.features=256 model.input.shape=[256] model.input.batch=32"
@@ -19,15 +21,18 @@ for step in $steps; do
       python3 benchmarks/recipe.py --repeats 5 --out "$out/recipe.json" 2>&1 | grep -v '^{' | tee "$out/recipe.log" | tail -45 ;;
     sweep)
       python3 -m runner -m model=mlp streams=1,2,4,8 graph=false,true measure=short \
-        hydra.sweep.dir="$out/sweep_mlp" > "$out/sweep_mlp.log" 2>&1
+        hydra.sweep.dir="$work/sweep_mlp" > "$out/sweep_mlp.log" 2>&1
       echo "exit $?"; grep '^\[runner\]' "$out/sweep_mlp.log" | tail -3
-      cat "$out/sweep_mlp/sweep.md" ;;
+      cp "$work/sweep_mlp/sweep.md" "$out/sweep_mlp.md"
+      cp "$work/sweep_mlp/"*.png "$out/"
+      cat "$out/sweep_mlp.md" ;;
     failures)
       # One ok job, one that raises, one out of memory, one killed while measuring.
       python3 -m runner -m $faulty measure=quick \
         model.module._target_=tests.faulty_models.Healthy,tests.faulty_models.FailAfter,tests.faulty_models.Hog,tests.faulty_models.DieAfter +model.module.calls=600 \
-        'hydra.sweep.dir='"$out/failures" > "$out/failures.log" 2>&1
-      echo "exit $? (1 expected)"; tail -12 "$out/failures.log" ;;
+        'hydra.sweep.dir='"$work/failures" > "$out/failures.log" 2>&1
+      echo "exit $? (1 expected)"; tail -12 "$out/failures.log"
+      cp "$work/failures/sweep.md" "$out/failures.md" ;;
     memory)
       python3 benchmarks/memory_sweep.py --jobs 50 2>&1 | tee "$out/memory.log" | tail -16 ;;
   esac
