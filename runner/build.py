@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from hydra.errors import InstantiationException
@@ -105,7 +106,43 @@ def check_forward(spec: RunSpec, model: nn.Module, x: torch.Tensor) -> torch.Ten
         ) from exc
 
 
+def request_bytes(spec: RunSpec) -> int:
+    element = torch.tensor([], dtype=input_dtype(spec)).element_size()
+    count = 1
+    for d in spec.input.request_shape:
+        count *= d
+    return count * element
+
+
+def available_host_bytes() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_host_memory(spec: RunSpec, available: Optional[int] = None) -> None:
+    """Refuse, before allocating, a request size whose host buffers cannot fit: a host that
+    runs out of memory kills the process instead of raising."""
+    available = available_host_bytes() if available is None else available
+    if available is None:
+        return
+    # Input pool twice (pageable and pinned copies), staging buffers per stream, a check chunk.
+    needed = request_bytes(spec) * (2 * spec.measure.input_pool + 2 * spec.streams + 64)
+    if needed > 0.8 * available:
+        raise ConfigError(
+            f"model.input.batch={spec.input.batch}: one request is {request_bytes(spec) / 2**20:,.1f} MiB and the "
+            f"host buffers need {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available; "
+            "use a smaller batch or a smaller measure.input_pool"
+        )
+
+
 def build(spec: RunSpec) -> Workload:
+    check_host_memory(spec)
     torch.manual_seed(spec.seed)
     model = instantiate_model(spec)
     device = torch.device(spec.device)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from runner.build import Workload, make_inputs
+from runner.build import Workload, make_inputs, request_bytes
 from runner.lanes import Lanes
 from runner.spec import RunSpec
 
@@ -16,7 +16,8 @@ from runner.spec import RunSpec
 # request's input, or from overwritten intermediates, is off by O(1); rounding differences
 # between graph and eager kernels stay far below these.
 REL_TOLERANCE = {"fp32": 1e-5, "fp32+tf32": 5e-3, "bf16": 3e-2, "fp16": 5e-3}
-CHUNK_REQUESTS = 512  # requests in flight per comparison chunk; bounds host memory
+CHUNK_REQUESTS = 512  # requests generated and compared at once...
+CHUNK_BYTES = 256 * 2**20  # ...unless their inputs would take more host memory than this
 
 
 def tolerance(spec: RunSpec) -> float:
@@ -76,9 +77,10 @@ def check_schedule(
     device = lanes.device
     tol = tolerance(spec)
     mismatches, worst, bad = 0, 0.0, []
+    chunk = max(len(lanes), min(CHUNK_REQUESTS, CHUNK_BYTES // max(1, request_bytes(spec))))
     with torch.no_grad():
-        for first in range(0, requests, CHUNK_REQUESTS):
-            count = min(CHUNK_REQUESTS, requests - first)
+        for first in range(0, requests, chunk):
+            count = min(chunk, requests - first)
             inputs = make_inputs(spec.input, spec.torch_dtype, count, generator)
             outputs = torch.full((count, *workload.out_shape), float("nan"), dtype=workload.out_dtype)
             if not workload.out_dtype.is_floating_point:

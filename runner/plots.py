@@ -84,7 +84,7 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=8)
         ax.set_ylabel("speedup over the eager baseline (x)")
-        ax.set_title(f"Speedup over the eager baseline, per config, on {device}")
+        ax.set_title(f"Speedup over the eager baseline, per config\n{device}")
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
         fig.tight_layout()

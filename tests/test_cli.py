@@ -148,3 +148,51 @@ def test_two_job_multirun_records_each_job(tmp_path):
     assert sorted(r["config"]["model"]["input"]["batch"] for r in results) == [1, 2]
     assert all(r["status"] == "ok" for r in results)
     assert sorted(r["job"]["num"] for r in results) == [0, 1]
+
+
+def test_ctrl_c_in_a_single_run_writes_an_interrupted_result(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *QUICK, "measure.min_duration_ms=60000", "hydra.run.dir=run"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    log = tmp_path / "run" / "runner.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the job is past its check, into the timed passes
+        if log.exists() and "check:" in log.read_text(errors="ignore"):
+            break
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "interrupted"
+
+
+def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):
+    """The configs ship with the package: no checkout on the path, no editable install."""
+    site = tmp_path / "site"
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(root)],
+        check=True, capture_output=True, timeout=300,
+    )
+    assert (site / "configs" / "model" / "mlp.yaml").exists()
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-m", "runner", *QUICK], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "ok" and result["job"]["output_dir"].startswith(str(elsewhere))
+    sweep = subprocess.run([sys.executable, "-m", "runner", "-m", *QUICK, "seed=1,2"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    assert len(list((elsewhere / "outputs" / "sweeps").rglob("result.json"))) == 2

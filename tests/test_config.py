@@ -123,3 +123,38 @@ def test_composition_errors_condense_to_one_line(make_cfg, override, expected):
     message = condense(info.value)
     assert message.startswith(expected), message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("launcher", ["runner", "gpus", "basic", "slurm", "submitit_local", "joblib"])
+def test_launcher_presets_compose(launcher):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if launcher in ("slurm", "submitit_local"):
+        pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    if launcher == "joblib":
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    GlobalHydra.instance().clear()
+    with initialize_config_module(version_base="1.3", config_module="configs"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    target = cfg.hydra.launcher._target_
+    expected = {"runner": "RunnerLauncher", "gpus": "RunnerLauncher", "basic": "BasicLauncher",
+                "slurm": "SlurmLauncher", "submitit_local": "LocalLauncher", "joblib": "JoblibLauncher"}
+    assert target.endswith(expected[launcher])
+    if launcher == "gpus":
+        assert cfg.hydra.launcher.devices == "all"
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.tasks_per_node == 1
+
+
+def test_the_default_sweep_launcher_is_the_runner_launcher():
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(version_base="1.3", config_module="configs"):
+        cfg = compose("config", return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.launcher._target_.endswith("RunnerLauncher") and cfg.hydra.launcher.devices is None
+    assert cfg.hydra.callbacks.sweep_report._target_ == "runner.callbacks.SweepReport"

@@ -141,3 +141,12 @@ def test_check_catches_a_single_corrupted_element(make_cfg):
     with torch.no_grad():
         result = check_schedule(spec, workload, lanes, requests=8)
     assert result.mismatches == 8
+
+
+def test_a_request_too_big_for_host_memory_is_refused_before_allocating(make_cfg):
+    from runner.build import check_host_memory
+
+    spec = resolve(make_cfg(*QUICK, "model.input.batch=100000"), cuda_count=lambda: 0)
+    with pytest.raises(ConfigError, match=r"^model\.input\.batch=100000: one request is 97\.7 MiB"):
+        check_host_memory(spec, available=2**30)
+    check_host_memory(spec, available=2**40)  # fits: no error
