@@ -41,7 +41,12 @@ class CheckResult:
 def _schedule_collect(
     lanes: Lanes, inputs: torch.Tensor, outputs: torch.Tensor, hazard: Optional[str]
 ) -> None:
-    """Run `inputs` through the schedule, all lanes in flight, into `outputs` (host)."""
+    """Run `inputs` through the schedule, all lanes in flight, into `outputs` (host).
+
+    `hazard="early_rewrite"` is the deliberately broken variant for tests: it rewrites a
+    lane's host input (and reads its host output) without waiting for the lane's `done`
+    event, so a copy still queued behind the GPU's work reads the next request's data.
+    """
     select = lanes.select_stream()
     order = tuple(lanes)
     pending = [-1] * len(order)  # request whose response is in flight on each lane
@@ -50,12 +55,9 @@ def _schedule_collect(
         for j in range(inputs.shape[0]):
             s = j % len(order)
             lane = order[s]
-            if hazard == "early_rewrite":  # deliberately broken: rewrites before the guard
-                lane.host_in.copy_(inputs[j])
+            if hazard != "early_rewrite":  # the broken variant never waits for the guard
                 lane.done.synchronize()
-            else:
-                lane.done.synchronize()
-                lane.host_in.copy_(inputs[j])
+            lane.host_in.copy_(inputs[j])
             if pending[s] >= 0:
                 outputs[pending[s]].copy_(lane.host_out)
             select(lane.stream)

@@ -162,7 +162,8 @@ def _release_memory(device: Optional[str]) -> None:
 def _failure_reason(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return f"out of memory: {first[:300]}; use fewer streams or a smaller model.input.batch"
+        what = ". ".join(first.split(". ")[:3]).rstrip(".")  # what was asked, what the GPU has
+        return f"out of memory: {what}; use fewer streams or a smaller model.input.batch"
     if isinstance(exc, (ConfigError, CaptureError)):
         return first
     return f"{type(exc).__name__}: {first[:500]}"
@@ -226,6 +227,11 @@ def record_outside(
     stopped), so the sweep table shows it and `resume` reruns it."""
     result = _base_result(cfg, info, _now())
     result.update(status=status, reason=reason)
+    try:  # what the job would have run, as far as the config alone tells
+        spec = resolve(cfg)
+        result.update(mode=spec.mode, effective=spec.effective(), notices=list(spec.notices))
+    except Exception:
+        pass
     result["job"].update(finished_at=_now(), started_unix=None, launcher_device=device_slot)
     write_result(info.output_dir, result)
     return result

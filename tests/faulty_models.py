@@ -62,3 +62,12 @@ class HostSync(Healthy):
         if y.sum().item() > 1e30:  # data-dependent branch on a synced value
             y = y * 0
         return y
+
+
+class Fp32Only(Healthy):
+    """Refuses any input that is not fp32, as a kernel without half-precision support would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            raise NotImplementedError(f"no kernel for {x.dtype}")
+        return self.linear(x)

@@ -83,9 +83,11 @@ def test_shared_pool_race_is_caught_by_the_same_check(make_cfg):
 
 
 def test_input_rewritten_too_early_is_caught_by_the_same_check(make_cfg):
+    # tiny_llm: compute (~0.6 ms a request) outlasts the host's enqueue, so copies queue up.
     spec, workload, lanes = _setup(make_cfg, "model=tiny_llm", "streams=4")
     result = _check(spec, workload, lanes, 2_000, hazard="early_rewrite")
     assert not result.passed
+    assert _check(spec, workload, lanes, 2_000).passed  # the same lanes, used correctly
 
 
 def test_every_graph_has_its_own_stream_and_pool(make_cfg):
@@ -196,5 +198,5 @@ def test_profile_trace_shows_each_stream_on_its_own_row(make_cfg, tmp_path):
     copies = {e["args"]["stream"] for e in gpu if e["cat"] == "gpu_memcpy"}
     kernels = {e["args"]["stream"] for e in gpu if e["cat"] == "kernel"}
     assert len(copies) >= 4 and len(kernels & copies) >= 4, (copies, kernels)
-    requests = [e for e in events if str(e.get("name", "")).startswith("request ")]
+    requests = {e["name"] for e in events if str(e.get("name", "")).startswith("request ")}
     assert len(requests) == 64

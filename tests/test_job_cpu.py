@@ -150,3 +150,10 @@ def test_a_request_too_big_for_host_memory_is_refused_before_allocating(make_cfg
     with pytest.raises(ConfigError, match=r"^model\.input\.batch=100000: one request is 97\.7 MiB"):
         check_host_memory(spec, available=2**30)
     check_host_memory(spec, available=2**40)  # fits: no error
+
+
+def test_a_dtype_the_model_cannot_run_is_told_apart_from_a_bad_shape(make_cfg, tmp_path):
+    cfg = make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.Fp32Only", "dtype=fp16")
+    with pytest.raises(ConfigError, match=r"^dtype=fp16: model linear cannot run in fp16 on cpu \(no kernel for torch\.float16\); use dtype=fp32"):
+        run_job(cfg, JobInfo(output_dir=tmp_path))
+    assert not (tmp_path / RESULT_FILE).exists()

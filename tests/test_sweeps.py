@@ -168,10 +168,12 @@ def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local", "joblib"])
 def test_other_launchers_end_in_the_same_table(tmp_path, launcher):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher") if launcher.startswith("submitit") else None
-    extra = ["hydra.launcher.timeout_min=10"] if launcher.startswith("submitit") else []
+    plugin = {"submitit_local": "hydra_submitit_launcher", "joblib": "hydra_joblib_launcher"}.get(launcher)
+    if plugin:
+        pytest.importorskip(f"hydra_plugins.{plugin}")
+    extra = {"submitit_local": ["hydra.launcher.timeout_min=10"], "joblib": ["hydra.launcher.n_jobs=1"]}.get(launcher, [])
     done = sweep([*TINY, "streams=1,2", f"hydra/launcher={launcher}", *extra, "hydra.sweep.dir=sw"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table(tmp_path / "sw")
