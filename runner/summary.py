@@ -74,6 +74,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         fig["check_tolerance_rel"] = m.check.tolerance_rel
         fig["check_bad_requests"] = m.check.bad_requests
 
+    if not spec.check:
+        warnings.append("outputs were not compared with eager (check=false): the figures are unverified")
     threshold = spec.measure.cv_warn
     for name in ("throughput", "baseline", "ceiling"):
         value: Optional[float] = fig.get(f"{name}_cv")
