@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, condense
 from runner.job import EXIT_CODES, JobInfo, run_job
@@ -45,7 +45,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
     multirun = hc.mode == RunMode.MULTIRUN
     info = JobInfo(
         output_dir=Path(hc.runtime.output_dir),
-        overrides=list(hc.overrides.task),
+        overrides=[str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)],
         multirun=multirun,
         num=hc.job.num if multirun else None,
         sweep_dir=hc.sweep.dir if multirun else None,

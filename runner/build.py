@@ -69,6 +69,8 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
 def _probe(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         y = model(x)
+        if x.is_cuda:  # kernels fail asynchronously (an index out of range): surface it here
+            torch.cuda.synchronize(x.device)
     if not isinstance(y, torch.Tensor):
         raise ConfigError(
             f"model {type(model).__name__} returns a {type(y).__name__}; the runner needs a "
@@ -100,6 +102,12 @@ def check_forward(spec: RunSpec, model: nn.Module, x: torch.Tensor) -> torch.Ten
                 pass
             finally:
                 model.to(spec.torch_dtype)
+        if spec.input.kind == "tokens":
+            raise ConfigError(
+                f"model.input (batch {spec.input.batch}, shape {list(spec.input.shape)}, vocab {spec.input.vocab}) "
+                f"does not fit model {spec.model_name} ({reason}); token ids must stay below the model's "
+                "vocabulary and sequences within its length: fix model.input"
+            ) from exc
         raise ConfigError(
             f"model.input.shape={list(spec.input.shape)} with batch {spec.input.batch} does not fit "
             f"model {spec.model_name} ({reason}); fix model.input to what the model takes"

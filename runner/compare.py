@@ -3,11 +3,13 @@
     python -m runner.compare OLD NEW [--threshold 0.05] [--sigma 3]
 
 OLD and NEW are result.json files, run folders or sweep folders. Results are matched by what
-ran (model and its arguments, input, dtype, TF32, streams, graph, pinned, copies in graph, device
-type). Per match: ratio = NEW / OLD requests/s. A change counts only when it is larger than both
+was asked for (model and its arguments, input, dtype, TF32, streams, graph, pinned, copies in
+graph); a match whose settings actually ran differently (another device type, an eager fallback)
+is flagged, not compared. Per match: ratio = NEW / OLD requests/s. A change counts only when it is larger than both
 `--threshold` and `--sigma` times the combined noise of the two runs (their coefficients of
 variation across repeats, added in quadrature); otherwise the verdict is "same".
-Exits 1 when any config got slower by such a change, or stopped ending ok: usable as a CI gate.
+Exits 1 when any config got slower by such a change, stopped ending ok, ran differently, or is
+missing from NEW: usable as a CI gate.
 """
 
 from __future__ import annotations
@@ -38,20 +40,31 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return [r for r in (read_result(f) for f in files) if r is not None]
 
 
+_ASKED = ("streams", "graph", "pinned", "dtype", "tf32")
+
+
 def identity(result: dict[str, Any]) -> str:
-    """What ran, as a stable key: the same key means the same experiment."""
+    """What was asked for, as a stable key: the model with its arguments and input, and the
+    settings that define the experiment (not the measurement budget, seed or outputs)."""
     config = result.get("config") or {}
-    effective = dict(result.get("effective") or {})
-    device = str(effective.pop("device", "") or "")
     model = config.get("model") or {}
     key = {
-        "model": result.get("model"),
+        "model": model.get("name", result.get("model")),
         "module": model.get("module"),
         "input": model.get("input"),
-        "device_type": device.split(":")[0],
-        **effective,
+        "copies_in_graph": (config.get("capture") or {}).get("copies_in_graph"),
+        **{k: config.get(k) for k in _ASKED},
     }
     return json.dumps(key, sort_keys=True, default=str)
+
+
+def _what_ran(result: dict[str, Any]) -> Optional[dict[str, Any]]:
+    effective = result.get("effective")
+    if not effective:
+        return None
+    ran = dict(effective)
+    ran["device"] = str(ran.get("device", "")).split(":")[0]  # cuda:0 and cuda:1 are alike
+    return ran
 
 
 def label(result: dict[str, Any]) -> str:
@@ -76,6 +89,10 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         return None, None, f"new {new.get('status')}"
     if old.get("status") != "ok":
         return None, None, f"old {old.get('status')}"
+    before, after = _what_ran(old), _what_ran(new)
+    if before != after:
+        changed = sorted(k for k in (before or {}) if (before or {}).get(k) != (after or {}).get(k))
+        return None, None, f"ran differently ({', '.join(changed)})"
     a, b = _rps(old), _rps(new)
     if not a or not b:
         return None, None, "no throughput"
@@ -86,9 +103,19 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     return ratio, noise, "faster" if ratio > 1 else "slower"
 
 
+def _by_identity(results: list[dict[str, Any]], side: str) -> dict[str, dict[str, Any]]:
+    by: dict[str, dict[str, Any]] = {}
+    for r in results:
+        key = identity(r)
+        if key in by:
+            print(f"warning: {side}: more than one result for {label(r)}; comparing the last", file=sys.stderr)
+        by[key] = r
+    return by
+
+
 def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: float, sigma: float) -> list[Match]:
-    old_by = {identity(r): r for r in old}
-    new_by = {identity(r): r for r in new}
+    old_by = _by_identity(old, "old")
+    new_by = _by_identity(new, "new")
     matches = []
     for key in list(dict.fromkeys([*old_by, *new_by])):
         a, b = old_by.get(key), new_by.get(key)
@@ -96,7 +123,7 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
         if a is None:
             m.verdict = "only in new"
         elif b is None:
-            m.verdict = "only in old"
+            m.verdict = "missing in new"
         else:
             m.ratio, m.noise, m.verdict = judge(a, b, threshold, sigma)
         matches.append(m)
@@ -104,7 +131,8 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
 
 
 def is_regression(m: Match) -> bool:
-    return m.verdict == "slower" or m.verdict.startswith("new ")
+    """Slower, no longer ok, run differently, or gone: anything a CI gate must stop on."""
+    return m.verdict in ("slower", "missing in new") or m.verdict.startswith(("new ", "ran differently"))
 
 
 def render(matches: list[Match]) -> str:

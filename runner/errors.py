@@ -45,6 +45,8 @@ def condense(exc: BaseException) -> str:
         choices = ", ".join(o.strip() for o in available.group(1).splitlines()) if available else ""
         hint = f"choose one of: {choices}" if choices else "check configs/ for the valid names"
         return f"{group}={option}: no such option in configs/{group}/; {hint}"
+    if cause is None and _FULL_KEY.search(text):  # an OmegaConf error raised directly
+        cause = exc
     if cause is not None:
         cause_text = str(cause)
         key_match = _FULL_KEY.search(cause_text)
@@ -59,6 +61,8 @@ def condense(exc: BaseException) -> str:
         for needle, hint in _VALUE_HINTS:
             if needle in reason:
                 return f"{key}: {reason}; {hint}"
+        if "Interpolation" in type(cause).__name__ or "nterpolation" in reason:
+            return f"{key}: {reason}; write a plain value or a ${{...}} that exists in the config"
         if key:
             return f"{key}: {reason}"
         return reason

@@ -24,7 +24,7 @@ from runner.errors import CaptureError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure
 from runner.record import METHOD, RESULT_FILE, SCHEMA, read_result, to_json, write_result
-from runner.spec import RunSpec, resolve
+from runner.spec import RunSpec, mode_name, resolve
 from runner.summary import summarize_measurement
 from runner.trace import profile_schedule, write_timestamps
 
@@ -54,8 +54,15 @@ def _requested(cfg: DictConfig) -> Any:
         return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
 
 
+def _select(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, default=None)
+    except Exception:  # a broken interpolation: the error being reported
+        return None
+
+
 def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]:
-    model = OmegaConf.select(cfg, "model.name", default="?")
+    model = _select(cfg, "model.name") or "?"
     return {
         "schema": SCHEMA,
         "status": "failed",
@@ -70,7 +77,7 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
         "figures": {},
         "files": {},  # extra outputs in the job's folder: trace, timestamps
         "env": None,
-        "seed": OmegaConf.select(cfg, "seed", default=None),
+        "seed": _select(cfg, "seed"),
         "method": METHOD,
         "job": {
             "output_dir": str(info.output_dir),
@@ -112,7 +119,7 @@ def _execute(spec: RunSpec, result: dict[str, Any], hazard: Optional[str]) -> No
         if lanes.fallback_reason:
             result["notices"].append(f"{lanes.fallback_reason}: ran eager instead (capture.fallback_eager=true)")
             result["effective"].update(graph=False, copies_in_graph=False)
-            result["mode"] = result["mode"].replace("graph", "eager (capture failed)", 1)
+            result["mode"] = mode_name(result["effective"])
         figures = {
             "capture_time_ms": lanes.capture_time_s * 1e3 if lanes.graph else None,
             "graph_pool_bytes": graph_pool_bytes(lanes.device) if lanes.graph else None,
@@ -143,20 +150,30 @@ def _execute(spec: RunSpec, result: dict[str, Any], hazard: Optional[str]) -> No
             result["status"] = "ok"
     finally:
         if lanes.is_cuda:
-            torch.cuda.synchronize(lanes.device)  # no graph or buffer dies while in use
+            _quietly(torch.cuda.synchronize, lanes.device)  # no graph or buffer dies while in use
         del lanes, workload
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    """Cleanup that must not hide the job's own error: after a sticky CUDA error (an illegal
+    address, a device-side assert) every CUDA call fails again, and the result must still be
+    written."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        log.warning("cleanup after the job failed too: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
 
 
 def _release_memory(device: Optional[str]) -> None:
     gc.collect()
     if device and device.startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.synchronize()
+        _quietly(torch.cuda.synchronize)
         # cuBLAS keeps a workspace per (handle, stream) it has seen; each job brings new
         # streams, so without this a long in-process sweep would hold more memory per job.
         clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
         if clear_workspaces is not None:
-            clear_workspaces()
-        torch.cuda.empty_cache()
+            _quietly(clear_workspaces)
+        _quietly(torch.cuda.empty_cache)
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -194,6 +211,9 @@ def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dic
             previous = read_result(info.output_dir / RESULT_FILE)
             if previous and previous.get("status") == "ok" and _same_job(previous["overrides"], result["overrides"]):
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
+                print(printer.render(previous))
+                print(f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
+                print(to_json(previous, indent=None), flush=True)
                 previous["status"] = "skipped"
                 return previous
         log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)

@@ -218,10 +218,13 @@ def build_lanes(spec: RunSpec, workload: Workload, hazard: Optional[str] = None)
 
     shared = (torch.cuda.graph_pool_handle(), torch.cuda.Stream(device)) if hazard == "shared_pool" else None
     start = time.perf_counter()
+    current = torch.cuda.current_stream(device)
     try:
         for lane in lanes:
             _capture_lane(lane, spec, shared)
     except Exception as exc:
+        # A failed capture leaves its stream current (graph.__exit__ raises before restoring).
+        torch.cuda.set_stream(current)
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -7,6 +7,7 @@ settings that will actually run, each change from the request explained in a not
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -82,11 +83,7 @@ class RunSpec:
 
     @property
     def mode(self) -> str:
-        """Short name of the execution mode, e.g. 'graph x4 pinned'."""
-        kind = "graph" if self.graph else "eager"
-        copies = " copies-in-graph" if self.copies_in_graph else ""
-        memory = "pinned" if self.pinned else "pageable"
-        return f"{kind}{copies} x{self.streams} {memory}"
+        return mode_name(self.effective())
 
     def effective(self) -> dict[str, Any]:
         """The settings that ran, for the record."""
@@ -106,6 +103,14 @@ class RunSpec:
         out["input"]["shape"] = list(self.input.shape)
         out["notices"] = list(self.notices)
         return out
+
+
+def mode_name(settings: Mapping[str, Any]) -> str:
+    """Short name of an execution mode, e.g. 'graph x4 pinned', from effective settings."""
+    kind = "graph" if settings["graph"] else "eager"
+    copies = " copies-in-graph" if settings["copies_in_graph"] else ""
+    memory = "pinned" if settings["pinned"] else "pageable"
+    return f"{kind}{copies} x{settings['streams']} {memory}"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -129,9 +134,11 @@ def _unknown_keys(node: DictConfig, path: str) -> None:
 
 def validate(cfg: DictConfig) -> Config:
     """Check the composed config on its own: ranges, cross-key rules, unknown keys."""
-    _unknown_keys(cfg, "")
     try:
+        _unknown_keys(cfg, "")
         config = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
     except Exception as exc:  # missing values, unresolvable interpolations
         raise ConfigError(condense(exc)) from exc
     assert isinstance(config, Config)
@@ -142,7 +149,7 @@ def validate(cfg: DictConfig) -> Config:
         _DEVICE.match(config.device) is not None,
         f"device={config.device!r}: not a device; use auto, cpu, cuda or cuda:N",
     )
-    _check(config.seed >= 0, f"seed={config.seed}: out of range; use seed >= 0")
+    _check(0 <= config.seed < 2**63, f"seed={config.seed}: out of range; use 0 <= seed < 2**63")
     _check(
         "_target_" in model.module,
         "model.module: no _target_; name the nn.Module to build, e.g. model.module._target_=torch.nn.Linear",
@@ -165,8 +172,14 @@ def validate(cfg: DictConfig) -> Config:
         ("input_pool", 1),
     ):
         value = getattr(m, name)
-        _check(value >= minimum, f"measure.{name}={value}: out of range; use measure.{name} >= {minimum}")
-    _check(m.cv_warn > 0, f"measure.cv_warn={m.cv_warn}: out of range; use a fraction > 0, e.g. 0.05")
+        _check(
+            math.isfinite(value) and value >= minimum,
+            f"measure.{name}={value}: out of range; use a finite measure.{name} >= {minimum}",
+        )
+    _check(
+        math.isfinite(m.cv_warn) and m.cv_warn > 0,
+        f"measure.cv_warn={m.cv_warn}: out of range; use a fraction > 0, e.g. 0.05",
+    )
     return config
 
 

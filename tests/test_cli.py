@@ -83,6 +83,8 @@ BAD_INPUTS = {
     "warmup-iters-range": (["capture.warmup_iters=-1"], "capture.warmup_iters=-1: out of range"),
     "capture-key": (["capture.nope=1"], "capture.nope: unknown key; valid keys in 'capture'"),
     "parse": (["streams=["], "could not parse the command line"),
+    "interpolation": (["streams=${oops}"], "streams: Interpolation key 'oops' not found"),
+    "infinite": (["measure.min_duration_ms=inf"], "measure.min_duration_ms=inf: out of range"),
     "target-import": (["model.module._target_=nope.Nope"], "model.module._target_=nope.Nope: cannot be imported"),
     "target-not-module": (["model.module._target_=builtins.dict"], "model.module._target_=builtins.dict: builds a dict, not an nn.Module"),
     "target-arguments": (["model.module._target_=torch.nn.Linear"], "model.module: the arguments do not fit torch.nn.Linear"),

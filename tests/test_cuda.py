@@ -140,7 +140,8 @@ FAULTY = ("model=linear", "~model.module.in_features", "~model.module.out_featur
 def test_uncapturable_model_says_capture_failed_and_why(make_cfg):
     with pytest.raises(CaptureError, match="capture of model linear into a CUDA graph failed"):
         _setup(make_cfg, *FAULTY, "model.module._target_=tests.faulty_models.HostSync")
-    # The device is still usable afterwards.
+    # The device is still usable afterwards, on the stream it was using before.
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
     assert torch.ones(4, device="cuda").sum().item() == 4
 
 
@@ -200,3 +201,24 @@ def test_profile_trace_shows_each_stream_on_its_own_row(make_cfg, tmp_path):
     assert len(copies) >= 4 and len(kernels & copies) >= 4, (copies, kernels)
     requests = {e["name"] for e in events if str(e.get("name", "")).startswith("request ")}
     assert len(requests) == 64
+
+
+def test_a_device_side_fault_in_the_probe_is_one_line_of_bad_input(tmp_path):
+    """Token ids beyond the model's vocabulary fault asynchronously on the GPU (and leave the
+    context unusable, hence a separate process): the probe forward must still name the input."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "model=tiny_llm", "model.input.vocab=100000", *QUICK],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    # (The GPU's own assertion messages may precede it: the device prints those, not Python.)
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: model.input (batch 8, shape [128], vocab 100000) does not fit")
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:]
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob("result.json"))

@@ -94,8 +94,7 @@ def _write(path: Path, result: dict) -> Path:
 def test_compare_a_result_with_itself_is_same(sweep_dir, capsys):
     assert compare.main([str(sweep_dir), str(sweep_dir)]) == 0
     out = capsys.readouterr().out
-    # On the CPU jobs 0 and 1 ran the same experiment (one stream): one match, plus the failure.
-    assert out.count(" same") == 1 and "1.000" in out
+    assert out.count(" same") == 2 and "1.000" in out
     assert "both not ok (failed, failed)" in out
 
 
@@ -123,11 +122,15 @@ def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
     assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "faster"
 
 
-def test_compare_matches_by_what_ran_not_by_folder(sweep_dir):
+def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_dir, capsys):
     a, b = _result(sweep_dir, 0), _result(sweep_dir, 1)
-    # On the CPU both ran one stream, whatever they asked for: the same experiment.
-    assert compare.identity(a) == compare.identity(b)
-    c = copy.deepcopy(a)
-    c["effective"]["streams"] = 2
-    matches = compare.compare([a], [c], 0.05, 3)
-    assert len(matches) == 2 and {m.verdict for m in matches} == {"only in old", "only in new"}
+    assert compare.identity(a) != compare.identity(b)  # streams=1 and streams=2 were asked
+    fallback = copy.deepcopy(a)
+    fallback["effective"]["graph"] = not fallback["effective"]["graph"]  # e.g. a capture fallback
+    [m] = compare.compare([a], [fallback], 0.05, 3)
+    assert m.verdict == "ran differently (graph)" and compare.is_regression(m)
+    matches = compare.compare([a, b], [a], 0.05, 3)
+    assert [m.verdict for m in matches] == ["same", "missing in new"]
+    assert compare.is_regression(matches[1])
+    compare.compare([a, a], [a], 0.05, 3)
+    assert "more than one result" in capsys.readouterr().err

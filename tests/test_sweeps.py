@@ -83,9 +83,9 @@ def test_device_lists_and_cpu_shares(monkeypatch):
     assert resolve_devices("all") == ["2", "3"]
     with pytest.raises(ValueError):
         resolve_devices(["1", "1"])
-    shares = cpu_shares(3, cpus=range(12))
-    assert shares == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
-    assert cpu_shares(4, cpus=[0, 1]) == [[0], [1], [1], [1]]  # more slots than cores: share the last
+    assert cpu_shares(3, cpus=range(12)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert cpu_shares(3, cpus=range(8)) == [[0, 1, 2], [3, 4, 5], [6, 7]]  # every core used once
+    assert cpu_shares(4, cpus=[0, 1]) is None  # fewer cores than slots: no pinning
 
 
 # --- real sweeps --------------------------------------------------------------------------------
@@ -145,6 +145,24 @@ def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
     assert by_num[1]["status"] == "interrupted"
     assert "resume: the same command with resume=true" in err
     assert not list((tmp_path / "sw").rglob("*.tmp"))  # no half-written file
+
+    # Resume, and interrupt again while job 0 (already ok) is being skipped: it stays ok.
+    ok_mtime = (tmp_path / "sw" / "0" / "result.json").stat().st_mtime_ns
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", "hydra.sweep.dir=sw",
+         "resume=true"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    for line in proc.stdout:  # Ctrl-C as soon as job 0's process has started
+        if "started: #0" in line:
+            break
+    time.sleep(0.3)  # the launcher waits on the job; the job is still starting up
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert (tmp_path / "sw" / "0" / "result.json").stat().st_mtime_ns == ok_mtime
+    assert results(tmp_path / "sw")[0]["status"] == "ok"
 
 
 @pytest.mark.slow

@@ -15,13 +15,14 @@ where dataclasses cannot resolve string annotations).
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -97,11 +98,19 @@ def resolve_devices(devices: Any) -> list[Optional[str]]:
     return ids
 
 
-def cpu_shares(slots: int, cpus: Optional[Sequence[int]] = None) -> list[list[int]]:
-    """Split the cores this process may use into `slots` contiguous, disjoint shares."""
+def cpu_shares(slots: int, cpus: Optional[Sequence[int]] = None) -> Optional[list[list[int]]]:
+    """Split the cores this process may use into `slots` contiguous, disjoint shares (sizes
+    differ by one at most); None when there are fewer cores than slots."""
     available = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-    per = max(1, len(available) // slots)
-    return [available[i * per:(i + 1) * per] or available[-1:] for i in range(slots)]
+    if len(available) < slots:
+        return None
+    per, extra = divmod(len(available), slots)
+    shares, start = [], 0
+    for i in range(slots):
+        size = per + (1 if i < extra else 0)
+        shares.append(available[start:start + size])
+        start += size
+    return shares
 
 
 def _describe_exit(code: int) -> str:
@@ -124,7 +133,7 @@ class _Job:
     started: float = 0.0
     result_mtime: Optional[int] = None  # result.json's mtime before the job started
     console: Any = None
-    returned: dict = field(default_factory=dict)
+    pidfd: Optional[int] = None  # to wait for this process, and no other
 
 
 def _mtime(path: Path) -> Optional[int]:
@@ -195,9 +204,13 @@ class RunnerLauncher(Launcher):
             env=env,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
+        job.pidfd = os.pidfd_open(job.process.pid)
         assert job.process.stdin is not None
-        job.process.stdin.write(self._payload(job))
-        job.process.stdin.close()
+        try:
+            job.process.stdin.write(self._payload(job))
+            job.process.stdin.close()
+        except BrokenPipeError:  # it died before reading: its exit status tells the rest
+            pass
 
     # --- finishing jobs ----------------------------------------------------------------
     def _finish(self, job: _Job, code: int, interrupted: bool = False) -> JobReturn:
@@ -206,11 +219,17 @@ class RunnerLauncher(Launcher):
 
         if job.console is not None:
             job.console.close()
+        if job.pidfd is not None:
+            os.close(job.pidfd)
+            job.pidfd = None
         path = job.output_dir / "result.json"
         # A job that ended normally wrote its result, or kept an earlier ok one (resume); a
-        # result older than the job's start is trusted only then.
+        # result older than the job's start is trusted only then, or when it is an ok result
+        # that resume would keep (never overwrite a finished result from outside).
         fresh = _mtime(path) != job.result_mtime
-        result = read_result(path) if fresh or (code == 0 and not interrupted) else None
+        earlier = None if fresh else read_result(path)
+        keep = earlier is not None and earlier.get("status") == "ok" and bool(job.config.get("resume"))
+        result = read_result(path) if fresh or (code == 0 and not interrupted) or keep else None
         if result is None:
             status = "interrupted" if interrupted else "failed"
             reason = (
@@ -221,7 +240,7 @@ class RunnerLauncher(Launcher):
             task_cfg = OmegaConf.masked_copy(job.config, [k for k in job.config.keys() if k != "hydra"])
             info = JobInfo(
                 output_dir=job.output_dir,
-                overrides=list(job.config.hydra.overrides.task),
+                overrides=[str(o) for o in OmegaConf.to_container(job.config.hydra.overrides.task, resolve=False)],
                 multirun=True,
                 num=job.idx,
                 sweep_dir=str(job.config.hydra.sweep.dir),
@@ -232,15 +251,21 @@ class RunnerLauncher(Launcher):
         ret.return_value = result
         return ret
 
+    def _stop(self, running: dict[int, _Job]) -> None:
+        for job in running.values():
+            assert job.process is not None
+            if job.process.poll() is None:
+                job.process.kill()
+            job.process.wait()
+
     def _interrupt(self, running: dict[int, _Job]) -> list[JobReturn]:
         """Give running jobs `grace_s` to record themselves as interrupted, then stop them."""
         print(f"\n[runner] interrupted: waiting up to {self.grace_s:.0f}s for {len(running)} running job(s)",
               file=sys.stderr, flush=True)
         deadline = time.monotonic() + self.grace_s
+        time.sleep(0.5)  # a terminal's Ctrl-C reaches the jobs themselves too
         for job in running.values():
             assert job.process is not None
-            if job.process.poll() is None:
-                time.sleep(0.5)  # a terminal's Ctrl-C reaches the job itself too
             if job.process.poll() is None:
                 job.process.send_signal(signal.SIGINT)
         returns = []
@@ -260,8 +285,10 @@ class RunnerLauncher(Launcher):
         assert self.config is not None
         slots = resolve_devices(self.devices)
         parallel = len(slots) > 1
-        shares = cpu_shares(len(slots)) if parallel and self.pin_cpus else [None] * len(slots)
-        share_of = dict(zip(slots, shares, strict=True))
+        shares = cpu_shares(len(slots)) if parallel and self.pin_cpus else None
+        if parallel and self.pin_cpus and shares is None:
+            print("[runner] warning: fewer CPU cores than devices; jobs are not pinned to cores", flush=True)
+        share_of = dict(zip(slots, shares or [None] * len(slots), strict=True))
         jobs = [self._prepare(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
         total = len(jobs)
         where = f"on devices {', '.join(map(str, slots))}, one job per device at a time" if parallel else "one at a time"
@@ -283,12 +310,9 @@ class RunnerLauncher(Launcher):
                     self._start(job, slot, share_of[slot], quiet=parallel)
                     assert job.process is not None
                     running[job.process.pid] = job
-                pid, status = os.wait()
-                job = running.pop(pid, None)
-                if job is None:
-                    continue  # not one of ours
+                job = _wait_any(running)
                 assert job.process is not None
-                job.process.returncode = os.waitstatus_to_exitcode(status)
+                running.pop(job.process.pid)
                 scheduler.release(job.slot)
                 returns[job.idx] = self._finish(job, job.process.returncode)
                 status_text = returns[job.idx].return_value.get("status", "?")
@@ -301,7 +325,10 @@ class RunnerLauncher(Launcher):
                     + (f", about {_clock(left)} left" if total > done else ""),
                     flush=True,
                 )
-        except KeyboardInterrupt:
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt):
+                self._stop(running)  # never leave jobs running behind a broken launcher
+                raise
             self._interrupt(running)
             print(
                 f"[runner] sweep interrupted; finished results are kept in {self.config.hydra.sweep.dir}\n"
@@ -312,6 +339,16 @@ class RunnerLauncher(Launcher):
             )
             raise
         return [returns[job.idx] for job in jobs]
+
+
+def _wait_any(running: dict[int, _Job]) -> _Job:
+    """Block until one of these jobs' processes ends (and only these: a pidfd per job)."""
+    by_fd = {job.pidfd: job for job in running.values()}
+    ready, _, _ = select.select(list(by_fd), [], [])
+    job = by_fd[ready[0]]
+    assert job.process is not None
+    job.process.wait()
+    return job
 
 
 def _clock(seconds: float) -> str:
