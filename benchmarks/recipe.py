@@ -4,8 +4,9 @@ For each model it
   1. runs the runner's own job (the recipe: graphs, 4 streams, pinned) and reads its figures:
      requests/s, baseline requests/s, speedup (the ratio the product reports);
   2. times a minimal hand-written loop of the same schedule, written here without any runner
-     code, in passes interleaved with the runner's own throughput pass on the same model, and
-     reports hand / runner (above 1.05 means the runner costs more than 5%).
+     code, against the runner's own throughput pass on the same model: many short passes in
+     pairs, in ABBA order so that drift cancels, and reports the median of hand / runner over
+     the pairs with its interquartile range (above 1.05 means the runner costs more than 5%).
 
 Run on a GPU host from the checkout root:
     python benchmarks/recipe.py                       # mlp and tiny_llm
@@ -91,7 +92,12 @@ class HandLoop:
         return r / elapsed
 
 
-def bench_model(model: str, repeats: int, min_seconds: float, out_dir: Path) -> dict:
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+def bench_model(model: str, repeats: int, min_seconds: float, pairs: int, pass_seconds: float, out_dir: Path) -> dict:
     overrides = [f"model={model}", "experiment=recipe", f"measure.repeats={repeats}",
                  f"measure.min_duration_ms={min_seconds * 1e3:.0f}"]
     if model != "mlp":
@@ -107,14 +113,25 @@ def bench_model(model: str, repeats: int, min_seconds: float, out_dir: Path) -> 
     with torch.no_grad():
         lanes = build_lanes(spec, workload)
         hand = HandLoop(workload.model, workload.sources, spec.streams)
-        hand.run(1000, min_seconds / 2)  # warm-up
-        schedule.throughput_pass(lanes, workload.sources, 1000, min_seconds / 2)
+
+        def runner_pass() -> float:
+            n, s = schedule.throughput_pass(lanes, workload.sources, 200, pass_seconds)
+            return n / s
+
+        def hand_pass() -> float:
+            return hand.run(200, pass_seconds)
+
+        hand_pass(), runner_pass()  # warm-up
         hand_rps, runner_rps = [], []
-        for _ in range(repeats):
-            hand_rps.append(hand.run(2000, min_seconds))
-            n, s = schedule.throughput_pass(lanes, workload.sources, 2000, min_seconds)
-            runner_rps.append(n / s)
-    tax = statistics.median(h / r for h, r in zip(hand_rps, runner_rps, strict=False))
+        for i in range(pairs):  # ABBA: hand first in even pairs, runner first in odd ones
+            if i % 2 == 0:
+                hand_rps.append(hand_pass())
+                runner_rps.append(runner_pass())
+            else:
+                runner_rps.append(runner_pass())
+                hand_rps.append(hand_pass())
+    ratios = [h / r for h, r in zip(hand_rps, runner_rps, strict=True)]
+    q1, tax, q3 = quartiles(ratios)
     return {
         "model": model,
         "status": result["status"],
@@ -129,7 +146,8 @@ def bench_model(model: str, repeats: int, min_seconds: float, out_dir: Path) -> 
         "hand_requests_per_s": statistics.median(hand_rps),
         "runner_pass_requests_per_s": statistics.median(runner_rps),
         "hand_over_runner": tax,
-        "hand_over_runner_repeats": [h / r for h, r in zip(hand_rps, runner_rps, strict=False)],
+        "hand_over_runner_iqr": [q1, q3],
+        "hand_over_runner_pairs": ratios,
         "gpu": (result["env"].get("gpu") or {}).get("name"),
         "git": result["env"].get("git"),
     }
@@ -139,7 +157,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mlp", "tiny_llm"])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="per pass of the runner's own job")
+    parser.add_argument("--pairs", type=int, default=40, help="hand/runner pass pairs for the overhead")
+    parser.add_argument("--pass-seconds", type=float, default=0.25, help="per pass in those pairs")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -149,10 +169,11 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            rows.append(bench_model(model, args.repeats, args.min_seconds, Path(tmp)))
+            rows.append(bench_model(model, args.repeats, args.min_seconds, args.pairs, args.pass_seconds, Path(tmp)))
     print()
     print(f"device: {rows[0]['gpu']}  torch {torch.__version__}  commit {(rows[0]['git'] or {}).get('commit')}")
-    header = f"{'model':10}{'baseline r/s':>14}{'runner r/s':>12}{'speedup':>9}{'hand r/s':>11}{'hand/runner':>13}  verdict"
+    header = (f"{'model':10}{'baseline r/s':>14}{'runner r/s':>12}{'speedup':>9}{'hand r/s':>11}"
+              f"{'hand/runner (IQR)':>24}  verdict")
     print(header)
     ok = True
     for row in rows:
@@ -164,7 +185,8 @@ def main() -> int:
         ok &= row["hand_over_runner"] <= MAX_TAX and row["status"] == "ok"
         print(f"{row['model']:10}{row['baseline_requests_per_s']:>14,.0f}{row['runner_requests_per_s']:>12,.0f}"
               f"{row['speedup_vs_baseline']:>8.2f}x{row['hand_requests_per_s']:>11,.0f}"
-              f"{row['hand_over_runner']:>13.3f}  {', '.join(verdicts)} [{row['status']}]")
+              f"{row['hand_over_runner']:>10.3f} ({row['hand_over_runner_iqr'][0]:.3f}-{row['hand_over_runner_iqr'][1]:.3f})"
+              f"  {', '.join(verdicts)} [{row['status']}]")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
     return 0 if ok else 1
