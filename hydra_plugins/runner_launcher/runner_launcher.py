@@ -13,6 +13,7 @@ and no `from __future__ import annotations` (Hydra's scan runs modules outside s
 where dataclasses cannot resolve string annotations).
 """
 
+import copy
 import logging
 import os
 import select
@@ -237,7 +238,9 @@ class RunnerLauncher(Launcher):
                 if interrupted
                 else f"the job's process died: {_describe_exit(code)}; nothing else in the sweep was affected"
             )
-            task_cfg = OmegaConf.masked_copy(job.config, [k for k in job.config.keys() if k != "hydra"])
+            task_cfg = copy.deepcopy(job.config)  # the job's config as its task saw it: no hydra node
+            with read_write(task_cfg), open_dict(task_cfg):
+                del task_cfg["hydra"]
             info = JobInfo(
                 output_dir=job.output_dir,
                 overrides=[str(o) for o in OmegaConf.to_container(job.config.hydra.overrides.task, resolve=False)],
