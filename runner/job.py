@@ -211,9 +211,7 @@ def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dic
             previous = read_result(info.output_dir / RESULT_FILE)
             if previous and previous.get("status") == "ok" and _same_job(previous["overrides"], result["overrides"]):
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
-                print(printer.render(previous))
-                print(f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
-                print(to_json(previous, indent=None), flush=True)
+                _show(previous, f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
                 previous["status"] = "skipped"
                 return previous
         log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
@@ -262,6 +260,11 @@ def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> None:
     result["job"]["wall_time_s"] = time.perf_counter() - t0
     result["job"]["finished_unix"] = time.time()
     path = write_result(info.output_dir, result)
+    _show(result, f"result: {path}")
+
+
+def _show(result: dict[str, Any], where: str) -> None:
+    """The human table, where the result lies, and last, the result as one JSON line."""
     print(printer.render(result))
-    print(f"result: {path}")
+    print(where)
     print(to_json(result, indent=None), flush=True)
