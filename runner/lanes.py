@@ -108,7 +108,6 @@ class Lanes:
     lanes: tuple[Lane, ...]
     device: torch.device
     graph: bool  # graphs were captured (False after an eager fallback)
-    copies_in_graph: bool
     capture_time_s: float  # eager warm-up on the capture streams plus the captures
     fallback_reason: Optional[str] = None  # set when capture failed and eager ran instead
 
@@ -214,7 +213,7 @@ def build_lanes(spec: RunSpec, workload: Workload, hazard: Optional[str] = None)
     device = torch.device(spec.device)
     lanes = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
     if not spec.graph:
-        return Lanes(lanes, device, graph=False, copies_in_graph=False, capture_time_s=0.0)
+        return Lanes(lanes, device, graph=False, capture_time_s=0.0)
 
     shared = (torch.cuda.graph_pool_handle(), torch.cuda.Stream(device)) if hazard == "shared_pool" else None
     start = time.perf_counter()
@@ -236,16 +235,9 @@ def build_lanes(spec: RunSpec, workload: Workload, hazard: Optional[str] = None)
                 "data-dependent control flow), or set capture.fallback_eager=true or graph=false"
             ) from exc
         eager = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
-        return Lanes(eager, device, graph=False, copies_in_graph=False, capture_time_s=0.0,
-                     fallback_reason=message)
+        return Lanes(eager, device, graph=False, capture_time_s=0.0, fallback_reason=message)
     torch.cuda.synchronize(device)
-    return Lanes(
-        lanes,
-        device,
-        graph=True,
-        copies_in_graph=spec.copies_in_graph,
-        capture_time_s=time.perf_counter() - start,
-    )
+    return Lanes(lanes, device, graph=True, capture_time_s=time.perf_counter() - start)
 
 
 def graph_pool_bytes(device: torch.device) -> Optional[int]:

@@ -86,7 +86,6 @@ class Timeline:
 
     def __init__(self, requests: int, device: torch.device, stages: tuple[int, ...]) -> None:
         self.cuda = device.type == "cuda"
-        self.stages = stages
         if self.cuda:
             self.origin = torch.cuda.Event(enable_timing=True)
             self.events = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -97,12 +97,6 @@ class RunSpec:
             "copies_in_graph": self.copies_in_graph,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["module"] = dict(self.module)
-        out["input"]["shape"] = list(self.input.shape)
-        out["notices"] = list(self.notices)
-        return out
 
 
 def mode_name(settings: Mapping[str, Any]) -> str:
