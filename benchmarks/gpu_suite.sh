@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Everything this project checks on a GPU host, from the checkout root:
-#   bash benchmarks/gpu_suite.sh OUT_DIR [tests] [recipe] [sweep] [failures] [memory]
+#   bash benchmarks/gpu_suite.sh OUT_DIR [tests] [engine] [recipe] [sweep] [failures] [memory]
 # (no step named: all of them). Each step writes its log and key files into OUT_DIR; whole
 # sweep folders go to WORK_DIR (default OUT_DIR/work).
 set -u
 out=${1:?usage: gpu_suite.sh OUT_DIR [steps...]}
 shift
-steps=${*:-tests recipe sweep failures memory}
+steps=${*:-tests engine recipe sweep failures memory}
 work=${WORK_DIR:-$out/work}
 mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1
@@ -17,8 +17,15 @@ for step in $steps; do
   case $step in
     tests)
       python3 -m pytest -q -m cuda -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" | tail -25 ;;
+    engine)
+      # The runner against an independent loop, then efficiency and speedup over stream counts.
+      python3 benchmarks/engine.py tax --out "$out/engine_tax.json" 2>&1 | tee "$out/engine_tax.log" | tail -12
+      python3 benchmarks/engine.py streams --models mlp_wide tiny_llm encoder --staging direct \
+        --out "$out/engine_streams.json" 2>&1 | tee "$out/engine_streams.log" | tail -16 ;;
     recipe)
-      python3 benchmarks/recipe.py --repeats 5 --out "$out/recipe.json" 2>&1 | grep -v '^{' | tee "$out/recipe.log" | tail -45 ;;
+      # The starting note's recipe (mlp, graphs, 4 streams, pinned) against the eager baseline.
+      python3 -m runner experiment=recipe hydra.run.dir="$work/recipe" > "$out/recipe.log" 2>&1
+      echo "exit $?"; grep -E '^(runner|status|check|  runner|  baseline|  ceiling|  speedup)' "$out/recipe.log" ;;
     sweep)
       python3 -m runner -m model=mlp streams=1,2,4,8 graph=false,true measure=short \
         hydra.sweep.dir="$work/sweep_mlp" > "$out/sweep_mlp.log" 2>&1

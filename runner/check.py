@@ -4,12 +4,12 @@ inputs, compared with eager outputs of the same model, request by request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
 from runner.build import Workload, make_inputs, request_bytes
 from runner.lanes import Lanes
+from runner.protocol import serve
 from runner.spec import RunSpec
 
 # Largest accepted ||out - ref|| / ||ref|| per request. A response computed from another
@@ -38,43 +38,34 @@ class CheckResult:
         return self.mismatches == 0
 
 
-def _schedule_collect(
-    lanes: Lanes, inputs: torch.Tensor, outputs: torch.Tensor, hazard: Optional[str]
-) -> None:
-    """Run `inputs` through the schedule, all lanes in flight, into `outputs` (host).
+def serve_and_collect(lanes: Lanes, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
+    """Serve `inputs` through the request protocol, every slot in flight, into `outputs` (host).
 
-    `hazard="early_rewrite"` is the deliberately broken variant for tests: it rewrites a
-    lane's host input (and reads its host output) without waiting for the lane's `done`
-    event, so a copy still queued behind the GPU's work reads the next request's data.
+    A slot's response is read when the slot is next acquired (its event has completed then)
+    or at the end. In direct staging the check writes each request into its slot after
+    acquiring it, as the server's deserializer would; in copy staging the protocol copies it.
     """
-    select = lanes.select_stream()
-    order = tuple(lanes)
-    pending = [-1] * len(order)  # request whose response is in flight on each lane
-    lanes.synchronize()
-    try:
-        for j in range(inputs.shape[0]):
-            s = j % len(order)
-            lane = order[s]
-            if hazard != "early_rewrite":  # the broken variant never waits for the guard
-                lane.done.synchronize()
-            lane.host_in.copy_(inputs[j])
-            if pending[s] >= 0:
-                outputs[pending[s]].copy_(lane.host_out)
-            select(lane.stream)
-            lane.enqueue()
-            lane.done.record()
-            pending[s] = j
-        lanes.synchronize()
-    finally:
-        lanes.restore_default_stream()
-    for s, j in enumerate(pending):
+    requests = inputs.shape[0]
+    with serve(lanes, list(inputs.unbind(0))) as session:
+        acquire, launch, direct = session.acquire, session.launch, session.direct
+        ring_size = session.size
+        pending = [-1] * ring_size  # request whose response is in flight in each slot
+        for j in range(requests):
+            slot = acquire(j)
+            i = j % ring_size
+            if pending[i] >= 0:
+                outputs[pending[i]].copy_(slot.host_out)
+            if direct:
+                slot.host_in.copy_(inputs[j])
+            launch(slot)
+            pending[i] = j
+    ring = session.ring
+    for i, j in enumerate(pending):
         if j >= 0:
-            outputs[j].copy_(order[s].host_out)
+            outputs[j].copy_(ring[i].host_out)
 
 
-def check_schedule(
-    spec: RunSpec, workload: Workload, lanes: Lanes, requests: int, hazard: Optional[str] = None
-) -> CheckResult:
+def check_schedule(spec: RunSpec, workload: Workload, lanes: Lanes, requests: int) -> CheckResult:
     generator = torch.Generator().manual_seed(spec.seed + 1)  # not the timed inputs
     device = lanes.device
     tol = tolerance(spec)
@@ -87,7 +78,7 @@ def check_schedule(
             outputs = torch.full((count, *workload.out_shape), float("nan"), dtype=workload.out_dtype)
             if not workload.out_dtype.is_floating_point:
                 outputs.fill_(-1)
-            _schedule_collect(lanes, inputs, outputs, hazard)
+            serve_and_collect(lanes, inputs, outputs)
             reference = torch.stack([workload.model(x.to(device)).cpu() for x in inputs])
             got = outputs.double().flatten(1)
             want = reference.double().flatten(1)

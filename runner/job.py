@@ -104,7 +104,7 @@ def _memory_figures(lanes: Lanes) -> dict[str, Any]:
     }
 
 
-def _execute(spec: RunSpec, result: dict[str, Any], hazard: Optional[str]) -> None:
+def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     """The pipeline proper; fills `result` in place so a failure keeps what was learned."""
     result["env"] = environment.collect(spec.device)
     if spec.is_cuda:
@@ -114,7 +114,7 @@ def _execute(spec: RunSpec, result: dict[str, Any], hazard: Optional[str]) -> No
     torch.backends.cudnn.allow_tf32 = spec.tf32
 
     workload = build(spec)
-    lanes = build_lanes(spec, workload, hazard=hazard)
+    lanes = build_lanes(spec, workload)
     try:
         if lanes.fallback_reason:
             result["notices"].append(f"{lanes.fallback_reason}: ran eager instead (capture.fallback_eager=true)")
@@ -195,7 +195,7 @@ def _same_job(before: list[str], now: list[str]) -> bool:
     return strip(before) == strip(now)
 
 
-def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dict[str, Any]:
+def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     """Run one job and write its result.json. Raises ConfigError for bad input in a single run
     (then nothing is written); in a sweep, bad input is recorded as a failed result."""
     started = _now()
@@ -215,7 +215,7 @@ def run_job(cfg: DictConfig, info: JobInfo, hazard: Optional[str] = None) -> dic
                 previous["status"] = "skipped"
                 return previous
         log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
-        _execute(spec, result, hazard)
+        _execute(spec, result)
     except ConfigError as exc:
         if not info.multirun:
             raise

@@ -1,21 +1,30 @@
-"""Per-stream lanes: each stream's buffers, captured graphs and the event that guards reuse.
+"""Per-stream lanes and their rings of staging slots: every buffer, graph and event a request
+touches, built and captured at setup. How requests move through them is `runner.protocol`.
 
-A lane owns everything one in-flight request touches, so lanes share nothing:
+A lane owns what one stream's requests touch, so lanes share nothing:
 - its own stream, on which its graphs are captured and replayed (graphs captured on one stream
   can embed the same cuBLAS workspace and race when replayed concurrently);
-- its own graph memory pool per graph (graphs sharing a pool overwrite each other's
-  intermediates when replayed concurrently);
-- its own static device input and output, and host staging buffers (pinned if asked);
-- its `done` event, recorded after the lane's last copy: a host buffer is rewritten, or read,
-  only after that event has completed.
+- its own graph memory pools (graphs sharing a pool overwrite each other's intermediates when
+  replayed concurrently);
+- its own static device input and output;
+- a ring of `slots`: each slot is a pinned host input and output plus the `done` event recorded
+  after the slot's last copy. A slot's host buffers are rewritten, or read, only after its
+  event has completed; with several slots the host can stage the lane's next request while
+  the previous one still runs.
+
+With `copies_in_graph` every slot has a graph of its own (the slot's host addresses are baked
+into it). The slot graphs of one lane share one pool: they replay strictly one after another
+on the lane's stream, and each ends with its own D2H copy, so no graph reads memory that
+another one's replay may have reused.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -37,70 +46,120 @@ class HostEvent:
         pass
 
 
-class Lane:
-    """One stream's request path: H2D copy, compute, D2H copy on `stream`."""
+def _nothing() -> None:
+    pass
+
+
+class Slot:
+    """One request's staging on a lane: pinned input and output, and the event guarding them.
+
+    The callables are bound once at setup so the request protocol calls C functions directly:
+    `wait` (the event's synchronize), `select` (make the lane's stream current: replay() and the
+    copies launch on the current stream), `enqueue` (H2D copy, compute, D2H copy), `record` (the
+    event, on the lane's stream; `Event.record()` without a stream builds a Stream object per
+    call). `h2d`, the lane's `compute` and `d2h` are the three stages of `enqueue`, for the
+    latency pass; `h2d` and `d2h` are None when the copies live inside the slot's graph.
+    """
 
     __slots__ = (
-        "index",
-        "stream",
-        "done",
-        "model",
-        "host_in",
-        "dev_in",
-        "dev_out",
-        "host_out",
-        "graph",
-        "compute_graph",
-        "pools",
-        "enqueue",
-        "h2d",
-        "compute",
-        "d2h",
+        "lane", "index", "host_in", "host_out", "done", "graph",
+        "wait", "select", "enqueue", "record", "h2d", "d2h",
+        "ready", "free",  # the copy thread's handshake locks, set by the protocol per session
     )
 
-    def __init__(self, index: int, model: nn.Module, host_in, dev_in, host_out, stream, done) -> None:
+    def __init__(self, lane: Lane, index: int, host_in: torch.Tensor, host_out: torch.Tensor, done: Any) -> None:
+        self.lane = lane
+        self.index = index
+        self.host_in = host_in  # (B, ...) the request is written (or materialized) here
+        self.host_out = host_out  # where the response lands
+        self.done = done
+        self.graph: Optional[torch.cuda.CUDAGraph] = None  # with copies in graph: H2D, compute, D2H
+        self.ready = self.free = None
+        stream = lane.stream
+        if stream is None:
+            self.wait, self.record, self.select = _nothing, _nothing, _nothing
+        else:
+            base = torch._C._CudaEventBase
+            self.wait = base.synchronize.__get__(done)
+            self.record = functools.partial(base.record, done, stream)
+            self.select = functools.partial(
+                torch._C._cuda_setStream,
+                stream_id=stream.stream_id, device_index=stream.device_index, device_type=stream.device_type,
+            )
+        self.h2d: Optional[Callable[[], None]] = None
+        self.d2h: Optional[Callable[[], None]] = None
+        self.enqueue: Callable[[], None] = _nothing
+        self.bind_eager()
+
+    def bind_eager(self) -> None:
+        lane, host_in, host_out = self.lane, self.host_in, self.host_out
+        dev_in, model = lane.dev_in, lane.model
+
+        def h2d() -> None:
+            dev_in.copy_(host_in, non_blocking=True)
+
+        def d2h() -> None:
+            host_out.copy_(lane.dev_out, non_blocking=True)
+
+        def enqueue() -> None:
+            dev_in.copy_(host_in, non_blocking=True)
+            host_out.copy_(model(dev_in), non_blocking=True)
+
+        self.h2d, self.d2h, self.enqueue = h2d, d2h, enqueue
+
+    def bind_graph(self, compute_graph: torch.cuda.CUDAGraph, dev_out: torch.Tensor) -> None:
+        """Copies around the lane's compute graph."""
+        host_in, host_out, dev_in = self.host_in, self.host_out, self.lane.dev_in
+        replay = compute_graph.replay
+
+        def h2d() -> None:
+            dev_in.copy_(host_in, non_blocking=True)
+
+        def d2h() -> None:
+            host_out.copy_(dev_out, non_blocking=True)
+
+        def enqueue() -> None:
+            dev_in.copy_(host_in, non_blocking=True)
+            replay()
+            host_out.copy_(dev_out, non_blocking=True)
+
+        self.h2d, self.d2h, self.enqueue = h2d, d2h, enqueue
+
+    def bind_full_graph(self, graph: torch.cuda.CUDAGraph) -> None:
+        """The copies are inside the slot's own graph: one replay is the whole request."""
+        self.graph = graph
+        self.h2d = self.d2h = None
+        self.enqueue = graph.replay
+
+
+class Lane:
+    """One stream: its static device buffers, its compute graph, its ring of slots."""
+
+    __slots__ = ("index", "stream", "model", "dev_in", "dev_out", "compute_graph", "compute", "pools", "slots")
+
+    def __init__(self, index: int, model: nn.Module, dev_in: torch.Tensor, stream) -> None:
         self.index = index
         self.model = model
         self.stream: Optional[torch.cuda.Stream] = stream
-        self.done = done
-        self.host_in: torch.Tensor = host_in  # (B, ...) staging: the request is written here
-        self.dev_in: torch.Tensor = dev_in  # static device input, read by the graph
-        self.host_out: torch.Tensor = host_out  # where the response lands
-        self.dev_out: Optional[torch.Tensor] = None  # static device output (graphs)
-        self.graph: Optional[torch.cuda.CUDAGraph] = None  # replayed per request
+        self.dev_in: torch.Tensor = dev_in  # static device input, read by the graphs
+        self.dev_out: Optional[torch.Tensor] = None  # static device output of the compute graph
         self.compute_graph: Optional[torch.cuda.CUDAGraph] = None  # compute only (the ceiling)
+        self.compute: Callable[[], None] = self._eager_compute  # no copies: the ceiling, the latency stages
         self.pools: list = []
-        # The stages, bound per mode below. `h2d` and `d2h` are None when the copies live
-        # inside the graph (then only end-to-end timing is possible).
-        self.h2d: Optional[Callable[[], None]] = self._h2d
-        self.d2h: Optional[Callable[[], None]] = self._d2h
-        self.compute: Callable[[], None] = self._eager_compute
-        self.enqueue: Callable[[], None] = self._eager_enqueue
-
-    # --- stages -------------------------------------------------------------------------
-    def _h2d(self) -> None:
-        self.dev_in.copy_(self.host_in, non_blocking=True)
-
-    def _d2h(self) -> None:
-        self.host_out.copy_(self.dev_out, non_blocking=True)
+        self.slots: tuple[Slot, ...] = ()
 
     def _eager_compute(self) -> None:
         self.dev_out = self.model(self.dev_in)
 
-    def _eager_enqueue(self) -> None:
-        self.dev_in.copy_(self.host_in, non_blocking=True)
-        self.dev_out = self.model(self.dev_in)
-        self.host_out.copy_(self.dev_out, non_blocking=True)
-
-    def _graph_enqueue(self) -> None:
-        self.dev_in.copy_(self.host_in, non_blocking=True)
-        self.graph.replay()
-        self.host_out.copy_(self.dev_out, non_blocking=True)
-
     def buffer_pointers(self) -> dict[str, int]:
         """Addresses of the static buffers: they must never move while graphs hold them."""
-        names = ("host_in", "dev_in", "host_out") + (("dev_out",) if self.graph is not None else ())
-        return {n: getattr(self, n).data_ptr() for n in names}
+        pointers = {"dev_in": self.dev_in.data_ptr()}
+        if self.compute_graph is not None and self.dev_out is not None:
+            pointers["dev_out"] = self.dev_out.data_ptr()
+        for slot in self.slots:
+            pointers[f"host_in[{slot.index}]"] = slot.host_in.data_ptr()
+            pointers[f"host_out[{slot.index}]"] = slot.host_out.data_ptr()
+        return pointers
 
 
 @dataclass
@@ -109,17 +168,19 @@ class Lanes:
     device: torch.device
     graph: bool  # graphs were captured (False after an eager fallback)
     capture_time_s: float  # eager warm-up on the capture streams plus the captures
+    staging: str  # "direct" or "copy"
+    copy_thread: bool  # copy staging on a second host thread
     fallback_reason: Optional[str] = None  # set when capture failed and eager ran instead
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
-    def select_stream(self) -> Callable[[Optional[torch.cuda.Stream]], None]:
-        """Makes a lane's stream current; replay() and the copies launch on the current stream."""
-        if self.is_cuda:
-            return torch.cuda.set_stream  # type: ignore[return-value]
-        return _no_stream
+    @property
+    def ring(self) -> tuple[Slot, ...]:
+        """Every slot in request order: request j goes to lane j % streams, slot (j // streams) % slots."""
+        depth = len(self.lanes[0].slots)
+        return tuple(lane.slots[k] for k in range(depth) for lane in self.lanes)
 
     def restore_default_stream(self) -> None:
         if self.is_cuda:
@@ -136,22 +197,22 @@ class Lanes:
         return len(self.lanes)
 
 
-def _no_stream(stream: object) -> None:
-    pass
-
-
 def _make_lane(index: int, spec: RunSpec, workload: Workload, device: torch.device) -> Lane:
     pinned = spec.pinned and device.type == "cuda"
-    first = workload.sources[0]
-    host_in = torch.empty(first.shape, dtype=first.dtype, pin_memory=pinned)
-    host_in.copy_(first)
-    dev_in = first.to(device, copy=True)  # real data, so the warm-up runs on real values
-    host_out = torch.empty(workload.out_shape, dtype=workload.out_dtype, pin_memory=pinned)
-    if device.type == "cuda":
-        stream, done = torch.cuda.Stream(device), torch.cuda.Event()
-    else:
-        stream, done = None, HostEvent()
-    return Lane(index, workload.model, host_in, dev_in, host_out, stream, done)
+    sources = workload.sources
+    dev_in = sources[0].to(device, copy=True)  # real data, so the warm-up runs on real values
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    lane = Lane(index, workload.model, dev_in, stream)
+    slots = []
+    for k in range(spec.slots):
+        host_in = torch.empty(sources[0].shape, dtype=sources[0].dtype, pin_memory=pinned)
+        # Direct staging serves what the slots hold: distinct requests, one per slot.
+        host_in.copy_(sources[(k * spec.streams + index) % len(sources)])
+        host_out = torch.empty(workload.out_shape, dtype=workload.out_dtype, pin_memory=pinned)
+        done = torch.cuda.Event() if stream is not None else HostEvent()
+        slots.append(Slot(lane, k, host_in, host_out, done))
+    lane.slots = tuple(slots)
+    return lane
 
 
 def _capture(body: Callable[[], torch.Tensor], warmup_iters: int, pool, stream) -> tuple:
@@ -166,61 +227,50 @@ def _capture(body: Callable[[], torch.Tensor], warmup_iters: int, pool, stream) 
     return graph, out
 
 
-def _capture_lane(lane: Lane, spec: RunSpec, shared) -> None:
-    """Capture the lane's graphs on the lane's own stream, each into a pool of its own
-    (`shared`, for the broken test variant, replaces both with one pool and one stream)."""
-    model, dev_in = lane.model, lane.dev_in
-    stream = shared[1] if shared else lane.stream
-
-    def forward() -> torch.Tensor:
-        return model(dev_in)
-
-    def new_pool():
-        return shared[0] if shared else torch.cuda.graph_pool_handle()
-
+def capture_lane(lane: Lane, warmup_iters: int, copies_in_graph: bool) -> None:
+    """Capture the lane's compute graph, and with `copies_in_graph` one graph per slot, on the
+    lane's own stream into pools of the lane's own."""
+    model, dev_in, stream = lane.model, lane.dev_in, lane.stream
     with torch.no_grad():
-        compute_pool = new_pool()
-        lane.compute_graph, lane.dev_out = _capture(forward, spec.warmup_iters, compute_pool, stream)
+        compute_pool = torch.cuda.graph_pool_handle()
+        lane.compute_graph, lane.dev_out = _capture(lambda: model(dev_in), warmup_iters, compute_pool, stream)
         lane.pools.append(compute_pool)
-        if spec.copies_in_graph:
-            host_in, host_out = lane.host_in, lane.host_out
+        lane.compute = lane.compute_graph.replay
+        if not copies_in_graph:
+            for slot in lane.slots:
+                slot.bind_graph(lane.compute_graph, lane.dev_out)
+            return
+        slot_pool = torch.cuda.graph_pool_handle()  # shared by the lane's slot graphs: see above
+        lane.pools.append(slot_pool)
+        for slot in lane.slots:
+            host_in, host_out = slot.host_in, slot.host_out
 
-            def request() -> torch.Tensor:
+            def request(host_in=host_in, host_out=host_out) -> torch.Tensor:
                 dev_in.copy_(host_in, non_blocking=True)
                 out = model(dev_in)
                 host_out.copy_(out, non_blocking=True)
                 return out
 
-            full_pool = new_pool()
-            lane.graph, _ = _capture(request, spec.warmup_iters, full_pool, stream)
-            lane.pools.append(full_pool)
-            lane.enqueue = lane.graph.replay
-            lane.h2d = lane.d2h = None
-        else:
-            lane.graph = lane.compute_graph
-            lane.enqueue = lane._graph_enqueue
-        lane.compute = lane.compute_graph.replay
+            graph, _ = _capture(request, warmup_iters, slot_pool, stream)
+            slot.bind_full_graph(graph)
 
 
-def build_lanes(spec: RunSpec, workload: Workload, hazard: Optional[str] = None) -> Lanes:
-    """One lane per stream; with graphs, each lane's graphs are captured on its own stream.
-
-    `hazard` builds a deliberately broken variant for tests: "shared_pool" captures every graph
-    into one memory pool on one capture stream (what the defaults of torch.cuda.graph plus a
-    shared pool give), so graphs reuse each other's intermediates: the race the correctness
-    check must catch when they replay concurrently.
-    """
+def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
+    """One lane per stream; with graphs, each lane's graphs are captured on its own stream."""
     device = torch.device(spec.device)
+
+    def lanes_of(graph: bool, capture_time_s: float, lanes, reason: Optional[str] = None) -> Lanes:
+        return Lanes(lanes, device, graph, capture_time_s, spec.staging, spec.copy_thread, reason)
+
     lanes = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
     if not spec.graph:
-        return Lanes(lanes, device, graph=False, capture_time_s=0.0)
+        return lanes_of(False, 0.0, lanes)
 
-    shared = (torch.cuda.graph_pool_handle(), torch.cuda.Stream(device)) if hazard == "shared_pool" else None
     start = time.perf_counter()
     current = torch.cuda.current_stream(device)
     try:
         for lane in lanes:
-            _capture_lane(lane, spec, shared)
+            capture_lane(lane, spec.warmup_iters, spec.copies_in_graph)
     except Exception as exc:
         # A failed capture leaves its stream current (graph.__exit__ raises before restoring).
         torch.cuda.set_stream(current)
@@ -235,9 +285,9 @@ def build_lanes(spec: RunSpec, workload: Workload, hazard: Optional[str] = None)
                 "data-dependent control flow), or set capture.fallback_eager=true or graph=false"
             ) from exc
         eager = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
-        return Lanes(eager, device, graph=False, capture_time_s=0.0, fallback_reason=message)
+        return lanes_of(False, 0.0, eager, message)
     torch.cuda.synchronize(device)
-    return Lanes(lanes, device, graph=True, capture_time_s=time.perf_counter() - start)
+    return lanes_of(True, time.perf_counter() - start, lanes)
 
 
 def graph_pool_bytes(device: torch.device) -> Optional[int]:

@@ -63,7 +63,9 @@ def render(result: dict[str, Any]) -> str:
         ("  H2D", "latency_h2d_us"),
         ("  compute", "latency_compute_us"),
         ("  D2H", "latency_d2h_us"),
-        ("host enqueue", "host_enqueue_us"),
+        ("host: wait for slot", "host_wait_us"),
+        ("host: copy request", "host_copy_us"),
+        ("host: launch", "host_launch_us"),
         ("baseline request", "baseline_latency_us"),
     ]
     rows = [(label, f[key]) for label, key in rows if f.get(key)]

@@ -16,27 +16,44 @@ STATUSES = ("ok", "invalid", "failed", "interrupted", "skipped")
 # How every figure is measured; stored with each result so the method travels with the numbers.
 METHOD = {
     "schedule": (
-        "requests go round-robin over the streams; per request: wait for the stream's previous "
-        "request (its 'done' event), write the input into the stream's host buffer, async H2D "
-        "copy into a static device buffer, graph replay (or eager forward), async D2H copy, "
-        "record 'done'"
+        "requests go round-robin over the streams, and on each stream around a ring of "
+        "staging.slots pinned slots; per request: wait for the slot's previous request (its "
+        "'done' event); in copy staging, copy the request from host memory into the slot (on a "
+        "second host thread with staging.copy_thread); make the stream current; async H2D copy "
+        "into a static device buffer, graph replay (or eager forward), async D2H copy into the "
+        "slot; record 'done' on the stream. In direct staging the requests are materialized in "
+        "the slots, as by a server that deserializes into pinned memory. The check, every timed "
+        "pass and the profile serve requests through this one protocol (runner/protocol.py)"
     ),
     "baseline": "eager model on the default stream with pageable memory: model(x.to(device)).cpu()",
     "throughput": (
-        "all streams in flight until measure.min_requests and measure.min_duration_ms are both "
-        "reached; host clock from a synchronized start to a synchronized end; the median of "
-        "measure.repeats passes; cv = stdev / mean of the passes"
+        "all slots in flight until measure.min_requests and measure.min_duration_ms are both "
+        "reached; host clock from a synchronized start to a synchronized end, garbage collector "
+        "off; the median of measure.repeats passes run back to back (then the ceiling's and the "
+        "baseline's passes, each block after a short warm-up; measure.interleave=true alternates "
+        "them per repeat); cv = stdev / mean of the passes"
     ),
-    "speedup_vs_baseline": "median over repeats of runner / baseline requests/s, the two passes run back to back",
+    "speedup_vs_baseline": (
+        "median runner requests/s / median baseline requests/s (with measure.interleave=true: "
+        "the median over repeats of the ratio of the two passes run back to back)"
+    ),
     "ceiling": "the same compute (graphs, or eager forwards) replayed back to back across the streams, no copies, no host waits",
     "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s",
     "latency": (
         "a separate pass of measure.latency_requests with CUDA events before the H2D copy, after it, "
-        "after compute and after the D2H copy of every request, all streams in flight"
+        "after compute and after the D2H copy of every request, all slots in flight"
     ),
-    "host_enqueue": "host clock around one request's input write, H2D, replay, D2H and event record (no waiting)",
-    "check": "distinct random requests through the schedule, each compared with an eager forward: ||out-ref||/||ref|| <= tolerance",
-    "warmup": "untimed schedule, baseline and ceiling for measure.warmup_ms before the first timed pass",
+    "host_time": (
+        "a separate pass of the throughput loop with the host clock between the protocol's steps: "
+        "host_wait_us (waiting for the slot: its event, or the copy thread), host_copy_us (the "
+        "request's copy into the slot on the submitting thread), host_launch_us (stream, copies, "
+        "replay, event record); host_enqueue_us = copy + launch"
+    ),
+    "check": (
+        "distinct random requests through the request protocol, all slots in flight, each compared "
+        "with an eager forward: ||out-ref||/||ref|| <= tolerance"
+    ),
+    "warmup": "untimed schedule for measure.warmup_ms before the first timed pass",
 }
 
 

@@ -1,79 +1,74 @@
-"""The request schedule and its timed passes.
+"""The timed passes. Each serves requests through the one request protocol
+(`runner.protocol`): wait for the slot, stage the request, launch it on the lane's stream.
 
-Every pass issues requests round-robin over the lanes. Per request on lane s:
-  1. wait for s's `done` event (its previous request's copies have completed), so the staging
-     buffers may be rewritten and the previous response read;
-  2. write the request into s's host input buffer;
-  3. make s's stream current and enqueue: async H2D copy, graph replay (or eager forward),
-     async D2H copy;
-  4. record `done` on s's stream.
-The loops below do nothing else: no allocation, logging or bookkeeping beyond a counter.
+The timed loops do nothing else: no allocation, logging or bookkeeping beyond a counter, and
+the garbage collector is off while they run (a full collection of a heap holding torch and
+Hydra would otherwise land in one pass and not in another).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from runner.lanes import Lanes
+from runner.protocol import serve
 
 perf_counter = time.perf_counter
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def throughput_pass(
     lanes: Lanes, sources: Sequence[torch.Tensor], min_requests: int, min_duration_s: float
 ) -> tuple[int, float]:
-    """All lanes in flight until both minimums are met. Returns (requests, seconds)."""
-    select = lanes.select_stream()
-    order = tuple(lanes)
-    n_sources = len(sources)
-    k = 0
-    requests = 0
-    lanes.synchronize()
-    start = perf_counter()
-    deadline = start + min_duration_s
-    try:
-        while requests < min_requests or perf_counter() < deadline:
-            for lane in order:
-                lane.done.synchronize()
-                lane.host_in.copy_(sources[k])
-                select(lane.stream)
-                lane.enqueue()
-                lane.done.record()
-                k += 1
-                if k == n_sources:
-                    k = 0
-            requests += len(order)
+    """All slots in flight until both minimums are met. Returns (requests, seconds)."""
+    with no_gc(), serve(lanes, sources) as session:
+        acquire, launch = session.acquire, session.launch
+        turn = session.size  # the clock is read once per turn of the ring
+        j = 0
+        start = perf_counter()
+        deadline = start + min_duration_s
+        while j < min_requests or perf_counter() < deadline:
+            for k in range(j, j + turn):
+                launch(acquire(k))
+            j += turn
         lanes.synchronize()
-        return requests, perf_counter() - start
-    finally:
-        lanes.restore_default_stream()
+        return j, perf_counter() - start
 
 
-def enqueue_pass(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int) -> list[float]:
-    """The throughput loop with a host clock around steps 2-4: host enqueue seconds per request."""
-    select = lanes.select_stream()
-    order = tuple(lanes)
-    n_lanes, n_sources = len(order), len(sources)
-    seconds = [0.0] * requests
-    lanes.synchronize()
-    try:
+def enqueue_pass(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int) -> dict[str, list[float]]:
+    """The throughput loop with a host clock between the protocol's steps. Returns seconds per
+    request spent waiting for the slot, copying the request into it (0 in direct staging, and
+    with the copy thread, which copies off this thread), and launching it."""
+    wait_s, copy_s, launch_s = [0.0] * requests, [0.0] * requests, [0.0] * requests
+    with no_gc(), serve(lanes, sources) as session:
+        wait, stage, launch = session.wait, session.stage, session.launch
         for j in range(requests):
-            lane = order[j % n_lanes]
-            lane.done.synchronize()
             t0 = perf_counter()
-            lane.host_in.copy_(sources[j % n_sources])
-            select(lane.stream)
-            lane.enqueue()
-            lane.done.record()
-            seconds[j] = perf_counter() - t0
-        lanes.synchronize()
-        return seconds
-    finally:
-        lanes.restore_default_stream()
+            slot = wait(j)
+            t1 = perf_counter()
+            stage(j, slot)
+            t2 = perf_counter()
+            launch(slot)
+            t3 = perf_counter()
+            wait_s[j], copy_s[j], launch_s[j] = t1 - t0, t2 - t1, t3 - t2
+    return {"wait": wait_s, "copy": copy_s, "launch": launch_s}
 
 
 class Timeline:
@@ -116,71 +111,52 @@ class Timeline:
 
 
 def latency_pass(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int) -> dict[str, list]:
-    """The schedule with stage marks on every request, all lanes in flight.
+    """The schedule with stage marks on every request, all slots in flight.
 
     Returns per-request device marks (us since the origin) and host enqueue start/end times
     (us since the same origin, host clock). Event records cost host time, so this pass is
     separate from the throughput passes.
     """
-    select = lanes.select_stream()
-    order = tuple(lanes)
-    n_lanes, n_sources = len(order), len(sources)
-    staged = all(lane.h2d is not None for lane in order)
+    staged = all(slot.h2d is not None for slot in lanes.ring)
     timeline = Timeline(requests, lanes.device, (0, 1, 2, 3) if staged else (0, 3))
-    mark = timeline.mark
     host = [[0.0, 0.0] for _ in range(requests)]
-    lane_of = [j % n_lanes for j in range(requests)]
-    lanes.synchronize()
-    timeline.start()
-    try:
+    n_lanes = len(lanes)
+    with no_gc(), serve(lanes, sources) as session:
+        acquire, launch_marked, mark = session.acquire, session.launch_marked, timeline.mark
+        timeline.start()
         for j in range(requests):
-            lane = order[lane_of[j]]
-            lane.done.synchronize()
+            slot = acquire(j)
             t0 = perf_counter()
-            lane.host_in.copy_(sources[j % n_sources])
-            select(lane.stream)
-            mark(j, 0)
-            if staged:
-                lane.h2d()
-                mark(j, 1)
-                lane.compute()
-                mark(j, 2)
-                lane.d2h()
-            else:  # copies inside the graph: one replay does all three stages
-                lane.enqueue()
-            mark(j, 3)
-            lane.done.record()
+            launch_marked(slot, lambda stage, j=j: mark(j, stage))
             host[j][0] = t0
             host[j][1] = perf_counter()
         lanes.synchronize()
-    finally:
-        lanes.restore_default_stream()
     origin = timeline.host_origin_s
     return {
         "device_us": timeline.times_us(),
         "host_us": [[(a - origin) * 1e6, (b - origin) * 1e6] for a, b in host],
-        "lane": lane_of,
+        "lane": [j % n_lanes for j in range(requests)],
     }
 
 
 def ceiling_pass(lanes: Lanes, min_requests: int, min_duration_s: float) -> tuple[int, float]:
     """The same compute replayed back to back across the lanes: no copies, no host waits."""
-    select = lanes.select_stream()
-    order = tuple(lanes)
+    order = tuple((lane.slots[0].select, lane.compute) for lane in lanes)
     requests = 0
-    lanes.synchronize()
-    start = perf_counter()
-    deadline = start + min_duration_s
-    try:
-        while requests < min_requests or perf_counter() < deadline:
-            for lane in order:
-                select(lane.stream)
-                lane.compute()
-            requests += len(order)
+    with no_gc():
         lanes.synchronize()
-        return requests, perf_counter() - start
-    finally:
-        lanes.restore_default_stream()
+        start = perf_counter()
+        deadline = start + min_duration_s
+        try:
+            while requests < min_requests or perf_counter() < deadline:
+                for select, compute in order:
+                    select()
+                    compute()
+                requests += len(order)
+            lanes.synchronize()
+            return requests, perf_counter() - start
+        finally:
+            lanes.restore_default_stream()
 
 
 def baseline_pass(

@@ -27,6 +27,11 @@ class TimestampFormat(Enum):
     json = "json"
 
 
+class StagingMode(Enum):
+    direct = "direct"  # requests are materialized in the lane's pinned slots (zero-copy)
+    copy = "copy"  # each request is copied from host memory into a pinned slot
+
+
 class InputKind(Enum):
     float = "float"  # dense tensor in the run's dtype, drawn from N(0, 1)
     tokens = "tokens"  # int64 ids drawn uniformly from [0, vocab)
@@ -56,6 +61,13 @@ class CaptureConfig:
 
 
 @dataclass
+class StagingConfig:
+    mode: StagingMode = StagingMode.direct
+    slots: int = 2  # ring of pinned slots per lane, each with its own event: requests in flight per stream
+    copy_thread: bool = True  # copy mode: a second host thread fills the next slots while the first launches
+
+
+@dataclass
 class MeasureConfig:
     warmup_ms: float = 500.0  # untimed schedule before the first timed pass (clocks ramp)
     min_requests: int = 2000  # each throughput pass runs at least this many requests...
@@ -65,6 +77,7 @@ class MeasureConfig:
     check_requests: int = 2048  # distinct requests compared with eager before timing
     input_pool: int = 16  # distinct host inputs the timed passes rotate through
     ceiling: bool = True  # also measure the device-only ceiling
+    interleave: bool = False  # baseline, schedule and ceiling in turn per repeat (default: in blocks)
     cv_warn: float = 0.05  # warn when the repeats' coefficient of variation exceeds this
 
 
@@ -73,6 +86,7 @@ class Config:
     model: ModelConfig = MISSING
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    staging: StagingConfig = field(default_factory=StagingConfig)
     streams: int = 4
     graph: bool = True
     pinned: bool = True

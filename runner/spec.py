@@ -45,6 +45,7 @@ class MeasureSpec:
     check_requests: int
     input_pool: int
     ceiling: bool
+    interleave: bool
     cv_warn: float
 
 
@@ -62,6 +63,9 @@ class RunSpec:
     graph: bool
     pinned: bool
     copies_in_graph: bool
+    staging: str  # "direct" or "copy"
+    slots: int  # ring depth per lane
+    copy_thread: bool  # copy staging: the host copy runs on a second thread
     warmup_iters: int
     fallback_eager: bool
     measure: MeasureSpec
@@ -95,6 +99,9 @@ class RunSpec:
             "graph": self.graph,
             "pinned": self.pinned,
             "copies_in_graph": self.copies_in_graph,
+            "staging": self.staging,
+            "slots": self.slots,
+            "copy_thread": self.copy_thread,
         }
 
 
@@ -104,7 +111,12 @@ def mode_name(settings: Mapping[str, Any]) -> str:
     kind = "graph" if settings["graph"] else "eager"
     copies = " copies-in-graph" if settings["copies_in_graph"] else ""
     memory = "pinned" if settings["pinned"] else "pageable"
-    return f"{kind}{copies} x{settings['streams']} {memory}"
+    staging = settings.get("staging")  # absent in results written before staging modes existed
+    ring = ""
+    if staging:
+        thread = "+thread" if staging == "copy" and settings.get("copy_thread") else ""
+        ring = f" {staging}{thread}/{settings.get('slots', 1)}"
+    return f"{kind}{copies} x{settings['streams']} {memory}{ring}"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -155,6 +167,10 @@ def validate(cfg: DictConfig) -> Config:
     )
     if inp.kind.value == "tokens":
         _check(inp.vocab >= 1, f"model.input.vocab={inp.vocab}: token inputs need a vocab >= 1")
+    _check(
+        1 <= config.staging.slots <= 64,
+        f"staging.slots={config.staging.slots}: out of range; use 1 to 64 slots per stream, e.g. staging.slots=2",
+    )
     _check(cap.warmup_iters >= 0, f"capture.warmup_iters={cap.warmup_iters}: out of range; use >= 0")
     for name, minimum in (
         ("warmup_ms", 0),
@@ -216,13 +232,17 @@ def resolve(
 
     streams, graph, pinned = config.streams, config.graph, config.pinned
     copies_in_graph = config.capture.copies_in_graph
-    if device == "cpu" and (graph or streams > 1 or pinned):
+    staging, slots = config.staging.mode.value, config.staging.slots
+    copy_thread = config.staging.copy_thread and staging == "copy"
+    if device == "cpu" and (graph or streams > 1 or pinned or slots > 1 or copy_thread):
+        # On the CPU each request completes on the submitting thread before the next starts:
+        # a deeper ring or a copy thread has nothing to overlap with.
         notices.append(
-            "graphs, streams and pinned memory need CUDA: running eager with 1 stream and "
-            f"pageable memory on the CPU (asked: graph={str(graph).lower()} streams={streams} "
-            f"pinned={str(pinned).lower()})"
+            "graphs, streams and pinned memory need CUDA: running eager with 1 stream, 1 staging slot "
+            f"and pageable memory on the CPU (asked: graph={str(graph).lower()} streams={streams} "
+            f"pinned={str(pinned).lower()} staging.slots={slots})"
         )
-        streams, graph, pinned = 1, False, False
+        streams, graph, pinned, slots, copy_thread = 1, False, False, 1, False
     if copies_in_graph and not (graph and pinned):
         if device != "cpu":
             need = "graph=true" if not graph else "pinned=true (pageable copies cannot be captured)"
@@ -242,6 +262,9 @@ def resolve(
         graph=graph,
         pinned=pinned,
         copies_in_graph=copies_in_graph,
+        staging=staging,
+        slots=slots,
+        copy_thread=copy_thread,
         warmup_iters=config.capture.warmup_iters,
         fallback_eager=config.capture.fallback_eager,
         measure=MeasureSpec(**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}),

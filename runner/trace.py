@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from runner.lanes import Lanes
+from runner.protocol import serve
 from runner.record import write_atomic
 
 TIMESTAMP_COLUMNS = (
@@ -41,22 +42,12 @@ def profile_schedule(lanes: Lanes, sources: Sequence[torch.Tensor], requests: in
     from torch.profiler import ProfilerActivity, profile, record_function
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if lanes.is_cuda else [])
-    select = lanes.select_stream()
-    order = tuple(lanes)
-    lanes.synchronize()
-    with profile(activities=activities) as prof:
-        try:
-            for j in range(requests):
-                lane = order[j % len(order)]
-                with record_function(f"request {j} (stream {lane.index})"):
-                    lane.done.synchronize()
-                    lane.host_in.copy_(sources[j % len(sources)])
-                    select(lane.stream)
-                    lane.enqueue()
-                    lane.done.record()
-            lanes.synchronize()
-        finally:
-            lanes.restore_default_stream()
+    n_lanes = len(lanes)
+    with profile(activities=activities) as prof, serve(lanes, sources) as session:
+        for j in range(requests):
+            with record_function(f"request {j} (stream {j % n_lanes})"):
+                session.launch(session.acquire(j))
+        lanes.synchronize()
     path.parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(path))
     return path

@@ -73,7 +73,7 @@ BAD_INPUTS = {
     "device-missing": (["device=cuda:3"], "device=cuda:3:"),
     "unknown-key": (["foo=1"], "foo: unknown key"),
     "unknown-key-plus": (["+foo=1"], "foo: unknown key"),
-    "unknown-model": (["model=nope"], "model=nope: no such option in configs/model/; choose one of: linear, mlp, tiny_llm"),
+    "unknown-model": (["model=nope"], "model=nope: no such option in configs/model/; choose one of: encoder, linear, mlp, mlp_wide, tiny_llm"),
     "unknown-measure": (["measure=nope"], "measure=nope: no such option"),
     "unknown-experiment": (["experiment=nope"], "experiment=nope: no such option"),
     "batch-negative": (["model.input.batch=-4"], "model.input.batch=-4: out of range"),

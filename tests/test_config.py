@@ -117,7 +117,7 @@ def test_tokens_need_a_vocab(make_cfg):
         ("model.input.batch=x", "model.input.batch: Value 'x'"),
         ("foo=1", "foo: unknown key; valid keys in the top level: baseline, capture"),
         ("model.input.foo=1", "model.input.foo: unknown key; valid keys in 'model.input': batch, kind, shape, vocab"),
-        ("model=nope", "model=nope: no such option in configs/model/; choose one of: linear, mlp, tiny_llm"),
+        ("model=nope", "model=nope: no such option in configs/model/; choose one of: encoder, linear, mlp, mlp_wide, tiny_llm"),
         ("measure=nope", "measure=nope: no such option in configs/measure/; choose one of: default, quick"),
         ("streams=[", "could not parse the command line"),
     ],

@@ -26,22 +26,32 @@ def _tf32_restored():
     torch.cuda.synchronize()
 
 
-def _setup(make_cfg, *overrides, hazard=None):
+def _setup(make_cfg, *overrides):
     spec = resolve(make_cfg(*QUICK, *overrides))
     torch.backends.cuda.matmul.allow_tf32 = spec.tf32
     workload = build(spec)
-    lanes = build_lanes(spec, workload, hazard=hazard)
+    lanes = build_lanes(spec, workload)
     return spec, workload, lanes
 
 
-def _check(spec, workload, lanes, requests, hazard=None):
+def _check(spec, workload, lanes, requests):
     with torch.no_grad():
-        return check_schedule(spec, workload, lanes, requests, hazard)
+        return check_schedule(spec, workload, lanes, requests)
 
 
+STAGING = {
+    "direct-2": ("staging.mode=direct", "staging.slots=2"),
+    "direct-3-in-graph": ("staging.mode=direct", "staging.slots=3", "capture.copies_in_graph=true"),
+    "copy-1": ("staging.mode=copy", "staging.slots=1", "staging.copy_thread=false"),
+    "copy-thread-2": ("staging.mode=copy", "staging.slots=2", "staging.copy_thread=true"),
+    "copy-thread-2-in-graph": ("staging.mode=copy", "staging.slots=2", "capture.copies_in_graph=true"),
+}
+
+
+@pytest.mark.parametrize("staging", STAGING)
 @pytest.mark.parametrize(("dtype", "tf32"), [("fp32", "true"), ("bf16", "false")])
-def test_concurrent_graph_replay_equals_eager_for_10000_requests(make_cfg, dtype, tf32):
-    spec, workload, lanes = _setup(make_cfg, "model=mlp", f"dtype={dtype}", f"tf32={tf32}", "streams=4")
+def test_concurrent_graph_replay_equals_eager_for_10000_requests(make_cfg, dtype, tf32, staging):
+    spec, workload, lanes = _setup(make_cfg, "model=mlp", f"dtype={dtype}", f"tf32={tf32}", "streams=4", *STAGING[staging])
     assert lanes.graph and len(lanes) == 4
     result = _check(spec, workload, lanes, 10_000)
     assert result.requests == 10_000
@@ -52,13 +62,16 @@ def test_concurrent_graph_replay_equals_eager_for_10000_requests(make_cfg, dtype
     "overrides",
     [
         ("model=tiny_llm", "dtype=bf16", "streams=4"),
-        ("model=tiny_llm", "dtype=fp32", "tf32=true", "streams=8"),
+        ("model=tiny_llm", "dtype=fp32", "tf32=true", "streams=8", "staging.mode=copy"),
         ("model=mlp", "capture.copies_in_graph=true", "streams=4"),
         ("model=mlp", "graph=false", "streams=4"),
+        ("model=mlp", "graph=false", "streams=4", "staging.mode=copy"),
         ("model=mlp", "graph=false", "pinned=false", "streams=2"),
-        ("model=mlp", "pinned=false", "streams=3"),
+        ("model=mlp", "pinned=false", "streams=3", "staging.mode=copy"),
+        ("model=encoder", "streams=4", "staging.slots=2"),
     ],
-    ids=["tiny_llm-bf16", "tiny_llm-tf32-x8", "copies-in-graph", "eager-x4", "eager-pageable", "graph-pageable"],
+    ids=["tiny_llm-bf16", "tiny_llm-tf32-x8-copy", "copies-in-graph", "eager-x4", "eager-x4-copy-thread",
+         "eager-pageable", "graph-pageable-copy-thread", "encoder"],
 )
 def test_every_mode_equals_eager(make_cfg, overrides):
     spec, workload, lanes = _setup(make_cfg, *overrides)
@@ -72,62 +85,89 @@ def test_every_mode_equals_eager(make_cfg, overrides):
 WIDE_MLP = ("model=mlp", "model.module.hidden_features=8192", "streams=4")
 
 
+def _recapture_into_one_shared_pool(lanes):
+    """The broken variant, built here and nowhere in the runner: every lane's graph captured
+    into one memory pool on one capture stream, so the graphs reuse each other's
+    intermediates when they replay concurrently."""
+    pool, stream = torch.cuda.graph_pool_handle(), torch.cuda.Stream()
+    with torch.no_grad():
+        for lane in lanes:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool, stream=stream):
+                out = lane.model(lane.dev_in)
+            lane.compute_graph, lane.dev_out, lane.compute = graph, out, graph.replay
+            for slot in lane.slots:
+                slot.bind_graph(graph, out)
+    torch.cuda.synchronize()
+
+
 def test_shared_pool_race_is_caught_by_the_same_check(make_cfg):
-    spec, workload, lanes = _setup(make_cfg, *WIDE_MLP, hazard="shared_pool")
+    spec, workload, lanes = _setup(make_cfg, *WIDE_MLP, "staging.slots=1")
+    _recapture_into_one_shared_pool(lanes)
     result = _check(spec, workload, lanes, 2_000)
     assert not result.passed
     assert result.mismatches > 0
     # The same model, built correctly, passes the same check.
-    spec, workload, lanes = _setup(make_cfg, *WIDE_MLP)
+    spec, workload, lanes = _setup(make_cfg, *WIDE_MLP, "staging.slots=1")
     assert _check(spec, workload, lanes, 2_000).passed
 
 
-def test_input_rewritten_too_early_is_caught_by_the_same_check(make_cfg):
+@pytest.mark.parametrize("staging", ["direct-2", "copy-1", "copy-thread-2"])
+def test_a_slot_rewritten_before_its_event_completed_is_caught_by_the_same_check(make_cfg, staging):
     # tiny_llm: compute (~0.6 ms a request) outlasts the host's enqueue, so copies queue up.
-    spec, workload, lanes = _setup(make_cfg, "model=tiny_llm", "streams=4")
-    result = _check(spec, workload, lanes, 2_000, hazard="early_rewrite")
+    spec, workload, lanes = _setup(make_cfg, "model=tiny_llm", "streams=4", *STAGING[staging])
+    waits = [slot.wait for slot in lanes.ring]
+    for slot in lanes.ring:  # the broken variant: never wait for the slot's event
+        slot.wait = lambda: None
+    result = _check(spec, workload, lanes, 2_000)
     assert not result.passed
+    for slot, wait in zip(lanes.ring, waits, strict=True):
+        slot.wait = wait
     assert _check(spec, workload, lanes, 2_000).passed  # the same lanes, used correctly
 
 
-def test_every_graph_has_its_own_stream_and_pool(make_cfg):
-    spec, workload, lanes = _setup(make_cfg, "streams=4", "capture.copies_in_graph=true")
+def test_every_graph_has_its_own_stream_and_lane_pools(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, "streams=4", "staging.slots=2", "capture.copies_in_graph=true")
     streams = [lane.stream for lane in lanes]
     assert len({s.cuda_stream for s in streams}) == 4
     assert torch.cuda.default_stream().cuda_stream not in {s.cuda_stream for s in streams}
+    # Per lane: the compute graph's pool and one pool its slot graphs share (they replay one
+    # after another on the lane's stream); no pool is shared between lanes.
     pools = [pool for lane in lanes for pool in lane.pools]
-    assert len(pools) == 8 and len(set(pools)) == 8  # compute graph + full graph per lane
-    graphs = [g for lane in lanes for g in (lane.graph, lane.compute_graph)]
-    assert len({id(g) for g in graphs}) == 8
+    assert len(pools) == 8 and len(set(pools)) == 8
+    graphs = [g for lane in lanes for g in (lane.compute_graph, *(slot.graph for slot in lane.slots))]
+    assert len({id(g) for g in graphs}) == 12
 
 
 def test_static_buffers_never_move_and_steady_state_allocates_nothing(make_cfg):
-    spec, workload, lanes = _setup(make_cfg, "streams=4")
-    pointers = [lane.buffer_pointers() for lane in lanes]
-    with torch.no_grad():
-        schedule.throughput_pass(lanes, workload.sources, 100, 0.0)  # first replays upload graphs
-        before = torch.cuda.memory_stats()["allocation.all.allocated"]
-        schedule.throughput_pass(lanes, workload.sources, 2_000, 0.0)
-        schedule.latency_pass(lanes, workload.sources, 200)
-        after = torch.cuda.memory_stats()["allocation.all.allocated"]
-    assert after == before
-    assert pointers == [lane.buffer_pointers() for lane in lanes]
-    assert all(lane.host_in.is_pinned() and lane.host_out.is_pinned() for lane in lanes)
+    for staging in ("direct-2", "copy-thread-2"):
+        spec, workload, lanes = _setup(make_cfg, "streams=4", *STAGING[staging])
+        pointers = [lane.buffer_pointers() for lane in lanes]
+        with torch.no_grad():
+            schedule.throughput_pass(lanes, workload.sources, 100, 0.0)  # first replays upload graphs
+            before = torch.cuda.memory_stats()["allocation.all.allocated"]
+            schedule.throughput_pass(lanes, workload.sources, 2_000, 0.0)
+            schedule.latency_pass(lanes, workload.sources, 200)
+            schedule.enqueue_pass(lanes, workload.sources, 200)
+            after = torch.cuda.memory_stats()["allocation.all.allocated"]
+        assert after == before, staging
+        assert pointers == [lane.buffer_pointers() for lane in lanes]
+        assert all(slot.host_in.is_pinned() and slot.host_out.is_pinned() for slot in lanes.ring)
 
 
 def test_changing_the_pinned_input_changes_the_output(make_cfg):
     spec, workload, lanes = _setup(make_cfg, "streams=2", "capture.copies_in_graph=true")
-    lane = lanes.lanes[1]
+    slot = lanes.ring[1]
     outputs = []
     with torch.no_grad():
         for source in workload.sources[:2]:
-            lane.host_in.copy_(source)
-            torch.cuda.set_stream(lane.stream)
-            lane.enqueue()
-            lane.done.record()
+            slot.host_in.copy_(source)
+            slot.select()
+            slot.enqueue()
+            slot.record()
             lanes.restore_default_stream()
-            lane.done.synchronize()
-            outputs.append(lane.host_out.clone())
+            slot.wait()
+            outputs.append(slot.host_out.clone())
             expected = workload.model(source.cuda()).cpu()
             torch.testing.assert_close(outputs[-1], expected, rtol=5e-3, atol=1e-4)
     assert not torch.equal(outputs[0], outputs[1])

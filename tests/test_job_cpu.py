@@ -26,7 +26,7 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
     assert on_disk["schema"] == SCHEMA and on_disk["status"] == "ok"
     assert on_disk["effective"] == {
         "device": "cpu", "dtype": "fp32", "tf32": False, "streams": 1, "graph": False,
-        "pinned": False, "copies_in_graph": False,
+        "pinned": False, "copies_in_graph": False, "staging": "direct", "slots": 1, "copy_thread": False,
     }
     assert on_disk["config"]["streams"] == 4  # the request is kept next to what ran
     assert on_disk["overrides"] == list(QUICK)
@@ -40,6 +40,10 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
         assert s["n"] == 200 and 0 <= s["min"] <= s["p50"] <= s["p99"] <= s["max"]
     assert f["latency_e2e_us"]["p50"] >= f["latency_compute_us"]["p50"]
     assert f["host_enqueue_us"]["n"] == 200 and f["baseline_latency_us"]["n"] == 200
+    for step in ("wait", "copy", "launch"):
+        assert f[f"host_{step}_us"]["n"] == 200
+    # Direct staging copies nothing on the host: the launch is the forward itself.
+    assert f["host_copy_us"]["p50"] < f["host_launch_us"]["p50"]
     env = on_disk["env"]
     for key in ("python", "torch", "host", "git", "platform"):
         assert key in env
@@ -112,8 +116,8 @@ def test_check_passes_for_the_real_schedule(make_cfg):
 
 def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
     spec, workload, lanes = _cpu_lanes(make_cfg, "model.input.batch=2")
-    lane = lanes.lanes[0]
-    real = lane.enqueue
+    slot = lanes.ring[0]
+    real = slot.enqueue
     calls = {"n": 0}
 
     def stale_every_fifth():  # every fifth response is the previous request's
@@ -121,7 +125,7 @@ def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
         if calls["n"] % 5:
             real()
 
-    lane.enqueue = stale_every_fifth
+    slot.enqueue = stale_every_fifth
     with torch.no_grad():
         result = check_schedule(spec, workload, lanes, requests=100)
     assert not result.passed
@@ -130,14 +134,14 @@ def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
 
 def test_check_catches_a_single_corrupted_element(make_cfg):
     spec, workload, lanes = _cpu_lanes(make_cfg, "model.input.batch=2")
-    lane = lanes.lanes[0]
-    real = lane.enqueue
+    slot = lanes.ring[0]
+    real = slot.enqueue
 
     def corrupt():
         real()
-        lane.host_out[0, 0] += 1.0
+        slot.host_out[0, 0] += 1.0
 
-    lane.enqueue = corrupt
+    slot.enqueue = corrupt
     with torch.no_grad():
         result = check_schedule(spec, workload, lanes, requests=8)
     assert result.mismatches == 8

@@ -13,7 +13,8 @@ def test_auto_without_cuda_runs_eager_one_stream_on_cpu_and_says_so(make_cfg):
     assert spec.device == "cpu"
     assert (spec.graph, spec.streams, spec.pinned, spec.tf32) == (False, 1, False, False)
     assert len(spec.notices) == 1 and "need CUDA" in spec.notices[0]
-    assert "graph=true streams=4 pinned=true" in spec.notices[0]
+    assert "graph=true streams=4 pinned=true staging.slots=2" in spec.notices[0]
+    assert (spec.slots, spec.copy_thread) == (1, False)
 
 
 def test_auto_with_cuda_keeps_the_request(make_cfg):
@@ -21,11 +22,12 @@ def test_auto_with_cuda_keeps_the_request(make_cfg):
     assert spec.device == "cuda:0"
     assert (spec.graph, spec.streams, spec.pinned) == (True, 8, True)
     assert spec.notices == ()
-    assert spec.mode == "graph x8 pinned"
+    assert spec.mode == "graph x8 pinned direct/2"
+    assert (spec.staging, spec.slots, spec.copy_thread) == ("direct", 2, False)
 
 
 def test_cpu_without_extras_has_no_notice(make_cfg):
-    spec = resolve(make_cfg("device=cpu", "graph=false", "streams=1", "pinned=false"), cuda_count=lambda: 1)
+    spec = resolve(make_cfg("device=cpu", "graph=false", "streams=1", "pinned=false", "staging.slots=1"), cuda_count=lambda: 1)
     assert spec.device == "cpu" and spec.notices == ()
 
 
@@ -55,4 +57,4 @@ def test_copies_in_graph_needs_graph_and_pinned(make_cfg):
     spec = resolve(make_cfg("capture.copies_in_graph=true", "graph=false"), cuda_count=lambda: 1)
     assert spec.copies_in_graph is False and "needs graph=true" in spec.notices[0]
     spec = resolve(make_cfg("capture.copies_in_graph=true"), cuda_count=lambda: 1)
-    assert spec.copies_in_graph is True and spec.mode == "graph copies-in-graph x4 pinned"
+    assert spec.copies_in_graph is True and spec.mode == "graph copies-in-graph x4 pinned direct/2"

@@ -113,7 +113,7 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
     by_num = results(tmp_path / "sw")
     assert [by_num[i]["status"] for i in range(3)] == ["ok", "failed", "ok"]
     assert by_num[1]["reason"].startswith("the job's process died: killed by SIGKILL")
-    assert by_num[1]["mode"] == "eager x1 pageable" and by_num[1]["model"] == "linear"  # what it was running
+    assert by_num[1]["mode"] == "eager x1 pageable direct/1" and by_num[1]["model"] == "linear"  # what it was running
     assert by_num[2]["figures"]["throughput_requests_per_s"] > 0  # the job after the crash ran fully
     assert [r["status"] for r in table(tmp_path / "sw")] == ["ok", "failed", "ok"]
 

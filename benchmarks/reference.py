@@ -1,0 +1,154 @@
+"""An independent, minimal loop of the runner's schedule, to check the runner against.
+
+It imports nothing from `runner`: it takes a built model and request tensors, and writes the
+schedule out by hand with torch alone. Per request on stream s, slot k (round-robin over the
+streams, then around each stream's ring of slots):
+  wait for the slot's event; [copy the request into the slot's pinned input]; make s current;
+  H2D copy, replay, D2H copy (or one replay of the slot's graph when the copies are captured);
+  record the slot's event on s.
+`copy` puts the bracketed copy on the submitting thread; `copy_thread` puts it on a helper
+thread that runs ahead around the ring (raw locks hand each slot over); `direct` leaves it out.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import torch
+
+
+class ReferenceLoop:
+    def __init__(self, model, sources, streams: int, slots: int, staging: str, copies_in_graph: bool) -> None:
+        assert staging in ("direct", "copy", "copy_thread")
+        self.sources, self.staging = sources, staging
+        self.entries = []  # request order: (event, stream, host_in, replay-or-None, h2d/d2h tensors)
+        per_stream = []
+        with torch.no_grad():
+            for s in range(streams):
+                stream = torch.cuda.Stream()
+                d_in = sources[s % len(sources)].cuda()
+                with torch.cuda.stream(stream):
+                    for _ in range(3):
+                        model(d_in)
+                stream.synchronize()
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=torch.cuda.graph_pool_handle(), stream=stream):
+                    d_out = model(d_in)
+                ring = []
+                slot_pool = torch.cuda.graph_pool_handle()
+                for k in range(slots):
+                    h_in = sources[(k * streams + s) % len(sources)].clone().pin_memory()
+                    h_out = torch.empty(d_out.shape, dtype=d_out.dtype, pin_memory=True)
+                    slot_graph = None
+                    if copies_in_graph:
+                        slot_graph = torch.cuda.CUDAGraph()
+                        with torch.cuda.stream(stream):
+                            d_in.copy_(h_in, non_blocking=True)
+                            model(d_in)
+                        stream.synchronize()
+                        with torch.cuda.graph(slot_graph, pool=slot_pool, stream=stream):
+                            d_in.copy_(h_in, non_blocking=True)
+                            h_out.copy_(model(d_in), non_blocking=True)
+                    ring.append((torch.cuda.Event(), stream, h_in, h_out, d_in, g, d_out, slot_graph))
+                per_stream.append(ring)
+        self.entries = [per_stream[s][k] for k in range(slots) for s in range(streams)]
+        torch.cuda.synchronize()
+
+    def _copier(self, count_hint, state) -> None:
+        entries, sources = self.entries, self.sources
+        n, size = len(sources), len(entries)
+        ready, free = state["ready"], state["free"]
+        j = 0
+        while True:
+            i = j % size
+            while not free[i].acquire(timeout=0.05):
+                if state["stop"]:
+                    return
+            if state["stop"]:
+                return
+            entries[i][0].synchronize()
+            entries[i][2].copy_(sources[j % n])
+            ready[i].release()
+            j += 1
+
+    def run(self, min_requests: int, min_seconds: float) -> float:
+        """One pass, all slots in flight; returns requests/s."""
+        loop = {"direct": self._direct, "copy": self._copy, "copy_thread": self._copy_thread}[self.staging]
+        torch.cuda.synchronize()
+        with torch.no_grad():
+            start = time.perf_counter()
+            requests = loop(min_requests, start + min_seconds)
+            torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+        torch.cuda.set_stream(torch.cuda.default_stream())
+        return requests / elapsed
+
+    # One minimal loop per staging mode, so none pays for another's branches.
+    def _direct(self, min_requests: int, deadline: float) -> int:
+        j = 0
+        while j < min_requests or time.perf_counter() < deadline:
+            for done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.entries:
+                done.synchronize()
+                torch.cuda.set_stream(stream)
+                if slot_graph is not None:
+                    slot_graph.replay()
+                else:
+                    d_in.copy_(h_in, non_blocking=True)
+                    g.replay()
+                    h_out.copy_(d_out, non_blocking=True)
+                done.record(stream)
+            j += len(self.entries)
+        return j
+
+    def _copy(self, min_requests: int, deadline: float) -> int:
+        sources, n = self.sources, len(self.sources)
+        j = 0
+        while j < min_requests or time.perf_counter() < deadline:
+            for done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.entries:
+                done.synchronize()
+                h_in.copy_(sources[j % n])
+                torch.cuda.set_stream(stream)
+                if slot_graph is not None:
+                    slot_graph.replay()
+                else:
+                    d_in.copy_(h_in, non_blocking=True)
+                    g.replay()
+                    h_out.copy_(d_out, non_blocking=True)
+                done.record(stream)
+                j += 1
+        return j
+
+    def _copy_thread(self, min_requests: int, deadline: float) -> int:
+        state = {"ready": [_thread.allocate_lock() for _ in self.entries],
+                 "free": [_thread.allocate_lock() for _ in self.entries], "stop": False}
+        for lock in state["ready"]:
+            lock.acquire()
+        helper = threading.Thread(target=self._copier, args=(None, state), daemon=True)
+        helper.start()
+        ready, free = state["ready"], state["free"]
+        indexed = list(enumerate(self.entries))
+        j = 0
+        try:
+            while j < min_requests or time.perf_counter() < deadline:
+                for i, (done, stream, h_in, h_out, d_in, g, d_out, slot_graph) in indexed:
+                    ready[i].acquire()
+                    torch.cuda.set_stream(stream)
+                    if slot_graph is not None:
+                        slot_graph.replay()
+                    else:
+                        d_in.copy_(h_in, non_blocking=True)
+                        g.replay()
+                        h_out.copy_(d_out, non_blocking=True)
+                    done.record(stream)
+                    free[i].release()
+                j += len(self.entries)
+        finally:
+            state["stop"] = True
+            while helper.is_alive():
+                for r, f in zip(ready, free, strict=True):
+                    if r.acquire(blocking=False):
+                        f.release()
+                helper.join(0.001)
+        return j

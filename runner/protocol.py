@@ -1,0 +1,181 @@
+"""The request protocol: the only code that touches staging slots, events and streams at run
+time. Every pass (check, throughput, enqueue, latency, profile) serves requests through it, so
+the check validates exactly the loop that is timed.
+
+Request j goes to slot `ring[j % len(ring)]` (lane j % streams, then the lane's next slot):
+  acquire(j)   wait until the slot's previous request has finished its copies (its `done`
+               event), so its host buffers may be rewritten and its last response read; in
+               `copy` staging, write request j into the slot's pinned input;
+  launch(slot) make the lane's stream current; H2D copy, graph replay (or eager forward), D2H
+               copy; record the slot's `done` on the lane's stream.
+
+Staging modes:
+  direct   requests are materialized in the slots (as by a server that deserializes straight
+           into pinned memory): acquire only waits.
+  copy     acquire copies the request from host memory into the slot: the submitting thread
+           pays for the copy.
+  copy with copy_thread
+           a second host thread runs ahead around the ring: it waits for a slot's event and
+           copies the next request into it, while the submitting thread launches. The
+           tensor copy releases the GIL, so the two overlap. Two locks per slot hand it over:
+           `ready` (copied: the submitter may launch it) and `free` (launched and its event
+           recorded: the copy thread may wait on that event and rewrite the slot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from _thread import allocate_lock
+from collections.abc import Callable, Iterator, Sequence
+from typing import Optional
+
+import torch
+
+from runner.lanes import Lanes, Slot
+
+
+class Session:
+    """Requests from `sources` (request j is sources[j % len(sources)]) through `lanes`."""
+
+    def __init__(self, lanes: Lanes, sources: Sequence[torch.Tensor]) -> None:
+        self.lanes = lanes
+        self.ring = lanes.ring
+        self.size = len(self.ring)
+        self.sources = tuple(sources)
+        self.n_sources = len(self.sources)
+        self.direct = lanes.staging == "direct"
+        self.threaded = lanes.staging == "copy" and lanes.copy_thread
+        self.error: Optional[BaseException] = None
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+        if self.direct:
+            self.acquire, self.wait, self.stage = self._acquire_direct, self._wait, _no_stage
+        elif self.threaded:
+            self.acquire = self.wait = self._acquire_staged
+            self.stage, self.launch = _no_stage, self._launch_staged
+        else:
+            self.acquire, self.wait, self.stage = self._acquire_copy, self._wait, self._stage
+
+    # --- the protocol ---------------------------------------------------------------------
+    # `acquire` is `wait` then `stage`, fused: the throughput loop pays for one call.
+    def _acquire_direct(self, j: int) -> Slot:
+        slot = self.ring[j % self.size]
+        slot.wait()
+        return slot
+
+    def _acquire_copy(self, j: int) -> Slot:
+        slot = self.ring[j % self.size]
+        slot.wait()
+        slot.host_in.copy_(self.sources[j % self.n_sources])
+        return slot
+
+    def _wait(self, j: int) -> Slot:
+        slot = self.ring[j % self.size]
+        slot.wait()
+        return slot
+
+    def _stage(self, j: int, slot: Slot) -> None:
+        slot.host_in.copy_(self.sources[j % self.n_sources])
+
+    def _acquire_staged(self, j: int) -> Slot:
+        slot = self.ring[j % self.size]
+        slot.ready.acquire()  # the copy thread has written request j into it
+        if self.error is not None:
+            raise RuntimeError(f"the copy thread failed: {self.error}") from self.error
+        return slot
+
+    @staticmethod
+    def launch(slot: Slot) -> None:
+        slot.select()
+        slot.enqueue()
+        slot.record()
+
+    @staticmethod
+    def _launch_staged(slot: Slot) -> None:
+        slot.select()
+        slot.enqueue()
+        slot.record()
+        slot.free.release()  # the copy thread may now wait on this record and rewrite the slot
+
+    def launch_marked(self, slot: Slot, mark: Callable[[int], None]) -> None:
+        """`launch` with `mark(stage)` between its stages (0: before H2D, 1: after it, 2: after
+        compute, 3: after D2H); with the copies inside the graph only 0 and 3."""
+        slot.select()
+        mark(0)
+        if slot.h2d is None:
+            slot.enqueue()
+        else:
+            slot.h2d()
+            mark(1)
+            slot.lane.compute()
+            mark(2)
+            slot.d2h()
+        mark(3)
+        slot.record()
+        if self.threaded:
+            slot.free.release()
+
+    # --- the copy thread ------------------------------------------------------------------
+    def _copy_ahead(self) -> None:
+        ring, size, sources, n = self.ring, self.size, self.sources, self.n_sources
+        j = 0
+        slot: Optional[Slot] = None
+        try:
+            while True:
+                slot = ring[j % size]
+                while not slot.free.acquire(timeout=0.05):  # the timeout only notices a stop
+                    if self._stop:
+                        return
+                if self._stop:
+                    return
+                slot.wait()  # the slot's last request has finished its copies
+                slot.host_in.copy_(sources[j % n])
+                slot.ready.release()
+                j += 1
+        except BaseException as exc:  # hand the failure to the submitting thread
+            self.error = exc
+            if slot is not None and slot.ready.locked():
+                slot.ready.release()
+
+    def open(self) -> None:
+        self.lanes.synchronize()
+        if not self.threaded:
+            return
+        for slot in self.ring:
+            slot.free, slot.ready = allocate_lock(), allocate_lock()
+            slot.ready.acquire()  # nothing copied yet
+        self._thread = threading.Thread(target=self._copy_ahead, name="runner-copy", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the copy thread (requests it copied ahead are dropped), drain the device,
+        make the default stream current again."""
+        try:
+            thread = self._thread
+            if thread is not None:
+                self._stop = True
+                while thread.is_alive():
+                    for slot in self.ring:  # hand back every copied, unlaunched slot: it wakes
+                        if slot.ready.acquire(blocking=False):
+                            slot.free.release()
+                    thread.join(0.001)
+                self._thread = None
+            self.lanes.synchronize()
+        finally:
+            self.lanes.restore_default_stream()
+
+
+def _no_stage(j: int, slot: Slot) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def serve(lanes: Lanes, sources: Sequence[torch.Tensor]) -> Iterator[Session]:
+    """A session over `lanes`: the device is idle when it starts and when it ends."""
+    session = Session(lanes, sources)
+    session.open()
+    try:
+        yield session
+    finally:
+        session.close()

@@ -1,0 +1,112 @@
+"""The request protocol on the CPU: ring order, staging modes, the copy thread's handshake and
+its failures. (Its races against the GPU's events are in test_cuda.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+import torch
+
+from runner import schedule
+from runner.build import build
+from runner.check import check_schedule
+from runner.lanes import build_lanes
+from runner.protocol import serve
+from runner.spec import resolve
+
+QUICK = ("measure=quick", "device=cpu", "model.input.batch=2")
+
+
+def _lanes(make_cfg, **changes):
+    """CPU lanes with settings the resolver would reduce on a CPU (several streams and slots,
+    the copy thread): the protocol itself does not depend on the device."""
+    spec = resolve(make_cfg(*QUICK), cuda_count=lambda: 0)
+    spec = dataclasses.replace(spec, **changes)
+    workload = build(spec)
+    return spec, workload, build_lanes(spec, workload)
+
+
+MODES = {
+    "direct": dict(staging="direct", copy_thread=False),
+    "copy": dict(staging="copy", copy_thread=False),
+    "copy-thread": dict(staging="copy", copy_thread=True),
+}
+
+
+def test_the_ring_visits_every_lane_then_each_lanes_next_slot(make_cfg):
+    _, _, lanes = _lanes(make_cfg, streams=3, slots=2)
+    ring = lanes.ring
+    assert [(slot.lane.index, slot.index) for slot in ring] == [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]
+    # Every slot has buffers of its own.
+    assert len({slot.host_in.data_ptr() for slot in ring}) == 6
+    assert len({slot.host_out.data_ptr() for slot in ring}) == 6
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_check_passes_in_every_staging_mode_and_ring_depth(make_cfg, mode):
+    for streams, slots in ((1, 1), (2, 3), (3, 2)):
+        spec, workload, lanes = _lanes(make_cfg, streams=streams, slots=slots, **MODES[mode])
+        with torch.no_grad():
+            result = check_schedule(spec, workload, lanes, requests=101)
+        assert result.passed and result.requests == 101, (mode, streams, slots, result)
+
+
+@pytest.mark.parametrize("mode", ["copy", "copy-thread"])
+def test_copy_staging_serves_each_source_in_turn(make_cfg, mode):
+    spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
+    sources = [torch.full_like(workload.sources[0], float(k)) for k in range(5)]
+    seen = []
+    with torch.no_grad(), serve(lanes, sources) as session:
+        for j in range(12):
+            slot = session.acquire(j)
+            seen.append(float(slot.host_in.flatten()[0]))
+            session.launch(slot)
+    assert seen == [float(j % 5) for j in range(12)]
+
+
+def test_direct_staging_serves_what_the_slots_hold(make_cfg):
+    spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["direct"])
+    held = [slot.host_in.clone() for slot in lanes.ring]
+    assert not torch.equal(held[0], held[1])  # distinct requests, one per slot
+    with torch.no_grad():
+        requests, _ = schedule.throughput_pass(lanes, workload.sources, 40, 0.0)
+    assert requests >= 40
+    assert all(torch.equal(slot.host_in, h) for slot, h in zip(lanes.ring, held, strict=True))
+
+
+def test_the_copy_thread_stops_with_its_pass(make_cfg):
+    spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["copy-thread"])
+    with torch.no_grad():
+        for _ in range(3):
+            requests, seconds = schedule.throughput_pass(lanes, workload.sources, 50, 0.01)
+            assert requests >= 50 and seconds > 0
+    assert not [t for t in threading.enumerate() if t.name == "runner-copy"]
+
+
+def test_a_failure_on_the_copy_thread_reaches_the_submitter(make_cfg):
+    spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["copy-thread"])
+    wrong = [torch.ones(3)]  # not a request's shape: the thread's copy raises
+    with pytest.raises(RuntimeError, match="the copy thread failed"), torch.no_grad():
+        schedule.throughput_pass(lanes, wrong, 50, 0.0)
+    assert not [t for t in threading.enumerate() if t.name == "runner-copy"]
+
+
+def test_the_host_time_is_split_into_wait_copy_and_launch(make_cfg):
+    for mode, copies in (("direct", False), ("copy", True), ("copy-thread", False)):
+        spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
+        staged = []
+        with torch.no_grad():
+            host = schedule.enqueue_pass(lanes, workload.sources, 30)
+        assert set(host) == {"wait", "copy", "launch"}
+        assert all(len(v) == 30 for v in host.values())
+        assert all(t >= 0 for v in host.values() for t in v)
+        # Only copy staging on the submitting thread copies there: elsewhere the step is empty.
+        with serve(lanes, workload.sources) as session:
+            slot = session.wait(0)
+            slot.host_in.fill_(123.0)
+            session.stage(0, slot)
+            staged.append(not bool((slot.host_in == 123.0).all()))
+            session.launch(slot)
+        assert staged == [copies], mode
