@@ -56,7 +56,7 @@ class ModelConfig:
 @dataclass
 class CaptureConfig:
     warmup_iters: int = 3  # eager forwards on each capture stream before its capture
-    copies_in_graph: bool = False  # capture the H2D and D2H copies inside each graph
+    copies_in_graph: bool = True  # capture the H2D and D2H copies inside each graph (half the host launch time)
     fallback_eager: bool = False  # if capture fails, run eager (marked in the result)
 
 
@@ -64,7 +64,7 @@ class CaptureConfig:
 class StagingConfig:
     mode: StagingMode = StagingMode.direct
     slots: int = 2  # ring of pinned slots per lane, each with its own event: requests in flight per stream
-    copy_thread: bool = True  # copy mode: a second host thread fills the next slots while the first launches
+    copy_thread: bool = False  # copy mode: a second host thread fills the next slots while the first launches
 
 
 @dataclass

@@ -38,7 +38,7 @@ def test_default_config_is_the_recipe(make_cfg):
     cfg = make_cfg()
     assert (cfg.model.name, cfg.streams, cfg.graph, cfg.pinned, cfg.baseline) == ("mlp", 4, True, True, True)
     recipe = make_cfg("experiment=recipe")
-    keys = ("streams", "graph", "pinned", "baseline", "dtype", "tf32", "capture", "model")
+    keys = ("streams", "graph", "pinned", "baseline", "dtype", "tf32", "capture", "staging", "model")
     assert {k: recipe[k] for k in keys} == {k: cfg[k] for k in keys}
 
 

@@ -40,11 +40,12 @@ def _check(spec, workload, lanes, requests):
 
 
 STAGING = {
-    "direct-2": ("staging.mode=direct", "staging.slots=2"),
+    "direct-2": ("staging.mode=direct", "staging.slots=2", "capture.copies_in_graph=false"),
     "direct-3-in-graph": ("staging.mode=direct", "staging.slots=3", "capture.copies_in_graph=true"),
-    "copy-1": ("staging.mode=copy", "staging.slots=1", "staging.copy_thread=false"),
-    "copy-thread-2": ("staging.mode=copy", "staging.slots=2", "staging.copy_thread=true"),
-    "copy-thread-2-in-graph": ("staging.mode=copy", "staging.slots=2", "capture.copies_in_graph=true"),
+    "copy-1": ("staging.mode=copy", "staging.slots=1", "staging.copy_thread=false", "capture.copies_in_graph=false"),
+    "copy-thread-2": ("staging.mode=copy", "staging.slots=2", "staging.copy_thread=true", "capture.copies_in_graph=false"),
+    "copy-thread-2-in-graph": ("staging.mode=copy", "staging.slots=2", "staging.copy_thread=true",
+                               "capture.copies_in_graph=true"),
 }
 
 
@@ -63,14 +64,14 @@ def test_concurrent_graph_replay_equals_eager_for_10000_requests(make_cfg, dtype
     [
         ("model=tiny_llm", "dtype=bf16", "streams=4"),
         ("model=tiny_llm", "dtype=fp32", "tf32=true", "streams=8", "staging.mode=copy"),
-        ("model=mlp", "capture.copies_in_graph=true", "streams=4"),
+        ("model=mlp", "capture.copies_in_graph=false", "streams=4"),
         ("model=mlp", "graph=false", "streams=4"),
-        ("model=mlp", "graph=false", "streams=4", "staging.mode=copy"),
+        ("model=mlp", "graph=false", "streams=4", "staging.mode=copy", "staging.copy_thread=true"),
         ("model=mlp", "graph=false", "pinned=false", "streams=2"),
-        ("model=mlp", "pinned=false", "streams=3", "staging.mode=copy"),
+        ("model=mlp", "pinned=false", "streams=3", "staging.mode=copy", "staging.copy_thread=true"),
         ("model=encoder", "streams=4", "staging.slots=2"),
     ],
-    ids=["tiny_llm-bf16", "tiny_llm-tf32-x8-copy", "copies-in-graph", "eager-x4", "eager-x4-copy-thread",
+    ids=["tiny_llm-bf16", "tiny_llm-tf32-x8-copy", "copies-around-graph", "eager-x4", "eager-x4-copy-thread",
          "eager-pageable", "graph-pageable-copy-thread", "encoder"],
 )
 def test_every_mode_equals_eager(make_cfg, overrides):
@@ -82,7 +83,7 @@ def test_every_mode_equals_eager(make_cfg, overrides):
 # A wide MLP: each request's compute (reading 0.5 GB of weights) outlasts the host's enqueue,
 # so replays on different streams overlap. Float-only intermediates: a race corrupts values,
 # never addresses (a corrupted index tensor, as in tiny_llm, would fault the whole context).
-WIDE_MLP = ("model=mlp", "model.module.hidden_features=8192", "streams=4")
+WIDE_MLP = ("model=mlp", "model.module.hidden_features=8192", "streams=4", "capture.copies_in_graph=false")
 
 
 def _recapture_into_one_shared_pool(lanes):
@@ -210,7 +211,7 @@ def test_a_device_that_does_not_exist_is_refused(make_cfg):
 
 def test_graph_job_reports_setup_apart_from_steady_state(make_cfg, tmp_path):
     allocated_before = torch.cuda.memory_allocated()
-    result = run_job(make_cfg(*QUICK, "streams=4"), JobInfo(output_dir=tmp_path))
+    result = run_job(make_cfg(*QUICK, "streams=4", "capture.copies_in_graph=false"), JobInfo(output_dir=tmp_path))
     f = result["figures"]
     assert result["status"] == "ok", result["reason"]
     assert f["check_mismatches"] == 0
@@ -230,7 +231,7 @@ def test_profile_trace_shows_each_stream_on_its_own_row(make_cfg, tmp_path):
 
     from runner.trace import profile_schedule
 
-    spec, workload, lanes = _setup(make_cfg, "streams=4")
+    spec, workload, lanes = _setup(make_cfg, "streams=4", "capture.copies_in_graph=false")
     with torch.no_grad():
         schedule.throughput_pass(lanes, workload.sources, 100, 0.0)
         path = profile_schedule(lanes, workload.sources, 64, tmp_path / "trace.json")

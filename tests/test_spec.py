@@ -22,7 +22,7 @@ def test_auto_with_cuda_keeps_the_request(make_cfg):
     assert spec.device == "cuda:0"
     assert (spec.graph, spec.streams, spec.pinned) == (True, 8, True)
     assert spec.notices == ()
-    assert spec.mode == "graph x8 pinned direct/2"
+    assert spec.mode == "graph copies-in-graph x8 pinned direct/2"
     assert (spec.staging, spec.slots, spec.copy_thread) == ("direct", 2, False)
 
 
