@@ -76,7 +76,7 @@ def reference_passes(overrides: list[str], passes: int, seconds: float) -> list[
     torch.backends.cudnn.allow_tf32 = spec.tf32
     workload = build(spec)
     staging = "direct" if spec.staging == "direct" else ("copy_thread" if spec.copy_thread else "copy")
-    loop = ReferenceLoop(workload.model, workload.baseline_sources, spec.streams, spec.slots, staging,
+    loop = ReferenceLoop(workload.model, workload.sources, spec.streams, spec.slots, staging,
                          spec.copies_in_graph)
     loop.run(200, seconds / 2)  # warm-up
     rates = [loop.run(spec.measure.min_requests, seconds) for _ in range(passes)]

@@ -13,6 +13,7 @@ thread that runs ahead around the ring (raw locks hand each slot over); `direct`
 from __future__ import annotations
 
 import _thread
+import functools
 import threading
 import time
 
@@ -54,6 +55,17 @@ class ReferenceLoop:
                     ring.append((torch.cuda.Event(), stream, h_in, h_out, d_in, g, d_out, slot_graph))
                 per_stream.append(ring)
         self.entries = [per_stream[s][k] for k in range(slots) for s in range(streams)]
+        # The C functions behind Event.synchronize, Event.record and torch.cuda.set_stream,
+        # called directly: the Python wrappers cost several calls per request.
+        event = torch._C._CudaEventBase
+        self.calls = [
+            (event.synchronize.__get__(done),
+             functools.partial(torch._C._cuda_setStream, stream_id=stream.stream_id,
+                               device_index=stream.device_index, device_type=stream.device_type),
+             done, stream, h_in, h_out, d_in, g, d_out, slot_graph)
+            for done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.entries
+        ]
+        self.record = event.record
         torch.cuda.synchronize()
 
     def _copier(self, count_hint, state) -> None:
@@ -74,76 +86,85 @@ class ReferenceLoop:
             j += 1
 
     def run(self, min_requests: int, min_seconds: float) -> float:
-        """One pass, all slots in flight; returns requests/s."""
+        """One pass, all slots in flight; returns requests/s. A copy thread starts, and fills
+        the ring, before the clock starts, as the runner's does."""
         loop = {"direct": self._direct, "copy": self._copy, "copy_thread": self._copy_thread}[self.staging]
         torch.cuda.synchronize()
         with torch.no_grad():
-            start = time.perf_counter()
-            requests = loop(min_requests, start + min_seconds)
-            torch.cuda.synchronize()
-            elapsed = time.perf_counter() - start
+            requests, elapsed = loop(min_requests, min_seconds)
         torch.cuda.set_stream(torch.cuda.default_stream())
         return requests / elapsed
 
     # One minimal loop per staging mode, so none pays for another's branches.
-    def _direct(self, min_requests: int, deadline: float) -> int:
+    def _direct(self, min_requests: int, min_seconds: float) -> tuple[int, float]:
+        record = self.record
         j = 0
+        start = time.perf_counter()
+        deadline = start + min_seconds
         while j < min_requests or time.perf_counter() < deadline:
-            for done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.entries:
-                done.synchronize()
-                torch.cuda.set_stream(stream)
+            for wait, select, done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.calls:
+                wait()
+                select()
                 if slot_graph is not None:
                     slot_graph.replay()
                 else:
                     d_in.copy_(h_in, non_blocking=True)
                     g.replay()
                     h_out.copy_(d_out, non_blocking=True)
-                done.record(stream)
-            j += len(self.entries)
-        return j
+                record(done, stream)
+            j += len(self.calls)
+        torch.cuda.synchronize()
+        return j, time.perf_counter() - start
 
-    def _copy(self, min_requests: int, deadline: float) -> int:
-        sources, n = self.sources, len(self.sources)
+    def _copy(self, min_requests: int, min_seconds: float) -> tuple[int, float]:
+        sources, n, record = self.sources, len(self.sources), self.record
         j = 0
+        start = time.perf_counter()
+        deadline = start + min_seconds
         while j < min_requests or time.perf_counter() < deadline:
-            for done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.entries:
-                done.synchronize()
+            for wait, select, done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.calls:
+                wait()
                 h_in.copy_(sources[j % n])
-                torch.cuda.set_stream(stream)
+                select()
                 if slot_graph is not None:
                     slot_graph.replay()
                 else:
                     d_in.copy_(h_in, non_blocking=True)
                     g.replay()
                     h_out.copy_(d_out, non_blocking=True)
-                done.record(stream)
+                record(done, stream)
                 j += 1
-        return j
+        torch.cuda.synchronize()
+        return j, time.perf_counter() - start
 
-    def _copy_thread(self, min_requests: int, deadline: float) -> int:
+    def _copy_thread(self, min_requests: int, min_seconds: float) -> tuple[int, float]:
         state = {"ready": [_thread.allocate_lock() for _ in self.entries],
                  "free": [_thread.allocate_lock() for _ in self.entries], "stop": False}
         for lock in state["ready"]:
             lock.acquire()
         helper = threading.Thread(target=self._copier, args=(None, state), daemon=True)
         helper.start()
-        ready, free = state["ready"], state["free"]
-        indexed = list(enumerate(self.entries))
+        ready, free, record = state["ready"], state["free"], self.record
+        indexed = list(enumerate(self.calls))
         j = 0
         try:
+            start = time.perf_counter()
+            deadline = start + min_seconds
             while j < min_requests or time.perf_counter() < deadline:
-                for i, (done, stream, h_in, h_out, d_in, g, d_out, slot_graph) in indexed:
+                for i, (_, select, done, stream, h_in, h_out, d_in, g, d_out, slot_graph) in indexed:
                     ready[i].acquire()
-                    torch.cuda.set_stream(stream)
+                    select()
                     if slot_graph is not None:
                         slot_graph.replay()
                     else:
                         d_in.copy_(h_in, non_blocking=True)
                         g.replay()
                         h_out.copy_(d_out, non_blocking=True)
-                    done.record(stream)
+                    record(done, stream)
                     free[i].release()
-                j += len(self.entries)
+                j += len(self.calls)
+            torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
         finally:
             state["stop"] = True
             while helper.is_alive():
@@ -151,4 +172,4 @@ class ReferenceLoop:
                     if r.acquire(blocking=False):
                         f.release()
                 helper.join(0.001)
-        return j
+        return j, elapsed

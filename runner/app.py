@@ -23,6 +23,22 @@ from runner.schema import register
 
 register()
 
+
+def _expose_launcher() -> None:
+    """Hydra finds launchers by scanning the `hydra_plugins` namespace package's folders. An
+    editable install maps our `hydra_plugins.runner_launcher` through an import hook that this
+    scan does not see (from outside the checkout, `hydra/launcher=runner` would not exist): add
+    the folder that holds it."""
+    import hydra_plugins
+    import hydra_plugins.runner_launcher as ours
+
+    folder = str(Path(ours.__file__).resolve().parent.parent)
+    if folder not in [str(Path(p).resolve()) for p in hydra_plugins.__path__]:
+        hydra_plugins.__path__.append(folder)
+
+
+_expose_launcher()
+
 _exit_code = 0  # the worst status of the jobs run in this process
 _show_traceback = False  # the user set HYDRA_FULL_ERROR=1
 

@@ -139,8 +139,8 @@ def check_host_memory(spec: RunSpec, available: Optional[int] = None) -> None:
     available = available_host_bytes() if available is None else available
     if available is None:
         return
-    # Input pool twice (pageable and pinned copies), staging buffers per stream, a check chunk.
-    needed = request_bytes(spec) * (2 * spec.measure.input_pool + 2 * spec.streams + 64)
+    # Input pool twice (pageable and pinned copies), staging slots per stream, a check chunk.
+    needed = request_bytes(spec) * (2 * spec.measure.input_pool + 2 * spec.streams * spec.slots + 64)
     if needed > 0.8 * available:
         raise ConfigError(
             f"model.input.batch={spec.input.batch}: one request is {request_bytes(spec) / 2**20:,.1f} MiB and the "

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,32 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
+def concurrent_jobs(launcher: Any) -> int:
+    """How many jobs a launcher runs at a time, as far as its config tells (1: one by one)."""
+    target = str(launcher.get("_target_", ""))
+    if "JoblibLauncher" in target:
+        n = launcher.get("n_jobs", -1)
+        return (os.cpu_count() or 2) if n is None or n < 0 else int(n)
+    if "LocalLauncher" in target and "submitit" in target:  # starts every job at once
+        return 1 << 30
+    return 1
+
+
 class SweepReport(Callback):
     def __init__(self, plots: bool = True) -> None:
         self.plots = plots
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        n = concurrent_jobs(config.hydra.launcher)
+        if n > 1:
+            # Jobs share the host's cores and the GPU: each one's timings slow the others down.
+            os.environ["RUNNER_CONCURRENT_JOBS"] = str(n)
+            at_once = "all jobs at once" if n >= 1 << 30 else f"up to {n} jobs at a time"
+            print(f"warning: this launcher runs {at_once}: their timings interfere with each other; "
+                  "for figures you compare, use the default runner launcher (one job at a time)", file=sys.stderr)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from runner.report import collect, failures, text_table, write_report
+        from runner.report import collapse_notes, collect, failures, text_table, write_report
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = collect([sweep_dir])
@@ -29,6 +51,8 @@ class SweepReport(Callback):
         print()
         print(f"sweep: {len(rows)} jobs in {sweep_dir}")
         print(text_table(rows))
+        for note in collapse_notes(rows):
+            print(note)
         print(f"written: {', '.join(p.name for p in written)}")
         bad = failures(rows)
         if bad:

@@ -3,6 +3,8 @@ inputs, compared with eager outputs of the same model, request by request."""
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +34,7 @@ class CheckResult:
     max_rel_err: float
     tolerance_rel: float
     bad_requests: list[int] = field(default_factory=list)  # the first few, for the report
+    requested: int = 0  # asked for; fewer were checked when the budget ran out
 
     @property
     def passed(self) -> bool:
@@ -65,14 +68,22 @@ def serve_and_collect(lanes: Lanes, inputs: torch.Tensor, outputs: torch.Tensor)
             outputs[j].copy_(ring[i].host_out)
 
 
-def check_schedule(spec: RunSpec, workload: Workload, lanes: Lanes, requests: int) -> CheckResult:
+def check_schedule(
+    spec: RunSpec, workload: Workload, lanes: Lanes, requests: int, max_duration_s: float = math.inf
+) -> CheckResult:
+    """Compare `requests` distinct requests with eager, in chunks; after `max_duration_s` no new
+    chunk starts. The first chunk (every slot used twice) always runs; later chunks are sized
+    by the time the ones before took."""
     generator = torch.Generator().manual_seed(spec.seed + 1)  # not the timed inputs
     device = lanes.device
     tol = tolerance(spec)
     mismatches, worst, bad = 0, 0.0, []
-    chunk = max(len(lanes), min(CHUNK_REQUESTS, CHUNK_BYTES // max(1, request_bytes(spec))))
+    largest = max(len(lanes.ring), min(CHUNK_REQUESTS, CHUNK_BYTES // max(1, request_bytes(spec))))
+    chunk = min(largest, requests, 2 * len(lanes.ring))
+    start = time.perf_counter()
+    first = 0
     with torch.no_grad():
-        for first in range(0, requests, chunk):
+        while first < requests:
             count = min(chunk, requests - first)
             inputs = make_inputs(spec.input, spec.torch_dtype, count, generator)
             outputs = torch.full((count, *workload.out_shape), float("nan"), dtype=workload.out_dtype)
@@ -90,4 +101,11 @@ def check_schedule(spec: RunSpec, workload: Workload, lanes: Lanes, requests: in
             if not torch.isfinite(err).all():
                 worst = float("inf")
             bad += [first + int(i) for i in wrong.nonzero().flatten()[: 10 - len(bad)]]
-    return CheckResult(requests, mismatches, worst, tol, bad)
+            first += count
+            elapsed = time.perf_counter() - start
+            left = max_duration_s - elapsed
+            if left <= 0:
+                break
+            per_request = elapsed / first
+            chunk = int(max(len(lanes.ring), min(largest, left / per_request)))
+    return CheckResult(first, mismatches, worst, tol, bad, requested=requests)

@@ -53,6 +53,7 @@ def identity(result: dict[str, Any]) -> str:
         "module": model.get("module"),
         "input": model.get("input"),
         "copies_in_graph": (config.get("capture") or {}).get("copies_in_graph"),
+        "staging": config.get("staging"),
         **{k: config.get(k) for k in _ASKED},
     }
     return json.dumps(key, sort_keys=True, default=str)
@@ -72,6 +73,42 @@ def label(result: dict[str, Any]) -> str:
     dtype = effective.get("dtype", "?") + ("+tf32" if effective.get("tf32") and effective.get("dtype") == "fp32" else "")
     batch = ((result.get("config") or {}).get("model") or {}).get("input", {}).get("batch")
     return f"{result.get('model')} | {result.get('mode')} | {dtype} | batch {batch}"
+
+
+def _flat(key: str) -> dict[str, Any]:
+    """An identity as dotted settings: {'streams': 1, 'staging.mode': 'copy', ...}."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix.rstrip(".")] = node
+
+    walk(json.loads(key), "")
+    return out
+
+
+def labels(keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """A label per identity: the short label, plus the asked settings that tell apart
+    identities whose short labels are the same (two configs that ran alike on a CPU, say)."""
+    short = {k: label(results[k]) for k in keys}
+    out = {}
+    for k in keys:
+        twins = [t for t in keys if short[t] == short[k]]
+        if len(twins) == 1:
+            out[k] = short[k]
+            continue
+        flats = {t: _flat(t) for t in twins}
+        differing = sorted({name for t in twins for name, v in flats[t].items() if v != flats[k].get(name)}
+                           | {name for t in twins for name in flats[k] if flats[k][name] != flats[t].get(name)})
+        out[k] = short[k] + " | asked " + " ".join(f"{n}={flats[k].get(n)}" for n in differing)
+    return out
+
+
+def _concurrent(result: dict[str, Any]) -> bool:
+    return int((result.get("job") or {}).get("concurrent_jobs") or 1) > 1
 
 
 def _rps(result: dict[str, Any]) -> Optional[float]:
@@ -100,7 +137,8 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     noise = math.hypot(_cv(old), _cv(new))
     if abs(ratio - 1.0) <= max(threshold, sigma * noise):
         return ratio, noise, "same"
-    return ratio, noise, "faster" if ratio > 1 else "slower"
+    hint = " (ran beside other jobs of its sweep: their timings interfere)" if _concurrent(old) or _concurrent(new) else ""
+    return ratio, noise, ("faster" if ratio > 1 else "slower") + hint
 
 
 def _by_identity(results: list[dict[str, Any]], side: str) -> dict[str, dict[str, Any]]:
@@ -117,9 +155,11 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
     old_by = _by_identity(old, "old")
     new_by = _by_identity(new, "new")
     matches = []
-    for key in list(dict.fromkeys([*old_by, *new_by])):
+    keys = list(dict.fromkeys([*old_by, *new_by]))
+    names = labels(keys, {k: new_by.get(k) or old_by[k] for k in keys})
+    for key in keys:
         a, b = old_by.get(key), new_by.get(key)
-        m = Match(label(a or b), a, b)  # type: ignore[arg-type]
+        m = Match(names[key], a, b)  # type: ignore[arg-type]
         if a is None:
             m.verdict = "only in new"
         elif b is None:
@@ -132,7 +172,7 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
 
 def is_regression(m: Match) -> bool:
     """Slower, no longer ok, run differently, or gone: anything a CI gate must stop on."""
-    return m.verdict in ("slower", "missing in new") or m.verdict.startswith(("new ", "ran differently"))
+    return m.verdict in ("missing in new",) or m.verdict.startswith(("slower", "new ", "ran differently"))
 
 
 def render(matches: list[Match]) -> str:

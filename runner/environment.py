@@ -62,6 +62,25 @@ def gpu_clocks(device_index: int) -> Optional[dict[str, str]]:
     return dict(zip(names, values, strict=False))
 
 
+def cpu_model() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def load_average() -> Optional[list[float]]:
+    """1, 5 and 15 minute load averages: other work on the host shows here."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def collect(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
         "python": platform.python_version(),
@@ -71,6 +90,10 @@ def collect(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": load_average(),
+        "load_average_at_end": None,
         "argv": sys.argv,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "git": git_state(),

@@ -15,6 +15,7 @@ class CaptureError(Exception):
     """A model could not be captured into a CUDA graph."""
 
 
+_OVERRIDE = re.compile(r"Error merging override \+*([\w.]+)=(.*)$", re.MULTILINE)
 _FULL_KEY = re.compile(r"^\s*full_key:\s*(\S*)\s*$", re.MULTILINE)
 _MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^']+)'")
 _AVAILABLE = re.compile(r"Available options in '[^']+':\n((?:\t[^\n]*\n?)+)")
@@ -61,6 +62,10 @@ def condense(exc: BaseException) -> str:
         for needle, hint in _VALUE_HINTS:
             if needle in reason:
                 return f"{key}: {reason}; {hint}"
+        if "is not a ListConfig" in reason:
+            given = _OVERRIDE.search(text)
+            value = given.group(2) if given and given.group(1) == key else "..."
+            return f"{key}={value}: this key takes a list; write {key}=[{value}]"
         if "Interpolation" in type(cause).__name__ or "nterpolation" in reason:
             return f"{key}: {reason}; write a plain value or a ${{...}} that exists in the config"
         if key:

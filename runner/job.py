@@ -23,8 +23,8 @@ from runner.build import build
 from runner.errors import CaptureError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure
-from runner.record import METHOD, RESULT_FILE, SCHEMA, read_result, to_json, write_result
-from runner.spec import RunSpec, mode_name, resolve
+from runner.record import RESULT_FILE, SCHEMA, method_for, read_result, to_json, write_result
+from runner.spec import RunSpec, check_overrides, mode_name, resolve
 from runner.summary import summarize_measurement
 from runner.trace import profile_schedule, write_timestamps
 
@@ -78,7 +78,7 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
         "files": {},  # extra outputs in the job's folder: trace, timestamps
         "env": None,
         "seed": _select(cfg, "seed"),
-        "method": METHOD,
+        "method": method_for(None),
         "job": {
             "output_dir": str(info.output_dir),
             "num": info.num,
@@ -91,6 +91,8 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
             # Set by the runner launcher: the device id this job's process was given, its cores.
             "launcher_device": os.environ.get("RUNNER_LAUNCHER_DEVICE"),
             "launcher_cpus": os.environ.get("RUNNER_LAUNCHER_CPUS"),
+            # Set when the sweep's launcher runs several jobs at a time: timings interfere.
+            "concurrent_jobs": int(os.environ.get("RUNNER_CONCURRENT_JOBS", "1")),
         },
     }
 
@@ -137,9 +139,17 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
         figures.update(_memory_figures(lanes))
         result["figures"] = figures
         result["warnings"] += summary.warnings
+        result["env"]["load_average_at_end"] = environment.load_average()
+        if result["job"]["concurrent_jobs"] > 1:
+            result["warnings"].append(
+                "this job ran beside other jobs of its sweep (hydra/launcher runs several at a time): "
+                "their timings interfere with each other"
+            )
         if spec.is_cuda and result["env"].get("gpu"):
             result["env"]["gpu"]["clocks_at_end"] = environment.gpu_clocks(lanes.device.index or 0)
         check = measurement.check
+        if measurement.interrupted:
+            raise KeyboardInterrupt  # recorded by run_job, with the figures of what finished
         if check is not None and not check.passed:
             result["status"] = "invalid"
             result["reason"] = (
@@ -176,6 +186,10 @@ def _release_memory(device: Optional[str]) -> None:
         _quietly(torch.cuda.empty_cache)
 
 
+class ResumeConflict(ConfigError):
+    """resume=true into a folder that holds another job's result."""
+
+
 def _failure_reason(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -203,26 +217,45 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     result = _base_result(cfg, info, started)
     spec: Optional[RunSpec] = None
     try:
+        check_overrides(info.overrides)
         spec = resolve(cfg)
-        result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices))
-        for notice in spec.notices:
-            log.warning("note: %s", notice)
+        result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices),
+                      method=method_for(spec.device))
         if spec.resume:
             previous = read_result(info.output_dir / RESULT_FILE)
-            if previous and previous.get("status") == "ok" and _same_job(previous["overrides"], result["overrides"]):
+            if previous is None and not info.multirun:
+                raise ConfigError(
+                    f"resume=true: {info.output_dir} holds no result to resume; name the run's folder with "
+                    "hydra.run.dir=..., or drop resume=true"
+                )
+            if previous is not None and not _same_job(previous.get("overrides") or [], result["overrides"]):
+                raise ResumeConflict(
+                    f"resume=true: {info.output_dir} holds a result for other overrides "
+                    f"({' '.join(previous.get('overrides') or []) or 'none'}); resume with the same overrides, "
+                    "or use another folder"
+                )
+            if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
                 _show(previous, f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
                 previous["status"] = "skipped"
                 return previous
         log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
         _execute(spec, result)
+    except ResumeConflict as exc:  # never overwrite the other job's result
+        if not info.multirun:
+            raise
+        log.error("%s", exc)
+        result.update(status="failed", reason=str(exc))
+        return result
     except ConfigError as exc:
         if not info.multirun:
             raise
         result["reason"] = f"bad config: {exc}"
     except KeyboardInterrupt:
         result["status"] = "interrupted"
-        result["reason"] = "interrupted (Ctrl-C) before the job finished"
+        kept = len((result.get("figures") or {}).get("throughput_requests_per_s_repeats") or [])
+        result["reason"] = "interrupted (Ctrl-C) before the job finished" + (
+            f"; the figures hold the {kept} throughput repeat(s) that finished" if kept else "")
         _finish(result, info, t0)
         raise
     except Exception as exc:

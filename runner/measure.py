@@ -1,19 +1,26 @@
-"""Measurement as fixed, named phases. Raw samples only; summarizing lives in summary.py.
+"""Measurement as fixed, named phases within one time budget. Raw samples only; summarizing
+lives in summary.py.
 
     check      distinct requests through the request protocol vs eager (before any timing)
     warm-up    untimed schedule until `warmup_ms` has passed (clocks ramp, graphs upload)
-    repeats    the schedule's throughput passes back to back; then the ceiling's, then the
-               baseline's, each block after a short warm-up of its own. (`measure.interleave`
-               runs baseline, schedule and ceiling in turn per repeat instead: what runs before
-               a pass then disturbs it: the eager baseline leaves the allocator, the host's
-               caches and the GPU's clocks in another state.)
-    enqueue    the throughput loop with a host clock between the protocol's steps
+    repeats    the schedule's throughput passes back to back until the relative standard error
+               of their mean is under `stdrel` (at least `min_repeats`, at most `repeats`);
+               then as many ceiling passes, then as many baseline passes, each block after a
+               short warm-up of its own. (`measure.interleave` runs baseline, schedule and
+               ceiling in turn per repeat instead.)
+    host time  the throughput loop with a host clock between the protocol's steps
     latency    the schedule with CUDA events at every stage of every request
+
+Every phase gets a share of `measure.budget_s` (time a phase leaves unused goes to the ones
+after it); a pass never runs past `max_pass_ms` nor past its phase's share, and always runs at
+least one turn of the ring. Ctrl-C ends the measurement with what has finished.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -31,6 +38,28 @@ log = logging.getLogger(__name__)
 
 Pass = tuple[int, float]  # (requests, seconds)
 
+# Shares of the budget; a phase that does not run gives its share to the others.
+SHARES = {"check": 0.20, "warmup": 0.05, "throughput": 0.35, "ceiling": 0.10, "baseline": 0.15, "latency": 0.15}
+
+
+class Budget:
+    """Splits a time budget among the phases still to run."""
+
+    def __init__(self, total_s: float, phases: list[str]) -> None:
+        self.start = time.perf_counter()
+        self.end = self.start + total_s
+        self.pending = {p: SHARES[p] for p in phases}
+
+    def allowance(self, name: str) -> float:
+        """Seconds `name` may take: its share of what is left, among the phases not yet run."""
+        share = self.pending.pop(name, 0.0)
+        total = share + sum(self.pending.values())
+        left = max(0.0, self.end - time.perf_counter())
+        return left * share / total if total > 0 else left
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
 
 @dataclass
 class Measurement:
@@ -44,14 +73,25 @@ class Measurement:
     baseline_latency_s: list[float] = field(default_factory=list)
     steady_state_allocations: Optional[int] = None  # device allocations during timed passes
     buffers_moved: Optional[bool] = None  # did any static buffer change address?
+    stop_reason: Optional[str] = None  # why the repeats stopped: stdrel, repeats, budget
+    estimate_s: Optional[float] = None  # the timed phase's duration, as estimated before it
+    interrupted: bool = False  # Ctrl-C: what finished is kept
+    elapsed_s: float = 0.0
 
 
 def _allocation_count(device: torch.device) -> int:
     return int(torch.cuda.memory_stats(device).get("allocation.all.allocated", 0))
 
 
-def run_check(spec: RunSpec, workload: Workload, lanes: Lanes) -> CheckResult:
-    result = check_schedule(spec, workload, lanes, spec.measure.check_requests)
+def stdrel(rates: list[float]) -> float:
+    """Relative standard error of the mean of the passes (nvbench's stdrel criterion)."""
+    if len(rates) < 2:
+        return math.inf
+    return statistics.stdev(rates) / statistics.fmean(rates) / math.sqrt(len(rates))
+
+
+def run_check(spec: RunSpec, workload: Workload, lanes: Lanes, max_duration_s: float = math.inf) -> CheckResult:
+    result = check_schedule(spec, workload, lanes, spec.measure.check_requests, max_duration_s)
     if result.passed:
         log.info("check: %d requests match eager (max rel err %.2e)", result.requests, result.max_rel_err)
     else:
@@ -62,73 +102,133 @@ def run_check(spec: RunSpec, workload: Workload, lanes: Lanes) -> CheckResult:
     return result
 
 
-def measure(spec: RunSpec, workload: Workload, lanes: Lanes) -> Measurement:
+def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measurement] = None) -> Measurement:
+    """Fills `out` (a fresh Measurement if None) phase by phase, so whoever holds it keeps what
+    finished when a phase fails or is interrupted."""
+    out = out if out is not None else Measurement()
+    try:
+        _measure(spec, workload, lanes, out)
+    except KeyboardInterrupt:
+        out.interrupted = True
+        lanes.synchronize()
+        lanes.restore_default_stream()
+    return out
+
+
+def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) -> None:
     m = spec.measure
     device = lanes.device
     sources, model = workload.sources, workload.model
-    out = Measurement()
     pointers = [lane.buffer_pointers() for lane in lanes]
-    min_s = m.min_duration_ms / 1e3
-    warmup_s = m.warmup_ms / 1e3
-
-    def baseline() -> None:
-        with phase("baseline"):
-            out.baseline.append(schedule.baseline_pass(model, workload.baseline_sources, device, m.min_requests, min_s))
-
-    def ceiling() -> None:
-        with phase("ceiling"):
-            out.ceiling.append(schedule.ceiling_pass(lanes, m.min_requests, min_s))
-
-    allocations = 0
-
-    def throughput(repeat: int) -> None:
-        nonlocal allocations
-        before = _allocation_count(device) if lanes.is_cuda else 0
-        with phase("throughput"):
-            out.throughput.append(schedule.throughput_pass(lanes, sources, m.min_requests, min_s))
-        if lanes.is_cuda:
-            allocations += _allocation_count(device) - before
-        log.info("repeat %d/%d: %.0f requests/s", repeat + 1, m.repeats, out.throughput[-1][0] / out.throughput[-1][1])
+    phases = [p for p, on in (("check", spec.check), ("warmup", True), ("throughput", True),
+                              ("ceiling", m.ceiling), ("baseline", spec.baseline),
+                              ("latency", m.latency_requests > 0)) if on]
+    budget = Budget(m.budget_s, phases)
+    min_s, max_s = m.min_duration_ms / 1e3, m.max_pass_ms / 1e3
 
     with torch.no_grad():
         if spec.check:
             with phase("check"):
-                out.check = run_check(spec, workload, lanes)
+                out.check = run_check(spec, workload, lanes, budget.allowance("check"))
 
         start = time.perf_counter()
         with phase("warmup"):
-            schedule.throughput_pass(lanes, sources, 1, warmup_s)
+            warm_n, warm_s = schedule.throughput_pass(lanes, sources, 1, min(m.warmup_ms / 1e3, budget.allowance("warmup")))
         out.warmup_s = time.perf_counter() - start
 
+        # Each pass: at least min_duration, at most max_pass, and min_repeats of them must fit.
+        allowance = budget.allowance("throughput")
+        cap = min(max_s, allowance / m.min_repeats)
+        expected_pass = min(cap, max(min_s, m.min_requests * warm_s / max(1, warm_n)))
+        kinds = 1 + m.ceiling + spec.baseline
+        low = m.min_repeats * expected_pass * kinds
+        out.estimate_s = min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, max(0.0, budget.end - time.perf_counter()))
+        log.info("measuring: about %.1f s more (measure.budget_s=%g: at least %d and at most %d repeats of "
+                 "about %.2f s per pass)", out.estimate_s, m.budget_s, m.min_repeats, m.repeats, expected_pass)
+
+        allocations = 0
+
+        def throughput(end: float) -> None:
+            nonlocal allocations
+            before = _allocation_count(device) if lanes.is_cuda else 0
+            left = end - time.perf_counter()
+            with phase("throughput"):
+                out.throughput.append(schedule.throughput_pass(lanes, sources, m.min_requests, min(min_s, cap),
+                                                               max(0.0, min(cap, left))))
+            if lanes.is_cuda:
+                allocations += _allocation_count(device) - before
+            n, s = out.throughput[-1]
+            log.info("repeat %d (at most %d): %.0f requests/s, %.1f s of %.0f s budget",
+                     len(out.throughput), m.repeats, n / s, budget.elapsed(), m.budget_s)
+
+        def ceiling(cap_s: float) -> None:
+            with phase("ceiling"):
+                out.ceiling.append(schedule.ceiling_pass(lanes, m.min_requests, min(min_s, cap_s), cap_s))
+
+        def baseline(cap_s: float) -> None:
+            with phase("baseline"):
+                out.baseline.append(schedule.baseline_pass(model, workload.baseline_sources, device,
+                                                           m.min_requests, min(min_s, cap_s), cap_s))
+
+        end = time.perf_counter() + allowance
         if m.interleave:
-            for repeat in range(m.repeats):
+            # One share for all three kinds of pass, taken in turn.
+            end += budget.allowance("ceiling") + budget.allowance("baseline")
+            cap = min(cap, (end - time.perf_counter()) / (m.min_repeats * kinds))
+            while True:
                 if spec.baseline:
-                    baseline()
-                throughput(repeat)
+                    baseline(cap)
+                throughput(end)
                 if m.ceiling:
-                    ceiling()
+                    ceiling(cap)
+                if _stop(out, m, end):
+                    break
         else:
-            for repeat in range(m.repeats):
-                throughput(repeat)
-            if m.ceiling:
-                schedule.ceiling_pass(lanes, 1, warmup_s / 4)
-                for _ in range(m.repeats):
-                    ceiling()
-            if spec.baseline:
-                schedule.baseline_pass(model, workload.baseline_sources, device, 1, warmup_s / 4)
-                for _ in range(m.repeats):
-                    baseline()
+            while True:
+                throughput(end)
+                if _stop(out, m, end):
+                    break
+            count = len(out.throughput)
+            for name, run, on in (("ceiling", ceiling, m.ceiling), ("baseline", baseline, spec.baseline)):
+                if not on:
+                    continue
+                share = budget.allowance(name)
+                per_pass = min(max_s, share / (count + 0.25))
+                (schedule.ceiling_pass(lanes, 1, 0.0, per_pass / 4) if name == "ceiling" else
+                 schedule.baseline_pass(model, workload.baseline_sources, device, 1, 0.0, per_pass / 4))
+                for _ in range(count):
+                    run(per_pass)
         out.steady_state_allocations = allocations if lanes.is_cuda else None
 
         if m.latency_requests:
+            share = budget.allowance("latency")
+            parts = 3 if spec.baseline else 2
             with phase("enqueue"):
-                out.host_s = schedule.enqueue_pass(lanes, sources, m.latency_requests)
+                out.host_s = schedule.enqueue_pass(lanes, sources, m.latency_requests, share / parts)
             with phase("latency"):
-                out.latency = schedule.latency_pass(lanes, sources, m.latency_requests)
+                out.latency = schedule.latency_pass(lanes, sources, m.latency_requests, share / parts)
             if spec.baseline:
                 with phase("baseline-latency"):
                     out.baseline_latency_s = schedule.baseline_latency_pass(
-                        model, workload.baseline_sources, device, m.latency_requests
+                        model, workload.baseline_sources, device, m.latency_requests, share / parts
                     )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
-    return out
+    out.elapsed_s = budget.elapsed()
+
+
+def _stop(out: Measurement, m, end: float) -> bool:
+    """After a repeat: stop once the mean is known well enough, at `repeats`, or when the next
+    pass would not fit in the time left."""
+    rates = [n / s for n, s in out.throughput]
+    done = len(rates)
+    if done >= m.repeats:
+        out.stop_reason = "repeats"
+        return True
+    if done >= m.min_repeats and stdrel(rates) <= m.stdrel:
+        out.stop_reason = "stdrel"
+        return True
+    last_s = out.throughput[-1][1]
+    if time.perf_counter() + 0.5 * last_s > end:
+        out.stop_reason = "budget"
+        return True
+    return False

@@ -29,6 +29,47 @@ def _device(rows: list[Row]) -> str:
     return " / ".join(names) if names else "unknown device"
 
 
+def _plot_against_streams(axes, col: int, model: str, rows: list[Row], matplotlib) -> None:
+    lines: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        lines[_line_label(r)].append(r)
+    for label, members in sorted(lines.items()):
+        members.sort(key=lambda r: r.streams)
+        xs = [r.streams for r in members]
+        axes[0][col].plot(xs, [r.requests_per_s for r in members], marker="o", label=label)
+        p99 = [(r.streams, r.latency_p99_us) for r in members if r.latency_p99_us is not None]
+        if p99:
+            axes[1][col].plot(*zip(*p99, strict=True), marker="o", label=label)
+    for row, (ylabel, title) in enumerate(
+        (("throughput (requests/s)", "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
+    ):
+        ax = axes[row][col]
+        ax.set_title(f"{model}: {title} vs streams")
+        ax.set_xlabel("CUDA streams")
+        ax.set_ylabel(ylabel)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r.streams for r in rows}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+
+
+def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
+    labels = [r.overrides or r.mode for r in rows]
+    xs = range(len(rows))
+    axes[0][col].bar(xs, [r.requests_per_s for r in rows], color="tab:blue")
+    axes[1][col].bar(xs, [r.latency_p99_us or 0.0 for r in rows], color="tab:orange")
+    for row, (ylabel, title) in enumerate(
+        (("throughput (requests/s)", "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
+    ):
+        ax = axes[row][col]
+        ax.set_title(f"{model}: {title} per job ({rows[0].mode})")
+        ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+
+
 def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -44,30 +85,11 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
 
     fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 8), squeeze=False)
     for col, model in enumerate(models):
-        lines: dict[str, list[Row]] = defaultdict(list)
-        for r in ok:
-            if r.model == model:
-                lines[_line_label(r)].append(r)
-        for label, members in sorted(lines.items()):
-            members.sort(key=lambda r: r.streams)
-            xs = [r.streams for r in members]
-            axes[0][col].plot(xs, [r.requests_per_s for r in members], marker="o", label=label)
-            p99 = [(r.streams, r.latency_p99_us) for r in members if r.latency_p99_us is not None]
-            if p99:
-                axes[1][col].plot(*zip(*p99, strict=True), marker="o", label=label)
-        for row, (ylabel, title) in enumerate(
-            (("throughput (requests/s)", "throughput"), ("p99 latency, H2D start to D2H end (us)", "p99 latency"))
-        ):
-            ax = axes[row][col]
-            ax.set_title(f"{model}: {title} vs streams")
-            ax.set_xlabel("CUDA streams")
-            ax.set_ylabel(ylabel)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(sorted({r.streams for r in ok if r.model == model}))
-            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-            ax.set_ylim(bottom=0)
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8)
+        members_of_model = [r for r in ok if r.model == model]
+        if len({r.streams for r in members_of_model}) > 1:
+            _plot_against_streams(axes, col, model, members_of_model, matplotlib)
+        else:  # every job ran on as many streams (say, on a CPU): label the jobs by their overrides
+            _plot_per_job(axes, col, model, members_of_model)
     fig.suptitle(f"Sweep on {device}")
     fig.tight_layout()
     path = out_dir / "throughput_latency.png"
@@ -78,7 +100,8 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
     bars = [r for r in ok if r.speedup_vs_baseline is not None]
     if bars:
         fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(bars) + 2), 5))
-        labels = [f"{r.model}\n{r.mode}" if len(models) > 1 else r.mode for r in bars]
+        names = [r.overrides or r.mode for r in bars]  # what tells the jobs apart
+        labels = [f"{r.model}\n{n}" if len(models) > 1 else n for r, n in zip(bars, names, strict=True)]
         values = [r.speedup_vs_baseline for r in bars]
         ax.bar(range(len(bars)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
         ax.axhline(1.0, color="black", linewidth=0.8)

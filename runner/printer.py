@@ -53,16 +53,20 @@ def render(result: dict[str, Any]) -> str:
                 )
         ratios = []
         if f.get("speedup_vs_baseline") is not None:
-            ratios.append(f"speedup vs baseline {f['speedup_vs_baseline']:.2f}x")
+            noise = " (within noise)" if f.get("speedup_vs_baseline_within_noise") else ""
+            ratios.append(f"speedup vs baseline {f['speedup_vs_baseline']:.2f}x{noise}")
         if f.get("efficiency_vs_ceiling") is not None:
-            ratios.append(f"efficiency vs ceiling {f['efficiency_vs_ceiling']:.0%}")
+            noise = " (within noise)" if f.get("efficiency_vs_ceiling_within_noise") else ""
+            ratios.append(f"efficiency vs ceiling {f['efficiency_vs_ceiling']:.0%}{noise}")
         if ratios:
             lines.append("  " + "   ".join(ratios))
     rows = [
         ("end to end", "latency_e2e_us"),
         ("  H2D", "latency_h2d_us"),
+        ("  copy in", "latency_copy_in_us"),
         ("  compute", "latency_compute_us"),
         ("  D2H", "latency_d2h_us"),
+        ("  copy out", "latency_copy_out_us"),
         ("host: wait for slot", "host_wait_us"),
         ("host: copy request", "host_copy_us"),
         ("host: launch", "host_launch_us"),
@@ -70,7 +74,8 @@ def render(result: dict[str, Any]) -> str:
     ]
     rows = [(label, f[key]) for label, key in rows if f.get(key)]
     if rows:
-        lines.append(f"{'latency (us)':24}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+        heading = "latency (us, host clock)" if f.get("latency_clock") == "host" else "latency (us)"
+        lines.append(f"{heading:24}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
         for label, s in rows:
             lines.append(
                 f"  {label:22}{s['p50']:>9.1f}{s['p90']:>9.1f}{s['p99']:>9.1f}{s['max']:>9.1f}"
@@ -80,6 +85,12 @@ def render(result: dict[str, Any]) -> str:
         setup.append(f"capture {f['capture_time_ms']:.0f} ms")
     if f.get("warmup_time_ms") is not None:
         setup.append(f"warm-up {f['warmup_time_ms']:.0f} ms")
+    if f.get("measure_time_s") is not None:
+        stop = {"stdrel": "stable", "repeats": "at measure.repeats", "budget": "budget reached"}.get(
+            f.get("repeats_stop_reason"), "")
+        count = len(f.get("throughput_requests_per_s_repeats") or [])
+        setup.append(f"measured {f['measure_time_s']:.1f} s ({count} repeats, {stop})" if stop else
+                     f"measured {f['measure_time_s']:.1f} s")
     if f.get("peak_device_memory_bytes") is not None:
         setup.append(f"peak device memory {_mib(f['peak_device_memory_bytes'])}")
     if f.get("graph_pool_bytes") is not None:

@@ -117,26 +117,29 @@ class Session:
             slot.free.release()
 
     # --- the copy thread ------------------------------------------------------------------
-    def _copy_ahead(self) -> None:
+    def _copy_ahead(self, free: list, ready: list) -> None:
+        """The copy thread. It holds its session's locks itself: a later session replaces the
+        slots' locks, and a thread that has not yet noticed its stop must not take those."""
         ring, size, sources, n = self.ring, self.size, self.sources, self.n_sources
         j = 0
-        slot: Optional[Slot] = None
+        i = -1
         try:
             while True:
-                slot = ring[j % size]
-                while not slot.free.acquire(timeout=0.05):  # the timeout only notices a stop
+                i = j % size
+                while not free[i].acquire(timeout=0.05):  # the timeout only notices a stop
                     if self._stop:
                         return
                 if self._stop:
                     return
+                slot = ring[i]
                 slot.wait()  # the slot's last request has finished its copies
                 slot.host_in.copy_(sources[j % n])
-                slot.ready.release()
+                ready[i].release()
                 j += 1
         except BaseException as exc:  # hand the failure to the submitting thread
             self.error = exc
-            if slot is not None and slot.ready.locked():
-                slot.ready.release()
+            if i >= 0 and ready[i].locked():
+                ready[i].release()
 
     def open(self) -> None:
         self.lanes.synchronize()
@@ -145,7 +148,8 @@ class Session:
         for slot in self.ring:
             slot.free, slot.ready = allocate_lock(), allocate_lock()
             slot.ready.acquire()  # nothing copied yet
-        self._thread = threading.Thread(target=self._copy_ahead, name="runner-copy", daemon=True)
+        locks = ([slot.free for slot in self.ring], [slot.ready for slot in self.ring])
+        self._thread = threading.Thread(target=self._copy_ahead, args=locks, name="runner-copy", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -154,7 +158,7 @@ class Session:
         try:
             thread = self._thread
             if thread is not None:
-                self._stop = True
+                self._stop = True  # the thread also notices this within 50 ms on its own
                 while thread.is_alive():
                     for slot in self.ring:  # hand back every copied, unlaunched slot: it wakes
                         if slot.ready.acquire(blocking=False):
@@ -164,6 +168,11 @@ class Session:
             self.lanes.synchronize()
         finally:
             self.lanes.restore_default_stream()
+
+    def raise_late_error(self) -> None:
+        """A copy the thread made ahead, after the submitter's last request, failed."""
+        if self.error is not None:
+            raise RuntimeError(f"the copy thread failed: {self.error}") from self.error
 
 
 def _no_stage(j: int, slot: Slot) -> None:
@@ -177,5 +186,8 @@ def serve(lanes: Lanes, sources: Sequence[torch.Tensor]) -> Iterator[Session]:
     session.open()
     try:
         yield session
-    finally:
+    except BaseException:
         session.close()
+        raise
+    session.close()
+    session.raise_late_error()

@@ -57,6 +57,41 @@ METHOD = {
 }
 
 
+# What changes on the CPU, where the same words would claim what did not run.
+HOST_METHOD = {
+    "schedule": (
+        "on the CPU: one request at a time on the submitting thread: the request is copied (host "
+        "memory to host memory) into the model's input, the eager forward runs, the output is "
+        "copied out; no streams, graphs, pinned memory or events"
+    ),
+    "baseline": "not measured on the CPU: it would run the same code as the schedule",
+    "ceiling": "not measured on the CPU: it would run the same code as the schedule",
+    "efficiency_vs_ceiling": "not measured on the CPU",
+    "speedup_vs_baseline": "not measured on the CPU",
+    "latency": (
+        "a separate pass of measure.latency_requests with host-clock marks before the copy in, after "
+        "it, after the forward and after the copy out (figures latency_copy_in_us, _compute_us, "
+        "_copy_out_us, _e2e_us)"
+    ),
+    "host_time": (
+        "a separate pass of the throughput loop with the host clock between its steps: host_wait_us "
+        "(nothing to wait for on the CPU), host_copy_us (0: the request is already in place), "
+        "host_launch_us (copy in, forward, copy out); host_enqueue_us = copy + launch"
+    ),
+    "throughput": (
+        "requests one after another until measure.min_requests and measure.min_duration_ms are both "
+        "reached (at most measure.max_pass_ms); host clock; the median of the passes; cv = stdev / mean"
+    ),
+}
+
+
+def method_for(device: str | None) -> dict[str, str]:
+    """How the figures were measured, in the words that fit the device that ran them."""
+    if device is not None and not device.startswith("cuda"):
+        return {**METHOD, **HOST_METHOD}
+    return dict(METHOD)
+
+
 def _clean(value: Any) -> Any:
     """JSON has no NaN or infinity: write null."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class Row:
     streams: Optional[int]
     device: str
     path: str
+    ran: str = ""  # the effective settings, as JSON: jobs with the same ran the same code
+    asked: tuple[str, ...] = ()  # all of the job's overrides
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -122,6 +125,8 @@ def collect(paths: list[Path]) -> list[Row]:
                 streams=effective.get("streams"),
                 device=str(gpu.get("name") or effective.get("device") or ""),
                 path=str(job_dir),
+                ran=json.dumps(effective, sort_keys=True) if effective else "",
+                asked=tuple(result.get("overrides") or ()),
             )
         )
     return rows
@@ -210,6 +215,35 @@ def write_report(rows: list[Row], out_dir: Path, plots: bool = True) -> list[Pat
     return written
 
 
+# Overrides that only choose how a job runs; when the machine overrules them all (no GPU), the
+# jobs that differ only in these ran the same code.
+_RUN_KEYS = ("streams", "graph", "pinned", "tf32", "device", "capture.copies_in_graph",
+             "staging.slots", "staging.copy_thread", "staging.mode")
+
+
+def collapsed(rows: list[Row]) -> list[list[Row]]:
+    """Groups of two or more jobs that asked for different run settings but ran the same:
+    the same model, the same effective settings, and overrides that differ only in `_RUN_KEYS`."""
+    def rest(row: Row) -> tuple[str, ...]:
+        return tuple(sorted(o for o in row.asked if o.lstrip("+~").partition("=")[0] not in _RUN_KEYS))
+
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        if row.ran:
+            groups.setdefault((row.model, row.ran, rest(row)), []).append(row)
+    return [g for g in groups.values() if len(g) > 1 and len({r.asked for r in g}) > 1]
+
+
+def collapse_notes(rows: list[Row]) -> list[str]:
+    notes = []
+    for group in collapsed(rows):
+        mode = group[0].mode
+        jobs = ", ".join(f"#{r.job}" for r in group)
+        notes.append(f"sweep: jobs {jobs} ran the same settings ({mode} on {group[0].device or 'the same device'}): "
+                     "the machine overruled what they asked for, so their differences are noise")
+    return notes
+
+
 def failures(rows: list[Row]) -> list[Row]:
     return [row for row in rows if row.status in NOT_OK]
 
@@ -231,6 +265,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = args.out or args.dirs[0]
     written = write_report(rows, out, plots=not args.no_plots)
     print(text_table(rows))
+    for note in collapse_notes(rows):
+        print(note)
     print(f"written: {', '.join(str(p) for p in written)}")
     bad = failures(rows)
     return 1 if bad else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Iterator, Sequence
 
@@ -35,30 +36,43 @@ def no_gc() -> Iterator[None]:
 
 
 def throughput_pass(
-    lanes: Lanes, sources: Sequence[torch.Tensor], min_requests: int, min_duration_s: float
+    lanes: Lanes,
+    sources: Sequence[torch.Tensor],
+    min_requests: int,
+    min_duration_s: float,
+    max_duration_s: float = math.inf,
 ) -> tuple[int, float]:
-    """All slots in flight until both minimums are met. Returns (requests, seconds)."""
+    """All slots in flight until both minimums are met, or `max_duration_s` has passed (at
+    least one turn of the ring). Returns (requests, seconds)."""
     with no_gc(), serve(lanes, sources) as session:
         acquire, launch = session.acquire, session.launch
         turn = session.size  # the clock is read once per turn of the ring
         j = 0
         start = perf_counter()
-        deadline = start + min_duration_s
-        while j < min_requests or perf_counter() < deadline:
+        soft, hard = start + min_duration_s, start + max_duration_s
+        while True:
             for k in range(j, j + turn):
                 launch(acquire(k))
             j += turn
+            now = perf_counter()
+            if now >= hard or (j >= min_requests and now >= soft):
+                break
         lanes.synchronize()
         return j, perf_counter() - start
 
 
-def enqueue_pass(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int) -> dict[str, list[float]]:
+def enqueue_pass(
+    lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, max_duration_s: float = math.inf
+) -> dict[str, list[float]]:
     """The throughput loop with a host clock between the protocol's steps. Returns seconds per
     request spent waiting for the slot, copying the request into it (0 in direct staging, and
-    with the copy thread, which copies off this thread), and launching it."""
+    with the copy thread, which copies off this thread), and launching it. Stops early after
+    `max_duration_s` (at least one request)."""
     wait_s, copy_s, launch_s = [0.0] * requests, [0.0] * requests, [0.0] * requests
+    done = requests
     with no_gc(), serve(lanes, sources) as session:
         wait, stage, launch = session.wait, session.stage, session.launch
+        deadline = perf_counter() + max_duration_s
         for j in range(requests):
             t0 = perf_counter()
             slot = wait(j)
@@ -68,7 +82,10 @@ def enqueue_pass(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int) -
             launch(slot)
             t3 = perf_counter()
             wait_s[j], copy_s[j], launch_s[j] = t1 - t0, t2 - t1, t3 - t2
-    return {"wait": wait_s, "copy": copy_s, "launch": launch_s}
+            if t3 > deadline:
+                done = j + 1
+                break
+    return {"wait": wait_s[:done], "copy": copy_s[:done], "launch": launch_s[:done]}
 
 
 class Timeline:
@@ -110,8 +127,11 @@ class Timeline:
         return [[nan if e is None else origin.elapsed_time(e) * 1e3 for e in row] for row in self.events]
 
 
-def latency_pass(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int) -> dict[str, list]:
-    """The schedule with stage marks on every request, all slots in flight.
+def latency_pass(
+    lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, max_duration_s: float = math.inf
+) -> dict[str, list]:
+    """The schedule with stage marks on every request, all slots in flight; stops early after
+    `max_duration_s` (at least one request).
 
     Returns per-request device marks (us since the origin) and host enqueue start/end times
     (us since the same origin, host clock). Event records cost host time, so this pass is
@@ -121,38 +141,48 @@ def latency_pass(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int) -
     timeline = Timeline(requests, lanes.device, (0, 1, 2, 3) if staged else (0, 3))
     host = [[0.0, 0.0] for _ in range(requests)]
     n_lanes = len(lanes)
+    done = requests
     with no_gc(), serve(lanes, sources) as session:
         acquire, launch_marked, mark = session.acquire, session.launch_marked, timeline.mark
         timeline.start()
+        deadline = perf_counter() + max_duration_s
         for j in range(requests):
             slot = acquire(j)
             t0 = perf_counter()
             launch_marked(slot, lambda stage, j=j: mark(j, stage))
             host[j][0] = t0
-            host[j][1] = perf_counter()
+            host[j][1] = t1 = perf_counter()
+            if t1 > deadline:
+                done = j + 1
+                break
         lanes.synchronize()
     origin = timeline.host_origin_s
     return {
-        "device_us": timeline.times_us(),
-        "host_us": [[(a - origin) * 1e6, (b - origin) * 1e6] for a, b in host],
-        "lane": [j % n_lanes for j in range(requests)],
+        "device_us": timeline.times_us()[:done],
+        "host_us": [[(a - origin) * 1e6, (b - origin) * 1e6] for a, b in host[:done]],
+        "lane": [j % n_lanes for j in range(done)],
     }
 
 
-def ceiling_pass(lanes: Lanes, min_requests: int, min_duration_s: float) -> tuple[int, float]:
+def ceiling_pass(
+    lanes: Lanes, min_requests: int, min_duration_s: float, max_duration_s: float = math.inf
+) -> tuple[int, float]:
     """The same compute replayed back to back across the lanes: no copies, no host waits."""
     order = tuple((lane.slots[0].select, lane.compute) for lane in lanes)
     requests = 0
     with no_gc():
         lanes.synchronize()
         start = perf_counter()
-        deadline = start + min_duration_s
+        soft, hard = start + min_duration_s, start + max_duration_s
         try:
-            while requests < min_requests or perf_counter() < deadline:
+            while True:
                 for select, compute in order:
                     select()
                     compute()
                 requests += len(order)
+                now = perf_counter()
+                if now >= hard or (requests >= min_requests and now >= soft):
+                    break
             lanes.synchronize()
             return requests, perf_counter() - start
         finally:
@@ -165,34 +195,45 @@ def baseline_pass(
     device: torch.device,
     min_requests: int,
     min_duration_s: float,
+    max_duration_s: float = math.inf,
 ) -> tuple[int, float]:
     """What a naive user writes: pageable input, default stream, blocking copies."""
     n_sources = len(sources)
     k = 0
     requests = 0
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = perf_counter()
-    deadline = start + min_duration_s
-    while requests < min_requests or perf_counter() < deadline:
-        model(sources[k].to(device)).cpu()
-        k += 1
-        if k == n_sources:
-            k = 0
-        requests += 1
-    return requests, perf_counter() - start
+    with no_gc():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = perf_counter()
+        soft, hard = start + min_duration_s, start + max_duration_s
+        while True:
+            model(sources[k].to(device)).cpu()
+            k += 1
+            if k == n_sources:
+                k = 0
+            requests += 1
+            now = perf_counter()
+            if now >= hard or (requests >= min_requests and now >= soft):
+                break
+        return requests, perf_counter() - start
 
 
 def baseline_latency_pass(
-    model: nn.Module, sources: Sequence[torch.Tensor], device: torch.device, requests: int
+    model: nn.Module, sources: Sequence[torch.Tensor], device: torch.device, requests: int,
+    max_duration_s: float = math.inf,
 ) -> list[float]:
     """Seconds per baseline request; each request ends in a blocking D2H copy."""
     n_sources = len(sources)
-    seconds = [0.0] * requests
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    for j in range(requests):
-        t0 = perf_counter()
-        model(sources[j % n_sources].to(device)).cpu()
-        seconds[j] = perf_counter() - t0
+    seconds = []
+    with no_gc():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        deadline = perf_counter() + max_duration_s
+        for j in range(requests):
+            t0 = perf_counter()
+            model(sources[j % n_sources].to(device)).cpu()
+            t1 = perf_counter()
+            seconds.append(t1 - t0)
+            if t1 > deadline:
+                break
     return seconds

@@ -69,12 +69,16 @@ class StagingConfig:
 
 @dataclass
 class MeasureConfig:
-    warmup_ms: float = 500.0  # untimed schedule before the first timed pass (clocks ramp)
-    min_requests: int = 2000  # each throughput pass runs at least this many requests...
-    min_duration_ms: float = 1000.0  # ...and at least this long
-    repeats: int = 5  # throughput passes (baseline and ceiling interleaved with them)
-    latency_requests: int = 2000  # requests timed one by one with events in the latency pass
-    check_requests: int = 2048  # distinct requests compared with eager before timing
+    budget_s: float = 20.0  # the whole measurement (check, warm-up, every pass) ends by then
+    warmup_ms: float = 300.0  # untimed schedule before the first timed pass (clocks ramp)
+    min_requests: int = 200  # each pass runs at least this many requests...
+    min_duration_ms: float = 500.0  # ...and at least this long...
+    max_pass_ms: float = 2000.0  # ...but never longer than this (the budget may cut it shorter)
+    repeats: int = 10  # at most this many throughput passes...
+    min_repeats: int = 3  # ...and at least this many, budget permitting...
+    stdrel: float = 0.005  # ...stopping once the throughput's relative standard error is below this
+    latency_requests: int = 2000  # requests timed one by one in the latency and host-time passes
+    check_requests: int = 2048  # distinct requests compared with eager before timing (budget permitting)
     input_pool: int = 16  # distinct host inputs the timed passes rotate through
     ceiling: bool = True  # also measure the device-only ceiling
     interleave: bool = False  # baseline, schedule and ceiling in turn per repeat (default: in blocks)
@@ -116,3 +120,20 @@ def keys_under(path: str) -> list[str]:
         node = fields[part].type
         node = globals().get(node, node) if isinstance(node, str) else node
     return sorted(getattr(node, "__dataclass_fields__", {}))
+
+
+def bool_keys() -> list[str]:
+    """Dotted paths of every boolean key: OmegaConf takes any integer for a bool (graph=2 would
+    mean true), so the overrides of these keys are checked by `runner.spec.check_overrides`."""
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for name, f in getattr(node, "__dataclass_fields__", {}).items():
+            kind = f.type if not isinstance(f.type, str) else globals().get(f.type, f.type)
+            if kind in (bool, "bool"):
+                found.append(prefix + name)
+            elif hasattr(kind, "__dataclass_fields__"):
+                walk(kind, f"{prefix}{name}.")
+
+    walk(Config, "")
+    return found

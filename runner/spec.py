@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, condense
-from runner.schema import Config, keys_under
+from runner.schema import Config, bool_keys, keys_under
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:(\d+))$")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,10 +37,14 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class MeasureSpec:
+    budget_s: float
     warmup_ms: float
     min_requests: int
     min_duration_ms: float
+    max_pass_ms: float
     repeats: int
+    min_repeats: int
+    stdrel: float
     latency_requests: int
     check_requests: int
     input_pool: int
@@ -119,6 +123,10 @@ def mode_name(settings: Mapping[str, Any]) -> str:
     return f"{kind}{copies} x{settings['streams']} {memory}{ring}"
 
 
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -136,6 +144,15 @@ def _unknown_keys(node: DictConfig, path: str) -> None:
         child = node[key]
         if isinstance(child, DictConfig) and full != "model.module":
             _unknown_keys(child, full)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """What the composed config can no longer tell: a boolean given as a number."""
+    booleans = set(bool_keys())
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if sep and key in booleans and value.strip().lower() not in ("true", "false"):
+            raise ConfigError(f"{key}={value}: not a boolean; use {key}=true or {key}=false")
 
 
 def validate(cfg: DictConfig) -> Config:
@@ -173,10 +190,14 @@ def validate(cfg: DictConfig) -> Config:
     )
     _check(cap.warmup_iters >= 0, f"capture.warmup_iters={cap.warmup_iters}: out of range; use >= 0")
     for name, minimum in (
+        ("budget_s", 0),
         ("warmup_ms", 0),
         ("min_requests", 1),
         ("min_duration_ms", 0),
+        ("max_pass_ms", 1),
         ("repeats", 1),
+        ("min_repeats", 1),
+        ("stdrel", 0),
         ("latency_requests", 0),
         ("check_requests", 1),
         ("input_pool", 1),
@@ -186,6 +207,10 @@ def validate(cfg: DictConfig) -> Config:
             math.isfinite(value) and value >= minimum,
             f"measure.{name}={value}: out of range; use a finite measure.{name} >= {minimum}",
         )
+    _check(
+        m.min_repeats <= m.repeats,
+        f"measure.min_repeats={m.min_repeats}: more than measure.repeats={m.repeats}; use min_repeats <= repeats",
+    )
     _check(
         math.isfinite(m.cv_warn) and m.cv_warn > 0,
         f"measure.cv_warn={m.cv_warn}: out of range; use a fraction > 0, e.g. 0.05",
@@ -233,20 +258,36 @@ def resolve(
     streams, graph, pinned = config.streams, config.graph, config.pinned
     copies_in_graph = config.capture.copies_in_graph
     staging, slots = config.staging.mode.value, config.staging.slots
-    copy_thread = config.staging.copy_thread and staging == "copy"
-    if device == "cpu" and (graph or streams > 1 or pinned or slots > 1 or copy_thread):
+    copy_thread = config.staging.copy_thread
+    tf32 = config.tf32
+    baseline, ceiling = config.baseline, config.measure.ceiling
+    if device == "cpu":
         # On the CPU each request completes on the submitting thread before the next starts:
-        # a deeper ring or a copy thread has nothing to overlap with.
-        notices.append(
-            "graphs, streams and pinned memory need CUDA: running eager with 1 stream, 1 staging slot "
-            f"and pageable memory on the CPU (asked: graph={str(graph).lower()} streams={streams} "
-            f"pinned={str(pinned).lower()} staging.slots={slots})"
-        )
-        streams, graph, pinned, slots, copy_thread = 1, False, False, 1, False
+        # no graphs, streams or pinned memory; a deeper ring or a copy thread has nothing to
+        # overlap with; TF32 is a GPU matmul mode.
+        cpu = {"graph": False, "streams": 1, "pinned": False, "staging.slots": 1,
+               "staging.copy_thread": False, "capture.copies_in_graph": False, "tf32": False}
+        asked = {"graph": graph, "streams": streams, "pinned": pinned, "staging.slots": slots,
+                 "staging.copy_thread": copy_thread, "capture.copies_in_graph": copies_in_graph, "tf32": tf32}
+        changed = [f"{k}={_show(v)}" for k, v in asked.items() if v != cpu[k]]
+        if changed:
+            notices.append(
+                "graphs, streams, pinned memory and TF32 need CUDA: running eager with 1 stream, 1 staging slot, "
+                f"pageable memory and host copies on the CPU (asked: {' '.join(changed)})"
+            )
+        streams, graph, pinned, slots, copy_thread, copies_in_graph, tf32 = 1, False, False, 1, False, False, False
+        if baseline or ceiling:
+            notices.append(
+                "on the CPU the eager baseline and the device-only ceiling would run the same code as the schedule "
+                "(eager forwards and host copies): not measured, so no speedup or efficiency"
+            )
+            baseline = ceiling = False
+    if copy_thread and staging != "copy":
+        notices.append("staging.copy_thread applies to staging.mode=copy: no copy thread in direct staging")
+        copy_thread = False
     if copies_in_graph and not (graph and pinned):
-        if device != "cpu":
-            need = "graph=true" if not graph else "pinned=true (pageable copies cannot be captured)"
-            notices.append(f"capture.copies_in_graph needs {need}: copies are issued around the compute")
+        need = "graph=true" if not graph else "pinned=true (pageable copies cannot be captured)"
+        notices.append(f"capture.copies_in_graph needs {need}: copies are issued around the compute")
         copies_in_graph = False
 
     m = config.measure
@@ -257,7 +298,7 @@ def resolve(
         input=InputSpec(inp.batch, tuple(inp.shape), inp.kind.value, inp.vocab),
         device=device,
         dtype=dtype,
-        tf32=config.tf32 and device != "cpu",  # TF32 is a GPU matmul mode
+        tf32=tf32,
         streams=streams,
         graph=graph,
         pinned=pinned,
@@ -267,9 +308,9 @@ def resolve(
         copy_thread=copy_thread,
         warmup_iters=config.capture.warmup_iters,
         fallback_eager=config.capture.fallback_eager,
-        measure=MeasureSpec(**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}),
+        measure=MeasureSpec(**{**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}, "ceiling": ceiling}),
         seed=config.seed,
-        baseline=config.baseline,
+        baseline=baseline,
         check=config.check,
         profile=config.profile,
         timestamps=config.timestamps.value,

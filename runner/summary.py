@@ -6,11 +6,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from runner.measure import Measurement, Pass
+from runner.measure import Measurement, Pass, stdrel
 from runner.spec import RunSpec
 from runner.stats import cv, median, summarize
 
+# Stage marks: 0 before the copy in, 1 after it, 2 after compute, 3 after the copy out. On a GPU
+# they are CUDA events and the copies are H2D and D2H; on the CPU the host clock and host copies.
 STAGES = {"h2d": (0, 1), "compute": (1, 2), "d2h": (2, 3), "e2e": (0, 3)}
+HOST_STAGES = {"copy_in": (0, 1), "compute": (1, 2), "copy_out": (2, 3), "e2e": (0, 3)}
 
 
 @dataclass
@@ -37,9 +40,26 @@ def _rate_figures(prefix: str, passes: list[Pass], batch: int) -> dict[str, Any]
     }
 
 
-def _stage_us(latency: dict, stage: str) -> list[float]:
-    a, b = STAGES[stage]
+def _stage_us(latency: dict, marks: tuple[int, int]) -> list[float]:
+    a, b = marks
     return [row[b] - row[a] for row in latency["device_us"]]
+
+
+def median_error(rates: list[float]) -> float:
+    """Relative standard error of the median of `rates` (1.25 sigma / sqrt(n)); inf for one."""
+    c = cv(rates)
+    return math.inf if c is None else 1.25 * c / math.sqrt(len(rates))
+
+
+def ratio_figures(name: str, ratio: float, numerator: list[float], denominator: list[float]) -> dict[str, Any]:
+    """A ratio of two medians with its 2-sigma interval; `within_noise` when it covers 1.0."""
+    err = math.hypot(median_error(numerator), median_error(denominator))
+    low, high = ratio * (1 - 2 * err), ratio * (1 + 2 * err)
+    return {
+        name: ratio,
+        f"{name}_interval": [low, high] if math.isfinite(err) else None,
+        f"{name}_within_noise": (not math.isfinite(err)) or low <= 1.0 <= high,
+    }
 
 
 def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
@@ -58,12 +78,18 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             fig["speedup_vs_baseline_repeats"] = paired
         else:
             fig["speedup_vs_baseline"] = fig["throughput_requests_per_s"] / fig["baseline_requests_per_s"]
+        fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"],
+                                 _rates(m.throughput), _rates(m.baseline)))
     if m.ceiling and m.throughput:
-        fig["efficiency_vs_ceiling"] = fig["throughput_requests_per_s"] / fig["ceiling_requests_per_s"]
+        fig.update(ratio_figures("efficiency_vs_ceiling",
+                                 fig["throughput_requests_per_s"] / fig["ceiling_requests_per_s"],
+                                 _rates(m.throughput), _rates(m.ceiling)))
 
     if m.latency is not None:
-        for stage in STAGES:
-            fig[f"latency_{stage}_us"] = summarize(_stage_us(m.latency, stage))
+        stages = STAGES if spec.is_cuda else HOST_STAGES
+        for stage, marks in stages.items():
+            fig[f"latency_{stage}_us"] = summarize(_stage_us(m.latency, marks))
+        fig["latency_clock"] = "cuda events" if spec.is_cuda else "host"
     host = m.host_s or {"wait": [], "copy": [], "launch": []}
     for step in ("wait", "copy", "launch"):
         fig[f"host_{step}_us"] = summarize(s * 1e6 for s in host[step])
@@ -71,6 +97,11 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["host_enqueue_us"] = summarize((c + lau) * 1e6 for c, lau in zip(host["copy"], host["launch"], strict=True))
     fig["baseline_latency_us"] = summarize(s * 1e6 for s in m.baseline_latency_s)
     fig["warmup_time_ms"] = m.warmup_s * 1e3
+    fig["measure_time_s"] = m.elapsed_s
+    fig["measure_estimate_s"] = m.estimate_s
+    fig["repeats_stop_reason"] = m.stop_reason
+    rates = _rates(m.throughput)
+    fig["throughput_stdrel"] = stdrel(rates) if len(rates) > 1 else None
     fig["steady_state_allocations"] = m.steady_state_allocations
     fig["static_buffers_moved"] = m.buffers_moved
 
@@ -91,6 +122,24 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
                 f"{name} varied by {value:.1%} across {spec.measure.repeats} repeats "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise"
             )
+    if m.stop_reason == "budget":
+        warnings.append(
+            f"the budget (measure.budget_s={spec.measure.budget_s:g}) ended the repeats after {len(rates)} "
+            f"(asked: {spec.measure.min_repeats} to {spec.measure.repeats}, until the relative standard error "
+            f"is under {spec.measure.stdrel:g}); raise measure.budget_s for more"
+        )
+    if m.check is not None and m.check.requests < m.check.requested:
+        warnings.append(
+            f"the check compared {m.check.requests} of measure.check_requests={m.check.requested} requests "
+            "before its share of the budget ran out"
+        )
+    for name in ("speedup_vs_baseline", "efficiency_vs_ceiling"):
+        if fig.get(f"{name}_within_noise") and fig.get(f"{name}_interval"):
+            low, high = fig[f"{name}_interval"]
+            warnings.append(f"{name} {fig[name]:.2f} is within noise (2-sigma interval {low:.2f}-{high:.2f} covers 1.0)")
+    if fig.get("efficiency_vs_ceiling") and not fig.get("efficiency_vs_ceiling_within_noise") \
+            and fig["efficiency_vs_ceiling"] > 1.0:
+        warnings.append("the schedule beat its device-only ceiling beyond noise: the ceiling does not bound it")
     if m.steady_state_allocations and spec.graph:
         warnings.append(f"{m.steady_state_allocations} device allocations during the timed graph passes")
     if m.buffers_moved:

@@ -90,6 +90,11 @@ BAD_INPUTS = {
     "target-arguments": (["model.module._target_=torch.nn.Linear"], "model.module: the arguments do not fit torch.nn.Linear"),
     "shape-mismatch": (["model.input.shape=[7]"], "model.input.shape=[7] with batch 2 does not fit model mlp"),
     "tokens-vocab": (["model=tiny_llm", "model.input.vocab=0"], "model.input.vocab=0: token inputs need a vocab >= 1"),
+    "list-bare": (["model.input.shape=256"], "model.input.shape=256: this key takes a list; write model.input.shape=[256]"),
+    "bool-number": (["graph=2"], "graph=2: not a boolean; use graph=true or graph=false"),
+    "bool-number-nested": (["measure.ceiling=0"], "measure.ceiling=0: not a boolean"),
+    "min-repeats": (["measure.min_repeats=5", "measure.repeats=3"], "measure.min_repeats=5: more than measure.repeats=3"),
+    "resume-nothing": (["resume=true"], "resume=true:"),
 }
 
 
@@ -152,28 +157,66 @@ def test_two_job_multirun_records_each_job(tmp_path):
     assert sorted(r["job"]["num"] for r in results) == [0, 1]
 
 
-def test_ctrl_c_in_a_single_run_writes_an_interrupted_result(tmp_path):
+def test_notes_are_printed_once_and_help_describes_the_main_keys(tmp_path):
+    done = run_cli(QUICK, tmp_path)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    notes = [line for line in done.stdout.splitlines() if line.startswith("note:")]
+    assert len(notes) == len(result["notices"]) == len(set(notes)) >= 1
+    shown = run_cli(["--help"], tmp_path)
+    assert shown.returncode == 0
+    for words in ("streams [4]", "staging.mode", "measure.budget_s", "model: encoder, linear, mlp", "experiment: recipe"):
+        assert words in shown.stdout, words
+
+
+def test_resume_is_refused_into_a_folder_of_other_overrides(tmp_path):
+    first = run_cli([*QUICK, "hydra.run.dir=run"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "run" / "result.json").read_bytes()
+    again = run_cli([*QUICK, "seed=3", "resume=true", "hydra.run.dir=run"], tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip().startswith("error: resume=true:") and "other overrides" in again.stderr
+    assert (tmp_path / "run" / "result.json").read_bytes() == before  # never overwritten
+    kept = run_cli([*QUICK, "resume=true", "hydra.run.dir=run"], tmp_path)
+    assert kept.returncode == 0 and "kept, resume=true" in kept.stdout
+
+
+def test_a_job_asked_to_run_longer_than_its_budget_ends_with_what_it_has(tmp_path):
+    done = run_cli([*QUICK, "measure.budget_s=1", "measure.min_duration_ms=60000", "measure.max_pass_ms=600000",
+                    "measure.repeats=10", "measure.min_repeats=3"], tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    f = result["figures"]
+    assert f["repeats_stop_reason"] == "budget" and 1 <= len(f["throughput_requests_per_s_repeats"]) < 10
+    assert any("budget" in w and "measure.budget_s=1" in w for w in result["warnings"])
+    assert "measuring: about" in done.stdout + done.stderr  # the estimate, before the timed phase
+
+
+def test_ctrl_c_in_a_single_run_keeps_the_repeats_that_finished(tmp_path):
     import os
     import signal
     import time
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", *QUICK, "measure.min_duration_ms=60000", "hydra.run.dir=run"],
+        [sys.executable, "-m", "runner", *QUICK, "measure.min_duration_ms=100", "measure.max_pass_ms=100",
+         "measure.repeats=1000", "measure.min_repeats=1000", "measure.budget_s=600", "hydra.run.dir=run"],
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
     log = tmp_path / "run" / "runner.log"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # until the job is past its check, into the timed passes
-        if log.exists() and "check:" in log.read_text(errors="ignore"):
+    while time.monotonic() < deadline:  # until a few repeats have finished
+        if log.exists() and "repeat 3 (" in log.read_text(errors="ignore"):
             break
         time.sleep(0.2)
-    time.sleep(1)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    assert "Traceback" not in err + out
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "interrupted"
+    kept = result["figures"]["throughput_requests_per_s_repeats"]
+    assert len(kept) >= 3 and result["figures"]["throughput_requests_per_s"] > 0
+    assert f"the {len(kept)} throughput repeat(s) that finished" in result["reason"]
 
 
 def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):

@@ -19,7 +19,7 @@ QUICK = ("measure=quick", "device=cpu")
 
 
 def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
-    cfg = make_cfg(*QUICK, "model.input.batch=4")
+    cfg = make_cfg(*QUICK, "model.input.batch=4", "measure.budget_s=30")  # room for the whole check
     result = run_job(cfg, JobInfo(output_dir=tmp_path, overrides=list(QUICK)))
     on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
     assert on_disk == json.loads(json.dumps(on_disk))  # strict JSON, no NaN
@@ -32,21 +32,30 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
     assert on_disk["overrides"] == list(QUICK)
     f = on_disk["figures"]
     assert f["check_requests"] == 128 and f["check_mismatches"] == 0
-    assert f["throughput_requests_per_s"] > 0 and len(f["throughput_requests_per_s_repeats"]) == 2
+    assert f["throughput_requests_per_s"] > 0 and 2 <= len(f["throughput_requests_per_s_repeats"]) <= 3
+    assert f["repeats_stop_reason"] in ("stdrel", "repeats", "budget")
     assert f["throughput_samples_per_s"] == pytest.approx(4 * f["throughput_requests_per_s"])
-    assert f["speedup_vs_baseline"] > 0 and f["efficiency_vs_ceiling"] > 0
-    for stage in ("e2e", "h2d", "compute", "d2h"):
+    # On the CPU the baseline and the ceiling would run the schedule's own code: not measured,
+    # and the record says what ran: host copies timed by the host clock.
+    assert "baseline_requests_per_s" not in f and "ceiling_requests_per_s" not in f
+    assert "speedup_vs_baseline" not in f and "efficiency_vs_ceiling" not in f
+    assert any("baseline and the device-only ceiling" in n for n in on_disk["notices"])
+    assert f["latency_clock"] == "host" and "latency_h2d_us" not in f
+    for stage in ("e2e", "copy_in", "compute", "copy_out"):
         s = f[f"latency_{stage}_us"]
-        assert s["n"] == 200 and 0 <= s["min"] <= s["p50"] <= s["p99"] <= s["max"]
+        assert 0 < s["n"] <= 200 and 0 <= s["min"] <= s["p50"] <= s["p99"] <= s["max"]
     assert f["latency_e2e_us"]["p50"] >= f["latency_compute_us"]["p50"]
-    assert f["host_enqueue_us"]["n"] == 200 and f["baseline_latency_us"]["n"] == 200
+    method = json.dumps(on_disk["method"])
+    assert "CUDA" not in method and "H2D" not in method and "host-clock" in on_disk["method"]["latency"]
     for step in ("wait", "copy", "launch"):
-        assert f[f"host_{step}_us"]["n"] == 200
+        assert 0 < f[f"host_{step}_us"]["n"] <= 200
     # Direct staging copies nothing on the host: the launch is the forward itself.
     assert f["host_copy_us"]["p50"] < f["host_launch_us"]["p50"]
     env = on_disk["env"]
-    for key in ("python", "torch", "host", "git", "platform"):
+    for key in ("python", "torch", "host", "git", "platform", "cpu_model"):
         assert key in env
+    assert env["torch_threads"] >= 1
+    assert len(env["load_average_at_start"]) == 3 and len(env["load_average_at_end"]) == 3
     assert on_disk["seed"] == 0 and on_disk["method"]["throughput"]
     # The console ends with the result as one JSON object.
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -161,3 +170,42 @@ def test_a_dtype_the_model_cannot_run_is_told_apart_from_a_bad_shape(make_cfg, t
     with pytest.raises(ConfigError, match=r"^dtype=fp16: model linear cannot run in fp16 on cpu \(no kernel for torch\.float16\); use dtype=fp32"):
         run_job(cfg, JobInfo(output_dir=tmp_path))
     assert not (tmp_path / RESULT_FILE).exists()
+
+
+def test_repeats_stop_once_the_mean_is_known_well_enough(make_cfg, tmp_path):
+    loose = run_job(make_cfg(*QUICK, "measure.stdrel=1.0", "measure.repeats=8", "measure.min_repeats=2",
+                             "measure.budget_s=60"), JobInfo(output_dir=tmp_path / "a"))
+    assert loose["figures"]["repeats_stop_reason"] == "stdrel"
+    assert len(loose["figures"]["throughput_requests_per_s_repeats"]) == 2
+    strict = run_job(make_cfg(*QUICK, "measure.stdrel=0", "measure.repeats=4", "measure.min_repeats=2",
+                              "measure.budget_s=60"), JobInfo(output_dir=tmp_path / "b"))
+    assert strict["figures"]["repeats_stop_reason"] == "repeats"
+    assert len(strict["figures"]["throughput_requests_per_s_repeats"]) == 4
+
+
+def test_a_ratio_whose_uncertainty_covers_one_is_within_noise():
+    from runner.summary import ratio_figures
+
+    noisy = ratio_figures("speedup_vs_baseline", 0.90, [900.0, 1100.0, 700.0], [1000.0, 1010.0, 990.0])
+    assert noisy["speedup_vs_baseline_within_noise"] is True
+    low, high = noisy["speedup_vs_baseline_interval"]
+    assert low < 1.0 < high
+    clear = ratio_figures("speedup_vs_baseline", 5.0, [5000.0, 5010.0, 4990.0], [1000.0, 1002.0, 998.0])
+    assert clear["speedup_vs_baseline_within_noise"] is False
+    assert clear["speedup_vs_baseline_interval"][0] > 1.0
+
+
+def test_a_job_beside_others_says_its_timings_interfere(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNNER_CONCURRENT_JOBS", "2")
+    result = run_job(make_cfg(*QUICK, "model.input.batch=2"), JobInfo(output_dir=tmp_path))
+    assert result["job"]["concurrent_jobs"] == 2
+    assert any("timings interfere" in w for w in result["warnings"])
+
+
+def test_launchers_that_run_jobs_at_once_are_recognized():
+    from runner.callbacks import concurrent_jobs
+
+    assert concurrent_jobs({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}) == 2
+    assert concurrent_jobs({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 1}) == 1
+    assert concurrent_jobs({"_target_": "hydra_plugins.runner_launcher.runner_launcher.RunnerLauncher"}) == 1
+    assert concurrent_jobs({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}) > 1

@@ -14,7 +14,7 @@ from runner.job import JobInfo, run_job
 from runner.record import RESULT_FILE, to_json
 
 TINY = ("device=cpu", "model.input.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
-        "measure.min_duration_ms=10", "measure.repeats=2", "measure.latency_requests=20",
+        "measure.min_duration_ms=10", "measure.repeats=2", "measure.min_repeats=2", "measure.latency_requests=20",
         "measure.check_requests=16")
 FAIL = ("model=linear", "model.module._target_=tests.faulty_models.FailAfter", "~model.module.in_features",
         "~model.module.out_features", "+model.module.features=8", "model.input.shape=[8]", "+model.module.calls=5")
@@ -57,9 +57,9 @@ def test_report_cli_rebuilds_table_and_plots_from_the_folder_alone(sweep_dir, tm
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
     assert (tmp_path / "sweep.md").read_text().startswith("| job | overrides |")
-    for png in ("throughput_latency.png", "speedup.png"):
-        data = (tmp_path / png).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    data = (tmp_path / "throughput_latency.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert not (tmp_path / "speedup.png").exists()  # CPU jobs measure no baseline: nothing to draw
     assert "failed" in capsys.readouterr().out
 
 
@@ -134,3 +134,34 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
     assert compare.is_regression(matches[1])
     compare.compare([a, a], [a], 0.05, 3)
     assert "more than one result" in capsys.readouterr().err
+
+
+def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
+    from runner.report import Row, collapse_notes, collapsed
+
+    def row(job, asked, ran='{"graph": false, "streams": 1}'):
+        return Row(job=job, overrides=" ".join(asked), model="mlp", mode="eager x1 pageable", status="ok",
+                   reason="", requests_per_s=1.0, samples_per_s=1.0, latency_p50_us=1.0, latency_p99_us=1.0,
+                   speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=0.01, streams=1,
+                   device="cpu", path="", ran=ran, asked=tuple(asked))
+
+    same = [row("0", ["streams=1", "graph=false"]), row("1", ["streams=2", "graph=true"])]
+    assert [len(g) for g in collapsed(same)] == [2]
+    assert "jobs #0, #1 ran the same settings" in collapse_notes(same)[0]
+    seeds = [row("0", ["seed=1"]), row("1", ["seed=2"])]  # a real difference, not a collapse
+    assert collapsed(seeds) == []
+
+
+def test_compare_labels_configs_that_ran_alike_by_what_they_asked(tmp_path):
+    from runner.compare import compare
+
+    def result(streams, rps):
+        return {"status": "ok", "model": "mlp", "mode": "eager x1 pageable",
+                "config": {"model": {"name": "mlp", "input": {"batch": 2}}, "streams": streams, "graph": True},
+                "effective": {"device": "cpu", "dtype": "fp32", "tf32": False, "streams": 1},
+                "figures": {"throughput_requests_per_s": rps, "throughput_cv": 0.01}}
+
+    matches = compare([result(1, 100.0), result(2, 100.0)], [result(1, 100.0), result(4, 100.0)], 0.05, 3.0)
+    names = [m.label for m in matches]
+    assert len(set(names)) == len(names) == 3  # streams=2 (missing) and streams=4 (only in new) differ
+    assert any("streams=2" in n for n in names) and any("streams=4" in n for n in names)

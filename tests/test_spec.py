@@ -12,9 +12,33 @@ def test_auto_without_cuda_runs_eager_one_stream_on_cpu_and_says_so(make_cfg):
     spec = resolve(make_cfg(), cuda_count=lambda: 0)
     assert spec.device == "cpu"
     assert (spec.graph, spec.streams, spec.pinned, spec.tf32) == (False, 1, False, False)
-    assert len(spec.notices) == 1 and "need CUDA" in spec.notices[0]
-    assert "graph=true streams=4 pinned=true staging.slots=2" in spec.notices[0]
-    assert (spec.slots, spec.copy_thread) == (1, False)
+    assert len(spec.notices) == 2 and "need CUDA" in spec.notices[0]
+    assert "graph=true streams=4 pinned=true staging.slots=2 capture.copies_in_graph=true tf32=true" in spec.notices[0]
+    assert (spec.slots, spec.copy_thread, spec.copies_in_graph) == (1, False, False)
+    # The baseline and the ceiling would be the schedule's own code: skipped, and said so.
+    assert (spec.baseline, spec.measure.ceiling) == (False, False)
+    assert "not measured" in spec.notices[1]
+
+
+def test_every_setting_that_changes_is_noticed(make_cfg):
+    """Each key whose effective value differs from the request is named in a notice."""
+    cases = [
+        ("device=cpu", "tf32=true"),
+        ("device=cpu", "staging.copy_thread=true", "staging.mode=copy"),
+        ("staging.copy_thread=true",),  # direct staging: no copy thread
+        ("graph=false",),  # copies cannot be captured without a graph
+        ("pinned=false",),
+    ]
+    for overrides in cases:
+        cfg = make_cfg(*overrides)
+        spec = resolve(cfg, cuda_count=lambda: 1)
+        asked = {"tf32": cfg.tf32, "streams": cfg.streams, "graph": cfg.graph, "pinned": cfg.pinned,
+                 "copies_in_graph": cfg.capture.copies_in_graph, "slots": cfg.staging.slots,
+                 "copy_thread": cfg.staging.copy_thread}
+        ran = spec.effective()
+        for key, value in asked.items():
+            if ran[key] != value:
+                assert any(key in n for n in spec.notices), (overrides, key, spec.notices)
 
 
 def test_auto_with_cuda_keeps_the_request(make_cfg):
@@ -27,7 +51,9 @@ def test_auto_with_cuda_keeps_the_request(make_cfg):
 
 
 def test_cpu_without_extras_has_no_notice(make_cfg):
-    spec = resolve(make_cfg("device=cpu", "graph=false", "streams=1", "pinned=false", "staging.slots=1"), cuda_count=lambda: 1)
+    spec = resolve(make_cfg("device=cpu", "graph=false", "streams=1", "pinned=false", "staging.slots=1",
+                            "capture.copies_in_graph=false", "tf32=false", "baseline=false", "measure.ceiling=false"),
+                   cuda_count=lambda: 1)
     assert spec.device == "cpu" and spec.notices == ()
 
 

@@ -18,8 +18,10 @@ from hydra_plugins.runner_launcher.runner_launcher import SlotScheduler, cpu_sha
 from tests.conftest import cli_env
 
 TINY = ["device=cpu", "model.input.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
-        "measure.min_duration_ms=10", "measure.repeats=2", "measure.latency_requests=20",
+        "measure.min_duration_ms=10", "measure.repeats=2", "measure.min_repeats=2", "measure.latency_requests=20",
         "measure.check_requests=16"]
+# Long enough to be interrupted: neither the budget nor the pass cap ends it.
+LONG = ["measure.budget_s=600", "measure.max_pass_ms=600000"]
 FAULTY = ["model=linear", "~model.module.in_features", "~model.module.out_features",
           "+model.module.features=8", "model.input.shape=[8]"]
 
@@ -128,7 +130,7 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", "hydra.sweep.dir=sw"],
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", *LONG, "hydra.sweep.dir=sw"],
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
@@ -141,6 +143,7 @@ def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err  # neither the job's process nor the launcher prints one
     by_num = results(tmp_path / "sw")
     assert by_num[0]["status"] == "ok" and by_num[0]["figures"]["throughput_requests_per_s"] > 0
     assert by_num[1]["status"] == "interrupted"
@@ -150,7 +153,7 @@ def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
     # Resume, and interrupt again while job 0 (already ok) is being skipped: it stays ok.
     ok_mtime = (tmp_path / "sw" / "0" / "result.json").stat().st_mtime_ns
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", "hydra.sweep.dir=sw",
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", *LONG, "hydra.sweep.dir=sw",
          "resume=true"],
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,

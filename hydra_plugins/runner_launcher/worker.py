@@ -16,13 +16,16 @@ def main() -> int:
     setup_globals()
     Singleton.set_state(singleton_state)
     HydraConfig.instance().set_config(config)
-    ret = run_job(
-        hydra_context=hydra_context,
-        task_function=task_function,
-        config=config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    try:
+        ret = run_job(
+            hydra_context=hydra_context,
+            task_function=task_function,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+    except KeyboardInterrupt:  # the job recorded itself as interrupted; the launcher tells the rest
+        return 130
     return 0 if ret.status == JobStatus.COMPLETED else 1
 
 
