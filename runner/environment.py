@@ -44,8 +44,42 @@ def git_state() -> dict[str, Any]:
 _SMI_FIELDS = ("clocks.sm", "clocks.mem", "clocks.max.sm", "pstate", "temperature.gpu", "power.draw")
 
 
+def _nvml_clocks(uuid: Optional[str]) -> Optional[dict[str, str]]:
+    """The same fields through NVML, in-process: spawning nvidia-smi costs a job seconds."""
+    if not uuid:
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+        return {
+            "sm_mhz": str(pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)),
+            "mem_mhz": str(pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM)),
+            "max_sm_mhz": str(pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM)),
+            "pstate": f"P{pynvml.nvmlDeviceGetPerformanceState(h)}",
+            "temperature_c": str(pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)),
+            "power_w": f"{pynvml.nvmlDeviceGetPowerUsage(h) / 1000:.2f}",
+        }
+    except Exception:
+        return None
+
+
+def driver_version() -> Optional[str]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:
+        out = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        return out.splitlines()[0] if out else None
+
+
 def gpu_clocks(device_index: int) -> Optional[dict[str, str]]:
-    """Current clocks and state of one GPU from nvidia-smi (None where it is unavailable)."""
+    """Current clocks and state of one GPU, from NVML or else nvidia-smi (None where neither
+    is available)."""
     selector = str(device_index)
     try:
         uuid = getattr(torch.cuda.get_device_properties(device_index), "uuid", None)
@@ -53,6 +87,9 @@ def gpu_clocks(device_index: int) -> Optional[dict[str, str]]:
             selector = f"GPU-{uuid}"
     except Exception:
         pass
+    fast = _nvml_clocks(selector if selector.startswith("GPU-") else None)
+    if fast is not None:
+        return fast
     out = _run(["nvidia-smi", f"--id={selector}", f"--query-gpu={','.join(_SMI_FIELDS)}",
                 "--format=csv,noheader,nounits"])
     if not out:
@@ -103,14 +140,14 @@ def collect(device: str) -> dict[str, Any]:
     if device.startswith("cuda"):
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)
-        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        driver = driver_version()
         env["gpu"] = {
             "name": props.name,
             "capability": f"{props.major}.{props.minor}",
             "memory_bytes": props.total_memory,
             "multiprocessors": props.multi_processor_count,
             "uuid": str(getattr(props, "uuid", "")) or None,
-            "driver": driver.splitlines()[0] if driver else None,
+            "driver": driver,
             "clocks_at_start": gpu_clocks(index),
         }
     return env

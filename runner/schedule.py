@@ -118,13 +118,14 @@ class Timeline:
         else:
             self.stamps[request][stage] = perf_counter()
 
-    def times_us(self) -> list[list[float]]:
-        """Per request, the four marks in microseconds since the origin (NaN: not marked)."""
+    def times_us(self, requests: int) -> list[list[float]]:
+        """For the first `requests` requests (the ones marked), the four marks in microseconds
+        since the origin (NaN: not marked)."""
         if not self.cuda:
-            return [[(t - self.host_origin_s) * 1e6 for t in row] for row in self.stamps]
+            return [[(t - self.host_origin_s) * 1e6 for t in row] for row in self.stamps[:requests]]
         nan = float("nan")
         origin = self.origin
-        return [[nan if e is None else origin.elapsed_time(e) * 1e3 for e in row] for row in self.events]
+        return [[nan if e is None else origin.elapsed_time(e) * 1e3 for e in row] for row in self.events[:requests]]
 
 
 def latency_pass(
@@ -158,7 +159,7 @@ def latency_pass(
         lanes.synchronize()
     origin = timeline.host_origin_s
     return {
-        "device_us": timeline.times_us()[:done],
+        "device_us": timeline.times_us(done),
         "host_us": [[(a - origin) * 1e6, (b - origin) * 1e6] for a, b in host[:done]],
         "lane": [j % n_lanes for j in range(done)],
     }
