@@ -18,6 +18,7 @@ least one turn of the ring. Ctrl-C ends the measurement with what has finished.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import statistics
@@ -106,12 +107,18 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
     """Fills `out` (a fresh Measurement if None) phase by phase, so whoever holds it keeps what
     finished when a phase fails or is interrupted."""
     out = out if out is not None else Measurement()
+    # One full collection, then the survivors frozen out of the collector's view: the passes
+    # run with the collector off, and what runs between them stays cheap.
+    gc.collect()
+    gc.freeze()
     try:
         _measure(spec, workload, lanes, out)
     except KeyboardInterrupt:
         out.interrupted = True
         lanes.synchronize()
         lanes.restore_default_stream()
+    finally:
+        gc.unfreeze()
     return out
 
 
@@ -203,14 +210,16 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
         if m.latency_requests:
             share = budget.allowance("latency")
             parts = 3 if spec.baseline else 2
+            # Percentiles of a handful of requests mean nothing: two turns of the ring at least.
+            floor = min(m.latency_requests, 2 * len(lanes.ring))
             with phase("enqueue"):
-                out.host_s = schedule.enqueue_pass(lanes, sources, m.latency_requests, share / parts)
+                out.host_s = schedule.enqueue_pass(lanes, sources, m.latency_requests, share / parts, floor)
             with phase("latency"):
-                out.latency = schedule.latency_pass(lanes, sources, m.latency_requests, share / parts)
+                out.latency = schedule.latency_pass(lanes, sources, m.latency_requests, share / parts, floor)
             if spec.baseline:
                 with phase("baseline-latency"):
                     out.baseline_latency_s = schedule.baseline_latency_pass(
-                        model, workload.baseline_sources, device, m.latency_requests, share / parts
+                        model, workload.baseline_sources, device, m.latency_requests, share / parts, floor
                     )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
     out.elapsed_s = budget.elapsed()

@@ -25,7 +25,8 @@ perf_counter = time.perf_counter
 
 @contextlib.contextmanager
 def no_gc() -> Iterator[None]:
-    gc.collect()
+    """The collector off for one pass. (A full collection here would cost tens of ms per pass;
+    `runner.measure` collects and freezes the heap once before the passes instead.)"""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -62,7 +63,8 @@ def throughput_pass(
 
 
 def enqueue_pass(
-    lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, max_duration_s: float = math.inf
+    lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, max_duration_s: float = math.inf,
+    min_requests: int = 1,
 ) -> dict[str, list[float]]:
     """The throughput loop with a host clock between the protocol's steps. Returns seconds per
     request spent waiting for the slot, copying the request into it (0 in direct staging, and
@@ -82,7 +84,7 @@ def enqueue_pass(
             launch(slot)
             t3 = perf_counter()
             wait_s[j], copy_s[j], launch_s[j] = t1 - t0, t2 - t1, t3 - t2
-            if t3 > deadline:
+            if t3 > deadline and j + 1 >= min_requests:
                 done = j + 1
                 break
     return {"wait": wait_s[:done], "copy": copy_s[:done], "launch": launch_s[:done]}
@@ -129,7 +131,8 @@ class Timeline:
 
 
 def latency_pass(
-    lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, max_duration_s: float = math.inf
+    lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, max_duration_s: float = math.inf,
+    min_requests: int = 1,
 ) -> dict[str, list]:
     """The schedule with stage marks on every request, all slots in flight; stops early after
     `max_duration_s` (at least one request).
@@ -153,7 +156,7 @@ def latency_pass(
             launch_marked(slot, lambda stage, j=j: mark(j, stage))
             host[j][0] = t0
             host[j][1] = t1 = perf_counter()
-            if t1 > deadline:
+            if t1 > deadline and j + 1 >= min_requests:
                 done = j + 1
                 break
         lanes.synchronize()
@@ -221,7 +224,7 @@ def baseline_pass(
 
 def baseline_latency_pass(
     model: nn.Module, sources: Sequence[torch.Tensor], device: torch.device, requests: int,
-    max_duration_s: float = math.inf,
+    max_duration_s: float = math.inf, min_requests: int = 1,
 ) -> list[float]:
     """Seconds per baseline request; each request ends in a blocking D2H copy."""
     n_sources = len(sources)
@@ -235,6 +238,6 @@ def baseline_latency_pass(
             model(sources[j % n_sources].to(device)).cpu()
             t1 = perf_counter()
             seconds.append(t1 - t0)
-            if t1 > deadline:
+            if t1 > deadline and j + 1 >= min_requests:
                 break
     return seconds
