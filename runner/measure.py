@@ -76,6 +76,7 @@ class Measurement:
     buffers_moved: Optional[bool] = None  # did any static buffer change address?
     stop_reason: Optional[str] = None  # why the repeats stopped: stdrel, repeats, budget
     estimate_s: Optional[float] = None  # the timed phase's duration, as estimated before it
+    pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
     interrupted: bool = False  # Ctrl-C: what finished is kept
     elapsed_s: float = 0.0
 
@@ -146,6 +147,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
         # Each pass: at least min_duration, at most max_pass, and min_repeats of them must fit.
         allowance = budget.allowance("throughput")
         cap = min(max_s, allowance / m.min_repeats)
+        out.pass_cap_s = cap
         expected_pass = min(cap, max(min_s, m.min_requests * warm_s / max(1, warm_n)))
         kinds = 1 + m.ceiling + spec.baseline
         low = m.min_repeats * expected_pass * kinds

@@ -100,6 +100,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["measure_time_s"] = m.elapsed_s
     fig["measure_estimate_s"] = m.estimate_s
     fig["repeats_stop_reason"] = m.stop_reason
+    fig["pass_cap_ms"] = None if m.pass_cap_s is None else m.pass_cap_s * 1e3
     rates = _rates(m.throughput)
     fig["throughput_stdrel"] = stdrel(rates) if len(rates) > 1 else None
     fig["steady_state_allocations"] = m.steady_state_allocations
@@ -122,6 +123,12 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
                 f"{name} varied by {value:.1%} across {spec.measure.repeats} repeats "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise"
             )
+    if m.pass_cap_s is not None and m.pass_cap_s * 1e3 < spec.measure.min_duration_ms:
+        warnings.append(
+            f"passes were cut to {m.pass_cap_s * 1e3:.0f} ms (asked: measure.min_duration_ms="
+            f"{spec.measure.min_duration_ms:g}) so that {spec.measure.min_repeats} fit in the budget "
+            f"(measure.budget_s={spec.measure.budget_s:g})"
+        )
     if m.stop_reason == "budget":
         warnings.append(
             f"the budget (measure.budget_s={spec.measure.budget_s:g}) ended the repeats after {len(rates)} "

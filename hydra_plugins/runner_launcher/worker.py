@@ -12,10 +12,6 @@ def main() -> int:
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus, run_job, setup_globals
 
-    # The heavy imports first: a spare process does them while the job before it runs, then
-    # waits here for its own job.
-    import runner.app  # noqa: F401
-
     hydra_context, task_function, config, singleton_state = cloudpickle.loads(sys.stdin.buffer.read())
     setup_globals()
     Singleton.set_state(singleton_state)
@@ -36,5 +32,5 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C while importing or waiting for a job: nothing to record
+    except KeyboardInterrupt:  # Ctrl-C before the job started: nothing to record
         sys.exit(130)
