@@ -120,7 +120,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         value: Optional[float] = fig.get(f"{name}_cv")
         if value is not None and value > threshold:
             warnings.append(
-                f"{name} varied by {value:.1%} across {spec.measure.repeats} repeats "
+                f"{name} varied by {value:.1%} across {len(fig[f'{name}_requests_per_s_repeats'])} passes "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise"
             )
     if m.pass_cap_s is not None and m.pass_cap_s * 1e3 < spec.measure.min_duration_ms:
