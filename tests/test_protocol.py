@@ -110,3 +110,67 @@ def test_the_host_time_is_split_into_wait_copy_and_launch(make_cfg):
             staged.append(not bool((slot.host_in == 123.0).all()))
             session.launch(slot)
         assert staged == [copies], mode
+
+
+class DeferredDevice:
+    """Makes CPU lanes asynchronous, as a GPU is: a launched request runs only when its slot's
+    event is waited on (or the device is synchronized). A host buffer rewritten before that
+    wait is then read by the request: the race the slots' events exist to prevent."""
+
+    def __init__(self, lanes) -> None:
+        self.queues = {id(slot): [] for slot in lanes.ring}
+        for slot in lanes.ring:
+            run = slot.enqueue
+            queue = self.queues[id(slot)]
+            slot.enqueue = lambda run=run, queue=queue: queue.append(run)
+            slot.wait = lambda queue=queue: self._drain(queue)
+        lanes.synchronize = self.synchronize
+
+    @staticmethod
+    def _drain(queue) -> None:
+        while queue:
+            queue.pop(0)()
+
+    def synchronize(self) -> None:
+        for queue in self.queues.values():
+            self._drain(queue)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_on_an_asynchronous_device_the_check_passes_and_catches_a_slot_rewritten_too_early(make_cfg, mode):
+    spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
+    DeferredDevice(lanes)
+    with torch.no_grad():
+        assert check_schedule(spec, workload, lanes, requests=64).passed
+    # The broken variant: nothing waits for a slot's event before its buffers are reused.
+    spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
+    device = DeferredDevice(lanes)
+    for slot in lanes.ring:
+        slot.wait = lambda: None
+    with torch.no_grad():
+        result = check_schedule(spec, workload, lanes, requests=64)
+    assert not result.passed and result.mismatches > 0
+    assert not any(device.queues.values())  # every launched request did run, late
+
+
+def test_the_copy_thread_waits_for_a_slot_before_rewriting_it(make_cfg):
+    """The copy thread's own guard: without its wait, it rewrites slots whose requests have not
+    run yet on an asynchronous device, and the check sees it."""
+    from runner import protocol
+
+    spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["copy-thread"])
+    DeferredDevice(lanes)
+    real = protocol.Session._copy_ahead
+
+    def careless(self, free, ready):  # waits on nothing: the submitter's waits are those of the staged lock
+        for slot in self.ring:
+            slot.wait = lambda: None
+        return real(self, free, ready)
+
+    protocol.Session._copy_ahead = careless
+    try:
+        with torch.no_grad():
+            result = check_schedule(spec, workload, lanes, requests=64)
+    finally:
+        protocol.Session._copy_ahead = real
+    assert not result.passed
