@@ -56,7 +56,7 @@ STAGING = {
 
 def compose_cfg(overrides: list[str]):
     GlobalHydra.instance().clear()
-    with initialize_config_module(version_base="1.3", config_module="configs"):
+    with initialize_config_module(version_base="1.3", config_module="runner.configs"):
         return compose("config", overrides=overrides)
 
 

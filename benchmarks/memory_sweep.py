@@ -64,7 +64,7 @@ def main() -> int:
         for i in range(args.jobs):
             overrides = [*TINY, *CYCLE[i % len(CYCLE)], f"seed={i}"]
             GlobalHydra.instance().clear()
-            with initialize_config_module(version_base="1.3", config_module="configs"):
+            with initialize_config_module(version_base="1.3", config_module="runner.configs"):
                 cfg = compose("config", overrides=overrides)
             with contextlib.redirect_stdout(io.StringIO()):
                 result = run_job(cfg, JobInfo(output_dir=Path(tmp) / str(i), overrides=overrides, multirun=True, num=i))

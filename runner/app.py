@@ -34,7 +34,7 @@ def _expose_launcher() -> None:
 
     folder = str(Path(ours.__file__).resolve().parent.parent)
     if folder not in [str(Path(p).resolve()) for p in hydra_plugins.__path__]:
-        hydra_plugins.__path__.append(folder)
+        hydra_plugins.__path__.append(folder)  # kept until sys.path changes: then call again
 
 
 _expose_launcher()
@@ -54,7 +54,7 @@ def _remove_if_only_hydra_files(output_dir: Path) -> None:
         shutil.rmtree(output_dir, ignore_errors=True)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://runner.configs", config_name="config")
 def hydra_entry(cfg: DictConfig) -> dict:
     global _exit_code
     hc = HydraConfig.get()
@@ -79,6 +79,11 @@ def hydra_entry(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
+    # `_target_` may name a module of the project the user runs from, as under `python -m`:
+    # the console script's own folder comes first on the path otherwise.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+        _expose_launcher()  # a namespace package recomputes its folders when sys.path changes
     global _show_traceback
     _show_traceback = show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us, to print them in one line

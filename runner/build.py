@@ -45,7 +45,7 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
         reason = str(exc.__cause__ or exc).splitlines()[0]
         raise ConfigError(
             f"model.module._target_={target}: cannot be imported ({reason}); "
-            "name an importable class or function, e.g. torch.nn.Linear or models.mlp.MLP"
+            "name an importable class or function, e.g. torch.nn.Linear or runner.models.mlp.MLP"
         ) from exc
     try:
         module = instantiate(dict(spec.module))

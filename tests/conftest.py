@@ -32,7 +32,7 @@ def make_cfg():
 
     def _compose(*overrides: str):
         GlobalHydra.instance().clear()
-        with initialize_config_module(version_base="1.3", config_module="configs"):
+        with initialize_config_module(version_base="1.3", config_module="runner.configs"):
             return compose("config", overrides=list(overrides))
 
     yield _compose

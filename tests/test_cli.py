@@ -229,8 +229,10 @@ def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(root)],
         check=True, capture_output=True, timeout=300,
     )
-    assert (site / "configs" / "model" / "mlp.yaml").exists()
-    assert (site / "configs" / "hydra" / "launcher" / "gpus.yaml").exists()  # every YAML ships
+    assert (site / "runner" / "configs" / "model" / "mlp.yaml").exists()
+    assert (site / "runner" / "configs" / "hydra" / "launcher" / "gpus.yaml").exists()  # every YAML ships
+    assert (site / "runner" / "models" / "mlp.py").exists()
+    assert not (site / "configs").exists() and not (site / "models").exists()  # nothing generic at top level
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(site)
     elsewhere = tmp_path / "elsewhere"
@@ -244,3 +246,37 @@ def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     assert len(list((elsewhere / "outputs" / "sweeps").rglob("result.json"))) == 2
+    gpus = subprocess.run([sys.executable, "-m", "runner", *QUICK, "hydra/launcher=gpus", "--cfg", "hydra"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert gpus.returncode == 0 and "RunnerLauncher" in gpus.stdout, gpus.stderr[-2000:]
+
+
+def test_inside_a_project_with_its_own_models_package_its_models_are_meant(tmp_path):
+    """Installed, the runner puts nothing generic at top level: `models.my_net.Net` is the
+    project's, found by the console script and by `python -m runner` alike, in a sweep too."""
+    import shutil
+
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "__init__.py").write_text("")
+    (project / "models" / "my_net.py").write_text(
+        "import torch\n\n\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self, width: int = 8):\n        super().__init__()\n"
+        "        self.layer = torch.nn.Linear(width, width)\n\n"
+        "    def forward(self, x):\n        return torch.tanh(self.layer(x))\n"
+    )
+    (project / "configs").mkdir()
+    (project / "configs" / "__init__.py").write_text("")  # a project's own configs package, too
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}  # the installed runner only
+    args = [*QUICK, "model=linear", "model.module._target_=models.my_net.Net", "~model.module.in_features",
+            "~model.module.out_features", "model.input.shape=[8]"]
+    script = shutil.which("runner")
+    commands = [[sys.executable, "-m", "runner", *args]] + ([[script, *args]] if script else [])
+    for command in commands:
+        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command[0], done.stderr[-2000:])
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["status"] == "ok" and result["config"]["model"]["module"]["_target_"] == "models.my_net.Net"
+    sweep = subprocess.run([sys.executable, "-m", "runner", "-m", *args, "seed=1,2"], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]

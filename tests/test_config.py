@@ -140,7 +140,7 @@ def test_launcher_presets_compose(launcher):
     if launcher == "joblib":
         pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     GlobalHydra.instance().clear()
-    with initialize_config_module(version_base="1.3", config_module="configs"):
+    with initialize_config_module(version_base="1.3", config_module="runner.configs"):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     GlobalHydra.instance().clear()
     target = cfg.hydra.launcher._target_
@@ -158,7 +158,7 @@ def test_the_default_sweep_launcher_is_the_runner_launcher():
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_module(version_base="1.3", config_module="configs"):
+    with initialize_config_module(version_base="1.3", config_module="runner.configs"):
         cfg = compose("config", return_hydra_config=True)
     GlobalHydra.instance().clear()
     assert cfg.hydra.launcher._target_.endswith("RunnerLauncher") and cfg.hydra.launcher.devices is None

@@ -30,7 +30,7 @@ def sweep_dir(tmp_path_factory):
     jobs = [("streams=1",), ("streams=2",), FAIL]
     for num, extra in enumerate(jobs):
         GlobalHydra.instance().clear()
-        with initialize_config_module(version_base="1.3", config_module="configs"):
+        with initialize_config_module(version_base="1.3", config_module="runner.configs"):
             cfg = compose("config", overrides=[*TINY, *extra])
         run_job(cfg, JobInfo(output_dir=root / str(num), overrides=[*TINY, *extra], multirun=True, num=num))
     GlobalHydra.instance().clear()

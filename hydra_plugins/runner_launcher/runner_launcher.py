@@ -220,7 +220,8 @@ class RunnerLauncher(Launcher):
         # The job's process must import what this one did: the project (from a checkout or an
         # install) and modules next to the working directory that `_target_` may name.
         here = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.getcwd(), env.get("PYTHONPATH")]))
+        # The working directory first: there a project's own `models` package is the one meant.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), here, env.get("PYTHONPATH")]))
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
             env["RUNNER_LAUNCHER_DEVICE"] = slot
