@@ -40,6 +40,7 @@ class SweepReport(Callback):
                   "for figures you compare, use the default runner launcher (one job at a time)", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ.pop("RUNNER_CONCURRENT_JOBS", None)  # not for a later sweep in this process
         from runner.report import collapse_notes, collect, failures, text_table, write_report
 
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -23,7 +23,16 @@ from runner.build import build
 from runner.errors import CaptureError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure
-from runner.record import RESULT_FILE, SCHEMA, method_for, read_result, to_json, write_result
+from runner.record import (
+    CONFLICT_FILE,
+    RESULT_FILE,
+    SCHEMA,
+    method_for,
+    read_result,
+    to_json,
+    write_atomic,
+    write_result,
+)
 from runner.spec import RunSpec, check_overrides, mode_name, resolve
 from runner.summary import summarize_measurement
 from runner.trace import profile_schedule, write_timestamps
@@ -127,10 +136,11 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
             "graph_pool_bytes": graph_pool_bytes(lanes.device) if lanes.graph else None,
         }
         measurement = measure(spec, workload, lanes)
+        interrupted = measurement.interrupted  # then no profile or timestamps: record and stop
         out_dir = Path(result["job"]["output_dir"])
-        if spec.timestamps != "none" and measurement.latency is not None:
+        if spec.timestamps != "none" and measurement.latency is not None and not interrupted:
             result["files"]["timestamps"] = write_timestamps(measurement.latency, spec.timestamps, out_dir).name
-        if spec.profile:  # a separate pass after the timed ones, never timed itself
+        if spec.profile and not interrupted:  # a separate pass after the timed ones, never timed itself
             with torch.no_grad():
                 trace = profile_schedule(lanes, workload.sources, PROFILE_REQUESTS, out_dir / "trace.json")
             result["files"]["trace"] = trace.name
@@ -234,6 +244,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                     f"({' '.join(previous.get('overrides') or []) or 'none'}); resume with the same overrides, "
                     "or use another folder"
                 )
+            (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # the result is this job's
             if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
                 _show(previous, f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
@@ -246,6 +257,8 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
             raise
         log.error("%s", exc)
         result.update(status="failed", reason=str(exc))
+        # The sweep table reads this next to the kept result, so the job shows as failed.
+        write_atomic(info.output_dir / CONFLICT_FILE, str(exc) + "\n")
         return result
     except ConfigError as exc:
         if not info.multirun:
@@ -289,6 +302,7 @@ def record_outside(
 
 
 def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> None:
+    (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # this job's own result is written now
     result["job"]["finished_at"] = _now()
     result["job"]["wall_time_s"] = time.perf_counter() - t0
     result["job"]["finished_unix"] = time.time()

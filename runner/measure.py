@@ -53,7 +53,9 @@ class Budget:
 
     def allowance(self, name: str) -> float:
         """Seconds `name` may take: its share of what is left, among the phases not yet run."""
-        share = self.pending.pop(name, 0.0)
+        if name not in self.pending:  # not a phase of this job, or already given its share
+            return 0.0
+        share = self.pending.pop(name)
         total = share + sum(self.pending.values())
         left = max(0.0, self.end - time.perf_counter())
         return left * share / total if total > 0 else left
@@ -147,7 +149,6 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
         # Each pass: at least min_duration, at most max_pass, and min_repeats of them must fit.
         allowance = budget.allowance("throughput")
         cap = min(max_s, allowance / m.min_repeats)
-        out.pass_cap_s = cap
         expected_pass = min(cap, max(min_s, m.min_requests * warm_s / max(1, warm_n)))
         kinds = 1 + m.ceiling + spec.baseline
         low = m.min_repeats * expected_pass * kinds
@@ -181,18 +182,20 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
 
         end = time.perf_counter() + allowance
         if m.interleave:
-            # One share for all three kinds of pass, taken in turn.
+            # One share for all three kinds of pass, taken in turn; none runs past its end.
             end += budget.allowance("ceiling") + budget.allowance("baseline")
             cap = min(cap, (end - time.perf_counter()) / (m.min_repeats * kinds))
+            out.pass_cap_s = cap
             while True:
                 if spec.baseline:
-                    baseline(cap)
+                    baseline(max(0.0, min(cap, end - time.perf_counter())))
                 throughput(end)
                 if m.ceiling:
-                    ceiling(cap)
+                    ceiling(max(0.0, min(cap, end - time.perf_counter())))
                 if _stop(out, m, end):
                     break
         else:
+            out.pass_cap_s = cap
             while True:
                 throughput(end)
                 if _stop(out, m, end):

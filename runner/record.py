@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
+CONFLICT_FILE = "resume_conflict.txt"  # a sweep job refused to resume into another job's folder
 SCHEMA = "runner.result/1"
 STATUSES = ("ok", "invalid", "failed", "interrupted", "skipped")
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import yaml
 
-from runner.record import RESULT_FILE, read_result
+from runner.record import CONFLICT_FILE, RESULT_FILE, read_result
 
 NOT_OK = ("failed", "invalid", "interrupted", "missing")
 
@@ -76,6 +76,10 @@ def _overrides_from_hydra(job_dir: Path) -> list[str]:
 
 
 def _load(job_dir: Path) -> dict[str, Any]:
+    conflict = job_dir / CONFLICT_FILE
+    if conflict.exists():  # the folder's result belongs to other overrides: not this job's
+        return {"status": "failed", "reason": conflict.read_text().strip(),
+                "overrides": _overrides_from_hydra(job_dir), "figures": {}}
     result = read_result(job_dir / RESULT_FILE)
     if result is not None:
         return result

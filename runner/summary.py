@@ -58,7 +58,8 @@ def ratio_figures(name: str, ratio: float, numerator: list[float], denominator: 
     return {
         name: ratio,
         f"{name}_interval": [low, high] if math.isfinite(err) else None,
-        f"{name}_within_noise": (not math.isfinite(err)) or low <= 1.0 <= high,
+        # One pass has no spread to judge by: unknown, not "within noise".
+        f"{name}_within_noise": (low <= 1.0 <= high) if math.isfinite(err) else None,
     }
 
 

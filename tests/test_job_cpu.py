@@ -209,3 +209,21 @@ def test_launchers_that_run_jobs_at_once_are_recognized():
     assert concurrent_jobs({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 1}) == 1
     assert concurrent_jobs({"_target_": "hydra_plugins.runner_launcher.runner_launcher.RunnerLauncher"}) == 1
     assert concurrent_jobs({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}) > 1
+
+
+def test_a_phase_the_job_does_not_run_gets_no_time():
+    from runner.measure import Budget
+
+    budget = Budget(10.0, ["throughput", "latency"])
+    assert budget.allowance("ceiling") == 0.0  # not a phase of this job
+    first = budget.allowance("throughput")
+    assert 0.0 < first < 10.0
+    assert budget.allowance("throughput") == 0.0  # already given its share
+    assert budget.allowance("latency") > 0.0
+
+
+def test_one_pass_is_not_called_within_noise():
+    from runner.summary import ratio_figures
+
+    single = ratio_figures("speedup_vs_baseline", 5.0, [500.0], [100.0])
+    assert single["speedup_vs_baseline_within_noise"] is None and single["speedup_vs_baseline_interval"] is None

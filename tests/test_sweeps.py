@@ -201,3 +201,16 @@ def test_other_launchers_end_in_the_same_table(tmp_path, launcher):
     rows = table(tmp_path / "sw")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert [r["overrides"] for r in rows] == ["streams=1", "streams=2"]
+
+
+@pytest.mark.slow
+def test_resuming_a_sweep_into_the_folders_of_another_is_refused_and_reported(tmp_path):
+    first = sweep([*TINY, "seed=1,2", "hydra.sweep.dir=sw"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {n: (tmp_path / "sw" / str(n) / "result.json").read_bytes() for n in (0, 1)}
+    again = sweep([*TINY, "seed=3,4", "resume=true", "hydra.sweep.dir=sw"], tmp_path)
+    assert again.returncode == 1, again.stdout[-2000:]
+    rows = table(tmp_path / "sw")
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all("resume=true" in r["reason"] and "other overrides" in r["reason"] for r in rows)
+    assert {n: (tmp_path / "sw" / str(n) / "result.json").read_bytes() for n in (0, 1)} == before

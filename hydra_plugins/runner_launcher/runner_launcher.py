@@ -152,11 +152,6 @@ class RunnerLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
-        # Jobs one at a time: the next job's process, started with the current job so that its
-        # interpreter and imports (seconds on a GPU host) do not add to the sweep's time. It
-        # imports on one core of its own (the last one, which the running job is kept off),
-        # then waits on stdin for its job, and takes every core back when that arrives.
-        self._spare: Optional[subprocess.Popen] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -184,38 +179,7 @@ class RunnerLauncher(Launcher):
 
         return cloudpickle.dumps((self.hydra_context, self.task_function, job.config, Singleton.get_state()))
 
-    def _spawn(self, env: dict, cpus: Optional[list[int]], console: Any, quiet: bool) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "hydra_plugins.runner_launcher.worker"],
-            stdin=subprocess.PIPE,
-            stdout=console,
-            stderr=subprocess.STDOUT if quiet else None,
-            env=env,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-        )
-
-    def _spawn_spare(self, env: dict) -> subprocess.Popen:
-        allowed = sorted(os.sched_getaffinity(0))
-        spare_env = dict(env)
-        pin = None
-        if len(allowed) > 2:  # one core for the spare's imports; its job gets the others back
-            spare_env["RUNNER_SPARE_JOB_CPUS"] = ",".join(map(str, allowed[:-1]))
-            pin = {allowed[-1]}
-        return subprocess.Popen(
-            [sys.executable, "-m", "hydra_plugins.runner_launcher.worker"],
-            stdin=subprocess.PIPE, stdout=None, stderr=None, env=spare_env,
-            preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None,
-        )
-
-    def _drop_spare(self) -> None:
-        if self._spare is not None:
-            if self._spare.poll() is None:
-                self._spare.kill()
-            self._spare.wait()
-            self._spare = None
-
-    def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool,
-               prewarm: bool = False) -> None:
+    def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool) -> None:
         env = dict(os.environ)
         # The job's process must import what this one did: the project (from a checkout or an
         # install) and modules next to the working directory that `_target_` may name.
@@ -234,19 +198,15 @@ class RunnerLauncher(Launcher):
             job.console = open(job.output_dir / "console.log", "wb")  # noqa: SIM115
         job.slot = slot
         job.started = time.monotonic()
-        spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None and not quiet:
-            job.process = spare  # same environment: jobs one at a time share it
-        else:
-            if spare is not None:
-                spare.wait()
-            allowed = sorted(os.sched_getaffinity(0))
-            if prewarm and not quiet and not cpus and len(allowed) > 2:
-                cpus = allowed[:-1]  # the last core is the spare's, while it imports
-            job.process = self._spawn(env, cpus, job.console, quiet)
+        job.process = subprocess.Popen(
+            [sys.executable, "-m", "hydra_plugins.runner_launcher.worker"],
+            stdin=subprocess.PIPE,
+            stdout=job.console,
+            stderr=subprocess.STDOUT if quiet else None,
+            env=env,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
         job.pidfd = os.pidfd_open(job.process.pid)
-        if prewarm and not quiet:
-            self._spare = self._spawn_spare(env)
         assert job.process.stdin is not None
         try:
             job.process.stdin.write(self._payload(job))
@@ -257,7 +217,7 @@ class RunnerLauncher(Launcher):
     # --- finishing jobs ----------------------------------------------------------------
     def _finish(self, job: _Job, code: int, interrupted: bool = False) -> JobReturn:
         from runner.job import JobInfo, record_outside
-        from runner.record import read_result
+        from runner.record import CONFLICT_FILE, read_result
 
         if job.console is not None:
             job.console.close()
@@ -272,6 +232,9 @@ class RunnerLauncher(Launcher):
         earlier = None if fresh else read_result(path)
         keep = earlier is not None and earlier.get("status") == "ok" and bool(job.config.get("resume"))
         result = read_result(path) if fresh or (code == 0 and not interrupted) or keep else None
+        conflict = job.output_dir / CONFLICT_FILE
+        if not fresh and conflict.exists():  # it refused to resume into another job's result
+            result = {"status": "failed", "reason": conflict.read_text().strip()}
         if result is None:
             status = "interrupted" if interrupted else "failed"
             reason = (
@@ -351,7 +314,7 @@ class RunnerLauncher(Launcher):
                     label = " ".join(job.overrides)
                     device = f" on device {slot}" if slot is not None else ""
                     print(f"[runner] job {started}/{total} started: #{job.idx} {label}{device}", flush=True)
-                    self._start(job, slot, share_of[slot], quiet=parallel, prewarm=bool(pending))
+                    self._start(job, slot, share_of[slot], quiet=parallel)
                     assert job.process is not None
                     running[job.process.pid] = job
                 job = _wait_any(running)
@@ -382,8 +345,6 @@ class RunnerLauncher(Launcher):
                 flush=True,
             )
             raise
-        finally:
-            self._drop_spare()
         return [returns[job.idx] for job in jobs]
 
 

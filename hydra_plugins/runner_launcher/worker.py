@@ -3,7 +3,6 @@ pickled job (Hydra context, task function, composed config, Hydra's global state
 
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -13,15 +12,7 @@ def main() -> int:
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus, run_job, setup_globals
 
-    # The heavy imports first: a spare process does them while the job before it runs, then
-    # waits here for its own job.
-    import runner.app  # noqa: F401
-
-    payload = sys.stdin.buffer.read()
-    job_cpus = os.environ.pop("RUNNER_SPARE_JOB_CPUS", None)
-    if job_cpus:  # a spare imported on the one core kept for spares; its job runs on the others
-        os.sched_setaffinity(0, {int(c) for c in job_cpus.split(",")})
-    hydra_context, task_function, config, singleton_state = cloudpickle.loads(payload)
+    hydra_context, task_function, config, singleton_state = cloudpickle.loads(sys.stdin.buffer.read())
     setup_globals()
     Singleton.set_state(singleton_state)
     HydraConfig.instance().set_config(config)
@@ -41,5 +32,5 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C while importing or waiting for a job: nothing to record
+    except KeyboardInterrupt:  # Ctrl-C before the job started: nothing to record
         sys.exit(130)
