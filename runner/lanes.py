@@ -34,18 +34,6 @@ from runner.errors import CaptureError
 from runner.spec import RunSpec
 
 
-class HostEvent:
-    """Stands in for a CUDA event on the CPU, where every operation is already synchronous."""
-
-    __slots__ = ()
-
-    def record(self, stream: object = None) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
-
-
 def _nothing() -> None:
     pass
 
@@ -72,7 +60,7 @@ class Slot:
         self.index = index
         self.host_in = host_in  # (B, ...) the request is written (or materialized) here
         self.host_out = host_out  # where the response lands
-        self.done = done
+        self.done = done  # None on the CPU, where wait and record do nothing
         self.graph: Optional[torch.cuda.CUDAGraph] = None  # with copies in graph: H2D, compute, D2H
         self.ready = self.free = None
         stream = lane.stream
@@ -209,7 +197,7 @@ def _make_lane(index: int, spec: RunSpec, workload: Workload, device: torch.devi
         # Direct staging serves what the slots hold: distinct requests, one per slot.
         host_in.copy_(sources[(k * spec.streams + index) % len(sources)])
         host_out = torch.empty(workload.out_shape, dtype=workload.out_dtype, pin_memory=pinned)
-        done = torch.cuda.Event() if stream is not None else HostEvent()
+        done = torch.cuda.Event() if stream is not None else None  # the CPU is synchronous
         slots.append(Slot(lane, k, host_in, host_out, done))
     lane.slots = tuple(slots)
     return lane

@@ -185,7 +185,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
             # One share for all three kinds of pass, taken in turn; none runs past its end.
             end += budget.allowance("ceiling") + budget.allowance("baseline")
             cap = min(cap, (end - time.perf_counter()) / (m.min_repeats * kinds))
-            out.pass_cap_s = cap
+        out.pass_cap_s = cap
+        if m.interleave:
             while True:
                 if spec.baseline:
                     baseline(max(0.0, min(cap, end - time.perf_counter())))
@@ -195,7 +196,6 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
                 if _stop(out, m, end):
                     break
         else:
-            out.pass_cap_s = cap
             while True:
                 throughput(end)
                 if _stop(out, m, end):
@@ -206,8 +206,10 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
                     continue
                 share = budget.allowance(name)
                 per_pass = min(max_s, share / (count + 0.25))
-                (schedule.ceiling_pass(lanes, 1, 0.0, per_pass / 4) if name == "ceiling" else
-                 schedule.baseline_pass(model, workload.baseline_sources, device, 1, 0.0, per_pass / 4))
+                if name == "ceiling":  # a short untimed warm-up of the block's own
+                    schedule.ceiling_pass(lanes, 1, 0.0, per_pass / 4)
+                else:
+                    schedule.baseline_pass(model, workload.baseline_sources, device, 1, 0.0, per_pass / 4)
                 for _ in range(count):
                     run(per_pass)
         out.steady_state_allocations = allocations if lanes.is_cuda else None
