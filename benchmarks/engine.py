@@ -70,13 +70,29 @@ def run_runner(overrides: list[str], out_dir: Path, name: str) -> dict:
         return run_job(compose_cfg(overrides), JobInfo(output_dir=out_dir / name, overrides=overrides))
 
 
+def single_input_sources(spec, workload) -> list[torch.Tensor]:
+    """The timed requests as the reference loop takes them: one tensor each, forward's one
+    argument, passed positionally. They are views of the runner's own request bytes (pinned
+    where those are), so both sides serve the same values."""
+    names = [inp.name for inp in spec.model.inputs]
+    if len(names) != 1 or spec.model.bucketed or workload.out_paths != ("output",):
+        raise SystemExit(
+            f"benchmarks/engine.py: the reference loop serves models of one input at one size that return "
+            f"one tensor; {spec.model_name} takes {', '.join(names)} at batch {list(spec.model.batches)}"
+            f"{' and seq ' + str(list(spec.model.seqs)) if spec.model.seqs else ''} and returns "
+            f"{', '.join(workload.out_paths)}"
+        )
+    [name] = names
+    return [workload.layout(key).views(flat)[name] for flat, key in zip(workload.sources, workload.keys, strict=True)]
+
+
 def reference_passes(overrides: list[str], passes: int, seconds: float) -> list[float]:
     spec = resolve(compose_cfg(overrides))
     torch.backends.cuda.matmul.allow_tf32 = spec.tf32
     torch.backends.cudnn.allow_tf32 = spec.tf32
     workload = build(spec)
     staging = "direct" if spec.staging == "direct" else ("copy_thread" if spec.copy_thread else "copy")
-    loop = ReferenceLoop(workload.model, workload.sources, spec.streams, spec.slots, staging,
+    loop = ReferenceLoop(workload.model, single_input_sources(spec, workload), spec.streams, spec.slots, staging,
                          spec.copies_in_graph)
     loop.run(200, seconds / 2)  # warm-up
     rates = [loop.run(spec.measure.min_requests, seconds) for _ in range(passes)]

@@ -11,7 +11,7 @@ work=${WORK_DIR:-$out/work}
 mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
-faulty="model=linear ~model.module.in_features ~model.module.out_features +model.module.features=256 model.input.shape=[256] model.input.batch=32"
+faulty="model=linear ~model.module.in_features ~model.module.out_features +model.module.features=256 model.inputs.input.shape=[256] model.batch=32"
 for step in $steps; do
   echo "=== $step"
   case $step in

@@ -1,9 +1,13 @@
-"""RunSpec -> Workload: the network on its device, and the host inputs requests are made of."""
+"""RunSpec -> Workload: the network on its device, how to call it, and the requests the timed
+passes are made of."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from hydra.errors import InstantiationException
@@ -11,44 +15,81 @@ from hydra.utils import get_object, instantiate
 from torch import nn
 
 from runner.errors import ConfigError
-from runner.spec import InputSpec, RunSpec
+from runner.inputs import Layout, Size, bucket_of, draw_sizes, largest, make_request, packed, padding_waste
+from runner.outputs import OutputPlan, plan_outputs
+from runner.spec import RunSpec
+
+BUCKETED_PLAN = 256  # request sizes a bucketed run cycles through (when the host memory allows)
+PLAN_BYTES = 256 * 2**20  # at most this much host memory for the timed requests' bytes
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of the timed passes."""
+
+    size: Size  # its real size
+    key: Size  # its launch shape: its bucket with graphs, its real size in eager
+    flat: torch.Tensor  # its bytes in the launch shape's layout (pinned if asked)
 
 
 @dataclass
 class Workload:
     model: nn.Module  # on the run's device and dtype, in eval mode
-    sources: list[torch.Tensor]  # request inputs the timed passes rotate through (pinned if asked)
-    baseline_sources: list[torch.Tensor]  # the same values in pageable memory
-    in_dtype: torch.dtype
-    out_shape: tuple[int, ...]  # one request's output
-    out_dtype: torch.dtype
+    forward: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]  # kwargs -> kept output leaves
+    out_paths: tuple[str, ...]  # the kept leaves' paths, e.g. ('logits',)
+    out_numel_dtypes: tuple[tuple[int, torch.dtype], ...]  # per leaf, at the largest bucket
+    layout: Callable[[Size], Layout]  # launch shape -> where its inputs sit in a flat buffer
+    largest: Size
+    largest_request: torch.Tensor  # one real request in the largest layout (the capture's warm-up data)
+    plan: list[Request]  # the timed passes cycle through these
+    baseline_sources: list[dict[str, torch.Tensor]]  # the same requests at their real sizes, pageable
+    padding_waste: Optional[float]  # padded elements per real element over the plan (buckets only)
+
+    @property
+    def sources(self) -> list[torch.Tensor]:
+        return [r.flat for r in self.plan]
+
+    @property
+    def keys(self) -> list[Size]:
+        return [r.key for r in self.plan]
+
+    @property
+    def mean_batch(self) -> float:
+        """Real samples per request over the plan."""
+        return sum(r.size.batch for r in self.plan) / len(self.plan)
 
 
-def make_inputs(inp: InputSpec, dtype: torch.dtype, count: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` distinct requests on the host: (count, batch, *shape). Never zeros."""
-    size = (count, *inp.request_shape)
-    if inp.kind == "tokens":
-        return torch.randint(0, inp.vocab, size, generator=generator, dtype=torch.int64)
-    return torch.randn(size, generator=generator, dtype=torch.float32).to(dtype)
+def launch_key(spec: RunSpec, size: Size) -> Size:
+    """Graphs run the bucket that holds `size`; eager runs `size` itself."""
+    return bucket_of(spec.model, size) if spec.graph else size
 
 
-def input_dtype(spec: RunSpec) -> torch.dtype:
-    return torch.int64 if spec.input.kind == "tokens" else spec.torch_dtype
+def plan_length(spec: RunSpec) -> int:
+    if not spec.model.bucketed:
+        return spec.measure.input_pool
+    nbytes = max(1, Layout(spec.model, largest(spec.model), spec.torch_dtype).nbytes)
+    return max(spec.measure.input_pool, min(BUCKETED_PLAN, PLAN_BYTES // nbytes))
 
 
 def instantiate_model(spec: RunSpec) -> nn.Module:
     """Build the module named by model.module; every failure becomes a one-line ConfigError."""
-    target = str(spec.module["_target_"])
+    target = str(spec.model.module["_target_"])
     try:
         get_object(target)
     except Exception as exc:
-        reason = str(exc.__cause__ or exc).splitlines()[0]
+        cause = exc.__cause__ or exc
+        reason = str(cause).splitlines()[0]
+        if isinstance(cause, ModuleNotFoundError) and (cause.name or "").partition(".")[0] == "transformers":
+            raise ConfigError(
+                f"model.module._target_={target}: HuggingFace transformers is not installed; "
+                "install the hf extra: pip install 'runner[hf]' (or pip install -e '.[hf]' in the checkout)"
+            ) from exc
         raise ConfigError(
             f"model.module._target_={target}: cannot be imported ({reason}); "
             "name an importable class or function, e.g. torch.nn.Linear or runner.models.mlp.MLP"
         ) from exc
     try:
-        module = instantiate(dict(spec.module))
+        module = instantiate(dict(spec.model.module))
     except InstantiationException as exc:
         cause = exc.__cause__
         reason = str(cause or exc).splitlines()[0] if str(cause or exc) else type(cause).__name__
@@ -66,32 +107,53 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
     return module
 
 
-def _probe(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def check_arguments(spec: RunSpec, model: nn.Module) -> None:
+    """Each input is a keyword argument of forward: refuse a name forward does not take."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: let the probe tell
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for inp in spec.model.inputs:
+        if inp.name not in named:
+            takes = ", ".join(named) or "no named arguments"
+            raise ConfigError(
+                f"model.inputs.{inp.name}: {spec.model_name}.forward has no argument {inp.name!r} "
+                f"(it takes: {takes}); name model.inputs after forward's arguments"
+            )
+
+
+def _probe(model: nn.Module, args: dict[str, torch.Tensor]) -> Any:
     with torch.no_grad():
-        y = model(x)
-        if x.is_cuda:  # kernels fail asynchronously (an index out of range): surface it here
-            torch.cuda.synchronize(x.device)
-    if not isinstance(y, torch.Tensor):
-        raise ConfigError(
-            f"model {type(model).__name__} returns a {type(y).__name__}; the runner needs a "
-            "module whose forward returns one tensor (wrap it to select the output)"
-        )
-    return y
+        out = model(**args)
+        device = next(iter(args.values())).device
+        if device.type == "cuda":  # kernels fail asynchronously (an index out of range): surface it here
+            torch.cuda.synchronize(device)
+    return out
 
 
-def check_forward(spec: RunSpec, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _describe_inputs(spec: RunSpec, size: Size) -> str:
+    parts = []
+    for inp in spec.model.inputs:
+        extra = f", vocab {inp.vocab}" if inp.kind == "tokens" else ""
+        parts.append(f"{inp.name} {inp.kind} {list((size.batch, *inp.sample_shape(size.seq)))}{extra}")
+    return "; ".join(parts)
+
+
+def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], size: Size) -> Any:
     """One eager forward before anything else: tells a bad shape from an unsupported dtype."""
     try:
-        return _probe(model, x)
-    except ConfigError:
-        raise
+        return _probe(model, args)
     except Exception as exc:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if spec.dtype != "fp32" and spec.input.kind == "float":
-            try:  # does it run in fp32? then the dtype, not the shape, is the problem
-                _probe(model.float(), x.float())
+        floats = any(i.kind == "float" for i in spec.model.inputs)
+        if spec.dtype != "fp32":
+            try:  # does it run in fp32? then the dtype, not the inputs, is the problem
+                _probe(model.float(), {k: v.float() if v.is_floating_point() else v for k, v in args.items()})
                 raise ConfigError(
                     f"dtype={spec.dtype}: model {spec.model_name} cannot run in {spec.dtype} on "
                     f"{spec.device} ({reason}); use dtype=fp32"
@@ -102,24 +164,16 @@ def check_forward(spec: RunSpec, model: nn.Module, x: torch.Tensor) -> torch.Ten
                 pass
             finally:
                 model.to(spec.torch_dtype)
-        if spec.input.kind == "tokens":
-            raise ConfigError(
-                f"model.input (batch {spec.input.batch}, shape {list(spec.input.shape)}, vocab {spec.input.vocab}) "
-                f"does not fit model {spec.model_name} ({reason}); token ids must stay below the model's "
-                "vocabulary and sequences within its length: fix model.input"
-            ) from exc
+        hint = "token ids must stay below the model's vocabulary and sequences within its length; " if not floats else ""
         raise ConfigError(
-            f"model.input.shape={list(spec.input.shape)} with batch {spec.input.batch} does not fit "
-            f"model {spec.model_name} ({reason}); fix model.input to what the model takes"
+            f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name} "
+            f"({reason}); {hint}fix model.inputs and model.batch to what forward takes"
         ) from exc
 
 
 def request_bytes(spec: RunSpec) -> int:
-    element = torch.tensor([], dtype=input_dtype(spec)).element_size()
-    count = 1
-    for d in spec.input.request_shape:
-        count *= d
-    return count * element
+    """Bytes of one request of the largest size."""
+    return Layout(spec.model, largest(spec.model), spec.torch_dtype).nbytes
 
 
 def available_host_bytes() -> Optional[int]:
@@ -139,33 +193,58 @@ def check_host_memory(spec: RunSpec, available: Optional[int] = None) -> None:
     available = available_host_bytes() if available is None else available
     if available is None:
         return
-    # Input pool twice (pageable and pinned copies), staging slots per stream, a check chunk.
-    needed = request_bytes(spec) * (2 * spec.measure.input_pool + 2 * spec.streams * spec.slots + 64)
+    one = request_bytes(spec)
+    # Timed requests twice (pageable and pinned copies), staging slots per stream, a check chunk.
+    needed = one * (2 * plan_length(spec) + 2 * spec.streams * spec.slots + 64)
     if needed > 0.8 * available:
         raise ConfigError(
-            f"model.input.batch={spec.input.batch}: one request is {request_bytes(spec) / 2**20:,.1f} MiB and the "
+            f"model.batch={spec.model.batch}: one request is {one / 2**20:,.1f} MiB and the "
             f"host buffers need {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available; "
             "use a smaller batch or a smaller measure.input_pool"
         )
+
+
+def _forward(model: nn.Module, out: OutputPlan) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]:
+    extract = out.extract
+
+    def forward(args: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return extract(model(**args))
+
+    return forward
 
 
 def build(spec: RunSpec) -> Workload:
     check_host_memory(spec)
     torch.manual_seed(spec.seed)
     model = instantiate_model(spec)
+    check_arguments(spec, model)
     device = torch.device(spec.device)
-    model = model.to(device=device, dtype=spec.torch_dtype).eval()
+    model = model.to(device=device, dtype=spec.torch_dtype).eval().requires_grad_(False)  # inference only
+    layout = functools.lru_cache(maxsize=None)(lambda key: Layout(spec.model, key, spec.torch_dtype))
 
     generator = torch.Generator().manual_seed(spec.seed)
-    pool = make_inputs(spec.input, spec.torch_dtype, spec.measure.input_pool, generator)
-    y = check_forward(spec, model, pool[0].to(device))
+    top = largest(spec.model)
+    first = make_request(spec.model, top, spec.torch_dtype, generator)
+    out = check_forward(spec, model, {k: v.to(device) for k, v in first.items()}, top)
+    outputs = plan_outputs(out, spec.model.outputs, spec.model_name)
+    leaves = outputs.extract(out)
 
-    sources = pool.pin_memory() if spec.pinned else pool
+    sizes = draw_sizes(spec.model, plan_length(spec), generator)
+    requests = [make_request(spec.model, z, spec.torch_dtype, generator) for z in sizes]
+    plan = []
+    for size, request in zip(sizes, requests, strict=True):
+        key = launch_key(spec, size)
+        flat = packed(request, layout(key))
+        plan.append(Request(size, key, flat.pin_memory() if spec.pinned else flat))
     return Workload(
         model=model,
-        sources=list(sources.unbind(0)),
-        baseline_sources=list(pool.unbind(0)),
-        in_dtype=pool.dtype,
-        out_shape=tuple(y.shape),
-        out_dtype=y.dtype,
+        forward=_forward(model, outputs),
+        out_paths=outputs.paths,
+        out_numel_dtypes=tuple((leaf.numel(), leaf.dtype) for leaf in leaves),
+        layout=layout,
+        largest=top,
+        largest_request=packed(first, layout(top)),
+        plan=plan,
+        baseline_sources=requests,
+        padding_waste=padding_waste(spec.model, sizes) if spec.model.bucketed else None,
     )

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from runner.build import Workload, make_inputs, request_bytes
+from runner.build import Workload, launch_key, request_bytes
+from runner.inputs import Size, buckets, draw_sizes, make_request, packed
 from runner.lanes import Lanes
 from runner.protocol import serve
 from runner.spec import RunSpec
@@ -41,66 +42,85 @@ class CheckResult:
         return self.mismatches == 0
 
 
-def serve_and_collect(lanes: Lanes, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
-    """Serve `inputs` through the request protocol, every slot in flight, into `outputs` (host).
+def serve_and_collect(lanes: Lanes, flats: list[torch.Tensor], keys: list[Size]) -> list[tuple[torch.Tensor, ...]]:
+    """Serve requests (their bytes in their launch shapes' layouts) through the request
+    protocol, every slot in flight; returns each response's leaves, copied off the slot.
 
     A slot's response is read when the slot is next acquired (its event has completed then)
     or at the end. In direct staging the check writes each request into its slot after
     acquiring it, as the server's deserializer would; in copy staging the protocol copies it.
     """
-    requests = inputs.shape[0]
-    with serve(lanes, list(inputs.unbind(0))) as session:
+    responses: list[tuple[torch.Tensor, ...]] = [()] * len(flats)
+    with serve(lanes, flats, keys) as session:
         acquire, launch, direct = session.acquire, session.launch, session.direct
         ring_size = session.size
-        pending = [-1] * ring_size  # request whose response is in flight in each slot
-        for j in range(requests):
-            slot = acquire(j)
+        pending: list = [None] * ring_size  # (request, port) in flight in each slot
+        for j in range(len(flats)):
+            port = acquire(j)
             i = j % ring_size
-            if pending[i] >= 0:
-                outputs[pending[i]].copy_(slot.host_out)
+            if pending[i] is not None:
+                k, previous = pending[i]
+                responses[k] = tuple(h.clone() for h in previous.host_out)
             if direct:
-                slot.host_in.copy_(inputs[j])
-            launch(slot)
-            pending[i] = j
-    ring = session.ring
-    for i, j in enumerate(pending):
-        if j >= 0:
-            outputs[j].copy_(ring[i].host_out)
+                port.host_in.copy_(flats[j])
+            launch(port)
+            pending[i] = (j, port)
+    for entry in pending:
+        if entry is not None:
+            k, port = entry
+            responses[k] = tuple(h.clone() for h in port.host_out)
+    return responses
+
+
+def relative_error(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> float:
+    """The worst ||got - want|| / ||want|| over a response's leaves, on the real part only: a
+    padded response is cut to the real request's shape (its first rows and positions)."""
+    worst = 0.0
+    for g, w in zip(got, want, strict=True):
+        if g.shape != w.shape:
+            if g.dim() != w.dim() or any(a < b for a, b in zip(g.shape, w.shape, strict=False)):
+                return math.inf  # a shape the real request cannot have come from
+            g = g[tuple(slice(0, n) for n in w.shape)]
+        g, w = g.double().flatten(), w.double().flatten()
+        err = float((g - w).norm() / w.norm().clamp_min(1e-30)) if w.numel() else 0.0
+        if not math.isfinite(err):
+            return math.inf
+        worst = max(worst, err)
+    return worst
 
 
 def check_schedule(
     spec: RunSpec, workload: Workload, lanes: Lanes, requests: int, max_duration_s: float = math.inf
 ) -> CheckResult:
     """Compare `requests` distinct requests with eager, in chunks; after `max_duration_s` no new
-    chunk starts. The first chunk (every slot used twice) always runs; later chunks are sized
-    by the time the ones before took."""
+    chunk starts. The first chunk (every slot used twice, every bucket at least once) always
+    runs; later chunks are sized by the time the ones before took. Request sizes follow the
+    run's distribution; each response is compared on its real rows only."""
     generator = torch.Generator().manual_seed(spec.seed + 1)  # not the timed inputs
     device = lanes.device
     tol = tolerance(spec)
     mismatches, worst, bad = 0, 0.0, []
     largest = max(len(lanes.ring), min(CHUNK_REQUESTS, CHUNK_BYTES // max(1, request_bytes(spec))))
-    chunk = min(largest, requests, 2 * len(lanes.ring))
+    buckets_ = len(buckets(spec.model)) if spec.model.bucketed else 0
+    chunk = min(max(largest, buckets_), requests, max(2 * len(lanes.ring), buckets_))
     start = time.perf_counter()
     first = 0
     with torch.no_grad():
         while first < requests:
             count = min(chunk, requests - first)
-            inputs = make_inputs(spec.input, spec.torch_dtype, count, generator)
-            outputs = torch.full((count, *workload.out_shape), float("nan"), dtype=workload.out_dtype)
-            if not workload.out_dtype.is_floating_point:
-                outputs.fill_(-1)
-            serve_and_collect(lanes, inputs, outputs)
-            reference = torch.stack([workload.model(x.to(device)).cpu() for x in inputs])
-            got = outputs.double().flatten(1)
-            want = reference.double().flatten(1)
-            err = (got - want).norm(dim=1) / want.norm(dim=1).clamp_min(1e-30)
-            wrong = ~(err <= tol)  # NaN counts as wrong
-            mismatches += int(wrong.sum())
-            finite = err[torch.isfinite(err)]
-            worst = max(worst, float(finite.max()) if finite.numel() else 0.0)
-            if not torch.isfinite(err).all():
-                worst = float("inf")
-            bad += [first + int(i) for i in wrong.nonzero().flatten()[: 10 - len(bad)]]
+            sizes = draw_sizes(spec.model, count, generator, cover=first == 0)
+            inputs = [make_request(spec.model, z, spec.torch_dtype, generator) for z in sizes]
+            keys = [launch_key(spec, z) for z in sizes]
+            flats = [packed(x, workload.layout(k)) for x, k in zip(inputs, keys, strict=True)]
+            responses = serve_and_collect(lanes, flats, keys)
+            for j, (x, got) in enumerate(zip(inputs, responses, strict=True)):
+                want = tuple(leaf.cpu() for leaf in workload.forward({k: v.to(device) for k, v in x.items()}))
+                err = relative_error(got, want)
+                worst = max(worst, err)
+                if not err <= tol:
+                    mismatches += 1
+                    if len(bad) < 10:
+                        bad.append(first + j)
             first += count
             elapsed = time.perf_counter() - start
             left = max_duration_s - elapsed

@@ -51,7 +51,11 @@ def identity(result: dict[str, Any]) -> str:
     key = {
         "model": model.get("name", result.get("model")),
         "module": model.get("module"),
-        "input": model.get("input"),
+        "batch": model.get("batch"),
+        "seq": model.get("seq"),
+        "inputs": model.get("inputs"),
+        "outputs": model.get("outputs"),
+        "sizes": model.get("sizes"),
         "copies_in_graph": (config.get("capture") or {}).get("copies_in_graph"),
         "staging": config.get("staging"),
         **{k: config.get(k) for k in _ASKED},
@@ -71,7 +75,7 @@ def _what_ran(result: dict[str, Any]) -> Optional[dict[str, Any]]:
 def label(result: dict[str, Any]) -> str:
     effective = result.get("effective") or {}
     dtype = effective.get("dtype", "?") + ("+tf32" if effective.get("tf32") and effective.get("dtype") == "fp32" else "")
-    batch = ((result.get("config") or {}).get("model") or {}).get("input", {}).get("batch")
+    batch = ((result.get("config") or {}).get("model") or {}).get("batch")
     return f"{result.get('model')} | {result.get('mode')} | {dtype} | batch {batch}"
 
 

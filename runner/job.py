@@ -71,7 +71,8 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 
 def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]:
-    model = _select(cfg, "model.name") or "?"
+    # The name resolve() would give: model.name, else the class named by _target_.
+    model = _select(cfg, "model.name") or str(_select(cfg, "model.module._target_") or "?").rpartition(".")[2]
     return {
         "schema": SCHEMA,
         "status": "failed",
@@ -115,6 +116,19 @@ def _memory_figures(lanes: Lanes) -> dict[str, Any]:
     }
 
 
+def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
+    """What a request holds and what comes back, for the record."""
+    model = spec.model
+    return {
+        "inputs": {i.name: {"kind": i.kind, "shape": ["batch", *i.shape]} for i in model.inputs},
+        "outputs": list(workload.out_paths),  # the leaves copied back and checked
+        "outputs_selected": bool(model.outputs),  # by model.outputs (else every tensor leaf)
+        "batch_buckets": list(model.batches),
+        "seq_buckets": list(model.seqs) or None,
+        "request_sizes": len(workload.plan) if model.bucketed else None,  # sizes the timed passes cycle through
+    }
+
+
 def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     """The pipeline proper; fills `result` in place so a failure keeps what was learned."""
     result["env"] = environment.collect(spec.device)
@@ -125,6 +139,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     torch.backends.cudnn.allow_tf32 = spec.tf32
 
     workload = build(spec)
+    result["model_io"] = model_io(spec, workload)
     lanes = build_lanes(spec, workload)
     try:
         if lanes.fallback_reason:
@@ -142,7 +157,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
             result["files"]["timestamps"] = write_timestamps(measurement.latency, spec.timestamps, out_dir).name
         if spec.profile and not interrupted:  # a separate pass after the timed ones, never timed itself
             with torch.no_grad():
-                trace = profile_schedule(lanes, workload.sources, PROFILE_REQUESTS, out_dir / "trace.json")
+                trace = profile_schedule(lanes, workload.sources, workload.keys, PROFILE_REQUESTS, out_dir / "trace.json")
             result["files"]["trace"] = trace.name
         summary = summarize_measurement(spec, measurement)
         figures.update(summary.figures)
@@ -204,7 +219,7 @@ def _failure_reason(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         what = ". ".join(first.split(". ")[:3]).rstrip(".")  # what was asked, what the GPU has
-        return f"out of memory: {what}; use fewer streams or a smaller model.input.batch"
+        return f"out of memory: {what}; use fewer streams or a smaller model.batch"
     if isinstance(exc, (ConfigError, CaptureError)):
         return first
     return f"{type(exc).__name__}: {first[:500]}"
@@ -293,7 +308,7 @@ def record_outside(
     result.update(status=status, reason=reason)
     try:  # what the job would have run, as far as the config alone tells
         spec = resolve(cfg)
-        result.update(mode=spec.mode, effective=spec.effective(), notices=list(spec.notices))
+        result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices))
     except Exception:
         pass
     result["job"].update(finished_at=_now(), started_unix=None, launcher_device=device_slot)

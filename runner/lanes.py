@@ -6,16 +6,23 @@ A lane owns what one stream's requests touch, so lanes share nothing:
   can embed the same cuBLAS workspace and race when replayed concurrently);
 - its own graph memory pools (graphs sharing a pool overwrite each other's intermediates when
   replayed concurrently);
-- its own static device input and output;
-- a ring of `slots`: each slot is a pinned host input and output plus the `done` event recorded
-  after the slot's last copy. A slot's host buffers are rewritten, or read, only after its
-  event has completed; with several slots the host can stage the lane's next request while
-  the previous one still runs.
+- its own static device input (one flat byte buffer; each input is a typed view of it) and
+  static device outputs;
+- a ring of `slots`: each slot is a pinned host input and outputs plus the `done` event
+  recorded after the slot's last copy. A slot's host buffers are rewritten, or read, only
+  after its event has completed; with several slots the host can stage the lane's next
+  request while the previous one still runs.
 
-With `copies_in_graph` every slot has a graph of its own (the slot's host addresses are baked
-into it). The slot graphs of one lane share one pool: they replay strictly one after another
-on the lane's stream, and each ends with its own D2H copy, so no graph reads memory that
-another one's replay may have reused.
+A request of a given launch shape (a bucket with graphs; the exact size in eager) uses a
+`Port`: the slot's buffers seen in that shape's layout, with the callables that launch it.
+
+With `copies_in_graph` every slot has a graph of its own per bucket (the slot's host
+addresses are baked into it). Within one lane, all graphs of one kind share one pool: the
+compute graphs of every bucket share one, and the slot graphs of every slot and bucket share
+another. That is safe because a lane's graphs replay strictly one after another on the lane's
+stream, and each keeps its outputs alive (compute graphs) or ends with its own D2H copy (slot
+graphs), so no graph reads memory that another one's replay may have reused. Buckets are
+captured largest first, so the smaller ones fit in memory the largest already reserved.
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from torch import nn
 
 from runner.build import Workload
 from runner.errors import CaptureError
+from runner.inputs import Size, buckets
 from runner.spec import RunSpec
 
 
@@ -39,29 +46,25 @@ def _nothing() -> None:
 
 
 class Slot:
-    """One request's staging on a lane: pinned input and output, and the event guarding them.
+    """One position of a lane's ring: pinned input and output buffers and the event guarding
+    them. `ports` holds the slot seen in each launch shape (built on first use in eager).
 
     The callables are bound once at setup so the request protocol calls C functions directly:
     `wait` (the event's synchronize), `select` (make the lane's stream current: replay() and the
-    copies launch on the current stream), `enqueue` (H2D copy, compute, D2H copy), `record` (the
-    event, on the lane's stream; `Event.record()` without a stream builds a Stream object per
-    call). `h2d`, the lane's `compute` and `d2h` are the three stages of `enqueue`, for the
-    latency pass; `h2d` and `d2h` are None when the copies live inside the slot's graph.
+    copies launch on the current stream), `record` (the event, on the lane's stream;
+    `Event.record()` without a stream builds a Stream object per call).
     """
 
-    __slots__ = (
-        "lane", "index", "host_in", "host_out", "done", "graph",
-        "wait", "select", "enqueue", "record", "h2d", "d2h",
-        "ready", "free",  # the copy thread's handshake locks, set by the protocol per session
-    )
+    __slots__ = ("lane", "index", "host_in", "host_out", "done", "wait", "select", "record", "ports",
+                 "ready", "free")  # the copy thread's handshake locks, set by the protocol per session
 
-    def __init__(self, lane: Lane, index: int, host_in: torch.Tensor, host_out: torch.Tensor, done: Any) -> None:
+    def __init__(self, lane: Lane, index: int, host_in: torch.Tensor, host_out: tuple, done: Any) -> None:
         self.lane = lane
         self.index = index
-        self.host_in = host_in  # (B, ...) the request is written (or materialized) here
-        self.host_out = host_out  # where the response lands
+        self.host_in = host_in  # flat uint8: the request is written (or materialized) here
+        self.host_out = host_out  # one flat buffer per output leaf, sized for the largest bucket
         self.done = done  # None on the CPU, where wait and record do nothing
-        self.graph: Optional[torch.cuda.CUDAGraph] = None  # with copies in graph: H2D, compute, D2H
+        self.ports: dict[Size, Port] = {}
         self.ready = self.free = None
         stream = lane.stream
         if stream is None:
@@ -74,79 +77,140 @@ class Slot:
                 torch._C._cuda_setStream,
                 stream_id=stream.stream_id, device_index=stream.device_index, device_type=stream.device_type,
             )
-        self.h2d: Optional[Callable[[], None]] = None
-        self.d2h: Optional[Callable[[], None]] = None
+
+    def port(self, key: Size) -> Port:
+        port = self.ports.get(key)
+        if port is None:  # eager: any size, set up on first use
+            if self.lane.compute_graphs:
+                raise RuntimeError(f"no graph was captured for requests of size {key}")
+            port = self.ports[key] = Port(self, key)
+            port.bind_eager()
+        return port
+
+
+class Port:
+    """A slot in one launch shape: views of its buffers in that layout, and how to launch it.
+
+    `enqueue` is the whole request (H2D copy, compute, D2H copies); `h2d`, `compute` and `d2h`
+    are its three stages, for the latency pass; `h2d` and `d2h` are None when the copies live
+    inside the slot's graph. `host_out` are the response's leaves (in eager, bound on the first
+    request, when their shapes are known).
+    """
+
+    __slots__ = ("slot", "key", "host_in", "dev_in", "args", "host_out", "dev_out", "graph",
+                 "wait", "select", "record", "enqueue", "h2d", "compute", "d2h")
+
+    def __init__(self, slot: Slot, key: Size) -> None:
+        lane = slot.lane
+        layout = lane.layout(key)
+        self.slot, self.key = slot, key
+        self.host_in = slot.host_in[: layout.nbytes]
+        self.dev_in = lane.dev_in[: layout.nbytes]
+        self.args = layout.views(lane.dev_in)  # what forward reads
+        self.host_out: Optional[tuple[torch.Tensor, ...]] = None
+        self.dev_out: tuple[torch.Tensor, ...] = ()
+        self.graph: Optional[torch.cuda.CUDAGraph] = None  # with copies in graph: H2D, compute, D2H
+        self.wait, self.select, self.record = slot.wait, slot.select, slot.record
         self.enqueue: Callable[[], None] = _nothing
-        self.bind_eager()
+        self.h2d: Optional[Callable[[], None]] = None
+        self.compute: Callable[[], None] = _nothing
+        self.d2h: Optional[Callable[[], None]] = None
+
+    def bind_host_out(self, outs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        flats = self.slot.host_out
+        for path, flat, out in zip(self.slot.lane.out_paths, flats, outs, strict=True):
+            if out.numel() > flat.numel():
+                raise RuntimeError(
+                    f"output {path} of a {self.key} request has {out.numel()} elements, more than the "
+                    f"{flat.numel()} of the largest bucket's; outputs must not grow as requests shrink"
+                )
+        self.host_out = tuple(flat[: out.numel()].view(out.shape) for flat, out in zip(flats, outs, strict=False))
+        return self.host_out
 
     def bind_eager(self) -> None:
-        lane, host_in, host_out = self.lane, self.host_in, self.host_out
-        dev_in, model = lane.dev_in, lane.model
+        host_in, dev_in, args, forward = self.host_in, self.dev_in, self.args, self.slot.lane.forward
 
         def h2d() -> None:
             dev_in.copy_(host_in, non_blocking=True)
 
+        def compute() -> None:
+            self.dev_out = forward(args)
+
         def d2h() -> None:
-            host_out.copy_(lane.dev_out, non_blocking=True)
+            for host, dev in zip(self.host_out or self.bind_host_out(self.dev_out), self.dev_out, strict=False):
+                host.copy_(dev, non_blocking=True)
 
         def enqueue() -> None:
             dev_in.copy_(host_in, non_blocking=True)
-            host_out.copy_(model(dev_in), non_blocking=True)
+            outs = self.dev_out = forward(args)
+            for host, dev in zip(self.host_out or self.bind_host_out(outs), outs, strict=False):
+                host.copy_(dev, non_blocking=True)
 
-        self.h2d, self.d2h, self.enqueue = h2d, d2h, enqueue
+        self.h2d, self.compute, self.d2h, self.enqueue = h2d, compute, d2h, enqueue
 
-    def bind_graph(self, compute_graph: torch.cuda.CUDAGraph, dev_out: torch.Tensor) -> None:
-        """Copies around the lane's compute graph."""
-        host_in, host_out, dev_in = self.host_in, self.host_out, self.lane.dev_in
-        replay = compute_graph.replay
+    def bind_graph(self, compute_graph: torch.cuda.CUDAGraph, dev_out: tuple[torch.Tensor, ...]) -> None:
+        """Copies around the lane's compute graph of this shape."""
+        host_in, dev_in, replay = self.host_in, self.dev_in, compute_graph.replay
+        self.dev_out = dev_out
+        pairs = tuple(zip(self.bind_host_out(dev_out), dev_out, strict=False))
 
         def h2d() -> None:
             dev_in.copy_(host_in, non_blocking=True)
 
         def d2h() -> None:
-            host_out.copy_(dev_out, non_blocking=True)
+            for host, dev in pairs:
+                host.copy_(dev, non_blocking=True)
 
         def enqueue() -> None:
             dev_in.copy_(host_in, non_blocking=True)
             replay()
-            host_out.copy_(dev_out, non_blocking=True)
+            for host, dev in pairs:
+                host.copy_(dev, non_blocking=True)
 
-        self.h2d, self.d2h, self.enqueue = h2d, d2h, enqueue
+        self.h2d, self.compute, self.d2h, self.enqueue = h2d, replay, d2h, enqueue
 
-    def bind_full_graph(self, graph: torch.cuda.CUDAGraph) -> None:
-        """The copies are inside the slot's own graph: one replay is the whole request."""
+    def bind_full_graph(self, graph: torch.cuda.CUDAGraph, compute_graph: torch.cuda.CUDAGraph) -> None:
+        """The copies are inside this port's own graph: one replay is the whole request."""
         self.graph = graph
         self.h2d = self.d2h = None
         self.enqueue = graph.replay
+        self.compute = compute_graph.replay
 
 
 class Lane:
-    """One stream: its static device buffers, its compute graph, its ring of slots."""
+    """One stream: its static device buffers, its graphs per launch shape, its ring of slots."""
 
-    __slots__ = ("index", "stream", "model", "dev_in", "dev_out", "compute_graph", "compute", "pools", "slots")
+    __slots__ = ("index", "stream", "model", "forward", "out_paths", "layout", "dev_in", "dev_out",
+                 "compute_graphs", "pools", "slots")
 
-    def __init__(self, index: int, model: nn.Module, dev_in: torch.Tensor, stream) -> None:
+    def __init__(self, index: int, workload: Workload, dev_in: torch.Tensor, stream) -> None:
         self.index = index
-        self.model = model
+        self.model = workload.model
+        self.forward = workload.forward  # forward's keyword arguments -> the kept output leaves
+        self.out_paths = workload.out_paths
+        self.layout = workload.layout  # launch shape -> where its inputs sit in dev_in / host_in
         self.stream: Optional[torch.cuda.Stream] = stream
-        self.dev_in: torch.Tensor = dev_in  # static device input, read by the graphs
-        self.dev_out: Optional[torch.Tensor] = None  # static device output of the compute graph
-        self.compute_graph: Optional[torch.cuda.CUDAGraph] = None  # compute only (the ceiling)
-        self.compute: Callable[[], None] = self._eager_compute  # no copies: the ceiling, the latency stages
+        self.dev_in: torch.Tensor = dev_in  # static device input (flat bytes), read by the graphs
+        self.dev_out: dict[Size, tuple[torch.Tensor, ...]] = {}  # static device outputs per shape
+        self.compute_graphs: dict[Size, torch.cuda.CUDAGraph] = {}  # compute only (the ceiling)
         self.pools: list = []
         self.slots: tuple[Slot, ...] = ()
 
-    def _eager_compute(self) -> None:
-        self.dev_out = self.model(self.dev_in)
+    def compute(self, key: Size) -> Callable[[], None]:
+        """The compute alone (no copies) for one shape: the ceiling's unit of work."""
+        graph = self.compute_graphs.get(key)
+        return graph.replay if graph is not None else self.slots[0].port(key).compute
 
     def buffer_pointers(self) -> dict[str, int]:
         """Addresses of the static buffers: they must never move while graphs hold them."""
         pointers = {"dev_in": self.dev_in.data_ptr()}
-        if self.compute_graph is not None and self.dev_out is not None:
-            pointers["dev_out"] = self.dev_out.data_ptr()
+        for key, outs in self.dev_out.items():
+            for i, out in enumerate(outs):
+                pointers[f"dev_out[{key}][{i}]"] = out.data_ptr()
         for slot in self.slots:
             pointers[f"host_in[{slot.index}]"] = slot.host_in.data_ptr()
-            pointers[f"host_out[{slot.index}]"] = slot.host_out.data_ptr()
+            for i, out in enumerate(slot.host_out):
+                pointers[f"host_out[{slot.index}][{i}]"] = out.data_ptr()
         return pointers
 
 
@@ -187,23 +251,27 @@ class Lanes:
 
 def _make_lane(index: int, spec: RunSpec, workload: Workload, device: torch.device) -> Lane:
     pinned = spec.pinned and device.type == "cuda"
-    sources = workload.sources
-    dev_in = sources[0].to(device, copy=True)  # real data, so the warm-up runs on real values
+    plan = workload.plan
+    nbytes = workload.layout(workload.largest).nbytes
+    first = workload.largest_request
+    dev_in = first.to(device, copy=True)  # real data, so the warm-up runs on real values
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-    lane = Lane(index, workload.model, dev_in, stream)
+    lane = Lane(index, workload, dev_in, stream)
     slots = []
     for k in range(spec.slots):
-        host_in = torch.empty(sources[0].shape, dtype=sources[0].dtype, pin_memory=pinned)
-        # Direct staging serves what the slots hold: distinct requests, one per slot.
-        host_in.copy_(sources[(k * spec.streams + index) % len(sources)])
-        host_out = torch.empty(workload.out_shape, dtype=workload.out_dtype, pin_memory=pinned)
+        host_in = torch.zeros(nbytes, dtype=torch.uint8, pin_memory=pinned)
+        # Direct staging serves what the slots hold: distinct requests, one per slot (with
+        # buckets, the slot's bytes are read in whichever layout the request has).
+        source = plan[(k * spec.streams + index) % len(plan)].flat
+        host_in[: source.numel()].copy_(source)
+        host_out = tuple(torch.empty(n, dtype=dt, pin_memory=pinned) for n, dt in workload.out_numel_dtypes)
         done = torch.cuda.Event() if stream is not None else None  # the CPU is synchronous
         slots.append(Slot(lane, k, host_in, host_out, done))
     lane.slots = tuple(slots)
     return lane
 
 
-def _capture(body: Callable[[], torch.Tensor], warmup_iters: int, pool, stream) -> tuple:
+def _capture(body: Callable[[], Any], warmup_iters: int, pool, stream) -> tuple:
     """Warm `body` up eagerly on `stream`, then capture it there into `pool`."""
     with torch.cuda.stream(stream):
         for _ in range(warmup_iters):  # lazy init (cuBLAS handles, autotuning) stays out of capture
@@ -215,32 +283,37 @@ def _capture(body: Callable[[], torch.Tensor], warmup_iters: int, pool, stream) 
     return graph, out
 
 
-def capture_lane(lane: Lane, warmup_iters: int, copies_in_graph: bool) -> None:
-    """Capture the lane's compute graph, and with `copies_in_graph` one graph per slot, on the
-    lane's own stream into pools of the lane's own."""
-    model, dev_in, stream = lane.model, lane.dev_in, lane.stream
-    with torch.no_grad():
-        compute_pool = torch.cuda.graph_pool_handle()
-        lane.compute_graph, lane.dev_out = _capture(lambda: model(dev_in), warmup_iters, compute_pool, stream)
-        lane.pools.append(compute_pool)
-        lane.compute = lane.compute_graph.replay
-        if not copies_in_graph:
-            for slot in lane.slots:
-                slot.bind_graph(lane.compute_graph, lane.dev_out)
-            return
-        slot_pool = torch.cuda.graph_pool_handle()  # shared by the lane's slot graphs: see above
+def capture_lane(lane: Lane, keys: list[Size], warmup_iters: int, copies_in_graph: bool) -> None:
+    """Capture, on the lane's own stream into pools of the lane's own, a compute graph per
+    launch shape, and with `copies_in_graph` one graph per slot and shape. `keys` come largest
+    first. A lane's shapes share its pools: see the module's docstring."""
+    forward, stream = lane.forward, lane.stream
+    compute_pool = torch.cuda.graph_pool_handle()
+    lane.pools.append(compute_pool)
+    slot_pool = torch.cuda.graph_pool_handle() if copies_in_graph else None
+    if slot_pool is not None:
         lane.pools.append(slot_pool)
-        for slot in lane.slots:
-            host_in, host_out = slot.host_in, slot.host_out
+    with torch.no_grad():
+        for key in keys:
+            args = lane.layout(key).views(lane.dev_in)
+            graph, outs = _capture(lambda args=args: forward(args), warmup_iters, compute_pool, stream)
+            lane.compute_graphs[key], lane.dev_out[key] = graph, tuple(outs)
+            for slot in lane.slots:
+                port = slot.ports[key] = Port(slot, key)
+                if not copies_in_graph:
+                    port.bind_graph(graph, lane.dev_out[key])
+                    continue
+                host_out = port.bind_host_out(lane.dev_out[key])
 
-            def request(host_in=host_in, host_out=host_out) -> torch.Tensor:
-                dev_in.copy_(host_in, non_blocking=True)
-                out = model(dev_in)
-                host_out.copy_(out, non_blocking=True)
-                return out
+                def request(port=port, host_out=host_out) -> tuple:
+                    port.dev_in.copy_(port.host_in, non_blocking=True)
+                    outs = forward(port.args)
+                    for host, dev in zip(host_out, outs, strict=False):
+                        host.copy_(dev, non_blocking=True)
+                    return outs
 
-            graph, _ = _capture(request, warmup_iters, slot_pool, stream)
-            slot.bind_full_graph(graph)
+                full, _ = _capture(request, warmup_iters, slot_pool, stream)
+                port.bind_full_graph(full, graph)
 
 
 def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
@@ -258,7 +331,7 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
     current = torch.cuda.current_stream(device)
     try:
         for lane in lanes:
-            capture_lane(lane, spec.warmup_iters, spec.copies_in_graph)
+            capture_lane(lane, buckets(spec.model), spec.warmup_iters, spec.copies_in_graph)
     except Exception as exc:
         # A failed capture leaves its stream current (graph.__exit__ raises before restoring).
         torch.cuda.set_stream(current)

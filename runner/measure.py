@@ -31,6 +31,7 @@ import torch
 from runner import schedule
 from runner.build import Workload
 from runner.check import CheckResult, check_schedule
+from runner.inputs import bucket_of
 from runner.lanes import Lanes
 from runner.spec import RunSpec
 from runner.trace import phase
@@ -72,6 +73,8 @@ class Measurement:
     baseline: list[Pass] = field(default_factory=list)
     ceiling: list[Pass] = field(default_factory=list)
     host_s: dict[str, list[float]] = field(default_factory=dict)  # wait, copy, launch per request
+    samples_per_request: Optional[float] = None  # real samples per request over the timed plan
+    padding_waste: Optional[float] = None  # padded elements per real element (buckets only)
     latency: Optional[dict] = None  # from schedule.latency_pass
     baseline_latency_s: list[float] = field(default_factory=list)
     steady_state_allocations: Optional[int] = None  # device allocations during timed passes
@@ -128,7 +131,8 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
 def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) -> None:
     m = spec.measure
     device = lanes.device
-    sources, model = workload.sources, workload.model
+    sources, keys, forward = workload.sources, workload.keys, workload.forward
+    out.samples_per_request, out.padding_waste = workload.mean_batch, workload.padding_waste
     pointers = [lane.buffer_pointers() for lane in lanes]
     phases = [p for p, on in (("check", spec.check), ("warmup", True), ("throughput", True),
                               ("ceiling", m.ceiling), ("baseline", spec.baseline),
@@ -143,7 +147,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
 
         start = time.perf_counter()
         with phase("warmup"):
-            warm_n, warm_s = schedule.throughput_pass(lanes, sources, 1, min(m.warmup_ms / 1e3, budget.allowance("warmup")))
+            warm_n, warm_s = schedule.throughput_pass(lanes, sources, keys, 1, min(m.warmup_ms / 1e3, budget.allowance("warmup")))
         out.warmup_s = time.perf_counter() - start
 
         # Each pass: at least min_duration, at most max_pass, and min_repeats of them must fit.
@@ -163,7 +167,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
             before = _allocation_count(device) if lanes.is_cuda else 0
             left = end - time.perf_counter()
             with phase("throughput"):
-                out.throughput.append(schedule.throughput_pass(lanes, sources, m.min_requests, min(min_s, cap),
+                out.throughput.append(schedule.throughput_pass(lanes, sources, keys, m.min_requests, min(min_s, cap),
                                                                max(0.0, min(cap, left))))
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
@@ -173,11 +177,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
 
         def ceiling(cap_s: float) -> None:
             with phase("ceiling"):
-                out.ceiling.append(schedule.ceiling_pass(lanes, m.min_requests, min(min_s, cap_s), cap_s))
+                out.ceiling.append(schedule.ceiling_pass(lanes, keys, m.min_requests, min(min_s, cap_s), cap_s))
 
         def baseline(cap_s: float) -> None:
             with phase("baseline"):
-                out.baseline.append(schedule.baseline_pass(model, workload.baseline_sources, device,
+                out.baseline.append(schedule.baseline_pass(forward, workload.baseline_sources, device,
                                                            m.min_requests, min(min_s, cap_s), cap_s))
 
         end = time.perf_counter() + allowance
@@ -207,9 +211,9 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
                 share = budget.allowance(name)
                 per_pass = min(max_s, share / (count + 0.25))
                 if name == "ceiling":  # a short untimed warm-up of the block's own
-                    schedule.ceiling_pass(lanes, 1, 0.0, per_pass / 4)
+                    schedule.ceiling_pass(lanes, keys, 1, 0.0, per_pass / 4)
                 else:
-                    schedule.baseline_pass(model, workload.baseline_sources, device, 1, 0.0, per_pass / 4)
+                    schedule.baseline_pass(forward, workload.baseline_sources, device, 1, 0.0, per_pass / 4)
                 for _ in range(count):
                     run(per_pass)
         out.steady_state_allocations = allocations if lanes.is_cuda else None
@@ -220,13 +224,17 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
             # Percentiles of a handful of requests mean nothing: two turns of the ring at least.
             floor = min(m.latency_requests, 2 * len(lanes.ring))
             with phase("enqueue"):
-                out.host_s = schedule.enqueue_pass(lanes, sources, m.latency_requests, share / parts, floor)
+                out.host_s = schedule.enqueue_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
             with phase("latency"):
-                out.latency = schedule.latency_pass(lanes, sources, m.latency_requests, share / parts, floor)
+                out.latency = schedule.latency_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
+            if spec.model.bucketed:  # each request's bucket, for latency per bucket
+                plan = workload.plan
+                out.latency["bucket"] = [str(bucket_of(spec.model, plan[j % len(plan)].size))
+                                         for j in range(len(out.latency["lane"]))]
             if spec.baseline:
                 with phase("baseline-latency"):
                     out.baseline_latency_s = schedule.baseline_latency_pass(
-                        model, workload.baseline_sources, device, m.latency_requests, share / parts, floor
+                        forward, workload.baseline_sources, device, m.latency_requests, share / parts, floor
                     )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
     out.elapsed_s = budget.elapsed()

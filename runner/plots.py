@@ -18,7 +18,7 @@ _MODE_KEYS = ("streams=", "graph=", "pinned=", "capture.copies_in_graph=", "mode
 
 def _line_label(row: Row) -> str:
     """One line per mode and per other setting that varies; streams go on the x axis.
-    'graph x4 pinned' with overrides 'streams=4 model.input.batch=8' -> 'graph, pinned, model.input.batch=8'."""
+    'graph x4 pinned' with overrides 'streams=4 model.batch=8' -> 'graph, pinned, model.batch=8'."""
     mode = _STREAMS.sub(" ", row.mode).split()
     others = [o for o in row.overrides.split() if not o.startswith(_MODE_KEYS)]
     return ", ".join(mode + others)

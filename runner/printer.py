@@ -9,6 +9,11 @@ def _num(value: Optional[float], fmt: str = ",.0f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _us(value: float) -> str:
+    """Microseconds in at most 10 characters: 1 decimal below 100 ms, whole numbers above."""
+    return f"{value:.1f}" if value < 1e5 else f"{value:,.0f}"
+
+
 def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -73,13 +78,16 @@ def render(result: dict[str, Any]) -> str:
         ("baseline request", "baseline_latency_us"),
     ]
     rows = [(label, f[key]) for label, key in rows if f.get(key)]
+    rows += [(f"bucket {b} ({v['requests']} req)", v["latency_e2e_us"])
+             for b, v in (f.get("buckets") or {}).items() if v.get("latency_e2e_us")]
     if rows:
         heading = "latency (us, host clock)" if f.get("latency_clock") == "host" else "latency (us)"
-        lines.append(f"{heading:24}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+        lines.append(f"{heading:24}{'p50':>11}{'p90':>11}{'p99':>11}{'max':>11}")
         for label, s in rows:
-            lines.append(
-                f"  {label:22}{s['p50']:>9.1f}{s['p90']:>9.1f}{s['p99']:>9.1f}{s['max']:>9.1f}"
-            )
+            lines.append("  " + f"{label:22}" + "".join(f"{_us(s[q]):>11}" for q in ("p50", "p90", "p99", "max")))
+    if f.get("padding_waste") is not None:
+        lines.append(f"buckets: {f['samples_per_request']:.1f} real samples per request, padding waste "
+                     f"{f['padding_waste']:.1%} (padded / real elements)")
     setup = []
     if f.get("capture_time_ms") is not None:
         setup.append(f"capture {f['capture_time_ms']:.0f} ms")

@@ -2,12 +2,14 @@
 time. Every pass (check, throughput, enqueue, latency, profile) serves requests through it, so
 the check validates exactly the loop that is timed.
 
-Request j goes to slot `ring[j % len(ring)]` (lane j % streams, then the lane's next slot):
+Request j goes to slot `ring[j % len(ring)]` (lane j % streams, then the lane's next slot),
+seen through the port of its launch shape (`keys[j % len(keys)]`: its bucket, or in eager
+its size):
   acquire(j)   wait until the slot's previous request has finished its copies (its `done`
                event), so its host buffers may be rewritten and its last response read; in
-               `copy` staging, write request j into the slot's pinned input;
-  launch(slot) make the lane's stream current; H2D copy, graph replay (or eager forward), D2H
-               copy; record the slot's `done` on the lane's stream.
+               `copy` staging, write request j into the slot's pinned input; returns the port;
+  launch(port) make the lane's stream current; H2D copy, graph replay (or eager forward), D2H
+               copies; record the slot's `done` on the lane's stream.
 
 Staging modes:
   direct   requests are materialized in the slots (as by a server that deserializes straight
@@ -32,95 +34,119 @@ from typing import Optional
 
 import torch
 
-from runner.lanes import Lanes, Slot
+from runner.inputs import Size
+from runner.lanes import Lanes, Port
 
 
 class Session:
-    """Requests from `sources` (request j is sources[j % len(sources)]) through `lanes`."""
+    """Requests from `sources` (request j is sources[j % len(sources)], launched in shape
+    keys[j % len(keys)]) through `lanes`."""
 
-    def __init__(self, lanes: Lanes, sources: Sequence[torch.Tensor]) -> None:
+    def __init__(self, lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequence[Size]) -> None:
         self.lanes = lanes
         self.ring = lanes.ring
         self.size = len(self.ring)
         self.sources = tuple(sources)
         self.n_sources = len(self.sources)
+        self.keys = tuple(keys)
+        self.n_keys = len(self.keys)
+        # Every port the session will use exists before the first request (eager ports are
+        # set up on first use; the timed loops must not).
+        shapes = tuple(dict.fromkeys(self.keys))
+        for slot in self.ring:
+            for key in shapes:
+                slot.port(key)
+        self.single = len(shapes) == 1
+        self.ports = tuple(slot.ports[shapes[0]] for slot in self.ring)  # one shape: port j % size
         self.direct = lanes.staging == "direct"
         self.threaded = lanes.staging == "copy" and lanes.copy_thread
         self.error: Optional[BaseException] = None
         self._stop = False
         self._thread: Optional[threading.Thread] = None
         if self.direct:
-            self.acquire, self.wait, self.stage = self._acquire_direct, self._wait, _no_stage
+            self.acquire = self.wait = self._wait if self.single else self._wait_shaped
+            self.stage = _no_stage
         elif self.threaded:
             self.acquire = self.wait = self._acquire_staged
             self.stage, self.launch = _no_stage, self._launch_staged
         else:
-            self.acquire, self.wait, self.stage = self._acquire_copy, self._wait, self._stage
+            self.acquire = self._acquire_copy if self.single else self._acquire_copy_shaped
+            self.wait = self._wait if self.single else self._wait_shaped
+            self.stage = self._stage
+
+    def port_of(self, j: int) -> Port:
+        return self.ports[j % self.size] if self.single else self.ring[j % self.size].ports[self.keys[j % self.n_keys]]
 
     # --- the protocol ---------------------------------------------------------------------
     # `acquire` is `wait` then `stage`, fused: the throughput loop pays for one call.
-    def _acquire_direct(self, j: int) -> Slot:
-        slot = self.ring[j % self.size]
-        slot.wait()
-        return slot
+    def _wait(self, j: int) -> Port:
+        port = self.ports[j % self.size]
+        port.wait()
+        return port
 
-    def _acquire_copy(self, j: int) -> Slot:
-        slot = self.ring[j % self.size]
-        slot.wait()
-        slot.host_in.copy_(self.sources[j % self.n_sources])
-        return slot
+    def _wait_shaped(self, j: int) -> Port:
+        port = self.ring[j % self.size].ports[self.keys[j % self.n_keys]]
+        port.wait()
+        return port
 
-    def _wait(self, j: int) -> Slot:
-        slot = self.ring[j % self.size]
-        slot.wait()
-        return slot
+    def _acquire_copy(self, j: int) -> Port:
+        port = self.ports[j % self.size]
+        port.wait()
+        port.host_in.copy_(self.sources[j % self.n_sources])
+        return port
 
-    def _stage(self, j: int, slot: Slot) -> None:
-        slot.host_in.copy_(self.sources[j % self.n_sources])
+    def _acquire_copy_shaped(self, j: int) -> Port:
+        port = self.ring[j % self.size].ports[self.keys[j % self.n_keys]]
+        port.wait()
+        port.host_in.copy_(self.sources[j % self.n_sources])
+        return port
 
-    def _acquire_staged(self, j: int) -> Slot:
-        slot = self.ring[j % self.size]
-        slot.ready.acquire()  # the copy thread has written request j into it
+    def _stage(self, j: int, port: Port) -> None:
+        port.host_in.copy_(self.sources[j % self.n_sources])
+
+    def _acquire_staged(self, j: int) -> Port:
+        port = self.port_of(j)
+        port.slot.ready.acquire()  # the copy thread has written request j into it
         if self.error is not None:
             raise RuntimeError(f"the copy thread failed: {self.error}") from self.error
-        return slot
+        return port
 
     @staticmethod
-    def launch(slot: Slot) -> None:
-        slot.select()
-        slot.enqueue()
-        slot.record()
+    def launch(port: Port) -> None:
+        port.select()
+        port.enqueue()
+        port.record()
 
     @staticmethod
-    def _launch_staged(slot: Slot) -> None:
-        slot.select()
-        slot.enqueue()
-        slot.record()
-        slot.free.release()  # the copy thread may now wait on this record and rewrite the slot
+    def _launch_staged(port: Port) -> None:
+        port.select()
+        port.enqueue()
+        port.record()
+        port.slot.free.release()  # the copy thread may now wait on this record and rewrite the slot
 
-    def launch_marked(self, slot: Slot, mark: Callable[[int], None]) -> None:
+    def launch_marked(self, port: Port, mark: Callable[[int], None]) -> None:
         """`launch` with `mark(stage)` between its stages (0: before H2D, 1: after it, 2: after
         compute, 3: after D2H); with the copies inside the graph only 0 and 3."""
-        slot.select()
+        port.select()
         mark(0)
-        if slot.h2d is None:
-            slot.enqueue()
+        if port.h2d is None:
+            port.enqueue()
         else:
-            slot.h2d()
+            port.h2d()
             mark(1)
-            slot.lane.compute()
+            port.compute()
             mark(2)
-            slot.d2h()
+            port.d2h()
         mark(3)
-        slot.record()
+        port.record()
         if self.threaded:
-            slot.free.release()
+            port.slot.free.release()
 
     # --- the copy thread ------------------------------------------------------------------
     def _copy_ahead(self, free: list, ready: list) -> None:
         """The copy thread. It holds its session's locks itself: a later session replaces the
         slots' locks, and a thread that has not yet noticed its stop must not take those."""
-        ring, size, sources, n = self.ring, self.size, self.sources, self.n_sources
+        size, sources, n, port_of = self.size, self.sources, self.n_sources, self.port_of
         j = 0
         i = -1
         try:
@@ -131,9 +157,9 @@ class Session:
                         return
                 if self._stop:
                     return
-                slot = ring[i]
-                slot.wait()  # the slot's last request has finished its copies
-                slot.host_in.copy_(sources[j % n])
+                port = port_of(j)
+                port.wait()  # the slot's last request has finished its copies
+                port.host_in.copy_(sources[j % n])
                 ready[i].release()
                 j += 1
         except BaseException as exc:  # hand the failure to the submitting thread
@@ -175,14 +201,14 @@ class Session:
             raise RuntimeError(f"the copy thread failed: {self.error}") from self.error
 
 
-def _no_stage(j: int, slot: Slot) -> None:
+def _no_stage(j: int, port: Port) -> None:
     pass
 
 
 @contextlib.contextmanager
-def serve(lanes: Lanes, sources: Sequence[torch.Tensor]) -> Iterator[Session]:
+def serve(lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequence[Size]) -> Iterator[Session]:
     """A session over `lanes`: the device is idle when it starts and when it ends."""
-    session = Session(lanes, sources)
+    session = Session(lanes, sources, keys)
     session.open()
     try:
         yield session

@@ -20,19 +20,25 @@ METHOD = {
         "requests go round-robin over the streams, and on each stream around a ring of "
         "staging.slots pinned slots; per request: wait for the slot's previous request (its "
         "'done' event); in copy staging, copy the request from host memory into the slot (on a "
-        "second host thread with staging.copy_thread); make the stream current; async H2D copy "
-        "into a static device buffer, graph replay (or eager forward), async D2H copy into the "
-        "slot; record 'done' on the stream. In direct staging the requests are materialized in "
+        "second host thread with staging.copy_thread); make the stream current; one async H2D copy "
+        "of the request's inputs (packed in one buffer) into a static device buffer, graph replay "
+        "(or eager forward), an async D2H copy of each kept output leaf into the slot; record 'done' "
+        "on the stream. With buckets, each request is padded to the smallest bucket that fits and "
+        "replays that bucket's graph (eager runs the real size). In direct staging the requests are materialized in "
         "the slots, as by a server that deserializes into pinned memory. The check, every timed "
         "pass and the profile serve requests through this one protocol (runner/protocol.py)"
     ),
-    "baseline": "eager model on the default stream with pageable memory: model(x.to(device)).cpu()",
+    "baseline": (
+        "eager model on the default stream with pageable memory, each request at its real size: "
+        "model(**{name: x.to(device)}), then .cpu() of each kept output leaf"
+    ),
     "throughput": (
         "all slots in flight until measure.min_requests and measure.min_duration_ms are both "
         "reached; host clock from a synchronized start to a synchronized end, garbage collector "
         "off; the median of measure.repeats passes run back to back (then the ceiling's and the "
         "baseline's passes, each block after a short warm-up; measure.interleave=true alternates "
-        "them per repeat); cv = stdev / mean of the passes"
+        "them per repeat); cv = stdev / mean of the passes; samples/s counts real samples (padding "
+        "rows excluded)"
     ),
     "speedup_vs_baseline": (
         "median runner requests/s / median baseline requests/s (with measure.interleave=true: "
@@ -51,8 +57,9 @@ METHOD = {
         "replay, event record); host_enqueue_us = copy + launch"
     ),
     "check": (
-        "distinct random requests through the request protocol, all slots in flight, each compared "
-        "with an eager forward: ||out-ref||/||ref|| <= tolerance"
+        "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "
+        "the request protocol, all slots in flight, each compared with an eager forward of the real "
+        "request, leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance"
     ),
     "warmup": "untimed schedule for measure.warmup_ms before the first timed pass",
 }

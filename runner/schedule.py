@@ -12,15 +12,16 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torch import nn
 
+from runner.inputs import Size
 from runner.lanes import Lanes
 from runner.protocol import serve
 
 perf_counter = time.perf_counter
+Forward = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]
 
 
 @contextlib.contextmanager
@@ -39,13 +40,14 @@ def no_gc() -> Iterator[None]:
 def throughput_pass(
     lanes: Lanes,
     sources: Sequence[torch.Tensor],
+    keys: Sequence[Size],
     min_requests: int,
     min_duration_s: float,
     max_duration_s: float = math.inf,
 ) -> tuple[int, float]:
     """All slots in flight until both minimums are met, or `max_duration_s` has passed (at
     least one turn of the ring). Returns (requests, seconds)."""
-    with no_gc(), serve(lanes, sources) as session:
+    with no_gc(), serve(lanes, sources, keys) as session:
         acquire, launch = session.acquire, session.launch
         turn = session.size  # the clock is read once per turn of the ring
         j = 0
@@ -63,7 +65,7 @@ def throughput_pass(
 
 
 def enqueue_pass(
-    lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, max_duration_s: float = math.inf,
+    lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequence[Size], requests: int, max_duration_s: float = math.inf,
     min_requests: int = 1,
 ) -> dict[str, list[float]]:
     """The throughput loop with a host clock between the protocol's steps. Returns seconds per
@@ -72,16 +74,16 @@ def enqueue_pass(
     `max_duration_s` (at least one request)."""
     wait_s, copy_s, launch_s = [0.0] * requests, [0.0] * requests, [0.0] * requests
     done = requests
-    with no_gc(), serve(lanes, sources) as session:
+    with no_gc(), serve(lanes, sources, keys) as session:
         wait, stage, launch = session.wait, session.stage, session.launch
         deadline = perf_counter() + max_duration_s
         for j in range(requests):
             t0 = perf_counter()
-            slot = wait(j)
+            port = wait(j)
             t1 = perf_counter()
-            stage(j, slot)
+            stage(j, port)
             t2 = perf_counter()
-            launch(slot)
+            launch(port)
             t3 = perf_counter()
             wait_s[j], copy_s[j], launch_s[j] = t1 - t0, t2 - t1, t3 - t2
             if t3 > deadline and j + 1 >= min_requests:
@@ -131,7 +133,7 @@ class Timeline:
 
 
 def latency_pass(
-    lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, max_duration_s: float = math.inf,
+    lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequence[Size], requests: int, max_duration_s: float = math.inf,
     min_requests: int = 1,
 ) -> dict[str, list]:
     """The schedule with stage marks on every request, all slots in flight; stops early after
@@ -141,19 +143,20 @@ def latency_pass(
     (us since the same origin, host clock). Event records cost host time, so this pass is
     separate from the throughput passes.
     """
-    staged = all(slot.h2d is not None for slot in lanes.ring)
+    with serve(lanes, sources, keys) as session:  # sets up every port the pass uses
+        staged = all(session.port_of(j).h2d is not None for j in range(len(keys) * session.size))
     timeline = Timeline(requests, lanes.device, (0, 1, 2, 3) if staged else (0, 3))
     host = [[0.0, 0.0] for _ in range(requests)]
     n_lanes = len(lanes)
     done = requests
-    with no_gc(), serve(lanes, sources) as session:
+    with no_gc(), serve(lanes, sources, keys) as session:
         acquire, launch_marked, mark = session.acquire, session.launch_marked, timeline.mark
         timeline.start()
         deadline = perf_counter() + max_duration_s
         for j in range(requests):
-            slot = acquire(j)
+            port = acquire(j)
             t0 = perf_counter()
-            launch_marked(slot, lambda stage, j=j: mark(j, stage))
+            launch_marked(port, lambda stage, j=j: mark(j, stage))
             host[j][0] = t0
             host[j][1] = t1 = perf_counter()
             if t1 > deadline and j + 1 >= min_requests:
@@ -169,10 +172,15 @@ def latency_pass(
 
 
 def ceiling_pass(
-    lanes: Lanes, min_requests: int, min_duration_s: float, max_duration_s: float = math.inf
+    lanes: Lanes, keys: Sequence[Size], min_requests: int, min_duration_s: float, max_duration_s: float = math.inf
 ) -> tuple[int, float]:
-    """The same compute replayed back to back across the lanes: no copies, no host waits."""
-    order = tuple((lane.slots[0].select, lane.compute) for lane in lanes)
+    """The same compute replayed back to back across the lanes: no copies, no host waits.
+    Request j runs shape keys[j % len(keys)] on lane j % streams, as in the schedule."""
+    n = len(lanes)
+    count = len(keys) if len(set(keys)) > 1 else 1
+    turns = n * count // math.gcd(n, count)  # one cycle of (lane, shape) pairs
+    order = tuple((lanes.lanes[j % n].slots[0].select, lanes.lanes[j % n].compute(keys[j % len(keys)]))
+                  for j in range(turns))
     requests = 0
     with no_gc():
         lanes.synchronize()
@@ -194,14 +202,15 @@ def ceiling_pass(
 
 
 def baseline_pass(
-    model: nn.Module,
-    sources: Sequence[torch.Tensor],
+    forward: Forward,
+    sources: Sequence[dict[str, torch.Tensor]],
     device: torch.device,
     min_requests: int,
     min_duration_s: float,
     max_duration_s: float = math.inf,
 ) -> tuple[int, float]:
-    """What a naive user writes: pageable input, default stream, blocking copies."""
+    """What a naive user writes: pageable inputs, default stream, blocking copies (each input
+    in, each kept output leaf out)."""
     n_sources = len(sources)
     k = 0
     requests = 0
@@ -211,7 +220,8 @@ def baseline_pass(
         start = perf_counter()
         soft, hard = start + min_duration_s, start + max_duration_s
         while True:
-            model(sources[k].to(device)).cpu()
+            for leaf in forward({name: x.to(device) for name, x in sources[k].items()}):
+                leaf.cpu()
             k += 1
             if k == n_sources:
                 k = 0
@@ -223,7 +233,7 @@ def baseline_pass(
 
 
 def baseline_latency_pass(
-    model: nn.Module, sources: Sequence[torch.Tensor], device: torch.device, requests: int,
+    forward: Forward, sources: Sequence[dict[str, torch.Tensor]], device: torch.device, requests: int,
     max_duration_s: float = math.inf, min_requests: int = 1,
 ) -> list[float]:
     """Seconds per baseline request; each request ends in a blocking D2H copy."""
@@ -235,7 +245,8 @@ def baseline_latency_pass(
         deadline = perf_counter() + max_duration_s
         for j in range(requests):
             t0 = perf_counter()
-            model(sources[j % n_sources].to(device)).cpu()
+            for leaf in forward({name: x.to(device) for name, x in sources[j % n_sources].items()}):
+                leaf.cpu()
             t1 = perf_counter()
             seconds.append(t1 - t0)
             if t1 > deadline and j + 1 >= min_requests:

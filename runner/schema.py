@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -35,22 +35,55 @@ class StagingMode(Enum):
 class InputKind(Enum):
     float = "float"  # dense tensor in the run's dtype, drawn from N(0, 1)
     tokens = "tokens"  # int64 ids drawn uniformly from [0, vocab)
+    mask = "mask"  # int64 ones (an attention mask); with random_lengths, ones up to a random length
+    int = "int"  # int64 drawn uniformly from [low, high)
+    bool = "bool"  # random True/False
 
 
 @dataclass
 class InputConfig:
-    batch: int = 32  # samples per request: the leading dimension of every input
-    shape: list[int] = field(default_factory=lambda: [256])  # one sample's shape
+    # One sample's shape: the request adds the batch in front. An entry `seq` stands for the
+    # sequence size (model.seq).
+    shape: list[Any] = field(default_factory=list)
     kind: InputKind = InputKind.float
-    vocab: int = 0  # tokens only: ids lie in [0, vocab)
+    vocab: int = 0  # tokens: ids lie in [0, vocab)
+    low: int = 0  # int: values lie in [low, high)
+    high: int = 0
+    random_lengths: bool = False  # mask: each sample's ones end at a random length, zeros after
+
+
+@dataclass
+class SizesConfig:
+    """How request sizes are drawn when batch (or seq) is a list of buckets: `values` with
+    `weights`, or uniformly from [low, high]. Left empty: uniformly from 1 to the largest bucket."""
+
+    values: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # one per value; empty: equal weights
+    low: int = 0
+    high: int = 0
+
+
+@dataclass
+class RequestSizesConfig:
+    batch: SizesConfig = field(default_factory=SizesConfig)
+    seq: SizesConfig = field(default_factory=SizesConfig)
 
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
+    name: Optional[str] = None  # for the records; default: the class named by module._target_
     # `_target_` (an importable nn.Module class or factory) plus its keyword arguments.
     module: dict[str, Any] = MISSING
-    input: InputConfig = field(default_factory=InputConfig)
+    # Samples per request, the leading dimension of every input: a number, or a list of bucket
+    # sizes (one graph per stream and bucket; each request is padded to the smallest that fits).
+    batch: Any = 32
+    # The size `seq` stands for in input shapes: a number, a list of bucket sizes, or null.
+    seq: Any = None
+    # forward's keyword arguments, each with one sample's shape and its kind.
+    inputs: dict[str, InputConfig] = MISSING
+    # Output leaves to copy back and check, by path (e.g. [logits]); empty: every tensor leaf.
+    outputs: list[str] = field(default_factory=list)
+    sizes: RequestSizesConfig = field(default_factory=RequestSizesConfig)  # bucketed runs only
 
 
 @dataclass
@@ -110,15 +143,26 @@ def register() -> None:
     ConfigStore.instance().store(name="runner_schema", node=Config)
 
 
+def _resolve_type(annotation: Any) -> Any:
+    """A field's dataclass type; ("map", dataclass) for dict[str, <dataclass>]."""
+    if not isinstance(annotation, str):
+        return annotation
+    if annotation.startswith("dict[str, ") and annotation[10:-1] in globals():
+        return ("map", globals()[annotation[10:-1]])
+    return globals().get(annotation, annotation)
+
+
 def keys_under(path: str) -> list[str]:
     """The keys the schema allows at a dotted path ('' for the top level), for error messages."""
     node: Any = Config
     for part in filter(None, path.split(".")):
+        if isinstance(node, tuple):  # part is a key of a map: its value's config
+            node = node[1]
+            continue
         fields = getattr(node, "__dataclass_fields__", {})
         if part not in fields:
             return []
-        node = fields[part].type
-        node = globals().get(node, node) if isinstance(node, str) else node
+        node = _resolve_type(fields[part].type)
     return sorted(getattr(node, "__dataclass_fields__", {}))
 
 
@@ -129,9 +173,11 @@ def bool_keys() -> list[str]:
 
     def walk(node: Any, prefix: str) -> None:
         for name, f in getattr(node, "__dataclass_fields__", {}).items():
-            kind = f.type if not isinstance(f.type, str) else globals().get(f.type, f.type)
+            kind = _resolve_type(f.type)
             if kind in (bool, "bool"):
                 found.append(prefix + name)
+            elif isinstance(kind, tuple):  # a map: its keys are the user's (`*` in the path)
+                walk(kind[1], f"{prefix}{name}.*.")
             elif hasattr(kind, "__dataclass_fields__"):
                 walk(kind, f"{prefix}{name}.")
 

@@ -7,6 +7,7 @@ settings that will actually run, each change from the request explained in a not
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -19,20 +20,67 @@ from omegaconf import DictConfig, OmegaConf
 from runner.errors import ConfigError, condense
 from runner.schema import Config, bool_keys, keys_under
 
+MAPS = ("model.inputs",)  # schema maps whose keys the user names
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:(\d+))$")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+SEQ = "seq"  # the shape entry that stands for the sequence size
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    batch: int
-    shape: tuple[int, ...]  # one sample's shape; a request is (batch, *shape)
-    kind: str  # "float" or "tokens"
-    vocab: int
+    """One keyword argument of forward."""
+
+    name: str
+    shape: tuple[Any, ...]  # one sample's shape: ints, and SEQ for the sequence size
+    kind: str  # float, tokens, mask, int or bool
+    vocab: int = 0
+    low: int = 0
+    high: int = 0
+    random_lengths: bool = False
+
+    def sample_shape(self, seq: int) -> tuple[int, ...]:
+        return tuple(seq if d == SEQ else d for d in self.shape)
 
     @property
-    def request_shape(self) -> tuple[int, ...]:
-        return (self.batch, *self.shape)
+    def has_seq(self) -> bool:
+        return SEQ in self.shape
+
+
+@dataclass(frozen=True)
+class SizeDist:
+    """Request sizes: `values` drawn with `weights`, or uniform integers in [low, high]."""
+
+    values: tuple[int, ...] = ()
+    weights: tuple[float, ...] = ()
+    low: int = 0
+    high: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    module: Mapping[str, Any]  # `_target_` and arguments, for hydra.utils.instantiate
+    inputs: tuple[InputSpec, ...]
+    batches: tuple[int, ...]  # bucket sizes, ascending; one entry: a fixed batch
+    seqs: tuple[int, ...]  # likewise for `seq`; () when no input uses it
+    outputs: tuple[str, ...]  # leaves kept, by path; (): every tensor leaf
+    batch_sizes: SizeDist = SizeDist()  # how bucketed runs draw request sizes
+    seq_sizes: SizeDist = SizeDist()
+
+    @property
+    def bucketed(self) -> bool:
+        return len(self.batches) > 1 or len(self.seqs) > 1
+
+    @property
+    def largest(self) -> tuple[int, int]:
+        """(batch, seq) of the largest bucket; seq 0 when no input has one."""
+        return self.batches[-1], (self.seqs[-1] if self.seqs else 0)
+
+    @property
+    def batch(self) -> int:
+        return self.batches[-1]
 
 
 @dataclass(frozen=True)
@@ -57,9 +105,7 @@ class MeasureSpec:
 class RunSpec:
     """What runs: the request after device resolution. Plain values only."""
 
-    model_name: str
-    module: Mapping[str, Any]  # `_target_` and arguments, for hydra.utils.instantiate
-    input: InputSpec
+    model: ModelSpec
     device: str  # "cpu" or "cuda:N"
     dtype: str  # "fp32", "bf16" or "fp16"
     tf32: bool
@@ -80,6 +126,10 @@ class RunSpec:
     timestamps: str
     resume: bool
     notices: tuple[str, ...] = ()  # each setting changed from the request, and why
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
 
     @property
     def is_cuda(self) -> bool:
@@ -134,6 +184,11 @@ def _check(ok: bool, message: str) -> None:
 
 def _unknown_keys(node: DictConfig, path: str) -> None:
     """`+key=value` bypasses the schema; catch what it added outside model.module."""
+    if path in MAPS:  # the user's names (model.inputs.x): each value has the map's schema
+        for key in node.keys():
+            if isinstance(node[key], DictConfig):
+                _unknown_keys(node[key], f"{path}.{key}")
+        return
     allowed = keys_under(path)
     if not allowed:
         return
@@ -148,10 +203,12 @@ def _unknown_keys(node: DictConfig, path: str) -> None:
 
 def check_overrides(overrides: list[str]) -> None:
     """What the composed config can no longer tell: a boolean given as a number."""
-    booleans = set(bool_keys())
+    booleans = bool_keys()
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        if sep and key in booleans and value.strip().lower() not in ("true", "false"):
+        if not sep or not any(fnmatch.fnmatchcase(key, pattern) for pattern in booleans):
+            continue
+        if value.strip().lower() not in ("true", "false"):
             raise ConfigError(f"{key}={value}: not a boolean; use {key}=true or {key}=false")
 
 
@@ -165,7 +222,7 @@ def validate(cfg: DictConfig) -> Config:
     except Exception as exc:  # missing values, unresolvable interpolations
         raise ConfigError(condense(exc)) from exc
     assert isinstance(config, Config)
-    model, inp, m, cap = config.model, config.model.input, config.measure, config.capture
+    model, m, cap = config.model, config.measure, config.capture
 
     _check(config.streams >= 1, f"streams={config.streams}: out of range; use streams >= 1, e.g. streams=4")
     _check(
@@ -177,13 +234,7 @@ def validate(cfg: DictConfig) -> Config:
         "_target_" in model.module,
         "model.module: no _target_; name the nn.Module to build, e.g. model.module._target_=torch.nn.Linear",
     )
-    _check(inp.batch >= 1, f"model.input.batch={inp.batch}: out of range; use a batch >= 1")
-    _check(
-        all(d >= 1 for d in inp.shape),
-        f"model.input.shape={list(inp.shape)}: every dimension must be >= 1",
-    )
-    if inp.kind.value == "tokens":
-        _check(inp.vocab >= 1, f"model.input.vocab={inp.vocab}: token inputs need a vocab >= 1")
+    model_spec(config)  # the model's keys, checked here; resolve builds the same spec
     _check(
         1 <= config.staging.slots <= 64,
         f"staging.slots={config.staging.slots}: out of range; use 1 to 64 slots per stream, e.g. staging.slots=2",
@@ -216,6 +267,98 @@ def validate(cfg: DictConfig) -> Config:
         f"measure.cv_warn={m.cv_warn}: out of range; use a fraction > 0, e.g. 0.05",
     )
     return config
+
+
+def _sizes(value: Any, key: str, example: str) -> tuple[int, ...]:
+    """A size or a list of bucket sizes -> ascending distinct sizes."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    _check(
+        len(values) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values),
+        f"{key}={_show(value)}: use a whole number >= 1, or a list of bucket sizes, e.g. {key}={example}",
+    )
+    return tuple(sorted(set(values)))
+
+
+def _size_dist(dist: Any, key: str, buckets: tuple[int, ...]) -> SizeDist:
+    values, weights = tuple(dist.values), tuple(float(w) for w in dist.weights)
+    low, high = dist.low, dist.high
+    given = bool(values or weights or low or high)
+    if not given:
+        return SizeDist()
+    dim = key.rpartition(".")[2]
+    _check(
+        len(buckets) > 1,
+        f"{key}: request sizes apply to buckets; make model.{dim} a list, e.g. model.{dim}=[1,8,32]",
+    )
+    largest = buckets[-1]
+    if values:
+        _check(not (low or high), f"{key}: give values (with weights) or low and high, not both")
+        _check(
+            all(1 <= v <= largest for v in values),
+            f"{key}.values={list(values)}: every size must lie in 1..{largest} (the largest bucket)",
+        )
+        _check(
+            not weights or (len(weights) == len(values) and all(w >= 0 for w in weights) and sum(weights) > 0),
+            f"{key}.weights: give one weight >= 0 per value ({len(values)}), not all zero",
+        )
+        return SizeDist(values=values, weights=weights)
+    _check(not weights, f"{key}.weights: weights go with values; add {key}.values")
+    _check(
+        1 <= low <= high <= largest,
+        f"{key}: low={low} high={high}; use 1 <= low <= high <= {largest} (the largest bucket)",
+    )
+    return SizeDist(low=low, high=high)
+
+
+def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> ModelSpec:
+    """The model's keys, checked: inputs, buckets, request sizes, outputs."""
+    model = config.model
+    target = str(model.module["_target_"])
+    name = model.name or target.rpartition(".")[2]
+    _check(
+        isinstance(model.inputs, Mapping) and len(model.inputs) > 0,
+        "model.inputs: empty; name forward's arguments, e.g. model.inputs={x: {shape: [256]}}",
+    )
+    batches = _sizes(model.batch, "model.batch", "[1,8,32]")
+    seqs = _sizes(model.seq, "model.seq", "[32,64,128]") if model.seq is not None else ()
+    inputs = []
+    for arg, inp in model.inputs.items():
+        key = f"model.inputs.{arg}"
+        shape = tuple(inp.shape)
+        _check(
+            all(d == SEQ or (isinstance(d, int) and not isinstance(d, bool) and d >= 1) for d in shape),
+            f"{key}.shape={list(shape)}: every dimension must be a whole number >= 1 or seq",
+        )
+        kind = inp.kind.value
+        if SEQ in shape:
+            _check(bool(seqs), f"{key}.shape={list(shape)} uses seq, but model.seq is not set; set it, e.g. model.seq=128")
+        if kind == "tokens":
+            _check(inp.vocab >= 1, f"{key}.vocab={inp.vocab}: token inputs need a vocab >= 1")
+        if kind == "int":
+            _check(inp.high > inp.low, f"{key}: low={inp.low} high={inp.high}; int inputs need low < high")
+        if kind == "mask" and inp.random_lengths:
+            _check(
+                len(shape) >= 1,
+                f"{key}.random_lengths: a mask needs a length dimension; give it a shape, e.g. [seq]",
+            )
+        inputs.append(InputSpec(str(arg), shape, kind, inp.vocab, inp.low, inp.high, inp.random_lengths))
+    if seqs:
+        _check(
+            any(i.has_seq for i in inputs),
+            f"model.seq={_show(model.seq)}: no input shape uses seq; put seq in a shape or set model.seq=null",
+        )
+    outputs = tuple(str(o) for o in model.outputs)
+    _check(all(outputs), "model.outputs: an empty name; list output paths, e.g. model.outputs=[logits]")
+    return ModelSpec(
+        name=name,
+        module=module if module is not None else {},
+        inputs=tuple(inputs),
+        batches=batches,
+        seqs=seqs,
+        outputs=outputs,
+        batch_sizes=_size_dist(model.sizes.batch, "model.sizes.batch", batches),
+        seq_sizes=_size_dist(model.sizes.seq, "model.sizes.seq", seqs),
+    )
 
 
 def _cuda_device(requested: str, count: int) -> str:
@@ -291,11 +434,8 @@ def resolve(
         copies_in_graph = False
 
     m = config.measure
-    inp = config.model.input
     return RunSpec(
-        model_name=config.model.name,
-        module=OmegaConf.to_container(cfg.model.module, resolve=True),  # type: ignore[arg-type]
-        input=InputSpec(inp.batch, tuple(inp.shape), inp.kind.value, inp.vocab),
+        model=model_spec(config, OmegaConf.to_container(cfg.model.module, resolve=True)),  # type: ignore[arg-type]
         device=device,
         dtype=dtype,
         tf32=tf32,

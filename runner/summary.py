@@ -63,8 +63,18 @@ def ratio_figures(name: str, ratio: float, numerator: list[float], denominator: 
     }
 
 
+def _bucket_figures(latency: dict, cuda: bool) -> dict[str, Any]:
+    """Requests and end-to-end latency per bucket, from the latency pass."""
+    e2e = _stage_us(latency, STAGES["e2e"])
+    per: dict[str, list[float]] = {}
+    for bucket, us in zip(latency["bucket"], e2e, strict=True):
+        per.setdefault(bucket, []).append(us)
+    order = sorted(per, key=lambda b: tuple(int(x) for x in b.split("x")))
+    return {b: {"requests": len(per[b]), "latency_e2e_us": summarize(per[b])} for b in order}
+
+
 def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
-    batch = spec.input.batch
+    batch = m.samples_per_request or spec.model.batch  # real samples: padding is not served
     fig: dict[str, Any] = {}
     warnings: list[str] = []
     fig.update(_rate_figures("throughput", m.throughput, batch))
@@ -91,6 +101,11 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         for stage, marks in stages.items():
             fig[f"latency_{stage}_us"] = summarize(_stage_us(m.latency, marks))
         fig["latency_clock"] = "cuda events" if spec.is_cuda else "host"
+        if "bucket" in m.latency:
+            fig["buckets"] = _bucket_figures(m.latency, spec.is_cuda)
+    if spec.model.bucketed:
+        fig["samples_per_request"] = batch
+        fig["padding_waste"] = m.padding_waste if spec.graph else 0.0  # eager runs the real sizes
     host = m.host_s or {"wait": [], "copy": [], "launch": []}
     for step in ("wait", "copy", "launch"):
         fig[f"host_{step}_us"] = summarize(s * 1e6 for s in host[step])

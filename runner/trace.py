@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from runner.inputs import Size
 from runner.lanes import Lanes
 from runner.protocol import serve
 from runner.record import write_atomic
@@ -35,7 +36,8 @@ def phase(name: str) -> Iterator[None]:
         yield
 
 
-def profile_schedule(lanes: Lanes, sources: Sequence[torch.Tensor], requests: int, path: Path) -> Path:
+def profile_schedule(lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequence[Size], requests: int,
+                     path: Path) -> Path:
     """Run `requests` through the schedule under torch.profiler and write a Chrome trace
     (Perfetto opens it): each stream's copies and graph replays land on their own rows, each
     request is a labelled range on the host."""
@@ -43,7 +45,7 @@ def profile_schedule(lanes: Lanes, sources: Sequence[torch.Tensor], requests: in
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if lanes.is_cuda else [])
     n_lanes = len(lanes)
-    with profile(activities=activities) as prof, serve(lanes, sources) as session:
+    with profile(activities=activities) as prof, serve(lanes, sources, keys) as session:
         for j in range(requests):
             with record_function(f"request {j} (stream {j % n_lanes})"):
                 session.launch(session.acquire(j))

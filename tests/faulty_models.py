@@ -1,5 +1,6 @@
 """Models that fail on purpose, to drill the runner's failure handling. All take the same
-arguments (features, calls), so one sweep can go over them by `_target_` alone."""
+arguments (features, calls), so one sweep can go over them by `_target_` alone, and their forward
+takes `input`, as torch.nn.Linear's does: they plug into `model=linear` (model.inputs.input)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ class Healthy(nn.Module):
         self.calls = calls
         self.count = 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         self.count += 1
         if self.count > self.calls:
-            self.fail(x)
-        return self.linear(x)
+            self.fail(input)
+        return self.linear(input)
 
     def fail(self, x: torch.Tensor) -> None:
         pass
@@ -57,8 +58,8 @@ class Hog(Healthy):
 class HostSync(Healthy):
     """Reads a value back to the host in forward: a host sync that cannot be captured."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.linear(x)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        y = self.linear(input)
         if y.sum().item() > 1e30:  # data-dependent branch on a synced value
             y = y * 0
         return y
@@ -67,7 +68,7 @@ class HostSync(Healthy):
 class Fp32Only(Healthy):
     """Refuses any input that is not fp32, as a kernel without half-precision support would."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32:
-            raise NotImplementedError(f"no kernel for {x.dtype}")
-        return self.linear(x)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dtype != torch.float32:
+            raise NotImplementedError(f"no kernel for {input.dtype}")
+        return self.linear(input)

@@ -14,7 +14,7 @@ from tests.conftest import cli_env
 
 pytestmark = pytest.mark.slow
 
-QUICK = ["measure=quick", "device=cpu", "model.input.batch=2"]
+QUICK = ["measure=quick", "device=cpu", "model.batch=2"]
 
 
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -42,7 +42,7 @@ def test_single_run_prints_a_table_and_ends_with_the_json_result(tmp_path):
 
 
 def test_default_run_on_a_machine_without_gpu_says_so_in_one_line(tmp_path):
-    done = run_cli(["measure=quick", "model.input.batch=2"], tmp_path)
+    done = run_cli(["measure=quick", "model.batch=2"], tmp_path)
     assert done.returncode == 0, done.stderr
     notes = [line for line in done.stdout.splitlines() if line.startswith("note: graphs, streams")]
     assert notes and "need CUDA" in notes[0]
@@ -52,7 +52,7 @@ def test_default_run_on_a_machine_without_gpu_says_so_in_one_line(tmp_path):
 
 
 FAULTY = ["model=linear", "~model.module.in_features", "~model.module.out_features",
-          "+model.module.features=8", "model.input.shape=[8]"]
+          "+model.module.features=8", "model.inputs.input.shape=[8]"]
 
 # (arguments, what the one line must start with after "error: ")
 BAD_INPUTS = {
@@ -73,11 +73,13 @@ BAD_INPUTS = {
     "device-missing": (["device=cuda:3"], "device=cuda:3:"),
     "unknown-key": (["foo=1"], "foo: unknown key"),
     "unknown-key-plus": (["+foo=1"], "foo: unknown key"),
-    "unknown-model": (["model=nope"], "model=nope: no such option in configs/model/; choose one of: encoder, linear, mlp, mlp_wide, tiny_llm"),
+    "unknown-model": (["model=nope"], "model=nope: no such option in configs/model/; choose one of: bert, encoder, gpt2, "
+                      "linear, mlp, mlp_wide, tiny_llm"),
     "unknown-measure": (["measure=nope"], "measure=nope: no such option"),
     "unknown-experiment": (["experiment=nope"], "experiment=nope: no such option"),
-    "batch-negative": (["model.input.batch=-4"], "model.input.batch=-4: out of range"),
-    "shape-zero": (["model.input.shape=[0]"], "model.input.shape=[0]: every dimension must be >= 1"),
+    "batch-negative": (["model.batch=-4"], "model.batch=-4: use a whole number >= 1"),
+    "batch-type": (["model.batch=x"], "model.batch=x: use a whole number >= 1"),
+    "shape-zero": (["model.inputs.x.shape=[0]"], "model.inputs.x.shape=[0]: every dimension must be a whole number >= 1"),
     "repeats-zero": (["measure.repeats=0"], "measure.repeats=0: out of range"),
     "min-requests-type": (["measure.min_requests=many"], "measure.min_requests: Value 'many'"),
     "warmup-iters-range": (["capture.warmup_iters=-1"], "capture.warmup_iters=-1: out of range"),
@@ -88,9 +90,13 @@ BAD_INPUTS = {
     "target-import": (["model.module._target_=nope.Nope"], "model.module._target_=nope.Nope: cannot be imported"),
     "target-not-module": (["model.module._target_=builtins.dict"], "model.module._target_=builtins.dict: builds a dict, not an nn.Module"),
     "target-arguments": (["model.module._target_=torch.nn.Linear"], "model.module: the arguments do not fit torch.nn.Linear"),
-    "shape-mismatch": (["model.input.shape=[7]"], "model.input.shape=[7] with batch 2 does not fit model mlp"),
-    "tokens-vocab": (["model=tiny_llm", "model.input.vocab=0"], "model.input.vocab=0: token inputs need a vocab >= 1"),
-    "list-bare": (["model.input.shape=256"], "model.input.shape=256: this key takes a list; write model.input.shape=[256]"),
+    "shape-mismatch": (["model.inputs.x.shape=[7]"], "model.inputs (x float [2, 7]) do not fit model MLP"),
+    "input-name": (["model=linear", "~model.inputs.input", "++model.inputs={x:{shape:[512]}}"],
+                   "model.inputs.x: Linear.forward has no argument 'x' (it takes: input)"),
+    "tokens-vocab": (["model=tiny_llm", "model.inputs.tokens.vocab=0"],
+                     "model.inputs.tokens.vocab=0: token inputs need a vocab >= 1"),
+    "list-bare": (["model.inputs.x.shape=256"],
+                  "model.inputs.x.shape=256: this key takes a list; write model.inputs.x.shape=[256]"),
     "bool-number": (["graph=2"], "graph=2: not a boolean; use graph=true or graph=false"),
     "bool-number-nested": (["measure.ceiling=0"], "measure.ceiling=0: not a boolean"),
     "min-repeats": (["measure.min_repeats=5", "measure.repeats=3"], "measure.min_repeats=5: more than measure.repeats=3"),
@@ -147,12 +153,12 @@ def test_runtime_failure_exits_nonzero_with_a_failed_result(tmp_path):
 
 
 def test_two_job_multirun_records_each_job(tmp_path):
-    done = run_cli(["-m", *QUICK, "model.input.batch=1,2"], tmp_path)
+    done = run_cli(["-m", *QUICK, "model.batch=1,2"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     paths = results_under(tmp_path / "outputs" / "sweeps")
     assert len(paths) == 2
     results = [json.loads(p.read_text()) for p in paths]
-    assert sorted(r["config"]["model"]["input"]["batch"] for r in results) == [1, 2]
+    assert sorted(r["config"]["model"]["batch"] for r in results) == [1, 2]
     assert all(r["status"] == "ok" for r in results)
     assert sorted(r["job"]["num"] for r in results) == [0, 1]
 
@@ -164,8 +170,11 @@ def test_notes_are_printed_once_and_help_describes_the_main_keys(tmp_path):
     assert len(notes) == len(result["notices"]) == len(set(notes)) >= 1
     shown = run_cli(["--help"], tmp_path)
     assert shown.returncode == 0
-    for words in ("streams [4]", "staging.mode", "measure.budget_s", "model: encoder, linear, mlp", "experiment: recipe"):
+    for words in ("streams [4]", "staging.mode", "measure.budget_s", "model.batch", "model.inputs.NAME.shape",
+                  "model: bert, encoder, gpt2, linear, mlp"):
         assert words in shown.stdout, words
+    [experiments] = [line for line in shown.stdout.splitlines() if line.startswith("experiment: ")]
+    assert "recipe" in experiments.split(": ", 1)[1].split(", "), experiments
 
 
 def test_resume_is_refused_into_a_folder_of_other_overrides(tmp_path):
@@ -269,7 +278,7 @@ def test_inside_a_project_with_its_own_models_package_its_models_are_meant(tmp_p
     (project / "configs" / "__init__.py").write_text("")  # a project's own configs package, too
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}  # the installed runner only
     args = [*QUICK, "model=linear", "model.module._target_=models.my_net.Net", "~model.module.in_features",
-            "~model.module.out_features", "model.input.shape=[8]"]
+            "~model.module.out_features", "~model.inputs.input", "++model.inputs={x:{shape:[8]}}"]  # Net.forward(x)
     script = shutil.which("runner")
     commands = [[sys.executable, "-m", "runner", *args]] + ([[script, *args]] if script else [])
     for command in commands:

@@ -18,14 +18,24 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
+MODEL_NAMES = {"bert": "BertModel", "encoder": "TransformerEncoder", "gpt2": "GPT2LMHeadModel", "linear": "Linear",
+               "mlp": "MLP", "mlp_wide": "MLP", "tiny_llm": "TinyLLM"}
+
+
+def test_every_bundled_model_is_named_here():
+    assert sorted(MODEL_NAMES) == _options("model")
+
+
 @pytest.mark.parametrize("model", _options("model"))
 @pytest.mark.parametrize("measure", _options("measure"))
 def test_every_model_and_measure_option_composes(make_cfg, model, measure):
     cfg = make_cfg(f"model={model}", f"measure={measure}")
     spec = resolve(cfg, cuda_count=lambda: 0)
-    assert spec.model_name == model
-    assert "_target_" in spec.module
-    assert spec.input.batch >= 1
+    # The name defaults to the class that model.module._target_ names.
+    assert spec.model_name == str(spec.model.module["_target_"]).rpartition(".")[2] == MODEL_NAMES[model]
+    assert "_target_" in spec.model.module
+    assert spec.model.batch >= 1
+    assert spec.model.inputs and all(inp.name and inp.shape for inp in spec.model.inputs)
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
@@ -36,7 +46,9 @@ def test_every_experiment_composes(make_cfg, experiment):
 
 def test_default_config_is_the_recipe(make_cfg):
     cfg = make_cfg()
-    assert (cfg.model.name, cfg.streams, cfg.graph, cfg.pinned, cfg.baseline) == ("mlp", 4, True, True, True)
+    assert (cfg.model.module._target_, cfg.streams, cfg.graph, cfg.pinned, cfg.baseline) == (
+        "runner.models.mlp.MLP", 4, True, True, True)
+    assert list(cfg.model.inputs) == ["x"] and cfg.model.batch == 32
     recipe = make_cfg("experiment=recipe")
     keys = ("streams", "graph", "pinned", "baseline", "dtype", "tf32", "capture", "staging", "model")
     assert {k: recipe[k] for k in keys} == {k: cfg[k] for k in keys}
@@ -51,8 +63,8 @@ def test_default_config_is_the_recipe(make_cfg):
         "capture.copies_in_graph=true", "capture.fallback_eager=true", "measure.repeats=3",
         "measure.min_requests=10", "measure.min_duration_ms=5", "measure.warmup_ms=0",
         "measure.latency_requests=0", "measure.check_requests=16", "measure.input_pool=4",
-        "measure.ceiling=false", "measure.cv_warn=0.1", "model.input.batch=1",
-        "model.input.shape=[128]", "model.module.depth=2",
+        "measure.ceiling=false", "measure.cv_warn=0.1", "model.batch=1",
+        "model.inputs.x.shape=[128]", "model.module.depth=2",
     ],
 )
 def test_each_key_overrides(make_cfg, override):
@@ -68,9 +80,10 @@ def test_each_key_overrides(make_cfg, override):
     [
         ("streams=0", "streams"),
         ("streams=-2", "streams"),
-        ("model.input.batch=-1", "model.input.batch"),
-        ("model.input.batch=0", "model.input.batch"),
-        ("model.input.shape=[0]", "model.input.shape"),
+        ("model.batch=-1", "model.batch"),
+        ("model.batch=0", "model.batch"),
+        ("model.batch=x", "model.batch"),  # a number or a list of buckets: typed by the check, not the schema
+        ("model.inputs.x.shape=[0]", "model.inputs.x.shape"),
         ("measure.repeats=0", "measure.repeats"),
         ("measure.min_requests=0", "measure.min_requests"),
         ("measure.min_duration_ms=-1", "measure.min_duration_ms"),
@@ -89,7 +102,7 @@ def test_each_key_overrides(make_cfg, override):
         ("device=gpu", "device"),
         ("device=cuda:x", "device"),
         ("+foo=1", "foo"),
-        ("+model.input.extra=1", "model.input.extra"),
+        ("+model.inputs.x.extra=1", "model.inputs.x.extra"),
     ],
 )
 def test_out_of_range_values_name_the_key(make_cfg, override, key):
@@ -102,8 +115,8 @@ def test_out_of_range_values_name_the_key(make_cfg, override, key):
 
 
 def test_tokens_need_a_vocab(make_cfg):
-    cfg = make_cfg("model=tiny_llm", "model.input.vocab=0")
-    with pytest.raises(ConfigError, match=r"^model\.input\.vocab"):
+    cfg = make_cfg("model=tiny_llm", "model.inputs.tokens.vocab=0")
+    with pytest.raises(ConfigError, match=r"^model\.inputs\.tokens\.vocab"):
         resolve(cfg, cuda_count=lambda: 0)
 
 
@@ -114,10 +127,13 @@ def test_tokens_need_a_vocab(make_cfg):
         ("graph=maybe", "graph: Value 'maybe' is not a valid bool"),
         ("dtype=fp64", "dtype: Invalid value 'fp64', expected one of [fp32, bf16, fp16]"),
         ("timestamps=xml", "timestamps: Invalid value 'xml'"),
-        ("model.input.batch=x", "model.input.batch: Value 'x'"),
+        ("model.inputs.x.vocab=x", "model.inputs.x.vocab: Value 'x'"),
         ("foo=1", "foo: unknown key; valid keys in the top level: baseline, capture"),
-        ("model.input.foo=1", "model.input.foo: unknown key; valid keys in 'model.input': batch, kind, shape, vocab"),
-        ("model=nope", "model=nope: no such option in configs/model/; choose one of: encoder, linear, mlp, mlp_wide, tiny_llm"),
+        ("model.foo=1", "model.foo: unknown key; valid keys in 'model': batch, inputs, module, name, outputs, seq, sizes"),
+        ("model.inputs.x.foo=1",
+         "model.inputs.x.foo: unknown key; valid keys in 'model.inputs.x': high, kind, low, random_lengths, shape, vocab"),
+        ("model=nope", "model=nope: no such option in configs/model/; choose one of: bert, encoder, gpt2, linear, mlp, "
+                       "mlp_wide, tiny_llm"),
         ("measure=nope", "measure=nope: no such option in configs/measure/; choose one of: default, quick"),
         ("streams=[", "could not parse the command line"),
     ],

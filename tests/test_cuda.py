@@ -39,6 +39,11 @@ def _check(spec, workload, lanes, requests):
         return check_schedule(spec, workload, lanes, requests)
 
 
+def _ports(lanes):
+    """Every port of every slot (one per slot and launch shape), in ring order."""
+    return [port for slot in lanes.ring for port in slot.ports.values()]
+
+
 STAGING = {
     "direct-2": ("staging.mode=direct", "staging.slots=2", "capture.copies_in_graph=false"),
     "direct-3-in-graph": ("staging.mode=direct", "staging.slots=3", "capture.copies_in_graph=true"),
@@ -87,18 +92,20 @@ WIDE_MLP = ("model=mlp", "model.module.hidden_features=8192", "streams=4", "capt
 
 
 def _recapture_into_one_shared_pool(lanes):
-    """The broken variant, built here and nowhere in the runner: every lane's graph captured
+    """The broken variant, built here and nowhere in the runner: every lane's graphs captured
     into one memory pool on one capture stream, so the graphs reuse each other's
     intermediates when they replay concurrently."""
     pool, stream = torch.cuda.graph_pool_handle(), torch.cuda.Stream()
     with torch.no_grad():
         for lane in lanes:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool, stream=stream):
-                out = lane.model(lane.dev_in)
-            lane.compute_graph, lane.dev_out, lane.compute = graph, out, graph.replay
-            for slot in lane.slots:
-                slot.bind_graph(graph, out)
+            for key in list(lane.compute_graphs):
+                args = lane.layout(key).views(lane.dev_in)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool, stream=stream):
+                    outs = tuple(lane.forward(args))
+                lane.compute_graphs[key], lane.dev_out[key] = graph, outs
+                for slot in lane.slots:
+                    slot.ports[key].bind_graph(graph, outs)
     torch.cuda.synchronize()
 
 
@@ -117,13 +124,15 @@ def test_shared_pool_race_is_caught_by_the_same_check(make_cfg):
 def test_a_slot_rewritten_before_its_event_completed_is_caught_by_the_same_check(make_cfg, staging):
     # tiny_llm: compute (~0.6 ms a request) outlasts the host's enqueue, so copies queue up.
     spec, workload, lanes = _setup(make_cfg, "model=tiny_llm", "streams=4", *STAGING[staging])
-    waits = [slot.wait for slot in lanes.ring]
-    for slot in lanes.ring:  # the broken variant: never wait for the slot's event
-        slot.wait = lambda: None
+    ports = _ports(lanes)
+    assert len(ports) == len(lanes.ring)  # one launch shape: one port per slot
+    waits = [port.wait for port in ports]
+    for port in ports:  # the broken variant: never wait for the slot's event
+        port.wait = lambda: None
     result = _check(spec, workload, lanes, 2_000)
     assert not result.passed
-    for slot, wait in zip(lanes.ring, waits, strict=True):
-        slot.wait = wait
+    for port, wait in zip(ports, waits, strict=True):
+        port.wait = wait
     assert _check(spec, workload, lanes, 2_000).passed  # the same lanes, used correctly
 
 
@@ -136,7 +145,9 @@ def test_every_graph_has_its_own_stream_and_lane_pools(make_cfg):
     # after another on the lane's stream); no pool is shared between lanes.
     pools = [pool for lane in lanes for pool in lane.pools]
     assert len(pools) == 8 and len(set(pools)) == 8
-    graphs = [g for lane in lanes for g in (lane.compute_graph, *(slot.graph for slot in lane.slots))]
+    graphs = [g for lane in lanes
+              for g in (*lane.compute_graphs.values(), *(port.graph for slot in lane.slots for port in slot.ports.values()))]
+    assert len(graphs) == 12 and all(g is not None for g in graphs)
     assert len({id(g) for g in graphs}) == 12
 
 
@@ -145,41 +156,46 @@ def test_static_buffers_never_move_and_steady_state_allocates_nothing(make_cfg):
         spec, workload, lanes = _setup(make_cfg, "streams=4", *STAGING[staging])
         pointers = [lane.buffer_pointers() for lane in lanes]
         with torch.no_grad():
-            schedule.throughput_pass(lanes, workload.sources, 100, 0.0)  # first replays upload graphs
+            sources, keys = workload.sources, workload.keys
+            schedule.throughput_pass(lanes, sources, keys, 100, 0.0)  # first replays upload graphs
             before = torch.cuda.memory_stats()["allocation.all.allocated"]
-            schedule.throughput_pass(lanes, workload.sources, 2_000, 0.0)
-            schedule.latency_pass(lanes, workload.sources, 200)
-            schedule.enqueue_pass(lanes, workload.sources, 200)
+            schedule.throughput_pass(lanes, sources, keys, 2_000, 0.0)
+            schedule.latency_pass(lanes, sources, keys, 200)
+            schedule.enqueue_pass(lanes, sources, keys, 200)
             after = torch.cuda.memory_stats()["allocation.all.allocated"]
         assert after == before, staging
         assert pointers == [lane.buffer_pointers() for lane in lanes]
-        assert all(slot.host_in.is_pinned() and slot.host_out.is_pinned() for slot in lanes.ring)
+        assert all(slot.host_in.is_pinned() and all(out.is_pinned() for out in slot.host_out) for slot in lanes.ring)
 
 
 def test_changing_the_pinned_input_changes_the_output(make_cfg):
     spec, workload, lanes = _setup(make_cfg, "streams=2", "capture.copies_in_graph=true")
-    slot = lanes.ring[1]
+    key = workload.keys[0]
+    port = lanes.ring[1].ports[key]
+    assert port.graph is not None  # the copies are inside the port's own graph
     outputs = []
     with torch.no_grad():
         for source in workload.sources[:2]:
-            slot.host_in.copy_(source)
-            slot.select()
-            slot.enqueue()
-            slot.record()
+            port.host_in.copy_(source)
+            port.select()
+            port.enqueue()
+            port.record()
             lanes.restore_default_stream()
-            slot.wait()
-            outputs.append(slot.host_out.clone())
-            expected = workload.model(source.cuda()).cpu()
+            port.wait()
+            [out] = port.host_out  # the mlp's one output leaf
+            outputs.append(out.clone())
+            args = {name: x.cuda() for name, x in workload.layout(key).views(source).items()}
+            expected = workload.model(**args).cpu()
             torch.testing.assert_close(outputs[-1], expected, rtol=5e-3, atol=1e-4)
     assert not torch.equal(outputs[0], outputs[1])
 
 
 FAULTY = ("model=linear", "~model.module.in_features", "~model.module.out_features",
-          "+model.module.features=8", "model.input.shape=[8]", "model.input.batch=2")
+          "+model.module.features=8", "model.inputs.input.shape=[8]", "model.batch=2")
 
 
 def test_uncapturable_model_says_capture_failed_and_why(make_cfg):
-    with pytest.raises(CaptureError, match="capture of model linear into a CUDA graph failed"):
+    with pytest.raises(CaptureError, match="capture of model HostSync into a CUDA graph failed"):
         _setup(make_cfg, *FAULTY, "model.module._target_=tests.faulty_models.HostSync")
     # The device is still usable afterwards, on the stream it was using before.
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
@@ -233,8 +249,8 @@ def test_profile_trace_shows_each_stream_on_its_own_row(make_cfg, tmp_path):
 
     spec, workload, lanes = _setup(make_cfg, "streams=4", "capture.copies_in_graph=false")
     with torch.no_grad():
-        schedule.throughput_pass(lanes, workload.sources, 100, 0.0)
-        path = profile_schedule(lanes, workload.sources, 64, tmp_path / "trace.json")
+        schedule.throughput_pass(lanes, workload.sources, workload.keys, 100, 0.0)
+        path = profile_schedule(lanes, workload.sources, workload.keys, 64, tmp_path / "trace.json")
     events = json.loads(path.read_text())["traceEvents"]
     gpu = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy") and "stream" in (e.get("args") or {})]
     copies = {e["args"]["stream"] for e in gpu if e["cat"] == "gpu_memcpy"}
@@ -253,13 +269,82 @@ def test_a_device_side_fault_in_the_probe_is_one_line_of_bad_input(tmp_path):
     from tests.conftest import cli_env
 
     done = subprocess.run(
-        [sys.executable, "-m", "runner", "model=tiny_llm", "model.input.vocab=100000", *QUICK],
+        [sys.executable, "-m", "runner", "model=tiny_llm", "model.inputs.tokens.vocab=100000", *QUICK],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 2, done.stderr[-2000:]
     # (The GPU's own assertion messages may precede it: the device prints those, not Python.)
     lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: model.input (batch 8, shape [128], vocab 100000) does not fit")
+    assert lines[-1].startswith("error: model.inputs (tokens tokens [8, 128], vocab 100000) do not fit model TinyLLM")
     assert [line for line in lines if line.startswith("error:")] == lines[-1:]
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.rglob("result.json"))
+
+
+# --- real models: several inputs, structured outputs, buckets ------------------------------
+
+BUCKET_MODES = {
+    "in-graph": ("capture.copies_in_graph=true",),
+    "around": ("capture.copies_in_graph=false",),
+    "copy-thread": ("capture.copies_in_graph=true", "staging.mode=copy", "staging.copy_thread=true"),
+}
+
+
+@pytest.mark.parametrize("mode", list(BUCKET_MODES))
+def test_mixed_sizes_over_batch_buckets_match_eager_on_their_real_rows(make_cfg, mode):
+    spec, workload, lanes = _setup(make_cfg, "model=mlp", "model.batch=[1,2,4,8,16,32]", "streams=4",
+                                   *BUCKET_MODES[mode])
+    # One graph per (stream, bucket), captured largest first into the lane's own pools.
+    for lane in lanes:
+        assert [k.batch for k in lane.compute_graphs] == [32, 16, 8, 4, 2, 1]
+        assert len(lane.pools) == (2 if spec.copies_in_graph else 1)
+    pools = [pool for lane in lanes for pool in lane.pools]
+    assert len(set(pools)) == len(pools)
+    assert len({r.key for r in workload.plan}) == 6  # the timed requests use every bucket
+    result = _check(spec, workload, lanes, 4_000)
+    assert result.passed and result.requests == 4_000, result
+
+
+def test_bucketed_passes_allocate_nothing_and_keep_their_buffers(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, "model=mlp", "model.batch=[1,4,16]", "streams=2")
+    pointers = [lane.buffer_pointers() for lane in lanes]
+    with torch.no_grad():
+        sources, keys = workload.sources, workload.keys
+        schedule.throughput_pass(lanes, sources, keys, 200, 0.0)
+        before = torch.cuda.memory_stats()["allocation.all.allocated"]
+        schedule.throughput_pass(lanes, sources, keys, 2_000, 0.0)
+        schedule.ceiling_pass(lanes, keys, 500, 0.0)
+        schedule.latency_pass(lanes, sources, keys, 200)
+        after = torch.cuda.memory_stats()["allocation.all.allocated"]
+    assert after == before
+    assert pointers == [lane.buffer_pointers() for lane in lanes]
+
+
+def test_a_shared_pool_across_lanes_is_caught_with_buckets_too(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, *WIDE_MLP, "model.batch=[8,32]", "capture.copies_in_graph=false")
+    assert _check(spec, workload, lanes, 2_000).passed
+    _recapture_into_one_shared_pool(lanes)
+    assert not _check(spec, workload, lanes, 2_000).passed
+
+
+def test_three_inputs_and_a_tuple_output_are_captured_and_match_eager(make_cfg, tmp_path):
+    folder = tmp_path / "conf" / "model"
+    folder.mkdir(parents=True)
+    (folder / "mha.yaml").write_text(
+        "module: {_target_: torch.nn.MultiheadAttention, embed_dim: 64, num_heads: 4, batch_first: true}\n"
+        "batch: 16\ninputs:\n  query: {shape: [10, 64]}\n  key: {shape: [12, 64]}\n  value: {shape: [12, 64]}\n"
+    )
+    spec, workload, lanes = _setup(make_cfg, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=mha", "streams=4")
+    assert workload.out_paths == ("0", "1")
+    assert lanes.graph and _check(spec, workload, lanes, 2_000).passed
+
+
+def test_huggingface_gpt2_with_sequence_buckets_is_captured_and_matches_eager(make_cfg):
+    pytest.importorskip("transformers")
+    spec, workload, lanes = _setup(
+        make_cfg, "model=gpt2", "model.module.config.n_layer=2", "model.module.config.n_embd=128",
+        "model.module.config.n_head=2", "model.module.config.vocab_size=1000", "model.batch=[1,4]",
+        "model.seq=[16,32]", "streams=2")
+    assert lanes.graph and len(lanes.lanes[0].compute_graphs) == 4
+    result = _check(spec, workload, lanes, 300)
+    assert result.passed and result.requests == 300, result

@@ -19,7 +19,7 @@ QUICK = ("measure=quick", "device=cpu")
 
 
 def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
-    cfg = make_cfg(*QUICK, "model.input.batch=4", "measure.budget_s=30")  # room for the whole check
+    cfg = make_cfg(*QUICK, "model.batch=4", "measure.budget_s=30")  # room for the whole check
     result = run_job(cfg, JobInfo(output_dir=tmp_path, overrides=list(QUICK)))
     on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
     assert on_disk == json.loads(json.dumps(on_disk))  # strict JSON, no NaN
@@ -64,8 +64,8 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
 
 
 def test_bad_input_in_a_single_run_raises_and_writes_nothing(make_cfg, tmp_path):
-    cfg = make_cfg(*QUICK, "model.input.shape=[7]")
-    with pytest.raises(ConfigError, match=r"^model\.input\.shape=\[7\] with batch 32 does not fit model mlp"):
+    cfg = make_cfg(*QUICK, "model.inputs.x.shape=[7]")
+    with pytest.raises(ConfigError, match=r"^model\.inputs \(x float \[32, 7\]\) do not fit model MLP \(mat1 and mat2"):
         run_job(cfg, JobInfo(output_dir=tmp_path))
     assert not (tmp_path / RESULT_FILE).exists()
 
@@ -80,7 +80,7 @@ def test_bad_input_in_a_sweep_is_a_failed_result(make_cfg, tmp_path):
 
 FAULTY = ("model=linear", "model.module._target_=tests.faulty_models.FailAfter",
           "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
-          "model.input.shape=[8]", "model.input.batch=2")
+          "model.inputs.input.shape=[8]", "model.batch=2")
 
 
 def test_constructor_failure_is_bad_input(make_cfg, tmp_path):
@@ -102,9 +102,9 @@ def test_runtime_failure_is_recorded_with_its_reason(make_cfg, tmp_path):
 
 def test_resume_skips_a_job_with_an_ok_result(make_cfg, tmp_path):
     info = JobInfo(output_dir=tmp_path, overrides=["measure=quick"])
-    first = run_job(make_cfg(*QUICK, "model.input.batch=2"), info)
+    first = run_job(make_cfg(*QUICK, "model.batch=2"), info)
     mtime = (tmp_path / RESULT_FILE).stat().st_mtime_ns
-    again = run_job(make_cfg(*QUICK, "model.input.batch=2", "resume=true"), info)
+    again = run_job(make_cfg(*QUICK, "model.batch=2", "resume=true"), info)
     assert again["status"] == "skipped"
     assert (tmp_path / RESULT_FILE).stat().st_mtime_ns == mtime
     assert first["figures"] == again["figures"]
@@ -117,16 +117,16 @@ def _cpu_lanes(make_cfg, *overrides):
 
 
 def test_check_passes_for_the_real_schedule(make_cfg):
-    spec, workload, lanes = _cpu_lanes(make_cfg, "model.input.batch=2")
+    spec, workload, lanes = _cpu_lanes(make_cfg, "model.batch=2")
     with torch.no_grad():
         result = check_schedule(spec, workload, lanes, requests=600)
     assert result.passed and result.requests == 600 and result.max_rel_err == 0.0
 
 
 def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
-    spec, workload, lanes = _cpu_lanes(make_cfg, "model.input.batch=2")
-    slot = lanes.ring[0]
-    real = slot.enqueue
+    spec, workload, lanes = _cpu_lanes(make_cfg, "model.batch=2")
+    port = lanes.ring[0].port(workload.keys[0])  # the CPU's one slot, in the requests' shape
+    real = port.enqueue
     calls = {"n": 0}
 
     def stale_every_fifth():  # every fifth response is the previous request's
@@ -134,7 +134,7 @@ def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
         if calls["n"] % 5:
             real()
 
-    slot.enqueue = stale_every_fifth
+    port.enqueue = stale_every_fifth
     with torch.no_grad():
         result = check_schedule(spec, workload, lanes, requests=100)
     assert not result.passed
@@ -142,15 +142,15 @@ def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
 
 
 def test_check_catches_a_single_corrupted_element(make_cfg):
-    spec, workload, lanes = _cpu_lanes(make_cfg, "model.input.batch=2")
-    slot = lanes.ring[0]
-    real = slot.enqueue
+    spec, workload, lanes = _cpu_lanes(make_cfg, "model.batch=2")
+    port = lanes.ring[0].port(workload.keys[0])
+    real = port.enqueue
 
     def corrupt():
         real()
-        slot.host_out[0, 0] += 1.0
+        port.host_out[0][0, 0] += 1.0  # the first output leaf's first element
 
-    slot.enqueue = corrupt
+    port.enqueue = corrupt
     with torch.no_grad():
         result = check_schedule(spec, workload, lanes, requests=8)
     assert result.mismatches == 8
@@ -159,15 +159,15 @@ def test_check_catches_a_single_corrupted_element(make_cfg):
 def test_a_request_too_big_for_host_memory_is_refused_before_allocating(make_cfg):
     from runner.build import check_host_memory
 
-    spec = resolve(make_cfg(*QUICK, "model.input.batch=100000"), cuda_count=lambda: 0)
-    with pytest.raises(ConfigError, match=r"^model\.input\.batch=100000: one request is 97\.7 MiB"):
+    spec = resolve(make_cfg(*QUICK, "model.batch=100000"), cuda_count=lambda: 0)
+    with pytest.raises(ConfigError, match=r"^model\.batch=100000: one request is 97\.7 MiB"):
         check_host_memory(spec, available=2**30)
     check_host_memory(spec, available=2**40)  # fits: no error
 
 
 def test_a_dtype_the_model_cannot_run_is_told_apart_from_a_bad_shape(make_cfg, tmp_path):
     cfg = make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.Fp32Only", "dtype=fp16")
-    with pytest.raises(ConfigError, match=r"^dtype=fp16: model linear cannot run in fp16 on cpu \(no kernel for torch\.float16\); use dtype=fp32"):
+    with pytest.raises(ConfigError, match=r"^dtype=fp16: model Fp32Only cannot run in fp16 on cpu \(no kernel for torch\.float16\); use dtype=fp32"):
         run_job(cfg, JobInfo(output_dir=tmp_path))
     assert not (tmp_path / RESULT_FILE).exists()
 
@@ -197,7 +197,7 @@ def test_a_ratio_whose_uncertainty_covers_one_is_within_noise():
 
 def test_a_job_beside_others_says_its_timings_interfere(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("RUNNER_CONCURRENT_JOBS", "2")
-    result = run_job(make_cfg(*QUICK, "model.input.batch=2"), JobInfo(output_dir=tmp_path))
+    result = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path))
     assert result["job"]["concurrent_jobs"] == 2
     assert any("timings interfere" in w for w in result["warnings"])
 

@@ -16,7 +16,7 @@ from runner.lanes import build_lanes
 from runner.protocol import serve
 from runner.spec import resolve
 
-QUICK = ("measure=quick", "device=cpu", "model.input.batch=2")
+QUICK = ("measure=quick", "device=cpu", "model.batch=2")
 
 
 def _lanes(make_cfg, **changes):
@@ -41,7 +41,8 @@ def test_the_ring_visits_every_lane_then_each_lanes_next_slot(make_cfg):
     assert [(slot.lane.index, slot.index) for slot in ring] == [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]
     # Every slot has buffers of its own.
     assert len({slot.host_in.data_ptr() for slot in ring}) == 6
-    assert len({slot.host_out.data_ptr() for slot in ring}) == 6
+    assert all(len(slot.host_out) == 1 for slot in ring)  # the mlp has one output leaf
+    assert len({out.data_ptr() for slot in ring for out in slot.host_out}) == 6
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -56,14 +57,16 @@ def test_the_check_passes_in_every_staging_mode_and_ring_depth(make_cfg, mode):
 @pytest.mark.parametrize("mode", ["copy", "copy-thread"])
 def test_copy_staging_serves_each_source_in_turn(make_cfg, mode):
     spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
-    sources = [torch.full_like(workload.sources[0], float(k)) for k in range(5)]
+    sources = [torch.full_like(workload.sources[0], k) for k in range(5)]  # each request's bytes all k
+    keys = workload.keys[:1]  # one launch shape
     seen = []
-    with torch.no_grad(), serve(lanes, sources) as session:
+    with torch.no_grad(), serve(lanes, sources, keys) as session:
         for j in range(12):
-            slot = session.acquire(j)
-            seen.append(float(slot.host_in.flatten()[0]))
-            session.launch(slot)
-    assert seen == [float(j % 5) for j in range(12)]
+            port = session.acquire(j)
+            seen.append(int(port.host_in[0]))
+            assert bool((port.host_in == port.host_in[0]).all())  # the whole request, not a part of it
+            session.launch(port)
+    assert seen == [j % 5 for j in range(12)]
 
 
 def test_direct_staging_serves_what_the_slots_hold(make_cfg):
@@ -71,7 +74,7 @@ def test_direct_staging_serves_what_the_slots_hold(make_cfg):
     held = [slot.host_in.clone() for slot in lanes.ring]
     assert not torch.equal(held[0], held[1])  # distinct requests, one per slot
     with torch.no_grad():
-        requests, _ = schedule.throughput_pass(lanes, workload.sources, 40, 0.0)
+        requests, _ = schedule.throughput_pass(lanes, workload.sources, workload.keys, 40, 0.0)
     assert requests >= 40
     assert all(torch.equal(slot.host_in, h) for slot, h in zip(lanes.ring, held, strict=True))
 
@@ -80,7 +83,7 @@ def test_the_copy_thread_stops_with_its_pass(make_cfg):
     spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["copy-thread"])
     with torch.no_grad():
         for _ in range(3):
-            requests, seconds = schedule.throughput_pass(lanes, workload.sources, 50, 0.01)
+            requests, seconds = schedule.throughput_pass(lanes, workload.sources, workload.keys, 50, 0.01)
             assert requests >= 50 and seconds > 0
     assert not [t for t in threading.enumerate() if t.name == "runner-copy"]
 
@@ -89,7 +92,7 @@ def test_a_failure_on_the_copy_thread_reaches_the_submitter(make_cfg):
     spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["copy-thread"])
     wrong = [torch.ones(3)]  # not a request's shape: the thread's copy raises
     with pytest.raises(RuntimeError, match="the copy thread failed"), torch.no_grad():
-        schedule.throughput_pass(lanes, wrong, 50, 0.0)
+        schedule.throughput_pass(lanes, wrong, workload.keys[:1], 50, 0.0)
     assert not [t for t in threading.enumerate() if t.name == "runner-copy"]
 
 
@@ -98,38 +101,54 @@ def test_the_host_time_is_split_into_wait_copy_and_launch(make_cfg):
         spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
         staged = []
         with torch.no_grad():
-            host = schedule.enqueue_pass(lanes, workload.sources, 30)
+            host = schedule.enqueue_pass(lanes, workload.sources, workload.keys, 30)
         assert set(host) == {"wait", "copy", "launch"}
         assert all(len(v) == 30 for v in host.values())
         assert all(t >= 0 for v in host.values() for t in v)
         # Only copy staging on the submitting thread copies there: elsewhere the step is empty.
-        with serve(lanes, workload.sources) as session:
-            slot = session.wait(0)
-            slot.host_in.fill_(123.0)
-            session.stage(0, slot)
-            staged.append(not bool((slot.host_in == 123.0).all()))
-            session.launch(slot)
+        with torch.no_grad(), serve(lanes, workload.sources, workload.keys) as session:
+            port = session.wait(0)
+            port.host_in.fill_(123)
+            session.stage(0, port)
+            staged.append(not bool((port.host_in == 123).all()))
+            session.launch(port)
         assert staged == [copies], mode
+
+
+def ports(lanes):
+    """Every port of every slot, in ring order."""
+    return [port for slot in lanes.ring for port in slot.ports.values()]
 
 
 class DeferredDevice:
     """Makes CPU lanes asynchronous, as a GPU is: a launched request runs only when its slot's
     event is waited on (or the device is synchronized). A host buffer rewritten before that
-    wait is then read by the request: the race the slots' events exist to prevent."""
+    wait is then read by the request: the race the slots' events exist to prevent.
 
-    def __init__(self, lanes) -> None:
+    Each slot is set up in the launch shapes `keys` and launched once for real first: an eager
+    port binds its host outputs on its first launch, which a GPU's host side does at once."""
+
+    def __init__(self, lanes, keys) -> None:
         self.queues = {id(slot): [] for slot in lanes.ring}
+        with torch.no_grad():
+            for slot in lanes.ring:
+                for key in dict.fromkeys(keys):
+                    slot.port(key).enqueue()
         for slot in lanes.ring:
-            run = slot.enqueue
             queue = self.queues[id(slot)]
-            slot.enqueue = lambda run=run, queue=queue: queue.append(run)
-            slot.wait = lambda queue=queue: self._drain(queue)
+            for port in slot.ports.values():
+                run = port.enqueue
+                port.enqueue = lambda run=run, queue=queue: queue.append(run)
+                port.wait = lambda queue=queue: self._drain(queue)
         lanes.synchronize = self.synchronize
 
     @staticmethod
     def _drain(queue) -> None:
-        while queue:
-            queue.pop(0)()
+        # Whichever thread waits runs the work (the copy thread too, whose grad mode is its own):
+        # a device runs it the same whatever the host's grad mode.
+        with torch.no_grad():
+            while queue:
+                queue.pop(0)()
 
     def synchronize(self) -> None:
         for queue in self.queues.values():
@@ -139,14 +158,14 @@ class DeferredDevice:
 @pytest.mark.parametrize("mode", MODES)
 def test_on_an_asynchronous_device_the_check_passes_and_catches_a_slot_rewritten_too_early(make_cfg, mode):
     spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
-    DeferredDevice(lanes)
+    DeferredDevice(lanes, workload.keys)
     with torch.no_grad():
         assert check_schedule(spec, workload, lanes, requests=64).passed
     # The broken variant: nothing waits for a slot's event before its buffers are reused.
     spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
-    device = DeferredDevice(lanes)
-    for slot in lanes.ring:
-        slot.wait = lambda: None
+    device = DeferredDevice(lanes, workload.keys)
+    for port in ports(lanes):
+        port.wait = lambda: None
     with torch.no_grad():
         result = check_schedule(spec, workload, lanes, requests=64)
     assert not result.passed and result.mismatches > 0
@@ -159,12 +178,12 @@ def test_the_copy_thread_waits_for_a_slot_before_rewriting_it(make_cfg):
     from runner import protocol
 
     spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["copy-thread"])
-    DeferredDevice(lanes)
+    DeferredDevice(lanes, workload.keys)
     real = protocol.Session._copy_ahead
 
     def careless(self, free, ready):  # waits on nothing: the submitter's waits are those of the staged lock
-        for slot in self.ring:
-            slot.wait = lambda: None
+        for port in ports(self.lanes):
+            port.wait = lambda: None
         return real(self, free, ready)
 
     protocol.Session._copy_ahead = careless

@@ -13,11 +13,11 @@ from runner import compare, report
 from runner.job import JobInfo, run_job
 from runner.record import RESULT_FILE, to_json
 
-TINY = ("device=cpu", "model.input.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
+TINY = ("device=cpu", "model.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
         "measure.min_duration_ms=10", "measure.repeats=2", "measure.min_repeats=2", "measure.latency_requests=20",
         "measure.check_requests=16")
 FAIL = ("model=linear", "model.module._target_=tests.faulty_models.FailAfter", "~model.module.in_features",
-        "~model.module.out_features", "+model.module.features=8", "model.input.shape=[8]", "+model.module.calls=5")
+        "~model.module.out_features", "+model.module.features=8", "model.inputs.input.shape=[8]", "+model.module.calls=5")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
     from runner.report import Row, collapse_notes, collapsed
 
     def row(job, asked, ran='{"graph": false, "streams": 1}'):
-        return Row(job=job, overrides=" ".join(asked), model="mlp", mode="eager x1 pageable", status="ok",
+        return Row(job=job, overrides=" ".join(asked), model="MLP", mode="eager x1 pageable", status="ok",
                    reason="", requests_per_s=1.0, samples_per_s=1.0, latency_p50_us=1.0, latency_p99_us=1.0,
                    speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=0.01, streams=1,
                    device="cpu", path="", ran=ran, asked=tuple(asked))
@@ -156,8 +156,9 @@ def test_compare_labels_configs_that_ran_alike_by_what_they_asked(tmp_path):
     from runner.compare import compare
 
     def result(streams, rps):
-        return {"status": "ok", "model": "mlp", "mode": "eager x1 pageable",
-                "config": {"model": {"name": "mlp", "input": {"batch": 2}}, "streams": streams, "graph": True},
+        return {"status": "ok", "model": "MLP", "mode": "eager x1 pageable",
+                "config": {"model": {"name": None, "module": {"_target_": "runner.models.mlp.MLP"}, "batch": 2,
+                                     "inputs": {"x": {"shape": [256]}}}, "streams": streams, "graph": True},
                 "effective": {"device": "cpu", "dtype": "fp32", "tf32": False, "streams": 1},
                 "figures": {"throughput_requests_per_s": rps, "throughput_cv": 0.01}}
 

@@ -17,13 +17,13 @@ import pytest
 from hydra_plugins.runner_launcher.runner_launcher import SlotScheduler, cpu_shares, resolve_devices
 from tests.conftest import cli_env
 
-TINY = ["device=cpu", "model.input.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
+TINY = ["device=cpu", "model.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
         "measure.min_duration_ms=10", "measure.repeats=2", "measure.min_repeats=2", "measure.latency_requests=20",
         "measure.check_requests=16"]
 # Long enough to be interrupted: neither the budget nor the pass cap ends it.
 LONG = ["measure.budget_s=600", "measure.max_pass_ms=600000"]
 FAULTY = ["model=linear", "~model.module.in_features", "~model.module.out_features",
-          "+model.module.features=8", "model.input.shape=[8]"]
+          "+model.module.features=8", "model.inputs.input.shape=[8]"]
 
 
 def sweep(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -115,7 +115,7 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
     by_num = results(tmp_path / "sw")
     assert [by_num[i]["status"] for i in range(3)] == ["ok", "failed", "ok"]
     assert by_num[1]["reason"].startswith("the job's process died: killed by SIGKILL")
-    assert by_num[1]["mode"] == "eager x1 pageable direct/1" and by_num[1]["model"] == "linear"  # what it was running
+    assert by_num[1]["mode"] == "eager x1 pageable direct/1" and by_num[1]["model"] == "DieAfter"  # what it was running
     assert by_num[2]["figures"]["throughput_requests_per_s"] > 0  # the job after the crash ran fully
     assert [r["status"] for r in table(tmp_path / "sw")] == ["ok", "failed", "ok"]
 

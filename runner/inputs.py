@@ -1,0 +1,150 @@
+"""What a request is made of: its inputs, packed into one flat byte buffer, and its size.
+
+A request is a set of keyword arguments of forward, each `(batch, *sample_shape)`. Its bytes
+live in one flat uint8 buffer, each input at an aligned offset, so a request travels host to
+device in one copy whatever the number of inputs; the model reads typed views of that buffer.
+
+A request's size is (batch, seq). With buckets, a request is padded up to the smallest bucket
+that fits it: its real rows (and sequence positions) first, zeros after, and attention masks
+zero on the padding. The buckets of one run share one buffer, each with its own layout over it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from runner.spec import ModelSpec, SizeDist
+
+ALIGN_BYTES = 256  # every input starts at a multiple of this (the CUDA allocator's alignment)
+INT_DTYPES = {"tokens": torch.int64, "mask": torch.int64, "int": torch.int64, "bool": torch.bool}
+
+
+@dataclass(frozen=True)
+class Size:
+    """A request's size: samples, and the sequence size (0 when no input has one)."""
+
+    batch: int
+    seq: int
+
+    def elements(self) -> int:
+        return self.batch * max(1, self.seq)
+
+    def __str__(self) -> str:
+        return f"{self.batch}x{self.seq}" if self.seq else str(self.batch)
+
+
+class Layout:
+    """Where each input of a request of one size sits in a flat byte buffer."""
+
+    def __init__(self, model: ModelSpec, size: Size, dtype: torch.dtype) -> None:
+        self.size = size
+        self.fields: list[tuple[str, int, torch.dtype, tuple[int, ...]]] = []  # name, offset, dtype, shape
+        offset = 0
+        for inp in model.inputs:
+            dt = INT_DTYPES.get(inp.kind, dtype)
+            shape = (size.batch, *inp.sample_shape(size.seq))
+            self.fields.append((inp.name, offset, dt, shape))
+            nbytes = math.prod(shape) * torch.empty((), dtype=dt).element_size()
+            offset += -(-nbytes // ALIGN_BYTES) * ALIGN_BYTES
+        self.nbytes = offset
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Typed views of `flat` (uint8, at least nbytes long), keyed by forward's argument."""
+        out = {}
+        for name, offset, dt, shape in self.fields:
+            count = math.prod(shape) * torch.empty((), dtype=dt).element_size()
+            out[name] = flat[offset : offset + count].view(dt).view(shape)
+        return out
+
+
+def make_request(model: ModelSpec, size: Size, dtype: torch.dtype, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One request's inputs at its exact size, on the host. Floats are never all zeros."""
+    out = {}
+    for inp in model.inputs:
+        shape = (size.batch, *inp.sample_shape(size.seq))
+        if inp.kind == "tokens":
+            out[inp.name] = torch.randint(0, inp.vocab, shape, generator=generator, dtype=torch.int64)
+        elif inp.kind == "int":
+            out[inp.name] = torch.randint(inp.low, inp.high, shape, generator=generator, dtype=torch.int64)
+        elif inp.kind == "bool":
+            out[inp.name] = torch.randint(0, 2, shape, generator=generator, dtype=torch.int64).bool()
+        elif inp.kind == "mask":
+            mask = torch.ones(shape, dtype=torch.int64)
+            if inp.random_lengths:
+                length = shape[-1]
+                lengths = torch.randint(1, length + 1, (size.batch,), generator=generator)
+                positions = torch.arange(length)
+                keep = positions.view(*([1] * (len(shape) - 1)), length) < lengths.view(-1, *([1] * (len(shape) - 1)))
+                mask = (mask * keep).to(torch.int64)
+            out[inp.name] = mask
+        else:
+            out[inp.name] = torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype)
+    return out
+
+
+def pack(request: dict[str, torch.Tensor], layout: Layout, flat: torch.Tensor) -> None:
+    """Write `request` into `flat` in `layout`, padded: real rows and positions first, zeros after."""
+    views = layout.views(flat)
+    for name, value in request.items():
+        target = views[name]
+        if target.shape != value.shape:
+            target.zero_()
+            target = target[tuple(slice(0, n) for n in value.shape)]
+        target.copy_(value)
+
+
+def packed(request: dict[str, torch.Tensor], layout: Layout) -> torch.Tensor:
+    flat = torch.zeros(layout.nbytes, dtype=torch.uint8)
+    pack(request, layout, flat)
+    return flat
+
+
+def bucket_of(model: ModelSpec, size: Size) -> Size:
+    """The smallest bucket that holds `size`."""
+    batch = model.batches[bisect.bisect_left(model.batches, size.batch)]
+    seq = model.seqs[bisect.bisect_left(model.seqs, size.seq)] if model.seqs else 0
+    return Size(batch, seq)
+
+
+def buckets(model: ModelSpec) -> list[Size]:
+    """Every bucket, largest first (the order of capture)."""
+    seqs = model.seqs or (0,)
+    return sorted((Size(b, s) for b in model.batches for s in seqs), key=lambda z: (z.batch * max(1, z.seq), z.batch), reverse=True)
+
+
+def _draw(dist: SizeDist, buckets_: tuple[int, ...], count: int, generator: torch.Generator) -> list[int]:
+    if len(buckets_) <= 1:
+        return [buckets_[0] if buckets_ else 0] * count
+    if dist.values:
+        weights = torch.tensor(dist.weights or [1.0] * len(dist.values), dtype=torch.float64)
+        picks = torch.multinomial(weights, count, replacement=True, generator=generator)
+        return [dist.values[int(i)] for i in picks]
+    low, high = (dist.low, dist.high) if dist.high else (1, buckets_[-1])
+    return [int(v) for v in torch.randint(low, high + 1, (count,), generator=generator)]
+
+
+def draw_sizes(model: ModelSpec, count: int, generator: torch.Generator, cover: bool = False) -> list[Size]:
+    """`count` request sizes from the configured distributions; with `cover`, the first ones
+    are each bucket's largest size, so every bucket is used."""
+    batches = _draw(model.batch_sizes, model.batches, count, generator)
+    seqs = _draw(model.seq_sizes, model.seqs, count, generator)
+    sizes = [Size(b, s) for b, s in zip(batches, seqs, strict=True)]
+    if cover and model.bucketed:
+        sizes[: len(buckets(model))] = buckets(model)[:count]
+    return sizes
+
+
+def largest(model: ModelSpec) -> Size:
+    return Size(*model.largest)
+
+
+def padding_waste(model: ModelSpec, sizes: list[Size]) -> Optional[float]:
+    """Padded elements per real element when each size is padded to its bucket (batch x seq)."""
+    real = sum(z.elements() for z in sizes)
+    padded = sum(bucket_of(model, z).elements() for z in sizes)
+    return (padded - real) / real if real else None

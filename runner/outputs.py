@@ -1,0 +1,101 @@
+"""A forward's output as the runner sees it: its tensor leaves, each named by its path.
+
+Outputs may be any nest of tuples, lists, dicts, dataclasses and HuggingFace `ModelOutput`s;
+`None` leaves are skipped. The paths are found once, from a probe forward, and compiled into
+one `extract` function that the request loop calls: it returns the kept leaves as a tuple.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from runner.errors import ConfigError
+
+Step = tuple[str, Any]  # ("item", key or index) or ("attr", name)
+
+
+def _children(value: Any) -> list[tuple[str, Step, Any]] | None:
+    """(name, step, child) for a container; None for a leaf."""
+    if isinstance(value, torch.Tensor) or value is None:
+        return None
+    if isinstance(value, Mapping):  # dict, OrderedDict, HF ModelOutput (which omits None fields)
+        return [(str(k), ("item", k), v) for k, v in value.items()]
+    if isinstance(value, (tuple, list)):
+        return [(str(i), ("item", i), v) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [(f.name, ("attr", f.name), getattr(value, f.name)) for f in dataclasses.fields(value)]
+    return None
+
+
+def leaves(value: Any, path: str = "", steps: tuple[Step, ...] = ()) -> list[tuple[str, tuple[Step, ...], Any]]:
+    """Every non-None leaf as (path, steps, value); a bare tensor's path is 'output'."""
+    children = _children(value)
+    if children is None:
+        return [] if value is None else [(path or "output", steps, value)]
+    found = []
+    for name, step, child in children:
+        found += leaves(child, f"{path}.{name}" if path else name, (*steps, step))
+    return found
+
+
+def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str]) -> list[tuple[str, tuple[Step, ...], Any]]:
+    """The leaves named by `keep` (a path, or a prefix of paths: 'hidden_states' keeps them all)."""
+    if not keep:
+        return found
+    chosen = []
+    for want in keep:
+        match = [leaf for leaf in found if leaf[0] == want or leaf[0].startswith(want + ".")]
+        if not match:
+            available = ", ".join(path for path, _, _ in found) or "none"
+            raise ConfigError(f"model.outputs: no output {want!r}; the model's outputs are: {available}")
+        chosen += [leaf for leaf in match if leaf not in chosen]
+    return chosen
+
+
+def _getter(steps: tuple[Step, ...]) -> Callable[[Any], Any]:
+    getters = [operator.itemgetter(key) if how == "item" else operator.attrgetter(key) for how, key in steps]
+    if not getters:
+        return lambda out: out
+    if len(getters) == 1:
+        return getters[0]
+
+    def get(out: Any) -> Any:
+        for g in getters:
+            out = g(out)
+        return out
+
+    return get
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputPlan:
+    paths: tuple[str, ...]  # the kept leaves, in order
+    extract: Callable[[Any], tuple[torch.Tensor, ...]]  # forward's output -> the kept leaves
+
+
+def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
+    """Find the leaves of one forward's output; refuse a kept leaf that is not a tensor."""
+    found = select(leaves(out), keep)
+    for path, _, value in found:
+        if not isinstance(value, torch.Tensor):
+            raise ConfigError(
+                f"model {model_name}: output {path} is a {type(value).__name__}, not a tensor; "
+                "turn it off in the model's config, or keep only tensors with model.outputs=[...]"
+            )
+    if not found:
+        raise ConfigError(f"model {model_name}: forward returned no tensor; the runner needs at least one output tensor")
+    paths = tuple(path for path, _, _ in found)
+    getters = tuple(_getter(steps) for _, steps, _ in found)
+    if len(getters) == 1 and not found[0][1]:
+        extract: Callable[[Any], tuple[torch.Tensor, ...]] = lambda out: (out,)  # noqa: E731
+    elif len(getters) == 1:
+        only = getters[0]
+        extract = lambda out: (only(out),)  # noqa: E731
+    else:
+        extract = lambda out: tuple(g(out) for g in getters)  # noqa: E731
+    return OutputPlan(paths, extract)

@@ -1,0 +1,67 @@
+"""Small models with the input and output structures real models have: several inputs, dicts,
+dataclasses, None leaves, a leaf that is not a tensor, a batch-dependent computation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class DictOut(nn.Module):
+    """forward(x) -> {'scores': ..., 'extra': {'sum': ..., 'none': None}}."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(features, features)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        y = self.linear(x)
+        return {"scores": y, "extra": {"sum": y.sum(-1), "none": None}}
+
+
+@dataclass
+class Pair:
+    first: torch.Tensor
+    second: Optional[torch.Tensor]
+
+
+class DataclassOut(nn.Module):
+    """forward(x, scale) -> Pair(first, None): a dataclass with a None field."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(features, features)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> Pair:
+        return Pair(self.linear(x) * scale, None)
+
+
+class NotATensor(nn.Module):
+    """forward(x) -> (tensor, 'a string'): a leaf the runner cannot copy back."""
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        return x * 2, "a string"
+
+
+class AffineRows(nn.Module):
+    """Each row on its own: 2 * x + 1 (a padded row of zeros comes back as ones)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x + 1
+
+
+class Masked(nn.Module):
+    """Token embeddings summed over the positions the mask keeps: padding never counts.
+    forward(input_ids, attention_mask, flags) -> {'pooled': (B, D), 'per_token': (B, T, D)}."""
+
+    def __init__(self, vocab: int = 50, dim: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, flags: torch.Tensor) -> dict:
+        h = self.embed(input_ids) * attention_mask.unsqueeze(-1).to(torch.float32)
+        h = h + flags.unsqueeze(-1).to(torch.float32)
+        return {"pooled": h.sum(1), "per_token": h}

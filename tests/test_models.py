@@ -1,0 +1,376 @@
+"""Real models as they come: several inputs, structured outputs, HuggingFace models, buckets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from runner.build import build, launch_key
+from runner.check import check_schedule, serve_and_collect
+from runner.errors import ConfigError
+from runner.inputs import Layout, Size, bucket_of, buckets, draw_sizes, make_request, packed, padding_waste
+from runner.job import JobInfo, run_job
+from runner.lanes import build_lanes
+from runner.outputs import leaves
+from runner.record import RESULT_FILE
+from runner.spec import resolve
+
+QUICK = ("measure=quick", "device=cpu", "measure.budget_s=30")
+TINY_GPT2 = ("model=gpt2", "model.module.config.n_layer=2", "model.module.config.n_head=2",
+             "model.module.config.n_embd=32", "model.module.config.vocab_size=97",
+             "model.module.config.n_positions=64", "+model.module.config.bos_token_id=0",
+             "+model.module.config.eos_token_id=0", "model.batch=2", "model.seq=16")
+TINY_BERT = ("model=bert", "model.module.config.num_hidden_layers=2", "model.module.config.num_attention_heads=2",
+             "model.module.config.hidden_size=32", "model.module.config.intermediate_size=64",
+             "model.module.config.vocab_size=97", "model.batch=2", "model.seq=16")
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A user's own config folder with model configs, found through hydra.searchpath."""
+    folder = tmp_path / "conf"
+    (folder / "model").mkdir(parents=True)
+
+    def add(name: str, text: str) -> str:
+        (folder / "model" / f"{name}.yaml").write_text(text)
+        return f"hydra.searchpath=[file://{folder}]"
+
+    return add
+
+
+def _job(make_cfg, tmp_path, *overrides):
+    cfg = make_cfg(*QUICK, *overrides)
+    out = tmp_path / "job"
+    result = run_job(cfg, JobInfo(output_dir=out, overrides=list(overrides)))
+    assert json.loads((out / RESULT_FILE).read_text())["status"] == result["status"]
+    return result
+
+
+MHA = """
+module: {_target_: torch.nn.MultiheadAttention, embed_dim: 16, num_heads: 2, batch_first: true}
+batch: 3
+inputs:
+  query: {shape: [5, 16]}
+  key: {shape: [7, 16]}
+  value: {shape: [7, 16]}
+"""
+
+
+def test_multihead_attention_takes_three_inputs_and_answers_a_tuple(make_cfg, model_dir, tmp_path):
+    result = _job(make_cfg, tmp_path, model_dir("mha", MHA), "model=mha")
+    assert result["status"] == "ok", result["reason"]
+    assert result["model"] == "MultiheadAttention"  # from _target_, not the file's name
+    io = result["model_io"]
+    assert list(io["inputs"]) == ["query", "key", "value"]
+    assert io["inputs"]["key"]["shape"] == ["batch", 7, 16]
+    assert io["outputs"] == ["0", "1"]  # (attn_output, attn_weights)
+    f = result["figures"]
+    assert f["check_requests"] >= 8 and f["check_mismatches"] == 0
+
+
+def test_the_check_compares_every_leaf_of_every_input(make_cfg, model_dir):
+    """A response built from another request's key (not its query) is caught: every input
+    reaches the model."""
+    cfg = make_cfg(*QUICK, model_dir("mha", MHA), "model=mha", "staging.mode=copy")
+    spec = resolve(cfg)
+    workload = build(spec)
+    lanes = build_lanes(spec, workload)
+    assert check_schedule(spec, workload, lanes, 16).passed
+    # The served model now reads the first request's key for every request (query and value
+    # still its own); the eager reference reads each request's own.
+    first = workload.layout(workload.largest).views(workload.plan[0].flat)["key"].clone()
+    original = workload.forward
+
+    def stale_key(args):
+        return original({**args, "key": first})
+
+    for lane in lanes:
+        lane.forward = stale_key
+        for slot in lane.slots:
+            slot.ports.clear()  # rebuilt on first use with the lane's new forward
+    result = check_schedule(spec, workload, lanes, 16)
+    assert not result.passed and result.mismatches >= 15
+
+
+DICT = """
+module: {_target_: tests.io_models.DictOut, features: 8}
+batch: 4
+inputs: {x: {shape: [8]}}
+"""
+
+
+def test_a_dict_output_keeps_its_leaves_and_skips_none(make_cfg, model_dir, tmp_path):
+    result = _job(make_cfg, tmp_path, model_dir("dict", DICT), "model=dict")
+    assert result["status"] == "ok", result["reason"]
+    assert result["model_io"]["outputs"] == ["scores", "extra.sum"]
+    assert result["figures"]["check_mismatches"] == 0
+
+
+def test_model_outputs_selects_the_leaves_that_travel_back(make_cfg, model_dir, tmp_path):
+    result = _job(make_cfg, tmp_path, model_dir("dict", DICT), "model=dict", "model.outputs=[extra]")
+    assert result["status"] == "ok", result["reason"]
+    assert result["model_io"]["outputs"] == ["extra.sum"] and result["model_io"]["outputs_selected"]
+    spec = resolve(make_cfg(*QUICK, model_dir("dict", DICT), "model=dict", "model.outputs=[scores]"))
+    workload = build(spec)
+    lanes = build_lanes(spec, workload)
+    # Only the kept leaf has a host buffer: fewer bytes travel back.
+    assert [tuple(o.shape) for o in lanes.lanes[0].slots[0].host_out] == [(4 * 8,)]
+
+
+def test_an_unknown_output_name_lists_the_outputs(make_cfg, model_dir):
+    spec = resolve(make_cfg(*QUICK, model_dir("dict", DICT), "model=dict", "model.outputs=[logits]"))
+    with pytest.raises(ConfigError, match=r"model.outputs: no output 'logits'; the model's outputs are: scores, extra.sum"):
+        build(spec)
+
+
+def test_a_dataclass_output_with_none_and_two_kinds_of_input(make_cfg, model_dir, tmp_path):
+    text = """
+module: {_target_: tests.io_models.DataclassOut, features: 8}
+batch: 2
+inputs:
+  x: {shape: [8]}
+  scale: {kind: int, shape: [1], low: 1, high: 4}
+"""
+    result = _job(make_cfg, tmp_path, model_dir("dc", text), "model=dc")
+    assert result["status"] == "ok", result["reason"]
+    assert result["model_io"]["outputs"] == ["first"]
+    assert result["model_io"]["inputs"]["scale"]["kind"] == "int"
+
+
+def test_an_lstm_answers_a_tuple_holding_a_tuple(make_cfg, model_dir, tmp_path):
+    text = """
+module: {_target_: torch.nn.LSTM, input_size: 8, hidden_size: 16, batch_first: true}
+batch: 3
+inputs: {input: {shape: [5, 8]}}
+"""
+    result = _job(make_cfg, tmp_path, model_dir("lstm", text), "model=lstm")
+    assert result["status"] == "ok", result["reason"]
+    assert result["model_io"]["outputs"] == ["0", "1.0", "1.1"]  # output, (h_n, c_n)
+    assert result["figures"]["check_mismatches"] == 0
+
+
+def test_a_leaf_that_is_not_a_tensor_is_one_line_naming_its_path(make_cfg, model_dir):
+    text = """
+module: {_target_: tests.io_models.NotATensor}
+batch: 2
+inputs: {x: {shape: [4]}}
+"""
+    spec = resolve(make_cfg(*QUICK, model_dir("nat", text), "model=nat"))
+    with pytest.raises(ConfigError) as err:
+        build(spec)
+    message = str(err.value)
+    assert "\n" not in message and "output 1 is a str, not a tensor" in message and "model.outputs" in message
+    # Keeping only the tensor makes it runnable.
+    spec = resolve(make_cfg(*QUICK, model_dir("nat", text), "model=nat", "model.outputs=[0]"))
+    assert build(spec).out_paths == ("0",)
+
+
+def test_an_input_forward_does_not_take_is_named(make_cfg, model_dir):
+    text = """
+module: {_target_: torch.nn.Linear, in_features: 4, out_features: 4}
+batch: 2
+inputs: {x: {shape: [4]}}
+"""
+    spec = resolve(make_cfg(*QUICK, model_dir("lin", text), "model=lin"))
+    with pytest.raises(ConfigError, match=r"^model.inputs.x: Linear.forward has no argument 'x' \(it takes: input\)"):
+        build(spec)
+
+
+def test_the_name_comes_from_target_not_from_the_config_file(make_cfg):
+    spec = resolve(make_cfg("device=cpu", "model=linear", "model.module._target_=torch.nn.Tanh",
+                            "~model.module.in_features", "~model.module.out_features"))
+    assert spec.model_name == "Tanh"
+    spec = resolve(make_cfg("device=cpu", "model=linear", "model.name=my-linear"))
+    assert spec.model_name == "my-linear"
+
+
+def test_without_transformers_the_error_names_the_extra(make_cfg, monkeypatch):
+    spec = resolve(make_cfg(*QUICK, *TINY_GPT2))
+    for name in [m for m in sys.modules if m == "transformers" or m.startswith("transformers.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now fails
+    with pytest.raises(ConfigError, match=r"transformers is not installed; install the hf extra: pip install 'runner\[hf\]'"):
+        build(spec)
+
+
+@pytest.mark.parametrize("overrides", [TINY_GPT2, TINY_BERT], ids=["gpt2", "bert"])
+def test_huggingface_models_from_config_run_with_the_check_passing(make_cfg, tmp_path, overrides):
+    pytest.importorskip("transformers")
+    result = _job(make_cfg, tmp_path, *overrides)
+    assert result["status"] == "ok", result["reason"]
+    f = result["figures"]
+    assert f["check_mismatches"] == 0 and f["check_requests"] >= 8
+    if overrides is TINY_GPT2:
+        assert result["model"] == "GPT2LMHeadModel"
+        assert result["model_io"]["outputs"] == ["logits"]
+        assert list(result["model_io"]["inputs"]) == ["input_ids"]
+    else:
+        assert result["model"] == "BertModel"
+        assert list(result["model_io"]["inputs"]) == ["input_ids", "attention_mask", "token_type_ids"]
+        assert result["model_io"]["outputs"] == ["last_hidden_state", "pooler_output"]
+
+
+# --- request sizes and buckets ------------------------------------------------------------
+
+def _bucketed(make_cfg, *overrides):
+    return resolve(make_cfg("device=cpu", "model=mlp", "model.batch=[1,2,4,8]", *overrides))
+
+
+def test_request_sizes_follow_the_distribution_and_the_seed(make_cfg):
+    spec = _bucketed(make_cfg, "model.sizes.batch.values=[1,3,8]", "model.sizes.batch.weights=[0.6,0.3,0.1]")
+    sizes = draw_sizes(spec.model, 20000, torch.Generator().manual_seed(1))
+    counts = Counter(z.batch for z in sizes)
+    assert set(counts) == {1, 3, 8}
+    assert counts[1] / 20000 == pytest.approx(0.6, abs=0.02) and counts[8] / 20000 == pytest.approx(0.1, abs=0.02)
+    again = draw_sizes(spec.model, 20000, torch.Generator().manual_seed(1))
+    assert again == sizes
+    uniform = draw_sizes(_bucketed(make_cfg).model, 8000, torch.Generator().manual_seed(2))
+    assert set(Counter(z.batch for z in uniform)) == set(range(1, 9))  # default: 1..largest bucket
+    ranged = _bucketed(make_cfg, "model.sizes.batch.low=3", "model.sizes.batch.high=5").model
+    assert {z.batch for z in draw_sizes(ranged, 2000, torch.Generator().manual_seed(3))} == {3, 4, 5}
+
+
+def test_each_size_pads_to_the_smallest_bucket_that_fits(make_cfg):
+    model = _bucketed(make_cfg).model
+    assert [bucket_of(model, Size(b, 0)).batch for b in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
+    assert [z.batch for z in buckets(model)] == [8, 4, 2, 1]  # captured largest first
+    # 3 -> 4 and 5 -> 8: 1 + 3 padded rows for 8 real ones.
+    assert padding_waste(model, [Size(3, 0), Size(5, 0)]) == pytest.approx(4 / 8)
+
+
+MASKED = """
+module: {_target_: tests.io_models.Masked, vocab: 50, dim: 4}
+batch: [2, 4]
+seq: [4, 8]
+inputs:
+  input_ids: {kind: tokens, shape: [seq], vocab: 50}
+  attention_mask: {kind: mask, shape: [seq], random_lengths: true}
+  flags: {kind: bool, shape: [seq]}
+"""
+
+
+def test_padding_puts_real_rows_first_and_zeros_masks_on_the_padding(make_cfg, model_dir):
+    spec = resolve(make_cfg(*QUICK, model_dir("masked", MASKED), "model=masked"))
+    request = make_request(spec.model, Size(3, 5), torch.float32, torch.Generator().manual_seed(0))
+    mask = request["attention_mask"]
+    assert mask.shape == (3, 5) and (mask[:, 0] == 1).all()
+    # Ones up to each sample's length, zeros after.
+    assert all(row.tolist() == sorted(row.tolist(), reverse=True) for row in mask)
+    layout = Layout(spec.model, Size(4, 8), torch.float32)
+    views = layout.views(packed(request, layout))
+    assert torch.equal(views["input_ids"][:3, :5], request["input_ids"])
+    assert views["input_ids"][3].eq(0).all() and views["input_ids"][:, 5:].eq(0).all()
+    assert views["attention_mask"][:, 5:].eq(0).all() and views["attention_mask"][3].eq(0).all()
+    assert views["flags"].dtype == torch.bool
+
+
+def _padded_lanes(spec):
+    """Lanes that launch every request in its bucket, as graphs do, on the CPU: the workload
+    is planned for graphs and the lanes run those shapes eagerly (the eager fallback's path)."""
+    as_graph = dataclasses.replace(spec, graph=True)
+    workload = build(as_graph)
+    return as_graph, workload, build_lanes(spec, workload)
+
+
+def test_mixed_sizes_over_buckets_are_all_answered_and_padded_rows_stay_out_of_the_check(make_cfg, model_dir):
+    text = """
+module: {_target_: tests.io_models.AffineRows}
+batch: [1, 2, 4, 8]
+inputs: {x: {shape: [3]}}
+"""
+    spec = resolve(make_cfg(*QUICK, model_dir("affine", text), "model=affine"))
+    as_graph, workload, lanes = _padded_lanes(spec)
+    sizes = [Size(b, 0) for b in (3, 1, 8, 5, 2, 7, 4, 6, 1, 3)]
+    requests = [make_request(spec.model, z, torch.float32, torch.Generator().manual_seed(i)) for i, z in enumerate(sizes)]
+    keys = [launch_key(as_graph, z) for z in sizes]
+    assert [k.batch for k in keys] == [4, 1, 8, 8, 2, 8, 4, 8, 1, 4]
+    responses = serve_and_collect(lanes, [packed(r, workload.layout(k)) for r, k in zip(requests, keys, strict=False)], keys)
+    for z, k, r, (out,) in zip(sizes, keys, requests, responses, strict=True):
+        assert out.shape == (k.batch, 3)  # the bucket's rows came back...
+        assert torch.equal(out[: z.batch], 2 * r["x"] + 1)  # ...the real ones right...
+        assert out[z.batch :].eq(1).all()  # ...and the padded rows (zeros in) are not the request's
+    # The check draws its own mixed sizes, covers every bucket, and compares real rows only.
+    result = check_schedule(as_graph, workload, lanes, 64)
+    assert result.passed and result.requests == 64
+
+
+def test_a_model_that_mixes_rows_fails_the_check_under_padding(make_cfg, model_dir):
+    """Padding is only sound for models whose rows do not see each other: one that centres its
+    batch answers differently once padded, and the check says so."""
+    text = """
+module: {_target_: torch.nn.BatchNorm1d, num_features: 3, track_running_stats: false}
+batch: [2, 8]
+sizes: {batch: {values: [3, 5]}}
+inputs: {input: {shape: [3]}}
+"""
+    spec = resolve(make_cfg(*QUICK, model_dir("bn", text), "model=bn"))
+    as_graph, workload, lanes = _padded_lanes(spec)
+    result = check_schedule(as_graph, workload, lanes, 32)
+    assert not result.passed
+
+
+def test_sequence_buckets_check_real_positions_of_a_mask_aware_model(make_cfg, model_dir):
+    spec = resolve(make_cfg(*QUICK, model_dir("masked", MASKED), "model=masked"))
+    as_graph, workload, lanes = _padded_lanes(spec)
+    assert {r.key for r in workload.plan} <= set(buckets(spec.model))
+    result = check_schedule(as_graph, workload, lanes, 48)
+    assert result.passed and result.max_rel_err < 1e-6
+
+
+def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_path):
+    result = _job(make_cfg, tmp_path, "model.batch=[4,8,16]", "model.sizes.batch.values=[3,8,12]")
+    assert result["status"] == "ok", result["reason"]
+    f = result["figures"]
+    assert result["model_io"]["batch_buckets"] == [4, 8, 16]
+    # Real samples per request: the mean of 3, 8 and 12 as drawn, never the bucket's 16.
+    assert 3 < f["samples_per_request"] < 12
+    assert f["throughput_samples_per_s"] == pytest.approx(f["samples_per_request"] * f["throughput_requests_per_s"])
+    assert f["padding_waste"] == 0.0  # the CPU runs eager: every request at its real size
+    assert set(f["buckets"]) <= {"4", "8", "16"} and sum(b["requests"] for b in f["buckets"].values()) == f["latency_e2e_us"]["n"]
+    assert f["check_mismatches"] == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.batch=[0,4]", r"model.batch=\[0, 4\]: use a whole number >= 1, or a list of bucket sizes"),
+        ("model.sizes.batch.values=[3]", r"model.sizes.batch: request sizes apply to buckets; make model.batch a list"),
+        ("model.seq=16", r"model.seq=16: no input shape uses seq"),
+        ("model.inputs.x.shape=[seq]", r"model.inputs.x.shape=\['seq'\] uses seq, but model.seq is not set"),
+        ("model.inputs.x.kind=int", r"model.inputs.x: low=0 high=0; int inputs need low < high"),
+        ("model.inputs.x.random_lengths=2", r"model.inputs.x.random_lengths=2: not a boolean"),
+        ("model.outputs=['']", r"model.outputs: an empty name"),
+    ],
+)
+def test_bad_model_keys_are_one_line_naming_the_key(make_cfg, override, message):
+    from runner.spec import check_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        check_overrides([override])
+        resolve(make_cfg("device=cpu", override))
+
+
+def test_bucket_sizes_outside_the_buckets_are_refused(make_cfg):
+    with pytest.raises(ConfigError, match=r"model.sizes.batch.values=\[3, 40\]: every size must lie in 1..8"):
+        _bucketed(make_cfg, "model.sizes.batch.values=[3,40]")
+    with pytest.raises(ConfigError, match=r"model.sizes.batch.weights: give one weight >= 0 per value"):
+        _bucketed(make_cfg, "model.sizes.batch.values=[3,4]", "model.sizes.batch.weights=[1]")
+
+
+def test_output_paths_of_nests():
+    out = {"a": (torch.zeros(1), None, [torch.ones(2)]), "b": None}
+    assert [p for p, _, _ in leaves(out)] == ["a.0", "a.2.0"]
+    assert [p for p, _, _ in leaves(torch.zeros(1))] == ["output"]
+
+
+def test_the_bundled_hf_configs_are_readable_yaml():
+    root = Path(__file__).resolve().parent.parent / "configs" / "model"
+    for name in ("gpt2", "bert"):
+        text = (root / f"{name}.yaml").read_text()
+        assert "_target_: transformers." in text and "inputs:" in text
