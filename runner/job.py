@@ -23,6 +23,7 @@ from runner.build import build
 from runner.errors import CaptureError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure
+from runner.plots import plot_load_curve
 from runner.record import (
     CONFLICT_FILE,
     RESULT_FILE,
@@ -82,6 +83,7 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
         "config": _requested(cfg),
         "overrides": list(info.overrides),
         "effective": None,
+        "load": None,
         "notices": [],
         "warnings": [],
         "figures": {},
@@ -159,6 +161,9 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
             with torch.no_grad():
                 trace = profile_schedule(lanes, workload.sources, workload.keys, PROFILE_REQUESTS, out_dir / "trace.json")
             result["files"]["trace"] = trace.name
+        if measurement.load and measurement.load.get("scenario") == "server" and not interrupted:
+            curve = plot_load_curve(measurement.load, out_dir / "load_curve.png", f"{spec.model_name} | {spec.mode}")
+            result["files"]["load_curve"] = curve.name
         summary = summarize_measurement(spec, measurement)
         figures.update(summary.figures)
         figures.update(_memory_figures(lanes))
@@ -245,7 +250,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         check_overrides(info.overrides)
         spec = resolve(cfg)
         result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices),
-                      method=method_for(spec.device))
+                      method=method_for(spec.device), load=dict(spec.load.__dict__))
         if spec.resume:
             previous = read_result(info.output_dir / RESULT_FILE)
             if previous is None and not info.multirun:

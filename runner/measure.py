@@ -18,13 +18,14 @@ least one turn of the ring. Ctrl-C ends the measurement with what has finished.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -33,7 +34,11 @@ from runner.build import Workload
 from runner.check import CheckResult, check_schedule
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
+from runner.load import MIN_REQUESTS, Point, judge, open_loop, poisson_arrivals, search_rate
+from runner.protocol import open_servers
+from runner.schedule import no_gc
 from runner.spec import RunSpec
+from runner.stats import summarize
 from runner.trace import phase
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,8 @@ log = logging.getLogger(__name__)
 Pass = tuple[int, float]  # (requests, seconds)
 
 # Shares of the budget; a phase that does not run gives its share to the others.
-SHARES = {"check": 0.20, "warmup": 0.05, "throughput": 0.35, "ceiling": 0.10, "baseline": 0.15, "latency": 0.15}
+SHARES = {"check": 0.20, "warmup": 0.05, "throughput": 0.35, "ceiling": 0.10, "baseline": 0.15, "latency": 0.15,
+          "load": 0.50, "load_baseline": 0.25}
 
 
 class Budget:
@@ -82,6 +88,7 @@ class Measurement:
     stop_reason: Optional[str] = None  # why the repeats stopped: stdrel, repeats, budget
     estimate_s: Optional[float] = None  # the timed phase's duration, as estimated before it
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
+    load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
     interrupted: bool = False  # Ctrl-C: what finished is kept
     elapsed_s: float = 0.0
 
@@ -134,9 +141,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
     sources, keys, forward = workload.sources, workload.keys, workload.forward
     out.samples_per_request, out.padding_waste = workload.mean_batch, workload.padding_waste
     pointers = [lane.buffer_pointers() for lane in lanes]
-    phases = [p for p, on in (("check", spec.check), ("warmup", True), ("throughput", True),
-                              ("ceiling", m.ceiling), ("baseline", spec.baseline),
-                              ("latency", m.latency_requests > 0)) if on]
+    offline = spec.load.scenario == "offline"
+    phases = [p for p, on in (("check", spec.check), ("warmup", True), ("throughput", offline),
+                              ("ceiling", offline and m.ceiling), ("baseline", offline and spec.baseline),
+                              ("latency", offline and m.latency_requests > 0), ("load", not offline),
+                              ("load_baseline", not offline and spec.baseline)) if on]
     budget = Budget(m.budget_s, phases)
     min_s, max_s = m.min_duration_ms / 1e3, m.max_pass_ms / 1e3
 
@@ -149,6 +158,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
         with phase("warmup"):
             warm_n, warm_s = schedule.throughput_pass(lanes, sources, keys, 1, min(m.warmup_ms / 1e3, budget.allowance("warmup")))
         out.warmup_s = time.perf_counter() - start
+        if not offline:
+            out.load = measure_load(spec, workload, lanes, budget, warm_n / max(warm_s, 1e-9))
+            out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
+            out.elapsed_s = budget.elapsed()
+            return
 
         # Each pass: at least min_duration, at most max_pass, and min_repeats of them must fit.
         allowance = budget.allowance("throughput")
@@ -256,3 +270,65 @@ def _stop(out: Measurement, m, end: float) -> bool:
         out.stop_reason = "budget"
         return True
     return False
+
+
+def _stats_us(seconds: list[float]) -> dict[str, Any]:
+    return summarize(s * 1e6 for s in seconds)
+
+
+def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget, closed_rate: float) -> dict:
+    """The single_stream or server scenario, for the runner and (if asked) the eager baseline."""
+    load, device = spec.load, lanes.device
+    sources, keys, forward, base = workload.sources, workload.keys, workload.forward, workload.baseline_sources
+    if load.scenario == "single_stream":
+        share = budget.allowance("load")
+        with phase("single-stream"):
+            runner_s = schedule.single_stream_pass(lanes, sources, keys, load.requests, share, min(load.requests, 10))
+        found: dict[str, Any] = {"scenario": "single_stream", "runner": _stats_us(runner_s)}
+        if spec.baseline:
+            with phase("baseline-single-stream"):
+                found["baseline"] = _stats_us(schedule.baseline_latency_pass(
+                    forward, base, device, load.requests, budget.allowance("load_baseline"), min(load.requests, 10)))
+        return found
+
+    points = 0
+
+    def run_at(servers_of: Any, end: float) -> Any:
+        def run(rate: float) -> Point:
+            nonlocal points
+            points += 1
+            duration = max(load.duration_s, MIN_REQUESTS / rate)
+            arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003 + points, MIN_REQUESTS)
+            with phase(f"server {rate:,.0f}/s"), no_gc(), servers_of() as servers:
+                served = open_loop(arrivals, servers, max(0.0, end - time.perf_counter()) + duration)
+            point = judge(rate, served, load.p99_ms)
+            log.info("server at %.0f requests/s: p99 %.1f us, %s", rate, point.latency_us["p99"] or math.nan,
+                     "valid" if point.valid else f"invalid ({point.why})")
+            return point
+        return run
+
+    def runner_servers() -> Any:
+        return open_servers(lanes, sources, keys)
+
+    @contextlib.contextmanager
+    def baseline_servers() -> Any:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        yield [schedule.BaselineServer(forward, base, device)]
+
+    def scenario(name: str, servers_of: Any, start_rate: float) -> dict[str, Any]:
+        end = time.perf_counter() + budget.allowance(name)
+        run = run_at(servers_of, end)
+        if not load.search:
+            point = run(load.rate)
+            return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}
+        found = search_rate(run, max(1.0, start_rate), load.resolution, end)
+        return {"points": [p.as_dict() for p in found.points], "max_rate": found.best,
+                "lowest_invalid_rate": found.failed, "stopped_by": found.stopped_by}
+
+    result: dict[str, Any] = {"scenario": "server", "rate": "max" if load.search else load.rate,
+                              "p99_ms": load.p99_ms, "runner": scenario("load", runner_servers, closed_rate / 2)}
+    if spec.baseline:
+        n, s = schedule.baseline_pass(forward, base, device, 1, 0.0, 0.2)  # its closed-loop rate, to start from
+        result["baseline"] = scenario("load_baseline", baseline_servers, n / s / 2)
+    return result

@@ -76,8 +76,8 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    written: list[Path] = _plot_max_rates(rows, out_dir, plt)
     ok = [r for r in rows if r.status == "ok" and r.requests_per_s is not None and r.streams is not None]
-    written: list[Path] = []
     if not ok:
         return written
     models = sorted({r.model for r in ok})
@@ -116,3 +116,65 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _plot_max_rates(rows: list[Row], out_dir: Path, plt) -> list[Path]:
+    """load.rate=max sweeps: each job's highest rate under the bound, its eager baseline's
+    beside it, the best job marked."""
+    held = [r for r in rows if r.status == "ok" and (r.max_rate is not None or r.baseline_max_rate is not None)]
+    if not held:
+        return []
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(held) + 2), 5))
+    xs = range(len(held))
+    ax.bar([x - 0.2 for x in xs], [r.max_rate or 0 for r in held], width=0.4, label="runner",
+           color=["tab:orange" if r.best else "tab:blue" for r in held])
+    ax.bar([x + 0.2 for x in xs], [r.baseline_max_rate or 0 for r in held], width=0.4, label="eager baseline",
+           color="tab:gray")
+    for x, r in zip(xs, held, strict=True):
+        if r.best:
+            ahead = f"\n{r.max_rate / r.baseline_max_rate:.1f}x eager" if r.baseline_max_rate else ""
+            ax.annotate(f"best{ahead}", (x - 0.2, r.max_rate), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(xs), [r.overrides or r.mode for r in held], rotation=60, ha="right", fontsize=8)
+    bound = next((r.p99_bound_ms for r in held if r.p99_bound_ms), None)
+    ax.set_ylabel("highest rate under the bound (requests/s)")
+    ax.set_title(f"Highest request rate with p99 <= {bound:g} ms\n{_device(held)}" if bound else _device(held))
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "max_rate.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def plot_load_curve(load: dict, path: Path, title: str) -> Path:
+    """One job's server points: p50 and p99 latency against the offered rate, valid points
+    filled, the bound drawn; the runner's and the baseline's curves side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for key, color in (("runner", "tab:blue"), ("baseline", "tab:gray")):
+        points = sorted((load.get(key) or {}).get("points") or [], key=lambda p: p["rate"])
+        points = [p for p in points if p["latency_us"]["p99"] is not None]
+        if not points:
+            continue
+        rates = [p["rate"] for p in points]
+        for q, style in (("p50", "--"), ("p99", "-")):
+            ax.plot(rates, [p["latency_us"][q] / 1e3 for p in points], style, color=color, label=f"{key} {q}")
+        ax.scatter(rates, [p["latency_us"]["p99"] / 1e3 for p in points], color=color,
+                   facecolors=[color if p["valid"] else "none" for p in points], zorder=3)
+    if load.get("p99_ms"):
+        ax.axhline(load["p99_ms"], color="red", linewidth=0.8, label=f"p99 bound {load['p99_ms']:g} ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (requests/s, Poisson arrivals)")
+    ax.set_ylabel("latency incl. queueing (ms)")
+    ax.set_title(f"{title}\nfilled: valid points")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -29,6 +29,40 @@ def _device_name(result: dict[str, Any]) -> str:
     return f"{gpu['name']} ({device})" if gpu.get("name") else device
 
 
+def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
+    if not load:
+        return []
+    lines = []
+    if load["scenario"] == "single_stream":
+        lines.append(f"{'single stream latency (us)':28}{'p50':>11}{'p90':>11}{'p99':>11}{'max':>11}")
+        for label, key in (("runner", "runner"), ("baseline (eager)", "baseline")):
+            s = load.get(key)
+            if s:
+                lines.append("  " + f"{label:26}" + "".join(f"{_us(s[q]):>11}" for q in ("p50", "p90", "p99", "max")))
+        return lines
+    bound = f", p99 <= {load['p99_ms']:g} ms" if load.get("p99_ms") else ""
+    lines.append(f"server (open loop, Poisson arrivals{bound}):")
+    for label, key in (("runner", "runner"), ("baseline (eager)", "baseline")):
+        part = load.get(key)
+        if not part:
+            continue
+        if load["rate"] == "max":
+            best = part.get("max_rate")
+            found = f"{best:,.0f} requests/s" if best else "no rate held the bound"
+            lines.append(f"  {label}: highest rate {found} (search: {part.get('stopped_by')}, {len(part['points'])} points)")
+        else:
+            lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {part['rate']:,.0f} requests/s")
+        lines.append(f"    {'rate/s':>10}{'offered':>10}{'achieved':>10}{'p50 us':>11}{'p99 us':>11}{'queue p99':>11}  verdict")
+        for p in sorted(part["points"], key=lambda p: p["rate"]):
+            lat, queue = p["latency_us"], p["queue_us"]
+            lines.append(f"    {p['rate']:>10,.0f}{p['offered']:>10,.0f}{p['achieved']:>10,.0f}{_us(lat['p50'] or 0):>11}"
+                         f"{_us(lat['p99'] or 0):>11}{_us(queue['p99'] or 0):>11}  {'valid' if p['valid'] else p['why']}")
+    runner, baseline = load.get("runner") or {}, load.get("baseline") or {}
+    if runner.get("max_rate") and baseline.get("max_rate"):
+        lines.append(f"  the runner holds {runner['max_rate'] / baseline['max_rate']:.2f}x the baseline's rate under the bound")
+    return lines
+
+
 def render(result: dict[str, Any]) -> str:
     f = result.get("figures") or {}
     eff = result.get("effective") or {}
@@ -88,6 +122,7 @@ def render(result: dict[str, Any]) -> str:
     if f.get("padding_waste") is not None:
         lines.append(f"buckets: {f['samples_per_request']:.1f} real samples per request, padding waste "
                      f"{f['padding_waste']:.1%} (padded / real elements)")
+    lines += _load_lines(f.get("load"))
     setup = []
     if f.get("capture_time_ms") is not None:
         setup.append(f"capture {f['capture_time_ms']:.0f} ms")

@@ -36,6 +36,7 @@ import torch
 
 from runner.inputs import Size
 from runner.lanes import Lanes, Port
+from runner.load import Server
 
 
 class Session:
@@ -217,3 +218,35 @@ def serve(lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequence[Size]) -
         raise
     session.close()
     session.raise_late_error()
+
+
+# --- open loop: requests go to the first free slot, not around the ring ---------------------
+
+class SlotServer(Server):
+    """One slot as a server of `runner.load.open_loop`: free when its `done` event has completed
+    (on the CPU every launch has finished when it returns: synchronous)."""
+
+    def __init__(self, slot, sources: Sequence[torch.Tensor], keys: Sequence[Size], copy: bool) -> None:
+        self.ports = slot.ports
+        self.sources, self.keys = tuple(sources), tuple(keys)
+        self.copy = copy
+        self.sync = slot.done is None
+        self.query = slot.done.query if slot.done is not None else None
+
+    def start(self, j: int) -> None:
+        port = self.ports[self.keys[j % len(self.keys)]]
+        if self.copy:
+            port.host_in.copy_(self.sources[j % len(self.sources)])
+        port.select()
+        port.enqueue()
+        port.record()
+
+    def done(self) -> bool:
+        return self.query()
+
+
+@contextlib.contextmanager
+def open_servers(lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequence[Size]) -> Iterator[list[SlotServer]]:
+    """Every slot as a server, in ring order (the first free one is on the least used lane)."""
+    with serve(lanes, sources, keys) as session:  # sets up every port; idle device at both ends
+        yield [SlotServer(slot, sources, keys, not session.direct) for slot in session.ring]

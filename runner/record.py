@@ -62,6 +62,16 @@ METHOD = {
         "request, leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance"
     ),
     "warmup": "untimed schedule for measure.warmup_ms before the first timed pass",
+    "load": (
+        "load.scenario=offline: the closed-loop passes above. single_stream: one request at a time, "
+        "issue to completion on the host clock. server: Poisson arrivals at the offered rate, drawn "
+        "from the seed before the pass; each request issued at its arrival to the first free slot "
+        "(queued while all are busy); completion seen on the host (the slot's event polled between "
+        "issues; a synchronous call's return on the CPU and for the baseline); latency = completion - "
+        "arrival (queueing included); valid when the achieved issue rate is within 1% of the offered "
+        "rate and p99 <= load.p99_ms. rate=max doubles the rate until a run is invalid, then bisects "
+        "to load.resolution; every point is kept in figures.load"
+    ),
 }
 
 

@@ -45,6 +45,10 @@ class Row:
     path: str
     ran: str = ""  # the effective settings, as JSON: jobs with the same ran the same code
     asked: tuple[str, ...] = ()  # all of the job's overrides
+    max_rate: Optional[float] = None  # load.rate=max: the highest rate whose p99 held the bound
+    baseline_max_rate: Optional[float] = None  # the same search for the job's eager baseline
+    p99_bound_ms: Optional[float] = None
+    best: str = ""  # "best": the highest max_rate of its sweep
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -131,9 +135,34 @@ def collect(paths: list[Path]) -> list[Row]:
                 path=str(job_dir),
                 ran=json.dumps(effective, sort_keys=True) if effective else "",
                 asked=tuple(result.get("overrides") or ()),
+                max_rate=f.get("server_max_rate"),
+                baseline_max_rate=f.get("baseline_server_max_rate"),
+                p99_bound_ms=(f.get("load") or {}).get("p99_ms"),
             )
         )
+    mark_best(rows)
     return rows
+
+
+def mark_best(rows: list[Row]) -> Optional[Row]:
+    """Mark the job that held the highest rate under its latency bound."""
+    held = [r for r in rows if r.status == "ok" and r.max_rate]
+    if not held:
+        return None
+    best = max(held, key=lambda r: r.max_rate)
+    best.best = "best"
+    return best
+
+
+def best_line(rows: list[Row]) -> Optional[str]:
+    """The sweep's answer to "which configuration holds the highest rate under the bound"."""
+    best = next((r for r in rows if r.best), None)
+    if best is None:
+        return None
+    ahead = (f", {best.max_rate / best.baseline_max_rate:.2f}x its eager baseline's {best.baseline_max_rate:,.0f}/s"
+             if best.baseline_max_rate else "")
+    bound = f"p99 <= {best.p99_bound_ms:g} ms" if best.p99_bound_ms else "its bound"
+    return f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {best.max_rate:,.0f} requests/s{ahead}"
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -164,35 +193,51 @@ COLUMNS = (
 )
 
 
+LOAD_COLUMNS = (
+    ("max rate/s", "max_rate", "int"),
+    ("eager max rate/s", "baseline_max_rate", "int"),
+    ("", "best", "str"),
+)
+
+
+def _columns(rows: list[Row]) -> tuple:
+    """The load search's columns join the table when a job ran it."""
+    return COLUMNS + (LOAD_COLUMNS if any(r.max_rate is not None or r.baseline_max_rate is not None for r in rows) else ())
+
+
 def _status_cell(row: Row) -> str:
     return row.status if row.status == "ok" or not row.reason else f"{row.status}: {row.reason}"
 
 
 def markdown(rows: list[Row]) -> str:
-    header = "| " + " | ".join(title for title, _, _ in COLUMNS) + " |"
-    rule = "| " + " | ".join("---:" if kind not in ("str",) else "---" for _, _, kind in COLUMNS) + " |"
+    columns = _columns(rows)
+    header = "| " + " | ".join(title for title, _, _ in columns) + " |"
+    rule = "| " + " | ".join("---:" if kind not in ("str",) else "---" for _, _, kind in columns) + " |"
     lines = [header, rule]
     for row in rows:
         cells = []
-        for _, attr, kind in COLUMNS:
+        for _, attr, kind in columns:
             text = _status_cell(row) if attr == "status" else _fmt(getattr(row, attr), kind)
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    best = best_line(rows)
+    return "\n".join(lines + ([f"\n**{best}**"] if best else []))
 
 
 def text_table(rows: list[Row]) -> str:
     """Aligned columns for the terminal; long failure reasons go below the table."""
-    cells = [[title for title, _, _ in COLUMNS]]
+    columns = _columns(rows)
+    cells = [[title for title, _, _ in columns]]
     for row in rows:
-        cells.append([_fmt(getattr(row, attr), kind) for _, attr, kind in COLUMNS])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    numeric = [kind != "str" for _, _, kind in COLUMNS]
+        cells.append([_fmt(getattr(row, attr), kind) for _, attr, kind in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    numeric = [kind != "str" for _, _, kind in columns]
     lines = []
     for r in cells:
         lines.append("  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)).rstrip())
     reasons = [f"  job {row.job}: {row.status}: {row.reason}" for row in rows if row.status != "ok" and row.reason]
-    return "\n".join(lines + reasons)
+    best = best_line(rows)
+    return "\n".join(lines + reasons + ([best] if best else []))
 
 
 def csv_text(rows: list[Row]) -> str:

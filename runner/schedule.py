@@ -18,6 +18,7 @@ import torch
 
 from runner.inputs import Size
 from runner.lanes import Lanes
+from runner.load import Server
 from runner.protocol import serve
 
 perf_counter = time.perf_counter
@@ -252,3 +253,40 @@ def baseline_latency_pass(
             if t1 > deadline and j + 1 >= min_requests:
                 break
     return seconds
+
+
+def single_stream_pass(
+    lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequence[Size], requests: int,
+    max_duration_s: float = math.inf, min_requests: int = 1,
+) -> list[float]:
+    """One request at a time through the protocol, each waited for before the next: seconds
+    from issue to completion, on the host clock."""
+    seconds = []
+    with no_gc(), serve(lanes, sources, keys) as session:
+        acquire, launch = session.acquire, session.launch
+        deadline = perf_counter() + max_duration_s
+        for j in range(requests):
+            t0 = perf_counter()
+            port = acquire(j)
+            launch(port)
+            port.wait()
+            t1 = perf_counter()
+            seconds.append(t1 - t0)
+            if t1 > deadline and j + 1 >= min_requests:
+                break
+    return seconds
+
+
+class BaselineServer(Server):
+    """The eager baseline as the one server of an open loop: synchronous, each request at its
+    real size, blocking copies (see `baseline_pass`)."""
+
+    sync = True
+
+    def __init__(self, forward: Forward, sources: Sequence[dict[str, torch.Tensor]], device: torch.device) -> None:
+        self.forward, self.sources, self.device = forward, tuple(sources), device
+
+    def start(self, j: int) -> None:
+        device = self.device
+        for leaf in self.forward({name: x.to(device) for name, x in self.sources[j % len(self.sources)].items()}):
+            leaf.cpu()

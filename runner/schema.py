@@ -118,12 +118,29 @@ class MeasureConfig:
     cv_warn: float = 0.05  # warn when the repeats' coefficient of variation exceeds this
 
 
+class Scenario(Enum):
+    offline = "offline"  # closed loop: a new request as soon as a slot is free (saturated device)
+    single_stream = "single_stream"  # one request at a time: pure latency
+    server = "server"  # open loop: Poisson arrivals at load.rate, queued while every slot is busy
+
+
+@dataclass
+class LoadConfig:
+    scenario: Scenario = Scenario.offline
+    rate: Any = None  # server: requests/s offered, or `max` (the highest rate whose p99 <= load.p99_ms)
+    p99_ms: Optional[float] = None  # server: the latency bound a valid run keeps at its 99th percentile
+    duration_s: float = 1.0  # server: each rate runs arrivals over this long (longer for 200 requests)
+    resolution: float = 0.05  # rate=max: the search stops when its bracket is this narrow (relative)
+    requests: int = 1000  # single_stream: requests timed one by one (budget permitting)
+
+
 @dataclass
 class Config:
     model: ModelConfig = MISSING
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     staging: StagingConfig = field(default_factory=StagingConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
     streams: int = 4
     graph: bool = True
     pinned: bool = True

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -102,6 +102,17 @@ class MeasureSpec:
 
 
 @dataclass(frozen=True)
+class LoadSpec:
+    scenario: str  # offline, single_stream or server
+    rate: Optional[float] = None  # server at a fixed rate (requests/s); None with search
+    search: bool = False  # server with rate=max: find the highest rate under p99_ms
+    p99_ms: Optional[float] = None
+    duration_s: float = 1.0
+    resolution: float = 0.05
+    requests: int = 1000
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """What runs: the request after device resolution. Plain values only."""
 
@@ -119,6 +130,7 @@ class RunSpec:
     warmup_iters: int
     fallback_eager: bool
     measure: MeasureSpec
+    load: LoadSpec
     seed: int
     baseline: bool
     check: bool
@@ -235,6 +247,7 @@ def validate(cfg: DictConfig) -> Config:
         "model.module: no _target_; name the nn.Module to build, e.g. model.module._target_=torch.nn.Linear",
     )
     model_spec(config)  # the model's keys, checked here; resolve builds the same spec
+    load_spec(config)
     _check(
         1 <= config.staging.slots <= 64,
         f"staging.slots={config.staging.slots}: out of range; use 1 to 64 slots per stream, e.g. staging.slots=2",
@@ -361,6 +374,45 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
     )
 
 
+def load_spec(config: Config) -> LoadSpec:
+    load = config.load
+    scenario = load.scenario.value
+    rate = load.rate
+    if scenario != "server":
+        _check(rate is None, f"load.rate={rate}: a rate applies to load.scenario=server; add load.scenario=server")
+        _check(load.p99_ms is None, "load.p99_ms: a latency bound applies to load.scenario=server; add load.scenario=server")
+    _check(
+        load.p99_ms is None or (math.isfinite(load.p99_ms) and load.p99_ms > 0),
+        f"load.p99_ms={load.p99_ms}: use a bound in milliseconds > 0, e.g. load.p99_ms=2",
+    )
+    _check(
+        math.isfinite(load.duration_s) and load.duration_s > 0,
+        f"load.duration_s={load.duration_s}: use seconds > 0, e.g. load.duration_s=1",
+    )
+    _check(0 < load.resolution < 1, f"load.resolution={load.resolution}: use a fraction in (0, 1), e.g. 0.05")
+    _check(load.requests >= 1, f"load.requests={load.requests}: use load.requests >= 1")
+    if scenario != "server":
+        return LoadSpec(scenario, duration_s=load.duration_s, resolution=load.resolution, requests=load.requests)
+    search = str(rate).lower() == "max"
+    _check(
+        rate is not None,
+        "load.rate: the server scenario needs a rate; use load.rate=5000 (requests/s) or load.rate=max with load.p99_ms",
+    )
+    if search:
+        _check(load.p99_ms is not None, "load.rate=max: the search needs a latency bound; add load.p99_ms=2 (milliseconds)")
+        value = None
+    else:
+        try:
+            value = float(rate)
+        except (TypeError, ValueError):
+            value = math.nan
+        _check(
+            math.isfinite(value) and value > 0 and not isinstance(rate, bool),
+            f"load.rate={rate}: use requests per second > 0, or max (with load.p99_ms)",
+        )
+    return LoadSpec("server", value, search, load.p99_ms, load.duration_s, load.resolution, load.requests)
+
+
 def _cuda_device(requested: str, count: int) -> str:
     _check(
         count > 0,
@@ -425,6 +477,10 @@ def resolve(
                 "(eager forwards and host copies): not measured, so no speedup or efficiency"
             )
             baseline = ceiling = False
+    if copy_thread and config.load.scenario.value != "offline":
+        notices.append("staging.copy_thread runs ahead around the ring; open-loop and single-stream requests go to the "
+                       "first free slot: no copy thread")
+        copy_thread = False
     if copy_thread and staging != "copy":
         notices.append("staging.copy_thread applies to staging.mode=copy: no copy thread in direct staging")
         copy_thread = False
@@ -448,6 +504,7 @@ def resolve(
         copy_thread=copy_thread,
         warmup_iters=config.capture.warmup_iters,
         fallback_eager=config.capture.fallback_eager,
+        load=load_spec(config),
         measure=MeasureSpec(**{**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}, "ceiling": ceiling}),
         seed=config.seed,
         baseline=baseline,

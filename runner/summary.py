@@ -73,6 +73,29 @@ def _bucket_figures(latency: dict, cuda: bool) -> dict[str, Any]:
     return {b: {"requests": len(per[b]), "latency_e2e_us": summarize(per[b])} for b in order}
 
 
+def _load_figures(load: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's headline figures; `load` keeps every point, so curves can be redrawn."""
+    fig: dict[str, Any] = {"load": load}
+    runner, baseline = load.get("runner") or {}, load.get("baseline") or {}
+    if load["scenario"] == "single_stream":
+        fig["single_stream_latency_us"] = runner
+        fig["baseline_single_stream_latency_us"] = baseline or None
+        if runner.get("p50") and baseline.get("p50"):
+            fig["single_stream_speedup"] = baseline["p50"] / runner["p50"]
+        return fig
+    if load["rate"] == "max":
+        fig["server_max_rate"] = runner.get("max_rate")
+        fig["baseline_server_max_rate"] = baseline.get("max_rate")
+        if runner.get("max_rate") and baseline.get("max_rate"):
+            fig["server_max_rate_vs_baseline"] = runner["max_rate"] / baseline["max_rate"]
+    else:
+        point = runner["points"][0]
+        fig["server_valid"] = point["valid"]
+        fig["server_latency_us"] = point["latency_us"]
+        fig["server_achieved_rate"] = point["achieved"]
+    return fig
+
+
 def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     batch = m.samples_per_request or spec.model.batch  # real samples: padding is not served
     fig: dict[str, Any] = {}
@@ -121,6 +144,9 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["throughput_stdrel"] = stdrel(rates) if len(rates) > 1 else None
     fig["steady_state_allocations"] = m.steady_state_allocations
     fig["static_buffers_moved"] = m.buffers_moved
+
+    if m.load is not None:
+        fig.update(_load_figures(m.load))
 
     if m.check is not None:
         fig["check_requests"] = m.check.requests

@@ -1,0 +1,213 @@
+"""Load like production: open-loop arrivals, latency under load, and the highest rate that
+keeps its p99 under a bound (MLPerf LoadGen's Server and SingleStream scenarios).
+
+Server: requests arrive on a Poisson process drawn ahead of the pass from the seed, whatever
+the completions do (open loop). The submitting loop issues each request at its arrival time to
+the first free server (a slot of the runner's lanes, or the eager baseline's one synchronous
+server), and queues it while every server is busy. Completion is seen on the host: a slot's
+`done` event has completed (polled between issues), or the synchronous call has returned.
+Latency is completion minus arrival, so it includes queueing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+perf_counter = time.perf_counter
+MIN_REQUESTS = 200  # a point's p99 needs this many requests at least
+SLEEP_AHEAD_S = 0.002  # gaps longer than this are slept through (less 1 ms), shorter ones spun
+
+
+def poisson_arrivals(rate: float, duration_s: float, seed: int, min_requests: int = 1) -> list[float]:
+    """Arrival times (s from the start) of a Poisson process at `rate` per second over
+    `duration_s`, at least `min_requests` of them. Reproducible from `seed`."""
+    draw = random.Random(seed)
+    times, t = [], 0.0
+    while True:
+        t += draw.expovariate(rate)
+        if t > duration_s and len(times) >= min_requests:
+            return times
+        times.append(t)
+
+
+class Server:
+    """One place a request can run: `start(j)` issues request j; `done()` says whether the
+    last one has finished. A synchronous server has finished when `start` returns."""
+
+    sync = False
+
+    def start(self, j: int) -> None:
+        raise NotImplementedError
+
+    def done(self) -> bool:
+        return True
+
+
+@dataclass
+class Served:
+    """What an open-loop pass saw, per request: host times in seconds since its start."""
+
+    arrival_s: list[float]
+    issue_s: list[float]
+    done_s: list[float]
+    queued: list[bool]  # found every server busy when it arrived
+    requests: int = 0
+
+    def latency_us(self) -> list[float]:
+        return [(d - a) * 1e6 for a, d in zip(self.arrival_s, self.done_s, strict=True)]
+
+    def queue_us(self) -> list[float]:
+        return [(i - a) * 1e6 for a, i in zip(self.arrival_s, self.issue_s, strict=True)]
+
+    def slack_us(self) -> list[float]:
+        """How late each request that found a free server was issued: the loop's timer slack."""
+        return [(i - a) * 1e6 for a, i, q in zip(self.arrival_s, self.issue_s, self.queued, strict=True) if not q]
+
+
+def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s: float = math.inf) -> Served:
+    """Issue request j at arrivals_s[j] to the first free server (in `servers` order), queue
+    it while all are busy. Stops admitting after `deadline_s` from the start (what was
+    admitted finishes)."""
+    n = len(arrivals_s)
+    issue, done, queued = [0.0] * n, [0.0] * n, [False] * n
+    free = list(range(len(servers)))  # ascending: the first free server is free[0]
+    busy: dict[int, int] = {}  # server -> request in flight
+    waiting: deque[int] = deque()
+    start = perf_counter()
+    due = [start + a for a in arrivals_s]
+    end = start + deadline_s
+    i = completed = 0
+    while completed < i or i < n:
+        now = perf_counter()
+        if busy:
+            for s, j in list(busy.items()):
+                if servers[s].done():
+                    done[j] = now
+                    del busy[s]
+                    free.append(s)
+                    free.sort()
+                    completed += 1
+        while i < n and due[i] <= now and now < end:
+            queued[i] = not free or bool(waiting)
+            waiting.append(i)
+            i += 1
+        if now >= end and i < n:
+            n = i  # the deadline: no more admissions
+        while waiting and free:
+            j = waiting.popleft()
+            s = free.pop(0)
+            server = servers[s]
+            issue[j] = perf_counter()
+            server.start(j)
+            if server.sync:
+                done[j] = perf_counter()
+                free.insert(0, s)
+                free.sort()
+                completed += 1
+            else:
+                busy[s] = j
+        if not busy and not waiting and i < n:
+            gap = due[i] - perf_counter()
+            if gap > SLEEP_AHEAD_S:
+                time.sleep(gap - 0.001)
+    return Served(
+        arrival_s=list(arrivals_s[:n]),
+        issue_s=[t - start for t in issue[:n]],
+        done_s=[t - start for t in done[:n]],
+        queued=queued[:n],
+        requests=n,
+    )
+
+
+def _percentiles(values: list[float]) -> dict[str, Optional[float]]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": ordered[-1]}
+
+
+@dataclass
+class Point:
+    """One server run at one offered rate."""
+
+    rate: float  # asked, requests/s
+    offered: float  # as drawn: requests / last arrival
+    achieved: float  # requests / last issue: below offered when requests had to queue
+    requests: int
+    latency_us: dict[str, Optional[float]]
+    queue_us: dict[str, Optional[float]]
+    slack_us: dict[str, Optional[float]]
+    valid: bool
+    why: str  # what made it invalid ("" when valid)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def judge(rate: float, served: Served, p99_ms: Optional[float]) -> Point:
+    """LoadGen's valid Server run: the achieved rate within 1% of the offered one, and the p99
+    latency within the bound (if one is set)."""
+    n = served.requests
+    last_arrival = served.arrival_s[-1] if n else 0.0
+    last_issue = served.issue_s[-1] if n else 0.0
+    offered = n / last_arrival if last_arrival > 0 else 0.0
+    achieved = n / max(last_issue, last_arrival) if n and max(last_issue, last_arrival) > 0 else 0.0
+    latency = _percentiles(served.latency_us())
+    why = []
+    if n < MIN_REQUESTS:
+        why.append(f"only {n} requests")
+    if offered and achieved < 0.99 * offered:
+        why.append(f"achieved {achieved:,.0f}/s of {offered:,.0f}/s offered")
+    if p99_ms is not None and latency["p99"] is not None and latency["p99"] > p99_ms * 1e3:
+        why.append(f"p99 {latency['p99'] / 1e3:.3g} ms > {p99_ms:g} ms")
+    return Point(rate, offered, achieved, n, latency, _percentiles(served.queue_us()),
+                 _percentiles(served.slack_us()), not why, "; ".join(why))
+
+
+@dataclass
+class Search:
+    """The highest valid rate: doubled until a rate fails, then bisected to `resolution`."""
+
+    best: Optional[float] = None  # the highest rate found valid
+    failed: Optional[float] = None  # the lowest rate found invalid
+    points: list[Point] = field(default_factory=list)
+    stopped_by: str = ""  # "resolution", "budget" or "floor"
+
+
+def search_rate(run: Callable[[float], Point], start: float, resolution: float, deadline: float,
+                floor: float = 1.0) -> Search:
+    """Find the highest rate `run` judges valid, starting at `start` requests/s."""
+    found = Search()
+    rate = start
+    while True:
+        if perf_counter() >= deadline:
+            found.stopped_by = "budget"
+            return found
+        point = run(rate)
+        found.points.append(point)
+        if point.valid:
+            found.best = rate if found.best is None else max(found.best, rate)
+        else:
+            found.failed = rate if found.failed is None else min(found.failed, rate)
+        if found.best is not None and found.failed is not None:
+            if (found.failed - found.best) / found.best <= resolution:
+                found.stopped_by = "resolution"
+                return found
+            rate = (found.best + found.failed) / 2
+        elif found.best is not None:
+            rate = found.best * 2
+        else:
+            rate = found.failed / 2
+            if rate < floor:
+                found.stopped_by = "floor"
+                return found

@@ -1,0 +1,165 @@
+"""Open-loop load: Poisson arrivals, queueing, validity, the rate search, the sweep's best."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import pytest
+
+from runner.errors import ConfigError
+from runner.job import JobInfo, run_job
+from runner.load import Server, judge, open_loop, poisson_arrivals, search_rate
+from runner.record import SCHEMA
+from runner.report import collect, markdown, text_table
+from runner.spec import resolve
+
+
+class Busy(Server):
+    """A synchronous server that takes `service_s` per request (a model slowed down on purpose)."""
+
+    sync = True
+
+    def __init__(self, service_s: float) -> None:
+        self.service_s = service_s
+
+    def start(self, j: int) -> None:
+        end = time.perf_counter() + self.service_s
+        while time.perf_counter() < end:  # spin: sleep() would add its own slack
+            pass
+
+
+class Later(Server):
+    """An asynchronous server: done `service_s` after its start."""
+
+    def __init__(self, service_s: float) -> None:
+        self.service_s, self.until = service_s, 0.0
+
+    def start(self, j: int) -> None:
+        self.until = time.perf_counter() + self.service_s
+
+    def done(self) -> bool:
+        return time.perf_counter() >= self.until
+
+
+def test_poisson_arrivals_have_the_mean_rate_and_come_back_from_the_seed():
+    arrivals = poisson_arrivals(2000.0, 5.0, seed=7)
+    assert len(arrivals) / 5.0 == pytest.approx(2000, rel=0.03)
+    gaps = [b - a for a, b in zip([0.0, *arrivals], arrivals, strict=False)]
+    assert statistics.fmean(gaps) == pytest.approx(1 / 2000, rel=0.03)
+    assert statistics.stdev(gaps) / statistics.fmean(gaps) == pytest.approx(1.0, abs=0.05)  # exponential gaps
+    assert poisson_arrivals(2000.0, 5.0, seed=7) == arrivals
+    assert poisson_arrivals(2000.0, 5.0, seed=8) != arrivals
+    assert len(poisson_arrivals(10.0, 0.1, seed=1, min_requests=200)) >= 200
+
+
+def test_far_below_capacity_the_offered_rate_is_achieved_at_single_request_latency():
+    service = 0.002  # capacity of two servers: 1,000 requests/s
+    served = open_loop(poisson_arrivals(100.0, 2.0, seed=1, min_requests=200), [Later(service), Later(service)])
+    point = judge(100.0, served, p99_ms=None)
+    assert point.valid, point.why
+    assert point.achieved == pytest.approx(point.offered, rel=0.01)
+    assert point.latency_us["p50"] == pytest.approx(service * 1e6, rel=0.25)  # barely any queueing
+    assert point.queue_us["p50"] < 200
+
+
+def test_above_capacity_the_run_is_invalid_and_the_queue_grows():
+    served = open_loop(poisson_arrivals(1000.0, 0.5, seed=2), [Busy(0.002)])  # capacity 500/s
+    point = judge(1000.0, served, p99_ms=None)
+    assert not point.valid and "achieved" in point.why
+    queue = served.queue_us()
+    half = len(queue) // 2
+    assert statistics.fmean(queue[half:]) > 2 * statistics.fmean(queue[:half])
+    assert all(d >= i >= a for a, i, d in zip(served.arrival_s, served.issue_s, served.done_s, strict=True))
+
+
+def test_requests_go_to_the_first_free_server():
+    servers = [Later(0.05), Later(0.05), Later(0.05)]
+    started = []
+    for k, s in enumerate(servers):
+        original = s.start
+        s.start = lambda j, k=k, original=original: (started.append(k), original(j))
+    open_loop([0.0, 0.001, 0.002, 0.2], servers)  # three at once, then one when all are free again
+    assert started == [0, 1, 2, 0]
+
+
+def test_the_search_brackets_the_capacity_of_a_model_slowed_down_on_purpose():
+    service = 0.004  # one synchronous server: at most 250 requests/s
+
+    def run(rate):
+        return judge(rate, open_loop(poisson_arrivals(rate, 0.4, seed=int(rate), min_requests=200), [Busy(service)]),
+                     p99_ms=40)
+
+    found = search_rate(run, start=60.0, resolution=0.1, deadline=time.perf_counter() + 60)
+    assert found.stopped_by == "resolution"
+    assert found.best is not None and found.failed is not None
+    assert 100 <= found.best <= 250 < found.failed * 1.6  # under capacity, and not far under it
+    assert (found.failed - found.best) / found.best <= 0.1
+    rates = [p.rate for p in found.points]
+    assert rates[:2] == [60.0, 120.0]  # doubled while valid
+
+
+QUICK = ("measure=quick", "device=cpu", "model.batch=2")
+
+
+def test_a_server_job_on_the_cpu_records_its_points_and_curve(make_cfg, tmp_path):
+    overrides = [*QUICK, "load.scenario=server", "load.rate=20", "load.duration_s=0.5", "measure.budget_s=12"]
+    result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    assert result["status"] == "ok", result["reason"]
+    f = result["figures"]
+    point = f["load"]["runner"]["points"][0]
+    assert point["requests"] >= 200 and point["rate"] == 20
+    assert f["server_valid"] is point["valid"] and f["server_latency_us"]["p99"] > 0
+    assert (tmp_path / "load_curve.png").stat().st_size > 0 and result["files"]["load_curve"] == "load_curve.png"
+    assert result["load"]["scenario"] == "server"
+    on_disk = json.loads((tmp_path / "result.json").read_text())
+    assert on_disk["figures"]["load"]["runner"]["points"][0]["latency_us"] == point["latency_us"]
+
+
+def test_single_stream_reports_pure_latency(make_cfg, tmp_path):
+    overrides = [*QUICK, "load.scenario=single_stream", "load.requests=50"]
+    result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    assert result["status"] == "ok", result["reason"]
+    s = result["figures"]["single_stream_latency_us"]
+    assert s["n"] == 50 and 0 < s["p50"] <= s["p99"] <= s["max"]
+    assert "throughput_requests_per_s" not in result["figures"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("load.scenario=server",), r"load.rate: the server scenario needs a rate"),
+        (("load.scenario=server", "load.rate=max"), r"load.rate=max: the search needs a latency bound; add load.p99_ms"),
+        (("load.rate=100",), r"load.rate=100: a rate applies to load.scenario=server"),
+        (("load.scenario=server", "load.rate=-5"), r"load.rate=-5: use requests per second > 0"),
+        (("load.scenario=server", "load.rate=fast"), r"load.rate=fast: use requests per second > 0, or max"),
+        (("load.scenario=server", "load.rate=10", "load.p99_ms=0"), r"load.p99_ms=0.0: use a bound in milliseconds > 0"),
+    ],
+)
+def test_bad_load_keys_are_one_line(make_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(make_cfg("device=cpu", *overrides))
+
+
+def _fake_job(folder, num, overrides, max_rate, baseline_rate):
+    folder.mkdir(parents=True)
+    result = {
+        "schema": SCHEMA, "status": "ok", "model": "MLP", "mode": "graph x4 pinned", "overrides": overrides,
+        "job": {"num": num}, "effective": {"device": "cuda:0", "streams": 4},
+        "figures": {"server_max_rate": max_rate, "baseline_server_max_rate": baseline_rate,
+                    "load": {"scenario": "server", "rate": "max", "p99_ms": 2.0}},
+    }
+    (folder / "result.json").write_text(json.dumps(result))
+
+
+def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp_path):
+    _fake_job(tmp_path / "0", 0, ["streams=1", "graph=false"], 4000.0, 3900.0)
+    _fake_job(tmp_path / "1", 1, ["streams=4", "graph=true"], 52000.0, 4100.0)
+    _fake_job(tmp_path / "2", 2, ["streams=8", "graph=true"], 47000.0, 4000.0)
+    rows = collect([tmp_path])
+    assert [r.best for r in rows] == ["", "best", ""]
+    table = text_table(rows)
+    assert "max rate/s" in table and "52,000" in table
+    assert "best under p99 <= 2 ms: job 1 (streams=4 graph=true) at 52,000 requests/s, 12.68x its eager baseline's 4,100/s" in table
+    assert "**best under p99 <= 2 ms: job 1" in markdown(rows)
