@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -14,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from torch import nn
 
-from runner.errors import ConfigError
+from runner.errors import CompileError, ConfigError
 from runner.inputs import Layout, Size, bucket_of, draw_sizes, largest, make_request, packed, padding_waste
 from runner.outputs import OutputPlan, plan_outputs
 from runner.spec import RunSpec
@@ -44,6 +46,10 @@ class Workload:
     plan: list[Request]  # the timed passes cycle through these
     baseline_sources: list[dict[str, torch.Tensor]]  # the same requests at their real sizes, pageable
     padding_waste: Optional[float]  # padded elements per real element over the plan (buckets only)
+    # The uncompiled model, for the check's references and the eager baseline (= forward uncompiled).
+    reference: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]] = None  # type: ignore[assignment]
+    compile_figures: dict[str, Any] = field(default_factory=dict)  # compile times, cache folder
+    compile_fallback: Optional[str] = None  # why compile failed, when the job ran uncompiled instead
 
     @property
     def sources(self) -> list[torch.Tensor]:
@@ -236,9 +242,16 @@ def build(spec: RunSpec) -> Workload:
         key = launch_key(spec, size)
         flat = packed(request, layout(key))
         plan.append(Request(size, key, flat.pin_memory() if spec.pinned else flat))
+    reference = _forward(model, outputs)
+    forward, compile_figures, fallback = reference, {}, None
+    if spec.compile != "none":
+        forward, compile_figures, fallback = compile_model(spec, model, outputs, {k: v.to(device) for k, v in first.items()})
     return Workload(
         model=model,
-        forward=_forward(model, outputs),
+        reference=reference,
+        compile_figures=compile_figures,
+        compile_fallback=fallback,
+        forward=forward,
         out_paths=outputs.paths,
         out_numel_dtypes=tuple((leaf.numel(), leaf.dtype) for leaf in leaves),
         layout=layout,
@@ -248,3 +261,38 @@ def build(spec: RunSpec) -> Workload:
         baseline_sources=requests,
         padding_waste=padding_waste(spec.model, sizes) if spec.model.bucketed else None,
     )
+
+
+def compile_model(spec: RunSpec, model: nn.Module, outputs: OutputPlan, args: dict[str, torch.Tensor]) -> tuple:
+    """torch.compile the model; time its first call cold (as the cache stands) and again warm
+    (after dynamo's reset, from Inductor's cache). Returns (forward, figures, fallback reason)."""
+    if spec.compile_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = spec.compile_cache  # read when Inductor first caches
+    mode = None if spec.compile == "default" else spec.compile
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        folder = cache_dir()
+    except ImportError:  # an older torch: its documented default
+        folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+    fresh = not os.path.isdir(folder) or not os.listdir(folder)
+    figures: dict[str, Any] = {"compile_cache_dir": folder, "compile_cache_was_empty": fresh}
+    try:
+        times = []
+        for _ in range(2):  # cold, then warm
+            torch._dynamo.reset()
+            compiled = torch.compile(model, mode=mode)
+            start = time.perf_counter()
+            _probe(compiled, args)
+            times.append(time.perf_counter() - start)
+    except Exception as exc:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = f"compile={spec.compile}: torch.compile failed for {spec.model_name} ({reason[:300]})"
+        if spec.fallback_eager:
+            torch._dynamo.reset()
+            return _forward(model, outputs), {}, message
+        raise CompileError(f"{message}; use compile=none, or capture.fallback_eager=true to run it uncompiled") from exc
+    figures.update(compile_time_cold_ms=times[0] * 1e3, compile_time_warm_ms=times[1] * 1e3)
+    return _forward(compiled, outputs), figures, None

@@ -19,12 +19,17 @@ from runner.spec import RunSpec
 # request's input, or from overwritten intermediates, is off by O(1); rounding differences
 # between graph and eager kernels stay far below these.
 REL_TOLERANCE = {"fp32": 1e-5, "fp32+tf32": 5e-3, "bf16": 3e-2, "fp16": 5e-3}
+COMPILED_TOLERANCE = {"fp32": 1e-4, "fp32+tf32": 1e-2, "bf16": 5e-2, "fp16": 1e-2}
 CHUNK_REQUESTS = 512  # requests generated and compared at once...
 CHUNK_BYTES = 256 * 2**20  # ...unless their inputs would take more host memory than this
 
 
 def tolerance(spec: RunSpec) -> float:
     key = "fp32+tf32" if spec.dtype == "fp32" and spec.tf32 and spec.is_cuda else spec.dtype
+    if spec.compile != "none":
+        # Inductor fuses and reorders reductions: compiled outputs differ from eager by more than
+        # graph replays of eager kernels do, still far below a response from another request.
+        return COMPILED_TOLERANCE[key]
     return REL_TOLERANCE[key]
 
 
@@ -114,7 +119,7 @@ def check_schedule(
             flats = [packed(x, workload.layout(k)) for x, k in zip(inputs, keys, strict=True)]
             responses = serve_and_collect(lanes, flats, keys)
             for j, (x, got) in enumerate(zip(inputs, responses, strict=True)):
-                want = tuple(leaf.cpu() for leaf in workload.forward({k: v.to(device) for k, v in x.items()}))
+                want = tuple(leaf.cpu() for leaf in workload.reference({k: v.to(device) for k, v in x.items()}))
                 err = relative_error(got, want)
                 worst = max(worst, err)
                 if not err <= tol:

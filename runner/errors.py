@@ -15,6 +15,10 @@ class CaptureError(Exception):
     """A model could not be captured into a CUDA graph."""
 
 
+class CompileError(Exception):
+    """torch.compile failed for the model."""
+
+
 _OVERRIDE = re.compile(r"Error merging override \+*([\w.]+)=(.*)$", re.MULTILINE)
 _FULL_KEY = re.compile(r"^\s*full_key:\s*(\S*)\s*$", re.MULTILINE)
 _MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^']+)'")

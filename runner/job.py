@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import environment, printer
 from runner.build import build
-from runner.errors import CaptureError, ConfigError
+from runner.errors import CaptureError, CompileError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure
 from runner.plots import plot_load_curve
@@ -142,6 +142,10 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
 
     workload = build(spec)
     result["model_io"] = model_io(spec, workload)
+    if workload.compile_fallback:
+        result["notices"].append(f"{workload.compile_fallback}: ran uncompiled instead (capture.fallback_eager=true)")
+        result["effective"].update(compile="none")
+        result["mode"] = mode_name(result["effective"])
     lanes = build_lanes(spec, workload)
     try:
         if lanes.fallback_reason:
@@ -166,6 +170,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
             result["files"]["load_curve"] = curve.name
         summary = summarize_measurement(spec, measurement)
         figures.update(summary.figures)
+        figures.update(workload.compile_figures)
         figures.update(_memory_figures(lanes))
         result["figures"] = figures
         result["warnings"] += summary.warnings
@@ -225,7 +230,7 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         what = ". ".join(first.split(". ")[:3]).rstrip(".")  # what was asked, what the GPU has
         return f"out of memory: {what}; use fewer streams or a smaller model.batch"
-    if isinstance(exc, (ConfigError, CaptureError)):
+    if isinstance(exc, (ConfigError, CaptureError, CompileError)):
         return first
     return f"{type(exc).__name__}: {first[:500]}"
 

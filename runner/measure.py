@@ -138,7 +138,7 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
 def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) -> None:
     m = spec.measure
     device = lanes.device
-    sources, keys, forward = workload.sources, workload.keys, workload.forward
+    sources, keys, forward = workload.sources, workload.keys, workload.reference  # the baseline is uncompiled
     out.samples_per_request, out.padding_waste = workload.mean_batch, workload.padding_waste
     pointers = [lane.buffer_pointers() for lane in lanes]
     offline = spec.load.scenario == "offline"
@@ -279,7 +279,7 @@ def _stats_us(seconds: list[float]) -> dict[str, Any]:
 def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget, closed_rate: float) -> dict:
     """The single_stream or server scenario, for the runner and (if asked) the eager baseline."""
     load, device = spec.load, lanes.device
-    sources, keys, forward, base = workload.sources, workload.keys, workload.forward, workload.baseline_sources
+    sources, keys, forward, base = workload.sources, workload.keys, workload.reference, workload.baseline_sources
     if load.scenario == "single_stream":
         share = budget.allowance("load")
         with phase("single-stream"):

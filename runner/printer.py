@@ -124,6 +124,9 @@ def render(result: dict[str, Any]) -> str:
                      f"{f['padding_waste']:.1%} (padded / real elements)")
     lines += _load_lines(f.get("load"))
     setup = []
+    if f.get("compile_time_cold_ms") is not None:
+        cold = "cold" if f.get("compile_cache_was_empty") else "first, cache not empty"
+        setup.append(f"compile {f['compile_time_cold_ms']:,.0f} ms ({cold}), {f['compile_time_warm_ms']:,.0f} ms warm")
     if f.get("capture_time_ms") is not None:
         setup.append(f"capture {f['capture_time_ms']:.0f} ms")
     if f.get("warmup_time_ms") is not None:

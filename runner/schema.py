@@ -153,6 +153,10 @@ class Config:
     resume: bool = False  # skip this job if its folder already holds an ok result
     profile: bool = False  # write a torch.profiler trace from a separate, untimed pass
     timestamps: TimestampFormat = TimestampFormat.none  # per-request timestamps of the latency pass
+    # torch.compile mode: none, default, max-autotune-no-cudagraphs (Inductor's kernels, inside the
+    # runner's graphs when graph=true), reduce-overhead, max-autotune (torch's own CUDA graphs: graph=false)
+    compile: str = "none"
+    compile_cache: Optional[str] = None  # Inductor's cache folder (TORCHINDUCTOR_CACHE_DIR); default: torch's
 
 
 def register() -> None:

@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from runner.errors import ConfigError, condense
 from runner.schema import Config, bool_keys, keys_under
 
+COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+OWN_GRAPHS = ("reduce-overhead", "max-autotune")  # modes in which torch records CUDA graphs itself
 MAPS = ("model.inputs",)  # schema maps whose keys the user names
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:(\d+))$")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -129,6 +131,8 @@ class RunSpec:
     copy_thread: bool  # copy staging: the host copy runs on a second thread
     warmup_iters: int
     fallback_eager: bool
+    compile: str  # torch.compile mode, or "none"
+    compile_cache: Optional[str]
     measure: MeasureSpec
     load: LoadSpec
     seed: int
@@ -168,6 +172,7 @@ class RunSpec:
             "staging": self.staging,
             "slots": self.slots,
             "copy_thread": self.copy_thread,
+            "compile": self.compile,
         }
 
 
@@ -182,7 +187,9 @@ def mode_name(settings: Mapping[str, Any]) -> str:
     if staging:
         thread = "+thread" if staging == "copy" and settings.get("copy_thread") else ""
         ring = f" {staging}{thread}/{settings.get('slots', 1)}"
-    return f"{kind}{copies} x{settings['streams']} {memory}{ring}"
+    compiled = settings.get("compile")
+    compiled = f" compile:{compiled}" if compiled and compiled != "none" else ""
+    return f"{kind}{copies} x{settings['streams']} {memory}{ring}{compiled}"
 
 
 def _show(value: Any) -> str:
@@ -247,6 +254,10 @@ def validate(cfg: DictConfig) -> Config:
         "model.module: no _target_; name the nn.Module to build, e.g. model.module._target_=torch.nn.Linear",
     )
     model_spec(config)  # the model's keys, checked here; resolve builds the same spec
+    _check(
+        config.compile in COMPILE_MODES,
+        f"compile={config.compile}: not a torch.compile mode; use one of: {', '.join(COMPILE_MODES)}",
+    )
     load_spec(config)
     _check(
         1 <= config.staging.slots <= 64,
@@ -489,6 +500,21 @@ def resolve(
         notices.append(f"capture.copies_in_graph needs {need}: copies are issued around the compute")
         copies_in_graph = False
 
+    compile_mode = config.compile
+    if compile_mode in OWN_GRAPHS and device == "cpu":
+        notices.append(f"compile={compile_mode}: no CUDA graphs on the CPU; Inductor's kernels only")
+    elif compile_mode in OWN_GRAPHS:
+        _check(
+            not graph,
+            f"compile={compile_mode}: torch records its own CUDA graphs in this mode and cannot run inside the "
+            "runner's; use graph=false with it, or compile=default for Inductor's kernels inside the runner's graphs",
+        )
+        _check(
+            streams == 1,
+            f"compile={compile_mode}: torch's CUDA graphs are recorded and replayed for one stream; use streams=1 "
+            "with it, or compile=default with graph=true for graphs over several streams",
+        )
+
     m = config.measure
     return RunSpec(
         model=model_spec(config, OmegaConf.to_container(cfg.model.module, resolve=True)),  # type: ignore[arg-type]
@@ -504,6 +530,8 @@ def resolve(
         copy_thread=copy_thread,
         warmup_iters=config.capture.warmup_iters,
         fallback_eager=config.capture.fallback_eager,
+        compile=compile_mode,
+        compile_cache=config.compile_cache,
         load=load_spec(config),
         measure=MeasureSpec(**{**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}, "ceiling": ceiling}),
         seed=config.seed,

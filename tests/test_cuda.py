@@ -363,3 +363,16 @@ def test_open_loop_on_the_gpu_keeps_a_low_rate_near_single_request_latency(make_
     point = judge(1000.0, served, p99_ms=None)
     assert point.valid, point.why
     assert point.latency_us["p50"] < 3 * single[len(single) // 2] * 1e6
+
+
+def test_the_runners_graphs_over_a_compiled_model_match_eager(make_cfg, tmp_path):
+    spec, workload, lanes = _setup(make_cfg, "model=mlp", "compile=default", "streams=2", f"compile_cache={tmp_path}")
+    assert lanes.graph and workload.compile_figures["compile_time_cold_ms"] > 0
+    assert _check(spec, workload, lanes, 1_000).passed
+
+
+def test_torchs_own_graphs_run_on_one_stream_and_match_eager(make_cfg, tmp_path):
+    spec, workload, lanes = _setup(make_cfg, "model=mlp", "compile=reduce-overhead", "graph=false", "streams=1",
+                                   f"compile_cache={tmp_path}")
+    assert not lanes.graph
+    assert _check(spec, workload, lanes, 1_000).passed
