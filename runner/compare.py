@@ -40,7 +40,7 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return [r for r in (read_result(f) for f in files) if r is not None]
 
 
-_ASKED = ("streams", "graph", "pinned", "dtype", "tf32")
+_ASKED = ("streams", "graph", "pinned", "dtype", "tf32", "compile", "load")
 
 
 def identity(result: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
     assert on_disk["effective"] == {
         "device": "cpu", "dtype": "fp32", "tf32": False, "streams": 1, "graph": False,
         "pinned": False, "copies_in_graph": False, "staging": "direct", "slots": 1, "copy_thread": False,
+        "compile": "none",
     }
     assert on_disk["config"]["streams"] == 4  # the request is kept next to what ran
     assert on_disk["overrides"] == list(QUICK)
