@@ -43,23 +43,21 @@ class Layout:
 
     def __init__(self, model: ModelSpec, size: Size, dtype: torch.dtype) -> None:
         self.size = size
-        self.fields: list[tuple[str, int, torch.dtype, tuple[int, ...]]] = []  # name, offset, dtype, shape
+        # name, offset, bytes, dtype, shape of each input
+        self.fields: list[tuple[str, int, int, torch.dtype, tuple[int, ...]]] = []
         offset = 0
         for inp in model.inputs:
             dt = INT_DTYPES.get(inp.kind, dtype)
             shape = (size.batch, *inp.sample_shape(size.seq))
-            self.fields.append((inp.name, offset, dt, shape))
             nbytes = math.prod(shape) * torch.empty((), dtype=dt).element_size()
+            self.fields.append((inp.name, offset, nbytes, dt, shape))
             offset += -(-nbytes // ALIGN_BYTES) * ALIGN_BYTES
         self.nbytes = offset
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Typed views of `flat` (uint8, at least nbytes long), keyed by forward's argument."""
-        out = {}
-        for name, offset, dt, shape in self.fields:
-            count = math.prod(shape) * torch.empty((), dtype=dt).element_size()
-            out[name] = flat[offset : offset + count].view(dt).view(shape)
-        return out
+        return {name: flat[offset : offset + nbytes].view(dt).view(shape)
+                for name, offset, nbytes, dt, shape in self.fields}
 
 
 def make_request(model: ModelSpec, size: Size, dtype: torch.dtype, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -180,12 +180,11 @@ class Port:
 class Lane:
     """One stream: its static device buffers, its graphs per launch shape, its ring of slots."""
 
-    __slots__ = ("index", "stream", "model", "forward", "out_paths", "layout", "dev_in", "dev_out",
+    __slots__ = ("index", "stream", "forward", "out_paths", "layout", "dev_in", "dev_out",
                  "compute_graphs", "pools", "slots")
 
     def __init__(self, index: int, workload: Workload, dev_in: torch.Tensor, stream) -> None:
         self.index = index
-        self.model = workload.model
         self.forward = workload.forward  # forward's keyword arguments -> the kept output leaves
         self.out_paths = workload.out_paths
         self.layout = workload.layout  # launch shape -> where its inputs sit in dev_in / host_in

@@ -11,6 +11,7 @@ Latency is completion minus arrival, so it includes queueing.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import time
@@ -90,8 +91,7 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
                 if servers[s].done():
                     done[j] = now
                     del busy[s]
-                    free.append(s)
-                    free.sort()
+                    bisect.insort(free, s)
                     completed += 1
         while i < n and due[i] <= now and now < end:
             queued[i] = not free or bool(waiting)
@@ -107,8 +107,7 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
             server.start(j)
             if server.sync:
                 done[j] = perf_counter()
-                free.insert(0, s)
-                free.sort()
+                bisect.insort(free, s)
                 completed += 1
             else:
                 busy[s] = j

@@ -19,6 +19,7 @@ least one turn of the ring. Ctrl-C ends the measurement with what has finished.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import math
@@ -293,19 +294,17 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
 
     points = 0
 
-    def run_at(servers_of: Any, end: float) -> Any:
-        def run(rate: float) -> Point:
-            nonlocal points
-            points += 1
-            duration = max(load.duration_s, MIN_REQUESTS / rate)
-            arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003 + points, MIN_REQUESTS)
-            with phase(f"server {rate:,.0f}/s"), no_gc(), servers_of() as servers:
-                served = open_loop(arrivals, servers, max(0.0, end - time.perf_counter()) + duration)
-            point = judge(rate, served, load.p99_ms)
-            log.info("server at %.0f requests/s: p99 %.1f us, %s", rate, point.latency_us["p99"] or math.nan,
-                     "valid" if point.valid else f"invalid ({point.why})")
-            return point
-        return run
+    def run_at(servers_of: Any, end: float, rate: float) -> Point:
+        nonlocal points
+        points += 1
+        duration = max(load.duration_s, MIN_REQUESTS / rate)
+        arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003 + points, MIN_REQUESTS)
+        with phase(f"server {rate:,.0f}/s"), no_gc(), servers_of() as servers:
+            served = open_loop(arrivals, servers, max(0.0, end - time.perf_counter()) + duration)
+        point = judge(rate, served, load.p99_ms)
+        log.info("server at %.0f requests/s: p99 %.1f us, %s", rate, point.latency_us["p99"] or math.nan,
+                 "valid" if point.valid else f"invalid ({point.why})")
+        return point
 
     def runner_servers() -> Any:
         return open_servers(lanes, sources, keys)
@@ -318,7 +317,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
 
     def scenario(name: str, servers_of: Any, start_rate: float) -> dict[str, Any]:
         end = time.perf_counter() + budget.allowance(name)
-        run = run_at(servers_of, end)
+        run = functools.partial(run_at, servers_of, end)
         if not load.search:
             point = run(load.rate)
             return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}

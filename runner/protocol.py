@@ -27,6 +27,7 @@ Staging modes:
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from _thread import allocate_lock
 from collections.abc import Callable, Iterator, Sequence
@@ -52,52 +53,36 @@ class Session:
         self.keys = tuple(keys)
         self.n_keys = len(self.keys)
         # Every port the session will use exists before the first request (eager ports are
-        # set up on first use; the timed loops must not).
+        # set up on first use; the timed loops must not), in one table: request j uses
+        # ports[j % period], the ring and the shapes cycling together.
         shapes = tuple(dict.fromkeys(self.keys))
         for slot in self.ring:
             for key in shapes:
                 slot.port(key)
-        self.single = len(shapes) == 1
-        self.ports = tuple(slot.ports[shapes[0]] for slot in self.ring)  # one shape: port j % size
+        self.period = self.size if len(shapes) == 1 else math.lcm(self.size, self.n_keys)
+        self.ports = tuple(self.ring[j % self.size].ports[self.keys[j % self.n_keys]] for j in range(self.period))
         self.direct = lanes.staging == "direct"
         self.threaded = lanes.staging == "copy" and lanes.copy_thread
         self.error: Optional[BaseException] = None
         self._stop = False
         self._thread: Optional[threading.Thread] = None
         if self.direct:
-            self.acquire = self.wait = self._wait if self.single else self._wait_shaped
-            self.stage = _no_stage
+            self.acquire, self.wait, self.stage = self._wait, self._wait, _no_stage
         elif self.threaded:
             self.acquire = self.wait = self._acquire_staged
             self.stage, self.launch = _no_stage, self._launch_staged
         else:
-            self.acquire = self._acquire_copy if self.single else self._acquire_copy_shaped
-            self.wait = self._wait if self.single else self._wait_shaped
-            self.stage = self._stage
-
-    def port_of(self, j: int) -> Port:
-        return self.ports[j % self.size] if self.single else self.ring[j % self.size].ports[self.keys[j % self.n_keys]]
+            self.acquire, self.wait, self.stage = self._acquire_copy, self._wait, self._stage
 
     # --- the protocol ---------------------------------------------------------------------
     # `acquire` is `wait` then `stage`, fused: the throughput loop pays for one call.
     def _wait(self, j: int) -> Port:
-        port = self.ports[j % self.size]
-        port.wait()
-        return port
-
-    def _wait_shaped(self, j: int) -> Port:
-        port = self.ring[j % self.size].ports[self.keys[j % self.n_keys]]
+        port = self.ports[j % self.period]
         port.wait()
         return port
 
     def _acquire_copy(self, j: int) -> Port:
-        port = self.ports[j % self.size]
-        port.wait()
-        port.host_in.copy_(self.sources[j % self.n_sources])
-        return port
-
-    def _acquire_copy_shaped(self, j: int) -> Port:
-        port = self.ring[j % self.size].ports[self.keys[j % self.n_keys]]
+        port = self.ports[j % self.period]
         port.wait()
         port.host_in.copy_(self.sources[j % self.n_sources])
         return port
@@ -106,7 +91,7 @@ class Session:
         port.host_in.copy_(self.sources[j % self.n_sources])
 
     def _acquire_staged(self, j: int) -> Port:
-        port = self.port_of(j)
+        port = self.ports[j % self.period]
         port.slot.ready.acquire()  # the copy thread has written request j into it
         if self.error is not None:
             raise RuntimeError(f"the copy thread failed: {self.error}") from self.error
@@ -147,7 +132,7 @@ class Session:
     def _copy_ahead(self, free: list, ready: list) -> None:
         """The copy thread. It holds its session's locks itself: a later session replaces the
         slots' locks, and a thread that has not yet noticed its stop must not take those."""
-        size, sources, n, port_of = self.size, self.sources, self.n_sources, self.port_of
+        size, sources, n, ports, period = self.size, self.sources, self.n_sources, self.ports, self.period
         j = 0
         i = -1
         try:
@@ -158,7 +143,7 @@ class Session:
                         return
                 if self._stop:
                     return
-                port = port_of(j)
+                port = ports[j % period]
                 port.wait()  # the slot's last request has finished its copies
                 port.host_in.copy_(sources[j % n])
                 ready[i].release()

@@ -144,13 +144,12 @@ def latency_pass(
     (us since the same origin, host clock). Event records cost host time, so this pass is
     separate from the throughput passes.
     """
-    with serve(lanes, sources, keys) as session:  # sets up every port the pass uses
-        staged = all(session.port_of(j).h2d is not None for j in range(len(keys) * session.size))
-    timeline = Timeline(requests, lanes.device, (0, 1, 2, 3) if staged else (0, 3))
     host = [[0.0, 0.0] for _ in range(requests)]
     n_lanes = len(lanes)
     done = requests
     with no_gc(), serve(lanes, sources, keys) as session:
+        staged = all(port.h2d is not None for port in session.ports)
+        timeline = Timeline(requests, lanes.device, (0, 1, 2, 3) if staged else (0, 3))
         acquire, launch_marked, mark = session.acquire, session.launch_marked, timeline.mark
         timeline.start()
         deadline = perf_counter() + max_duration_s
@@ -202,6 +201,12 @@ def ceiling_pass(
             lanes.restore_default_stream()
 
 
+def baseline_request(forward: Forward, request: dict[str, torch.Tensor], device: torch.device) -> None:
+    """One baseline request: each input to the device, the forward, each kept leaf back."""
+    for leaf in forward({name: x.to(device) for name, x in request.items()}):
+        leaf.cpu()
+
+
 def baseline_pass(
     forward: Forward,
     sources: Sequence[dict[str, torch.Tensor]],
@@ -221,8 +226,7 @@ def baseline_pass(
         start = perf_counter()
         soft, hard = start + min_duration_s, start + max_duration_s
         while True:
-            for leaf in forward({name: x.to(device) for name, x in sources[k].items()}):
-                leaf.cpu()
+            baseline_request(forward, sources[k], device)
             k += 1
             if k == n_sources:
                 k = 0
@@ -246,8 +250,7 @@ def baseline_latency_pass(
         deadline = perf_counter() + max_duration_s
         for j in range(requests):
             t0 = perf_counter()
-            for leaf in forward({name: x.to(device) for name, x in sources[j % n_sources].items()}):
-                leaf.cpu()
+            baseline_request(forward, sources[j % n_sources], device)
             t1 = perf_counter()
             seconds.append(t1 - t0)
             if t1 > deadline and j + 1 >= min_requests:
@@ -287,6 +290,4 @@ class BaselineServer(Server):
         self.forward, self.sources, self.device = forward, tuple(sources), device
 
     def start(self, j: int) -> None:
-        device = self.device
-        for leaf in self.forward({name: x.to(device) for name, x in self.sources[j % len(self.sources)].items()}):
-            leaf.cpu()
+        baseline_request(self.forward, self.sources[j % len(self.sources)], self.device)
