@@ -18,7 +18,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, condense
-from runner.job import EXIT_CODES, JobInfo, run_job
 from runner.schema import register
 
 register()
@@ -57,6 +56,10 @@ def _remove_if_only_hydra_files(output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://runner.configs", config_name="config")
 def hydra_entry(cfg: DictConfig) -> dict:
     global _exit_code
+    # Imported here, not at the top: a sweep's launcher process never runs a job itself, and
+    # torch's import (seconds) is then paid only where jobs run.
+    from runner.job import EXIT_CODES, JobInfo, run_job
+
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     info = JobInfo(

@@ -110,6 +110,19 @@ def cpu_model() -> Optional[str]:
     return platform.processor() or None
 
 
+def process_age_s() -> Optional[float]:
+    """Seconds since this process started (Linux; None elsewhere): what the interpreter, the
+    imports and Hydra's composition cost before the job's own code ran."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rpartition(")")[2].split()  # after the command name, which may hold spaces
+        with open("/proc/uptime") as f:
+            uptime_s = float(f.read().split()[0])
+        return max(0.0, uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def load_average() -> Optional[list[float]]:
     """1, 5 and 15 minute load averages: other work on the host shows here."""
     try:

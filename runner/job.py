@@ -100,11 +100,17 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
             "wall_time_s": None,
             "started_unix": time.time(),
             "finished_unix": None,
-            # Set by the runner launcher: the device id this job's process was given, its cores.
+            "pid": os.getpid(),
+            # Set by the runner launcher: how the job's process began (forked from its preloaded
+            # server, or a fresh interpreter), the device id it was given, its cores.
+            "launcher_start": os.environ.get("RUNNER_LAUNCHER_START"),
             "launcher_device": os.environ.get("RUNNER_LAUNCHER_DEVICE"),
             "launcher_cpus": os.environ.get("RUNNER_LAUNCHER_CPUS"),
             # Set when the sweep's launcher runs several jobs at a time: timings interfere.
             "concurrent_jobs": int(os.environ.get("RUNNER_CONCURRENT_JOBS", "1")),
+            # Where the job's wall time went: startup (the process until the job began), env,
+            # build, capture, measure, finish (summary, files); see figures.measure_phases_s.
+            "phases_s": {},
         },
     }
 
@@ -133,6 +139,15 @@ def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
 
 def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     """The pipeline proper; fills `result` in place so a failure keeps what was learned."""
+    phases = result["job"]["phases_s"]
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = now - mark
+        mark = now
+
     result["env"] = environment.collect(spec.device)
     if spec.is_cuda:
         torch.cuda.set_device(torch.device(spec.device))
@@ -140,13 +155,16 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     torch.backends.cuda.matmul.allow_tf32 = spec.tf32
     torch.backends.cudnn.allow_tf32 = spec.tf32
 
+    lap("env")
     workload = build(spec)
+    lap("build")
     result["model_io"] = model_io(spec, workload)
     if workload.compile_fallback:
         result["notices"].append(f"{workload.compile_fallback}: ran uncompiled instead (capture.fallback_eager=true)")
         result["effective"].update(compile="none")
         result["mode"] = mode_name(result["effective"])
     lanes = build_lanes(spec, workload)
+    lap("capture")
     try:
         if lanes.fallback_reason:
             result["notices"].append(f"{lanes.fallback_reason}: ran eager instead (capture.fallback_eager=true)")
@@ -157,6 +175,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
             "graph_pool_bytes": graph_pool_bytes(lanes.device) if lanes.graph else None,
         }
         measurement = measure(spec, workload, lanes)
+        lap("measure")
         interrupted = measurement.interrupted  # then no profile or timestamps: record and stop
         out_dir = Path(result["job"]["output_dir"])
         if spec.timestamps != "none" and measurement.latency is not None and not interrupted:
@@ -183,6 +202,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
         if spec.is_cuda and result["env"].get("gpu"):
             result["env"]["gpu"]["clocks_at_end"] = environment.gpu_clocks(lanes.device.index or 0)
         check = measurement.check
+        lap("finish")
         if measurement.interrupted:
             raise KeyboardInterrupt  # recorded by run_job, with the figures of what finished
         if check is not None and not check.passed:
@@ -250,6 +270,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     started = _now()
     t0 = time.perf_counter()
     result = _base_result(cfg, info, started)
+    result["job"]["phases_s"]["startup"] = environment.process_age_s()
     spec: Optional[RunSpec] = None
     try:
         check_overrides(info.overrides)
@@ -321,7 +342,7 @@ def record_outside(
         result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices))
     except Exception:
         pass
-    result["job"].update(finished_at=_now(), started_unix=None, launcher_device=device_slot)
+    result["job"].update(finished_at=_now(), started_unix=None, pid=None, launcher_device=device_slot)
     write_result(info.output_dir, result)
     return result
 

@@ -36,11 +36,11 @@ from runner.check import CheckResult, check_schedule
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
 from runner.load import MIN_REQUESTS, Point, judge, open_loop, poisson_arrivals, search_rate
+from runner.progress import PROGRESS, Progress
 from runner.protocol import open_servers
 from runner.schedule import no_gc
 from runner.spec import RunSpec
 from runner.stats import summarize
-from runner.trace import phase
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class Measurement:
     estimate_s: Optional[float] = None  # the timed phase's duration, as estimated before it
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
+    phases_s: dict[str, float] = field(default_factory=dict)  # seconds each phase took
+    skipped: dict[str, str] = field(default_factory=dict)  # passes the budget could not hold, and why
     interrupted: bool = False  # Ctrl-C: what finished is kept
     elapsed_s: float = 0.0
 
@@ -125,18 +127,21 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
     # run with the collector off, and what runs between them stays cheap.
     gc.collect()
     gc.freeze()
+    progress = Progress(spec.measure.budget_s)
+    out.phases_s = progress.phases_s
     try:
-        _measure(spec, workload, lanes, out)
+        _measure(spec, workload, lanes, out, progress)
     except KeyboardInterrupt:
         out.interrupted = True
         lanes.synchronize()
         lanes.restore_default_stream()
     finally:
+        progress.close()
         gc.unfreeze()
     return out
 
 
-def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) -> None:
+def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, progress: Progress) -> None:
     m = spec.measure
     device = lanes.device
     sources, keys, forward = workload.sources, workload.keys, workload.reference  # the baseline is uncompiled
@@ -152,15 +157,15 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
 
     with torch.no_grad():
         if spec.check:
-            with phase("check"):
+            with progress.phase("check"):
                 out.check = run_check(spec, workload, lanes, budget.allowance("check"))
 
         start = time.perf_counter()
-        with phase("warmup"):
+        with progress.phase("warmup"):
             warm_n, warm_s = schedule.throughput_pass(lanes, sources, keys, 1, min(m.warmup_ms / 1e3, budget.allowance("warmup")))
         out.warmup_s = time.perf_counter() - start
         if not offline:
-            out.load = measure_load(spec, workload, lanes, budget, warm_n / max(warm_s, 1e-9))
+            out.load = measure_load(spec, workload, lanes, budget, warm_n / max(warm_s, 1e-9), progress)
             out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
             out.elapsed_s = budget.elapsed()
             return
@@ -181,21 +186,22 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
             nonlocal allocations
             before = _allocation_count(device) if lanes.is_cuda else 0
             left = end - time.perf_counter()
-            with phase("throughput"):
+            with progress.phase("throughput"):
                 out.throughput.append(schedule.throughput_pass(lanes, sources, keys, m.min_requests, min(min_s, cap),
                                                                max(0.0, min(cap, left))))
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
             n, s = out.throughput[-1]
-            log.info("repeat %d (at most %d): %.0f requests/s, %.1f s of %.0f s budget",
-                     len(out.throughput), m.repeats, n / s, budget.elapsed(), m.budget_s)
+            log.info("repeat %d (at most %d): %.0f requests/s, %.1f s of %g s budget",
+                     len(out.throughput), m.repeats, n / s, budget.elapsed(), m.budget_s, extra=PROGRESS)
+            progress.show(f"repeat {len(out.throughput)} (at most {m.repeats}): {n / s:,.0f} requests/s")
 
         def ceiling(cap_s: float) -> None:
-            with phase("ceiling"):
+            with progress.phase("ceiling"):
                 out.ceiling.append(schedule.ceiling_pass(lanes, keys, m.min_requests, min(min_s, cap_s), cap_s))
 
         def baseline(cap_s: float) -> None:
-            with phase("baseline"):
+            with progress.phase("baseline"):
                 out.baseline.append(schedule.baseline_pass(forward, workload.baseline_sources, device,
                                                            m.min_requests, min(min_s, cap_s), cap_s))
 
@@ -238,21 +244,48 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement) 
             parts = 3 if spec.baseline else 2
             # Percentiles of a handful of requests mean nothing: two turns of the ring at least.
             floor = min(m.latency_requests, 2 * len(lanes.ring))
-            with phase("enqueue"):
-                out.host_s = schedule.enqueue_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
-            with phase("latency"):
-                out.latency = schedule.latency_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
-            if spec.model.bucketed:  # each request's bucket, for latency per bucket
-                plan = workload.plan
-                out.latency["bucket"] = [str(bucket_of(spec.model, plan[j % len(plan)].size))
-                                         for j in range(len(out.latency["lane"]))]
-            if spec.baseline:
-                with phase("baseline-latency"):
+            # A pass whose floor would overrun its share by far (slow requests, small budget) is
+            # skipped and the result says so, rather than the job running past its budget.
+            runner_fits = _fits(floor, out.throughput, 2 * share / parts, "latency and host time per step", m, out)
+            if runner_fits:
+                with progress.phase("enqueue", "host time per step"):
+                    out.host_s = schedule.enqueue_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
+                with progress.phase("latency", "latency per stage"):
+                    out.latency = schedule.latency_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
+                if spec.model.bucketed:  # each request's bucket, for latency per bucket
+                    plan = workload.plan
+                    out.latency["bucket"] = [str(bucket_of(spec.model, plan[j % len(plan)].size))
+                                             for j in range(len(out.latency["lane"]))]
+            if spec.baseline and _fits(floor, out.baseline, share / parts, "baseline latency", m, out):
+                with progress.phase("baseline_latency", "baseline latency"):
                     out.baseline_latency_s = schedule.baseline_latency_pass(
                         forward, workload.baseline_sources, device, m.latency_requests, share / parts, floor
                     )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
     out.elapsed_s = budget.elapsed()
+
+
+# How far past its share a pass's minimum may be estimated to run before it is skipped: the
+# estimate comes from the throughput passes, and a pass of few requests runs with the ring
+# partly empty.
+OVERRUN_ALLOWED = 2.0
+
+
+def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: Any, out: Measurement) -> bool:
+    """Whether `requests` fit in `allowance_s` at the rate `passes` measured; if not, the
+    skip is recorded with what it would take."""
+    done = sum(n for n, _ in passes)
+    if not done:
+        return True  # nothing to estimate from
+    estimate_s = requests * sum(s for _, s in passes) / done
+    if estimate_s <= OVERRUN_ALLOWED * allowance_s:
+        return True
+    out.skipped[what] = (
+        f"{what} not measured: its least {requests} requests would take about {estimate_s:.1f} s, past its "
+        f"{allowance_s:.1f} s share of measure.budget_s={m.budget_s:g}; raise measure.budget_s to measure it"
+    )
+    log.warning("%s", out.skipped[what])
+    return False
 
 
 def _stop(out: Measurement, m, end: float) -> bool:
@@ -277,33 +310,35 @@ def _stats_us(seconds: list[float]) -> dict[str, Any]:
     return summarize(s * 1e6 for s in seconds)
 
 
-def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget, closed_rate: float) -> dict:
+def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget, closed_rate: float,
+                 progress: Progress) -> dict:
     """The single_stream or server scenario, for the runner and (if asked) the eager baseline."""
     load, device = spec.load, lanes.device
     sources, keys, forward, base = workload.sources, workload.keys, workload.reference, workload.baseline_sources
     if load.scenario == "single_stream":
         share = budget.allowance("load")
-        with phase("single-stream"):
+        with progress.phase("single_stream", "single stream"):
             runner_s = schedule.single_stream_pass(lanes, sources, keys, load.requests, share, min(load.requests, 10))
         found: dict[str, Any] = {"scenario": "single_stream", "runner": _stats_us(runner_s)}
         if spec.baseline:
-            with phase("baseline-single-stream"):
+            with progress.phase("baseline_single_stream", "baseline single stream"):
                 found["baseline"] = _stats_us(schedule.baseline_latency_pass(
                     forward, base, device, load.requests, budget.allowance("load_baseline"), min(load.requests, 10)))
         return found
 
     points = 0
 
-    def run_at(servers_of: Any, end: float, rate: float) -> Point:
+    def run_at(name: str, servers_of: Any, end: float, rate: float) -> Point:
         nonlocal points
         points += 1
         duration = max(load.duration_s, MIN_REQUESTS / rate)
         arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003 + points, MIN_REQUESTS)
-        with phase(f"server {rate:,.0f}/s"), no_gc(), servers_of() as servers:
+        label = f"{name.replace('_', ' ')}: server at {rate:,.0f}/s"
+        with progress.phase(name, label), no_gc(), servers_of() as servers:
             served = open_loop(arrivals, servers, max(0.0, end - time.perf_counter()) + duration)
         point = judge(rate, served, load.p99_ms)
         log.info("server at %.0f requests/s: p99 %.1f us, %s", rate, point.latency_us["p99"] or math.nan,
-                 "valid" if point.valid else f"invalid ({point.why})")
+                 "valid" if point.valid else f"invalid ({point.why})", extra=PROGRESS)
         return point
 
     def runner_servers() -> Any:
@@ -317,7 +352,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
 
     def scenario(name: str, servers_of: Any, start_rate: float) -> dict[str, Any]:
         end = time.perf_counter() + budget.allowance(name)
-        run = functools.partial(run_at, servers_of, end)
+        run = functools.partial(run_at, name, servers_of, end)
         if not load.search:
             point = run(load.rate)
             return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}

@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 
 def _num(value: Optional[float], fmt: str = ",.0f") -> str:
+    if value is not None and 0 < abs(value) < 10 and fmt == ",.0f":
+        return format(value, ".3g")  # a slow model's 0.48 requests/s is not "0"
     return "-" if value is None else format(value, fmt)
 
 

@@ -137,6 +137,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["baseline_latency_us"] = summarize(s * 1e6 for s in m.baseline_latency_s)
     fig["warmup_time_ms"] = m.warmup_s * 1e3
     fig["measure_time_s"] = m.elapsed_s
+    fig["measure_phases_s"] = dict(m.phases_s)  # where the measuring time went
     fig["measure_estimate_s"] = m.estimate_s
     fig["repeats_stop_reason"] = m.stop_reason
     fig["pass_cap_ms"] = None if m.pass_cap_s is None else m.pass_cap_s * 1e3
@@ -177,6 +178,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             f"(asked: {spec.measure.min_repeats} to {spec.measure.repeats}, until the relative standard error "
             f"is under {spec.measure.stdrel:g}); raise measure.budget_s for more"
         )
+    warnings += list(m.skipped.values())
     if m.check is not None and m.check.requests < m.check.requested:
         warnings.append(
             f"the check compared {m.check.requests} of measure.check_requests={m.check.requested} requests "

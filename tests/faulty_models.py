@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import torch
 from torch import nn
@@ -71,4 +72,13 @@ class Fp32Only(Healthy):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.dtype != torch.float32:
             raise NotImplementedError(f"no kernel for {input.dtype}")
+        return self.linear(input)
+
+
+class Slow(Healthy):
+    """Takes `calls` milliseconds per forward (a sleep): a model whose requests are slow next to
+    the measuring budget."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.calls / 1e3)
         return self.linear(input)

@@ -281,6 +281,28 @@ def test_a_device_side_fault_in_the_probe_is_one_line_of_bad_input(tmp_path):
     assert not list(tmp_path.rglob("result.json"))
 
 
+def test_jobs_forked_from_the_preloaded_server_capture_and_check_on_the_gpu(tmp_path):
+    """The sweep's server imported torch but never touched CUDA: each forked job starts CUDA
+    itself, captures its graphs and passes its check."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "-m", "streams=1,4", "graph=true", *QUICK, "hydra.sweep.dir=sw"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads((tmp_path / "sw" / str(i) / "result.json").read_text()) for i in (0, 1)]
+    for result in results:
+        assert result["status"] == "ok" and result["job"]["launcher_start"] == "forked"
+        assert result["effective"]["graph"] and result["figures"]["capture_time_ms"] > 0
+        assert result["figures"]["check_mismatches"] == 0 and result["figures"]["steady_state_allocations"] == 0
+    assert [r["effective"]["streams"] for r in results] == [1, 4]
+
+
 # --- real models: several inputs, structured outputs, buckets ------------------------------
 
 BUCKET_MODES = {

@@ -228,3 +228,26 @@ def test_one_pass_is_not_called_within_noise():
 
     single = ratio_figures("speedup_vs_baseline", 5.0, [500.0], [100.0])
     assert single["speedup_vs_baseline_within_noise"] is None and single["speedup_vs_baseline_interval"] is None
+
+
+SLOW = ("model=linear", "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
+        "model.inputs.input.shape=[8]", "model.module._target_=tests.faulty_models.Slow")
+
+
+def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg, tmp_path):
+    """200 ms per request and half a second of budget: the latency passes' floor (two turns of the
+    ring) does not fit their share, so they are skipped and the result says so, instead of the job
+    running far past its budget."""
+    cfg = make_cfg(*QUICK, *SLOW, "+model.module.calls=200", "measure.budget_s=0.5", "measure.warmup_ms=0")
+    result = run_job(cfg, JobInfo(output_dir=tmp_path))
+    f = result["figures"]
+    assert result["status"] == "ok" and f["throughput_requests_per_s"] < 6
+    assert "latency_e2e_us" not in f and f["host_launch_us"] is None
+    assert "enqueue" not in f["measure_phases_s"] and "latency" not in f["measure_phases_s"]
+    assert any(w.startswith("latency and host time per step not measured") and "measure.budget_s=0.5" in w
+               for w in result["warnings"])
+    # With room for them, the same model gets its latency figures.
+    roomy = run_job(make_cfg(*QUICK, *SLOW, "+model.module.calls=5", "measure.budget_s=4", "measure.warmup_ms=0"),
+                    JobInfo(output_dir=tmp_path / "roomy"))
+    assert roomy["figures"]["latency_e2e_us"]["n"] >= 2
+    assert not any("not measured" in w for w in roomy["warnings"])

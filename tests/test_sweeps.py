@@ -104,6 +104,24 @@ def test_three_job_sweep_with_one_failure_has_three_rows_and_exits_nonzero(tmp_p
     assert [r["overrides"] for r in rows] == [f"+model.module.calls={c}" for c in (5, 1000000, 2000000)]
     assert "sweep: 1 of 3 jobs did not end ok: #0 failed" in done.stdout
     assert (tmp_path / "sw" / "sweep.md").exists() and (tmp_path / "sw" / "throughput_latency.png").exists()
+    # Each job in a process of its own, forked from the preloaded server; the record keeps the
+    # sweep's command, not the worker's.
+    by_num = results(tmp_path / "sw")
+    assert {r["job"]["launcher_start"] for r in by_num.values()} == {"forked"}
+    assert len({r["job"]["pid"] for r in by_num.values()}) == 3
+    assert all("hydra.sweep.dir=sw" in r["env"]["argv"] and "-m" in r["env"]["argv"] for r in by_num.values())
+    assert "forked from a preloaded server" in done.stdout
+
+
+def test_without_the_fork_server_each_job_starts_a_fresh_interpreter(tmp_path):
+    done = sweep([*TINY, "seed=1,2", "hydra.launcher.fork_server=false", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_num = results(tmp_path / "sw")
+    assert [by_num[i]["status"] for i in (0, 1)] == ["ok", "ok"]
+    assert {r["job"]["launcher_start"] for r in by_num.values()} == {"fresh interpreter"}
+    assert all("hydra.sweep.dir=sw" in r["env"]["argv"] for r in by_num.values())
+    # Started afresh, each job paid the imports the server would have saved it.
+    assert all(r["job"]["phases_s"]["startup"] > 0 for r in by_num.values())
 
 
 @pytest.mark.slow
@@ -180,6 +198,10 @@ def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
     assert {d for d, _, _ in spans} == {"fake0", "fake1"}
     for r in by_num.values():
         assert r["env"]["cuda_visible_devices"] == r["job"]["launcher_device"]
+        # Its share of the cores, and as many torch threads (set in the forked job: the server
+        # imported torch before the job's share was known).
+        cpus = r["job"]["launcher_cpus"].split(",")
+        assert r["env"]["torch_threads"] == len(cpus)
     for device in ("fake0", "fake1"):
         mine = sorted((a, b) for d, a, b in spans if d == device)
         assert all(b1 <= a2 for (_, b1), (a2, _) in zip(mine, mine[1:], strict=False))

@@ -1,5 +1,8 @@
 """The `runner` launcher: every job of a sweep in a process of its own.
 
+- Jobs are forked from a server process that imported torch, Hydra and the runner once
+  (`fork_server`, on by default): a job's process starts in milliseconds, not the seconds those
+  imports take, and nothing runs beside a job while it measures (the server waits, idle).
 - A job whose process dies (segfault, CUDA abort, killed) costs that job alone: the launcher
   records it as failed with the signal, and the sweep goes on.
 - Ctrl-C: running jobs write an `interrupted` result (or the launcher writes it for them);
@@ -15,6 +18,7 @@ where dataclasses cannot resolve string annotations).
 
 import copy
 import logging
+import multiprocessing
 import os
 import select
 import signal
@@ -44,6 +48,9 @@ class RunnerLauncherConf:
     devices: Any = None
     pin_cpus: bool = True  # with several devices, give each job its own share of the cores
     grace_s: float = 15.0  # after Ctrl-C, how long a job may take to write its result
+    # Fork each job from a server that has imported torch and the runner (false: start a fresh
+    # interpreter per job, which pays those imports, seconds, every time).
+    fork_server: bool = True
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="runner", node=RunnerLauncherConf, provider="runner")
@@ -123,6 +130,75 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+class _Spawned:
+    """A job in a fresh interpreter (subprocess); waited for through a pidfd."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.sentinel = os.pidfd_open(popen.pid)  # readable once it ends; this process, no other
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.popen.poll()
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        return self.popen.wait(timeout)
+
+    def send_signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        self.popen.kill()
+
+    def close(self) -> None:
+        os.close(self.sentinel)
+
+
+class _Forked:
+    """A job forked from the preloaded server (multiprocessing's forkserver)."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.sentinel = process.sentinel  # readable once it ends
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.process.exitcode  # negative: the signal that ended it
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired("job", timeout or 0)
+        return self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self.process.exitcode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def close(self) -> None:
+        self.process.close()
+
+
+def fork_context() -> Any:
+    """multiprocessing's forkserver with the job's imports preloaded, started now so that its
+    imports overlap the launcher's own preparation; None where forking is not available."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    from hydra_plugins.runner_launcher.worker import PRELOAD
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    return context
+
+
 @dataclass
 class _Job:
     idx: int
@@ -130,11 +206,10 @@ class _Job:
     config: DictConfig  # the job's composed config, sweep folder resolved
     output_dir: Path
     slot: Optional[str] = None
-    process: Optional[subprocess.Popen] = None
+    process: Any = None  # _Forked or _Spawned
     started: float = 0.0
     result_mtime: Optional[int] = None  # result.json's mtime before the job started
-    console: Any = None
-    pidfd: Optional[int] = None  # to wait for this process, and no other
+    console: Any = None  # the console.log of a job that does not print to the terminal
 
 
 def _mtime(path: Path) -> Optional[int]:
@@ -145,10 +220,13 @@ def _mtime(path: Path) -> Optional[int]:
 
 
 class RunnerLauncher(Launcher):
-    def __init__(self, devices: Any = None, pin_cpus: bool = True, grace_s: float = 15.0) -> None:
+    def __init__(self, devices: Any = None, pin_cpus: bool = True, grace_s: float = 15.0,
+                 fork_server: bool = True) -> None:
         self.devices = devices
         self.pin_cpus = pin_cpus
         self.grace_s = grace_s
+        self.fork_server = fork_server
+        self.context: Any = None  # the forkserver, once started
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -177,15 +255,10 @@ class RunnerLauncher(Launcher):
         import cloudpickle
         from hydra.core.singleton import Singleton
 
-        return cloudpickle.dumps((self.hydra_context, self.task_function, job.config, Singleton.get_state()))
+        return cloudpickle.dumps((self.hydra_context, self.task_function, job.config, Singleton.get_state(), sys.argv))
 
     def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool) -> None:
-        env = dict(os.environ)
-        # The job's process must import what this one did: the project (from a checkout or an
-        # install) and modules next to the working directory that `_target_` may name.
-        here = str(Path(__file__).resolve().parents[2])
-        # The working directory first: there a project's own `models` package is the one meant.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), here, env.get("PYTHONPATH")]))
+        env = {"RUNNER_LAUNCHER_START": "forked" if self.context is not None else "fresh interpreter"}
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
             env["RUNNER_LAUNCHER_DEVICE"] = slot
@@ -194,25 +267,45 @@ class RunnerLauncher(Launcher):
             env["RUNNER_LAUNCHER_CPUS"] = ",".join(map(str, cpus))
         job.output_dir.mkdir(parents=True, exist_ok=True)
         job.result_mtime = _mtime(job.output_dir / "result.json")
-        if quiet:  # parallel jobs: keep the console readable, each job's output in its folder
-            job.console = open(job.output_dir / "console.log", "wb")  # noqa: SIM115
         job.slot = slot
         job.started = time.monotonic()
-        job.process = subprocess.Popen(
+        console = str(job.output_dir / "console.log") if quiet else None  # parallel jobs: a readable console
+        if self.context is not None:
+            from hydra_plugins.runner_launcher.worker import run_forked
+
+            process = self.context.Process(target=run_forked, args=(self._payload(job), env, cpus, console),
+                                           name=f"runner-job-{job.idx}")
+            process.start()
+            job.process = _Forked(process)
+        else:
+            job.process = self._spawn(job, env, cpus, console)
+
+    def _spawn(self, job: _Job, env: dict[str, str], cpus: Optional[list[int]], console: Optional[str]) -> _Spawned:
+        """The job in a fresh interpreter, its payload on stdin."""
+        full = dict(os.environ, **env)
+        # The job's process must import what this one did: the project (from a checkout or an
+        # install) and modules next to the working directory that `_target_` may name.
+        here = str(Path(__file__).resolve().parents[2])
+        # The working directory first: there a project's own `models` package is the one meant.
+        full["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), here, full.get("PYTHONPATH")]))
+        if console is not None:
+            job.console = open(console, "wb")  # noqa: SIM115
+        popen = subprocess.Popen(
             [sys.executable, "-m", "hydra_plugins.runner_launcher.worker"],
             stdin=subprocess.PIPE,
             stdout=job.console,
-            stderr=subprocess.STDOUT if quiet else None,
-            env=env,
+            stderr=subprocess.STDOUT if console is not None else None,
+            env=full,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
-        job.pidfd = os.pidfd_open(job.process.pid)
-        assert job.process.stdin is not None
+        spawned = _Spawned(popen)
+        assert popen.stdin is not None
         try:
-            job.process.stdin.write(self._payload(job))
-            job.process.stdin.close()
+            popen.stdin.write(self._payload(job))
+            popen.stdin.close()
         except BrokenPipeError:  # it died before reading: its exit status tells the rest
             pass
+        return spawned
 
     # --- finishing jobs ----------------------------------------------------------------
     def _finish(self, job: _Job, code: int, interrupted: bool = False) -> JobReturn:
@@ -221,9 +314,8 @@ class RunnerLauncher(Launcher):
 
         if job.console is not None:
             job.console.close()
-        if job.pidfd is not None:
-            os.close(job.pidfd)
-            job.pidfd = None
+        if job.process is not None:
+            job.process.close()
         path = job.output_dir / "result.json"
         # A job that ended normally wrote its result, or kept an earlier ok one (resume); a
         # result older than the job's start is trusted only then, or when it is an ok result
@@ -261,7 +353,7 @@ class RunnerLauncher(Launcher):
     def _stop(self, running: dict[int, _Job]) -> None:
         for job in running.values():
             assert job.process is not None
-            if job.process.poll() is None:
+            if job.process.returncode is None:
                 job.process.kill()
             job.process.wait()
 
@@ -273,7 +365,7 @@ class RunnerLauncher(Launcher):
         time.sleep(0.5)  # a terminal's Ctrl-C reaches the jobs themselves too
         for job in running.values():
             assert job.process is not None
-            if job.process.poll() is None:
+            if job.process.returncode is None:
                 job.process.send_signal(signal.SIGINT)
         returns = []
         for job in running.values():
@@ -290,6 +382,8 @@ class RunnerLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         assert self.config is not None
+        if self.fork_server and self.context is None:
+            self.context = fork_context()  # its imports run while the jobs are prepared
         slots = resolve_devices(self.devices)
         parallel = len(slots) > 1
         shares = cpu_shares(len(slots)) if parallel and self.pin_cpus else None
@@ -299,7 +393,8 @@ class RunnerLauncher(Launcher):
         jobs = [self._prepare(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
         total = len(jobs)
         where = f"on devices {', '.join(map(str, slots))}, one job per device at a time" if parallel else "one at a time"
-        print(f"[runner] launching {total} job(s), each in its own process, {where}", flush=True)
+        how = "forked from a preloaded server" if self.context is not None else "a fresh interpreter each"
+        print(f"[runner] launching {total} job(s), each in its own process ({how}), {where}", flush=True)
 
         scheduler = SlotScheduler(slots)
         pending: deque = deque(jobs)
@@ -349,8 +444,8 @@ class RunnerLauncher(Launcher):
 
 
 def _wait_any(running: dict[int, _Job]) -> _Job:
-    """Block until one of these jobs' processes ends (and only these: a pidfd per job)."""
-    by_fd = {job.pidfd: job for job in running.values()}
+    """Block until one of these jobs' processes ends (and only these: a sentinel per job)."""
+    by_fd = {job.process.sentinel: job for job in running.values()}
     ready, _, _ = select.select(list(by_fd), [], [])
     job = by_fd[ready[0]]
     assert job.process is not None

@@ -1,0 +1,99 @@
+"""Where a job's measurement stands, told between passes and never inside one.
+
+- On a terminal: one bar on stderr that fills with the measuring time against the budget and
+  names the phase and the last figure (tqdm); the per-repeat log lines then go to the log file
+  only, not to the console as well.
+- Elsewhere (a log file, a pipe, a sweep's console.log): the plain log lines alone.
+- Always: how long each phase took, for result.json (`measure_phases_s`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, Optional
+
+from runner.trace import phase as nvtx_phase
+
+log = logging.getLogger(__name__)
+
+PROGRESS = {"progress": True}  # `extra=` for log records the bar stands for on a terminal
+
+
+class _NotOnTerminal(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "progress", False)
+
+
+def _console_handlers() -> list[logging.Handler]:
+    """Handlers that write to a terminal (Hydra's console handler in a terminal session)."""
+    found = []
+    for handler in logging.getLogger().handlers:
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.FileHandler) or stream is None:
+            continue
+        with contextlib.suppress(Exception):
+            if stream.isatty():
+                found.append(handler)
+    return found
+
+
+class Progress:
+    def __init__(self, budget_s: float, bar: Optional[bool] = None) -> None:
+        self.budget_s = budget_s
+        self.start = time.perf_counter()
+        self.phases_s: dict[str, float] = {}
+        self._bar: Any = None
+        self._filter = _NotOnTerminal()
+        self._filtered: list[logging.Handler] = []
+        if bar is None:
+            bar = sys.stderr.isatty()
+        if bar:
+            self._open_bar()
+
+    def _open_bar(self) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # plain lines only
+            return
+        tqdm.monitor_interval = 0  # no monitor thread waking up during the timed passes
+        self._bar = tqdm(total=round(self.budget_s, 1), unit="s", leave=False, dynamic_ncols=True, file=sys.stderr,
+                         bar_format="measuring {bar} {n:.1f}/{total:g} s budget | {desc}")
+        self._filtered = _console_handlers()
+        for handler in self._filtered:
+            handler.addFilter(self._filter)
+
+    @property
+    def has_bar(self) -> bool:
+        return self._bar is not None
+
+    @contextlib.contextmanager
+    def phase(self, name: str, label: Optional[str] = None) -> Iterator[None]:
+        """Time one phase (summed when it comes back) under an NVTX range of the same name."""
+        self.show(label or name)
+        begin = time.perf_counter()
+        try:
+            with nvtx_phase(label or name):
+                yield
+        finally:
+            self.phases_s[name] = self.phases_s.get(name, 0.0) + time.perf_counter() - begin
+            self.show(label or name)
+
+    def show(self, text: str) -> None:
+        """Redraw the bar (if any) with the time spent so far and `text`."""
+        if self._bar is None:
+            return
+        self._bar.n = round(min(time.perf_counter() - self.start, 10 * self.budget_s), 1)
+        self._bar.set_description_str(text, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        for handler in self._filtered:
+            handler.removeFilter(self._filter)
+        self._filtered = []
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,87 @@
+"""Progress while a job measures: a bar on a terminal, plain lines elsewhere, and where the time
+went, in the record."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import time
+
+from runner.job import JobInfo, run_job
+from runner.progress import Progress
+
+QUICK = ("measure=quick", "device=cpu", "model.batch=4")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr: io.StringIO) -> tuple[str, str, dict]:
+    """Run a quick job with a console handler on `stderr` (as Hydra's is on the terminal) and a
+    log-file handler; what each received, and the result."""
+    monkeypatch.setattr(sys, "stderr", stderr)
+    console_stream, file_stream = type(stderr)(), io.StringIO()
+    console, logfile = logging.StreamHandler(console_stream), logging.StreamHandler(file_stream)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(console)
+    root.addHandler(logfile)
+    try:
+        result = run_job(make_cfg(*QUICK), JobInfo(output_dir=tmp_path, overrides=list(QUICK)))
+    finally:
+        root.removeHandler(console)
+        root.removeHandler(logfile)
+        root.setLevel(level)
+    assert console.filters == []  # the job gave the console back as it found it
+    return console_stream.getvalue(), file_stream.getvalue(), result
+
+
+def test_on_a_terminal_a_bar_stands_for_the_repeat_lines(make_cfg, tmp_path, monkeypatch):
+    stderr = Terminal()
+    console, logfile, result = _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr)
+    assert result["status"] == "ok"
+    bar = stderr.getvalue()
+    assert "measuring" in bar and "s budget" in bar and "repeat 1 (at most 3)" in bar and "requests/s" in bar
+    assert "\r" in bar  # redrawn in place
+    # The repeat lines go to the log file only; other lines still reach the console.
+    assert "repeat 1 (at most 3)" in logfile and "repeat 1 (at most 3)" not in console
+    assert "check:" in console and "measuring: about" in console
+
+
+def test_elsewhere_plain_lines_and_no_bar(make_cfg, tmp_path, monkeypatch):
+    stderr = io.StringIO()
+    console, logfile, result = _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr)
+    assert result["status"] == "ok"
+    assert "measuring" not in stderr.getvalue()
+    assert "repeat 1 (at most 3)" in console and "repeat 1 (at most 3)" in logfile
+
+
+def test_the_record_says_where_the_time_went(make_cfg, tmp_path):
+    result = run_job(make_cfg(*QUICK), JobInfo(output_dir=tmp_path, overrides=list(QUICK)))
+    job, figures = result["job"], result["figures"]
+    phases = job["phases_s"]
+    assert set(phases) == {"startup", "env", "build", "capture", "measure", "finish"}
+    assert all(v >= 0 for v in phases.values())
+    assert phases["startup"] > 0  # this process began before the job did
+    inside = sum(v for k, v in phases.items() if k != "startup")
+    assert inside <= job["wall_time_s"] and phases["measure"] >= 0.5 * job["wall_time_s"]
+    measured = figures["measure_phases_s"]
+    assert set(measured) == {"check", "warmup", "throughput", "enqueue", "latency"}  # CPU: no baseline, ceiling
+    assert sum(measured.values()) <= figures["measure_time_s"] <= phases["measure"]
+    assert measured["throughput"] > 0
+
+
+def test_phases_that_come_back_add_up():
+    progress = Progress(budget_s=1.0, bar=False)
+    for _ in range(3):
+        with progress.phase("throughput"):
+            time.sleep(0.02)
+    with progress.phase("load", "server at 100/s"):  # the label shown, the phase counted
+        pass
+    assert set(progress.phases_s) == {"throughput", "load"} and not progress.has_bar
+    assert progress.phases_s["throughput"] >= 0.06 > progress.phases_s["load"]
+    progress.close()
