@@ -265,10 +265,12 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
     out.elapsed_s = budget.elapsed()
 
 
-# How far past its share a pass's minimum may be estimated to run before it is skipped: the
-# estimate comes from the throughput passes, and a pass of few requests runs with the ring
-# partly empty.
+# How far past its share a pass's minimum may be estimated to run before it is skipped: twice
+# the share (the estimate comes from the throughput passes, and a pass of few requests runs with
+# the ring partly empty), plus a twentieth of the budget (a pass of a few fast requests is
+# never worth skipping, even when the phases before it used up the time).
 OVERRUN_ALLOWED = 2.0
+OVERRUN_SLACK = 0.05
 
 
 def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: Any, out: Measurement) -> bool:
@@ -278,11 +280,12 @@ def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: A
     if not done:
         return True  # nothing to estimate from
     estimate_s = requests * sum(s for _, s in passes) / done
-    if estimate_s <= OVERRUN_ALLOWED * allowance_s:
+    if estimate_s <= OVERRUN_ALLOWED * allowance_s + OVERRUN_SLACK * m.budget_s:
         return True
+    share = f"its {allowance_s:.1f} s share" if allowance_s >= 0.05 else "the time left"
     out.skipped[what] = (
-        f"{what} not measured: its least {requests} requests would take about {estimate_s:.1f} s, past its "
-        f"{allowance_s:.1f} s share of measure.budget_s={m.budget_s:g}; raise measure.budget_s to measure it"
+        f"{what} not measured: its least {requests} requests would take about {estimate_s:.1f} s, past "
+        f"{share} of measure.budget_s={m.budget_s:g}; raise measure.budget_s to measure it"
     )
     log.warning("%s", out.skipped[what])
     return False

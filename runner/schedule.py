@@ -9,6 +9,7 @@ Hydra would otherwise land in one pass and not in another).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import time
@@ -171,17 +172,32 @@ def latency_pass(
     }
 
 
+CEILING_STRIDE = 64  # requests between the ceiling's checks of how far the device has got
+
+
 def ceiling_pass(
     lanes: Lanes, keys: Sequence[Size], min_requests: int, min_duration_s: float, max_duration_s: float = math.inf
 ) -> tuple[int, float]:
-    """The same compute replayed back to back across the lanes: no copies, no host waits.
-    Request j runs shape keys[j % len(keys)] on lane j % streams, as in the schedule."""
+    """The same compute replayed back to back across the lanes: no copies, no per-request host
+    waits. Request j runs shape keys[j % len(keys)] on lane j % streams, as in the schedule.
+
+    Replays return at once, so the host would run ahead of a slow model by seconds of queued
+    work and the pass would end far past its time (the clock read on the host measures enqueues,
+    not compute). After each stride of about CEILING_STRIDE requests the host waits until the
+    device has finished the stride before the last one: two strides stay queued on every stream,
+    so the device never starves, and the pass ends within two strides of its time."""
     n = len(lanes)
     count = len(keys) if len(set(keys)) > 1 else 1
     turns = n * count // math.gcd(n, count)  # one cycle of (lane, shape) pairs
+    cycles = max(1, CEILING_STRIDE // turns)
     order = tuple((lanes.lanes[j % n].slots[0].select, lanes.lanes[j % n].compute(keys[j % len(keys)]))
-                  for j in range(turns))
-    requests = 0
+                  for j in range(turns)) * cycles
+    marks: tuple = ((), ())  # per stride parity: (record, wait) for every lane's stream
+    if lanes.is_cuda:
+        events = [[torch.cuda.Event() for _ in lanes.lanes] for _ in range(2)]
+        marks = tuple(tuple((functools.partial(e.record, lane.stream), e.synchronize)
+                            for e, lane in zip(row, lanes.lanes, strict=True)) for row in events)
+    requests, stride = 0, 0
     with no_gc():
         lanes.synchronize()
         start = perf_counter()
@@ -192,6 +208,10 @@ def ceiling_pass(
                     select()
                     compute()
                 requests += len(order)
+                stride += 1
+                for record, wait in marks[stride & 1]:
+                    wait()  # the stride before the last one is done
+                    record()
                 now = perf_counter()
                 if now >= hard or (requests >= min_requests and now >= soft):
                     break

@@ -342,6 +342,21 @@ def test_bucketed_passes_allocate_nothing_and_keep_their_buffers(make_cfg):
     assert pointers == [lane.buffer_pointers() for lane in lanes]
 
 
+def test_the_ceiling_pass_of_a_slow_model_ends_near_its_time(make_cfg):
+    """Replays return at once: unbounded, the host would queue seconds of a slow model's work in
+    a 0.1 s pass and wait for all of it at the end (BERT's ceiling once took 29 s of an 8 s
+    budget). The strides keep the queue to two of them."""
+    spec, workload, lanes = _setup(make_cfg, "model=mlp", "model.batch=4096", "model.module.hidden_features=4096",
+                                   "model.module.in_features=4096", "model.inputs.x.shape=[4096]", "streams=4")
+    with torch.no_grad():
+        n, s = schedule.ceiling_pass(lanes, workload.keys, 1, 0.0, 0.0)  # warm
+        n, s = schedule.ceiling_pass(lanes, workload.keys, 1, 0.1, 0.1)
+    per_request_s = s / n
+    assert per_request_s > 2e-4, per_request_s  # slow enough for the host to run far ahead
+    # Within two strides of 0.1 s (with a wide margin): never the seconds of an unbounded queue.
+    assert s < 0.1 + 4 * schedule.CEILING_STRIDE * per_request_s + 0.5, (n, s)
+
+
 def test_a_shared_pool_across_lanes_is_caught_with_buckets_too(make_cfg):
     spec, workload, lanes = _setup(make_cfg, *WIDE_MLP, "model.batch=[8,32]", "capture.copies_in_graph=false")
     assert _check(spec, workload, lanes, 2_000).passed
