@@ -7,6 +7,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -121,6 +122,47 @@ def process_age_s() -> Optional[float]:
         return max(0.0, uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _probe_work() -> int:
+    total = 0
+    for i in range(20_000):
+        total += i * i
+    return total
+
+
+def host_probe_s(rounds: int = 3) -> float:
+    """Seconds a fixed piece of pure-Python work takes on this thread (the best of `rounds`, so
+    one interruption does not count): timed between passes, it tells whether the host itself
+    changed speed while the passes ran (a VM's neighbours, frequency changes)."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        _probe_work()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cpu_ticks() -> Optional[tuple[int, int]]:
+    """(busy, stolen) clock ticks of all CPUs since boot, from /proc/stat (Linux; None
+    elsewhere). Stolen: time a virtual machine's CPUs wanted to run and the hypervisor ran
+    something else."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return user + nice + system + irq + softirq + steal, steal
+
+
+def stolen_fraction(before: Optional[tuple[int, int]], after: Optional[tuple[int, int]]) -> Optional[float]:
+    """The share of the busy CPU time between two `cpu_ticks` the hypervisor took."""
+    if before is None or after is None or after[0] - before[0] < 10:  # too few ticks to tell
+        return None
+    return (after[1] - before[1]) / (after[0] - before[0])
 
 
 def load_average() -> Optional[list[float]]:

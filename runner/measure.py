@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import torch
 
-from runner import schedule
+from runner import environment, schedule
 from runner.build import Workload
 from runner.check import CheckResult, check_schedule
 from runner.inputs import bucket_of
@@ -92,6 +92,10 @@ class Measurement:
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
     phases_s: dict[str, float] = field(default_factory=dict)  # seconds each phase took
     skipped: dict[str, str] = field(default_factory=dict)  # passes the budget could not hold, and why
+    # The host's own state next to each throughput pass: a fixed Python loop's time (after the
+    # pass) and the share of busy CPU time the hypervisor took (during it).
+    host_probe_s: list[float] = field(default_factory=list)
+    host_stolen: list[Optional[float]] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C: what finished is kept
     elapsed_s: float = 0.0
 
@@ -185,10 +189,13 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         def throughput(end: float) -> None:
             nonlocal allocations
             before = _allocation_count(device) if lanes.is_cuda else 0
+            ticks = environment.cpu_ticks()
             left = end - time.perf_counter()
             with progress.phase("throughput"):
                 out.throughput.append(schedule.throughput_pass(lanes, sources, keys, m.min_requests, min(min_s, cap),
                                                                max(0.0, min(cap, left))))
+            out.host_stolen.append(environment.stolen_fraction(ticks, environment.cpu_ticks()))
+            out.host_probe_s.append(environment.host_probe_s())
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
             n, s = out.throughput[-1]

@@ -85,3 +85,15 @@ def test_phases_that_come_back_add_up():
     assert set(progress.phases_s) == {"throughput", "load"} and not progress.has_bar
     assert progress.phases_s["throughput"] >= 0.06 > progress.phases_s["load"]
     progress.close()
+
+
+def test_the_host_is_probed_next_to_every_throughput_pass(make_cfg, tmp_path):
+    """A fixed Python loop timed after each pass, and the hypervisor's share during it: when the
+    throughput varies, the warning says whether the host itself did."""
+    result = run_job(make_cfg(*QUICK, "measure.cv_warn=1e-9"), JobInfo(output_dir=tmp_path))
+    f = result["figures"]
+    repeats = len(f["throughput_requests_per_s_repeats"])
+    assert repeats >= 2 and len(f["host_probe_us_repeats"]) == repeats and len(f["host_stolen_repeats"]) == repeats
+    assert all(p > 0 for p in f["host_probe_us_repeats"]) and f["host_probe_cv"] >= 0
+    warning = next(w for w in result["warnings"] if w.startswith("throughput varied"))
+    assert "the host's own speed (a fixed Python loop timed after each pass) varied by" in warning
