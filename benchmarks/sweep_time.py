@@ -64,7 +64,7 @@ def main() -> int:
                 "stop": fig.get("repeats_stop_reason"), "graph": (result.get("effective") or {}).get("graph"),
                 "each": fig.get("throughput_requests_per_s_repeats") or [],
                 "warmup_ms": fig.get("warmup_time_ms"),
-                "probe_cv": fig.get("host_probe_cv"), "stolen": fig.get("host_stolen_max"),
+                "stolen": fig.get("host_stolen_max"),
             })
 
     def num(value: object, fmt: str) -> str:
@@ -81,7 +81,6 @@ def main() -> int:
         if args.repeats and r["each"]:
             first = r["each"][0]
             print(f"      repeats / first: {' '.join(f'{x / first:.3f}' for x in r['each'])}  "
-                  f"host probe cv {num(None if r['probe_cv'] is None else 100 * r['probe_cv'], '.1f')}%, "
                   f"stolen max {num(None if r['stolen'] is None else 100 * r['stolen'], '.0f')}%")
     cvs = [r["cv"] for r in rows if r["cv"] is not None]
     graph_cvs = [r["cv"] for r in rows if r["cv"] is not None and r["graph"]]

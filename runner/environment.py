@@ -7,7 +7,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -122,25 +121,6 @@ def process_age_s() -> Optional[float]:
         return max(0.0, uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _probe_work() -> int:
-    total = 0
-    for i in range(20_000):
-        total += i * i
-    return total
-
-
-def host_probe_s(rounds: int = 3) -> float:
-    """Seconds a fixed piece of pure-Python work takes on this thread (the best of `rounds`, so
-    one interruption does not count): timed between passes, it tells whether the host itself
-    changed speed while the passes ran (a VM's neighbours, frequency changes)."""
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        _probe_work()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def cpu_ticks() -> Optional[tuple[int, int]]:

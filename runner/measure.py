@@ -92,9 +92,7 @@ class Measurement:
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
     phases_s: dict[str, float] = field(default_factory=dict)  # seconds each phase took
     skipped: dict[str, str] = field(default_factory=dict)  # passes the budget could not hold, and why
-    # The host's own state next to each throughput pass: a fixed Python loop's time (after the
-    # pass) and the share of busy CPU time the hypervisor took (during it).
-    host_probe_s: list[float] = field(default_factory=list)
+    # Per throughput pass, the share of busy CPU time the hypervisor took (a VM's steal time).
     host_stolen: list[Optional[float]] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C: what finished is kept
     elapsed_s: float = 0.0
@@ -195,7 +193,6 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 out.throughput.append(schedule.throughput_pass(lanes, sources, keys, m.min_requests, min(min_s, cap),
                                                                max(0.0, min(cap, left))))
             out.host_stolen.append(environment.stolen_fraction(ticks, environment.cpu_ticks()))
-            out.host_probe_s.append(environment.host_probe_s())
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
             n, s = out.throughput[-1]

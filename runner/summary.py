@@ -158,9 +158,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
 
     if not spec.check:
         warnings.append("outputs were not compared with eager (check=false): the figures are unverified")
-    # The host next to the throughput passes: did the machine itself change speed?
-    fig["host_probe_us_repeats"] = [p * 1e6 for p in m.host_probe_s] or None
-    fig["host_probe_cv"] = cv(m.host_probe_s) if len(m.host_probe_s) > 1 else None
+    # Did the hypervisor take CPU time from the host during the throughput passes?
     stolen = [x for x in m.host_stolen if x is not None]
     fig["host_stolen_repeats"] = list(m.host_stolen) or None
     fig["host_stolen_max"] = max(stolen) if stolen else None
@@ -169,11 +167,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         value: Optional[float] = fig.get(f"{name}_cv")
         if value is not None and value > threshold:
             host = ""
-            if name == "throughput" and fig["host_probe_cv"] is not None:
-                host = (f"; the host's own speed (a fixed Python loop timed after each pass) varied by "
-                        f"{fig['host_probe_cv']:.1%}")
-                if fig["host_stolen_max"]:
-                    host += f", and the hypervisor took up to {fig['host_stolen_max']:.0%} of the busy CPU time"
+            if name == "throughput" and fig["host_stolen_max"]:
+                host = f"; the hypervisor took up to {fig['host_stolen_max']:.0%} of the busy CPU time in a pass"
             warnings.append(
                 f"{name} varied by {value:.1%} across {len(fig[f'{name}_requests_per_s_repeats'])} passes "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise{host}"
