@@ -50,6 +50,7 @@ class Workload:
     reference: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]] = None  # type: ignore[assignment]
     compile_figures: dict[str, Any] = field(default_factory=dict)  # compile times, cache folder
     compile_fallback: Optional[str] = None  # why compile failed, when the job ran uncompiled instead
+    first_forward_s: float = 0.0  # the probe forward at the largest size (one-time costs included)
 
     @property
     def sources(self) -> list[torch.Tensor]:
@@ -231,7 +232,9 @@ def build(spec: RunSpec) -> Workload:
     generator = torch.Generator().manual_seed(spec.seed)
     top = largest(spec.model)
     first = make_request(spec.model, top, spec.torch_dtype, generator)
+    began = time.perf_counter()
     out = check_forward(spec, model, {k: v.to(device) for k, v in first.items()}, top)
+    first_forward_s = time.perf_counter() - began
     outputs = plan_outputs(out, spec.model.outputs, spec.model_name)
     leaves = outputs.extract(out)
 
@@ -251,6 +254,7 @@ def build(spec: RunSpec) -> Workload:
         reference=reference,
         compile_figures=compile_figures,
         compile_fallback=fallback,
+        first_forward_s=first_forward_s,
         forward=forward,
         out_paths=outputs.paths,
         out_numel_dtypes=tuple((leaf.numel(), leaf.dtype) for leaf in leaves),

@@ -32,7 +32,7 @@ import torch
 
 from runner import environment, schedule
 from runner.build import Workload
-from runner.check import CheckResult, check_schedule
+from runner.check import CheckResult, check_schedule, first_chunk
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
 from runner.load import MIN_REQUESTS, Point, judge, open_loop, poisson_arrivals, search_rate
@@ -92,6 +92,7 @@ class Measurement:
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
     phases_s: dict[str, float] = field(default_factory=dict)  # seconds each phase took
     skipped: dict[str, str] = field(default_factory=dict)  # passes the budget could not hold, and why
+    slow: Optional[str] = None  # said before measuring when the least this job can do overruns its budget
     # Per throughput pass, the share of busy CPU time the hypervisor took (a VM's steal time).
     host_stolen: list[Optional[float]] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C: what finished is kept
@@ -157,14 +158,30 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
     budget = Budget(m.budget_s, phases)
     min_s, max_s = m.min_duration_ms / 1e3, m.max_pass_ms / 1e3
 
+    ring = len(lanes.ring)
+    checked = first_chunk(spec, lanes, m.check_requests) if spec.check else 0
+    _tell_if_slow(spec, workload, lanes, checked, out)
+
     with torch.no_grad():
         if spec.check:
             with progress.phase("check"):
                 out.check = run_check(spec, workload, lanes, budget.allowance("check"))
 
         start = time.perf_counter()
-        with progress.phase("warmup"):
-            warm_n, warm_s = schedule.throughput_pass(lanes, sources, keys, 1, min(m.warmup_ms / 1e3, budget.allowance("warmup")))
+        warm_allowance = min(m.warmup_ms / 1e3, budget.allowance("warmup"))
+        # Off CUDA there are no clocks to ramp nor graphs to upload: when the check has run the
+        # same code and one turn of the ring would overrun the warm-up's time, it is skipped.
+        served = out.check.requests if out.check is not None else 0
+        per_request_s = progress.phases_s.get("check", 0.0) / (2 * served) if served else 0.0
+        if not lanes.is_cuda and served and \
+                ring * per_request_s > OVERRUN_ALLOWED * warm_allowance + OVERRUN_SLACK * m.budget_s:
+            warm_n, warm_s = served, per_request_s * served  # the check's pace, for the estimates below
+            out.skipped["warm-up"] = (f"warm-up skipped: the check's {served} requests ran the same code, and "
+                                      f"{ring} more (about {ring * per_request_s:.1f} s) would overrun its time")
+            log.warning("%s", out.skipped["warm-up"])
+        else:
+            with progress.phase("warmup"):
+                warm_n, warm_s = schedule.throughput_pass(lanes, sources, keys, 1, warm_allowance)
         out.warmup_s = time.perf_counter() - start
         if not offline:
             out.load = measure_load(spec, workload, lanes, budget, warm_n / max(warm_s, 1e-9), progress)
@@ -275,6 +292,22 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 # never worth skipping, even when the phases before it used up the time).
 OVERRUN_ALLOWED = 2.0
 OVERRUN_SLACK = 0.05
+
+
+def _tell_if_slow(spec: RunSpec, workload: Workload, lanes: Lanes, checked: int, out: Measurement) -> None:
+    """Before measuring: when the first forward says the least this job can do (the check's first
+    chunk, each request with its eager reference, and one timed turn of the ring) will overrun
+    the budget by far, say so now, with the figure, rather than after minutes of silence."""
+    budget_s, first_s = spec.measure.budget_s, workload.first_forward_s
+    ring = len(lanes.ring)
+    least = 2 * checked + ring + (ring if lanes.is_cuda else 0)  # on CUDA the warm-up always runs
+    if first_s <= budget_s / 4 or first_s * least <= 2 * budget_s:
+        return
+    check = f"the check's {checked} requests with their eager references, " if checked else ""
+    out.slow = (f"the first forward took {first_s:.1f} s: if later ones are as slow, the least this job can do "
+                f"({check}one timed pass of {ring} request{'s' if ring > 1 else ''}) takes about "
+                f"{first_s * least:.0f} s, past measure.budget_s={budget_s:g}")
+    log.warning("%s", out.slow)
 
 
 def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: Any, out: Measurement) -> bool:

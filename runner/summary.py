@@ -185,7 +185,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             f"(asked: {spec.measure.min_repeats} to {spec.measure.repeats}, until the relative standard error "
             f"is under {spec.measure.stdrel:g}); raise measure.budget_s for more"
         )
-    warnings += list(m.skipped.values())
+    warnings += ([m.slow] if m.slow else []) + list(m.skipped.values())
     if m.check is not None and m.check.requests < m.check.requested:
         warnings.append(
             f"the check compared {m.check.requests} of measure.check_requests={m.check.requested} requests "

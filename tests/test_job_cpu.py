@@ -235,19 +235,26 @@ SLOW = ("model=linear", "~model.module.in_features", "~model.module.out_features
 
 
 def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg, tmp_path):
-    """200 ms per request and half a second of budget: the latency passes' floor (two turns of the
+    """200 ms per request and 0.4 s of budget: the latency passes' floor (two turns of the
     ring) does not fit their share, so they are skipped and the result says so, instead of the job
     running far past its budget."""
-    cfg = make_cfg(*QUICK, *SLOW, "+model.module.calls=200", "measure.budget_s=0.5", "measure.warmup_ms=0")
+    cfg = make_cfg(*QUICK, *SLOW, "+model.module.calls=200", "measure.budget_s=0.4", "measure.warmup_ms=0")
     result = run_job(cfg, JobInfo(output_dir=tmp_path))
     f = result["figures"]
     assert result["status"] == "ok" and f["throughput_requests_per_s"] < 6
     assert "latency_e2e_us" not in f and f["host_launch_us"] is None
     assert "enqueue" not in f["measure_phases_s"] and "latency" not in f["measure_phases_s"]
-    assert any(w.startswith("latency and host time per step not measured") and "measure.budget_s=0.5" in w
+    assert any(w.startswith("latency and host time per step not measured") and "measure.budget_s=0.4" in w
                for w in result["warnings"])
+    # Said before measuring, from the first forward: the least this job can do overruns it.
+    assert any(w.startswith("the first forward took 0.2 s: if later ones are as slow, the least this job can do "
+                            "(the check's 2 requests with their eager references, one timed pass of 1 request)")
+               for w in result["warnings"])
+    # The check ran the same code: no warm-up request on top of it.
+    assert "warmup" not in f["measure_phases_s"]
+    assert any(w.startswith("warm-up skipped: the check's 2 requests ran the same code") for w in result["warnings"])
     # With room for them, the same model gets its latency figures.
     roomy = run_job(make_cfg(*QUICK, *SLOW, "+model.module.calls=5", "measure.budget_s=4", "measure.warmup_ms=0"),
                     JobInfo(output_dir=tmp_path / "roomy"))
-    assert roomy["figures"]["latency_e2e_us"]["n"] >= 2
-    assert not any("not measured" in w for w in roomy["warnings"])
+    assert roomy["figures"]["latency_e2e_us"]["n"] >= 2 and roomy["figures"]["measure_phases_s"]["warmup"] > 0
+    assert not any("not measured" in w or "skipped" in w or "first forward" in w for w in roomy["warnings"])
