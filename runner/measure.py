@@ -295,7 +295,7 @@ OVERRUN_SLACK = 0.05
 
 
 def _tell_if_slow(spec: RunSpec, workload: Workload, lanes: Lanes, checked: int, out: Measurement) -> None:
-    """Before measuring: when the first forward says the least this job can do (the check's first
+    """Before measuring: when one forward says the least this job can do (the check's first
     chunk, each request with its eager reference, and one timed turn of the ring) will overrun
     the budget by far, say so now, with the figure, rather than after minutes of silence."""
     budget_s, first_s = spec.measure.budget_s, workload.first_forward_s
@@ -304,8 +304,8 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, lanes: Lanes, checked: int,
     if first_s <= budget_s / 4 or first_s * least <= 2 * budget_s:
         return
     check = f"the check's {checked} requests with their eager references, " if checked else ""
-    out.slow = (f"the first forward took {first_s:.1f} s: if later ones are as slow, the least this job can do "
-                f"({check}one timed pass of {ring} request{'s' if ring > 1 else ''}) takes about "
+    out.slow = (f"one forward at the largest size took {first_s:.1f} s: if the others are as slow, the least "
+                f"this job can do ({check}one timed pass of {ring} request{'s' if ring > 1 else ''}) takes about "
                 f"{first_s * least:.0f} s, past measure.budget_s={budget_s:g}")
     log.warning("%s", out.slow)
 
