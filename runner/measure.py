@@ -217,9 +217,17 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                      len(out.throughput), m.repeats, n / s, budget.elapsed(), m.budget_s, extra=PROGRESS)
             progress.show(f"repeat {len(out.throughput)} (at most {m.repeats}): {n / s:,.0f} requests/s")
 
+        def ceiling_stride(cap_s: float) -> int:
+            """Requests between the ceiling's waits: a few per pass for a slow model, so that its
+            two queued strides stay a small part of the pass."""
+            done = sum(n for n, _ in out.throughput)
+            rate = done / max(1e-9, sum(s for _, s in out.throughput)) if done else math.inf
+            return max(1, min(schedule.CEILING_STRIDE, int(rate * cap_s / 8)))
+
         def ceiling(cap_s: float) -> None:
             with progress.phase("ceiling"):
-                out.ceiling.append(schedule.ceiling_pass(lanes, keys, m.min_requests, min(min_s, cap_s), cap_s))
+                out.ceiling.append(schedule.ceiling_pass(lanes, keys, m.min_requests, min(min_s, cap_s), cap_s,
+                                                         ceiling_stride(cap_s)))
 
         def baseline(cap_s: float) -> None:
             with progress.phase("baseline"):
@@ -253,9 +261,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 share = budget.allowance(name)
                 per_pass = min(max_s, share / (count + 0.25))
                 if name == "ceiling":  # a short untimed warm-up of the block's own
-                    schedule.ceiling_pass(lanes, keys, 1, 0.0, per_pass / 4)
+                    with progress.phase("ceiling"):
+                        schedule.ceiling_pass(lanes, keys, 1, 0.0, per_pass / 4, ceiling_stride(per_pass / 4))
                 else:
-                    schedule.baseline_pass(forward, workload.baseline_sources, device, 1, 0.0, per_pass / 4)
+                    with progress.phase("baseline"):
+                        schedule.baseline_pass(forward, workload.baseline_sources, device, 1, 0.0, per_pass / 4)
                 for _ in range(count):
                     run(per_pass)
         out.steady_state_allocations = allocations if lanes.is_cuda else None
@@ -267,7 +277,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             floor = min(m.latency_requests, 2 * len(lanes.ring))
             # A pass whose floor would overrun its share by far (slow requests, small budget) is
             # skipped and the result says so, rather than the job running past its budget.
-            runner_fits = _fits(floor, out.throughput, 2 * share / parts, "latency and host time per step", m, out)
+            # Two passes (host time per step, then latency) of `floor` requests each, in two parts.
+            runner_fits = _fits(2 * floor, out.throughput, 2 * share / parts, "latency and host time per step", m, out)
             if runner_fits:
                 with progress.phase("enqueue", "host time per step"):
                     out.host_s = schedule.enqueue_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
@@ -300,10 +311,13 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, lanes: Lanes, checked: int,
     the budget by far, say so now, with the figure, rather than after minutes of silence."""
     budget_s, first_s = spec.measure.budget_s, workload.first_forward_s
     ring = len(lanes.ring)
-    least = 2 * checked + ring + (ring if lanes.is_cuda else 0)  # on CUDA the warm-up always runs
-    if first_s <= budget_s / 4 or first_s * least <= 2 * budget_s:
+    # The warm-up: always on CUDA; elsewhere skipped when the check ran (and would overrun).
+    warm = ring if lanes.is_cuda or not checked else 0
+    least = 2 * checked + ring + warm
+    if first_s * least <= 2 * budget_s:
         return
     check = f"the check's {checked} requests with their eager references, " if checked else ""
+    check += f"a warm-up of {warm} request{'s' if warm > 1 else ''}, " if warm else ""
     out.slow = (f"one forward at the largest size took {first_s:.1f} s: if the others are as slow, the least "
                 f"this job can do ({check}one timed pass of {ring} request{'s' if ring > 1 else ''}) takes about "
                 f"{first_s * least:.0f} s, past measure.budget_s={budget_s:g}")

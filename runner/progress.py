@@ -24,8 +24,19 @@ PROGRESS = {"progress": True}  # `extra=` for log records the bar stands for on 
 
 
 class _NotOnTerminal(logging.Filter):
+    """Drops the records the bar stands for; before any other record, clears the bar, so the
+    line is not written over it (the next redraw brings the bar back under it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bar: Any = None
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "progress", False)
+        if getattr(record, "progress", False):
+            return False
+        if self.bar is not None:
+            self.bar.clear()
+        return True
 
 
 def _console_handlers() -> list[logging.Handler]:
@@ -62,6 +73,7 @@ class Progress:
         tqdm.monitor_interval = 0  # no monitor thread waking up during the timed passes
         self._bar = tqdm(total=round(self.budget_s, 1), unit="s", leave=False, dynamic_ncols=True, file=sys.stderr,
                          bar_format="measuring {bar} {n:.1f}/{total:g} s budget | {desc}")
+        self._filter.bar = self._bar
         self._filtered = _console_handlers()
         for handler in self._filtered:
             handler.addFilter(self._filter)
@@ -94,6 +106,7 @@ class Progress:
         for handler in self._filtered:
             handler.removeFilter(self._filter)
         self._filtered = []
+        self._filter.bar = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None

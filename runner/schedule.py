@@ -176,7 +176,8 @@ CEILING_STRIDE = 64  # requests between the ceiling's checks of how far the devi
 
 
 def ceiling_pass(
-    lanes: Lanes, keys: Sequence[Size], min_requests: int, min_duration_s: float, max_duration_s: float = math.inf
+    lanes: Lanes, keys: Sequence[Size], min_requests: int, min_duration_s: float, max_duration_s: float = math.inf,
+    stride: int = CEILING_STRIDE,
 ) -> tuple[int, float]:
     """The same compute replayed back to back across the lanes: no copies, no per-request host
     waits. Request j runs shape keys[j % len(keys)] on lane j % streams, as in the schedule.
@@ -185,11 +186,13 @@ def ceiling_pass(
     work and the pass would end far past its time (the clock read on the host measures enqueues,
     not compute). After each stride of about CEILING_STRIDE requests the host waits until the
     device has finished the stride before the last one: two strides stay queued on every stream,
-    so the device never starves, and the pass ends within two strides of its time."""
+    so the device never starves, and the pass ends within two strides of its time (`stride`
+    requests, rounded to whole cycles of lanes and shapes: the caller shortens it for a slow
+    model)."""
     n = len(lanes)
     count = len(keys) if len(set(keys)) > 1 else 1
     turns = n * count // math.gcd(n, count)  # one cycle of (lane, shape) pairs
-    cycles = max(1, CEILING_STRIDE // turns)
+    cycles = max(1, stride // turns)
     order = tuple((lanes.lanes[j % n].slots[0].select, lanes.lanes[j % n].compute(keys[j % len(keys)]))
                   for j in range(turns)) * cycles
     marks: tuple = ((), ())  # per stride parity: (record, wait) for every lane's stream
@@ -197,6 +200,9 @@ def ceiling_pass(
         events = [[torch.cuda.Event() for _ in lanes.lanes] for _ in range(2)]
         marks = tuple(tuple((functools.partial(e.record, lane.stream), e.synchronize)
                             for e, lane in zip(row, lanes.lanes, strict=True)) for row in events)
+        for row in marks:  # the events come into being at their first record: here, not in the loop
+            for record, _ in row:
+                record()
     requests, stride = 0, 0
     with no_gc():
         lanes.synchronize()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -115,6 +116,18 @@ def _cpu_lanes(make_cfg, *overrides):
     spec = resolve(make_cfg(*QUICK, *overrides), cuda_count=lambda: 0)
     workload = build(spec)
     return spec, workload, build_lanes(spec, workload)
+
+
+def test_the_ceiling_checks_its_time_every_stride(make_cfg):
+    """The ceiling reads the clock (and, on CUDA, waits for the stride before the last) once per
+    stride: a pass past its time ends after one stride, whose size the caller picks."""
+    from runner import schedule
+
+    spec, workload, lanes = _cpu_lanes(make_cfg, "model.batch=2")
+    with torch.no_grad():
+        assert schedule.ceiling_pass(lanes, workload.keys, 1, 0.0, 0.0)[0] == schedule.CEILING_STRIDE
+        assert schedule.ceiling_pass(lanes, workload.keys, 1, 0.0, 0.0, stride=1)[0] == 1
+        assert schedule.ceiling_pass(lanes, workload.keys, 5, 0.0, math.inf, stride=2)[0] == 6  # whole strides
 
 
 def test_check_passes_for_the_real_schedule(make_cfg):

@@ -113,6 +113,16 @@ def test_three_job_sweep_with_one_failure_has_three_rows_and_exits_nonzero(tmp_p
     assert "forked from a preloaded server" in done.stdout
 
 
+def test_the_sweeps_own_process_does_not_import_torch():
+    """The launcher's process runs no job: importing torch there (seconds) would only delay the
+    sweep, and in parallel sweeps run beside jobs that measure."""
+    code = ("import sys, runner.app, runner.callbacks, runner.report, runner.record, "
+            "hydra_plugins.runner_launcher.runner_launcher; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
 def test_without_the_fork_server_each_job_starts_a_fresh_interpreter(tmp_path):
     done = sweep([*TINY, "seed=1,2", "hydra.launcher.fork_server=false", "hydra.sweep.dir=sw"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -273,12 +273,19 @@ class RunnerLauncher(Launcher):
         if self.context is not None:
             from hydra_plugins.runner_launcher.worker import run_forked
 
-            process = self.context.Process(target=run_forked, args=(self._payload(job), env, cpus, console),
-                                           name=f"runner-job-{job.idx}")
-            process.start()
-            job.process = _Forked(process)
-        else:
-            job.process = self._spawn(job, env, cpus, console)
+            # The whole environment as it is now: the server's is the launcher's at its start.
+            process = self.context.Process(target=run_forked, args=(self._payload(job), {**os.environ, **env}, cpus,
+                                                                    console), name=f"runner-job-{job.idx}")
+            try:
+                process.start()
+                job.process = _Forked(process)
+                return
+            except Exception as exc:  # noqa: BLE001 - the server is gone: this job and the rest start afresh
+                print(f"[runner] warning: the fork server failed ({exc}); jobs start a fresh interpreter from now on",
+                      flush=True)
+                self.context = None
+                env["RUNNER_LAUNCHER_START"] = "fresh interpreter"
+        job.process = self._spawn(job, env, cpus, console)
 
     def _spawn(self, job: _Job, env: dict[str, str], cpus: Optional[list[int]], console: Optional[str]) -> _Spawned:
         """The job in a fresh interpreter, its payload on stdin."""
@@ -309,8 +316,7 @@ class RunnerLauncher(Launcher):
 
     # --- finishing jobs ----------------------------------------------------------------
     def _finish(self, job: _Job, code: int, interrupted: bool = False) -> JobReturn:
-        from runner.job import JobInfo, record_outside
-        from runner.record import CONFLICT_FILE, read_result
+        from runner.record import CONFLICT_FILE, read_result  # no torch: the launcher never imports it
 
         if job.console is not None:
             job.console.close()
@@ -328,6 +334,8 @@ class RunnerLauncher(Launcher):
         if not fresh and conflict.exists():  # it refused to resume into another job's result
             result = {"status": "failed", "reason": conflict.read_text().strip()}
         if result is None:
+            from runner.job import JobInfo, record_outside  # torch, but only for a job that died
+
             status = "interrupted" if interrupted else "failed"
             reason = (
                 "interrupted (Ctrl-C) before the job wrote its result"
@@ -383,7 +391,10 @@ class RunnerLauncher(Launcher):
         setup_globals()
         assert self.config is not None
         if self.fork_server and self.context is None:
-            self.context = fork_context()  # its imports run while the jobs are prepared
+            try:
+                self.context = fork_context()  # its imports run while the jobs are prepared
+            except Exception as exc:  # noqa: BLE001 - any failure: the jobs start afresh instead
+                print(f"[runner] warning: no fork server ({exc}); each job starts a fresh interpreter", flush=True)
         slots = resolve_devices(self.devices)
         parallel = len(slots) > 1
         shares = cpu_shares(len(slots)) if parallel and self.pin_cpus else None

@@ -48,6 +48,11 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
     """A job's process, forked from the server: take the job's environment, cores and console,
     then run it. The server imported torch before this job's environment was known, so what
     torch reads at import (the thread count) is set here explicitly."""
+    import atexit
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C reaches the job as KeyboardInterrupt
+    code = 130
     try:
         if console is not None:  # parallel jobs: each one's output in its own folder
             fd = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -61,10 +66,13 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
             os.sched_setaffinity(0, cpus)
             torch.set_num_threads(len(cpus))
         code = run_payload(data)
-    except KeyboardInterrupt:  # Ctrl-C before the job started: nothing to record
+        # The fork server ends its children with os._exit: run what a normal exit would
+        # (logging's flush and close, torch's own cleanup), then flush.
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except KeyboardInterrupt:  # Ctrl-C before the job started or while it ended: nothing to record
         code = 130
-    sys.stdout.flush()
-    sys.stderr.flush()
     sys.exit(code)
 
 
