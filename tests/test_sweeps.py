@@ -198,6 +198,26 @@ def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("delay_s", [0.5, 1.5, 2.5])
+def test_ctrl_c_while_the_sweep_starts_prints_no_traceback(tmp_path, delay_s):
+    """Early Ctrl-C: while the fork server imports, or while a job is being sent to it (a job
+    half sent would die in the server with a traceback, or run on unseen)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, "seed=1,2", "hydra.sweep.dir=sw"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    time.sleep(delay_s)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "Traceback" not in out
+    assert not list(tmp_path.rglob("*.tmp"))
+    for result in results(tmp_path / "sw").values():  # a job that started is on record
+        assert result["status"] in ("interrupted", "ok")
+
+
+@pytest.mark.slow
 def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
     done = sweep([*TINY, "measure.min_duration_ms=300", "seed=1,2,3,4",
                   "hydra.launcher.devices=[fake0,fake1]", "hydra.sweep.dir=sw"], tmp_path)

@@ -16,6 +16,7 @@ and no `from __future__ import annotations` (Hydra's scan runs modules outside s
 where dataclasses cannot resolve string annotations).
 """
 
+import contextlib
 import copy
 import logging
 import multiprocessing
@@ -195,7 +196,14 @@ def fork_context() -> Any:
     context.set_forkserver_preload(PRELOAD)
     from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+    # The server ignores Ctrl-C from its first instant (an ignored signal stays ignored across
+    # exec), not only after its imports: a Ctrl-C during them would print its traceback. Each
+    # job puts the default handler back (worker.run_forked).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return context
 
 
@@ -420,9 +428,10 @@ class RunnerLauncher(Launcher):
                     label = " ".join(job.overrides)
                     device = f" on device {slot}" if slot is not None else ""
                     print(f"[runner] job {started}/{total} started: #{job.idx} {label}{device}", flush=True)
-                    self._start(job, slot, share_of[slot], quiet=parallel)
-                    assert job.process is not None
-                    running[job.process.pid] = job
+                    with _ctrl_c_deferred():  # a job half sent would die with a traceback, or be lost
+                        self._start(job, slot, share_of[slot], quiet=parallel)
+                        assert job.process is not None
+                        running[job.process.pid] = job
                 job = _wait_any(running)
                 assert job.process is not None
                 running.pop(job.process.pid)
@@ -452,6 +461,17 @@ class RunnerLauncher(Launcher):
             )
             raise
         return [returns[job.idx] for job in jobs]
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Any:
+    """Hold SIGINT back while a job is started and registered; a Ctrl-C meanwhile arrives
+    right after, with the job among those the launcher interrupts."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _wait_any(running: dict[int, _Job]) -> _Job:
