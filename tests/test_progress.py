@@ -103,3 +103,22 @@ def test_stolen_fraction_is_the_share_of_busy_ticks():
     assert stolen_fraction(None, (1100, 30)) is None
     ticks = cpu_ticks()
     assert ticks is None or (ticks[0] >= ticks[1] >= 0)
+
+
+def test_other_console_lines_clear_the_bar_first_and_progress_lines_are_dropped():
+    """A warning logged between passes must not be written onto the bar's line."""
+    from runner.progress import _NotOnTerminal
+
+    class Bar:
+        cleared = 0
+
+        def clear(self) -> None:
+            Bar.cleared += 1
+
+    console_filter = _NotOnTerminal()
+    console_filter.bar = Bar()
+    warning = logging.LogRecord("runner", logging.WARNING, __file__, 1, "a warning", None, None)
+    repeat = logging.LogRecord("runner", logging.INFO, __file__, 1, "repeat 1", None, None)
+    repeat.progress = True
+    assert console_filter.filter(warning) and Bar.cleared == 1
+    assert not console_filter.filter(repeat) and Bar.cleared == 1
