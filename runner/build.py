@@ -50,8 +50,9 @@ class Workload:
     reference: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]] = None  # type: ignore[assignment]
     compile_figures: dict[str, Any] = field(default_factory=dict)  # compile times, cache folder
     compile_fallback: Optional[str] = None  # why compile failed, when the job ran uncompiled instead
-    # One forward at the largest size: the probe (the second one on CUDA, when the first was slow)
-    first_forward_s: float = 0.0
+    # Seconds of one forward at the largest size: the probe's (on CUDA a second forward's, the
+    # first paying one-time costs)
+    forward_s: float = 0.0
 
     @property
     def sources(self) -> list[torch.Tensor]:
@@ -236,13 +237,13 @@ def build(spec: RunSpec) -> Workload:
     args = {k: v.to(device) for k, v in first.items()}
     began = time.perf_counter()
     out = check_forward(spec, model, args, top)
-    first_forward_s = time.perf_counter() - began
+    forward_s = time.perf_counter() - began
     if device.type == "cuda":
         # On CUDA the first forward pays one-time costs (libraries, kernels loading): a second
         # one tells how long a forward takes (milliseconds for most models).
         began = time.perf_counter()
         _probe(model, args)
-        first_forward_s = time.perf_counter() - began
+        forward_s = time.perf_counter() - began
     outputs = plan_outputs(out, spec.model.outputs, spec.model_name)
     leaves = outputs.extract(out)
 
@@ -262,7 +263,7 @@ def build(spec: RunSpec) -> Workload:
         reference=reference,
         compile_figures=compile_figures,
         compile_fallback=fallback,
-        first_forward_s=first_forward_s,
+        forward_s=forward_s,
         forward=forward,
         out_paths=outputs.paths,
         out_numel_dtypes=tuple((leaf.numel(), leaf.dtype) for leaf in leaves),

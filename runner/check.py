@@ -94,12 +94,15 @@ def relative_error(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]
     return worst
 
 
+def _largest_chunk(spec: RunSpec, lanes: Lanes) -> int:
+    return max(len(lanes.ring), min(CHUNK_REQUESTS, CHUNK_BYTES // max(1, request_bytes(spec))))
+
+
 def first_chunk(spec: RunSpec, lanes: Lanes, requests: int) -> int:
     """Requests in the check's first chunk, which always runs: every slot used twice, every
     bucket at least once."""
-    largest = max(len(lanes.ring), min(CHUNK_REQUESTS, CHUNK_BYTES // max(1, request_bytes(spec))))
     buckets_ = len(buckets(spec.model)) if spec.model.bucketed else 0
-    return min(max(largest, buckets_), requests, max(2 * len(lanes.ring), buckets_))
+    return min(max(_largest_chunk(spec, lanes), buckets_), requests, max(2 * len(lanes.ring), buckets_))
 
 
 def check_schedule(
@@ -113,7 +116,7 @@ def check_schedule(
     device = lanes.device
     tol = tolerance(spec)
     mismatches, worst, bad = 0, 0.0, []
-    largest = max(len(lanes.ring), min(CHUNK_REQUESTS, CHUNK_BYTES // max(1, request_bytes(spec))))
+    largest = _largest_chunk(spec, lanes)
     chunk = first_chunk(spec, lanes, requests)
     start = time.perf_counter()
     first = 0

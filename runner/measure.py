@@ -160,21 +160,19 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 
     ring = len(lanes.ring)
     checked = first_chunk(spec, lanes, m.check_requests) if spec.check else 0
-    _tell_if_slow(spec, workload, lanes, checked, out)
+    _tell_if_slow(spec, workload, lanes.is_cuda, ring, checked, out)
 
     with torch.no_grad():
         if spec.check:
             with progress.phase("check"):
                 out.check = run_check(spec, workload, lanes, budget.allowance("check"))
 
-        start = time.perf_counter()
         warm_allowance = min(m.warmup_ms / 1e3, budget.allowance("warmup"))
         # Off CUDA there are no clocks to ramp nor graphs to upload: when the check has run the
         # same code and one turn of the ring would overrun the warm-up's time, it is skipped.
         served = out.check.requests if out.check is not None else 0
         per_request_s = progress.phases_s.get("check", 0.0) / (2 * served) if served else 0.0
-        if not lanes.is_cuda and served and \
-                ring * per_request_s > OVERRUN_ALLOWED * warm_allowance + OVERRUN_SLACK * m.budget_s:
+        if not lanes.is_cuda and served and _overruns(ring * per_request_s, warm_allowance, m.budget_s):
             warm_n, warm_s = served, per_request_s * served  # the check's pace, for the estimates below
             out.skipped["warm-up"] = (f"warm-up skipped: the check's {served} requests ran the same code, and "
                                       f"{ring} more (about {ring * per_request_s:.1f} s) would overrun its time")
@@ -182,7 +180,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         else:
             with progress.phase("warmup"):
                 warm_n, warm_s = schedule.throughput_pass(lanes, sources, keys, 1, warm_allowance)
-        out.warmup_s = time.perf_counter() - start
+        out.warmup_s = progress.phases_s.get("warmup", 0.0)
         if not offline:
             out.load = measure_load(spec, workload, lanes, budget, warm_n / max(warm_s, 1e-9), progress)
             out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
@@ -220,8 +218,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         def ceiling_stride(cap_s: float) -> int:
             """Requests between the ceiling's waits: a few per pass for a slow model, so that its
             two queued strides stay a small part of the pass."""
-            done = sum(n for n, _ in out.throughput)
-            rate = done / max(1e-9, sum(s for _, s in out.throughput)) if done else math.inf
+            per_request_s = _seconds_per_request(out.throughput)
+            rate = 1 / max(1e-9, per_request_s) if per_request_s is not None else math.inf
             return max(1, min(schedule.CEILING_STRIDE, int(rate * cap_s / 8)))
 
         def ceiling(cap_s: float) -> None:
@@ -305,14 +303,24 @@ OVERRUN_ALLOWED = 2.0
 OVERRUN_SLACK = 0.05
 
 
-def _tell_if_slow(spec: RunSpec, workload: Workload, lanes: Lanes, checked: int, out: Measurement) -> None:
+def _seconds_per_request(passes: list[Pass]) -> Optional[float]:
+    """The mean time per request over `passes`; None before any pass."""
+    done = sum(n for n, _ in passes)
+    return sum(s for _, s in passes) / done if done else None
+
+
+def _overruns(estimate_s: float, allowance_s: float, budget_s: float) -> bool:
+    return estimate_s > OVERRUN_ALLOWED * allowance_s + OVERRUN_SLACK * budget_s
+
+
+def _tell_if_slow(spec: RunSpec, workload: Workload, is_cuda: bool, ring: int, checked: int,
+                  out: Measurement) -> None:
     """Before measuring: when one forward says the least this job can do (the check's first
     chunk, each request with its eager reference, and one timed turn of the ring) will overrun
     the budget by far, say so now, with the figure, rather than after minutes of silence."""
-    budget_s, first_s = spec.measure.budget_s, workload.first_forward_s
-    ring = len(lanes.ring)
+    budget_s, first_s = spec.measure.budget_s, workload.forward_s
     # The warm-up: always on CUDA; elsewhere skipped when the check ran (and would overrun).
-    warm = ring if lanes.is_cuda or not checked else 0
+    warm = ring if is_cuda or not checked else 0
     least = 2 * checked + ring + warm
     if first_s * least <= 2 * budget_s:
         return
@@ -327,11 +335,11 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, lanes: Lanes, checked: int,
 def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: Any, out: Measurement) -> bool:
     """Whether `requests` fit in `allowance_s` at the rate `passes` measured; if not, the
     skip is recorded with what it would take."""
-    done = sum(n for n, _ in passes)
-    if not done:
+    per_request_s = _seconds_per_request(passes)
+    if per_request_s is None:
         return True  # nothing to estimate from
-    estimate_s = requests * sum(s for _, s in passes) / done
-    if estimate_s <= OVERRUN_ALLOWED * allowance_s + OVERRUN_SLACK * m.budget_s:
+    estimate_s = requests * per_request_s
+    if not _overruns(estimate_s, allowance_s, m.budget_s):
         return True
     share = f"its {allowance_s:.1f} s share" if allowance_s >= 0.05 else "the time left"
     out.skipped[what] = (

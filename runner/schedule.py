@@ -203,7 +203,7 @@ def ceiling_pass(
         for row in marks:  # the events come into being at their first record: here, not in the loop
             for record, _ in row:
                 record()
-    requests, stride = 0, 0
+    requests, strides = 0, 0
     with no_gc():
         lanes.synchronize()
         start = perf_counter()
@@ -214,8 +214,8 @@ def ceiling_pass(
                     select()
                     compute()
                 requests += len(order)
-                stride += 1
-                for record, wait in marks[stride & 1]:
+                strides += 1
+                for record, wait in marks[strides & 1]:
                     wait()  # the stride before the last one is done
                     record()
                 now = perf_counter()
