@@ -29,7 +29,9 @@ def _device(rows: list[Row]) -> str:
     return " / ".join(names) if names else "unknown device"
 
 
-def _plot_against_streams(axes, col: int, model: str, rows: list[Row], matplotlib) -> None:
+def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
+    from matplotlib.ticker import ScalarFormatter
+
     lines: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         lines[_line_label(r)].append(r)
@@ -49,10 +51,11 @@ def _plot_against_streams(axes, col: int, model: str, rows: list[Row], matplotli
         ax.set_ylabel(ylabel)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r.streams for r in rows}))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_major_formatter(ScalarFormatter())
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # no latency passes: nothing drawn on the p99 axes
+            ax.legend(fontsize=8)
 
 
 def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
@@ -70,11 +73,22 @@ def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
         ax.grid(True, axis="y", alpha=0.3)
 
 
-def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
+def _pyplot():
+    """pyplot on the file-only backend, its logger kept to warnings (its first import in a
+    fresh home builds a font cache and says so on the console, in the middle of a sweep)."""
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
+    plt = _pyplot()
 
     written: list[Path] = _plot_max_rates(rows, out_dir, plt)
     ok = [r for r in rows if r.status == "ok" and r.requests_per_s is not None and r.streams is not None]
@@ -87,7 +101,7 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
     for col, model in enumerate(models):
         members_of_model = [r for r in ok if r.model == model]
         if len({r.streams for r in members_of_model}) > 1:
-            _plot_against_streams(axes, col, model, members_of_model, matplotlib)
+            _plot_against_streams(axes, col, model, members_of_model)
         else:  # every job ran on as many streams (say, on a CPU): label the jobs by their overrides
             _plot_per_job(axes, col, model, members_of_model)
     fig.suptitle(f"Sweep on {device}")
@@ -149,10 +163,7 @@ def _plot_max_rates(rows: list[Row], out_dir: Path, plt) -> list[Path]:
 def plot_load_curve(load: dict, path: Path, title: str) -> Path:
     """One job's server points: p50 and p99 latency against the offered rate, valid points
     filled, the bound drawn; the runner's and the baseline's curves side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for key, color in (("runner", "tab:blue"), ("baseline", "tab:gray")):

@@ -166,3 +166,24 @@ def test_compare_labels_configs_that_ran_alike_by_what_they_asked(tmp_path):
     names = [m.label for m in matches]
     assert len(set(names)) == len(names) == 3  # streams=2 (missing) and streams=4 (only in new) differ
     assert any("streams=2" in n for n in names) and any("streams=4" in n for n in names)
+
+
+def test_plots_of_a_sweep_without_latency_warn_nothing(tmp_path, recwarn):
+    """Rows measured over streams but without latency passes (measure.latency_requests=0):
+    the p99 axes stay empty and get no legend, so matplotlib has nothing to warn about."""
+    import logging
+
+    from runner.plots import plot_sweep
+    from runner.report import Row
+
+    def row(job, streams):
+        return Row(job=job, overrides=f"streams={streams}", model="MLP", mode=f"graph x{streams} pinned", status="ok",
+                   reason="", requests_per_s=1000.0 * streams, samples_per_s=1.0, latency_p50_us=None,
+                   latency_p99_us=None, speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=0.01,
+                   streams=streams, device="NVIDIA H200", path="")
+
+    written = plot_sweep([row("0", 1), row("1", 2), row("2", 4)], tmp_path)
+    assert [p.name for p in written] == ["throughput_latency.png"]
+    assert written[0].read_bytes()[:4] == b"\x89PNG"
+    assert [str(w.message) for w in recwarn] == []
+    assert logging.getLogger("matplotlib").getEffectiveLevel() >= logging.WARNING
