@@ -8,11 +8,15 @@ streams, then around each stream's ring of slots):
   record the slot's event on s.
 `copy` puts the bracketed copy on the submitting thread; `copy_thread` puts it on a helper
 thread that runs ahead around the ring (raw locks hand each slot over); `direct` leaves it out.
+The copy is one `ctypes.memmove` of the request's bytes: `Tensor.copy_` would hand copies of
+more than 32K elements to torch's intra-op threads, so its cost would depend on how the request's
+bytes are typed (the runner's are bytes, these are the input's dtype) and on the thread count.
 """
 
 from __future__ import annotations
 
 import _thread
+import ctypes
 import functools
 import threading
 import time
@@ -66,11 +70,18 @@ class ReferenceLoop:
             for done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.entries
         ]
         self.record = event.record
+        # Host copies by address: each slot's pinned input, each request's bytes.
+        self.slot_ptrs = [entry[2].data_ptr() for entry in self.entries]
+        self.source_ptrs = [src.data_ptr() for src in sources]
+        self.nbytes = sources[0].numel() * sources[0].element_size()
+        assert all(src.is_contiguous() and src.numel() * src.element_size() == self.nbytes for src in sources)
+        assert all(entry[2].numel() * entry[2].element_size() == self.nbytes for entry in self.entries)
         torch.cuda.synchronize()
 
     def _copier(self, count_hint, state) -> None:
-        entries, sources = self.entries, self.sources
-        n, size = len(sources), len(entries)
+        entries, slot_ptrs, source_ptrs, nbytes, memmove = (self.entries, self.slot_ptrs, self.source_ptrs,
+                                                           self.nbytes, ctypes.memmove)
+        n, size = len(source_ptrs), len(entries)
         ready, free = state["ready"], state["free"]
         j = 0
         while True:
@@ -81,7 +92,7 @@ class ReferenceLoop:
             if state["stop"]:
                 return
             entries[i][0].synchronize()
-            entries[i][2].copy_(sources[j % n])
+            memmove(slot_ptrs[i], source_ptrs[j % n], nbytes)
             ready[i].release()
             j += 1
 
@@ -117,14 +128,16 @@ class ReferenceLoop:
         return j, time.perf_counter() - start
 
     def _copy(self, min_requests: int, min_seconds: float) -> tuple[int, float]:
-        sources, n, record = self.sources, len(self.sources), self.record
+        source_ptrs, n, nbytes, memmove = self.source_ptrs, len(self.source_ptrs), self.nbytes, ctypes.memmove
+        record = self.record
+        calls = [(ptr, *call) for ptr, call in zip(self.slot_ptrs, self.calls, strict=True)]
         j = 0
         start = time.perf_counter()
         deadline = start + min_seconds
         while j < min_requests or time.perf_counter() < deadline:
-            for wait, select, done, stream, h_in, h_out, d_in, g, d_out, slot_graph in self.calls:
+            for slot_ptr, wait, select, done, stream, h_in, h_out, d_in, g, d_out, slot_graph in calls:
                 wait()
-                h_in.copy_(sources[j % n])
+                memmove(slot_ptr, source_ptrs[j % n], nbytes)
                 select()
                 if slot_graph is not None:
                     slot_graph.replay()

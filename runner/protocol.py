@@ -15,11 +15,11 @@ Staging modes:
   direct   requests are materialized in the slots (as by a server that deserializes straight
            into pinned memory): acquire only waits.
   copy     acquire copies the request from host memory into the slot: the submitting thread
-           pays for the copy.
+           pays for the copy, one memmove of the request's bytes (see `byte_copy`).
   copy with copy_thread
            a second host thread runs ahead around the ring: it waits for a slot's event and
            copies the next request into it, while the submitting thread launches. The
-           tensor copy releases the GIL, so the two overlap. Two locks per slot hand it over:
+           memmove releases the GIL, so the two overlap. Two locks per slot hand it over:
            `ready` (copied: the submitter may launch it) and `free` (launched and its event
            recorded: the copy thread may wait on that event and rewrite the slot).
 """
@@ -27,6 +27,8 @@ Staging modes:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import math
 import threading
 from _thread import allocate_lock
@@ -38,6 +40,32 @@ import torch
 from runner.inputs import Size
 from runner.lanes import Lanes, Port
 from runner.load import Server
+
+
+def byte_copy(dst: torch.Tensor, src: torch.Tensor) -> Callable[[], None]:
+    """`dst` <- `src` as one memmove of src's bytes on the calling thread, bound now.
+
+    Not `Tensor.copy_`: torch spreads a copy of more than 32K elements (32 KB of request
+    bytes) over its intra-op threads, so a request's copy would cost what torch's thread count
+    and the other cores' load make it, and no longer be paid by the thread the method names.
+    ctypes releases the GIL around the call, so the copy thread still overlaps the launches.
+    The pointers are taken once: both tensors must outlive the returned call (the session
+    holds its sources, the lanes their slots)."""
+    for what, t in (("slot", dst), ("request", src)):
+        if t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError(f"request copy: the {what} must be a contiguous host tensor, not {t.device} "
+                             f"with strides {t.stride()}")
+    nbytes, room = src.numel() * src.element_size(), dst.numel() * dst.element_size()
+    if nbytes != room:
+        raise ValueError(f"request copy: a request of {nbytes} bytes into a slot input of {room}")
+    return functools.partial(ctypes.memmove, dst.data_ptr(), src.data_ptr(), nbytes)
+
+
+def copy_plan(ports: Sequence[Port], sources: Sequence[torch.Tensor]) -> tuple[Callable[[], None], ...]:
+    """Request j's copy into its port is plan[j % len(plan)]: ports and sources cycle
+    together with period lcm(len(ports), len(sources))."""
+    period = math.lcm(len(ports), len(sources))
+    return tuple(byte_copy(ports[j % len(ports)].host_in, sources[j % len(sources)]) for j in range(period))
 
 
 class Session:
@@ -62,6 +90,9 @@ class Session:
         self.period = self.size if len(shapes) == 1 else math.lcm(self.size, self.n_keys)
         self.ports = tuple(self.ring[j % self.size].ports[self.keys[j % self.n_keys]] for j in range(self.period))
         self.direct = lanes.staging == "direct"
+        # Request j's copy into its slot, bound at setup (the timed loops only call it).
+        self.copies = () if self.direct else copy_plan(self.ports, self.sources)
+        self.n_copies = len(self.copies)
         self.threaded = lanes.staging == "copy" and lanes.copy_thread
         self.error: Optional[BaseException] = None
         self._stop = False
@@ -84,11 +115,11 @@ class Session:
     def _acquire_copy(self, j: int) -> Port:
         port = self.ports[j % self.period]
         port.wait()
-        port.host_in.copy_(self.sources[j % self.n_sources])
+        self.copies[j % self.n_copies]()
         return port
 
     def _stage(self, j: int, port: Port) -> None:
-        port.host_in.copy_(self.sources[j % self.n_sources])
+        self.copies[j % self.n_copies]()
 
     def _acquire_staged(self, j: int) -> Port:
         port = self.ports[j % self.period]
@@ -132,7 +163,7 @@ class Session:
     def _copy_ahead(self, free: list, ready: list) -> None:
         """The copy thread. It holds its session's locks itself: a later session replaces the
         slots' locks, and a thread that has not yet noticed its stop must not take those."""
-        size, sources, n, ports, period = self.size, self.sources, self.n_sources, self.ports, self.period
+        size, copies, n, ports, period = self.size, self.copies, self.n_copies, self.ports, self.period
         j = 0
         i = -1
         try:
@@ -145,7 +176,7 @@ class Session:
                     return
                 port = ports[j % period]
                 port.wait()  # the slot's last request has finished its copies
-                port.host_in.copy_(sources[j % n])
+                copies[j % n]()
                 ready[i].release()
                 j += 1
         except BaseException as exc:  # hand the failure to the submitting thread
@@ -215,13 +246,16 @@ class SlotServer(Server):
         self.ports = slot.ports
         self.sources, self.keys = tuple(sources), tuple(keys)
         self.copy = copy
+        # Request j's copy into this slot (seen in its launch shape), bound once.
+        ports = [slot.ports[self.keys[j % len(self.keys)]] for j in range(math.lcm(len(self.keys), len(self.sources)))]
+        self.copies = copy_plan(ports, self.sources) if copy else ()
         self.sync = slot.done is None
         self.query = slot.done.query if slot.done is not None else None
 
     def start(self, j: int) -> None:
         port = self.ports[self.keys[j % len(self.keys)]]
         if self.copy:
-            port.host_in.copy_(self.sources[j % len(self.sources)])
+            self.copies[j % len(self.copies)]()
         port.select()
         port.enqueue()
         port.record()

@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from runner import schedule
+from runner import protocol, schedule
 from runner.build import build
 from runner.check import check_schedule
 from runner.lanes import build_lanes
@@ -88,12 +88,51 @@ def test_the_copy_thread_stops_with_its_pass(make_cfg):
     assert not [t for t in threading.enumerate() if t.name == "runner-copy"]
 
 
-def test_a_failure_on_the_copy_thread_reaches_the_submitter(make_cfg):
+def test_a_failure_on_the_copy_thread_reaches_the_submitter(make_cfg, monkeypatch):
     spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["copy-thread"])
-    wrong = [torch.ones(3)]  # not a request's shape: the thread's copy raises
-    with pytest.raises(RuntimeError, match="the copy thread failed"), torch.no_grad():
-        schedule.throughput_pass(lanes, wrong, workload.keys[:1], 50, 0.0)
+    plan = protocol.copy_plan
+
+    def failing_plan(ports, sources):
+        copies = plan(ports, sources)
+        calls = iter(range(10**9))
+
+        def copy_or_fail(copy):
+            def run():
+                if next(calls) == 5:  # the copy thread's sixth copy
+                    raise OSError("planted copy failure")
+                copy()
+            return run
+
+        return tuple(copy_or_fail(c) for c in copies)
+
+    monkeypatch.setattr(protocol, "copy_plan", failing_plan)
+    with pytest.raises(RuntimeError, match="the copy thread failed: planted copy failure"), torch.no_grad():
+        schedule.throughput_pass(lanes, workload.sources, workload.keys, 50, 0.0)
     assert not [t for t in threading.enumerate() if t.name == "runner-copy"]
+
+
+def test_a_request_of_the_wrong_size_is_refused_before_any_copy(make_cfg):
+    for mode in ("copy", "copy-thread"):
+        spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES[mode])
+        wrong = [torch.ones(3)]  # 12 bytes: not a request of this model
+        with pytest.raises(ValueError, match="a request of 12 bytes into a slot input of"), torch.no_grad():
+            schedule.throughput_pass(lanes, wrong, workload.keys[:1], 50, 0.0)
+        assert not [t for t in threading.enumerate() if t.name == "runner-copy"]
+
+
+def test_requests_are_copied_byte_for_byte_into_their_slots(make_cfg):
+    """Each request's bytes, whatever their dtype, land in its slot: request j in slot j % ring,
+    sources cycling with their own period."""
+    spec, workload, lanes = _lanes(make_cfg, streams=2, slots=2, **MODES["copy"])
+    nbytes = workload.sources[0].numel() * workload.sources[0].element_size()
+    sources = [torch.randint(0, 256, (nbytes,), dtype=torch.uint8) for _ in range(3)]  # 3 against a ring of 4
+    with torch.no_grad(), serve(lanes, sources, workload.keys[:1]) as session:
+        for j in range(12):
+            port = session.acquire(j)
+            assert torch.equal(port.host_in.view(torch.uint8), sources[j % 3]), j
+            session.launch(port)
+    with pytest.raises(ValueError, match="contiguous host tensor"):
+        protocol.byte_copy(lanes.ring[0].host_in, torch.zeros(2 * nbytes, dtype=torch.uint8)[::2])
 
 
 def test_the_host_time_is_split_into_wait_copy_and_launch(make_cfg):
