@@ -202,8 +202,11 @@ def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
 def test_ctrl_c_while_the_sweep_starts_prints_no_traceback(tmp_path, delay_s):
     """Early Ctrl-C: while the fork server imports, or while a job is being sent to it (a job
     half sent would die in the server with a traceback, or run on unseen)."""
+    # Passes of 3 s: the sweep outlasts every delay (a Ctrl-C after it has ended, while the
+    # interpreter shuts down, meets the default disposition and tests nothing of ours).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", *TINY, "seed=1,2", "hydra.sweep.dir=sw"],
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=3000", "measure.budget_s=60",
+         "measure.max_pass_ms=60000", "seed=1,2", "hydra.sweep.dir=sw"],
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
