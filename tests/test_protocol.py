@@ -120,6 +120,20 @@ def test_a_request_of_the_wrong_size_is_refused_before_any_copy(make_cfg):
         assert not [t for t in threading.enumerate() if t.name == "runner-copy"]
 
 
+def test_requests_of_mixed_sizes_are_copied_into_their_buckets_ports(make_cfg):
+    spec = resolve(make_cfg(*QUICK, "model.batch=[1,2]"), cuda_count=lambda: 0)
+    spec = dataclasses.replace(spec, streams=2, slots=2, **MODES["copy"])
+    workload = build(spec)
+    lanes = build_lanes(spec, workload)
+    sources, keys = workload.sources, workload.keys
+    assert len({s.numel() for s in sources}) == 2  # both buckets among the timed requests
+    with torch.no_grad(), serve(lanes, sources, keys) as session:
+        for j in range(3 * len(sources)):
+            port = session.acquire(j)
+            assert port.key == keys[j % len(keys)] and torch.equal(port.host_in, sources[j % len(sources)]), j
+            session.launch(port)
+
+
 def test_requests_are_copied_byte_for_byte_into_their_slots(make_cfg):
     """Each request's bytes, whatever their dtype, land in its slot: request j in slot j % ring,
     sources cycling with their own period."""
