@@ -76,8 +76,7 @@ class Session:
         self.lanes = lanes
         self.ring = lanes.ring
         self.size = len(self.ring)
-        self.sources = tuple(sources)
-        self.n_sources = len(self.sources)
+        self.sources = tuple(sources)  # held: the copies below point into them
         self.keys = tuple(keys)
         self.n_keys = len(self.keys)
         # Every port the session will use exists before the first request (eager ports are
@@ -244,17 +243,18 @@ class SlotServer(Server):
 
     def __init__(self, slot, sources: Sequence[torch.Tensor], keys: Sequence[Size], copy: bool) -> None:
         self.ports = slot.ports
-        self.sources, self.keys = tuple(sources), tuple(keys)
-        self.copy = copy
-        # Request j's copy into this slot (seen in its launch shape), bound once.
-        ports = [slot.ports[self.keys[j % len(self.keys)]] for j in range(math.lcm(len(self.keys), len(self.sources)))]
-        self.copies = copy_plan(ports, self.sources) if copy else ()
+        self.sources, self.keys = tuple(sources), tuple(keys)  # held: the copies point into the sources
+        # Request j's copy into this slot (seen in its launch shape), bound once; none in direct staging.
+        self.copies: tuple[Callable[[], None], ...] = ()
+        if copy:
+            period = math.lcm(len(self.keys), len(self.sources))
+            self.copies = copy_plan([slot.ports[self.keys[j % len(self.keys)]] for j in range(period)], self.sources)
         self.sync = slot.done is None
         self.query = slot.done.query if slot.done is not None else None
 
     def start(self, j: int) -> None:
         port = self.ports[self.keys[j % len(self.keys)]]
-        if self.copy:
+        if self.copies:
             self.copies[j % len(self.copies)]()
         port.select()
         port.enqueue()

@@ -53,8 +53,8 @@ METHOD = {
     "host_time": (
         "a separate pass of the throughput loop with the host clock between the protocol's steps: "
         "host_wait_us (waiting for the slot: its event, or the copy thread), host_copy_us (the "
-        "request's copy into the slot on the submitting thread: one memmove of its bytes), host_launch_us (stream, copies, "
-        "replay, event record); host_enqueue_us = copy + launch"
+        "request's copy into the slot on the submitting thread: one memmove of its bytes), "
+        "host_launch_us (stream, copies, replay, event record); host_enqueue_us = copy + launch"
     ),
     "check": (
         "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "
