@@ -190,12 +190,19 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         # Each pass: at least min_duration, at most max_pass, and min_repeats of them must fit.
         allowance = budget.allowance("throughput")
         cap = min(max_s, allowance / m.min_repeats)
-        expected_pass = min(cap, max(min_s, m.min_requests * warm_s / max(1, warm_n)))
+        per_request_s = warm_s / max(1, warm_n)
+        turn_s = ring * per_request_s  # no pass is shorter than one turn of the ring, whatever the cap
+        expected_pass = max(turn_s, min(cap, max(min_s, m.min_requests * per_request_s)))
         kinds = 1 + m.ceiling + spec.baseline
         low = m.min_repeats * expected_pass * kinds
-        out.estimate_s = min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, max(0.0, budget.end - time.perf_counter()))
+        # Within the time left, but never below one pass of each kind: those run even past the budget.
+        left_s = max(0.0, budget.end - time.perf_counter())
+        out.estimate_s = max(kinds * turn_s, min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, left_s))
+        # The repeats the time left fits: one at least, even past the budget.
+        fitting = max(1, min(m.min_repeats, int(left_s / (expected_pass * kinds)))) if expected_pass > 0 else m.min_repeats
+        fewer = f", fewer than measure.min_repeats={m.min_repeats}: the budget is nearly spent" if fitting < m.min_repeats else ""
         log.info("measuring: about %.1f s more (measure.budget_s=%g: at least %d and at most %d repeats of "
-                 "about %.2f s per pass)", out.estimate_s, m.budget_s, m.min_repeats, m.repeats, expected_pass)
+                 "about %.2f s per pass%s)", out.estimate_s, m.budget_s, fitting, m.repeats, expected_pass, fewer)
 
         allocations = 0
 

@@ -13,7 +13,7 @@ def _num(value: Optional[float], fmt: str = ",.0f") -> str:
 
 def _us(value: float) -> str:
     """Microseconds in at most 10 characters: 1 decimal below 100 ms, whole numbers above."""
-    return f"{value:.1f}" if value < 1e5 else f"{value:,.0f}"
+    return f"{value:,.1f}" if value < 1e5 else f"{value:,.0f}"
 
 
 def _pct(value: Optional[float]) -> str:
@@ -137,7 +137,7 @@ def render(result: dict[str, Any]) -> str:
         stop = {"stdrel": "stable", "repeats": "at measure.repeats", "budget": "budget reached"}.get(
             f.get("repeats_stop_reason"), "")
         count = len(f.get("throughput_requests_per_s_repeats") or [])
-        setup.append(f"measured {f['measure_time_s']:.1f} s ({count} repeats, {stop})" if stop else
+        setup.append(f"measured {f['measure_time_s']:.1f} s ({count} repeat{'s' if count != 1 else ''}, {stop})" if stop else
                      f"measured {f['measure_time_s']:.1f} s")
     if f.get("peak_device_memory_bytes") is not None:
         setup.append(f"peak device memory {_mib(f['peak_device_memory_bytes'])}")
