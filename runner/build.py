@@ -174,9 +174,10 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             finally:
                 model.to(spec.torch_dtype)
         hint = "token ids must stay below the model's vocabulary and sequences within its length; " if not floats else ""
+        keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
         raise ConfigError(
             f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name} "
-            f"({reason}); {hint}fix model.inputs and model.batch to what forward takes"
+            f"({reason}); {hint}fix {keys} to what forward takes"
         ) from exc
 
 
