@@ -2,7 +2,9 @@
 the runner's lanes once, then runs blocks of short throughput passes, alternating between the
 submitting thread free to move over the job's cores and the thread held on one core. Per pass
 it prints the rate (relative to the block's first), the core the thread ended on and the
-migrations and involuntary switches the kernel counted for it. Asserts nothing.
+migrations and involuntary switches the kernel counted for it, and the speed of a fixed
+pure-Python loop timed just before the pass (the "canary"): if the host's speed is what moves
+the rates, the two go together. Asserts nothing.
 
     python benchmarks/host_noise.py [--pass-ms 100] [--passes 12] [--blocks 4] [--] [config...]
 
@@ -16,6 +18,7 @@ import os
 import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -48,6 +51,26 @@ def thread_sched() -> dict[str, int]:
     return found
 
 
+def canary_s(iterations: int = 2000, tries: int = 5) -> float:
+    """Seconds of a fixed pure-Python loop, the fastest of `tries`: how fast the host runs
+    Python right now, whatever the device does."""
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        x = 0
+        for i in range(iterations):
+            x = (x + i * 7) % 1000003
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def correlation(a: list[float], b: list[float]) -> float:
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+    var = (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
+    return cov / var if var else float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pass-ms", type=float, default=100)
@@ -70,12 +93,14 @@ def main() -> int:
             with torch.no_grad():
                 schedule.throughput_pass(lanes, sources, keys, 1, 0.3, 0.3)  # warm-up
                 summary = {"free": [], "held": []}
+                all_rates, all_speeds = [], []
                 for block in range(args.blocks):
                     mode = "free" if block % 2 == 0 else "held"
                     core = thread_sched()["cpu"]
                     os.sched_setaffinity(0, {core} if mode == "held" else set(allowed))
-                    rates, cores, before = [], [], thread_sched()
+                    rates, cores, speeds, before = [], [], [], thread_sched()
                     for _ in range(args.passes):
+                        speeds.append(1 / canary_s())  # the host's Python speed just before the pass
                         n, s = schedule.throughput_pass(lanes, sources, keys, 1, seconds, seconds)
                         rates.append(n / s)
                         cores.append(thread_sched()["cpu"])
@@ -87,9 +112,14 @@ def main() -> int:
                           f"migrations {after['nr_migrations'] - before['nr_migrations']:4d} involuntary "
                           f"{after['nr_involuntary_switches'] - before['nr_involuntary_switches']:5d}  cores "
                           f"{sorted(set(cores))}", flush=True)
-                    print("      " + " ".join(f"{r / rates[0]:.2f}" for r in rates))
+                    print("      rate   " + " ".join(f"{r / rates[0]:.2f}" for r in rates))
+                    print("      canary " + " ".join(f"{v / speeds[0]:.2f}" for v in speeds))
+                    all_rates += rates
+                    all_speeds += speeds
             print(f"{config:24} cv per block: free {' '.join(f'{c:.1%}' for c in summary['free'])}; "
-                  f"held {' '.join(f'{c:.1%}' for c in summary['held'])}", flush=True)
+                  f"held {' '.join(f'{c:.1%}' for c in summary['held'])}; pass rate vs canary speed: "
+                  f"r = {correlation(all_rates, all_speeds):.2f} over {len(all_rates)} passes, canary cv "
+                  f"{statistics.stdev(all_speeds) / statistics.fmean(all_speeds):.1%}", flush=True)
             lanes.synchronize()
             del lanes, workload
             if torch.cuda.is_available():

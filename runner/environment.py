@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -143,6 +145,25 @@ def stolen_fraction(before: Optional[tuple[int, int]], after: Optional[tuple[int
     if before is None or after is None or after[0] - before[0] < 10:  # too few ticks to tell
         return None
     return (after[1] - before[1]) / (after[0] - before[0])
+
+
+CANARY_ITERATIONS = 2000  # about 0.1 ms of Python on a current core
+CANARY_TRIES = 5
+
+
+def canary_s() -> float:
+    """Seconds of a fixed pure-Python loop on the calling thread, the fastest of a few tries
+    (an interrupt lands in one try, not in all): how fast the host runs Python right now.
+    A host-bound schedule's rate follows this speed; on a VM it steps with the neighbours'
+    load and the host's clocks, which nothing in the job controls."""
+    best = math.inf
+    for _ in range(CANARY_TRIES):
+        start = time.perf_counter()
+        x = 0
+        for i in range(CANARY_ITERATIONS):
+            x = (x + i * 7) % 1000003
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def load_average() -> Optional[list[float]]:

@@ -95,6 +95,8 @@ class Measurement:
     slow: Optional[str] = None  # said before measuring when the least this job can do overruns its budget
     # Per throughput pass, the share of busy CPU time the hypervisor took (a VM's steal time).
     host_stolen: list[Optional[float]] = field(default_factory=list)
+    # Per throughput pass, seconds of a fixed Python loop timed just before it (the host's speed).
+    host_canary_s: list[float] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C: what finished is kept
     elapsed_s: float = 0.0
 
@@ -209,6 +211,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         def throughput(end: float) -> None:
             nonlocal allocations
             before = _allocation_count(device) if lanes.is_cuda else 0
+            out.host_canary_s.append(environment.canary_s())  # before the clock starts: not timed
             ticks = environment.cpu_ticks()
             left = end - time.perf_counter()
             with progress.phase("throughput"):

@@ -42,3 +42,13 @@ def cv(values: list[float]) -> Optional[float]:
     mean = math.fsum(values) / len(values)
     var = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
     return math.sqrt(var) / mean if mean else None
+
+
+def correlation(a: list[float], b: list[float]) -> Optional[float]:
+    """Pearson's r of two equally long series; None with fewer than three pairs or no spread."""
+    if len(a) != len(b) or len(a) < 3:
+        return None
+    ma, mb = math.fsum(a) / len(a), math.fsum(b) / len(b)
+    cov = math.fsum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+    spread = math.sqrt(math.fsum((x - ma) ** 2 for x in a) * math.fsum((y - mb) ** 2 for y in b))
+    return cov / spread if spread else None

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from runner.measure import Measurement, Pass, stdrel
 from runner.spec import RunSpec
-from runner.stats import cv, median, summarize
+from runner.stats import correlation, cv, median, summarize
 
 # Stage marks: 0 before the copy in, 1 after it, 2 after compute, 3 after the copy out. On a GPU
 # they are CUDA events and the copies are H2D and D2H; on the CPU the host clock and host copies.
@@ -162,6 +162,12 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     stolen = [x for x in m.host_stolen if x is not None]
     fig["host_stolen_repeats"] = list(m.host_stolen) or None
     fig["host_stolen_max"] = max(stolen) if stolen else None
+    # How fast the host ran Python before each throughput pass: a host-bound schedule follows it.
+    canary_s = list(m.host_canary_s[: len(rates)])  # an interrupted pass has its canary, not its rate
+    speeds = [1 / s for s in canary_s if s > 0]
+    fig["host_canary_us_repeats"] = [s * 1e6 for s in canary_s] or None
+    fig["host_canary_cv"] = cv(speeds)
+    fig["host_canary_correlation"] = correlation(rates, speeds) if len(speeds) == len(rates) else None
     threshold = spec.measure.cv_warn
     for name in ("throughput", "baseline", "ceiling"):
         value: Optional[float] = fig.get(f"{name}_cv")
@@ -169,6 +175,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             host = ""
             if name == "throughput" and fig["host_stolen_max"]:
                 host = f"; the hypervisor took up to {fig['host_stolen_max']:.0%} of the busy CPU time in a pass"
+            if name == "throughput":
+                host += _host_speed_clause(fig["host_canary_cv"], fig["host_canary_correlation"], threshold)
             warnings.append(
                 f"{name} varied by {value:.1%} across {len(fig[f'{name}_requests_per_s_repeats'])} passes "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise{host}"
@@ -209,3 +217,19 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     if m.buffers_moved:
         warnings.append("a static buffer changed address during the run")
     return Summary(fig, warnings)
+
+
+# Correlation from which the passes are said to have followed the host's speed.
+FOLLOWED_HOST = 0.5
+
+
+def _host_speed_clause(canary_cv: Optional[float], r: Optional[float], threshold: float) -> str:
+    """For the throughput cv warning: did the host's own speed move over the same passes?"""
+    if canary_cv is None or canary_cv <= threshold:
+        return ""
+    clause = (f"; the host's own speed varied by {canary_cv:.1%} over the same passes (a fixed Python loop "
+              f"timed before each")
+    if r is None:
+        return clause + ")"
+    clause += f"; correlation with the passes' rates {r:.2f})"
+    return clause + (": the rates followed the host" if r >= FOLLOWED_HOST else "")

@@ -283,3 +283,40 @@ def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg
                     JobInfo(output_dir=tmp_path / "roomy"))
     assert roomy["figures"]["latency_e2e_us"]["n"] >= 2 and roomy["figures"]["measure_phases_s"]["warmup"] > 0
     assert not any("not measured" in w or "skipped" in w or "one forward" in w for w in roomy["warnings"])
+
+
+def test_a_noisy_throughput_says_whether_the_host_speed_moved_with_it(make_cfg):
+    """The canary (a fixed Python loop timed before each pass) tells a host that slowed down
+    from a schedule that did: the cv warning says which, with the figures."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK))
+    # The host ran Python at half speed during the last two passes, and the rates halved with it.
+    followed = summarize_measurement(spec, Measurement(throughput=[(1000, 1.0), (1010, 1.0), (500, 1.0), (520, 1.0)],
+                                                       host_canary_s=[1e-4, 1e-4, 2e-4, 2e-4]))
+    f = followed.figures
+    assert f["host_canary_us_repeats"] == pytest.approx([100, 100, 200, 200])
+    assert f["host_canary_correlation"] > 0.95 and f["host_canary_cv"] > 0.3
+    [warning] = [w for w in followed.warnings if w.startswith("throughput varied")]
+    assert "the host's own speed varied by 38.5% over the same passes" in warning
+    assert warning.endswith("the rates followed the host")
+    # The host's speed moved, the rates moved otherwise: the figures, without the claim.
+    unrelated = summarize_measurement(spec, Measurement(throughput=[(1000, 1.0), (500, 1.0), (1000, 1.0), (500, 1.0)],
+                                                        host_canary_s=[1e-4, 1e-4, 2e-4, 2e-4]))
+    [warning] = [w for w in unrelated.warnings if w.startswith("throughput varied")]
+    assert "the host's own speed varied by" in warning and "followed" not in warning
+    assert abs(unrelated.figures["host_canary_correlation"]) < 0.1
+    # A steady host: nothing said about it.
+    steady = summarize_measurement(spec, Measurement(throughput=[(1000, 1.0), (500, 1.0), (1000, 1.0)],
+                                                     host_canary_s=[1.00e-4, 1.01e-4, 1.00e-4]))
+    [warning] = [w for w in steady.warnings if w.startswith("throughput varied")]
+    assert "host's own speed" not in warning and steady.figures["host_canary_cv"] < 0.01
+
+
+def test_every_throughput_pass_has_its_canary(make_cfg, tmp_path):
+    result = run_job(make_cfg(*QUICK), JobInfo(output_dir=tmp_path))
+    f = result["figures"]
+    assert len(f["host_canary_us_repeats"]) == len(f["throughput_requests_per_s_repeats"]) >= 2
+    assert all(0 < us < 1e5 for us in f["host_canary_us_repeats"])
+    assert "host_canary" in result["method"]

@@ -34,3 +34,13 @@ def test_cv():
     assert cv([1.0]) is None
     assert cv([10.0, 10.0, 10.0]) == 0.0
     assert cv([9.0, 11.0]) == pytest.approx(statistics.stdev([9, 11]) / 10)
+
+
+def test_correlation():
+    from runner.stats import correlation
+
+    assert correlation([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]) == pytest.approx(1.0)
+    assert correlation([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert correlation([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 1.0, 3.0]) == pytest.approx(0.4472, abs=1e-4)
+    assert correlation([1.0, 2.0], [1.0, 2.0]) is None  # too few pairs to mean anything
+    assert correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None  # no spread
