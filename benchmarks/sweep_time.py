@@ -65,6 +65,7 @@ def main() -> int:
                 "each": fig.get("throughput_requests_per_s_repeats") or [],
                 "warmup_ms": fig.get("warmup_time_ms"),
                 "stolen": fig.get("host_stolen_max"),
+                "canary_us": fig.get("host_canary_us_repeats") or [], "canary_r": fig.get("host_canary_correlation"),
             })
 
     def num(value: object, fmt: str) -> str:
@@ -82,6 +83,10 @@ def main() -> int:
             first = r["each"][0]
             print(f"      repeats / first: {' '.join(f'{x / first:.3f}' for x in r['each'])}  "
                   f"stolen max {num(None if r['stolen'] is None else 100 * r['stolen'], '.0f')}%")
+        if args.repeats and r["canary_us"]:
+            first = r["canary_us"][0]
+            print(f"      host speed / first: {' '.join(f'{first / x:.3f}' for x in r['canary_us'])}  "
+                  f"r {num(r['canary_r'], '.2f')}")
     cvs = [r["cv"] for r in rows if r["cv"] is not None]
     graph_cvs = [r["cv"] for r in rows if r["cv"] is not None and r["graph"]]
     print(f"\nwall for {len(rows)} jobs: {wall:.1f} s ({wall / max(1, len(rows)):.1f} s per job)")
