@@ -176,7 +176,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             if name == "throughput" and fig["host_stolen_max"]:
                 host = f"; the hypervisor took up to {fig['host_stolen_max']:.0%} of the busy CPU time in a pass"
             if name == "throughput":
-                host += _host_speed_clause(fig["host_canary_cv"], fig["host_canary_correlation"], threshold)
+                host += _host_speed_clause(fig["host_canary_cv"], fig["host_canary_correlation"], len(rates), threshold)
             warnings.append(
                 f"{name} varied by {value:.1%} across {len(fig[f'{name}_requests_per_s_repeats'])} passes "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise{host}"
@@ -219,11 +219,13 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     return Summary(fig, warnings)
 
 
-# Correlation from which the passes are said to have followed the host's speed.
+# Correlation from which, over at least so many passes, the passes are said to have followed
+# the host's speed (over three points a correlation says little).
 FOLLOWED_HOST = 0.5
+FOLLOWED_HOST_PASSES = 4
 
 
-def _host_speed_clause(canary_cv: Optional[float], r: Optional[float], threshold: float) -> str:
+def _host_speed_clause(canary_cv: Optional[float], r: Optional[float], passes: int, threshold: float) -> str:
     """For the throughput cv warning: did the host's own speed move over the same passes?"""
     if canary_cv is None or canary_cv <= threshold:
         return ""
@@ -232,4 +234,4 @@ def _host_speed_clause(canary_cv: Optional[float], r: Optional[float], threshold
     if r is None:
         return clause + ")"
     clause += f"; correlation with the passes' rates {r:.2f})"
-    return clause + (": the rates followed the host" if r >= FOLLOWED_HOST else "")
+    return clause + (": the rates followed the host" if r >= FOLLOWED_HOST and passes >= FOLLOWED_HOST_PASSES else "")

@@ -307,6 +307,11 @@ def test_a_noisy_throughput_says_whether_the_host_speed_moved_with_it(make_cfg):
     [warning] = [w for w in unrelated.warnings if w.startswith("throughput varied")]
     assert "the host's own speed varied by" in warning and "followed" not in warning
     assert abs(unrelated.figures["host_canary_correlation"]) < 0.1
+    # Over three passes a correlation says little: the figures, without the claim.
+    three = summarize_measurement(spec, Measurement(throughput=[(1000, 1.0), (1010, 1.0), (500, 1.0)],
+                                                    host_canary_s=[1e-4, 1e-4, 2e-4]))
+    [warning] = [w for w in three.warnings if w.startswith("throughput varied")]
+    assert three.figures["host_canary_correlation"] > 0.95 and "followed" not in warning
     # A steady host: nothing said about it.
     steady = summarize_measurement(spec, Measurement(throughput=[(1000, 1.0), (500, 1.0), (1000, 1.0)],
                                                      host_canary_s=[1.00e-4, 1.01e-4, 1.00e-4]))
