@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import threading
-import time
 from pathlib import Path
 
 import torch
@@ -30,9 +29,11 @@ from hydra import compose, initialize_config_module  # noqa: E402
 
 from runner import schedule  # noqa: E402
 from runner.build import build  # noqa: E402
+from runner.environment import canary_s  # noqa: E402
 from runner.lanes import build_lanes  # noqa: E402
 from runner.schema import register  # noqa: E402
 from runner.spec import resolve  # noqa: E402
+from runner.stats import correlation  # noqa: E402
 
 DEFAULT = ["streams=1,graph=false", "streams=4,graph=false", "streams=8,graph=true", "streams=2,graph=true"]
 
@@ -51,24 +52,8 @@ def thread_sched() -> dict[str, int]:
     return found
 
 
-def canary_s(iterations: int = 2000, tries: int = 5) -> float:
-    """Seconds of a fixed pure-Python loop, the fastest of `tries`: how fast the host runs
-    Python right now, whatever the device does."""
-    best = float("inf")
-    for _ in range(tries):
-        start = time.perf_counter()
-        x = 0
-        for i in range(iterations):
-            x = (x + i * 7) % 1000003
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def correlation(a: list[float], b: list[float]) -> float:
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
-    var = (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
-    return cov / var if var else float("nan")
+def _r(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def main() -> int:
@@ -118,7 +103,7 @@ def main() -> int:
                     all_speeds += speeds
             print(f"{config:24} cv per block: free {' '.join(f'{c:.1%}' for c in summary['free'])}; "
                   f"held {' '.join(f'{c:.1%}' for c in summary['held'])}; pass rate vs canary speed: "
-                  f"r = {correlation(all_rates, all_speeds):.2f} over {len(all_rates)} passes, canary cv "
+                  f"r = {_r(correlation(all_rates, all_speeds))} over {len(all_rates)} passes, canary cv "
                   f"{statistics.stdev(all_speeds) / statistics.fmean(all_speeds):.1%}", flush=True)
             lanes.synchronize()
             del lanes, workload
