@@ -1,4 +1,4 @@
-from runner.app import main
+from runner.cli import main
 
 if __name__ == "__main__":
     main()

@@ -81,6 +81,18 @@ def hydra_entry(cfg: DictConfig) -> dict:
     return result
 
 
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions this one was raised while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def main() -> None:
     # `_target_` may name a module of the project the user runs from, as under `python -m`:
     # the console script's own folder comes first on the path otherwise.
@@ -96,6 +108,11 @@ def main() -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
+        if _caused_by_interrupt(exc):
+            # Ctrl-C while Hydra composed the config: its clean-up then failed on the half-built
+            # node and raised an error of its own, which is not the user's input.
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
         if show_traceback:
             raise
         user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")

@@ -289,3 +289,55 @@ def test_inside_a_project_with_its_own_models_package_its_models_are_meant(tmp_p
     sweep = subprocess.run([sys.executable, "-m", "runner", "-m", *args, "seed=1,2"], cwd=project, env=env,
                            capture_output=True, text=True, timeout=300)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
+
+
+def test_ctrl_c_inside_hydra_that_surfaces_as_another_error_is_an_interrupt(monkeypatch, capsys):
+    """Ctrl-C while Hydra composes the config can come out as an error of Hydra's own clean-up
+    (seen: "hydra.runtime.config_sources: 'NoneType' object has no attribute ..."): still an
+    interrupt, exit 130, not a one-line error blaming the input."""
+    import runner.app as app
+
+    def composing() -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+
+    def failing() -> None:
+        raise AttributeError("a real bug")
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setattr(app, "hydra_entry", composing)
+    with pytest.raises(SystemExit) as stopped:
+        app.main()
+    assert stopped.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
+    monkeypatch.setattr(app, "hydra_entry", failing)  # without an interrupt behind it: an error
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # main() set it to 1 for Hydra
+    with pytest.raises(SystemExit) as stopped:
+        app.main()
+    assert stopped.value.code == 1 and capsys.readouterr().err.startswith("error: a real bug")
+
+
+def test_ctrl_c_while_the_cli_imports_hydra_is_one_line_and_exit_130(monkeypatch, capsys):
+    """The console entry imports Hydra and the runner inside main(): a Ctrl-C during those
+    imports (the first half second of every run) ends as "interrupted", exit 130, not as a
+    traceback with the interpreter's own exit."""
+    import importlib.abc
+
+    from runner import cli
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "runner.app":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "runner.app", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
+    # And it is light: importing the entry point imports neither Hydra nor torch.
+    done = subprocess.run([sys.executable, "-c", "import sys, runner.cli; print(sorted(m for m in ('hydra', 'torch', "
+                           "'omegaconf') if m in sys.modules))"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

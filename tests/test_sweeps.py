@@ -269,3 +269,24 @@ def test_resuming_a_sweep_into_the_folders_of_another_is_refused_and_reported(tm
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all("resume=true" in r["reason"] and "other overrides" in r["reason"] for r in rows)
     assert {n: (tmp_path / "sw" / str(n) / "result.json").read_bytes() for n in (0, 1)} == before
+
+
+def test_a_ctrl_c_while_the_fork_server_starts_is_held_not_lost(monkeypatch):
+    """While the fork server starts, the launcher holds SIGINT blocked (so that the server
+    starts with it blocked and prints no traceback from its imports): a Ctrl-C meanwhile still
+    reaches the launcher as KeyboardInterrupt. Ignored instead, it was lost and the sweep ran
+    on to its end."""
+    from multiprocessing import forkserver
+
+    from hydra_plugins.runner_launcher import runner_launcher
+
+    def ensure_running() -> None:  # the Ctrl-C lands while the server starts
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(forkserver, "ensure_running", ensure_running)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        runner_launcher.fork_context()
+    assert signal.getsignal(signal.SIGINT) is handler  # the launcher is as it was
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

@@ -194,16 +194,22 @@ def fork_context() -> Any:
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
-    # The server ignores Ctrl-C from its first instant (an ignored signal stays ignored across
-    # exec), not only after its imports: a Ctrl-C during them would print its traceback. Each
-    # job puts the default handler back (worker.run_forked).
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C must not reach the server during its imports (it would print a traceback there),
+    # nor be lost to the launcher. While the server starts, the launcher holds SIGINT blocked,
+    # not ignored: a Ctrl-C meanwhile stays pending and arrives when the mask is restored (or,
+    # where the launcher has other threads, at one of them, and still as KeyboardInterrupt).
+    # Ignoring it instead lost it, and the sweep ran on. The server inherits the blocked mask
+    # across exec and keeps it until its own code ignores SIGINT, which drops what was held;
+    # each job unblocks SIGINT and puts the default handler back (worker.run_forked). The
+    # resource tracker's start unblocks SIGINT: it starts first, outside the window.
+    resource_tracker.ensure_running()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C held meanwhile arrives here
     return context
 
 

@@ -52,6 +52,7 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C reaches the job as KeyboardInterrupt
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # the server was started with it blocked
     code = 130
     try:
         if console is not None:  # parallel jobs: each one's output in its own folder
