@@ -82,14 +82,29 @@ def hydra_entry(cfg: DictConfig) -> dict:
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is among the exceptions this one was raised while handling."""
+    """Whether `exc` was raised while handling a Ctrl-C that landed in Hydra's or OmegaConf's
+    code: a Ctrl-C during config composition leaves a half-built node, whose clean-up then
+    fails (seen: "hydra.runtime.config_sources: 'NoneType' object has no attribute
+    '_invalidate_flags_cache'"). An error raised while handling a Ctrl-C that landed in our own
+    code is not one: it is a bug, to be seen."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, KeyboardInterrupt):
-            return True
         seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return _passed_through(current, ("hydra", "omegaconf"))
         current = current.__cause__ or current.__context__
+    return False
+
+
+def _passed_through(exc: BaseException, packages: tuple[str, ...]) -> bool:
+    """Whether any frame of `exc`'s traceback (from where it was raised to where it was
+    handled) belongs to one of `packages`."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0] in packages:
+            return True
+        tb = tb.tb_next
     return False
 
 
@@ -108,13 +123,11 @@ def main() -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
-        if _caused_by_interrupt(exc):
-            # Ctrl-C while Hydra composed the config: its clean-up then failed on the half-built
-            # node and raised an error of its own, which is not the user's input.
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
         if show_traceback:
             raise
+        if _caused_by_interrupt(exc):  # a Ctrl-C during config composition, reported as Hydra's error
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
         user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
         hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
         print(f"error: {condense(exc)}{hint}", file=sys.stderr)

@@ -153,9 +153,10 @@ CANARY_TRIES = 5
 
 def canary_s() -> float:
     """Seconds of a fixed pure-Python loop on the calling thread, the fastest of a few tries
-    (an interrupt lands in one try, not in all): how fast the host runs Python right now.
-    A host-bound schedule's rate follows this speed; on a VM it steps with the neighbours'
-    load and the host's clocks, which nothing in the job controls."""
+    (an interrupt lands in one try, not in all): how fast this core runs a small loop that
+    stays in its cache, right now. That follows the core's clock and its share of a physical
+    core; it does not see cache or memory-bandwidth contention, nor preemptions between the
+    tries. A host-bound schedule's rate often follows it: on a VM it stepped by up to 2x."""
     best = math.inf
     for _ in range(CANARY_TRIES):
         start = time.perf_counter()

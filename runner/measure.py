@@ -200,11 +200,6 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         # Within the time left, but never below one pass of each kind: those run even past the budget.
         left_s = max(0.0, budget.end - time.perf_counter())
         out.estimate_s = max(kinds * turn_s, min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, left_s))
-        # The repeats the time left fits: one at least, even past the budget.
-        fitting = max(1, min(m.min_repeats, int(left_s / (expected_pass * kinds)))) if expected_pass > 0 else m.min_repeats
-        fewer = f", fewer than measure.min_repeats={m.min_repeats}: the budget is nearly spent" if fitting < m.min_repeats else ""
-        log.info("measuring: about %.1f s more (measure.budget_s=%g: at least %d and at most %d repeats of "
-                 "about %.2f s per pass%s)", out.estimate_s, m.budget_s, fitting, m.repeats, expected_pass, fewer)
 
         allocations = 0
 
@@ -248,6 +243,15 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             end += budget.allowance("ceiling") + budget.allowance("baseline")
             cap = min(cap, (end - time.perf_counter()) / (m.min_repeats * kinds))
         out.pass_cap_s = cap
+        # The repeats the throughput window fits, as `_stop` will count them (a repeat starts
+        # while half a pass is left): one at least, even past the budget.
+        per_pass_s = max(turn_s, min(expected_pass, cap))  # interleaved, the cap may have shrunk
+        per_repeat_s = per_pass_s * (kinds if m.interleave else 1)
+        window_s = end - time.perf_counter()
+        fitting = m.min_repeats if per_repeat_s <= 0 else max(1, min(m.min_repeats, int(window_s / per_repeat_s + 0.5)))
+        fewer = f", fewer than measure.min_repeats={m.min_repeats}: the budget is nearly spent" if fitting < m.min_repeats else ""
+        log.info("measuring: about %.1f s more (measure.budget_s=%g: at least %d and at most %d repeats of "
+                 "about %.2f s per pass%s)", out.estimate_s, m.budget_s, fitting, m.repeats, per_pass_s, fewer)
         if m.interleave:
             while True:
                 if spec.baseline:

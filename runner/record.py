@@ -64,10 +64,11 @@ METHOD = {
     "warmup": "untimed schedule for measure.warmup_ms before the first timed pass",
     "host_canary": (
         "before each throughput pass, untimed, a fixed pure-Python loop on the submitting thread, the "
-        "fastest of 5 tries (host_canary_us_repeats): how fast the host ran Python then. "
-        "host_canary_cv is the spread of its speed over the passes, host_canary_correlation "
-        "(Pearson's r, 3 passes or more) how closely the passes' rates followed it: a host-bound "
-        "schedule follows the host's speed, which on a VM steps with its neighbours and clocks"
+        "fastest of 5 tries of about 0.1 ms (host_canary_us_repeats): how fast the core ran a small "
+        "in-cache loop then (its clock, its share of a physical core; not cache or memory contention, "
+        "nor preemptions). host_canary_cv is the spread of its speed over the passes, "
+        "host_canary_correlation (Pearson's r, 3 passes or more) how closely the passes' rates "
+        "followed it; a low r does not show the host was quiet"
     ),
     "load": (
         "load.scenario=offline: the closed-loop passes above. single_stream: one request at a time, "

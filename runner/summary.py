@@ -181,17 +181,21 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
                 f"{name} varied by {value:.1%} across {len(fig[f'{name}_requests_per_s_repeats'])} passes "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise{host}"
             )
-    if m.pass_cap_s is not None and m.pass_cap_s * 1e3 < spec.measure.min_duration_ms and m.throughput:
-        # What the passes were, not the cap: a pass runs at least one turn of the ring, so a cap
-        # below one turn's time (a slow model, a budget the check used up) does not shorten it.
-        counts = sorted(n for n, _ in m.throughput)
-        longest_ms = max(s for _, s in m.throughput) * 1e3
+    # Passes the cap ended before both minimums were met (a pass runs at least one turn of the
+    # ring, so under a cap shorter than that it may still meet them): say what they were.
+    mq = spec.measure
+    short = [(n, sec) for n, sec in m.throughput if n < mq.min_requests or sec * 1e3 < mq.min_duration_ms]
+    if m.pass_cap_s is not None and short:
+        counts = sorted(n for n, _ in short)
+        longest_ms = max(sec for _, sec in short) * 1e3
         span = f"{counts[0]:,}" if counts[0] == counts[-1] else f"{counts[0]:,}-{counts[-1]:,}"
+        missed = [f"measure.min_requests={mq.min_requests}"] if any(n < mq.min_requests for n, _ in short) else []
+        missed += [f"measure.min_duration_ms={mq.min_duration_ms:g}"] if any(sec * 1e3 < mq.min_duration_ms
+                                                                           for _, sec in short) else []
         warnings.append(
-            f"passes were cut to {span} request{'s' if counts[-1] > 1 else ''} and at most {longest_ms:,.0f} ms "
-            f"each (asked: measure.min_requests={spec.measure.min_requests} and measure.min_duration_ms="
-            f"{spec.measure.min_duration_ms:g}) to fit in the budget "
-            f"(measure.budget_s={spec.measure.budget_s:g})"
+            f"{len(short)} of {len(m.throughput)} passes were cut to {span} request{'s' if counts[-1] > 1 else ''} "
+            f"and at most {longest_ms:,.0f} ms each (asked: {' and '.join(missed)}) to fit in the budget "
+            f"(measure.budget_s={mq.budget_s:g})"
         )
     if m.stop_reason == "budget":
         warnings.append(

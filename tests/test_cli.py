@@ -292,30 +292,38 @@ def test_inside_a_project_with_its_own_models_package_its_models_are_meant(tmp_p
 
 
 def test_ctrl_c_inside_hydra_that_surfaces_as_another_error_is_an_interrupt(monkeypatch, capsys):
-    """Ctrl-C while Hydra composes the config can come out as an error of Hydra's own clean-up
-    (seen: "hydra.runtime.config_sources: 'NoneType' object has no attribute ..."): still an
-    interrupt, exit 130, not a one-line error blaming the input."""
+    """Ctrl-C while Hydra composes the config can come out as an error of OmegaConf's own
+    clean-up (seen: "hydra.runtime.config_sources: 'NoneType' object has no attribute ..."): still
+    an interrupt, exit 130, not a one-line error blaming the input. An error of our own code
+    raised while handling a Ctrl-C stays an error."""
+    from hydra.errors import ConfigCompositionException
+
     import runner.app as app
+
+    def ctrl_c_in(module: str) -> None:  # a KeyboardInterrupt raised in a frame of `module`
+        exec(compile("raise KeyboardInterrupt", f"<{module}>", "exec"), {"__name__": module})
 
     def composing() -> None:
         try:
-            raise KeyboardInterrupt
+            try:
+                ctrl_c_in("omegaconf.dictconfig")
+            except KeyboardInterrupt:  # OmegaConf's clean-up of the half-built node fails
+                raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+        except AttributeError as exc:
+            raise ConfigCompositionException("hydra.runtime.config_sources: ...") from exc
+
+    def failing() -> None:  # the Ctrl-C landed in our code, whose handling then failed: a bug
+        try:
+            ctrl_c_in("runner.job")
         except KeyboardInterrupt:
-            raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+            raise AttributeError("a real bug") from None
 
-    def failing() -> None:
-        raise AttributeError("a real bug")
-
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    monkeypatch.setattr(app, "hydra_entry", composing)
-    with pytest.raises(SystemExit) as stopped:
-        app.main()
-    assert stopped.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
-    monkeypatch.setattr(app, "hydra_entry", failing)  # without an interrupt behind it: an error
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # main() set it to 1 for Hydra
-    with pytest.raises(SystemExit) as stopped:
-        app.main()
-    assert stopped.value.code == 1 and capsys.readouterr().err.startswith("error: a real bug")
+    for entry, code, said in ((composing, 130, "interrupted"), (failing, 1, "error: a real bug")):
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # main() sets it to 1 for Hydra
+        monkeypatch.setattr(app, "hydra_entry", entry)
+        with pytest.raises(SystemExit) as stopped:
+            app.main()
+        assert stopped.value.code == code and capsys.readouterr().err.startswith(said)
 
 
 def test_ctrl_c_while_the_cli_imports_hydra_is_one_line_and_exit_130(monkeypatch, capsys):

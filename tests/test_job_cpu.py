@@ -277,7 +277,9 @@ def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg
     # The check used up the budget, yet a timed pass still runs one turn of the ring: the
     # estimate says so (not "0 s more"), and the warning tells the passes' real length.
     assert f["measure_estimate_s"] >= 0.15 and f["throughput_requests"] >= 1
-    assert any(w.startswith("passes were cut to 1 request and at most ") for w in result["warnings"])
+    # Each pass ran one 200 ms request: it met measure.min_duration_ms=100, not min_requests.
+    assert any("passes were cut to 1 request and at most " in w and "(asked: measure.min_requests=20)" in w
+               for w in result["warnings"])
     # With room for them, the same model gets its latency figures.
     roomy = run_job(make_cfg(*QUICK, *SLOW, "+model.module.calls=5", "measure.budget_s=4", "measure.warmup_ms=0"),
                     JobInfo(output_dir=tmp_path / "roomy"))

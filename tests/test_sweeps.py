@@ -290,3 +290,28 @@ def test_a_ctrl_c_while_the_fork_server_starts_is_held_not_lost(monkeypatch):
         runner_launcher.fork_context()
     assert signal.getsignal(signal.SIGINT) is handler  # the launcher is as it was
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+@pytest.mark.slow
+def test_ctrl_c_reaches_a_job_in_a_fresh_interpreter_which_keeps_its_repeats(tmp_path):
+    """Jobs are started while the launcher holds SIGINT back, and a new process inherits that
+    mask: a job that kept it ignored Ctrl-C, was killed after the grace period and lost every
+    repeat it had finished. It must record itself as interrupted, with its repeats, at once."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=300", "measure.repeats=1000",
+         "measure.stdrel=0", *LONG, "seed=1", "hydra.launcher.fork_server=false", "hydra.sweep.dir=sw"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # Ctrl-C once the job has finished two repeats
+        if line.startswith("repeat 2 "):
+            break
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert time.monotonic() - sent < 10  # not the launcher's 15 s grace, then a kill
+    [result] = results(tmp_path / "sw").values()
+    assert result["status"] == "interrupted" and result["job"]["launcher_start"] == "fresh interpreter"
+    assert len(result["figures"]["throughput_requests_per_s_repeats"]) >= 2

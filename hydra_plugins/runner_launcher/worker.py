@@ -51,10 +51,12 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
     import atexit
     import signal
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C reaches the job as KeyboardInterrupt
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # the server was started with it blocked
     code = 130
     try:
+        # Ctrl-C reaches the job as KeyboardInterrupt. The server runs with SIGINT blocked (see
+        # fork_context): a Ctrl-C held since the fork arrives at the unblock, inside this try.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         if console is not None:  # parallel jobs: each one's output in its own folder
             fd = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(fd, 1)
@@ -78,7 +80,12 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
 
 
 if __name__ == "__main__":
+    import signal
+
     try:
+        # Started while the launcher held SIGINT blocked (_ctrl_c_deferred): the mask passes to
+        # a new process, and a job that kept it would never see Ctrl-C.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         sys.exit(run_payload(sys.stdin.buffer.read()))
     except KeyboardInterrupt:  # Ctrl-C before the job started: nothing to record
         sys.exit(130)
