@@ -27,7 +27,7 @@ import torch
 class ReferenceLoop:
     def __init__(self, model, sources, streams: int, slots: int, staging: str, copies_in_graph: bool) -> None:
         assert staging in ("direct", "copy", "copy_thread")
-        self.sources, self.staging = sources, staging
+        self.sources, self.staging = sources, staging  # held: the copies point into the sources
         self.entries = []  # request order: (event, stream, host_in, replay-or-None, h2d/d2h tensors)
         per_stream = []
         with torch.no_grad():

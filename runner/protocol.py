@@ -247,8 +247,7 @@ class SlotServer(Server):
         # Request j's copy into this slot (seen in its launch shape), bound once; none in direct staging.
         self.copies: tuple[Callable[[], None], ...] = ()
         if copy:
-            period = math.lcm(len(self.keys), len(self.sources))
-            self.copies = copy_plan([slot.ports[self.keys[j % len(self.keys)]] for j in range(period)], self.sources)
+            self.copies = copy_plan([slot.ports[key] for key in self.keys], self.sources)
         self.sync = slot.done is None
         self.query = slot.done.query if slot.done is not None else None
 

@@ -197,19 +197,14 @@ def fork_context() -> Any:
     from multiprocessing import forkserver, resource_tracker
 
     # Ctrl-C must not reach the server during its imports (it would print a traceback there),
-    # nor be lost to the launcher. While the server starts, the launcher holds SIGINT blocked,
-    # not ignored: a Ctrl-C meanwhile stays pending and arrives when the mask is restored (or,
-    # where the launcher has other threads, at one of them, and still as KeyboardInterrupt).
-    # Ignoring it instead lost it, and the sweep ran on. The server inherits the blocked mask
-    # across exec and keeps it until its own code ignores SIGINT, which drops what was held;
-    # each job unblocks SIGINT and puts the default handler back (worker.run_forked). The
-    # resource tracker's start unblocks SIGINT: it starts first, outside the window.
+    # nor be lost to the launcher. While the server starts, the launcher holds SIGINT back
+    # (blocked, not ignored: ignoring it lost it, and the sweep ran on). The server inherits the
+    # blocked mask across exec and keeps it until its own code ignores SIGINT, which drops what
+    # was held; each job unblocks SIGINT and puts the default handler back (worker.run_forked).
+    # The resource tracker's start unblocks SIGINT: it starts first, outside the window.
     resource_tracker.ensure_running()
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
+    with _ctrl_c_deferred():
         forkserver.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C held meanwhile arrives here
     return context
 
 
@@ -471,8 +466,9 @@ class RunnerLauncher(Launcher):
 
 @contextlib.contextmanager
 def _ctrl_c_deferred() -> Any:
-    """Hold SIGINT back while a job is started and registered; a Ctrl-C meanwhile arrives
-    right after, with the job among those the launcher interrupts."""
+    """Hold SIGINT back (blocked: it stays pending) while a job, or the fork server, is started;
+    a Ctrl-C meanwhile arrives right after (where the launcher has other threads, at one of
+    them, still as KeyboardInterrupt), with the job among those the launcher interrupts."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
