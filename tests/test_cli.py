@@ -342,6 +342,7 @@ def test_ctrl_c_while_the_cli_imports_hydra_is_one_line_and_exit_130(monkeypatch
 
     monkeypatch.delitem(sys.modules, "runner.app", raising=False)
     monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # main() installs its own
     with pytest.raises(SystemExit) as stopped:
         cli.main()
     assert stopped.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
@@ -349,3 +350,43 @@ def test_ctrl_c_while_the_cli_imports_hydra_is_one_line_and_exit_130(monkeypatch
     done = subprocess.run([sys.executable, "-c", "import sys, runner.cli; print(sorted(m for m in ('hydra', 'torch', "
                            "'omegaconf') if m in sys.modules))"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+LOST_IN_A_CALLBACK = """
+import os, signal, sys, time, weakref
+from runner.cli import keep_lost_interrupts
+if sys.argv[1] == "kept":
+    keep_lost_interrupts()
+
+class Lock:
+    pass
+
+def callback(ref):  # a Ctrl-C that lands while a weakref callback runs (importlib's module locks have them)
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):
+        pass
+
+lock = Lock()
+ref = weakref.ref(lock, callback)
+try:
+    del lock
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("ran on")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("mode", ["kept", "python's default"])
+def test_a_ctrl_c_raised_inside_a_callback_is_delivered_again_not_printed_and_lost(mode):
+    """Python cannot raise a KeyboardInterrupt out of a weakref callback or a finalizer: it
+    prints "Exception ignored" with a traceback and runs on. The CLI and every sweep job deliver
+    it again instead (seen in CI: a job's Ctrl-C landed in importlib's module-lock callback)."""
+    done = subprocess.run([sys.executable, "-c", LOST_IN_A_CALLBACK, mode], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+    if mode == "kept":
+        assert done.stdout.strip() == "interrupted" and done.stderr == ""
+    else:  # what the test stands on: without the hook, the interrupt is printed and lost
+        assert done.stdout.strip() == "ran on" and "Exception ignored" in done.stderr

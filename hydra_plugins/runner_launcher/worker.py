@@ -51,11 +51,14 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
     import atexit
     import signal
 
+    from runner.cli import keep_lost_interrupts
+
     code = 130
     try:
         # Ctrl-C reaches the job as KeyboardInterrupt. The server runs with SIGINT blocked (see
         # fork_context): a Ctrl-C held since the fork arrives at the unblock, inside this try.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        keep_lost_interrupts()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         if console is not None:  # parallel jobs: each one's output in its own folder
             fd = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -82,6 +85,9 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
 if __name__ == "__main__":
     import signal
 
+    from runner.cli import keep_lost_interrupts
+
+    keep_lost_interrupts()
     try:
         # Started while the launcher held SIGINT blocked (_ctrl_c_deferred): the mask passes to
         # a new process, and a job that kept it would never see Ctrl-C.
