@@ -53,6 +53,9 @@ class Workload:
     # Seconds of one forward at the largest size: the probe's (on CUDA a second forward's, the
     # first paying one-time costs)
     forward_s: float = 0.0
+    # Off CUDA, where a forward can take seconds: the probe's request (real size, host tensors)
+    # and its eager output leaves, the check's reference for a request of that size.
+    probe: Optional[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]] = None
 
     @property
     def sources(self) -> list[torch.Tensor]:
@@ -265,6 +268,8 @@ def build(spec: RunSpec) -> Workload:
         compile_figures=compile_figures,
         compile_fallback=fallback,
         forward_s=forward_s,
+        # Cloned: a model may return a buffer of its own that its next forward overwrites.
+        probe=None if device.type == "cuda" else (first, tuple(leaf.clone() for leaf in leaves)),
         forward=forward,
         out_paths=outputs.paths,
         out_numel_dtypes=tuple((leaf.numel(), leaf.dtype) for leaf in leaves),

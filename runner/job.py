@@ -137,6 +137,26 @@ def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
     }
 
 
+SLOW_DTYPE_RATIO = 4.0  # a dtype whose matrix multiplies run this many times slower than fp32's
+
+
+def _tell_if_dtype_is_slow_here(spec: RunSpec, result: dict[str, Any]) -> None:
+    """Off CUDA, before the first forward: a half-precision dtype that this CPU computes far
+    slower than fp32 (no native arithmetic for it) makes every forward slower by as much. Said
+    now, with the figures, rather than after minutes of a first forward (GPT-2 in fp16 on a
+    2-core CPU: 100 s and more)."""
+    rates = {spec.dtype: environment.cpu_matmul_gflops(spec.torch_dtype), "fp32": environment.cpu_matmul_gflops(torch.float32)}
+    result["env"]["cpu_matmul_gflops"] = {k: round(v, 1) for k, v in rates.items()}
+    slower = rates["fp32"] / rates[spec.dtype]
+    if slower >= SLOW_DTYPE_RATIO:
+        size = environment.MATMUL_SIZE
+        warning = (f"dtype={spec.dtype} on this CPU: a {size}x{size} matrix multiply ran {slower:.0f}x slower than in fp32 "
+                   f"({rates[spec.dtype]:,.1f} against {rates['fp32']:,.1f} GFLOP/s): the model's forwards may be as "
+                   f"slow; dtype=fp32 measures it at this CPU's own speed")
+        log.warning("%s", warning)
+        result["warnings"].append(warning)
+
+
 def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     """The pipeline proper; fills `result` in place so a failure keeps what was learned."""
     phases = result["job"]["phases_s"]
@@ -155,6 +175,8 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     torch.backends.cuda.matmul.allow_tf32 = spec.tf32
     torch.backends.cudnn.allow_tf32 = spec.tf32
 
+    if not spec.is_cuda and spec.dtype != "fp32":
+        _tell_if_dtype_is_slow_here(spec, result)
     lap("env")
     workload = build(spec)
     lap("build")

@@ -36,6 +36,7 @@ from runner.check import CheckResult, check_schedule, first_chunk
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
 from runner.load import MIN_REQUESTS, Point, judge, open_loop, poisson_arrivals, search_rate
+from runner.printer import rate_text
 from runner.progress import PROGRESS, Progress
 from runner.protocol import open_servers
 from runner.schedule import no_gc
@@ -173,7 +174,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         # Off CUDA there are no clocks to ramp nor graphs to upload: when the check has run the
         # same code and one turn of the ring would overrun the warm-up's time, it is skipped.
         served = out.check.requests if out.check is not None else 0
-        per_request_s = progress.phases_s.get("check", 0.0) / (2 * served) if served else 0.0
+        forwards = 2 * served - (out.check.reused_references if out.check is not None else 0)
+        per_request_s = progress.phases_s.get("check", 0.0) / forwards if served else 0.0
         if not lanes.is_cuda and served and _overruns(ring * per_request_s, warm_allowance, m.budget_s):
             warm_n, warm_s = served, per_request_s * served  # the check's pace, for the estimates below
             out.skipped["warm-up"] = (f"warm-up skipped: the check's {served} requests ran the same code, and "
@@ -216,9 +218,9 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
             n, s = out.throughput[-1]
-            log.info("repeat %d (at most %d): %.0f requests/s, %.1f s of %g s budget",
-                     len(out.throughput), m.repeats, n / s, budget.elapsed(), m.budget_s, extra=PROGRESS)
-            progress.show(f"repeat {len(out.throughput)} (at most {m.repeats}): {n / s:,.0f} requests/s")
+            log.info("repeat %d (at most %d): %s requests/s, %.1f s of %g s budget",
+                     len(out.throughput), m.repeats, rate_text(n / s), budget.elapsed(), m.budget_s, extra=PROGRESS)
+            progress.show(f"repeat {len(out.throughput)} (at most {m.repeats}): {rate_text(n / s)} requests/s")
 
         def ceiling_stride(cap_s: float) -> int:
             """Requests between the ceiling's waits: a few per pass for a slow model, so that its
@@ -335,10 +337,13 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, is_cuda: bool, ring: int, c
     budget_s, first_s = spec.measure.budget_s, workload.forward_s
     # The warm-up: always on CUDA; elsewhere skipped when the check ran (and would overrun).
     warm = ring if is_cuda or not checked else 0
-    least = 2 * checked + ring + warm
+    reused = 1 if checked and workload.probe is not None else 0  # the probe's output is one reference
+    least = 2 * checked - reused + ring + warm
     if first_s * least <= 2 * budget_s:
         return
-    check = f"the check's {checked} requests with their eager references, " if checked else ""
+    references = f"{checked - reused} more eager reference{'s' if checked - reused != 1 else ''}" if reused else \
+        "their eager references"
+    check = f"the check's {checked} requests with {references}, " if checked else ""
     check += f"a warm-up of {warm} request{'s' if warm > 1 else ''}, " if warm else ""
     out.slow = (f"one forward at the largest size took {first_s:.1f} s: if the others are as slow, the least "
                 f"this job can do ({check}one timed pass of {ring} request{'s' if ring > 1 else ''}) takes about "
@@ -413,7 +418,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         with progress.phase(name, label), no_gc(), servers_of() as servers:
             served = open_loop(arrivals, servers, max(0.0, end - time.perf_counter()) + duration)
         point = judge(rate, served, load.p99_ms)
-        log.info("server at %.0f requests/s: p99 %.1f us, %s", rate, point.latency_us["p99"] or math.nan,
+        log.info("server at %s requests/s: p99 %.1f us, %s", rate_text(rate), point.latency_us["p99"] or math.nan,
                  "valid" if point.valid else f"invalid ({point.why})", extra=PROGRESS)
         return point
 

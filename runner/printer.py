@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any, Optional
 
 
+def rate_text(value: float) -> str:
+    """A rate for people: thousands separated, and 3 digits below 10 (a slow model's 0.48
+    requests/s is not "0")."""
+    return format(value, ".3g") if 0 < abs(value) < 10 else format(value, ",.0f")
+
+
 def _num(value: Optional[float], fmt: str = ",.0f") -> str:
-    if value is not None and 0 < abs(value) < 10 and fmt == ",.0f":
-        return format(value, ".3g")  # a slow model's 0.48 requests/s is not "0"
+    if value is not None and fmt == ",.0f":
+        return rate_text(value)
     return "-" if value is None else format(value, fmt)
 
 
@@ -50,10 +56,10 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
             continue
         if load["rate"] == "max":
             best = part.get("max_rate")
-            found = f"{best:,.0f} requests/s" if best else "no rate held the bound"
+            found = f"{rate_text(best)} requests/s" if best else "no rate held the bound"
             lines.append(f"  {label}: highest rate {found} (search: {part.get('stopped_by')}, {len(part['points'])} points)")
         else:
-            lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {part['rate']:,.0f} requests/s")
+            lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {rate_text(part['rate'])} requests/s")
         lines.append(f"    {'rate/s':>10}{'offered':>10}{'achieved':>10}{'p50 us':>11}{'p99 us':>11}{'queue p99':>11}  verdict")
         for p in sorted(part["points"], key=lambda p: p["rate"]):
             lat, queue = p["latency_us"], p["queue_us"]

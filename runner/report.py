@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import yaml
 
+from runner.printer import rate_text
 from runner.record import CONFLICT_FILE, RESULT_FILE, read_result
 
 NOT_OK = ("failed", "invalid", "interrupted", "missing")
@@ -162,7 +163,7 @@ def best_line(rows: list[Row]) -> Optional[str]:
     ahead = (f", {best.max_rate / best.baseline_max_rate:.2f}x its eager baseline's {best.baseline_max_rate:,.0f}/s"
              if best.baseline_max_rate else "")
     bound = f"p99 <= {best.p99_bound_ms:g} ms" if best.p99_bound_ms else "its bound"
-    return f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {best.max_rate:,.0f} requests/s{ahead}"
+    return f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} requests/s{ahead}"
 
 
 def _fmt(value: Any, kind: str) -> str:

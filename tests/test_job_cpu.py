@@ -65,6 +65,38 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
     assert result["status"] == "ok"
 
 
+@pytest.mark.parametrize("fp16_gflops, warned", [(2.7, True), (150.0, False)])
+def test_a_half_precision_dtype_this_cpu_computes_slowly_is_said_before_the_first_forward(
+        make_cfg, tmp_path, monkeypatch, fp16_gflops, warned):
+    """On a CPU without half-precision arithmetic, fp16 matrix multiplies ran 75x slower than
+    fp32's (GPT-2's first forward: minutes). The job times one small multiply in both dtypes
+    first, records the rates, and warns, with them, when the asked dtype is 4x slower or more."""
+    from runner import environment
+
+    rates = {torch.float16: fp16_gflops, torch.float32: 205.0}
+    monkeypatch.setattr(environment, "cpu_matmul_gflops", lambda dtype: rates[dtype])
+    result = run_job(make_cfg(*QUICK, "dtype=fp16", "model.batch=2"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok"
+    assert result["env"]["cpu_matmul_gflops"] == {"fp16": fp16_gflops, "fp32": 205.0}
+    said = [w for w in result["warnings"] if w.startswith("dtype=fp16 on this CPU")]
+    if warned:
+        assert said == ["dtype=fp16 on this CPU: a 256x256 matrix multiply ran 76x slower than in fp32 (2.7 against "
+                        "205.0 GFLOP/s): the model's forwards may be as slow; dtype=fp32 measures it at this CPU's own speed"]
+    else:
+        assert said == []
+    # fp32 itself is not timed against itself.
+    fp32 = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path / "fp32"))
+    assert "cpu_matmul_gflops" not in fp32["env"]
+
+
+def test_the_matmul_rate_is_measured_for_each_dtype():
+    from runner.environment import cpu_matmul_gflops
+
+    for dtype in (torch.float32, torch.bfloat16):
+        rate = cpu_matmul_gflops(dtype, size=64)
+        assert math.isfinite(rate) and rate > 0
+
+
 def test_bad_input_in_a_single_run_raises_and_writes_nothing(make_cfg, tmp_path):
     cfg = make_cfg(*QUICK, "model.inputs.x.shape=[7]")
     with pytest.raises(ConfigError, match=r"^model\.inputs \(x float \[32, 7\]\) do not fit model MLP \(mat1 and mat2"):
@@ -163,6 +195,27 @@ def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
     assert result.mismatches == 20 and result.bad_requests[:2] == [4, 9]
 
 
+def test_off_cuda_the_probes_output_is_the_reference_of_one_checked_request(make_cfg):
+    """The build's probe already ran an eager forward of one request at the largest size: on the
+    CPU (a forward can take seconds) the check serves that request and compares it with the
+    probe's output instead of forwarding it again. It is compared all the same: a response that
+    does not belong to it is caught."""
+    counting = (*SLOW[:-1], "model.module._target_=tests.faulty_models.Healthy", "+model.module.calls=1000")
+    spec, workload, lanes = _cpu_lanes(make_cfg, *counting)  # Healthy counts its forwards
+    model = workload.model
+    assert workload.probe is not None and model.count == 1  # the probe
+    with torch.no_grad():
+        result = check_schedule(spec, workload, lanes, requests=2)
+    assert result.passed and result.requests == 2 and result.reused_references == 1
+    assert model.count == 1 + 2 + 1  # the probe, two served requests, one reference
+    # Every request's response replaced by the first one's: the reused reference catches it too.
+    probe_inputs, probe_leaves = workload.probe
+    workload.probe = (probe_inputs, tuple(leaf + 1.0 for leaf in probe_leaves))
+    with torch.no_grad():
+        result = check_schedule(spec, workload, lanes, requests=2)
+    assert result.mismatches == 1 and result.bad_requests == [0]
+
+
 def test_check_catches_a_single_corrupted_element(make_cfg):
     spec, workload, lanes = _cpu_lanes(make_cfg, "model.batch=2")
     port = lanes.ring[0].port(workload.keys[0])
@@ -176,6 +229,24 @@ def test_check_catches_a_single_corrupted_element(make_cfg):
     with torch.no_grad():
         result = check_schedule(spec, workload, lanes, requests=8)
     assert result.mismatches == 8
+
+
+def test_the_relative_error_is_exact_for_large_leaves_of_every_dtype():
+    """The check's error figure over millions of values (GPT-2's logits: 51M): float32 leaves
+    are compared in float32 but summed by blocks, and agree with a float64 reference; half
+    precision leaves are compared exactly; integers in float64."""
+    from runner.check import relative_error
+
+    generator = torch.Generator().manual_seed(0)
+    want = torch.randn(3_000_001, generator=generator)
+    got = want + 1e-6 * torch.randn(3_000_001, generator=generator)
+    exact = float((got.double() - want.double()).norm() / want.double().norm())
+    assert relative_error((got,), (want,)) == pytest.approx(exact, rel=1e-6)  # one float32 sum drifts ~1e-4
+    half = want[:1000].bfloat16()
+    assert relative_error((half,), (half.clone(),)) == 0.0
+    assert relative_error((half,), (-half,)) == pytest.approx(2.0)
+    big = torch.tensor([2**40, 3])
+    assert relative_error((big + 1,), (big,)) == pytest.approx(float(torch.tensor([1.0, 1.0]).norm()) / 2**40)
 
 
 def test_a_request_too_big_for_host_memory_is_refused_before_allocating(make_cfg):
@@ -269,7 +340,7 @@ def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg
                for w in result["warnings"])
     # Said before measuring, from the first forward: the least this job can do overruns it.
     assert any(w.startswith("one forward at the largest size took 0.2 s: if the others are as slow, the least this job can do "
-                            "(the check's 2 requests with their eager references, one timed pass of 1 request)")
+                            "(the check's 2 requests with 1 more eager reference, one timed pass of 1 request)")
                for w in result["warnings"])
     # The check ran the same code: no warm-up request on top of it.
     assert "warmup" not in f["measure_phases_s"]

@@ -44,3 +44,10 @@ def test_correlation():
     assert correlation([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 1.0, 3.0]) == pytest.approx(0.4472, abs=1e-4)
     assert correlation([1.0, 2.0], [1.0, 2.0]) is None  # too few pairs to mean anything
     assert correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None  # no spread
+
+
+def test_a_slow_models_rate_keeps_its_digits():
+    """A BERT forward in fp16 on a 2-core CPU: 0.31 requests/s, once printed as "0"."""
+    from runner.printer import rate_text
+
+    assert [rate_text(v) for v in (0.31, 4.94, 0.0, 12_345.6)] == ["0.31", "4.94", "0", "12,346"]
