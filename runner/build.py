@@ -239,6 +239,9 @@ def build(spec: RunSpec) -> Workload:
     top = largest(spec.model)
     first = make_request(spec.model, top, spec.torch_dtype, generator)
     args = {k: v.to(device) for k, v in first.items()}
+    # Off CUDA `args` are `first` itself, and a model may change its input in place: the check's
+    # copy of the probe's request is taken before the forward.
+    probe_request = {k: v.clone() for k, v in first.items()} if device.type != "cuda" else None
     began = time.perf_counter()
     out = check_forward(spec, model, args, top)
     forward_s = time.perf_counter() - began
@@ -269,7 +272,7 @@ def build(spec: RunSpec) -> Workload:
         compile_fallback=fallback,
         forward_s=forward_s,
         # Cloned: a model may return a buffer of its own that its next forward overwrites.
-        probe=None if device.type == "cuda" else (first, tuple(leaf.clone() for leaf in leaves)),
+        probe=None if probe_request is None else (probe_request, tuple(leaf.clone() for leaf in leaves)),
         forward=forward,
         out_paths=outputs.paths,
         out_numel_dtypes=tuple((leaf.numel(), leaf.dtype) for leaf in leaves),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
@@ -107,13 +108,19 @@ def _comparison_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _norm(t: torch.Tensor, block: int = 4096) -> float:
     """||t||, summed by blocks whose norms are then combined in float64: one float32 sum over
-    millions of values drifts by 0.1%, blocks stay within 1e-7, at float32's speed."""
+    millions of values drifts by 0.1%, blocks stay within 1e-7, at float32's speed. Where
+    float32's squares overflow (values past 1e19) or all underflow (below 1e-19), in float64."""
     flat = t.flatten()
     whole = flat.numel() - flat.numel() % block
     parts = [torch.linalg.vector_norm(flat[:whole].view(-1, block), dim=1).double()]
     if whole < flat.numel():
         parts.append(torch.linalg.vector_norm(flat[whole:]).double().view(1))
-    return float(torch.linalg.vector_norm(torch.cat(parts)))
+    norm = float(torch.linalg.vector_norm(torch.cat(parts)))
+    if flat.dtype != torch.float64 and (
+        (norm == 0.0 and bool(flat.any())) or (not math.isfinite(norm) and bool(flat.isfinite().all()))
+    ):
+        return float(torch.linalg.vector_norm(flat.double()))
+    return norm
 
 
 def _largest_chunk(spec: RunSpec, lanes: Lanes) -> int:
@@ -125,6 +132,21 @@ def first_chunk(spec: RunSpec, lanes: Lanes, requests: int) -> int:
     bucket at least once."""
     buckets_ = len(buckets(spec.model)) if spec.model.bucketed else 0
     return min(max(_largest_chunk(spec, lanes), buckets_), requests, max(2 * len(lanes.ring), buckets_))
+
+
+def _probe_index(sizes: list[Size], workload: Workload, ring: int) -> Optional[int]:
+    """Where the probe's request takes a drawn one's place: the last of the largest size, after
+    its slot has served another request. Not earlier: the model's input buffer starts out
+    holding the probe's request, so a response computed from a stale input would match."""
+    if workload.probe is None:
+        return None
+    return next((j for j in range(len(sizes) - 1, ring - 1, -1) if sizes[j] == workload.largest), None)
+
+
+def probe_reused(spec: RunSpec, workload: Workload, first_chunk_requests: int, ring: int) -> bool:
+    """Whether the check will take one reference from the probe (for the estimates before it;
+    with buckets that depends on the sizes drawn, and is not counted)."""
+    return workload.probe is not None and first_chunk_requests > ring and not spec.model.bucketed
 
 
 def check_schedule(
@@ -148,11 +170,11 @@ def check_schedule(
             sizes = draw_sizes(spec.model, count, generator, cover=first == 0)
             inputs = [make_request(spec.model, z, spec.torch_dtype, generator) for z in sizes]
             known: dict[int, tuple[torch.Tensor, ...]] = {}
-            if first == 0 and workload.probe is not None and workload.largest in sizes:
+            j = _probe_index(sizes, workload, len(lanes.ring)) if first == 0 else None
+            if j is not None:
                 # The build's probe forwarded a request of this size eagerly: its output is
                 # that request's reference (on the CPU, one forward less, seconds for big models).
-                j = sizes.index(workload.largest)
-                inputs[j], known[j] = workload.probe
+                inputs[j], known[j] = workload.probe  # type: ignore[misc]
             keys = [launch_key(spec, z) for z in sizes]
             flats = [packed(x, workload.layout(k)) for x, k in zip(inputs, keys, strict=True)]
             responses = serve_and_collect(lanes, flats, keys)

@@ -7,7 +7,12 @@ moment, as one line and exit 130, not as a traceback.
 
 from __future__ import annotations
 
+import _thread
+import signal
 import sys
+import threading
+import time
+from typing import Any
 
 
 def main() -> None:
@@ -27,24 +32,23 @@ def keep_lost_interrupts() -> None:
     Such an interrupt is delivered again instead, silently, once the callback has returned."""
     previous = sys.unraisablehook
 
-    def hook(unraisable: object) -> None:
+    def hook(unraisable: Any) -> None:
         exc_type = getattr(unraisable, "exc_type", None)
-        if isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt):
-            _interrupt_main_soon()
-            return
-        previous(unraisable)  # type: ignore[arg-type]
+        if (isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt)
+                and threading.current_thread() is threading.main_thread() and not sys.is_finalizing()):
+            try:
+                _thread.start_new_thread(_signal_main_thread_soon, (threading.main_thread().ident,))
+                return
+            except RuntimeError:  # no new thread (the interpreter is shutting down): say it, as Python would
+                pass
+        previous(unraisable)
 
     sys.unraisablehook = hook
 
 
-def _interrupt_main_soon() -> None:
-    # Not from the hook itself: the interrupt would be raised inside the hook, and be lost the
-    # same way. A thread gives it to the main thread a moment later, at its next bytecode.
-    import _thread
-    import time
-
-    def later() -> None:
-        time.sleep(0.01)
-        _thread.interrupt_main()
-
-    _thread.start_new_thread(later, ())
+def _signal_main_thread_soon(main_ident: int) -> None:
+    # From another thread, a moment later: raised inside the hook, the interrupt would be lost
+    # the same way. A real SIGINT, not _thread.interrupt_main(): it ends a blocking call (sleep,
+    # select, a lock) at once, and it waits while the main thread holds SIGINT blocked.
+    time.sleep(0.01)
+    signal.pthread_kill(main_ident, signal.SIGINT)

@@ -167,29 +167,33 @@ def canary_s() -> float:
     return best
 
 
-MATMUL_SIZE = 256  # a square matrix multiply of this size: 33.5 MFLOP, 0.1-12 ms on a current CPU
+MATMUL_SIZE = 256  # square matrix multiplies of this size: 33.5 MFLOP, 0.05-12 ms on a current CPU
+MATMUL_MIN_CALLS, MATMUL_MIN_S = 5, 0.01  # per path: the fastest of at least these many calls and seconds
 
 
-def cpu_matmul_gflops(dtype: torch.dtype, size: int = MATMUL_SIZE) -> float:
-    """GFLOP/s of the slowest of torch's matrix-multiply paths (mm, addmm, linear: they take
-    different kernels) for one `size` x `size` problem in `dtype` on the CPU, the best of 3
-    calls each. On a CPU without half-precision arithmetic a dtype can be 70x slower than fp32
-    (fp16 mm and addmm at 2.9 GFLOP/s against 210 on a 2-core EPYC VM, bf16 at 650)."""
+def cpu_matmul_gflops(dtype: torch.dtype, size: int = MATMUL_SIZE) -> dict[str, float]:
+    """GFLOP/s of torch's matrix-multiply paths (mm, addmm, linear: they take different
+    kernels) on one `size` x `size` problem in `dtype` on the CPU, each the fastest of several
+    calls (a call the scheduler preempted is not the rate). On a CPU without half-precision
+    arithmetic a dtype can be 70x slower than fp32 (fp16 mm and addmm at 2.9 GFLOP/s against
+    210 on a 2-core EPYC VM, bf16 at 650)."""
     generator = torch.Generator().manual_seed(0)
     x, w = (torch.randn(size, size, generator=generator).to(dtype) for _ in range(2))
     b = torch.randn(size, generator=generator).to(dtype)
-    paths = (lambda: torch.mm(x, w), lambda: torch.addmm(b, x, w), lambda: torch.nn.functional.linear(x, w, b))
-    slowest = 0.0
+    paths = {"mm": lambda: torch.mm(x, w), "addmm": lambda: torch.addmm(b, x, w),
+             "linear": lambda: torch.nn.functional.linear(x, w, b)}
+    rates = {}
     with torch.no_grad():
-        for path in paths:
+        for name, path in paths.items():
             path()  # the first call picks and loads its kernel
-            best = math.inf
-            for _ in range(3):
+            best, calls, began = math.inf, 0, time.perf_counter()
+            while calls < MATMUL_MIN_CALLS or time.perf_counter() - began < MATMUL_MIN_S:
                 start = time.perf_counter()
                 path()
                 best = min(best, time.perf_counter() - start)
-            slowest = max(slowest, best)
-    return 2 * size**3 / max(slowest, 1e-9) / 1e9
+                calls += 1
+            rates[name] = 2 * size**3 / max(best, 1e-9) / 1e9
+    return rates
 
 
 def load_average() -> Optional[list[float]]:

@@ -32,7 +32,7 @@ import torch
 
 from runner import environment, schedule
 from runner.build import Workload
-from runner.check import CheckResult, check_schedule, first_chunk
+from runner.check import CheckResult, check_schedule, first_chunk, probe_reused
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
 from runner.load import MIN_REQUESTS, Point, judge, open_loop, poisson_arrivals, search_rate
@@ -337,13 +337,13 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, is_cuda: bool, ring: int, c
     budget_s, first_s = spec.measure.budget_s, workload.forward_s
     # The warm-up: always on CUDA; elsewhere skipped when the check ran (and would overrun).
     warm = ring if is_cuda or not checked else 0
-    reused = 1 if checked and workload.probe is not None else 0  # the probe's output is one reference
+    reused = 1 if probe_reused(spec, workload, checked, ring) else 0  # the probe's output is one reference
     least = 2 * checked - reused + ring + warm
     if first_s * least <= 2 * budget_s:
         return
     references = f"{checked - reused} more eager reference{'s' if checked - reused != 1 else ''}" if reused else \
         "their eager references"
-    check = f"the check's {checked} requests with {references}, " if checked else ""
+    check = f"the check's {checked} request{'s' if checked != 1 else ''} with {references}, " if checked else ""
     check += f"a warm-up of {warm} request{'s' if warm > 1 else ''}, " if warm else ""
     out.slow = (f"one forward at the largest size took {first_s:.1f} s: if the others are as slow, the least "
                 f"this job can do ({check}one timed pass of {ring} request{'s' if ring > 1 else ''}) takes about "

@@ -82,3 +82,12 @@ class Slow(Healthy):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         time.sleep(self.calls / 1e3)
         return self.linear(input)
+
+
+class InPlace(Healthy):
+    """Scales its input in place before the Linear layer, as some preprocessing does: the
+    caller's tensor is changed by every forward."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self.count += 1
+        return self.linear(input.mul_(2))
