@@ -6,8 +6,9 @@ OLD and NEW are result.json files, run folders or sweep folders. Results are mat
 was asked for (model and its arguments, input, dtype, TF32, streams, graph, pinned, copies in
 graph); a match whose settings actually ran differently (another device type, an eager fallback)
 is flagged, not compared. Per match: ratio = NEW / OLD requests/s. A change counts only when it is larger than both
-`--threshold` and `--sigma` times the combined noise of the two runs (their coefficients of
-variation across repeats, added in quadrature); otherwise the verdict is "same".
+`--threshold` (|ratio - 1|) and `--sigma` times the combined noise of the two runs (their
+coefficients of variation across repeats, added in quadrature, against |ln ratio|: a halving
+and a doubling are as far from 1); otherwise the verdict is "same".
 Exits 1 when any config got slower by such a change, stopped ending ok, ran differently, or is
 missing from NEW: usable as a CI gate.
 """
@@ -139,7 +140,9 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         return None, None, "no throughput"
     ratio = b / a
     noise = math.hypot(_cv(old), _cv(new))
-    if abs(ratio - 1.0) <= max(threshold, sigma * noise):
+    # The noise is relative, so it bounds the ratio's logarithm: a 40x slowdown (ratio 0.025)
+    # is 3.7 in log terms, far past 3 x 38% of noise, where |ratio - 1| (0.975) was not.
+    if abs(ratio - 1.0) <= threshold or abs(math.log(ratio)) <= sigma * noise:
         return ratio, noise, "same"
     hint = " (ran beside other jobs of its sweep: their timings interfere)" if _concurrent(old) or _concurrent(new) else ""
     return ratio, noise, ("faster" if ratio > 1 else "slower") + hint

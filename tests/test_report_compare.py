@@ -120,6 +120,11 @@ def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
     assert compare.judge(old, new, threshold=0.05, sigma=1)[2] == "slower"
     new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * 1.5
     assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "faster"
+    # Very noisy runs (38% combined) still see a 40x change either way: the noise bounds log(ratio).
+    old["figures"]["throughput_cv"] = new["figures"]["throughput_cv"] = 0.27
+    for factor, verdict in ((1 / 40, "slower"), (40, "faster"), (0.7, "same"), (1 / 0.7, "same")):
+        new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * factor
+        assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == verdict, factor
 
 
 def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_dir, capsys):
