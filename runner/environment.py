@@ -140,6 +140,25 @@ def cpu_ticks() -> Optional[tuple[int, int]]:
     return user + nice + system + irq + softirq + steal, steal
 
 
+def runnable_others(samples: int = 5, gap_s: float = 0.005) -> Optional[int]:
+    """Threads ready to run on the host besides the one reading (/proc/stat's procs_running
+    counts it too), the least of a few samples: work that stays, not a passing blip. None where
+    /proc/stat has no such line."""
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(gap_s)
+        try:
+            with open("/proc/stat") as f:
+                line = next((x for x in f if x.startswith("procs_running")), None)
+        except OSError:
+            return None
+        if line is None:
+            return None
+        counts.append(int(line.split()[1]) - 1)
+    return max(0, min(counts))
+
+
 def stolen_fraction(before: Optional[tuple[int, int]], after: Optional[tuple[int, int]]) -> Optional[float]:
     """The share of the busy CPU time between two `cpu_ticks` the hypervisor took."""
     if before is None or after is None or after[0] - before[0] < 10:  # too few ticks to tell
@@ -173,7 +192,7 @@ MATMUL_MIN_CALLS, MATMUL_MIN_S = 5, 0.01  # per path: the fastest of at least th
 
 def cpu_matmul_gflops(dtype: torch.dtype, size: int = MATMUL_SIZE) -> dict[str, float]:
     """GFLOP/s of torch's matrix-multiply paths (mm, addmm, linear: they take different
-    kernels) on one `size` x `size` problem in `dtype` on the CPU, each the fastest of several
+    kernels) on one `size` x `size` problem in `dtype` on one CPU thread, each the fastest of several
     calls (a call the scheduler preempted is not the rate). On a CPU without half-precision
     arithmetic a dtype can be 70x slower than fp32 (fp16 mm and addmm at 2.9 GFLOP/s against
     210 on a 2-core EPYC VM, bf16 at 650)."""
@@ -183,16 +202,23 @@ def cpu_matmul_gflops(dtype: torch.dtype, size: int = MATMUL_SIZE) -> dict[str, 
     paths = {"mm": lambda: torch.mm(x, w), "addmm": lambda: torch.addmm(b, x, w),
              "linear": lambda: torch.nn.functional.linear(x, w, b)}
     rates = {}
-    with torch.no_grad():
-        for name, path in paths.items():
-            path()  # the first call picks and loads its kernel
-            best, calls, began = math.inf, 0, time.perf_counter()
-            while calls < MATMUL_MIN_CALLS or time.perf_counter() - began < MATMUL_MIN_S:
-                start = time.perf_counter()
-                path()
-                best = min(best, time.perf_counter() - start)
-                calls += 1
-            rates[name] = 2 * size**3 / max(best, 1e-9) / 1e9
+    threads = torch.get_num_threads()
+    # On one thread: the dtype's cost per core, which other work on the host cannot turn into
+    # waits between torch's threads (on a busy 2-core host fp32 read 1.4-2.3 GFLOP/s on two).
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for name, path in paths.items():
+                path()  # the first call picks and loads its kernel
+                best, calls, began = math.inf, 0, time.perf_counter()
+                while calls < MATMUL_MIN_CALLS or time.perf_counter() - began < MATMUL_MIN_S:
+                    start = time.perf_counter()
+                    path()
+                    best = min(best, time.perf_counter() - start)
+                    calls += 1
+                rates[name] = 2 * size**3 / max(best, 1e-9) / 1e9
+    finally:
+        torch.set_num_threads(threads)
     return rates
 
 
@@ -216,6 +242,7 @@ def collect(device: str) -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_start": load_average(),
+        "host_runnable_others_at_start": runnable_others(),
         "load_average_at_end": None,
         "argv": sys.argv,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

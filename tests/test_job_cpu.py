@@ -92,6 +92,46 @@ def test_a_half_precision_dtype_this_cpu_computes_slowly_is_said_before_the_firs
     assert "cpu_matmul_gflops" not in fp32["env"]
 
 
+@pytest.mark.parametrize("others", [0, 64])
+def test_other_work_ready_to_run_as_the_job_begins_is_said(make_cfg, tmp_path, monkeypatch, others):
+    """Threads of other programs ready to run, more than the cores torch's threads leave free:
+    the job's threads share cores, which slowed jobs 5-280x at a steady cv. Recorded, and said."""
+    from runner import environment
+
+    monkeypatch.setattr(environment, "runnable_others", lambda: others)
+    result = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok" and result["env"]["host_runnable_others_at_start"] == others
+    said = [w for w in result["warnings"] if w.startswith("the host was busy as the job began")]
+    threads, cores = result["env"]["torch_threads"], result["env"]["cpu_count"]
+    if others + threads > cores:
+        assert said == [f"the host was busy as the job began: {others} other threads ready to run on its {cores} "
+                        f"cores, beside this job's {threads} (torch's threads); sharing cores can slow a job many "
+                        "times over, and steadily, so a low cv does not rule it out: measure on a quiet host, or "
+                        "with fewer threads (OMP_NUM_THREADS)"]
+    else:
+        assert said == []
+
+
+def test_runnable_threads_are_read_from_the_host():
+    """Two busy processes are ready to run at every sample (running or waiting for a core)."""
+    import subprocess
+    import sys
+    import time
+
+    from runner.environment import runnable_others
+
+    if runnable_others(samples=1) is None:
+        pytest.skip("no procs_running in /proc/stat")
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.3)  # both started and spinning
+        assert runnable_others(samples=5, gap_s=0.01) >= 2
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+
+
 def test_the_matmul_rate_is_measured_for_each_path():
     from runner.environment import cpu_matmul_gflops
 
