@@ -3,9 +3,14 @@ passes are made of."""
 
 from __future__ import annotations
 
+import difflib
 import functools
+import importlib
+import importlib.util
 import inspect
+import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,28 +88,55 @@ def plan_length(spec: RunSpec) -> int:
     return max(spec.measure.input_pool, min(BUCKETED_PLAN, PLAN_BYTES // nbytes))
 
 
+def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
+    """One line for a `_target_` that cannot be imported: a missing package named as such, a
+    misspelt name with the closest one its module has."""
+    if target.partition(".")[0] == "transformers" and importlib.util.find_spec("transformers") is None:
+        return ConfigError(
+            f"{key}._target_={target}: HuggingFace transformers is not installed; "
+            "install the hf extra: pip install 'runner[hf]' (or pip install -e '.[hf]' in the checkout)"
+        )
+    inner = cause.__cause__ or cause.__context__ or cause  # Hydra's ImportError wraps the real one
+    reason = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
+    module_path, _, name = target.rpartition(".")
+    hint = "name an importable class or function, e.g. torch.nn.Linear or runner.models.mlp.MLP"
+    try:
+        names = [n for n in dir(importlib.import_module(module_path)) if not n.startswith("_")] if module_path else []
+    except Exception:  # noqa: BLE001 - the module itself does not import: no names to offer
+        names = []
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    if close:
+        hint = f"did you mean {module_path}.{close[0]}?"
+    return ConfigError(f"{key}._target_={target}: cannot be imported ({reason}); {hint}")
+
+
+def _locate(target: str) -> None:
+    # Hydra's get_object logs its own three-line error before raising: the user gets ours alone.
+    logger = logging.getLogger("hydra.utils")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        get_object(target)
+    finally:
+        logger.disabled = disabled
+
+
 def instantiate_model(spec: RunSpec) -> nn.Module:
     """Build the module named by model.module; every failure becomes a one-line ConfigError."""
     target = str(spec.model.module["_target_"])
     try:
-        get_object(target)
+        _locate(target)
     except Exception as exc:
-        cause = exc.__cause__ or exc
-        reason = str(cause).splitlines()[0]
-        if isinstance(cause, ModuleNotFoundError) and (cause.name or "").partition(".")[0] == "transformers":
-            raise ConfigError(
-                f"model.module._target_={target}: HuggingFace transformers is not installed; "
-                "install the hf extra: pip install 'runner[hf]' (or pip install -e '.[hf]' in the checkout)"
-            ) from exc
-        raise ConfigError(
-            f"model.module._target_={target}: cannot be imported ({reason}); "
-            "name an importable class or function, e.g. torch.nn.Linear or runner.models.mlp.MLP"
-        ) from exc
+        raise _import_error("model.module", target, exc) from exc
     try:
         module = instantiate(dict(spec.model.module))
     except InstantiationException as exc:
         cause = exc.__cause__
         reason = str(cause or exc).splitlines()[0] if str(cause or exc) else type(cause).__name__
+        nested = re.match(r"Error locating target '([^']+)'", str(exc))
+        if nested and isinstance(cause, ImportError):  # a nested _target_, e.g. a HuggingFace config's
+            where = re.search(r"full_key: (\S+)", str(exc))
+            raise _import_error(f"model.module.{where.group(1)}" if where else "model.module", nested.group(1),
+                                cause) from exc
         if isinstance(cause, TypeError):
             raise ConfigError(
                 f"model.module: the arguments do not fit {target} ({reason}); "

@@ -88,6 +88,9 @@ BAD_INPUTS = {
     "interpolation": (["streams=${oops}"], "streams: Interpolation key 'oops' not found"),
     "infinite": (["measure.min_duration_ms=inf"], "measure.min_duration_ms=inf: out of range"),
     "target-import": (["model.module._target_=nope.Nope"], "model.module._target_=nope.Nope: cannot be imported"),
+    "target-typo": (["model.module._target_=torch.nn.Linearr"],
+                    "model.module._target_=torch.nn.Linearr: cannot be imported (No module named 'torch.nn.Linearr'); "
+                    "did you mean torch.nn.Linear?"),
     "target-not-module": (["model.module._target_=builtins.dict"], "model.module._target_=builtins.dict: builds a dict, not an nn.Module"),
     "target-arguments": (["model.module._target_=torch.nn.Linear"], "model.module: the arguments do not fit torch.nn.Linear"),
     "shape-mismatch": (["model.inputs.x.shape=[7]"], "model.inputs (x float [2, 7]) do not fit model MLP"),
@@ -130,6 +133,7 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_result(bad_input_runs, name
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"error: {expected}"), lines[0]
     assert "Traceback" not in done.stderr + done.stdout
+    assert "Error getting object" not in done.stderr + done.stdout  # Hydra's own report of a bad _target_
     assert results_under(cwd) == []
     assert not (cwd / "outputs" / "runs").exists() or not any((cwd / "outputs" / "runs").rglob(".hydra"))
 

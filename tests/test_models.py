@@ -199,6 +199,21 @@ def test_without_transformers_the_error_names_the_extra(make_cfg, monkeypatch):
         build(spec)
 
 
+def test_a_misspelt_target_names_its_key_and_the_closest_name(make_cfg):
+    """With transformers installed, a typo is a typo, not a missing package; a nested _target_
+    (the model's config) is named by its own key."""
+    spec = resolve(make_cfg(*QUICK, *TINY_GPT2, "model.module._target_=transformers.GPT2LMHeadModl"))
+    with pytest.raises(ConfigError) as raised:
+        build(spec)
+    assert str(raised.value) == ("model.module._target_=transformers.GPT2LMHeadModl: cannot be imported (No module "
+                                 "named 'transformers.GPT2LMHeadModl'); did you mean transformers.GPT2LMHeadModel?")
+    spec = resolve(make_cfg(*QUICK, *TINY_GPT2, "model.module.config._target_=transformers.GPT2Confg"))
+    with pytest.raises(ConfigError) as raised:
+        build(spec)
+    assert str(raised.value).startswith("model.module.config._target_=transformers.GPT2Confg: cannot be imported (")
+    assert str(raised.value).endswith("did you mean transformers.GPT2Config?")
+
+
 @pytest.mark.parametrize("overrides", [TINY_GPT2, TINY_BERT], ids=["gpt2", "bert"])
 def test_huggingface_models_from_config_run_with_the_check_passing(make_cfg, tmp_path, overrides):
     pytest.importorskip("transformers")
