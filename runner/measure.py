@@ -135,10 +135,12 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
     gc.freeze()
     progress = Progress(spec.measure.budget_s)
     out.phases_s = progress.phases_s
+    began = time.perf_counter()
     try:
         _measure(spec, workload, lanes, out, progress)
     except KeyboardInterrupt:
         out.interrupted = True
+        out.elapsed_s = time.perf_counter() - began  # what ran until the Ctrl-C (the phases set it at their end)
         lanes.synchronize()
         lanes.restore_default_stream()
     finally:

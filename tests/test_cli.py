@@ -232,6 +232,8 @@ def test_ctrl_c_in_a_single_run_keeps_the_repeats_that_finished(tmp_path):
     kept = result["figures"]["throughput_requests_per_s_repeats"]
     assert len(kept) >= 3 and result["figures"]["throughput_requests_per_s"] > 0
     assert f"the {len(kept)} throughput repeat(s) that finished" in result["reason"]
+    # What ran until the Ctrl-C, at least the repeats' 100 ms each (it read 0.0 s).
+    assert result["figures"]["measure_time_s"] >= 0.1 * len(kept)
 
 
 def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):
