@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from runner.printer import rate_text
 from runner.record import RESULT_FILE, read_result
 
 
@@ -187,8 +188,8 @@ def render(matches: list[Match]) -> str:
     for m in matches:
         rows.append((
             m.label,
-            "-" if m.old is None or _rps(m.old) is None else f"{_rps(m.old):,.0f}",
-            "-" if m.new is None or _rps(m.new) is None else f"{_rps(m.new):,.0f}",
+            "-" if m.old is None or _rps(m.old) is None else rate_text(_rps(m.old)),
+            "-" if m.new is None or _rps(m.new) is None else rate_text(_rps(m.new)),
             "-" if m.ratio is None else f"{m.ratio:.3f}",
             "-" if m.noise is None else f"{m.noise:.1%}",
             m.verdict,

@@ -160,7 +160,7 @@ def best_line(rows: list[Row]) -> Optional[str]:
     best = next((r for r in rows if r.best), None)
     if best is None:
         return None
-    ahead = (f", {best.max_rate / best.baseline_max_rate:.2f}x its eager baseline's {best.baseline_max_rate:,.0f}/s"
+    ahead = (f", {best.max_rate / best.baseline_max_rate:.2f}x its eager baseline's {rate_text(best.baseline_max_rate)}/s"
              if best.baseline_max_rate else "")
     bound = f"p99 <= {best.p99_bound_ms:g} ms" if best.p99_bound_ms else "its bound"
     return f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} requests/s{ahead}"
@@ -169,8 +169,8 @@ def best_line(rows: list[Row]) -> Optional[str]:
 def _fmt(value: Any, kind: str) -> str:
     if value is None:
         return "-"
-    if kind == "int":
-        return f"{value:,.0f}"
+    if kind == "rate":
+        return rate_text(value)
     if kind == "us":
         return f"{value:,.1f}"
     if kind == "x":
@@ -185,7 +185,7 @@ COLUMNS = (
     ("overrides", "overrides", "str"),
     ("mode", "mode", "str"),
     ("status", "status", "str"),
-    ("requests/s", "requests_per_s", "int"),
+    ("requests/s", "requests_per_s", "rate"),
     ("p50 us", "latency_p50_us", "us"),
     ("p99 us", "latency_p99_us", "us"),
     ("speedup", "speedup_vs_baseline", "x"),
@@ -195,8 +195,8 @@ COLUMNS = (
 
 
 LOAD_COLUMNS = (
-    ("max rate/s", "max_rate", "int"),
-    ("eager max rate/s", "baseline_max_rate", "int"),
+    ("max rate/s", "max_rate", "rate"),
+    ("eager max rate/s", "baseline_max_rate", "rate"),
     ("", "best", "str"),
 )
 

@@ -48,6 +48,8 @@ def test_table_has_a_row_per_job_with_the_right_status(sweep_dir):
     assert "job 2: failed: RuntimeError: planted failure after 5 forwards" in text
     md = report.markdown(rows)
     assert md.count("\n") == 4 and "| failed: RuntimeError: planted failure" in md
+    rows[0].requests_per_s = 5.66  # a slow model's rate keeps its digits, as in the job's own table
+    assert "| 5.66 |" in report.markdown(rows)
 
 
 def test_report_cli_rebuilds_table_and_plots_from_the_folder_alone(sweep_dir, tmp_path, capsys):
