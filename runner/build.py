@@ -30,6 +30,9 @@ BUCKETED_PLAN = 256  # request sizes a bucketed run cycles through (when the hos
 PLAN_BYTES = 256 * 2**20  # at most this much host memory for the timed requests' bytes
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class Request:
     """One request of the timed passes."""
@@ -61,6 +64,7 @@ class Workload:
     # Off CUDA, where a forward can take seconds: the probe's request (real size, host tensors)
     # and its eager output leaves, the check's reference for a request of that size.
     probe: Optional[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]] = None
+    warnings: list[str] = field(default_factory=list)  # said while building, for the record
 
     @property
     def sources(self) -> list[torch.Tensor]:
@@ -151,22 +155,30 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
     return module
 
 
-def check_arguments(spec: RunSpec, model: nn.Module) -> None:
-    """Each input is a keyword argument of forward: refuse a name forward does not take."""
+def check_arguments(spec: RunSpec, model: nn.Module) -> list[str]:
+    """Each input is a keyword argument of forward: refuse a name forward does not take. Where
+    forward also takes **kwargs, such a name is accepted there, and may be ignored (a misspelt
+    attention mask on a HuggingFace model ran without its mask): returned as warnings."""
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):  # a builtin without a signature: let the probe tell
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
+        return []
     named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    catch_all = next((n for n, p in params.items() if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+    takes = ", ".join(named) or "no named arguments"
+    warnings = []
     for inp in spec.model.inputs:
-        if inp.name not in named:
-            takes = ", ".join(named) or "no named arguments"
+        if inp.name in named:
+            continue
+        if catch_all is None:
             raise ConfigError(
                 f"model.inputs.{inp.name}: {spec.model_name}.forward has no argument {inp.name!r} "
                 f"(it takes: {takes}); name model.inputs after forward's arguments"
             )
+        warnings.append(f"model.inputs.{inp.name}: {spec.model_name}.forward has no argument {inp.name!r}: it goes "
+                        f"to **{catch_all}, which may ignore it (forward's named arguments: {takes})")
+        log.warning("%s", warnings[-1])
+    return warnings
 
 
 def _probe(model: nn.Module, args: dict[str, torch.Tensor]) -> Any:
@@ -262,7 +274,7 @@ def build(spec: RunSpec) -> Workload:
     check_host_memory(spec)
     torch.manual_seed(spec.seed)
     model = instantiate_model(spec)
-    check_arguments(spec, model)
+    input_warnings = check_arguments(spec, model)
     device = torch.device(spec.device)
     model = model.to(device=device, dtype=spec.torch_dtype).eval().requires_grad_(False)  # inference only
     layout = functools.lru_cache(maxsize=None)(lambda key: Layout(spec.model, key, spec.torch_dtype))
@@ -305,6 +317,7 @@ def build(spec: RunSpec) -> Workload:
         forward_s=forward_s,
         # Cloned: a model may return a buffer of its own that its next forward overwrites.
         probe=None if probe_request is None else (probe_request, tuple(leaf.clone() for leaf in leaves)),
+        warnings=input_warnings,
         forward=forward,
         out_paths=outputs.paths,
         out_numel_dtypes=tuple((leaf.numel(), leaf.dtype) for leaf in leaves),

@@ -209,6 +209,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     workload = build(spec)
     lap("build")
     result["model_io"] = model_io(spec, workload)
+    result["warnings"] += workload.warnings
     if workload.compile_fallback:
         result["notices"].append(f"{workload.compile_fallback}: ran uncompiled instead (capture.fallback_eager=true)")
         result["effective"].update(compile="none")

@@ -199,6 +199,17 @@ def test_without_transformers_the_error_names_the_extra(make_cfg, monkeypatch):
         build(spec)
 
 
+def test_an_input_that_only_kwargs_would_take_is_run_and_said(make_cfg, tmp_path):
+    """HuggingFace forwards take **kwargs: a misspelt attention mask is accepted there and
+    ignored (the job ran without its mask). The job runs, and says so with forward's names."""
+    result = _job(make_cfg, tmp_path, *TINY_BERT, "~model.inputs.attention_mask",
+                  "++model.inputs={attn_mask: {kind: mask, shape: [seq], random_lengths: true}}")
+    assert result["status"] == "ok"
+    [said] = [w for w in result["warnings"] if w.startswith("model.inputs.attn_mask")]
+    assert said.startswith("model.inputs.attn_mask: BertModel.forward has no argument 'attn_mask': it goes to "
+                           "**kwargs, which may ignore it (forward's named arguments: input_ids, attention_mask, ")
+
+
 def test_a_misspelt_target_names_its_key_and_the_closest_name(make_cfg):
     """With transformers installed, a typo is a typo, not a missing package; a nested _target_
     (the model's config) is named by its own key."""
