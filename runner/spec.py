@@ -12,10 +12,12 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    import torch
 
 from runner.errors import ConfigError, condense
 from runner.schema import Config, bool_keys, keys_under
@@ -24,7 +26,8 @@ COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhe
 OWN_GRAPHS = ("reduce-overhead", "max-autotune")  # modes in which torch records CUDA graphs itself
 MAPS = ("model.inputs",)  # schema maps whose keys the user names
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:(\d+))$")
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # torch's names; torch is imported
+# where a job runs, not here: a sweep's launcher validates every job's config without it
 
 
 SEQ = "seq"  # the shape entry that stands for the sequence size
@@ -153,7 +156,9 @@ class RunSpec:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return TORCH_DTYPES[self.dtype]
+        import torch
+
+        return getattr(torch, TORCH_DTYPES[self.dtype])
 
     @property
     def mode(self) -> str:
@@ -425,6 +430,8 @@ def load_spec(config: Config) -> LoadSpec:
 
 
 def _cuda_device(requested: str, count: int) -> str:
+    import torch
+
     _check(
         count > 0,
         f"device={requested}: CUDA is not available here (torch {torch.__version__}, "
@@ -441,12 +448,14 @@ def _cuda_device(requested: str, count: int) -> str:
 
 def resolve(
     cfg: DictConfig,
-    cuda_count: Callable[[], int] = torch.cuda.device_count,
+    cuda_count: Callable[[], int] | None = None,
     bf16_supported: Callable[[str], bool] | None = None,
 ) -> RunSpec:
     """Validate `cfg` and settle what will run on this machine."""
+    import torch
+
     config = validate(cfg)
-    count = cuda_count()
+    count = (cuda_count or torch.cuda.device_count)()
     notices: list[str] = []
 
     if config.device == "auto":

@@ -113,6 +113,17 @@ def test_three_job_sweep_with_one_failure_has_three_rows_and_exits_nonzero(tmp_p
     assert "forked from a preloaded server" in done.stdout
 
 
+@pytest.mark.parametrize("bad, said", [("model.batch=2,x", "error: model.batch=x: use a whole number >= 1"),
+                                       ("graph=false,2", "error: graph=2: not a boolean")])
+def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job_runs(tmp_path, bad, said):
+    """A typo in the last value of a long sweep is found in a second, not after the other jobs."""
+    done = sweep([*TINY, bad, "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(said) and line.endswith("; no job was started)") and "(sweep job #1: " in line
+    assert "job 1/2 started" not in done.stdout and not (tmp_path / "sw").exists()
+
+
 def test_the_sweeps_own_process_does_not_import_torch():
     """The launcher's process runs no job: importing torch there (seconds) would only delay the
     sweep, and in parallel sweeps run beside jobs that measure."""

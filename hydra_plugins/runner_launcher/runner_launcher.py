@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -411,6 +412,7 @@ class RunnerLauncher(Launcher):
             print("[runner] warning: fewer CPU cores than devices; jobs are not pinned to cores", flush=True)
         share_of = dict(zip(slots, shares or [None] * len(slots), strict=True))
         jobs = [self._prepare(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        _refuse_bad_jobs(jobs, Path(str(self.config.hydra.sweep.dir)))
         total = len(jobs)
         where = f"on devices {', '.join(map(str, slots))}, one job per device at a time" if parallel else "one at a time"
         how = "forked from a preloaded server" if self.context is not None else "a fresh interpreter each"
@@ -462,6 +464,30 @@ class RunnerLauncher(Launcher):
             )
             raise
         return [returns[job.idx] for job in jobs]
+
+
+def _refuse_bad_jobs(jobs: list, sweep_dir: Path) -> None:
+    """Every job's config is checked before any job starts: a typo in one value of a long sweep
+    is one line and exit 2 now, not a failed job after the others have run. The checks need no
+    machine (what a device allows is settled in each job). The sweep folder is removed when it
+    holds nothing but what Hydra wrote before the launch."""
+    from runner.errors import ConfigError
+    from runner.spec import check_overrides, validate
+
+    for job in jobs:
+        config = copy.deepcopy(job.config)
+        with read_write(config), open_dict(config):
+            del config["hydra"]  # what a job's task function receives
+        try:
+            check_overrides(job.overrides)
+            validate(config)
+        except ConfigError as exc:
+            try:
+                if sweep_dir.is_dir() and all(p.name == "multirun.yaml" for p in sweep_dir.iterdir()):
+                    shutil.rmtree(sweep_dir, ignore_errors=True)
+            except OSError:
+                pass
+            raise ConfigError(f"{exc} (sweep job #{job.idx}: {' '.join(job.overrides)}; no job was started)") from None
 
 
 @contextlib.contextmanager
