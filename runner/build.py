@@ -155,6 +155,51 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
     return module
 
 
+HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_convert_", "_recursive_")
+
+
+def unused_keys(node: Any, key: str = "model.module") -> list[str]:
+    """Keys under a `_target_` that its callable names no argument for, anywhere in the tree.
+    Such a key was accepted all the same (a **kwargs, or a HuggingFace config that keeps any
+    keyword as an attribute), and may be ignored: `n_layer=3` on a DistilBERT config, whose
+    key is n_layers, built 6 layers without a word."""
+    warnings: list[str] = []
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        named = _argument_names(target) if isinstance(target, str) else None
+        for name, value in node.items():
+            if named is not None and name not in HYDRA_KEYS and name not in named:
+                close = difflib.get_close_matches(str(name), sorted(named), n=1, cutoff=0.75)
+                listed = sorted(named)
+                hint = (f"did you mean {close[0]}?" if close else
+                        f"its arguments: {', '.join(listed[:12])}" + (f", ... ({len(listed)} in all)" if len(listed) > 12 else ""))
+                warnings.append(f"{key}.{name}: {target.rpartition('.')[2]} has no argument {name!r}; it was accepted "
+                                f"and may be ignored ({hint})")
+            warnings += unused_keys(value, f"{key}.{name}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            warnings += unused_keys(value, f"{key}.{i}")
+    return warnings
+
+
+def _argument_names(target: str) -> Optional[set[str]]:
+    """The named arguments of the callable `target` names, with every base class's __init__ for
+    a class (their **kwargs pass keys up the chain); None where they cannot be read."""
+    try:
+        obj = get_object(target)
+        if inspect.isclass(obj):
+            inits = [c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__ and c is not object]
+        else:
+            inits = [obj]
+        names: set[str] = set()
+        for init in inits:
+            names.update(n for n, p in inspect.signature(init).parameters.items()
+                         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self")
+    except Exception:  # noqa: BLE001 - a builtin without a signature, or not importable: not ours to judge
+        return None
+    return names
+
+
 def check_arguments(spec: RunSpec, model: nn.Module) -> list[str]:
     """Each input is a keyword argument of forward: refuse a name forward does not take. Where
     forward also takes **kwargs, such a name is accepted there, and may be ignored (a misspelt
@@ -274,7 +319,10 @@ def build(spec: RunSpec) -> Workload:
     check_host_memory(spec)
     torch.manual_seed(spec.seed)
     model = instantiate_model(spec)
-    input_warnings = check_arguments(spec, model)
+    unused = unused_keys(dict(spec.model.module))
+    for warning in unused:
+        log.warning("%s", warning)
+    input_warnings = unused + check_arguments(spec, model)
     device = torch.device(spec.device)
     model = model.to(device=device, dtype=spec.torch_dtype).eval().requires_grad_(False)  # inference only
     layout = functools.lru_cache(maxsize=None)(lambda key: Layout(spec.model, key, spec.torch_dtype))

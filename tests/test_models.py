@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runner.build import build, launch_key
+from runner.build import build, launch_key, unused_keys
 from runner.check import check_schedule, serve_and_collect
 from runner.errors import ConfigError
 from runner.inputs import Layout, Size, bucket_of, buckets, draw_sizes, make_request, packed, padding_waste
@@ -208,6 +208,20 @@ def test_an_input_that_only_kwargs_would_take_is_run_and_said(make_cfg, tmp_path
     [said] = [w for w in result["warnings"] if w.startswith("model.inputs.attn_mask")]
     assert said.startswith("model.inputs.attn_mask: BertModel.forward has no argument 'attn_mask': it goes to "
                            "**kwargs, which may ignore it (forward's named arguments: input_ids, attention_mask, ")
+
+
+def test_a_constructor_key_no_argument_takes_is_said_with_the_closest_name(make_cfg, tmp_path):
+    """HuggingFace configs keep any keyword as an attribute: num_hidden_layer (for
+    num_hidden_layers) built the default depth without a word. Every _target_'s keys are
+    checked against its arguments (its base classes' too); the bundled configs raise nothing."""
+    result = _job(make_cfg, tmp_path, *TINY_BERT, "+model.module.config.num_hidden_layer=3")
+    assert result["status"] == "ok"
+    assert [w for w in result["warnings"] if "has no argument" in w] == [
+        "model.module.config.num_hidden_layer: BertConfig has no argument 'num_hidden_layer'; it was accepted and "
+        "may be ignored (did you mean num_hidden_layers?)"]
+    spec = resolve(make_cfg(*QUICK, *TINY_GPT2))
+    assert build(spec).warnings == []
+    assert unused_keys({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2, "bias": True}) == []
 
 
 def test_a_misspelt_target_names_its_key_and_the_closest_name(make_cfg):
