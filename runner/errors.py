@@ -70,6 +70,13 @@ def condense(exc: BaseException) -> str:
             given = _OVERRIDE.search(text)
             value = given.group(2) if given and given.group(1) == key else "..."
             return f"{key}={value}: this key takes a list; write {key}=[{value}]"
+        if "is not a subclass of InputConfig" in reason:  # OmegaConf cannot add a map to a typed dict by key
+            given = _OVERRIDE.search(text)
+            where = given.group(1) if given else f"model.inputs.{key}"
+            value = given.group(2) if given else "{shape: [...]}"
+            name = where.rpartition(".")[2]
+            return (f"{where}: a new input cannot be added by its own key; add it to the map: "
+                    f"'++model.inputs={{{name}: {value}}}'")
         if "Interpolation" in type(cause).__name__ or "nterpolation" in reason:
             return f"{key}: {reason}; write a plain value or a ${{...}} that exists in the config"
         if key:

@@ -98,6 +98,9 @@ BAD_INPUTS = {
                    "model.inputs.x: Linear.forward has no argument 'x' (it takes: input)"),
     "tokens-vocab": (["model=tiny_llm", "model.inputs.tokens.vocab=0"],
                      "model.inputs.tokens.vocab=0: token inputs need a vocab >= 1"),
+    "input-add-by-key": (["++model.inputs.foo={shape: [256]}"],
+                         "model.inputs.foo: a new input cannot be added by its own key; add it to the map: "
+                         "'++model.inputs={foo: {shape: [256]}}'"),
     "list-bare": (["model.inputs.x.shape=256"],
                   "model.inputs.x.shape=256: this key takes a list; write model.inputs.x.shape=[256]"),
     "bool-number": (["graph=2"], "graph=2: not a boolean; use graph=true or graph=false"),
