@@ -56,12 +56,18 @@ def _remove_if_only_hydra_files(output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://runner.configs", config_name="config")
 def hydra_entry(cfg: DictConfig) -> dict:
     global _exit_code
-    # Imported here, not at the top: a sweep's launcher process never runs a job itself, and
-    # torch's import (seconds) is then paid only where jobs run.
-    from runner.job import EXIT_CODES, JobInfo, run_job
-
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        # Imported here, not at the top: a sweep's launcher process never runs a job itself,
+        # and torch's import (seconds) is then paid only where jobs run.
+        from runner.job import EXIT_CODES, JobInfo, run_job
+    except KeyboardInterrupt:
+        # Ctrl-C before the job began: no result would ever fill this run's folder, which
+        # `runner.report` would then list as missing. (A sweep's launcher records its jobs.)
+        if not multirun:
+            _remove_if_only_hydra_files(Path(hc.runtime.output_dir))
+        raise
     info = JobInfo(
         output_dir=Path(hc.runtime.output_dir),
         overrides=[str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)],

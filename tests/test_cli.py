@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -398,3 +399,23 @@ def test_a_ctrl_c_raised_inside_a_callback_is_delivered_again_not_printed_and_lo
         assert done.stdout.strip() == "interrupted" and done.stderr == ""
     else:  # what the test stands on: without the hook, the interrupt is printed and lost
         assert done.stdout.strip() == "ran on" and "Exception ignored" in done.stderr
+
+
+def test_a_ctrl_c_before_the_job_began_leaves_no_run_folder(tmp_path):
+    """A Ctrl-C while the job's imports run (the first second or so) came after Hydra had made
+    the run's folder: no result would ever fill it, and `runner.report` listed it as missing."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class Stop(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'runner.job':\n"
+        "            raise KeyboardInterrupt  # as a Ctrl-C during that import would\n"
+        "sys.meta_path.insert(0, Stop())\n"
+    )
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    done = run_cli(QUICK, tmp_path, env=env)
+    assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stderr
+    assert list((tmp_path / "outputs" / "runs").glob("*/*")) == []
