@@ -179,7 +179,8 @@ def test_notes_are_printed_once_and_help_describes_the_main_keys(tmp_path):
     shown = run_cli(["--help"], tmp_path)
     assert shown.returncode == 0
     for words in ("streams [4]", "staging.mode", "measure.budget_s", "model.batch", "model.inputs.NAME.shape",
-                  "model: bert, encoder, gpt2, linear, mlp"):
+                  "model: bert, encoder, gpt2, linear, mlp", "compile [none]", "load.scenario [offline]",
+                  "hydra.searchpath=[file://DIR]", "hydra/launcher=gpus"):
         assert words in shown.stdout, words
     [experiments] = [line for line in shown.stdout.splitlines() if line.startswith("experiment: ")]
     assert "recipe" in experiments.split(": ", 1)[1].split(", "), experiments
