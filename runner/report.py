@@ -107,7 +107,10 @@ def _distinguishing(all_overrides: list[list[str]]) -> list[str]:
 def collect(paths: list[Path]) -> list[Row]:
     dirs = job_dirs(paths)
     results = [_load(d) for d in dirs]
-    labels = _distinguishing([list(r.get("overrides") or []) for r in results])
+    # resume=true is how a job was run, not what it measured: a resumed sweep's rerun jobs
+    # carry it and its kept ones do not, which would set them apart in every label.
+    labels = _distinguishing([[o for o in r.get("overrides") or [] if not o.lstrip("+~").startswith("resume=")]
+                              for r in results])
     rows = []
     for job_dir, result, label in zip(dirs, results, labels, strict=True):
         f = result.get("figures") or {}

@@ -164,6 +164,8 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
     after = {i: (tmp_path / "sw" / str(i) / "result.json").stat().st_mtime_ns for i in range(3)}
     assert after[0] == mtimes[0] and after[2] == mtimes[2]  # ok results: skipped
     assert after[1] != mtimes[1]  # the crashed job ran again (and died again)
+    # Its label is what sets it apart from the others, not that it was resumed.
+    assert [r["overrides"] for r in table(tmp_path / "sw")] == [f"+model.module.calls={c}" for c in (1000000, 60, 2000000)]
 
 
 @pytest.mark.slow
