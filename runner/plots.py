@@ -58,8 +58,19 @@ def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
             ax.legend(fontsize=8)
 
 
+TICK_LABEL_CHARS = 40  # longer job labels are cut (the table has them whole): they squeezed the axes to nothing
+
+
+def _tick_label(text: str) -> str:
+    """Each override by its last key (model.module.config.n_layer=2 -> n_layer=2), then, if still
+    long, its end: the values are what tell the jobs apart."""
+    short = " ".join(o.split("=", 1)[0].rpartition(".")[2] + "=" + o.split("=", 1)[1] if "=" in o else o
+                     for o in text.split())
+    return short if len(short) <= TICK_LABEL_CHARS else "..." + short[-(TICK_LABEL_CHARS - 3):]
+
+
 def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
-    labels = [r.overrides or r.mode for r in rows]
+    labels = [f"{r.job}: {_tick_label(r.overrides or r.mode)}" for r in rows]
     xs = range(len(rows))
     axes[0][col].bar(xs, [r.requests_per_s for r in rows], color="tab:blue")
     axes[1][col].bar(xs, [r.latency_p99_us or 0.0 for r in rows], color="tab:orange")
@@ -67,7 +78,7 @@ def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
         (("throughput (requests/s)", "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
     ):
         ax = axes[row][col]
-        ax.set_title(f"{model}: {title} per job ({rows[0].mode})")
+        ax.set_title(f"{model}: {title} per job\n{rows[0].mode}")  # one line ran past the figure's edge
         ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
@@ -97,7 +108,8 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
     models = sorted({r.model for r in ok})
     device = _device(ok)
 
-    fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 8), squeeze=False)
+    # Constrained layout makes room for long job labels; tight_layout gave up on them, with a warning.
+    fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 8), squeeze=False, layout="constrained")
     for col, model in enumerate(models):
         members_of_model = [r for r in ok if r.model == model]
         if len({r.streams for r in members_of_model}) > 1:
@@ -105,7 +117,6 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
         else:  # every job ran on as many streams (say, on a CPU): label the jobs by their overrides
             _plot_per_job(axes, col, model, members_of_model)
     fig.suptitle(f"Sweep on {device}")
-    fig.tight_layout()
     path = out_dir / "throughput_latency.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

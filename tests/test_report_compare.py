@@ -194,3 +194,22 @@ def test_plots_of_a_sweep_without_latency_warn_nothing(tmp_path, recwarn):
     assert written[0].read_bytes()[:4] == b"\x89PNG"
     assert [str(w.message) for w in recwarn] == []
     assert logging.getLogger("matplotlib").getEffectiveLevel() >= logging.WARNING
+
+
+def test_a_per_job_plot_with_long_labels_warns_nothing(tmp_path, recwarn):
+    """Many jobs on one stream count (a CPU sweep), labelled by long overrides: matplotlib's
+    tight layout gave up on them ("Tight layout not applied") and the title ran off the figure."""
+    from runner.plots import plot_sweep
+    from runner.report import Row
+
+    def row(job, model):
+        label = (f"model.module.config.num_hidden_layers={job} model.inputs.attention_mask.random_lengths=true "
+                 "dtype=bf16 hydra.searchpath=[file:///home/me/work/conf]")
+        return Row(job=str(job), overrides=label, model=model, mode="eager x1 pageable direct/1", status="ok",
+                   reason="", requests_per_s=100.0 + job, samples_per_s=1.0, latency_p50_us=900.0,
+                   latency_p99_us=1000.0, speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=0.01,
+                   streams=1, device="cpu", path="")
+
+    written = plot_sweep([row(j, m) for j in range(12) for m in ("DistilBertModel", "ViTModel", "MLP")], tmp_path)
+    assert [p.name for p in written] == ["throughput_latency.png"]
+    assert [str(w.message) for w in recwarn] == []
