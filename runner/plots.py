@@ -58,19 +58,13 @@ def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
             ax.legend(fontsize=8)
 
 
-TICK_LABEL_CHARS = 40  # longer job labels are cut (the table has them whole): they squeezed the axes to nothing
-
-
-def _tick_label(text: str) -> str:
-    """Each override by its last key (model.module.config.n_layer=2 -> n_layer=2), then, if still
-    long, its end: the values are what tell the jobs apart."""
-    short = " ".join(o.split("=", 1)[0].rpartition(".")[2] + "=" + o.split("=", 1)[1] if "=" in o else o
-                     for o in text.split())
-    return short if len(short) <= TICK_LABEL_CHARS else "..." + short[-(TICK_LABEL_CHARS - 3):]
+TICK_LABEL_CHARS = 40  # longer job labels are shortened (the table has them whole): they squeezed the axes to nothing
 
 
 def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
-    labels = [f"{r.job}: {_tick_label(r.overrides or r.mode)}" for r in rows]
+    from runner.report import short_label  # report imports this module
+
+    labels = [f"{r.job}: {short_label(r.overrides or r.mode, TICK_LABEL_CHARS)}" for r in rows]
     xs = range(len(rows))
     axes[0][col].bar(xs, [r.requests_per_s for r in rows], color="tab:blue")
     axes[1][col].bar(xs, [r.latency_p99_us or 0.0 for r in rows], color="tab:orange")

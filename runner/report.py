@@ -228,12 +228,26 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines + ([f"\n**{best}**"] if best else []))
 
 
+OVERRIDES_CHARS = 60  # the terminal table's overrides column; sweep.md and sweep.csv keep them whole
+
+
+def short_label(text: str, width: int) -> str:
+    """A job's overrides within `width`: each by its last key (model.module.config.n_layer=2 ->
+    n_layer=2), then, if still long, its end: the values are what tell the jobs apart."""
+    if len(text) <= width:
+        return text
+    short = " ".join(o.split("=", 1)[0].rpartition(".")[2] + "=" + o.split("=", 1)[1] if "=" in o else o
+                     for o in text.split())
+    return short if len(short) <= width else "..." + short[-(width - 3):]
+
+
 def text_table(rows: list[Row]) -> str:
     """Aligned columns for the terminal; long failure reasons go below the table."""
     columns = _columns(rows)
     cells = [[title for title, _, _ in columns]]
     for row in rows:
-        cells.append([_fmt(getattr(row, attr), kind) for _, attr, kind in columns])
+        cells.append([short_label(_fmt(getattr(row, attr), kind), OVERRIDES_CHARS) if attr == "overrides"
+                      else _fmt(getattr(row, attr), kind) for _, attr, kind in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     numeric = [kind != "str" for _, _, kind in columns]
     lines = []

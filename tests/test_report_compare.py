@@ -210,6 +210,14 @@ def test_a_per_job_plot_with_long_labels_warns_nothing(tmp_path, recwarn):
                    latency_p99_us=1000.0, speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=0.01,
                    streams=1, device="cpu", path="")
 
-    written = plot_sweep([row(j, m) for j in range(12) for m in ("DistilBertModel", "ViTModel", "MLP")], tmp_path)
+    rows = [row(j, m) for j in range(12) for m in ("DistilBertModel", "ViTModel", "MLP")]
+    written = plot_sweep(rows, tmp_path)
     assert [p.name for p in written] == ["throughput_latency.png"]
     assert [str(w.message) for w in recwarn] == []
+    # The terminal table too keeps its overrides column short, by the keys' last parts.
+    from runner.report import short_label, text_table
+
+    assert max(len(line) for line in text_table(rows).splitlines()) < 160
+    assert short_label("model.module.config.num_hidden_layers=11 model.inputs.mask.random_lengths=true dtype=bf16",
+                       60) == "num_hidden_layers=11 random_lengths=true dtype=bf16"
+    assert short_label("streams=2", 60) == "streams=2"
