@@ -7,6 +7,7 @@ the full traceback instead).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -42,14 +43,18 @@ _exit_code = 0  # the worst status of the jobs run in this process
 _show_traceback = False  # the user set HYDRA_FULL_ERROR=1
 
 
-def _remove_if_only_hydra_files(output_dir: Path) -> None:
+def _remove_if_only_hydra_files(output_dir: Path, job_name: str) -> None:
     """Bad input leaves no result behind: drop the run folder Hydra made, if it holds nothing
-    but Hydra's own files (never a folder the user pointed at with content in it)."""
+    but Hydra's own files (.hydra and the job's log; never a folder with a file of the user's
+    in it), and is neither the working directory nor above it (hydra.run.dir=.)."""
     try:
+        here, target = Path.cwd().resolve(), output_dir.resolve()
+        if target == here or target in here.parents:
+            return
         entries = list(output_dir.iterdir())
     except OSError:
         return
-    if all(e.name == ".hydra" or e.suffix == ".log" for e in entries):
+    if all(e.name in (".hydra", f"{job_name}.log") for e in entries):
         shutil.rmtree(output_dir, ignore_errors=True)
 
 
@@ -58,6 +63,11 @@ def hydra_entry(cfg: DictConfig) -> dict:
     global _exit_code
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    if "torch" not in sys.modules:
+        # torch sets its loggers' levels when its import completes: a Ctrl-C before that left
+        # them at the root's INFO, and torch's exit hook printed "FakeTensor cache stats". Not
+        # where torch is imported already (a forked sweep job): TORCH_LOGS has set them there.
+        logging.getLogger("torch").setLevel(logging.WARNING)
     try:
         # Imported here, not at the top: a sweep's launcher process never runs a job itself,
         # and torch's import (seconds) is then paid only where jobs run.
@@ -66,7 +76,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
         # Ctrl-C before the job began: no result would ever fill this run's folder, which
         # `runner.report` would then list as missing. (A sweep's launcher records its jobs.)
         if not multirun:
-            _remove_if_only_hydra_files(Path(hc.runtime.output_dir))
+            _remove_if_only_hydra_files(Path(hc.runtime.output_dir), hc.job.name)
         raise
     info = JobInfo(
         output_dir=Path(hc.runtime.output_dir),
@@ -78,7 +88,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
     try:
         result = run_job(cfg, info)
     except ConfigError as exc:  # single run: say it in one line, leave nothing behind
-        _remove_if_only_hydra_files(info.output_dir)
+        _remove_if_only_hydra_files(info.output_dir, hc.job.name)
         if _show_traceback:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -114,12 +114,12 @@ def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
     return ConfigError(f"{key}._target_={target}: cannot be imported ({reason}); {hint}")
 
 
-def _locate(target: str) -> None:
+def _locate(target: str) -> Any:
     # Hydra's get_object logs its own three-line error before raising: the user gets ours alone.
     logger = logging.getLogger("hydra.utils")
     disabled, logger.disabled = logger.disabled, True
     try:
-        get_object(target)
+        return get_object(target)
     finally:
         logger.disabled = disabled
 
@@ -159,22 +159,22 @@ HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_convert_", "_recursive_")
 
 
 def unused_keys(node: Any, key: str = "model.module") -> list[str]:
-    """Keys under a `_target_` that its callable names no argument for, anywhere in the tree.
-    Such a key was accepted all the same (a **kwargs, or a HuggingFace config that keeps any
-    keyword as an attribute), and may be ignored: `n_layer=3` on a DistilBERT config, whose
-    key is n_layers, built 6 layers without a word."""
+    """Keys under a `_target_` that its callable names no argument for, yet are close to one
+    that it does: a misspelling that was accepted all the same (HuggingFace configs keep any
+    keyword as an attribute: num_hidden_layer for num_hidden_layers built the default depth
+    without a word). A key far from every argument is not flagged: callables pass keys on
+    (**kwargs to a base class or a factory), and HuggingFace configs read several that their
+    signatures do not name (attn_implementation, num_labels)."""
     warnings: list[str] = []
     if isinstance(node, dict):
         target = node.get("_target_")
         named = _argument_names(target) if isinstance(target, str) else None
         for name, value in node.items():
-            if named is not None and name not in HYDRA_KEYS and name not in named:
-                close = difflib.get_close_matches(str(name), sorted(named), n=1, cutoff=0.75)
-                listed = sorted(named)
-                hint = (f"did you mean {close[0]}?" if close else
-                        f"its arguments: {', '.join(listed[:12])}" + (f", ... ({len(listed)} in all)" if len(listed) > 12 else ""))
-                warnings.append(f"{key}.{name}: {target.rpartition('.')[2]} has no argument {name!r}; it was accepted "
-                                f"and may be ignored ({hint})")
+            if named and name not in HYDRA_KEYS and name not in named:
+                close = difflib.get_close_matches(str(name), sorted(named), n=1, cutoff=0.8)
+                if close:
+                    warnings.append(f"{key}.{name}: {target.rpartition('.')[2]} has no argument {name!r} but has "
+                                    f"{close[0]!r}: a misspelling? It was accepted, and may be ignored")
             warnings += unused_keys(value, f"{key}.{name}")
     elif isinstance(node, list):
         for i, value in enumerate(node):
@@ -186,7 +186,7 @@ def _argument_names(target: str) -> Optional[set[str]]:
     """The named arguments of the callable `target` names, with every base class's __init__ for
     a class (their **kwargs pass keys up the chain); None where they cannot be read."""
     try:
-        obj = get_object(target)
+        obj = _locate(target)
         if inspect.isclass(obj):
             inits = [c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__ and c is not object]
         else:

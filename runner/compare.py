@@ -137,7 +137,7 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         changed = sorted(k for k in (before or {}) if (before or {}).get(k) != (after or {}).get(k))
         return None, None, f"ran differently ({', '.join(changed)})"
     a, b = _rps(old), _rps(new)
-    if not a or not b:
+    if not a or not b or a <= 0 or b <= 0:
         return None, None, "no throughput"
     ratio = b / a
     noise = math.hypot(_cv(old), _cv(new))

@@ -180,19 +180,3 @@ def test_the_default_sweep_launcher_is_the_runner_launcher():
     assert cfg.hydra.launcher._target_.endswith("RunnerLauncher") and cfg.hydra.launcher.devices is None
     assert cfg.hydra.callbacks.sweep_report._target_ == "runner.callbacks.SweepReport"
 
-
-def test_torch_logs_below_warning_stay_quiet_even_when_its_import_is_interrupted():
-    """torch sets its loggers' levels when its import completes; a Ctrl-C before that left them
-    at the root's INFO, and torch's exit hook printed "FakeTensor cache stats" (7 of 16 Ctrl-Cs
-    at 0.6-1.4 s). The job's logging holds the torch logger at WARNING from the start."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(version_base="1.3", config_module="runner.configs"):
-            cfg = compose("config", return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-    assert cfg.hydra.job_logging.loggers.torch.level == "WARNING"
-    assert cfg.hydra.job_logging.root.level == "INFO"  # the runner's own progress lines still print

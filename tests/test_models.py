@@ -217,11 +217,15 @@ def test_a_constructor_key_no_argument_takes_is_said_with_the_closest_name(make_
     result = _job(make_cfg, tmp_path, *TINY_BERT, "+model.module.config.num_hidden_layer=3")
     assert result["status"] == "ok"
     assert [w for w in result["warnings"] if "has no argument" in w] == [
-        "model.module.config.num_hidden_layer: BertConfig has no argument 'num_hidden_layer'; it was accepted and "
-        "may be ignored (did you mean num_hidden_layers?)"]
+        "model.module.config.num_hidden_layer: BertConfig has no argument 'num_hidden_layer' but has "
+        "'num_hidden_layers': a misspelling? It was accepted, and may be ignored"]
     spec = resolve(make_cfg(*QUICK, *TINY_GPT2))
     assert build(spec).warnings == []
     assert unused_keys({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2, "bias": True}) == []
+    # Keys a config reads without naming them, far from every argument it names: not flagged.
+    assert unused_keys({"_target_": "transformers.BertConfig", "attn_implementation": "eager", "num_labels": 3,
+                        "torch_dtype": "float32"}) == []
+    assert unused_keys({"_target_": "torch.nn.RNN", "input_size": 2, "hidden_size": 2, "nonlinearity": "relu"}) == []
 
 
 def test_a_misspelt_target_names_its_key_and_the_closest_name(make_cfg):

@@ -124,6 +124,14 @@ def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job_runs(tmp_path, 
     assert "job 1/2 started" not in done.stdout and not (tmp_path / "sw").exists()
 
 
+def test_the_check_before_the_sweep_resolves_hydra_interpolations_as_the_jobs_do(tmp_path):
+    """${hydra:job.num} is valid in a job; checked in the launcher without the job's Hydra
+    config, it was refused ("HydraConfig was not set")."""
+    done = sweep([*TINY, "model.name=mlp_${hydra:job.num}", "seed=1,2", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [results(tmp_path / "sw")[i]["model"] for i in (0, 1)] == ["mlp_0", "mlp_1"]
+
+
 def test_the_sweeps_own_process_does_not_import_torch():
     """The launcher's process runs no job: importing torch there (seconds) would only delay the
     sweep, and in parallel sweeps run beside jobs that measure."""

@@ -237,6 +237,7 @@ class RunnerLauncher(Launcher):
         self.grace_s = grace_s
         self.fork_server = fork_server
         self.context: Any = None  # the forkserver, once started
+        self.launched = 0  # jobs of earlier batches (hydra.sweeper.max_batch_size)
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -412,7 +413,8 @@ class RunnerLauncher(Launcher):
             print("[runner] warning: fewer CPU cores than devices; jobs are not pinned to cores", flush=True)
         share_of = dict(zip(slots, shares or [None] * len(slots), strict=True))
         jobs = [self._prepare(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
-        _refuse_bad_jobs(jobs, Path(str(self.config.hydra.sweep.dir)))
+        _refuse_bad_jobs(jobs, Path(str(self.config.hydra.sweep.dir)), self.launched)
+        self.launched += len(jobs)
         total = len(jobs)
         where = f"on devices {', '.join(map(str, slots))}, one job per device at a time" if parallel else "one at a time"
         how = "forked from a preloaded server" if self.context is not None else "a fresh interpreter each"
@@ -466,28 +468,49 @@ class RunnerLauncher(Launcher):
         return [returns[job.idx] for job in jobs]
 
 
-def _refuse_bad_jobs(jobs: list, sweep_dir: Path) -> None:
-    """Every job's config is checked before any job starts: a typo in one value of a long sweep
-    is one line and exit 2 now, not a failed job after the others have run. The checks need no
-    machine (what a device allows is settled in each job). The sweep folder is removed when it
-    holds nothing but what Hydra wrote before the launch."""
+def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int) -> None:
+    """Every job's config is checked before any job of the batch starts: a typo in one value of
+    a long sweep is one line and exit 2 now, not a failed job after the others have run. The
+    checks need no machine (what a device allows is settled in each job). A sweep folder that
+    holds nothing but what Hydra wrote before the launch is removed."""
+    from hydra.core.hydra_config import HydraConfig
+
     from runner.errors import ConfigError
     from runner.spec import check_overrides, validate
 
-    for job in jobs:
-        config = copy.deepcopy(job.config)
-        with read_write(config), open_dict(config):
-            del config["hydra"]  # what a job's task function receives
-        try:
-            check_overrides(job.overrides)
-            validate(config)
-        except ConfigError as exc:
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    try:
+        for job in jobs:
+            config = copy.deepcopy(job.config)
+            with read_write(config), open_dict(config):
+                del config["hydra"]  # what a job's task function receives
+            hydra_config.set_config(job.config)  # ${hydra:...} resolves as in the job itself
             try:
-                if sweep_dir.is_dir() and all(p.name == "multirun.yaml" for p in sweep_dir.iterdir()):
-                    shutil.rmtree(sweep_dir, ignore_errors=True)
-            except OSError:
-                pass
-            raise ConfigError(f"{exc} (sweep job #{job.idx}: {' '.join(job.overrides)}; no job was started)") from None
+                check_overrides(job.overrides)
+                validate(config)
+            except ConfigError as exc:
+                if not earlier_jobs:
+                    _remove_if_only(sweep_dir, {"multirun.yaml"})
+                ran = f"{earlier_jobs} earlier job(s) ran; none of this batch was started" if earlier_jobs else \
+                    "no job was started"
+                raise ConfigError(f"{exc} (sweep job #{job.idx}: {' '.join(job.overrides)}; {ran})") from None
+    finally:
+        hydra_config.cfg = before
+
+
+def _remove_if_only(folder: Path, names: set) -> None:
+    """Remove `folder` when it holds only these names, and is neither the working directory
+    nor above it (a folder the user pointed at, empty before, keeps existing)."""
+    try:
+        here = Path.cwd().resolve()
+        target = folder.resolve()
+        if target == here or target in here.parents:
+            return
+        if folder.is_dir() and all(p.name in names for p in folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager
