@@ -33,6 +33,7 @@ import torch
 from runner import environment, schedule
 from runner.build import Workload
 from runner.check import CheckResult, check_schedule, first_chunk, probe_reused
+from runner.errors import ConfigError
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
 from runner.load import MIN_REQUESTS, Point, judge, open_loop, poisson_arrivals, search_rate
@@ -319,6 +320,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 # never worth skipping, even when the phases before it used up the time).
 OVERRUN_ALLOWED = 2.0
 OVERRUN_SLACK = 0.05
+# A job whose least work, estimated from its first forward, takes over this many times its
+# budget and this many seconds is refused before measuring (GPT-2 in fp16 on a 2-core CPU:
+# 382 s for a 2 s budget, after its 96 s first forward).
+REFUSE_FACTOR = 20.0
+REFUSE_MIN_S = 60.0
 
 
 def _seconds_per_request(passes: list[Pass]) -> Optional[float]:
@@ -347,9 +353,18 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, is_cuda: bool, ring: int, c
         "their eager references"
     check = f"the check's {checked} request{'s' if checked != 1 else ''} with {references}, " if checked else ""
     check += f"a warm-up of {warm} request{'s' if warm > 1 else ''}, " if warm else ""
+    least_s = first_s * least
+    what = f"{check}one timed pass of {ring} request{'s' if ring > 1 else ''}"
+    if least_s > REFUSE_FACTOR * budget_s and least_s > REFUSE_MIN_S:
+        # Minutes past a budget of seconds: the user's time, spent on what they did not ask for.
+        raise ConfigError(
+            f"measure.budget_s={budget_s:g}: one forward at the largest size took {first_s:.1f} s, so the least this "
+            f"job can do ({what}) takes about {least_s:.0f} s, over {REFUSE_FACTOR:g} times its budget: not measured; "
+            f"raise measure.budget_s to {math.ceil(least_s * 1.2)} or more to measure it anyway, or make a forward "
+            "cheaper (model.batch, model.seq, dtype)"
+        )
     out.slow = (f"one forward at the largest size took {first_s:.1f} s: if the others are as slow, the least "
-                f"this job can do ({check}one timed pass of {ring} request{'s' if ring > 1 else ''}) takes about "
-                f"{first_s * least:.0f} s, past measure.budget_s={budget_s:g}")
+                f"this job can do ({what}) takes about {least_s:.0f} s, past measure.budget_s={budget_s:g}")
     log.warning("%s", out.slow)
 
 

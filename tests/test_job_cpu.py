@@ -439,6 +439,30 @@ def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg
     assert not any("not measured" in w or "skipped" in w or "one forward" in w for w in roomy["warnings"])
 
 
+def test_a_job_whose_least_work_is_far_past_its_budget_is_refused_before_measuring(make_cfg, tmp_path, monkeypatch):
+    """GPT-2 in fp16 on a 2-core CPU: a 96 s first forward, then 382 s of least work for a 2 s
+    budget. Past REFUSE_FACTOR times the budget and REFUSE_MIN_S, the job stops with one line
+    saying what budget would measure it (here scaled down: 200 ms forwards, 0.4 s budget)."""
+    from runner import measure
+
+    monkeypatch.setattr(measure, "REFUSE_FACTOR", 1.5)
+    monkeypatch.setattr(measure, "REFUSE_MIN_S", 0.1)
+    cfg = make_cfg(*QUICK, *SLOW, "+model.module.calls=200", "measure.budget_s=0.4", "measure.warmup_ms=0")
+    with pytest.raises(ConfigError) as refused:
+        run_job(cfg, JobInfo(output_dir=tmp_path / "single"))
+    assert str(refused.value).startswith("measure.budget_s=0.4: one forward at the largest size took 0.2 s, so the "
+                                         "least this job can do (the check's 2 requests with 1 more eager reference, "
+                                         "one timed pass of 1 request) takes about 1 s, over 1.5 times its budget: "
+                                         "not measured; raise measure.budget_s to 1 or more")
+    assert not (tmp_path / "single" / RESULT_FILE).exists()
+    # In a sweep, the job fails with that reason and the sweep goes on.
+    swept = run_job(cfg, JobInfo(output_dir=tmp_path / "swept", multirun=True, num=0, sweep_dir=str(tmp_path)))
+    assert swept["status"] == "failed" and swept["reason"].startswith("bad config: measure.budget_s=0.4: one forward")
+    # Within the factor, the same job runs and warns instead.
+    monkeypatch.setattr(measure, "REFUSE_FACTOR", 20.0)
+    assert run_job(cfg, JobInfo(output_dir=tmp_path / "ran"))["status"] == "ok"
+
+
 def test_a_noisy_throughput_says_whether_the_host_speed_moved_with_it(make_cfg):
     """The canary (a fixed Python loop timed before each pass) tells a host that slowed down
     from a schedule that did: the cv warning says which, with the figures."""
