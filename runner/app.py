@@ -63,6 +63,11 @@ def hydra_entry(cfg: DictConfig) -> dict:
     global _exit_code
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    params = OmegaConf.select(hc, "sweeper.params")
+    if not multirun and params:  # an experiment preset that defines a sweep, run without -m
+        swept = " ".join(f"{k}={v}" for k, v in params.items())
+        print(f"note: this config defines a sweep ({swept}); add -m to run it. Running one job with the "
+              "defaults instead.", file=sys.stderr, flush=True)
     if "torch" not in sys.modules:
         # torch sets its loggers' levels when its import completes: a Ctrl-C before that left
         # them at the root's INFO, and torch's exit hook printed "FakeTensor cache stats". Not

@@ -56,8 +56,8 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
             continue
         if load["rate"] == "max":
             best = part.get("max_rate")
-            found = f"{rate_text(best)} requests/s" if best else "no rate held the bound"
-            lines.append(f"  {label}: highest rate {found} (search: {part.get('stopped_by')}, {len(part['points'])} points)")
+            found = f"highest rate {rate_text(best)} requests/s" if best else "no rate tried held the bound"
+            lines.append(f"  {label}: {found} (search: {part.get('stopped_by')}, {len(part['points'])} points)")
         else:
             lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {rate_text(part['rate'])} requests/s")
         lines.append(f"    {'rate/s':>10}{'offered':>10}{'achieved':>10}{'p50 us':>11}{'p99 us':>11}{'queue p99':>11}  verdict")

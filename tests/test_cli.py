@@ -454,3 +454,11 @@ def test_bad_input_never_removes_a_folder_holding_a_file_of_the_users(tmp_path):
     done = run_cli([*QUICK, "streams=0", "hydra.run.dir=mine"], tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("error: streams=0"), done.stderr
     assert (mine / "notes.log").read_text() == "keep me"
+
+
+def test_a_sweep_preset_run_without_m_says_so(tmp_path):
+    """experiment=sweep_dtype without -m ran the single default job, silently."""
+    done = run_cli([*QUICK, "experiment=sweep_dtype"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("note: this config defines a sweep (dtype=fp32,bf16,fp16 graph=false,true); add -m")
+    assert len(results_under(tmp_path / "outputs" / "runs")) == 1

@@ -164,3 +164,17 @@ def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp
     assert "max rate/s" in table and "52,000" in table
     assert "best under p99 <= 2 ms: job 1 (streams=4 graph=true) at 52,000 requests/s, 12.68x its eager baseline's 4,100/s" in table
     assert "**best under p99 <= 2 ms: job 1" in markdown(rows)
+
+
+def test_a_search_where_no_rate_held_the_bound_says_so_plainly():
+    """It read "highest rate no rate held the bound"."""
+    from runner.printer import _load_lines
+
+    point = {"rate": 156.0, "offered": 156.0, "achieved": 155.0, "latency_us": {"p50": 900.0, "p99": 6100.0},
+             "queue_us": {"p99": 10.0}, "valid": False, "why": "p99 over the bound"}
+    load = {"scenario": "server", "rate": "max", "p99_ms": 5.0,
+            "runner": {"max_rate": None, "stopped_by": "budget", "points": [point, {**point, "rate": 312.0}]}}
+    lines = _load_lines(load)
+    assert "  runner: no rate tried held the bound (search: budget, 2 points)" in lines
+    load["runner"]["max_rate"] = 437.0
+    assert "  runner: highest rate 437 requests/s (search: budget, 2 points)" in _load_lines(load)
