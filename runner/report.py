@@ -50,6 +50,7 @@ class Row:
     baseline_max_rate: Optional[float] = None  # the same search for the job's eager baseline
     p99_bound_ms: Optional[float] = None
     best: str = ""  # "best": the highest max_rate of its sweep
+    load: str = ""  # a fixed-rate server or single-stream job: what its rate and latency columns hold
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -114,7 +115,16 @@ def collect(paths: list[Path]) -> list[Row]:
     rows = []
     for job_dir, result, label in zip(dirs, results, labels, strict=True):
         f = result.get("figures") or {}
-        e2e = f.get("latency_e2e_us") or {}
+        e2e, rate, load = f.get("latency_e2e_us") or {}, f.get("throughput_requests_per_s"), ""
+        scenario = (f.get("load") or {}).get("scenario")
+        if scenario == "single_stream":  # one request at a time: its latency is the figure
+            e2e, load = f.get("single_stream_latency_us") or {}, "single stream"
+        elif scenario == "server" and (f.get("load") or {}).get("rate") != "max":
+            # A fixed offered rate: the rate achieved, latency from arrival (queueing included).
+            e2e, rate = f.get("server_latency_us") or {}, f.get("server_achieved_rate")
+            offered = (f.get("load") or {}).get("rate")
+            verdict = "valid" if f.get("server_valid") else "INVALID"
+            load = f"server: {verdict} at {rate_text(offered)}/s offered" if offered else f"server: {verdict}"
         env = result.get("env") or {}
         gpu = env.get("gpu") or {}
         job = result.get("job") or {}
@@ -127,7 +137,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 mode=str(result.get("mode") or "?"),
                 status=str(result.get("status")),
                 reason=str(result.get("reason") or ""),
-                requests_per_s=f.get("throughput_requests_per_s"),
+                requests_per_s=rate,
                 samples_per_s=f.get("throughput_samples_per_s"),
                 latency_p50_us=e2e.get("p50"),
                 latency_p99_us=e2e.get("p99"),
@@ -142,6 +152,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 max_rate=f.get("server_max_rate"),
                 baseline_max_rate=f.get("baseline_server_max_rate"),
                 p99_bound_ms=(f.get("load") or {}).get("p99_ms"),
+                load=load,
             )
         )
     mark_best(rows)
@@ -205,8 +216,10 @@ LOAD_COLUMNS = (
 
 
 def _columns(rows: list[Row]) -> tuple:
-    """The load search's columns join the table when a job ran it."""
-    return COLUMNS + (LOAD_COLUMNS if any(r.max_rate is not None or r.baseline_max_rate is not None for r in rows) else ())
+    """The load search's columns join the table when a job ran it; a `load` column when a job
+    ran a fixed-rate server or a single stream (the rate and latency columns then hold those)."""
+    columns = COLUMNS + (LOAD_COLUMNS if any(r.max_rate is not None or r.baseline_max_rate is not None for r in rows) else ())
+    return columns + ((("load", "load", "str"),) if any(r.load for r in rows) else ())
 
 
 def _status_cell(row: Row) -> str:

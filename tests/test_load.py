@@ -178,3 +178,29 @@ def test_a_search_where_no_rate_held_the_bound_says_so_plainly():
     assert "  runner: no rate tried held the bound (search: budget, 2 points)" in lines
     load["runner"]["max_rate"] = 437.0
     assert "  runner: highest rate 437 requests/s (search: budget, 2 points)" in _load_lines(load)
+
+
+def test_fixed_rate_and_single_stream_jobs_fill_the_sweep_table(tmp_path):
+    """Their tables were all "-": the throughput columns are empty for these scenarios. The rate
+    achieved and the latency (arrival to completion; one request at a time) fill them, and a
+    `load` column says which, with the server's verdict."""
+    from runner import report
+
+    def job(num, overrides, figures):
+        folder = tmp_path / "sw" / str(num)
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({
+            "schema": SCHEMA, "status": "ok", "model": "MLP", "mode": "eager x1", "overrides": overrides,
+            "job": {"num": num}, "effective": {"device": "cpu", "streams": 1}, "figures": figures}))
+
+    job(0, ["load.rate=500"], {"load": {"scenario": "server", "rate": 500.0}, "server_valid": True,
+                               "server_achieved_rate": 499.2, "server_latency_us": {"p50": 1555.9, "p99": 6362.6}})
+    job(1, ["load.rate=2000"], {"load": {"scenario": "server", "rate": 2000.0}, "server_valid": False,
+                                "server_achieved_rate": 803.0, "server_latency_us": {"p50": 9e5, "p99": 1.4e6}})
+    job(2, ["load.scenario=single_stream"], {"load": {"scenario": "single_stream"},
+                                             "single_stream_latency_us": {"p50": 1154.6, "p99": 1314.5}})
+    rows = report.collect([tmp_path / "sw"])
+    assert [(r.requests_per_s, r.latency_p50_us, r.load) for r in rows] == [
+        (499.2, 1555.9, "server: valid at 500/s offered"), (803.0, 9e5, "server: INVALID at 2,000/s offered"),
+        (None, 1154.6, "single stream")]
+    assert "| server: INVALID at 2,000/s offered |" in report.markdown(rows)
