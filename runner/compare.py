@@ -118,7 +118,21 @@ def _concurrent(result: dict[str, Any]) -> bool:
 
 
 def _rps(result: dict[str, Any]) -> Optional[float]:
-    return (result.get("figures") or {}).get("throughput_requests_per_s")
+    """The rate compared: closed-loop throughput, or for a load.rate=max search the highest
+    rate that held the latency bound."""
+    figures = result.get("figures") or {}
+    return figures.get("throughput_requests_per_s") or figures.get("server_max_rate")
+
+
+def _not_comparable(result: dict[str, Any]) -> Optional[str]:
+    """Why a result has no rate to compare: a fixed offered rate (the achieved one follows it)
+    or one request at a time (latency only)."""
+    load = (result.get("figures") or {}).get("load") or {}
+    if load.get("scenario") == "single_stream":
+        return "not compared: load.scenario=single_stream measures latency, not a rate"
+    if load.get("scenario") == "server" and load.get("rate") != "max":
+        return "not compared: a fixed load.rate (compare load.rate=max searches)"
+    return None
 
 
 def _cv(result: dict[str, Any]) -> float:
@@ -138,7 +152,7 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         return None, None, f"ran differently ({', '.join(changed)})"
     a, b = _rps(old), _rps(new)
     if not a or not b or a <= 0 or b <= 0:
-        return None, None, "no throughput"
+        return None, None, _not_comparable(new) or _not_comparable(old) or "no throughput"
     ratio = b / a
     noise = math.hypot(_cv(old), _cv(new))
     # The noise is relative, so it bounds the ratio's logarithm: a 40x slowdown (ratio 0.025)
@@ -222,6 +236,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     regressions = [m for m in matches if is_regression(m)]
     if regressions:
         print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {m.verdict}" for m in regressions))
+        return 1
+    if not any(m.ratio is not None for m in matches):  # a gate that compared nothing must not pass
+        print("nothing was compared: no config has a rate in both runs (see the verdicts above)")
         return 1
     print(f"no regression beyond {args.threshold:.0%} and {args.sigma:g} x noise")
     return 0

@@ -221,3 +221,24 @@ def test_a_per_job_plot_with_long_labels_warns_nothing(tmp_path, recwarn):
     assert short_label("model.module.config.num_hidden_layers=11 model.inputs.mask.random_lengths=true dtype=bf16",
                        60) == "num_hidden_layers=11 random_lengths=true dtype=bf16"
     assert short_label("streams=2", 60) == "streams=2"
+
+
+def test_compare_gates_load_searches_on_their_highest_rate_and_never_passes_on_nothing(sweep_dir, tmp_path, capsys):
+    """Load sweeps read "no throughput" on every row and passed the gate (exit 0). A rate=max
+    search is compared on its highest rate under the bound; a single-stream or fixed-rate job
+    says why it is not compared, and a comparison of nothing exits 1."""
+    base = _result(sweep_dir, 0)
+
+    def load_result(folder, figures):
+        r = copy.deepcopy(base)
+        r["figures"] = figures
+        return str(_write(tmp_path / folder, r))
+
+    search = {"load": {"scenario": "server", "rate": "max", "p99_ms": 2.0}, "server_max_rate": 1000.0}
+    slower = {**search, "server_max_rate": 700.0}
+    assert compare.main([load_result("a", search), load_result("b", slower)]) == 1
+    assert "0.700" in capsys.readouterr().out
+    single = {"load": {"scenario": "single_stream"}, "single_stream_latency_us": {"p50": 100.0}}
+    assert compare.main([load_result("c", single), load_result("d", single)]) == 1
+    out = capsys.readouterr().out
+    assert "not compared: load.scenario=single_stream" in out and "nothing was compared" in out
