@@ -9,8 +9,10 @@ is flagged, not compared. Per match: ratio = NEW / OLD requests/s. A change coun
 `--threshold` (|ratio - 1|) and `--sigma` times the combined noise of the two runs (their
 coefficients of variation across repeats, added in quadrature, against |ln ratio|: a halving
 and a doubling are as far from 1); otherwise the verdict is "same".
-Exits 1 when any config got slower by such a change, stopped ending ok, ran differently, or is
-missing from NEW: usable as a CI gate.
+A load.rate=max search is compared on its highest rate under the bound; single-stream and
+fixed-rate jobs are not compared, and say why. Exits 1 when any config got slower by such a
+change, stopped ending ok, ran differently, or is missing from NEW, or when nothing was
+compared: usable as a CI gate.
 """
 
 from __future__ import annotations
