@@ -177,7 +177,11 @@ def best_line(rows: list[Row]) -> Optional[str]:
     ahead = (f", {best.max_rate / best.baseline_max_rate:.2f}x its eager baseline's {rate_text(best.baseline_max_rate)}/s"
              if best.baseline_max_rate else "")
     bound = f"p99 <= {best.p99_bound_ms:g} ms" if best.p99_bound_ms else "its bound"
-    return f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} requests/s{ahead}"
+    twins = next((g for g in collapsed(rows) if best in g), None)
+    noise = (f" (jobs {', '.join('#' + r.job for r in twins)} ran the same settings: which of them is best is noise)"
+             if twins else "")
+    return (f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} "
+            f"requests/s{ahead}{noise}")
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -238,7 +242,8 @@ def markdown(rows: list[Row]) -> str:
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     best = best_line(rows)
-    return "\n".join(lines + ([f"\n**{best}**"] if best else []))
+    notes = [f"\n{note}" for note in collapse_notes(rows)]  # as the console says them
+    return "\n".join(lines + ([f"\n**{best}**"] if best else []) + notes)
 
 
 OVERRIDES_CHARS = 60  # the terminal table's overrides column; sweep.md and sweep.csv keep them whole

@@ -47,7 +47,10 @@ def test_table_has_a_row_per_job_with_the_right_status(sweep_dir):
     text = report.text_table(rows)
     assert "job 2: failed: RuntimeError: planted failure after 5 forwards" in text
     md = report.markdown(rows)
-    assert md.count("\n") == 4 and "| failed: RuntimeError: planted failure" in md
+    assert len([line for line in md.splitlines() if line.startswith("|")]) == 5
+    assert "| failed: RuntimeError: planted failure" in md
+    # On a CPU streams=1 and streams=2 ran the same: sweep.md says so, as the console does.
+    assert "sweep: jobs #0, #1 ran the same settings" in md
     rows[0].requests_per_s = 5.66  # a slow model's rate keeps its digits, as in the job's own table
     assert "| 5.66 |" in report.markdown(rows)
 
