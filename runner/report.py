@@ -223,6 +223,12 @@ def _columns(rows: list[Row]) -> tuple:
     """The load search's columns join the table when a job ran it; a `load` column when a job
     ran a fixed-rate server or a single stream (the rate and latency columns then hold those)."""
     columns = COLUMNS + (LOAD_COLUMNS if any(r.max_rate is not None or r.baseline_max_rate is not None for r in rows) else ())
+    # Jobs of different batch sizes: requests/s alone ranks batch 1 first (5,149 against batch
+    # 512's 75 requests/s, which carry 38k samples/s); samples/s joins the table after it.
+    batches = {round(r.samples_per_s / r.requests_per_s, 3) for r in rows if r.samples_per_s and r.requests_per_s}
+    if len(batches) > 1:
+        at = [attr for _, attr, _ in columns].index("requests_per_s") + 1
+        columns = columns[:at] + (("samples/s", "samples_per_s", "rate"),) + columns[at:]
     return columns + ((("load", "load", "str"),) if any(r.load for r in rows) else ())
 
 

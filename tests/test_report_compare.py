@@ -245,3 +245,12 @@ def test_compare_gates_load_searches_on_their_highest_rate_and_never_passes_on_n
     assert compare.main([load_result("c", single), load_result("d", single)]) == 1
     out = capsys.readouterr().out
     assert "not compared: load.scenario=single_stream" in out and "nothing was compared" in out
+
+
+def test_jobs_of_different_batch_sizes_get_a_samples_column(sweep_dir):
+    """experiment=sweep_batch ranked batch 1 first on requests/s alone."""
+    rows = report.collect([sweep_dir])
+    assert "samples/s" not in report.text_table(rows)  # one batch size: requests/s says it all
+    rows[1].samples_per_s = rows[1].requests_per_s * 512
+    header = report.text_table(rows).splitlines()[0].split()
+    assert header[header.index("requests/s") + 1] == "samples/s"
