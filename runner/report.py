@@ -309,7 +309,8 @@ def write_report(rows: list[Row], out_dir: Path, plots: bool = True) -> list[Pat
 # Overrides that only choose how a job runs; when the machine overrules them all (no GPU), the
 # jobs that differ only in these ran the same code.
 _RUN_KEYS = ("streams", "graph", "pinned", "tf32", "device", "capture.copies_in_graph",
-             "staging.slots", "staging.copy_thread", "staging.mode")
+             "staging.slots", "staging.copy_thread", "staging.mode", "compile",
+             "peer")  # a peer is a set of the keys before it (experiment=peers)
 
 
 def collapsed(rows: list[Row]) -> list[list[Row]]:

@@ -160,6 +160,10 @@ def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
     assert "jobs #0, #1 ran the same settings" in collapse_notes(same)[0]
     seeds = [row("0", ["seed=1"]), row("1", ["seed=2"])]  # a real difference, not a collapse
     assert collapsed(seeds) == []
+    # experiment=peers on a CPU: +peer=graphs ran eager, as +peer=eager did.
+    peers = [row("0", ["+peer=eager"]), row("1", ["+peer=graphs"]),
+             row("2", ["+peer=compile"], ran='{"compile": "default", "graph": false, "streams": 1}')]
+    assert [[r.job for r in g] for g in collapsed(peers)] == [["0", "1"]]
 
 
 def test_compare_labels_configs_that_ran_alike_by_what_they_asked(tmp_path):
