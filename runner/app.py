@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, condense
+from runner.record import remove_if_only
 from runner.schema import register
 
 register()
@@ -41,21 +41,6 @@ _expose_launcher()
 
 _exit_code = 0  # the worst status of the jobs run in this process
 _show_traceback = False  # the user set HYDRA_FULL_ERROR=1
-
-
-def _remove_if_only_hydra_files(output_dir: Path, job_name: str) -> None:
-    """Bad input leaves no result behind: drop the run folder Hydra made, if it holds nothing
-    but Hydra's own files (.hydra and the job's log; never a folder with a file of the user's
-    in it), and is neither the working directory nor above it (hydra.run.dir=.)."""
-    try:
-        here, target = Path.cwd().resolve(), output_dir.resolve()
-        if target == here or target in here.parents:
-            return
-        entries = list(output_dir.iterdir())
-    except OSError:
-        return
-    if all(e.name in (".hydra", f"{job_name}.log") for e in entries):
-        shutil.rmtree(output_dir, ignore_errors=True)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://runner.configs", config_name="config")
@@ -81,7 +66,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
         # Ctrl-C before the job began: no result would ever fill this run's folder, which
         # `runner.report` would then list as missing. (A sweep's launcher records its jobs.)
         if not multirun:
-            _remove_if_only_hydra_files(Path(hc.runtime.output_dir), hc.job.name)
+            remove_if_only(Path(hc.runtime.output_dir), {".hydra", f"{hc.job.name}.log"})
         raise
     info = JobInfo(
         output_dir=Path(hc.runtime.output_dir),
@@ -93,7 +78,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
     try:
         result = run_job(cfg, info)
     except ConfigError as exc:  # single run: say it in one line, leave nothing behind
-        _remove_if_only_hydra_files(info.output_dir, hc.job.name)
+        remove_if_only(info.output_dir, {".hydra", f"{hc.job.name}.log"})  # what Hydra wrote
         if _show_traceback:
             raise
         print(f"error: {exc}", file=sys.stderr)

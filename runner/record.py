@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,16 @@ def read_result(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
+
+
+def remove_if_only(folder: Path, names: set[str]) -> None:
+    """Remove `folder` when the entries it holds all have these names (what Hydra wrote for a
+    run that recorded nothing), and it is neither the working directory nor above it."""
+    try:
+        here, target = Path.cwd().resolve(), folder.resolve()
+        if target == here or target in here.parents:
+            return
+        if folder.is_dir() and all(p.name in names for p in folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass

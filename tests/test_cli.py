@@ -25,6 +25,25 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float 
     )
 
 
+def import_hook_env(tmp_path: Path, module: str, action: str) -> dict:
+    """The CLI's environment with a sitecustomize that runs `action` (one statement) when the
+    CLI's process is about to import `module`: what happens at that moment, made certain."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import importlib.abc, logging, sys\n"
+        "class Hook(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        f"            {action}\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hook())\n"
+    )
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    return env
+
+
 def results_under(path: Path) -> list[Path]:
     return sorted(path.rglob("result.json"))
 
@@ -405,18 +424,7 @@ def test_a_ctrl_c_raised_inside_a_callback_is_delivered_again_not_printed_and_lo
 def test_a_ctrl_c_before_the_job_began_leaves_no_run_folder(tmp_path):
     """A Ctrl-C while the job's imports run (the first second or so) came after Hydra had made
     the run's folder: no result would ever fill it, and `runner.report` listed it as missing."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import importlib.abc, sys\n"
-        "class Stop(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'runner.job':\n"
-        "            raise KeyboardInterrupt  # as a Ctrl-C during that import would\n"
-        "sys.meta_path.insert(0, Stop())\n"
-    )
-    env = cli_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    env = import_hook_env(tmp_path, "runner.job", "raise KeyboardInterrupt  # as a Ctrl-C during that import would")
     done = run_cli(QUICK, tmp_path, env=env)
     assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stderr
     assert list((tmp_path / "outputs" / "runs").glob("*/*")) == []
@@ -426,20 +434,9 @@ def test_torchs_loggers_are_held_at_warning_until_torch_sets_them(tmp_path):
     """torch sets its loggers' levels when its import completes: a Ctrl-C before that left them
     at the root's INFO, and torch's exit hook printed "FakeTensor cache stats" (7 of 16 Ctrl-Cs
     at 0.6-1.4 s). A single run holds the torch logger at WARNING before importing torch."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
     seen = tmp_path / "level.txt"
-    (hook / "sitecustomize.py").write_text(
-        "import importlib.abc, logging, sys\n"
-        "class Watch(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch':\n"
-        f"            open({str(seen)!r}, 'a').write(str(logging.getLogger('torch').level) + '\\n')\n"
-        "        return None\n"
-        "sys.meta_path.insert(0, Watch())\n"
-    )
-    env = cli_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    env = import_hook_env(tmp_path, "torch",
+                          f"open({str(seen)!r}, 'a').write(str(logging.getLogger('torch').level) + '\\n')")
     done = run_cli(QUICK, tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert seen.read_text().split()[0] == "30"  # logging.WARNING, when torch's import began

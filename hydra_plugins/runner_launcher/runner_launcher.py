@@ -22,7 +22,6 @@ import logging
 import multiprocessing
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -476,6 +475,7 @@ def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from runner.errors import ConfigError
+    from runner.record import remove_if_only
     from runner.spec import check_overrides, validate
 
     hydra_config = HydraConfig.instance()
@@ -491,26 +491,12 @@ def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int) -> None:
                 validate(config)
             except ConfigError as exc:
                 if not earlier_jobs:
-                    _remove_if_only(sweep_dir, {"multirun.yaml"})
+                    remove_if_only(sweep_dir, {"multirun.yaml"})
                 ran = f"{earlier_jobs} earlier job(s) ran; none of this batch was started" if earlier_jobs else \
                     "no job was started"
                 raise ConfigError(f"{exc} (sweep job #{job.idx}: {' '.join(job.overrides)}; {ran})") from None
     finally:
         hydra_config.cfg = before
-
-
-def _remove_if_only(folder: Path, names: set) -> None:
-    """Remove `folder` when it holds only these names, and is neither the working directory
-    nor above it (a folder the user pointed at, empty before, keeps existing)."""
-    try:
-        here = Path.cwd().resolve()
-        target = folder.resolve()
-        if target == here or target in here.parents:
-            return
-        if folder.is_dir() and all(p.name in names for p in folder.iterdir()):
-            shutil.rmtree(folder, ignore_errors=True)
-    except OSError:
-        pass
 
 
 @contextlib.contextmanager
