@@ -138,7 +138,10 @@ def _not_comparable(result: dict[str, Any]) -> Optional[str]:
 
 
 def _cv(result: dict[str, Any]) -> float:
-    return float((result.get("figures") or {}).get("throughput_cv") or 0.0)
+    """The run's spread over all its passes: a step in speed inside one run (left out of its
+    figures) is as likely between two runs."""
+    figures = result.get("figures") or {}
+    return float(max(figures.get("throughput_cv") or 0.0, figures.get("throughput_cv_all_repeats") or 0.0))
 
 
 def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: float) -> tuple[Optional[float], Optional[float], str]:

@@ -4,7 +4,8 @@ lives in summary.py.
     check      distinct requests through the request protocol vs eager (before any timing)
     warm-up    untimed schedule until `warmup_ms` has passed (clocks ramp, graphs upload)
     repeats    the schedule's throughput passes back to back until the relative standard error
-               of their mean is under `stdrel` (at least `min_repeats`, at most `repeats`);
+               of their mean is under `stdrel` (at least `min_repeats`, at most `repeats`;
+               after a step in speed, of the steady passes after it: stats.steady_start);
                then as many ceiling passes, then as many baseline passes, each block after a
                short warm-up of its own. (`measure.interleave` runs baseline, schedule and
                ceiling in turn per repeat instead.)
@@ -42,7 +43,7 @@ from runner.progress import PROGRESS, Progress
 from runner.protocol import open_servers
 from runner.schedule import no_gc
 from runner.spec import RunSpec
-from runner.stats import summarize
+from runner.stats import steady_start, summarize
 
 log = logging.getLogger(__name__)
 
@@ -388,13 +389,16 @@ def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: A
 
 def _stop(out: Measurement, m, end: float) -> bool:
     """After a repeat: stop once the mean is known well enough, at `repeats`, or when the next
-    pass would not fit in the time left."""
+    pass would not fit in the time left. The mean is that of the steady passes: after a step
+    in speed (the host's, most often) the passes before it say nothing of the level now, and
+    the repeats go on until the passes after it are enough."""
     rates = [n / s for n, s in out.throughput]
     done = len(rates)
     if done >= m.repeats:
         out.stop_reason = "repeats"
         return True
-    if done >= m.min_repeats and stdrel(rates) <= m.stdrel:
+    steady = rates[steady_start(rates, m.min_repeats):]
+    if len(steady) >= m.min_repeats and stdrel(steady) <= m.stdrel:
         out.stop_reason = "stdrel"
         return True
     last_s = out.throughput[-1][1]

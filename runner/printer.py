@@ -141,9 +141,12 @@ def render(result: dict[str, Any]) -> str:
         setup.append(f"warm-up {f['warmup_time_ms']:.0f} ms")
     if f.get("measure_time_s") is not None:
         stop = {"stdrel": "stable", "repeats": "at measure.repeats", "budget": "budget reached"}.get(
-            f.get("repeats_stop_reason"), "")
+            f.get("repeats_stop_reason"))
         count = len(f.get("throughput_requests_per_s_repeats") or [])
-        setup.append(f"measured {f['measure_time_s']:.1f} s ({count} repeat{'s' if count != 1 else ''}, {stop})" if stop else
+        steady = f.get("throughput_steady_from_repeat") or 1
+        how = [f"{count} repeat{'s' if count != 1 else ''}"] + ([stop] if stop else []) + \
+            ([f"figures from repeat {steady}"] if steady > 1 else [])
+        setup.append(f"measured {f['measure_time_s']:.1f} s ({', '.join(how)})" if stop or steady > 1 else
                      f"measured {f['measure_time_s']:.1f} s")
     if f.get("peak_device_memory_bytes") is not None:
         setup.append(f"peak device memory {_mib(f['peak_device_memory_bytes'])}")

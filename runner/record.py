@@ -39,7 +39,11 @@ METHOD = {
         "off; the median of measure.repeats passes run back to back (then the ceiling's and the "
         "baseline's passes, each block after a short warm-up; measure.interleave=true alternates "
         "them per repeat); cv = stdev / mean of the passes; samples/s counts real samples (padding "
-        "rows excluded)"
+        "rows excluded). After a step in speed (every pass before it more than 5% and 3 cv off the "
+        "mean of at least max(3, measure.min_repeats) passes after it: the host's speed changed, "
+        "most often), the median, cv and the repeats' stopping rule use the passes after the "
+        "step: {kind}_steady_from_repeat names the first, {kind}_cv_all_repeats is the cv of all, "
+        "and {kind}_requests_per_s_repeats keeps every pass"
     ),
     "speedup_vs_baseline": (
         "median runner requests/s / median baseline requests/s (with measure.interleave=true: "
@@ -107,7 +111,8 @@ HOST_METHOD = {
     ),
     "throughput": (
         "requests one after another until measure.min_requests and measure.min_duration_ms are both "
-        "reached (at most measure.max_pass_ms); host clock; the median of the passes; cv = stdev / mean"
+        "reached (at most measure.max_pass_ms); host clock; the median of the passes; cv = stdev / mean; "
+        "after a step in speed, of the passes after it (throughput_steady_from_repeat)"
     ),
 }
 

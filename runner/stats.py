@@ -52,3 +52,33 @@ def correlation(a: list[float], b: list[float]) -> Optional[float]:
     cov = math.fsum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
     spread = math.sqrt(math.fsum((x - ma) ** 2 for x in a) * math.fsum((y - mb) ** 2 for y in b))
     return cov / spread if spread else None
+
+
+# A level shift in a series of passes, as opposed to noise: every pass before the steady run
+# differs from that run's mean by more than STEP_MIN and by more than STEP_SPREAD of its cv.
+STEP_MIN = 0.05
+STEP_SPREAD = 3.0
+STEADY_MIN = 3  # fewer passes than this make no level to judge a step against
+
+
+def steady_start(values: list[float], min_len: int = STEADY_MIN) -> int:
+    """Index of the first value of the longest steady run that ends the series, after a step
+    (the warm-up / changepoint treatment of repeated benchmark runs, as in Barrett et al.,
+    "Virtual machine warmup blows hot and cold", 2017); 0 when there is no such step.
+
+    Only a leading part, at most half of the values, is ever left out, and only when every one
+    of its values lies clearly off the level of the values after it: a drift, a step near the end, or a series that
+    flips between two levels has no steady run after a step and keeps every value."""
+    need = max(STEADY_MIN, min_len)
+    # At most half of the passes are left out: a level that only the last few passes share,
+    # after many that scatter, is those few passes agreeing by chance, not a settled state.
+    for start in range(1, min(len(values) - need, len(values) // 2) + 1):
+        after = values[start:]
+        mean = math.fsum(after) / len(after)
+        spread = cv(after)
+        if not mean or spread is None:
+            continue
+        bound = max(STEP_MIN, STEP_SPREAD * spread)
+        if all(abs(v / mean - 1) > bound for v in values[:start]):
+            return start
+    return 0

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from runner.measure import Measurement, Pass, stdrel
 from runner.spec import RunSpec
-from runner.stats import correlation, cv, median, summarize
+from runner.stats import correlation, cv, median, steady_start, summarize
 
 # Stage marks: 0 before the copy in, 1 after it, 2 after compute, 3 after the copy out. On a GPU
 # they are CUDA events and the copies are H2D and D2H; on the CPU the host clock and host copies.
@@ -26,18 +26,46 @@ def _rates(passes: list[Pass]) -> list[float]:
     return [requests / seconds for requests, seconds in passes]
 
 
-def _rate_figures(prefix: str, passes: list[Pass], batch: int) -> dict[str, Any]:
+def _steady(passes: list[Pass], min_len: int) -> list[float]:
+    """The rates of the steady passes: those after a step in speed, or all (stats.steady_start)."""
+    rates = _rates(passes)
+    return rates[steady_start(rates, min_len):]
+
+
+def _rate_figures(prefix: str, passes: list[Pass], batch: int, min_len: int) -> dict[str, Any]:
     rates = _rates(passes)
     if not rates:
         return {}
-    rps = median(rates)
+    start = steady_start(rates, min_len)
+    rps = median(rates[start:])
     return {
         f"{prefix}_requests_per_s": rps,
         f"{prefix}_samples_per_s": rps * batch,
         f"{prefix}_requests_per_s_repeats": rates,
-        f"{prefix}_cv": cv(rates),
+        f"{prefix}_cv": cv(rates[start:]),
+        # The passes the median and cv are taken over: from this one (1-based) to the last.
+        f"{prefix}_steady_from_repeat": start + 1,
+        f"{prefix}_cv_all_repeats": cv(rates),
         f"{prefix}_requests": sum(r for r, _ in passes),
     }
+
+
+def _step_warning(name: str, fig: dict[str, Any], canary_speeds: list[float]) -> Optional[str]:
+    """Say which passes a step left out of a kind's figures, and by how much the speed moved."""
+    start = fig.get(f"{name}_steady_from_repeat", 1) - 1
+    if start <= 0:
+        return None
+    rates = fig[f"{name}_requests_per_s_repeats"]
+    before, after = rates[:start], rates[start:]
+    moved = (math.fsum(after) / len(after)) / (math.fsum(before) / len(before)) - 1
+    first = "pass 1" if start == 1 else f"passes 1-{start}"
+    host = ""
+    if name == "throughput" and len(canary_speeds) == len(rates):
+        host_moved = (math.fsum(canary_speeds[start:]) / len(after)) / (math.fsum(canary_speeds[:start]) / start) - 1
+        host = f"; the host's own speed moved {host_moved:+.0%} at the same step"
+    return (f"{name}: {first} of {len(rates)} left out of its median and cv: the rate stepped {moved:+.0%} "
+            f"after {'it' if start == 1 else 'them'}, and passes {start + 1}-{len(rates)} agree within "
+            f"{fig[f'{name}_cv']:.1%}{host}; every pass is in {name}_requests_per_s_repeats")
 
 
 def _stage_us(latency: dict, marks: tuple[int, int]) -> list[float]:
@@ -100,9 +128,10 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     batch = m.samples_per_request or spec.model.batch  # real samples: padding is not served
     fig: dict[str, Any] = {}
     warnings: list[str] = []
-    fig.update(_rate_figures("throughput", m.throughput, batch))
-    fig.update(_rate_figures("baseline", m.baseline, batch))
-    fig.update(_rate_figures("ceiling", m.ceiling, batch))
+    least = spec.measure.min_repeats
+    fig.update(_rate_figures("throughput", m.throughput, batch, least))
+    fig.update(_rate_figures("baseline", m.baseline, batch, least))
+    fig.update(_rate_figures("ceiling", m.ceiling, batch, least))
 
     if m.baseline and m.throughput:
         if spec.measure.interleave:
@@ -113,11 +142,11 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         else:
             fig["speedup_vs_baseline"] = fig["throughput_requests_per_s"] / fig["baseline_requests_per_s"]
         fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"],
-                                 _rates(m.throughput), _rates(m.baseline)))
+                                 _steady(m.throughput, least), _steady(m.baseline, least)))
     if m.ceiling and m.throughput:
         fig.update(ratio_figures("efficiency_vs_ceiling",
                                  fig["throughput_requests_per_s"] / fig["ceiling_requests_per_s"],
-                                 _rates(m.throughput), _rates(m.ceiling)))
+                                 _steady(m.throughput, least), _steady(m.ceiling, least)))
 
     if m.latency is not None:
         stages = STAGES if spec.is_cuda else HOST_STAGES
@@ -142,7 +171,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["repeats_stop_reason"] = m.stop_reason
     fig["pass_cap_ms"] = None if m.pass_cap_s is None else m.pass_cap_s * 1e3
     rates = _rates(m.throughput)
-    fig["throughput_stdrel"] = stdrel(rates) if len(rates) > 1 else None
+    steady = _steady(m.throughput, least)
+    fig["throughput_stdrel"] = stdrel(steady) if len(steady) > 1 else None
     fig["steady_state_allocations"] = m.steady_state_allocations
     fig["static_buffers_moved"] = m.buffers_moved
 
@@ -170,6 +200,9 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["host_canary_correlation"] = correlation(rates, speeds) if len(speeds) == len(rates) else None
     threshold = spec.measure.cv_warn
     for name in ("throughput", "baseline", "ceiling"):
+        step = _step_warning(name, fig, speeds)
+        if step:
+            warnings.append(step)
         value: Optional[float] = fig.get(f"{name}_cv")
         if value is not None and value > threshold:
             host = ""
@@ -177,8 +210,9 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
                 host = f"; the hypervisor took up to {fig['host_stolen_max']:.0%} of the busy CPU time in a pass"
             if name == "throughput":
                 host += _host_speed_clause(fig["host_canary_cv"], fig["host_canary_correlation"], len(rates), threshold)
+            counted = len(fig[f"{name}_requests_per_s_repeats"]) - fig[f"{name}_steady_from_repeat"] + 1
             warnings.append(
-                f"{name} varied by {value:.1%} across {len(fig[f'{name}_requests_per_s_repeats'])} passes "
+                f"{name} varied by {value:.1%} across {counted} passes "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise{host}"
             )
     # Passes the cap ended before both minimums were met (a pass runs at least one turn of the

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
+import time
+from typing import Optional
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from runner.check import check_schedule
 from runner.errors import ConfigError
 from runner.job import JobInfo, run_job
 from runner.lanes import build_lanes
+from runner.printer import render
 from runner.record import RESULT_FILE, SCHEMA
 from runner.spec import resolve
 
@@ -503,3 +507,56 @@ def test_every_throughput_pass_has_its_canary(make_cfg, tmp_path):
     assert len(f["host_canary_us_repeats"]) == len(f["throughput_requests_per_s_repeats"]) >= 2
     assert all(0 < us < 1e5 for us in f["host_canary_us_repeats"])
     assert "host_canary" in result["method"]
+
+
+def test_a_step_in_speed_leaves_the_passes_before_it_out_of_the_figures(make_cfg):
+    """The host's speed stepped after two passes (a VM on the H200: rates 1.0, 0.97, then 0.65
+    +-2%): the median and cv are those of the passes after the step, the warning says which
+    passes were left out and how far the host moved, and every pass stays in the record."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK))
+    passes = [(1000, 1.0), (966, 1.0), (646, 1.0), (635, 1.0), (615, 1.0)]
+    summary = summarize_measurement(spec, Measurement(throughput=passes, baseline=[(100, 1.0)] * 5,
+                                                      host_canary_s=[1e-4, 1e-4, 1.6e-4, 1.6e-4, 1.6e-4]))
+    f = summary.figures
+    assert f["throughput_steady_from_repeat"] == 3 and f["baseline_steady_from_repeat"] == 1
+    assert f["throughput_requests_per_s"] == 635.0  # the median of the last three, not of all five
+    assert f["throughput_cv"] == pytest.approx(statistics.stdev([646, 635, 615]) / statistics.mean([646, 635, 615]))
+    assert f["throughput_cv_all_repeats"] > 0.2 and f["throughput_requests_per_s_repeats"] == [1000, 966, 646, 635, 615]
+    assert f["throughput_stdrel"] == pytest.approx(f["throughput_cv"] / math.sqrt(3))
+    assert f["speedup_vs_baseline"] == pytest.approx(6.35)
+    [step] = [w for w in summary.warnings if w.startswith("throughput: passes 1-2 of 5 left out")]
+    assert "the rate stepped -36% after them, and passes 3-5 agree within 2.5%" in step
+    assert "the host's own speed moved -38% at the same step" in step
+    assert not [w for w in summary.warnings if w.startswith("throughput varied")]  # 2.5% is under cv_warn
+    # Without a step the figures are those of every pass, as before.
+    flat = summarize_measurement(spec, Measurement(throughput=[(1000, 1.0), (1025, 1.0), (893, 1.0), (964, 1.0)]))
+    assert flat.figures["throughput_steady_from_repeat"] == 1
+    assert flat.figures["throughput_cv"] == flat.figures["throughput_cv_all_repeats"]
+    assert flat.figures["throughput_requests_per_s"] == statistics.median([1000, 1025, 893, 964])
+    assert not [w for w in flat.warnings if "left out" in w]
+    assert "figures from repeat" not in render({"status": "ok", "figures": flat.figures})
+    assert "figures from repeat 3" in render({"status": "ok", "figures": {**f, "measure_time_s": 2.0}})
+
+
+def test_after_a_step_the_repeats_go_on_until_the_passes_after_it_are_enough():
+    """The stopping rule judges the steady passes: a step does not end the repeats early (five
+    passes across a step are never "stable"), nor keep them going once the level after it is known."""
+    from types import SimpleNamespace
+
+    from runner.measure import Measurement, _stop
+
+    m = SimpleNamespace(repeats=10, min_repeats=3, stdrel=0.01)
+    far = time.perf_counter() + 60
+
+    def stops(rates: list[float]) -> tuple[bool, Optional[str]]:
+        out = Measurement(throughput=[(r, 1.0) for r in rates])
+        return _stop(out, m, far), out.stop_reason
+
+    assert stops([1000, 1000, 650]) == (False, None)
+    assert stops([1000, 1000, 650, 650]) == (False, None)  # two passes after the step: too few
+    assert stops([1000, 1000, 650, 651, 649]) == (True, "stdrel")
+    assert stops([1000, 1002, 1001]) == (True, "stdrel")  # no step: all passes, as before
+    assert stops([1000, 900, 1100, 950]) == (False, None)

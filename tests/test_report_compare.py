@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,8 @@ def test_compare_finds_a_doctored_copy_slower_and_fails(sweep_dir, tmp_path, cap
     new = copy.deepcopy(old)
     f = new["figures"]
     f["throughput_requests_per_s"] *= 0.7
-    old["figures"]["throughput_cv"] = f["throughput_cv"] = 0.01
+    for figures in (old["figures"], f):
+        figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = 0.01
     code = compare.main([str(_write(tmp_path / "old", old)), str(_write(tmp_path / "new", new))])
     out = capsys.readouterr().out
     assert code == 1
@@ -119,14 +121,21 @@ def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
     old = _result(sweep_dir, 0)
     new = copy.deepcopy(old)
     new["figures"]["throughput_requests_per_s"] *= 0.9
-    old["figures"]["throughput_cv"] = new["figures"]["throughput_cv"] = 0.05  # 10% drop, 7% noise
+    for figures in (old["figures"], new["figures"]):
+        figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = 0.05  # 10% drop, 7% noise
     ratio, noise, verdict = compare.judge(old, new, threshold=0.05, sigma=3)
     assert verdict == "same" and ratio == pytest.approx(0.9) and noise == pytest.approx(0.0707, abs=1e-3)
     assert compare.judge(old, new, threshold=0.05, sigma=1)[2] == "slower"
+    # A run whose figures left out passes before a step in speed: the spread of all its passes
+    # is the noise to expect between runs, not the smaller spread of the passes after the step.
+    new["figures"]["throughput_cv"], new["figures"]["throughput_cv_all_repeats"] = 0.005, 0.2
+    assert compare.judge(old, new, threshold=0.05, sigma=3)[1] == pytest.approx(math.hypot(0.05, 0.2))
+    new["figures"]["throughput_cv"] = new["figures"]["throughput_cv_all_repeats"] = 0.05
     new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * 1.5
     assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "faster"
     # Very noisy runs (38% combined) still see a 40x change either way: the noise bounds log(ratio).
-    old["figures"]["throughput_cv"] = new["figures"]["throughput_cv"] = 0.27
+    for figures in (old["figures"], new["figures"]):
+        figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = 0.27
     for factor, verdict in ((1 / 40, "slower"), (40, "faster"), (0.7, "same"), (1 / 0.7, "same")):
         new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * factor
         assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == verdict, factor

@@ -51,3 +51,29 @@ def test_a_slow_models_rate_keeps_its_digits():
     from runner.printer import rate_text
 
     assert [rate_text(v) for v in (0.31, 4.94, 0.0, 12_345.6)] == ["0.31", "4.94", "0", "12,346"]
+
+
+def test_steady_start_leaves_out_only_passes_before_a_clear_step():
+    from runner.stats import steady_start
+
+    # The host stepped after the first pass (up) or after two (down): the passes after agree.
+    assert steady_start([1.0, 1.357, 1.432, 1.387, 1.383]) == 1
+    assert steady_start([1.0, 0.966, 0.646, 0.635, 0.615]) == 2
+    # Not yet settled: one pass above the level, one below, both far from it.
+    assert steady_start([1.0, 0.797, 0.932, 0.943, 0.947]) == 2
+    # Noise, a drift, two levels taking turns, a step too close to the end: every pass counts.
+    assert steady_start([1.0, 1.025, 0.893, 0.964, 1.0]) == 0
+    assert steady_start([1.0 - 0.02 * i for i in range(10)]) == 0
+    assert steady_start([1.0, 0.65, 1.0, 0.65, 1.0, 0.65]) == 0
+    assert steady_start([1.0, 1.0, 1.0, 0.6, 0.6]) == 0
+    # A step smaller than 5%, or within three cv of the passes after it, is not a step.
+    assert steady_start([1.04, 1.0, 1.0, 1.0]) == 0
+    assert steady_start([1.2, 1.0, 1.1, 0.9, 1.0]) == 0
+    # The last three of ten passes agree after seven that scatter (the H200, eager x4): chance,
+    # not a settled level; at most half of the passes are ever left out.
+    assert steady_start([1.0, 0.981, 0.874, 0.728, 0.692, 0.746, 1.057, 1.128, 1.152, 1.133]) == 0
+    assert steady_start([2.0, 2.1, 1.9, 2.0, 2.05, 1.0, 1.01, 1.0, 0.99, 1.0]) == 5
+    # The steady run must be at least as long as asked (and three passes in any case).
+    assert steady_start([2.0, 1.0, 1.0, 1.0], min_len=4) == 0
+    assert steady_start([2.0, 1.0, 1.0], min_len=1) == 0
+    assert steady_start([2.0, 1.0, 1.0, 1.0], min_len=1) == 1
