@@ -30,6 +30,7 @@ from runner.record import (
     SCHEMA,
     method_for,
     read_result,
+    resume_conflict,
     to_json,
     write_atomic,
     write_result,
@@ -306,15 +307,6 @@ def _failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:500]}"
 
 
-def _same_job(before: list[str], now: list[str]) -> bool:
-    """Whether an earlier result answers this job: the same overrides, `resume` aside."""
-
-    def strip(overrides: list[str]) -> list[str]:
-        return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
-
-    return strip(before) == strip(now)
-
-
 def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     """Run one job and write its result.json. Raises ConfigError for bad input in a single run
     (then nothing is written); in a sweep, bad input is recorded as a failed result."""
@@ -335,12 +327,9 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                     f"resume=true: {info.output_dir} holds no result to resume; name the run's folder with "
                     "hydra.run.dir=..., or drop resume=true"
                 )
-            if previous is not None and not _same_job(previous.get("overrides") or [], result["overrides"]):
-                raise ResumeConflict(
-                    f"resume=true: {info.output_dir} holds a result for other overrides "
-                    f"({' '.join(previous.get('overrides') or []) or 'none'}); resume with the same overrides, "
-                    "or use another folder"
-                )
+            conflict = resume_conflict(info.output_dir, result["overrides"])
+            if conflict:
+                raise ResumeConflict(conflict)
             (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # the result is this job's
             if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)

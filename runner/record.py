@@ -183,6 +183,28 @@ def read_result(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
 
 
+def _without_resume(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+
+
+def same_job(before: list[str], now: list[str]) -> bool:
+    """Whether an earlier result answers this job: the same overrides, `resume` aside."""
+    return _without_resume(before) == _without_resume(now)
+
+
+def resume_conflict(folder: Path, overrides: list[str]) -> str | None:
+    """Why resume=true must not write into `folder` (it holds another job's result), or None."""
+    previous = read_result(folder / RESULT_FILE)
+    if previous is None or same_job(previous.get("overrides") or [], overrides):
+        return None
+    there, here = _without_resume(previous.get("overrides") or []), _without_resume(overrides)
+    only_there, only_here = [o for o in there if o not in here], [o for o in here if o not in there]
+    differ = (f"there: {' '.join(only_there) or 'none'}; this job: {' '.join(only_here) or 'none'}"
+              if only_there or only_here else "the same ones in another order")
+    return (f"resume=true: {folder} holds a result for other overrides ({differ}); resume with the same "
+            "overrides, or use another folder")
+
+
 def remove_if_only(folder: Path, names: set[str]) -> None:
     """Remove `folder` when the entries it holds all have these names (what Hydra wrote for a
     run that recorded nothing), and it is neither the working directory nor above it."""

@@ -211,7 +211,8 @@ def test_resume_is_refused_into_a_folder_of_other_overrides(tmp_path):
     before = (tmp_path / "run" / "result.json").read_bytes()
     again = run_cli([*QUICK, "seed=3", "resume=true", "hydra.run.dir=run"], tmp_path)
     assert again.returncode == 2
-    assert again.stderr.strip().startswith("error: resume=true:") and "other overrides" in again.stderr
+    assert again.stderr.strip().startswith("error: resume=true:")
+    assert "holds a result for other overrides (there: none; this job: seed=3)" in again.stderr
     assert (tmp_path / "run" / "result.json").read_bytes() == before  # never overwritten
     kept = run_cli([*QUICK, "resume=true", "hydra.run.dir=run"], tmp_path)
     assert kept.returncode == 0 and "kept, resume=true" in kept.stdout

@@ -283,13 +283,24 @@ def test_other_launchers_end_in_the_same_table(tmp_path, launcher):
 def test_resuming_a_sweep_into_the_folders_of_another_is_refused_and_reported(tmp_path):
     first = sweep([*TINY, "seed=1,2", "hydra.sweep.dir=sw"], tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
-    before = {n: (tmp_path / "sw" / str(n) / "result.json").read_bytes() for n in (0, 1)}
+    files = ["0/result.json", "1/result.json", "sweep.md", "sweep.csv", "multirun.yaml"]
+    before = {name: (tmp_path / "sw" / name).read_bytes() for name in files}
+    # The runner's launcher refuses before any job starts: one line, exit 2, nothing rewritten
+    # (the table went on listing the earlier, ok results as failed).
     again = sweep([*TINY, "seed=3,4", "resume=true", "hydra.sweep.dir=sw"], tmp_path)
-    assert again.returncode == 1, again.stdout[-2000:]
+    assert again.returncode == 2, again.stdout[-2000:]
+    [line] = again.stderr.strip().splitlines()
+    assert line.startswith("error: resume=true:") and "holds a result for other overrides (there: seed=1; this job: seed=3)" in line
+    assert "(sweep job #0: " in line and "no job was started" in line
+    assert {name: (tmp_path / "sw" / name).read_bytes() for name in files} == before
+    assert "job 1/2 started" not in again.stdout
+    # A launcher without that check (Hydra's basic one): each job refuses, and says why.
+    basic = sweep([*TINY, "seed=3,4", "resume=true", "hydra/launcher=basic", "hydra.sweep.dir=sw"], tmp_path)
+    assert basic.returncode == 1, basic.stdout[-2000:]
     rows = table(tmp_path / "sw")
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all("resume=true" in r["reason"] and "other overrides" in r["reason"] for r in rows)
-    assert {n: (tmp_path / "sw" / str(n) / "result.json").read_bytes() for n in (0, 1)} == before
+    assert {name: (tmp_path / "sw" / name).read_bytes() for name in files[:2]} == {n: before[n] for n in files[:2]}
 
 
 def test_a_ctrl_c_while_the_fork_server_starts_is_held_not_lost(monkeypatch):

@@ -245,6 +245,12 @@ class RunnerLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        # The sweep folder's multirun.yaml before Hydra's sweeper writes this sweep's over it:
+        # a launch refused before any job ran puts it back.
+        try:
+            self.multirun_before: Optional[bytes] = (Path(str(config.hydra.sweep.dir)) / "multirun.yaml").read_bytes()
+        except Exception:  # noqa: BLE001 - no folder yet, or a folder name that does not resolve here
+            self.multirun_before = None
 
     # --- preparing jobs ----------------------------------------------------------------
     def _prepare(self, overrides: Sequence[str], idx: int) -> _Job:
@@ -357,7 +363,7 @@ class RunnerLauncher(Launcher):
                 del task_cfg["hydra"]
             info = JobInfo(
                 output_dir=job.output_dir,
-                overrides=[str(o) for o in OmegaConf.to_container(job.config.hydra.overrides.task, resolve=False)],
+                overrides=_task_overrides(job.config),
                 multirun=True,
                 num=job.idx,
                 sweep_dir=str(job.config.hydra.sweep.dir),
@@ -412,7 +418,7 @@ class RunnerLauncher(Launcher):
             print("[runner] warning: fewer CPU cores than devices; jobs are not pinned to cores", flush=True)
         share_of = dict(zip(slots, shares or [None] * len(slots), strict=True))
         jobs = [self._prepare(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
-        _refuse_bad_jobs(jobs, Path(str(self.config.hydra.sweep.dir)), self.launched)
+        _refuse_bad_jobs(jobs, Path(str(self.config.hydra.sweep.dir)), self.launched, self.multirun_before)
         self.launched += len(jobs)
         total = len(jobs)
         where = f"on devices {', '.join(map(str, slots))}, one job per device at a time" if parallel else "one at a time"
@@ -467,15 +473,16 @@ class RunnerLauncher(Launcher):
         return [returns[job.idx] for job in jobs]
 
 
-def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int) -> None:
+def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int, multirun_before: Optional[bytes] = None) -> None:
     """Every job's config is checked before any job of the batch starts: a typo in one value of
     a long sweep is one line and exit 2 now, not a failed job after the others have run. The
     checks need no machine (what a device allows is settled in each job). A sweep folder that
-    holds nothing but what Hydra wrote before the launch is removed."""
+    holds nothing but what Hydra wrote before the launch is removed; in a folder that held an
+    earlier sweep, that sweep's multirun.yaml (`multirun_before`) is put back."""
     from hydra.core.hydra_config import HydraConfig
 
     from runner.errors import ConfigError
-    from runner.record import remove_if_only
+    from runner.record import resume_conflict
     from runner.spec import check_overrides, validate
 
     hydra_config = HydraConfig.instance()
@@ -489,14 +496,37 @@ def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int) -> None:
             try:
                 check_overrides(job.overrides)
                 validate(config)
+                # Resuming into a folder that holds another job's result is refused before
+                # anything runs: the sweep's table would otherwise list its earlier, ok
+                # results as failed.
+                conflict = resume_conflict(job.output_dir, _task_overrides(job.config)) if config.get("resume") else None
+                if conflict:
+                    raise ConfigError(conflict)
             except ConfigError as exc:
                 if not earlier_jobs:
-                    remove_if_only(sweep_dir, {"multirun.yaml"})
+                    _restore(sweep_dir, multirun_before)
                 ran = f"{earlier_jobs} earlier job(s) ran; none of this batch was started" if earlier_jobs else \
                     "no job was started"
                 raise ConfigError(f"{exc} (sweep job #{job.idx}: {' '.join(job.overrides)}; {ran})") from None
     finally:
         hydra_config.cfg = before
+
+
+def _task_overrides(config: DictConfig) -> list[str]:
+    """The job's overrides as its result records them."""
+    return [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+
+
+def _restore(sweep_dir: Path, multirun_before: Optional[bytes]) -> None:
+    """Leave the sweep folder as the refused launch found it: gone if Hydra made it for this
+    launch, else with the multirun.yaml of the sweep that ran there (Hydra wrote its own)."""
+    from runner.record import remove_if_only
+
+    if multirun_before is None:
+        remove_if_only(sweep_dir, {"multirun.yaml"})
+    else:
+        with contextlib.suppress(OSError):
+            (sweep_dir / "multirun.yaml").write_bytes(multirun_before)
 
 
 @contextlib.contextmanager
