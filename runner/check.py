@@ -88,6 +88,8 @@ def relative_error(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]
             if g.dim() != w.dim() or any(a < b for a, b in zip(g.shape, w.shape, strict=False)):
                 return math.inf  # a shape the real request cannot have come from
             g = g[tuple(slice(0, n) for n in w.shape)]
+        if w.is_complex():  # both parts count: a cast to a real type would keep the real one only
+            g, w = torch.view_as_real(g.resolve_conj()), torch.view_as_real(w.resolve_conj())
         wide = _comparison_dtype(w.dtype)
         g, w = g.to(wide), w.to(wide)
         err = _norm(g - w) / max(_norm(w), 1e-30) if w.numel() else 0.0

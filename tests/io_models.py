@@ -65,3 +65,14 @@ class Masked(nn.Module):
         h = self.embed(input_ids) * attention_mask.unsqueeze(-1).to(torch.float32)
         h = h + flags.unsqueeze(-1).to(torch.float32)
         return {"pooled": h.sum(1), "per_token": h}
+
+
+class Spectrum(nn.Module):
+    """forward(x) -> the complex spectrum of a linear map of x (an FFT model's output)."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(features, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft(self.linear(x), dim=-1)

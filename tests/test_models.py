@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -418,3 +419,24 @@ def test_the_bundled_hf_configs_are_readable_yaml():
     for name in ("gpt2", "bert"):
         text = (root / f"{name}.yaml").read_text()
         assert "_target_: transformers." in text and "inputs:" in text
+
+
+SPECTRUM = """
+module: {_target_: tests.io_models.Spectrum, features: 8}
+batch: 4
+inputs: {x: {shape: [8]}}
+"""
+
+
+def test_a_complex_output_is_checked_on_both_parts(make_cfg, model_dir, tmp_path):
+    """A complex leaf travels back whole and its check sees the imaginary part: a response
+    wrong only there is a mismatch (the real part alone once hid it)."""
+    from runner.check import relative_error
+
+    result = _job(make_cfg, tmp_path, model_dir("spectrum", SPECTRUM), "model=spectrum")
+    assert result["status"] == "ok", result["reason"]
+    assert result["figures"]["check_mismatches"] == 0
+    want = torch.complex(torch.ones(4, 5), torch.ones(4, 5))
+    assert relative_error((want.conj(),), (want,)) == pytest.approx(math.sqrt(2))  # |-2j| / |1+1j|: only the imaginary part differs
+    assert relative_error((want.clone(),), (want,)) == 0.0
+    assert relative_error((want[:, :3],), (want[:, :3],)) == 0.0  # a view, not contiguous in memory
