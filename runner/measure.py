@@ -5,7 +5,7 @@ lives in summary.py.
     warm-up    untimed schedule until `warmup_ms` has passed (clocks ramp, graphs upload)
     repeats    the schedule's throughput passes back to back until the relative standard error
                of their mean is under `stdrel` (at least `min_repeats`, at most `repeats`;
-               after a step in speed, of the steady passes after it: stats.steady_start);
+               after a step in the host's speed, of the passes after it: stats.steady_start);
                then as many ceiling passes, then as many baseline passes, each block after a
                short warm-up of its own. (`measure.interleave` runs baseline, schedule and
                ceiling in turn per repeat instead.)
@@ -387,17 +387,26 @@ def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: A
     return False
 
 
+def host_speeds(m: Measurement) -> Optional[list[float]]:
+    """The host's speed before each throughput pass (1 / the canary's time), or None where a
+    pass has none (an interrupted pass has its canary, not its rate)."""
+    canary_s = list(m.host_canary_s[: len(m.throughput)])
+    if len(canary_s) != len(m.throughput) or not all(s > 0 for s in canary_s):
+        return None
+    return [1 / s for s in canary_s]
+
+
 def _stop(out: Measurement, m, end: float) -> bool:
     """After a repeat: stop once the mean is known well enough, at `repeats`, or when the next
     pass would not fit in the time left. The mean is that of the steady passes: after a step
-    in speed (the host's, most often) the passes before it say nothing of the level now, and
-    the repeats go on until the passes after it are enough."""
+    in the host's speed (its canary moved with the rate) the passes before it say nothing of
+    the level now, and the repeats go on until the passes after it are enough."""
     rates = [n / s for n, s in out.throughput]
     done = len(rates)
     if done >= m.repeats:
         out.stop_reason = "repeats"
         return True
-    steady = rates[steady_start(rates, m.min_repeats):]
+    steady = rates[steady_start(rates, host_speeds(out), m.min_repeats):]
     if len(steady) >= m.min_repeats and stdrel(steady) <= m.stdrel:
         out.stop_reason = "stdrel"
         return True

@@ -39,15 +39,18 @@ METHOD = {
         "off; the median of measure.repeats passes run back to back (then the ceiling's and the "
         "baseline's passes, each block after a short warm-up; measure.interleave=true alternates "
         "them per repeat); cv = stdev / mean of the passes; samples/s counts real samples (padding "
-        "rows excluded). After a step in speed (every pass before it more than 5% and 3 cv off the "
-        "mean of at least max(3, measure.min_repeats) passes after it: the host's speed changed, "
-        "most often), the median, cv and the repeats' stopping rule use the passes after the "
-        "step: {kind}_steady_from_repeat names the first, {kind}_cv_all_repeats is the cv of all, "
-        "and {kind}_requests_per_s_repeats keeps every pass"
+        "rows excluded). After a step in the host's speed (every pass before it more than 5% and 4 "
+        "cv off the mean of the passes after it, which are at least max(3, measure.min_repeats) "
+        "and half of all; and the host canary's speed moved the same way, by at least 5% and half "
+        "as much), the throughput's median, cv and stopping rule use the passes after the step: "
+        "throughput_steady_from_repeat names the first, throughput_cv_all_repeats is the cv of "
+        "all, throughput_requests_per_s_repeats keeps every pass. The baseline's and the "
+        "ceiling's figures use all their passes"
     ),
     "speedup_vs_baseline": (
         "median runner requests/s / median baseline requests/s (with measure.interleave=true: "
-        "the median over repeats of the ratio of the two passes run back to back)"
+        "the median over repeats of the ratio of the two passes run back to back, its interval "
+        "from the spread of those ratios)"
     ),
     "ceiling": "the same compute (graphs, or eager forwards) replayed back to back across the streams, no copies, no host waits",
     "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s",
@@ -112,7 +115,7 @@ HOST_METHOD = {
     "throughput": (
         "requests one after another until measure.min_requests and measure.min_duration_ms are both "
         "reached (at most measure.max_pass_ms); host clock; the median of the passes; cv = stdev / mean; "
-        "after a step in speed, of the passes after it (throughput_steady_from_repeat)"
+        "after a step in the host's speed, of the passes after it (throughput_steady_from_repeat)"
     ),
 }
 

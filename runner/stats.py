@@ -55,30 +55,46 @@ def correlation(a: list[float], b: list[float]) -> Optional[float]:
 
 
 # A level shift in a series of passes, as opposed to noise: every pass before the steady run
-# differs from that run's mean by more than STEP_MIN and by more than STEP_SPREAD of its cv.
+# differs from that run's mean by more than STEP_MIN and by more than STEP_SPREAD of its cv,
+# and an independent witness of the cause (the host's own speed) moved the same way.
 STEP_MIN = 0.05
-STEP_SPREAD = 3.0
+STEP_SPREAD = 4.0
 STEADY_MIN = 3  # fewer passes than this make no level to judge a step against
 
 
-def steady_start(values: list[float], min_len: int = STEADY_MIN) -> int:
-    """Index of the first value of the longest steady run that ends the series, after a step
-    (the warm-up / changepoint treatment of repeated benchmark runs, as in Barrett et al.,
-    "Virtual machine warmup blows hot and cold", 2017); 0 when there is no such step.
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
 
-    Only a leading part, at most half of the values, is ever left out, and only when every one
-    of its values lies clearly off the level of the values after it: a drift, a step near the end, or a series that
-    flips between two levels has no steady run after a step and keeps every value."""
+
+def steady_start(values: list[float], witness: Optional[list[float]], min_len: int = STEADY_MIN) -> int:
+    """Index of the first value of the steady run that ends the series, after a step (the
+    warm-up / changepoint treatment of repeated benchmark runs, as in Barrett et al., "Virtual
+    machine warmup blows hot and cold", 2017); 0 when there is no such step.
+
+    A start is a step when every value before it lies clearly off the level of the values
+    after it (at least `min_len` and 3 of them, and at least half of all), and the witness (a
+    speed measured beside each value: the host's) moved the same way, by at least half as much
+    and 5%. Without a witness of the same length there is no step: noise alone would make one
+    in 1 of 10 series of 5 values at 5% cv. Of adjacent starts that qualify, the later one:
+    a value that is itself off the level after it belongs before the step. A drift, a step
+    near the end, or a series that flips between two levels keeps every value."""
+    if witness is None or len(witness) != len(values) or min(witness, default=0.0) <= 0:
+        return 0
     need = max(STEADY_MIN, min_len)
-    # At most half of the passes are left out: a level that only the last few passes share,
-    # after many that scatter, is those few passes agreeing by chance, not a settled state.
-    for start in range(1, min(len(values) - need, len(values) // 2) + 1):
-        after = values[start:]
-        mean = math.fsum(after) / len(after)
-        spread = cv(after)
+    last = min(len(values) - need, len(values) // 2)
+
+    def is_step(start: int) -> bool:
+        if not 1 <= start <= last:
+            return False
+        after, before = values[start:], values[:start]
+        mean, spread = _mean(after), cv(after)
         if not mean or spread is None:
-            continue
+            return False
         bound = max(STEP_MIN, STEP_SPREAD * spread)
-        if all(abs(v / mean - 1) > bound for v in values[:start]):
-            return start
-    return 0
+        if not all(abs(v / mean - 1) > bound for v in before):
+            return False
+        moved = mean / _mean(before) - 1
+        host_moved = _mean(witness[start:]) / _mean(witness[:start]) - 1
+        return moved * host_moved > 0 and abs(host_moved) >= max(STEP_MIN, abs(moved) / 2)
+
+    return next((s for s in range(1, last + 1) if is_step(s) and not is_step(s + 1)), 0)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from runner.measure import Measurement, Pass, stdrel
+from runner.measure import Measurement, Pass, host_speeds, stdrel
 from runner.spec import RunSpec
 from runner.stats import correlation, cv, median, steady_start, summarize
 
@@ -26,46 +26,35 @@ def _rates(passes: list[Pass]) -> list[float]:
     return [requests / seconds for requests, seconds in passes]
 
 
-def _steady(passes: list[Pass], min_len: int) -> list[float]:
-    """The rates of the steady passes: those after a step in speed, or all (stats.steady_start)."""
-    rates = _rates(passes)
-    return rates[steady_start(rates, min_len):]
-
-
-def _rate_figures(prefix: str, passes: list[Pass], batch: int, min_len: int) -> dict[str, Any]:
+def _rate_figures(prefix: str, passes: list[Pass], batch: int, start: int = 0) -> dict[str, Any]:
     rates = _rates(passes)
     if not rates:
         return {}
-    start = steady_start(rates, min_len)
     rps = median(rates[start:])
-    return {
+    figures = {
         f"{prefix}_requests_per_s": rps,
         f"{prefix}_samples_per_s": rps * batch,
         f"{prefix}_requests_per_s_repeats": rates,
         f"{prefix}_cv": cv(rates[start:]),
-        # The passes the median and cv are taken over: from this one (1-based) to the last.
-        f"{prefix}_steady_from_repeat": start + 1,
-        f"{prefix}_cv_all_repeats": cv(rates),
         f"{prefix}_requests": sum(r for r, _ in passes),
     }
+    if prefix == "throughput":
+        # The passes the median and cv are taken over: from this one (1-based) to the last.
+        figures.update(throughput_steady_from_repeat=start + 1, throughput_cv_all_repeats=cv(rates))
+    return figures
 
 
-def _step_warning(name: str, fig: dict[str, Any], canary_speeds: list[float]) -> Optional[str]:
-    """Say which passes a step left out of a kind's figures, and by how much the speed moved."""
-    start = fig.get(f"{name}_steady_from_repeat", 1) - 1
-    if start <= 0:
-        return None
-    rates = fig[f"{name}_requests_per_s_repeats"]
+def _step_warning(rates: list[float], speeds: list[float], start: int) -> str:
+    """Which passes a step in speed left out of the throughput's figures, and how far the rate
+    and the host moved."""
     before, after = rates[:start], rates[start:]
-    moved = (math.fsum(after) / len(after)) / (math.fsum(before) / len(before)) - 1
+    moved = math.fsum(after) / len(after) / (math.fsum(before) / start) - 1
+    host_moved = math.fsum(speeds[start:]) / len(after) / (math.fsum(speeds[:start]) / start) - 1
     first = "pass 1" if start == 1 else f"passes 1-{start}"
-    host = ""
-    if name == "throughput" and len(canary_speeds) == len(rates):
-        host_moved = (math.fsum(canary_speeds[start:]) / len(after)) / (math.fsum(canary_speeds[:start]) / start) - 1
-        host = f"; the host's own speed moved {host_moved:+.0%} at the same step"
-    return (f"{name}: {first} of {len(rates)} left out of its median and cv: the rate stepped {moved:+.0%} "
-            f"after {'it' if start == 1 else 'them'}, and passes {start + 1}-{len(rates)} agree within "
-            f"{fig[f'{name}_cv']:.1%}{host}; every pass is in {name}_requests_per_s_repeats")
+    return (f"throughput: {first} of {len(rates)} left out of its median and cv: the host's own speed "
+            f"moved {host_moved:+.0%} after {'it' if start == 1 else 'them'} and the rate {moved:+.0%}; passes "
+            f"{start + 1}-{len(rates)} have cv {cv(after):.1%}, all passes {cv(rates):.1%} "
+            "(every pass is in throughput_requests_per_s_repeats)")
 
 
 def _stage_us(latency: dict, marks: tuple[int, int]) -> list[float]:
@@ -79,9 +68,11 @@ def median_error(rates: list[float]) -> float:
     return math.inf if c is None else 1.25 * c / math.sqrt(len(rates))
 
 
-def ratio_figures(name: str, ratio: float, numerator: list[float], denominator: list[float]) -> dict[str, Any]:
-    """A ratio of two medians with its 2-sigma interval; `within_noise` when it covers 1.0."""
-    err = math.hypot(median_error(numerator), median_error(denominator))
+def ratio_figures(name: str, ratio: float, numerator: list[float],
+                  denominator: Optional[list[float]] = None) -> dict[str, Any]:
+    """A ratio of two medians with its 2-sigma interval; `within_noise` when it covers 1.0.
+    Without a denominator, `numerator` holds the ratios themselves (paired passes)."""
+    err = math.hypot(median_error(numerator), median_error(denominator) if denominator is not None else 0.0)
     low, high = ratio * (1 - 2 * err), ratio * (1 + 2 * err)
     return {
         name: ratio,
@@ -128,10 +119,14 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     batch = m.samples_per_request or spec.model.batch  # real samples: padding is not served
     fig: dict[str, Any] = {}
     warnings: list[str] = []
-    least = spec.measure.min_repeats
-    fig.update(_rate_figures("throughput", m.throughput, batch, least))
-    fig.update(_rate_figures("baseline", m.baseline, batch, least))
-    fig.update(_rate_figures("ceiling", m.ceiling, batch, least))
+    # After a step in the host's speed, the throughput's figures are those of the passes after
+    # it (stats.steady_start); the baseline's and the ceiling's have no witness of the host.
+    speeds = host_speeds(m)
+    start = steady_start(_rates(m.throughput), speeds, spec.measure.min_repeats)
+    steady = _rates(m.throughput)[start:]
+    fig.update(_rate_figures("throughput", m.throughput, batch, start))
+    fig.update(_rate_figures("baseline", m.baseline, batch))
+    fig.update(_rate_figures("ceiling", m.ceiling, batch))
 
     if m.baseline and m.throughput:
         if spec.measure.interleave:
@@ -139,14 +134,15 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             paired = [t / b for t, b in zip(_rates(m.throughput), _rates(m.baseline), strict=False)]
             fig["speedup_vs_baseline"] = median(paired)
             fig["speedup_vs_baseline_repeats"] = paired
+            # The pairs' own spread: a step in the host's speed moves both passes of a pair.
+            fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"], paired))
         else:
             fig["speedup_vs_baseline"] = fig["throughput_requests_per_s"] / fig["baseline_requests_per_s"]
-        fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"],
-                                 _steady(m.throughput, least), _steady(m.baseline, least)))
+            fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"], steady, _rates(m.baseline)))
     if m.ceiling and m.throughput:
         fig.update(ratio_figures("efficiency_vs_ceiling",
                                  fig["throughput_requests_per_s"] / fig["ceiling_requests_per_s"],
-                                 _steady(m.throughput, least), _steady(m.ceiling, least)))
+                                 steady, _rates(m.ceiling)))
 
     if m.latency is not None:
         stages = STAGES if spec.is_cuda else HOST_STAGES
@@ -171,7 +167,6 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["repeats_stop_reason"] = m.stop_reason
     fig["pass_cap_ms"] = None if m.pass_cap_s is None else m.pass_cap_s * 1e3
     rates = _rates(m.throughput)
-    steady = _steady(m.throughput, least)
     fig["throughput_stdrel"] = stdrel(steady) if len(steady) > 1 else None
     fig["steady_state_allocations"] = m.steady_state_allocations
     fig["static_buffers_moved"] = m.buffers_moved
@@ -194,23 +189,24 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["host_stolen_max"] = max(stolen) if stolen else None
     # How fast the host ran Python before each throughput pass: a host-bound schedule follows it.
     canary_s = list(m.host_canary_s[: len(rates)])  # an interrupted pass has its canary, not its rate
-    speeds = [1 / s for s in canary_s if s > 0]
     fig["host_canary_us_repeats"] = [s * 1e6 for s in canary_s] or None
-    fig["host_canary_cv"] = cv(speeds)
-    fig["host_canary_correlation"] = correlation(rates, speeds) if len(speeds) == len(rates) else None
+    fig["host_canary_cv"] = cv(speeds) if speeds else None
+    fig["host_canary_correlation"] = correlation(rates, speeds) if speeds else None
+    if start:
+        warnings.append(_step_warning(rates, speeds or [], start))
     threshold = spec.measure.cv_warn
     for name in ("throughput", "baseline", "ceiling"):
-        step = _step_warning(name, fig, speeds)
-        if step:
-            warnings.append(step)
         value: Optional[float] = fig.get(f"{name}_cv")
         if value is not None and value > threshold:
             host = ""
             if name == "throughput" and fig["host_stolen_max"]:
                 host = f"; the hypervisor took up to {fig['host_stolen_max']:.0%} of the busy CPU time in a pass"
-            if name == "throughput":
-                host += _host_speed_clause(fig["host_canary_cv"], fig["host_canary_correlation"], len(rates), threshold)
-            counted = len(fig[f"{name}_requests_per_s_repeats"]) - fig[f"{name}_steady_from_repeat"] + 1
+            counted = len(fig[f"{name}_requests_per_s_repeats"])
+            if name == "throughput":  # over the passes the cv is of
+                counted = len(steady)
+                window = (speeds or [])[start:]
+                host += _host_speed_clause(cv(window) if window else None,
+                                           correlation(steady, window) if window else None, counted, threshold)
             warnings.append(
                 f"{name} varied by {value:.1%} across {counted} passes "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise{host}"

@@ -511,34 +511,72 @@ def test_every_throughput_pass_has_its_canary(make_cfg, tmp_path):
 
 def test_a_step_in_speed_leaves_the_passes_before_it_out_of_the_figures(make_cfg):
     """The host's speed stepped after two passes (a VM on the H200: rates 1.0, 0.97, then 0.65
-    +-2%): the median and cv are those of the passes after the step, the warning says which
-    passes were left out and how far the host moved, and every pass stays in the record."""
+    +-2%, the host's own speed -38%): the median and cv are those of the passes after the
+    step, the warning says which passes were left out and how far the host moved, and every
+    pass stays in the record. The baseline's passes (no witness of the host) all count."""
     from runner.measure import Measurement
     from runner.summary import summarize_measurement
 
     spec = resolve(make_cfg(*QUICK))
     passes = [(1000, 1.0), (966, 1.0), (646, 1.0), (635, 1.0), (615, 1.0)]
-    summary = summarize_measurement(spec, Measurement(throughput=passes, baseline=[(100, 1.0)] * 5,
-                                                      host_canary_s=[1e-4, 1e-4, 1.6e-4, 1.6e-4, 1.6e-4]))
+    canary = [1e-4, 1e-4, 1.6e-4, 1.6e-4, 1.6e-4]
+    baseline = [(200, 1.0), (100, 1.0), (100, 1.0), (100, 1.0), (100, 1.0)]
+    summary = summarize_measurement(spec, Measurement(throughput=passes, baseline=baseline, host_canary_s=canary))
     f = summary.figures
-    assert f["throughput_steady_from_repeat"] == 3 and f["baseline_steady_from_repeat"] == 1
+    assert f["throughput_steady_from_repeat"] == 3 and "baseline_steady_from_repeat" not in f
     assert f["throughput_requests_per_s"] == 635.0  # the median of the last three, not of all five
-    assert f["throughput_cv"] == pytest.approx(statistics.stdev([646, 635, 615]) / statistics.mean([646, 635, 615]))
+    after = [646, 635, 615]
+    assert f["throughput_cv"] == pytest.approx(statistics.stdev(after) / statistics.mean(after))
     assert f["throughput_cv_all_repeats"] > 0.2 and f["throughput_requests_per_s_repeats"] == [1000, 966, 646, 635, 615]
     assert f["throughput_stdrel"] == pytest.approx(f["throughput_cv"] / math.sqrt(3))
+    assert f["baseline_cv"] == pytest.approx(statistics.stdev([200, 100, 100, 100, 100]) / 120)
     assert f["speedup_vs_baseline"] == pytest.approx(6.35)
+    # The interval: the spread of the three steady passes and of all five baseline passes.
+    err = math.hypot(1.25 * f["throughput_cv"] / math.sqrt(3), 1.25 * f["baseline_cv"] / math.sqrt(5))
+    assert f["speedup_vs_baseline_interval"] == pytest.approx([6.35 * (1 - 2 * err), 6.35 * (1 + 2 * err)])
     [step] = [w for w in summary.warnings if w.startswith("throughput: passes 1-2 of 5 left out")]
-    assert "the rate stepped -36% after them, and passes 3-5 agree within 2.5%" in step
-    assert "the host's own speed moved -38% at the same step" in step
+    assert "the host's own speed moved -38% after them and the rate -36%; passes 3-5 have cv 2.5%" in step
     assert not [w for w in summary.warnings if w.startswith("throughput varied")]  # 2.5% is under cv_warn
-    # Without a step the figures are those of every pass, as before.
-    flat = summarize_measurement(spec, Measurement(throughput=[(1000, 1.0), (1025, 1.0), (893, 1.0), (964, 1.0)]))
+    # The same rates with a steady host: every pass counts.
+    flat = summarize_measurement(spec, Measurement(throughput=passes, host_canary_s=[1e-4] * 5))
     assert flat.figures["throughput_steady_from_repeat"] == 1
-    assert flat.figures["throughput_cv"] == flat.figures["throughput_cv_all_repeats"]
-    assert flat.figures["throughput_requests_per_s"] == statistics.median([1000, 1025, 893, 964])
+    assert flat.figures["throughput_cv"] == flat.figures["throughput_cv_all_repeats"] > 0.2
+    assert flat.figures["throughput_requests_per_s"] == 646.0
     assert not [w for w in flat.warnings if "left out" in w]
-    assert "figures from repeat" not in render({"status": "ok", "figures": flat.figures})
+    assert "figures from repeat" not in render({"status": "ok", "figures": {**flat.figures, "measure_time_s": 2.0}})
     assert "figures from repeat 3" in render({"status": "ok", "figures": {**f, "measure_time_s": 2.0}})
+
+
+def test_a_noisy_run_after_a_step_warns_of_the_passes_its_cv_is_of(make_cfg):
+    """After a step the cv warning counts the passes after it, and judges the host over them."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK))
+    passes = [(2000, 1.0), (1000, 1.0), (1100, 1.0), (900, 1.0), (1000, 1.0), (1150, 1.0)]
+    canary = [0.5e-4, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4]  # the host halved its speed after pass 1, then held
+    summary = summarize_measurement(spec, Measurement(throughput=passes, host_canary_s=canary))
+    assert summary.figures["throughput_steady_from_repeat"] == 2
+    [noisy] = [w for w in summary.warnings if w.startswith("throughput varied")]
+    assert noisy.startswith("throughput varied by 9.5% across 5 passes")
+    assert "host's own speed" not in noisy  # it held over those passes (over all six it moved 30%)
+
+
+def test_interleaved_passes_judge_the_speedup_by_the_spread_of_their_pairs(make_cfg):
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK, "measure.interleave=true"))
+    # The host's speed moved both passes of each pair: the ratios hold at 10x +-1%.
+    runner_passes = [(1000, 1.0), (600, 1.0), (1010, 1.0), (590, 1.0)]
+    baseline = [(100, 1.0), (60, 1.0), (100, 1.0), (60, 1.0)]
+    f = summarize_measurement(spec, Measurement(throughput=runner_passes, baseline=baseline)).figures
+    paired = [10.0, 10.0, 10.1, 590 / 60]
+    assert f["speedup_vs_baseline_repeats"] == pytest.approx(paired)
+    err = 1.25 * statistics.stdev(paired) / statistics.mean(paired) / 2
+    low, high = f["speedup_vs_baseline_interval"]
+    assert (low, high) == pytest.approx((f["speedup_vs_baseline"] * (1 - 2 * err), f["speedup_vs_baseline"] * (1 + 2 * err)))
+    assert high - low < 0.5  # the rates' own spread (27% cv) would have made it 6 wide
 
 
 def test_after_a_step_the_repeats_go_on_until_the_passes_after_it_are_enough():
@@ -551,12 +589,14 @@ def test_after_a_step_the_repeats_go_on_until_the_passes_after_it_are_enough():
     m = SimpleNamespace(repeats=10, min_repeats=3, stdrel=0.01)
     far = time.perf_counter() + 60
 
-    def stops(rates: list[float]) -> tuple[bool, Optional[str]]:
-        out = Measurement(throughput=[(r, 1.0) for r in rates])
+    def stops(rates: list[float], host_step_at: int = 2) -> tuple[bool, Optional[str]]:
+        canary = [1e-4 if i < host_step_at else 1.6e-4 for i in range(len(rates))]
+        out = Measurement(throughput=[(r, 1.0) for r in rates], host_canary_s=canary)
         return _stop(out, m, far), out.stop_reason
 
     assert stops([1000, 1000, 650]) == (False, None)
     assert stops([1000, 1000, 650, 650]) == (False, None)  # two passes after the step: too few
     assert stops([1000, 1000, 650, 651, 649]) == (True, "stdrel")
+    assert stops([1000, 1000, 650, 651, 649], host_step_at=99) == (False, None)  # the host held: all count
     assert stops([1000, 1002, 1001]) == (True, "stdrel")  # no step: all passes, as before
     assert stops([1000, 900, 1100, 950]) == (False, None)

@@ -53,27 +53,38 @@ def test_a_slow_models_rate_keeps_its_digits():
     assert [rate_text(v) for v in (0.31, 4.94, 0.0, 12_345.6)] == ["0.31", "4.94", "0", "12,346"]
 
 
-def test_steady_start_leaves_out_only_passes_before_a_clear_step():
+def test_steady_start_leaves_out_only_passes_before_a_step_the_host_made():
     from runner.stats import steady_start
 
-    # The host stepped after the first pass (up) or after two (down): the passes after agree.
-    assert steady_start([1.0, 1.357, 1.432, 1.387, 1.383]) == 1
-    assert steady_start([1.0, 0.966, 0.646, 0.635, 0.615]) == 2
-    # Not yet settled: one pass above the level, one below, both far from it.
-    assert steady_start([1.0, 0.797, 0.932, 0.943, 0.947]) == 2
+    def host(before: int, n: int, to: float) -> list[float]:  # the host's speed: 1, then `to`
+        return [1.0] * before + [to] * (n - before)
+
+    # Measured on the H200: the host stepped after one pass (up) or two (down), the rates with it.
+    up, down = [1.0, 1.357, 1.432, 1.387, 1.383], [1.0, 0.966, 0.646, 0.635, 0.615]
+    assert steady_start(up, [1.0, 1.138, 1.911, 1.902, 1.914]) == 1
+    assert steady_start(down, [1.0, 1.042, 0.656, 0.671, 0.554]) == 2
+    # The same rates, but the host's speed stayed (or moved the other way, or too little): the
+    # cause is not the host, and every pass counts.
+    assert steady_start(down, [1.0] * 5) == 0
+    assert steady_start(down, host(2, 5, 1.4)) == 0
+    assert steady_start(down, host(2, 5, 0.9)) == 0  # -10% against the rate's -36%
+    assert steady_start(down, None) == 0 and steady_start(down, [1.0, 1.0]) == 0  # no witness
+    # A pass that is itself off the level after it belongs before the step.
+    assert steady_start([0.5, 0.8] + [1.0] * 8, host(2, 10, 1.5)) == 2
+    assert steady_start([1.06, 1.0] + [0.65] * 8, host(2, 10, 0.6)) == 2
     # Noise, a drift, two levels taking turns, a step too close to the end: every pass counts.
-    assert steady_start([1.0, 1.025, 0.893, 0.964, 1.0]) == 0
-    assert steady_start([1.0 - 0.02 * i for i in range(10)]) == 0
-    assert steady_start([1.0, 0.65, 1.0, 0.65, 1.0, 0.65]) == 0
-    assert steady_start([1.0, 1.0, 1.0, 0.6, 0.6]) == 0
-    # A step smaller than 5%, or within three cv of the passes after it, is not a step.
-    assert steady_start([1.04, 1.0, 1.0, 1.0]) == 0
-    assert steady_start([1.2, 1.0, 1.1, 0.9, 1.0]) == 0
+    assert steady_start([1.0, 1.025, 0.893, 0.964, 1.0], host(1, 5, 0.9)) == 0
+    assert steady_start([1.0 - 0.02 * i for i in range(10)], [1.0 - 0.03 * i for i in range(10)]) == 0
+    assert steady_start([1.0, 0.65, 1.0, 0.65, 1.0, 0.65], [1.0, 0.6, 1.0, 0.6, 1.0, 0.6]) == 0
+    assert steady_start([1.0, 1.0, 1.0, 0.6, 0.6], host(3, 5, 0.6)) == 0
+    # A step smaller than 5%, or within four cv of the passes after it, is not a step.
+    assert steady_start([1.04, 1.0, 1.0, 1.0], host(1, 4, 0.9)) == 0
+    assert steady_start([1.2, 1.0, 1.1, 0.9, 1.0], host(1, 5, 0.8)) == 0
     # The last three of ten passes agree after seven that scatter (the H200, eager x4): chance,
     # not a settled level; at most half of the passes are ever left out.
-    assert steady_start([1.0, 0.981, 0.874, 0.728, 0.692, 0.746, 1.057, 1.128, 1.152, 1.133]) == 0
-    assert steady_start([2.0, 2.1, 1.9, 2.0, 2.05, 1.0, 1.01, 1.0, 0.99, 1.0]) == 5
+    assert steady_start([1.0, 0.981, 0.874, 0.728, 0.692, 0.746, 1.057, 1.128, 1.152, 1.133], host(7, 10, 1.3)) == 0
+    assert steady_start([2.0, 2.1, 1.9, 2.0, 2.05, 1.0, 1.01, 1.0, 0.99, 1.0], host(5, 10, 0.5)) == 5
     # The steady run must be at least as long as asked (and three passes in any case).
-    assert steady_start([2.0, 1.0, 1.0, 1.0], min_len=4) == 0
-    assert steady_start([2.0, 1.0, 1.0], min_len=1) == 0
-    assert steady_start([2.0, 1.0, 1.0, 1.0], min_len=1) == 1
+    assert steady_start([2.0, 1.0, 1.0, 1.0], host(1, 4, 0.5), min_len=4) == 0
+    assert steady_start([2.0, 1.0, 1.0], host(1, 3, 0.5), min_len=1) == 0
+    assert steady_start([2.0, 1.0, 1.0, 1.0], host(1, 4, 0.5), min_len=1) == 1
