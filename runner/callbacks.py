@@ -41,7 +41,7 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop("RUNNER_CONCURRENT_JOBS", None)  # not for a later sweep in this process
-        from runner.report import collapse_notes, collect, failures, text_table, write_report
+        from runner.report import collect, failures, sweep_notes, text_table, write_report
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = collect([sweep_dir])
@@ -52,7 +52,7 @@ class SweepReport(Callback):
         print()
         print(f"sweep: {len(rows)} jobs in {sweep_dir}")
         print(text_table(rows))
-        for note in collapse_notes(rows):
+        for note in sweep_notes(rows):
             print(note)
         print(f"written: {', '.join(p.name for p in written)}")
         bad = failures(rows)

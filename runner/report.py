@@ -51,6 +51,9 @@ class Row:
     p99_bound_ms: Optional[float] = None
     best: str = ""  # "best": the highest max_rate of its sweep
     load: str = ""  # a fixed-rate server or single-stream job: what its rate and latency columns hold
+    steady_from: int = 1  # the first throughput pass its figures use (after a step in the host's speed)
+    passes: int = 0  # throughput passes it ran
+    cv_all: Optional[float] = None  # the cv over all of them
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -153,6 +156,9 @@ def collect(paths: list[Path]) -> list[Row]:
                 baseline_max_rate=f.get("baseline_server_max_rate"),
                 p99_bound_ms=(f.get("load") or {}).get("p99_ms"),
                 load=load,
+                steady_from=int(f.get("throughput_steady_from_repeat") or 1),
+                passes=len(f.get("throughput_requests_per_s_repeats") or []),
+                cv_all=f.get("throughput_cv_all_repeats"),
             )
         )
     mark_best(rows)
@@ -248,7 +254,7 @@ def markdown(rows: list[Row]) -> str:
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     best = best_line(rows)
-    notes = [f"\n{note}" for note in collapse_notes(rows)]  # as the console says them
+    notes = [f"\n{note}" for note in sweep_notes(rows)]  # as the console says them
     return "\n".join(lines + ([f"\n**{best}**"] if best else []) + notes)
 
 
@@ -336,6 +342,20 @@ def collapse_notes(rows: list[Row]) -> list[str]:
     return notes
 
 
+def step_notes(rows: list[Row]) -> list[str]:
+    """Jobs whose throughput figures start after a step in the host's speed: their cv column
+    is that of the passes after it."""
+    return [f"sweep: job #{r.job}'s throughput is from passes {r.steady_from}-{r.passes} of {r.passes}: the host's "
+            f"speed stepped before them (cv over all passes {_fmt(r.cv_all, 'pct')})"
+            for r in rows if r.status == "ok" and r.steady_from > 1]
+
+
+def sweep_notes(rows: list[Row]) -> list[str]:
+    """What the table's reader must know beside it: jobs that ran the same settings, and jobs
+    whose figures left passes out."""
+    return collapse_notes(rows) + step_notes(rows)
+
+
 def failures(rows: list[Row]) -> list[Row]:
     return [row for row in rows if row.status in NOT_OK]
 
@@ -357,7 +377,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = args.out or args.dirs[0]
     written = write_report(rows, out, plots=not args.no_plots)
     print(text_table(rows))
-    for note in collapse_notes(rows):
+    for note in sweep_notes(rows):
         print(note)
     print(f"written: {', '.join(str(p) for p in written)}")
     bad = failures(rows)

@@ -269,3 +269,16 @@ def test_jobs_of_different_batch_sizes_get_a_samples_column(sweep_dir):
     rows[1].samples_per_s = rows[1].requests_per_s * 512
     header = report.text_table(rows).splitlines()[0].split()
     assert header[header.index("requests/s") + 1] == "samples/s"
+
+
+def test_a_job_whose_figures_start_after_a_step_is_named_beside_the_table(sweep_dir, tmp_path):
+    from runner.report import collect, markdown, sweep_notes
+
+    result = _result(sweep_dir, 0)
+    f = result["figures"]
+    f["throughput_requests_per_s_repeats"] = [1000.0, 966.0, 646.0, 635.0, 615.0]
+    f["throughput_steady_from_repeat"], f["throughput_cv_all_repeats"] = 3, 0.25
+    rows = collect([_write(tmp_path / "stepped", result), _write(tmp_path / "plain", _result(sweep_dir, 1))])
+    note = "job #0's throughput is from passes 3-5 of 5: the host's speed stepped before them (cv over all passes 25.0%)"
+    assert [n for n in sweep_notes(rows) if "stepped" in n] == [f"sweep: {note}"]
+    assert note in markdown(rows)
