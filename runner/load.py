@@ -83,6 +83,9 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
     start = perf_counter()
     due = [start + a for a in arrivals_s]
     end = start + deadline_s
+    # A synchronous server holds the loop while it serves: requests that came due then, with
+    # every server busy, were queued behind it, however late the loop admits them.
+    blocked_until = -math.inf
     i = completed = 0
     while completed < i or i < n:
         now = perf_counter()
@@ -94,7 +97,7 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
                     bisect.insort(free, s)
                     completed += 1
         while i < n and due[i] <= now and now < end:
-            queued[i] = not free or bool(waiting)
+            queued[i] = not free or bool(waiting) or due[i] < blocked_until
             waiting.append(i)
             i += 1
         if now >= end and i < n:
@@ -107,6 +110,8 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
             server.start(j)
             if server.sync:
                 done[j] = perf_counter()
+                if not free:
+                    blocked_until = done[j]
                 bisect.insort(free, s)
                 completed += 1
             else:
