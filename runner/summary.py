@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from runner.measure import Measurement, Pass, host_speeds, stdrel
+from runner.printer import rate_text
 from runner.spec import RunSpec
 from runner.stats import correlation, cv, median, steady_start, summarize
 
@@ -115,6 +116,28 @@ def _load_figures(load: dict[str, Any]) -> dict[str, Any]:
     return fig
 
 
+def _search_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
+    """A rate search the budget ended before its resolution: what its figure is known to be."""
+    said = []
+    for who in ("runner", "baseline"):
+        part = load.get(who) or {}
+        if part.get("stopped_by") != "budget":
+            continue
+        best, failed = part.get("max_rate"), part.get("lowest_invalid_rate")
+        if best is not None and failed is not None:
+            known = f"the highest valid rate is between {rate_text(best)} and {rate_text(failed)} requests/s"
+        elif best is not None:
+            known = f"the highest valid rate is {rate_text(best)} requests/s or more (every rate tried was valid)"
+        else:
+            known = f"no rate tried held the bound (the lowest, {rate_text(failed)} requests/s, did not)" \
+                if failed is not None else "no rate was tried"
+        points = len(part.get("points") or [])
+        said.append(f"load: the budget (measure.budget_s={spec.measure.budget_s:g}) ended the {who}'s rate search "
+                    f"after {points} point{'s' if points != 1 else ''}, short of load.resolution="
+                    f"{spec.load.resolution:g}: {known}; raise measure.budget_s, or lower load.duration_s")
+    return said
+
+
 def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     batch = m.samples_per_request or spec.model.batch  # real samples: padding is not served
     fig: dict[str, Any] = {}
@@ -173,6 +196,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
 
     if m.load is not None:
         fig.update(_load_figures(m.load))
+        warnings += _search_warnings(spec, m.load)
 
     if m.check is not None:
         fig["check_requests"] = m.check.requests

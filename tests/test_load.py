@@ -221,3 +221,28 @@ def test_requests_that_came_during_a_synchronous_request_count_as_queued_not_as_
     # Far below capacity most requests find the server free, and are not queued.
     light = open_loop(poisson_arrivals(5.0, 2.0, seed=4, min_requests=20), [Busy(0.002)])
     assert sum(light.queued) <= 2
+
+
+def test_a_search_the_budget_cut_short_says_what_its_figure_is_known_to_be(make_cfg):
+    """measure=quick with rate=max: two points of about a second each, then the budget ends the
+    search. The figure is a bracket, not a maximum, and the warning says so."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=50"))
+
+    def search(points: int, best, failed) -> dict:
+        return {"points": [{}] * points, "max_rate": best, "lowest_invalid_rate": failed, "stopped_by": "budget"}
+
+    load = {"scenario": "server", "rate": "max", "p99_ms": 50.0, "runner": search(2, 400.0, 800.0),
+            "baseline": search(1, 100.0, None)}
+    warnings = summarize_measurement(spec, Measurement(load=load)).warnings
+    [runner, baseline] = [w for w in warnings if w.startswith("load: the budget")]
+    assert runner == ("load: the budget (measure.budget_s=2) ended the runner's rate search after 2 points, short of "
+                      "load.resolution=0.05: the highest valid rate is between 400 and 800 requests/s; raise "
+                      "measure.budget_s, or lower load.duration_s")
+    assert "baseline's rate search after 1 point," in baseline and "100 requests/s or more" in baseline
+    load["runner"]["stopped_by"] = "resolution"
+    load["baseline"] = search(3, None, 50.0)
+    [only] = [w for w in summarize_measurement(spec, Measurement(load=load)).warnings if w.startswith("load:")]
+    assert "no rate tried held the bound (the lowest, 50 requests/s, did not)" in only
