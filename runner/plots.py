@@ -178,7 +178,8 @@ def plot_load_curve(load: dict, path: Path, title: str) -> Path:
             continue
         rates = [p["rate"] for p in points]
         for q, style in (("p50", "--"), ("p99", "-")):
-            ax.plot(rates, [p["latency_us"][q] / 1e3 for p in points], style, color=color, label=f"{key} {q}")
+            ax.plot(rates, [p["latency_us"][q] / 1e3 for p in points], style, color=color, label=f"{key} {q}",
+                    marker="." if q == "p50" else None)
         ax.scatter(rates, [p["latency_us"]["p99"] / 1e3 for p in points], color=color,
                    facecolors=[color if p["valid"] else "none" for p in points], zorder=3)
     if load.get("p99_ms"):
