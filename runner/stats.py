@@ -74,8 +74,8 @@ def steady_start(values: list[float], witness: Optional[list[float]], min_len: i
     A start is a step when every value before it lies clearly off the level of the values
     after it (at least `min_len` and 3 of them, and at least half of all), and the witness (a
     speed measured beside each value: the host's) moved the same way, by at least half as much
-    and 5%. Without a witness of the same length there is no step: noise alone would make one
-    in 1 of 10 series of 5 values at 5% cv. Of adjacent starts that qualify, the later one:
+    and 5%. Without a witness of the same length there is no step: judged on the values alone
+    (at 3 cv), noise made one in about 1 of 10 series of 5 values at 5% cv. Of adjacent starts that qualify, the later one:
     a value that is itself off the level after it belongs before the step. A drift, a step
     near the end, or a series that flips between two levels keeps every value."""
     if witness is None or len(witness) != len(values) or min(witness, default=0.0) <= 0:
