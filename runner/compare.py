@@ -126,7 +126,14 @@ def _rps(result: dict[str, Any]) -> Optional[float]:
     return figures.get("throughput_requests_per_s") or figures.get("server_max_rate")
 
 
-def _not_comparable(result: dict[str, Any]) -> Optional[str]:
+def _none_held(result: dict[str, Any]) -> bool:
+    """A load.rate=max search in which no rate held the latency bound."""
+    load = (result.get("figures") or {}).get("load") or {}
+    return load.get("scenario") == "server" and load.get("rate") == "max" and \
+        (result.get("figures") or {}).get("server_max_rate") is None
+
+
+def _not_comparable(result: dict[str, Any], side: str) -> Optional[str]:
     """Why a result has no rate to compare: a fixed offered rate (the achieved one follows it)
     or one request at a time (latency only)."""
     load = (result.get("figures") or {}).get("load") or {}
@@ -134,6 +141,9 @@ def _not_comparable(result: dict[str, Any]) -> Optional[str]:
         return "not compared: load.scenario=single_stream measures latency, not a rate"
     if load.get("scenario") == "server" and load.get("rate") != "max":
         return "not compared: a fixed load.rate (compare load.rate=max searches)"
+    if _none_held(result):
+        bound = f"p99 <= {load['p99_ms']:g} ms" if load.get("p99_ms") else "the bound"
+        return f"not compared: no rate held {bound} in the {side} run"
     return None
 
 
@@ -156,8 +166,13 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         changed = sorted(k for k in (before or {}) if (before or {}).get(k) != (after or {}).get(k))
         return None, None, f"ran differently ({', '.join(changed)})"
     a, b = _rps(old), _rps(new)
+    none_held = [side for side, r in (("old", old), ("new", new)) if _none_held(r)]
+    if none_held == ["new"] and a and a > 0:  # a search that held a rate before, and none now
+        return None, None, f"slower: {_not_comparable(new, 'new')[len('not compared: '):]} (old held {rate_text(a)}/s)"
+    if none_held == ["old"] and b and b > 0:
+        return None, None, f"faster: {_not_comparable(old, 'old')[len('not compared: '):]} (new holds {rate_text(b)}/s)"
     if not a or not b or a <= 0 or b <= 0:
-        return None, None, _not_comparable(new) or _not_comparable(old) or "no throughput"
+        return None, None, _not_comparable(new, "new") or _not_comparable(old, "old") or "no throughput"
     ratio = b / a
     noise = math.hypot(_cv(old), _cv(new))
     # The noise is relative, so it bounds the ratio's logarithm: a 40x slowdown (ratio 0.025)
@@ -242,7 +257,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if regressions:
         print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {m.verdict}" for m in regressions))
         return 1
-    if not any(m.ratio is not None for m in matches):  # a gate that compared nothing must not pass
+    if not any(m.ratio is not None or m.verdict.startswith("faster") for m in matches):  # a gate that compared nothing must not pass
         print("nothing was compared: no config has a rate in both runs (see the verdicts above)")
         return 1
     print(f"no regression beyond {args.threshold:.0%} and {args.sigma:g} x noise")

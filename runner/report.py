@@ -128,6 +128,9 @@ def collect(paths: list[Path]) -> list[Row]:
             offered = (f.get("load") or {}).get("rate")
             verdict = "valid" if f.get("server_valid") else "INVALID"
             load = f"server: {verdict} at {rate_text(offered)}/s offered" if offered else f"server: {verdict}"
+        elif scenario == "server" and f.get("server_max_rate") is None and result.get("status") == "ok":
+            # A search in which no rate held the bound: say so, not a row of blanks.
+            load = _no_rate_held((f.get("load") or {}).get("runner") or {}, (f.get("load") or {}).get("p99_ms"))
         env = result.get("env") or {}
         gpu = env.get("gpu") or {}
         job = result.get("job") or {}
@@ -221,8 +224,14 @@ COLUMNS = (
 LOAD_COLUMNS = (
     ("max rate/s", "max_rate", "rate"),
     ("eager max rate/s", "baseline_max_rate", "rate"),
-    ("", "best", "str"),
+    ("best", "best", "str"),
 )
+
+
+def _no_rate_held(search: dict[str, Any], p99_ms: Optional[float]) -> str:
+    bound = f"p99 <= {p99_ms:g} ms" if p99_ms else "its bound"
+    lowest = search.get("lowest_invalid_rate")
+    return f"server: no rate held {bound}" + (f" (lowest tried {rate_text(lowest)}/s)" if lowest else "")
 
 
 def _columns(rows: list[Row]) -> tuple:
@@ -323,7 +332,8 @@ def collapsed(rows: list[Row]) -> list[list[Row]]:
     """Groups of two or more jobs that asked for different run settings but ran the same:
     the same model, the same effective settings, and overrides that differ only in `_RUN_KEYS`."""
     def rest(row: Row) -> tuple[str, ...]:
-        return tuple(sorted(o for o in row.asked if o.lstrip("+~").partition("=")[0] not in _RUN_KEYS))
+        # resume=true says how a job was run, not what it measured (a resumed sweep's rerun jobs carry it).
+        return tuple(sorted(o for o in row.asked if o.lstrip("+~").partition("=")[0] not in (*_RUN_KEYS, "resume")))
 
     groups: dict[tuple, list[Row]] = {}
     for row in rows:

@@ -160,6 +160,7 @@ def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp
     _fake_job(tmp_path / "2", 2, ["streams=8", "graph=true"], 47000.0, 4000.0)
     rows = collect([tmp_path])
     assert [r.best for r in rows] == ["", "best", ""]
+    assert "| eager max rate/s | best |" in markdown(rows)  # every column has its title
     table = text_table(rows)
     assert "max rate/s" in table and "52,000" in table
     assert "best under p99 <= 2 ms: job 1 (streams=4 graph=true) at 52,000 requests/s, 12.68x its eager baseline's 4,100/s" in table
@@ -201,11 +202,16 @@ def test_fixed_rate_and_single_stream_jobs_fill_the_sweep_table(tmp_path):
                                 "server_achieved_rate": 803.0, "server_latency_us": {"p50": 9e5, "p99": 1.4e6}})
     job(2, ["load.scenario=single_stream"], {"load": {"scenario": "single_stream"},
                                              "single_stream_latency_us": {"p50": 1154.6, "p99": 1314.5}})
+    # A rate=max search in which no rate held the bound: said in its row, not a row of blanks.
+    job(3, ["load.rate=max"], {"load": {"scenario": "server", "rate": "max", "p99_ms": 5.0,
+                                        "runner": {"lowest_invalid_rate": 79.0, "points": [{}]}},
+                               "server_max_rate": None})
     rows = report.collect([tmp_path / "sw"])
     assert [(r.requests_per_s, r.latency_p50_us, r.load) for r in rows] == [
         (499.2, 1555.9, "server: valid at 500/s offered"), (803.0, 9e5, "server: INVALID at 2,000/s offered"),
-        (None, 1154.6, "single stream")]
+        (None, 1154.6, "single stream"), (None, None, "server: no rate held p99 <= 5 ms (lowest tried 79/s)")]
     assert "| server: INVALID at 2,000/s offered |" in report.markdown(rows)
+    assert "| server: no rate held p99 <= 5 ms (lowest tried 79/s) |" in report.markdown(rows)
 
 
 def test_requests_that_came_during_a_synchronous_request_count_as_queued_not_as_slack():

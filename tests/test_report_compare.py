@@ -166,6 +166,9 @@ def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
 
     same = [row("0", ["streams=1", "graph=false"]), row("1", ["streams=2", "graph=true"])]
     assert [len(g) for g in collapsed(same)] == [2]
+    # A resumed sweep: the jobs that ran again carry resume=True, the kept one does not.
+    resumed = [row("0", ["streams=1"]), row("1", ["streams=2", "resume=True"]), row("2", ["streams=4", "resume=True"])]
+    assert [[r.job for r in g] for g in collapsed(resumed)] == [["0", "1", "2"]]
     assert "jobs #0, #1 ran the same settings" in collapse_notes(same)[0]
     seeds = [row("0", ["seed=1"]), row("1", ["seed=2"])]  # a real difference, not a collapse
     assert collapsed(seeds) == []
@@ -260,6 +263,15 @@ def test_compare_gates_load_searches_on_their_highest_rate_and_never_passes_on_n
     assert compare.main([load_result("c", single), load_result("d", single)]) == 1
     out = capsys.readouterr().out
     assert "not compared: load.scenario=single_stream" in out and "nothing was compared" in out
+    # A search in which no rate held the bound: slower when the old one held a rate, and the
+    # reason when neither did (it read "no throughput").
+    none = {**search, "server_max_rate": None}
+    assert compare.main([load_result("e", search), load_result("f", none)]) == 1
+    assert "slower: no rate held p99 <= 2 ms in the new run (old held 1,000/s)" in capsys.readouterr().out
+    assert compare.main([load_result("g", none), load_result("h", search)]) == 0
+    assert "faster: no rate held p99 <= 2 ms in the old run (new holds 1,000/s)" in capsys.readouterr().out
+    assert compare.main([load_result("i", none), load_result("j", none)]) == 1
+    assert "not compared: no rate held p99 <= 2 ms in the new run" in capsys.readouterr().out
 
 
 def test_jobs_of_different_batch_sizes_get_a_samples_column(sweep_dir):
