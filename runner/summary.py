@@ -116,9 +116,19 @@ def _load_figures(load: dict[str, Any]) -> dict[str, Any]:
     return fig
 
 
-def _search_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
-    """A rate search the budget ended before its resolution: what its figure is known to be."""
+def _load_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
+    """A single stream the budget cut short of load.requests; a rate search it ended before
+    its resolution: what their figures rest on."""
     said = []
+    if load.get("scenario") == "single_stream":
+        for who in ("runner", "baseline"):
+            n = (load.get(who) or {}).get("n")
+            if n is not None and n < spec.load.requests:
+                tail = "its p99 lies between its two largest latencies" if n < 100 else f"its p99 rests on {n} requests"
+                said.append(f"load: the {who}'s single stream ran {n} of load.requests={spec.load.requests} requests "
+                            f"in its share of the budget (measure.budget_s={spec.measure.budget_s:g}): {tail}; "
+                            "raise measure.budget_s for more")
+        return said
     for who in ("runner", "baseline"):
         part = load.get(who) or {}
         if part.get("stopped_by") != "budget":
@@ -196,7 +206,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
 
     if m.load is not None:
         fig.update(_load_figures(m.load))
-        warnings += _search_warnings(spec, m.load)
+        warnings += _load_warnings(spec, m.load)
 
     if m.check is not None:
         fig["check_requests"] = m.check.requests

@@ -252,3 +252,17 @@ def test_a_search_the_budget_cut_short_says_what_its_figure_is_known_to_be(make_
     load["baseline"] = search(3, None, 50.0)
     [only] = [w for w in summarize_measurement(spec, Measurement(load=load)).warnings if w.startswith("load:")]
     assert "no rate tried held the bound (the lowest, 50 requests/s, did not)" in only
+
+
+def test_a_single_stream_the_budget_cut_short_says_what_its_p99_rests_on(make_cfg):
+    """model=tiny_llm on a 2-core CPU under measure=quick: 36 of 1,000 requests, and its p99
+    printed with no word that it is its largest latency but one."""
+    from runner.measure import Measurement
+    from runner.stats import summarize
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK, "load.scenario=single_stream"))
+    load = {"scenario": "single_stream", "runner": summarize(range(1000, 1036)), "baseline": summarize(range(1000))}
+    said = [w for w in summarize_measurement(spec, Measurement(load=load)).warnings if w.startswith("load:")]
+    assert said == ["load: the runner's single stream ran 36 of load.requests=1000 requests in its share of the budget "
+                    "(measure.budget_s=2): its p99 lies between its two largest latencies; raise measure.budget_s for more"]
