@@ -212,6 +212,25 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
     return matches
 
 
+# Configs whose ratios all lie within this factor of each other moved together.
+TOGETHER = 1.15
+
+
+def common_shift(matches: list[Match], threshold: float) -> Optional[str]:
+    """Three or more configs that all moved by about the same ratio: the machine's speed
+    between the two runs moves every config alike, as a change in the code may. On a 2-core
+    VM two identical CPU sweeps a minute apart read 0.75-0.81x, every config, same canary."""
+    ratios = sorted(m.ratio for m in matches if m.ratio is not None)
+    if len(ratios) < 3 or ratios[-1] / ratios[0] > TOGETHER:
+        return None
+    middle = ratios[len(ratios) // 2]
+    if abs(middle - 1.0) <= threshold:
+        return None
+    return (f"note: all {len(ratios)} compared configs moved together ({ratios[0]:.2f}-{ratios[-1]:.2f}x): a change in "
+            "the machine's speed between the runs does that as well as a change in the code; run old and new in "
+            "one session on a quiet machine before trusting these verdicts")
+
+
 def is_regression(m: Match) -> bool:
     """Slower, no longer ok, run differently, or gone: anything a CI gate must stop on."""
     return m.verdict in ("missing in new",) or m.verdict.startswith(("slower", "new ", "ran differently"))
@@ -253,6 +272,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     matches = compare(old, new, args.threshold, args.sigma)
     print(render(matches))
+    shift = common_shift(matches, args.threshold)
+    if shift:
+        print(shift)
     regressions = [m for m in matches if is_regression(m)]
     if regressions:
         print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {m.verdict}" for m in regressions))

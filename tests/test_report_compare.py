@@ -294,3 +294,27 @@ def test_a_job_whose_figures_start_after_a_step_is_named_beside_the_table(sweep_
     note = "job #0's throughput is from passes 3-5 of 5: the host's speed stepped before them (cv over all passes 25.0%)"
     assert [n for n in sweep_notes(rows) if "stepped" in n] == [f"sweep: {note}"]
     assert note in markdown(rows)
+
+
+def test_configs_that_all_moved_together_get_a_note(sweep_dir, tmp_path, capsys):
+    """Two identical CPU sweeps a minute apart: every config 0.75-0.81x. The verdicts stand,
+    and a note says that a change of the machine's speed moves every config alike."""
+    olds, news = [], []
+    for num, factor in ((0, 0.75), (1, 0.81), (2, 0.78)):
+        old = _result(sweep_dir, num)
+        if old["status"] != "ok":
+            old.update(status="ok", figures={})
+        old["figures"].update(throughput_requests_per_s=1000.0 * (num + 1), throughput_cv=0.01,
+                              throughput_cv_all_repeats=0.01)
+        new = copy.deepcopy(old)
+        new["figures"]["throughput_requests_per_s"] *= factor
+        olds.append(_write(tmp_path / "old" / str(num), old))
+        news.append(_write(tmp_path / "new" / str(num), new))
+    assert compare.main([str(tmp_path / "old"), str(tmp_path / "new")]) == 1
+    out = capsys.readouterr().out
+    assert out.count("slower") >= 3
+    assert "note: all 3 compared configs moved together (0.75-0.81x)" in out
+    # One config slower, the others the same: no note.
+    matches = [compare.Match("a", {}, {}, ratio=r) for r in (0.75, 1.0, 1.01)]
+    assert compare.common_shift(matches, 0.05) is None
+    assert compare.common_shift([compare.Match("a", {}, {}, ratio=r) for r in (0.99, 1.0, 1.02)], 0.05) is None
