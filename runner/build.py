@@ -10,6 +10,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import pkgutil
 import re
 import time
 from collections.abc import Callable
@@ -103,15 +104,42 @@ def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
     inner = cause.__cause__ or cause.__context__ or cause  # Hydra's ImportError wraps the real one
     reason = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
     module_path, _, name = target.rpartition(".")
-    hint = "name an importable class or function, e.g. torch.nn.Linear or runner.models.mlp.MLP"
     try:
-        names = [n for n in dir(importlib.import_module(module_path)) if not n.startswith("_")] if module_path else []
-    except Exception:  # noqa: BLE001 - the module itself does not import: no names to offer
-        names = []
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
-    if close:
-        hint = f"did you mean {module_path}.{close[0]}?"
+        if module_path and not hasattr(importlib.import_module(module_path), name):
+            reason = f"{module_path} has no {name}"  # Python's own words: "'...' is not a package"
+    except Exception:  # noqa: BLE001 - the module does not import: Python's reason stands
+        pass
+    close = _closest_target(target)
+    hint = f"did you mean {close}?" if close else \
+        "name an importable class or function, e.g. torch.nn.Linear or runner.models.mlp.MLP"
     return ConfigError(f"{key}._target_={target}: cannot be imported ({reason}); {hint}")
+
+
+def _closest_target(target: str) -> Optional[str]:
+    """The importable dotted name closest to `target`, part by part (a misspelt package, module
+    or class, in any letter case: runner.model.mlp.Mlp -> runner.models.mlp.MLP), or None."""
+    parts = target.split(".")
+    try:
+        found = importlib.import_module(parts[0])
+    except Exception:  # noqa: BLE001 - not even the top package imports: nothing to offer
+        return None
+    path = [parts[0]]
+    for part in parts[1:]:
+        names = {n for n in dir(found) if not n.startswith("_")}
+        if hasattr(found, "__path__"):  # a package: its submodules, imported or not
+            names |= {m.name for m in pkgutil.iter_modules(found.__path__)}
+        if part not in names:
+            by_lower = {n.lower(): n for n in names}
+            close = difflib.get_close_matches(part.lower(), list(by_lower), n=1, cutoff=0.6)
+            if not close:
+                return None
+            part = by_lower[close[0]]
+        try:
+            found = getattr(found, part) if hasattr(found, part) else importlib.import_module(".".join([*path, part]))
+        except Exception:  # noqa: BLE001 - a close name that does not import is no answer
+            return None
+        path.append(part)
+    return ".".join(path) if ".".join(path) != target else None
 
 
 def _locate(target: str) -> Any:

@@ -62,6 +62,12 @@ def condense(exc: BaseException) -> str:
             valid = keys_under(parent)
             where = f"'{parent}'" if parent else "the top level"
             listed = f"; valid keys in {where}: {', '.join(valid)}" if valid else ""
+            if not valid and (parent == "model.module" or parent.startswith("model.module.")):
+                # The model's own arguments: the config names some, the constructor takes more.
+                given = _OVERRIDE.search(text)
+                value = given.group(2) if given and given.group(1) == key else "..."
+                listed = (f"; the model's config sets no such argument: fix its name, or add it with "
+                          f"+{key}={value} (the constructor then decides)")
             return f"{key}: unknown key{listed}"
         for needle, hint in _VALUE_HINTS:
             if needle in reason:

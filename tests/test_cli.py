@@ -104,12 +104,15 @@ BAD_INPUTS = {
     "min-requests-type": (["measure.min_requests=many"], "measure.min_requests: Value 'many'"),
     "warmup-iters-range": (["capture.warmup_iters=-1"], "capture.warmup_iters=-1: out of range"),
     "capture-key": (["capture.nope=1"], "capture.nope: unknown key; valid keys in 'capture'"),
+    "module-key": (["model.module.hiden_features=512"],
+                   "model.module.hiden_features: unknown key; the model's config sets no such argument: fix its name, "
+                   "or add it with +model.module.hiden_features="),
     "parse": (["streams=["], "could not parse the command line"),
     "interpolation": (["streams=${oops}"], "streams: Interpolation key 'oops' not found"),
     "infinite": (["measure.min_duration_ms=inf"], "measure.min_duration_ms=inf: out of range"),
     "target-import": (["model.module._target_=nope.Nope"], "model.module._target_=nope.Nope: cannot be imported"),
     "target-typo": (["model.module._target_=torch.nn.Linearr"],
-                    "model.module._target_=torch.nn.Linearr: cannot be imported (No module named 'torch.nn.Linearr'); "
+                    "model.module._target_=torch.nn.Linearr: cannot be imported (torch.nn has no Linearr); "
                     "did you mean torch.nn.Linear?"),
     "target-not-module": (["model.module._target_=builtins.dict"], "model.module._target_=builtins.dict: builds a dict, not an nn.Module"),
     "target-arguments": (["model.module._target_=torch.nn.Linear"], "model.module: the arguments do not fit torch.nn.Linear"),

@@ -235,8 +235,8 @@ def test_a_misspelt_target_names_its_key_and_the_closest_name(make_cfg):
     spec = resolve(make_cfg(*QUICK, *TINY_GPT2, "model.module._target_=transformers.GPT2LMHeadModl"))
     with pytest.raises(ConfigError) as raised:
         build(spec)
-    assert str(raised.value) == ("model.module._target_=transformers.GPT2LMHeadModl: cannot be imported (No module "
-                                 "named 'transformers.GPT2LMHeadModl'); did you mean transformers.GPT2LMHeadModel?")
+    assert str(raised.value) == ("model.module._target_=transformers.GPT2LMHeadModl: cannot be imported "
+                                 "(transformers has no GPT2LMHeadModl); did you mean transformers.GPT2LMHeadModel?")
     spec = resolve(make_cfg(*QUICK, *TINY_GPT2, "model.module.config._target_=transformers.GPT2Confg"))
     with pytest.raises(ConfigError) as raised:
         build(spec)
@@ -440,3 +440,18 @@ def test_a_complex_output_is_checked_on_both_parts(make_cfg, model_dir, tmp_path
     assert relative_error((want.conj(),), (want,)) == pytest.approx(math.sqrt(2))  # |-2j| / |1+1j|: only the imaginary part differs
     assert relative_error((want.clone(),), (want,)) == 0.0
     assert relative_error((want[:, :3],), (want[:, :3],)) == 0.0  # a view, not contiguous in memory
+
+
+def test_a_misspelt_target_is_corrected_part_by_part_in_any_letter_case():
+    """runner.models.mlp.Mlp and runner.model.mlp.MLP had no suggestion (and Python's
+    "'runner.models.mlp' is not a package" for a reason)."""
+    from runner.build import _closest_target, _import_error
+
+    assert _closest_target("runner.models.mlp.Mlp") == "runner.models.mlp.MLP"
+    assert _closest_target("runner.model.mlp.MLP") == "runner.models.mlp.MLP"
+    assert _closest_target("runner.models.mlp.MLQ") == "runner.models.mlp.MLP"
+    assert _closest_target("torch.nn.Linear") is None  # nothing to correct
+    assert _closest_target("torch.nn.Zzzzzz") is None and _closest_target("nope.Nope") is None
+    error = str(_import_error("model.module", "runner.models.mlp.Mlp", ImportError("No module named ...")))
+    assert error == ("model.module._target_=runner.models.mlp.Mlp: cannot be imported (runner.models.mlp has no Mlp); "
+                     "did you mean runner.models.mlp.MLP?")
