@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, condense
-from runner.record import remove_if_only
+from runner.record import remove_if_only, undo_pending_sweep
 from runner.schema import register
 
 register()
@@ -135,6 +135,7 @@ def main() -> None:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
         user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
+        undo_pending_sweep()  # a sweep refused before any job ran leaves its folder as it was
         hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
         print(f"error: {condense(exc)}{hint}", file=sys.stderr)
         sys.exit(2 if user_error else 1)

@@ -220,3 +220,40 @@ def remove_if_only(folder: Path, names: set[str]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     except OSError:
         pass
+
+
+# A sweep folder as its launch found it, until the launch starts a job: Hydra's sweeper writes
+# multirun.yaml first and checks every job's overrides after, so a bad one fails in between.
+_pending_sweep: Optional[tuple[Path, Optional[bytes]]] = None
+
+
+def sweep_pending(folder: Path) -> None:
+    """Before a sweep's launch: note its folder and the multirun.yaml an earlier sweep left there."""
+    global _pending_sweep
+    try:
+        before: Optional[bytes] = (folder / "multirun.yaml").read_bytes()
+    except OSError:
+        before = None
+    _pending_sweep = (folder, before)
+
+
+def sweep_started() -> None:
+    global _pending_sweep
+    _pending_sweep = None
+
+
+def undo_pending_sweep() -> None:
+    """A sweep refused before any job ran: its folder goes back to how the launch found it
+    (gone if Hydra made it for this launch, else with the earlier sweep's multirun.yaml)."""
+    global _pending_sweep
+    if _pending_sweep is None:
+        return
+    folder, before = _pending_sweep
+    _pending_sweep = None
+    if before is None:
+        remove_if_only(folder, {"multirun.yaml"})
+    else:
+        try:
+            (folder / "multirun.yaml").write_bytes(before)
+        except OSError:
+            pass

@@ -124,6 +124,21 @@ def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job_runs(tmp_path, 
     assert "job 1/2 started" not in done.stdout and not (tmp_path / "sw").exists()
 
 
+@pytest.mark.parametrize("bad, said", [("streamz=1,2", "error: streamz: unknown key"),
+                                       ("model.inputs.x.shape=[8],16", "error: model.inputs.x.shape=16: this key takes a list")])
+def test_a_sweep_hydra_refuses_leaves_its_folder_as_it_found_it(tmp_path, bad, said):
+    """Hydra's sweeper writes multirun.yaml, then checks every job's overrides: a refused sweep
+    left a folder holding only that file, or overwrote the multirun.yaml of the sweep before."""
+    done = sweep([*TINY, bad, "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith(said), done.stderr[-2000:]
+    assert not (tmp_path / "sw").exists()
+    assert sweep([*TINY, "seed=1", "hydra.sweep.dir=sw"], tmp_path).returncode == 0
+    before = (tmp_path / "sw" / "multirun.yaml").read_bytes()
+    again = sweep([*TINY, bad, "hydra.sweep.dir=sw"], tmp_path)
+    assert again.returncode == 2 and again.stderr.startswith(said)
+    assert (tmp_path / "sw" / "multirun.yaml").read_bytes() == before
+
+
 def test_the_check_before_the_sweep_resolves_hydra_interpolations_as_the_jobs_do(tmp_path):
     """${hydra:job.num} is valid in a job; checked in the launcher without the job's Hydra
     config, it was refused ("HydraConfig was not set")."""

@@ -245,12 +245,14 @@ class RunnerLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
-        # The sweep folder's multirun.yaml before Hydra's sweeper writes this sweep's over it:
-        # a launch refused before any job ran puts it back.
+        # The sweep folder as it is before Hydra's sweeper writes this sweep's multirun.yaml: a
+        # launch refused before any job ran puts it back (runner.record.undo_pending_sweep).
+        from runner.record import sweep_pending
+
         try:
-            self.multirun_before: Optional[bytes] = (Path(str(config.hydra.sweep.dir)) / "multirun.yaml").read_bytes()
-        except Exception:  # noqa: BLE001 - no folder yet, or a folder name that does not resolve here
-            self.multirun_before = None
+            sweep_pending(Path(str(config.hydra.sweep.dir)))
+        except Exception:  # noqa: BLE001 - a folder name that does not resolve here: nothing to keep
+            pass
 
     # --- preparing jobs ----------------------------------------------------------------
     def _prepare(self, overrides: Sequence[str], idx: int) -> _Job:
@@ -417,8 +419,21 @@ class RunnerLauncher(Launcher):
         if parallel and self.pin_cpus and shares is None:
             print("[runner] warning: fewer CPU cores than devices; jobs are not pinned to cores", flush=True)
         share_of = dict(zip(slots, shares or [None] * len(slots), strict=True))
-        jobs = [self._prepare(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
-        _refuse_bad_jobs(jobs, Path(str(self.config.hydra.sweep.dir)), self.launched, self.multirun_before)
+        jobs = []
+        for i, overrides in enumerate(job_overrides):
+            try:
+                jobs.append(self._prepare(overrides, initial_job_idx + i))
+            except Exception as exc:  # noqa: BLE001 - Hydra could not compose this job's config
+                from runner.errors import ConfigError, condense
+
+                ran = f"{self.launched} earlier job(s) ran; none of this batch was started" if self.launched else \
+                    "no job was started"
+                raise ConfigError(f"{condense(exc)} (sweep job #{initial_job_idx + i}: {' '.join(overrides)}; {ran})") \
+                    from None
+        _refuse_bad_jobs(jobs, self.launched)
+        from runner.record import sweep_started
+
+        sweep_started()
         self.launched += len(jobs)
         total = len(jobs)
         where = f"on devices {', '.join(map(str, slots))}, one job per device at a time" if parallel else "one at a time"
@@ -473,12 +488,11 @@ class RunnerLauncher(Launcher):
         return [returns[job.idx] for job in jobs]
 
 
-def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int, multirun_before: Optional[bytes] = None) -> None:
+def _refuse_bad_jobs(jobs: list, earlier_jobs: int) -> None:
     """Every job's config is checked before any job of the batch starts: a typo in one value of
     a long sweep is one line and exit 2 now, not a failed job after the others have run. The
-    checks need no machine (what a device allows is settled in each job). A sweep folder that
-    holds nothing but what Hydra wrote before the launch is removed; in a folder that held an
-    earlier sweep, that sweep's multirun.yaml (`multirun_before`) is put back."""
+    checks need no machine (what a device allows is settled in each job). The CLI then puts
+    the sweep folder back as the launch found it (runner.record.undo_pending_sweep)."""
     from hydra.core.hydra_config import HydraConfig
 
     from runner.errors import ConfigError
@@ -503,8 +517,6 @@ def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int, multirun_be
                 if conflict:
                     raise ConfigError(conflict)
             except ConfigError as exc:
-                if not earlier_jobs:
-                    _restore(sweep_dir, multirun_before)
                 ran = f"{earlier_jobs} earlier job(s) ran; none of this batch was started" if earlier_jobs else \
                     "no job was started"
                 raise ConfigError(f"{exc} (sweep job #{job.idx}: {' '.join(job.overrides)}; {ran})") from None
@@ -515,18 +527,6 @@ def _refuse_bad_jobs(jobs: list, sweep_dir: Path, earlier_jobs: int, multirun_be
 def _task_overrides(config: DictConfig) -> list[str]:
     """The job's overrides as its result records them."""
     return [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
-
-
-def _restore(sweep_dir: Path, multirun_before: Optional[bytes]) -> None:
-    """Leave the sweep folder as the refused launch found it: gone if Hydra made it for this
-    launch, else with the multirun.yaml of the sweep that ran there (Hydra wrote its own)."""
-    from runner.record import remove_if_only
-
-    if multirun_before is None:
-        remove_if_only(sweep_dir, {"multirun.yaml"})
-    else:
-        with contextlib.suppress(OSError):
-            (sweep_dir / "multirun.yaml").write_bytes(multirun_before)
 
 
 @contextlib.contextmanager
