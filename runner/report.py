@@ -244,6 +244,9 @@ def _columns(rows: list[Row]) -> tuple:
     if len(batches) > 1:
         at = [attr for _, attr, _ in columns].index("requests_per_s") + 1
         columns = columns[:at] + (("samples/s", "samples_per_s", "rate"),) + columns[at:]
+    if len({r.model for r in rows}) > 1:  # the overrides alone may not show it (a _target_ cut to fit)
+        at = [attr for _, attr, _ in columns].index("overrides") + 1
+        columns = columns[:at] + (("model", "model", "str"),) + columns[at:]
     return columns + ((("load", "load", "str"),) if any(r.load for r in rows) else ())
 
 

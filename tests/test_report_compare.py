@@ -318,3 +318,15 @@ def test_configs_that_all_moved_together_get_a_note(sweep_dir, tmp_path, capsys)
     matches = [compare.Match("a", {}, {}, ratio=r) for r in (0.75, 1.0, 1.01)]
     assert compare.common_shift(matches, 0.05) is None
     assert compare.common_shift([compare.Match("a", {}, {}, ratio=r) for r in (0.99, 1.0, 1.02)], 0.05) is None
+
+
+def test_a_table_of_several_models_has_a_model_column(sweep_dir):
+    """Custom models named by a long _target_ looked alike once the overrides were cut to fit."""
+    rows = report.collect([sweep_dir])
+    for row in rows:
+        row.model = "MLP"
+    assert "model" not in report.text_table(rows).splitlines()[0].split()  # one model: no column
+    rows[1].model = "DictOut"
+    header = report.text_table(rows).splitlines()[0].split()
+    assert header[header.index("overrides") + 1] == "model"
+    assert "| DictOut |" in report.markdown(rows)
