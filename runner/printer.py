@@ -60,11 +60,13 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
             lines.append(f"  {label}: {found} (search: {part.get('stopped_by')}, {len(part['points'])} points)")
         else:
             lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {rate_text(part['rate'])} requests/s")
-        lines.append(f"    {'rate/s':>10}{'offered':>10}{'achieved':>10}{'p50 us':>11}{'p99 us':>11}{'queue p99':>11}  verdict")
+        lines.append(f"    {'rate/s':>10}{'offered':>10}{'achieved':>10}{'p50 us':>11}{'p99 us':>11}{'queue p99':>11}"
+                     f"{'slack p99':>11}  verdict")
         for p in sorted(part["points"], key=lambda p: p["rate"]):
-            lat, queue = p["latency_us"], p["queue_us"]
+            lat, queue, slack = p["latency_us"], p["queue_us"], p.get("slack_us") or {}
             lines.append(f"    {p['rate']:>10,.0f}{p['offered']:>10,.0f}{p['achieved']:>10,.0f}{_us(lat['p50'] or 0):>11}"
-                         f"{_us(lat['p99'] or 0):>11}{_us(queue['p99'] or 0):>11}  {'valid' if p['valid'] else p['why']}")
+                         f"{_us(lat['p99'] or 0):>11}{_us(queue['p99'] or 0):>11}"
+                         f"{'-' if slack.get('p99') is None else _us(slack['p99']):>11}  {'valid' if p['valid'] else p['why']}")
     runner, baseline = load.get("runner") or {}, load.get("baseline") or {}
     if runner.get("max_rate") and baseline.get("max_rate"):
         lines.append(f"  the runner holds {runner['max_rate'] / baseline['max_rate']:.2f}x the baseline's rate under the bound")
