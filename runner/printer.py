@@ -56,10 +56,13 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
             continue
         if load["rate"] == "max":
             best = part.get("max_rate")
-            found = f"highest rate {rate_text(best)} requests/s" if best else "no rate tried held the bound"
+            found = f"highest rate {rate_text(best)} requests/s" if best else \
+                "no rate tried held the bound" if part.get("points") else "not measured: the budget ran out before its first point"
             lines.append(f"  {label}: {found} (search: {part.get('stopped_by')}, {len(part['points'])} points)")
         else:
             lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {rate_text(part['rate'])} requests/s")
+        if not part.get("points"):
+            continue
         lines.append(f"    {'rate/s':>10}{'offered':>10}{'achieved':>10}{'p50 us':>11}{'p99 us':>11}{'queue p99':>11}"
                      f"{'slack p99':>11}  verdict")
         for p in sorted(part["points"], key=lambda p: p["rate"]):

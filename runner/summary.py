@@ -140,7 +140,7 @@ def _load_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
             known = f"the highest valid rate is {rate_text(best)} requests/s or more (every rate tried was valid)"
         else:
             known = f"no rate tried held the bound (the lowest, {rate_text(failed)} requests/s, did not)" \
-                if failed is not None else "no rate was tried"
+                if failed is not None else "no point fit in the time left"
         points = len(part.get("points") or [])
         said.append(f"load: the budget (measure.budget_s={spec.measure.budget_s:g}) ended the {who}'s rate search "
                     f"after {points} point{'s' if points != 1 else ''}, short of load.resolution="

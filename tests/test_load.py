@@ -179,6 +179,10 @@ def test_a_search_where_no_rate_held_the_bound_says_so_plainly():
             "runner": {"max_rate": None, "stopped_by": "budget", "points": [point, {**point, "rate": 312.0}]}}
     lines = _load_lines(load)
     assert "  runner: no rate tried held the bound (search: budget, 2 points)" in lines
+    # The runner's search used the baseline's time too (H200, measure=short): no point at all.
+    load["baseline"] = {"max_rate": None, "stopped_by": "budget", "points": []}
+    lines = _load_lines(load)
+    assert lines[-1] == "  baseline (eager): not measured: the budget ran out before its first point (search: budget, 0 points)"
     load["runner"]["max_rate"] = 437.0
     assert "  runner: highest rate 437 requests/s (search: budget, 2 points)" in _load_lines(load)
 
