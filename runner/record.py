@@ -224,14 +224,14 @@ def remove_if_only(folder: Path, names: set[str]) -> None:
 
 # A sweep folder as its launch found it, until the launch starts a job: Hydra's sweeper writes
 # multirun.yaml first and checks every job's overrides after, so a bad one fails in between.
-_pending_sweep: Optional[tuple[Path, Optional[bytes]]] = None
+_pending_sweep: tuple[Path, bytes | None] | None = None
 
 
 def sweep_pending(folder: Path) -> None:
     """Before a sweep's launch: note its folder and the multirun.yaml an earlier sweep left there."""
     global _pending_sweep
     try:
-        before: Optional[bytes] = (folder / "multirun.yaml").read_bytes()
+        before: bytes | None = (folder / "multirun.yaml").read_bytes()
     except OSError:
         before = None
     _pending_sweep = (folder, before)
