@@ -3,6 +3,7 @@ passes are made of."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib
@@ -12,6 +13,7 @@ import logging
 import os
 import pkgutil
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,7 +107,7 @@ def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
     reason = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
     module_path, _, name = target.rpartition(".")
     try:
-        if module_path and not hasattr(importlib.import_module(module_path), name):
+        if module_path and name and module_path in sys.modules and not hasattr(sys.modules[module_path], name):
             reason = f"{module_path} has no {name}"  # Python's own words: "'...' is not a package"
     except Exception:  # noqa: BLE001 - the module does not import: Python's reason stands
         pass
@@ -116,30 +118,58 @@ def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
 
 
 def _closest_target(target: str) -> Optional[str]:
-    """The importable dotted name closest to `target`, part by part (a misspelt package, module
-    or class, in any letter case: runner.model.mlp.Mlp -> runner.models.mlp.MLP), or None."""
+    """The dotted name closest to `target`, part by part (a misspelt package, module or class,
+    in any letter case: runner.model.mlp.Mlp -> runner.models.mlp.MLP), or None. It imports
+    nothing the target did not: a guessed module that is not loaded yet (a project's script,
+    say) is named from its package's listing, and the parts after it are kept as written."""
     parts = target.split(".")
-    try:
-        found = importlib.import_module(parts[0])
-    except Exception:  # noqa: BLE001 - not even the top package imports: nothing to offer
+    found: Any = sys.modules.get(parts[0])  # the failed import of the target loaded what it could
+    if found is None or not all(parts):
         return None
     path = [parts[0]]
-    for part in parts[1:]:
-        names = {n for n in dir(found) if not n.startswith("_")}
-        if hasattr(found, "__path__"):  # a package: its submodules, imported or not
-            names |= {m.name for m in pkgutil.iter_modules(found.__path__)}
+    for i, part in enumerate(parts[1:], start=1):
+        submodules: set[str] = set()
+        if hasattr(found, "__path__"):  # a package: its submodules, loaded or not
+            with contextlib.suppress(Exception):
+                submodules = {m.name for m in pkgutil.iter_modules(found.__path__)}
+        names = sorted({n for n in dir(found) if not n.startswith("_")} | submodules)
         if part not in names:
-            by_lower = {n.lower(): n for n in names}
-            close = difflib.get_close_matches(part.lower(), list(by_lower), n=1, cutoff=0.6)
-            if not close:
+            part = _closest_name(part, names)
+            if part is None:
                 return None
-            part = by_lower[close[0]]
-        try:
-            found = getattr(found, part) if hasattr(found, part) else importlib.import_module(".".join([*path, part]))
-        except Exception:  # noqa: BLE001 - a close name that does not import is no answer
-            return None
+        dotted = ".".join([*path, part])
         path.append(part)
+        if dotted in sys.modules:
+            found = sys.modules[dotted]
+        elif part in submodules and part not in vars(found):  # a module not loaded yet: not imported here
+            # The rest as written; a last part that matched such a module names its class, as a
+            # module named for its class often holds it (runner.models.MLP -> runner.models.mlp.MLP).
+            rest = parts[i + 1:] or ([parts[i]] if parts[i] != part else [])
+            return ".".join([*path, *rest])
+        else:
+            try:
+                found = getattr(found, part)
+            except Exception:  # noqa: BLE001 - a lazy attribute that fails to load is no answer
+                return None
+    if inspect.ismodule(found) and parts[-1] != path[-1]:
+        # The last part matched a module (runner.models.MLP -> runner.models.mlp): its class of that name.
+        inner = _closest_name(parts[-1], sorted(n for n in dir(found) if not n.startswith("_")), cutoff=0.9)
+        if inner is not None:
+            path.append(inner)
     return ".".join(path) if ".".join(path) != target else None
+
+
+def _closest_name(part: str, names: list[str], cutoff: float = 0.6) -> Optional[str]:
+    """The name in `names` closest to `part` in any letter case; of names equal but for case
+    (Tensor, tensor), the one that starts in the case `part` does. The same answer every run."""
+    lower: dict[str, list[str]] = {}
+    for name in names:
+        lower.setdefault(name.lower(), []).append(name)
+    close = difflib.get_close_matches(part.lower(), sorted(lower), n=1, cutoff=cutoff)
+    if not close:
+        return None
+    candidates = lower[close[0]]
+    return next((c for c in candidates if c[:1].isupper() == part[:1].isupper()), candidates[0])
 
 
 def _locate(target: str) -> Any:

@@ -442,10 +442,25 @@ def test_a_complex_output_is_checked_on_both_parts(make_cfg, model_dir, tmp_path
     assert relative_error((want[:, :3],), (want[:, :3],)) == 0.0  # a view, not contiguous in memory
 
 
-def test_a_misspelt_target_is_corrected_part_by_part_in_any_letter_case():
+def test_a_misspelt_target_is_corrected_part_by_part_in_any_letter_case(tmp_path, monkeypatch):
     """runner.models.mlp.Mlp and runner.model.mlp.MLP had no suggestion (and Python's
-    "'runner.models.mlp' is not a package" for a reason)."""
+    "'runner.models.mlp' is not a package" for a reason). A guess is never imported: a
+    project's script next to its models would run (and exit) from an error message."""
+    import importlib
+
+    import runner.models.mlp  # noqa: F401 - loaded, as a job's failed import of runner.models.mlp.Mlp leaves it
+
     from runner.build import _closest_target, _import_error
+
+    package = tmp_path / "project"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text("raise SystemExit('the training script ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("project")
+    assert _closest_target("project.trian.Net") == "project.train.Net"
+    assert "project.train" not in sys.modules
+    assert _closest_target("torch.Tensr") == "torch.Tensor" and _closest_target("torch.tensr") == "torch.tensor"
 
     assert _closest_target("runner.models.mlp.Mlp") == "runner.models.mlp.MLP"
     assert _closest_target("runner.model.mlp.MLP") == "runner.models.mlp.MLP"
