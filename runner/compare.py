@@ -126,11 +126,23 @@ def _rps(result: dict[str, Any]) -> Optional[float]:
     return figures.get("throughput_requests_per_s") or figures.get("server_max_rate")
 
 
-def _none_held(result: dict[str, Any]) -> bool:
-    """A load.rate=max search in which no rate held the latency bound."""
+def _searched(result: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The runner's load.rate=max search, or None."""
     load = (result.get("figures") or {}).get("load") or {}
-    return load.get("scenario") == "server" and load.get("rate") == "max" and \
+    return (load.get("runner") or {}) if load.get("scenario") == "server" and load.get("rate") == "max" else None
+
+
+def _no_point(result: dict[str, Any]) -> bool:
+    """A load.rate=max search the budget ended before its first point: nothing measured."""
+    search = _searched(result)
+    return search is not None and search.get("points") == [] and \
         (result.get("figures") or {}).get("server_max_rate") is None
+
+
+def _none_held(result: dict[str, Any]) -> bool:
+    """A load.rate=max search that found no rate to hold the latency bound."""
+    return _searched(result) is not None and (result.get("figures") or {}).get("server_max_rate") is None \
+        and not _no_point(result)
 
 
 def _not_comparable(result: dict[str, Any], side: str) -> Optional[str]:
@@ -166,7 +178,14 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         changed = sorted(k for k in (before or {}) if (before or {}).get(k) != (after or {}).get(k))
         return None, None, f"ran differently ({', '.join(changed)})"
     a, b = _rps(old), _rps(new)
+    if _no_point(new):  # a gate must not pass on a search that measured nothing
+        return None, None, "new not measured: its rate search ran out of budget before its first point"
+    if _no_point(old):
+        return None, None, "not compared: the old run's rate search ran out of budget before its first point"
     none_held = [side for side, r in (("old", old), ("new", new)) if _none_held(r)]
+    if none_held == ["old", "new"]:
+        bound = (((old.get("figures") or {}).get("load") or {}).get("p99_ms"))
+        return None, None, f"not compared: no rate held {f'p99 <= {bound:g} ms' if bound else 'the bound'} in either run"
     if none_held == ["new"] and a and a > 0:  # a search that held a rate before, and none now
         return None, None, f"slower: {_not_comparable(new, 'new')[len('not compared: '):]} (old held {rate_text(a)}/s)"
     if none_held == ["old"] and b and b > 0:

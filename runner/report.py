@@ -229,6 +229,8 @@ LOAD_COLUMNS = (
 
 
 def _no_rate_held(search: dict[str, Any], p99_ms: Optional[float]) -> str:
+    if not search.get("points"):
+        return "server: not measured (the budget ran out before its first point)"
     bound = f"p99 <= {p99_ms:g} ms" if p99_ms else "its bound"
     lowest = search.get("lowest_invalid_rate")
     return f"server: no rate held {bound}" + (f" (lowest tried {rate_text(lowest)}/s)" if lowest else "")
@@ -244,7 +246,7 @@ def _columns(rows: list[Row]) -> tuple:
     if len(batches) > 1:
         at = [attr for _, attr, _ in columns].index("requests_per_s") + 1
         columns = columns[:at] + (("samples/s", "samples_per_s", "rate"),) + columns[at:]
-    if len({r.model for r in rows}) > 1:  # the overrides alone may not show it (a _target_ cut to fit)
+    if len({r.model for r in rows if r.model != "?"}) > 1:  # the overrides alone may not show it (a _target_ cut to fit)
         at = [attr for _, attr, _ in columns].index("overrides") + 1
         columns = columns[:at] + (("model", "model", "str"),) + columns[at:]
     return columns + ((("load", "load", "str"),) if any(r.load for r in rows) else ())

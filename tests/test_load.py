@@ -216,6 +216,7 @@ def test_fixed_rate_and_single_stream_jobs_fill_the_sweep_table(tmp_path):
         (None, 1154.6, "single stream"), (None, None, "server: no rate held p99 <= 5 ms (lowest tried 79/s)")]
     assert "| server: INVALID at 2,000/s offered |" in report.markdown(rows)
     assert "| server: no rate held p99 <= 5 ms (lowest tried 79/s) |" in report.markdown(rows)
+    assert report._no_rate_held({"points": []}, 5.0) == "server: not measured (the budget ran out before its first point)"
 
 
 def test_requests_that_came_during_a_synchronous_request_count_as_queued_not_as_slack():

@@ -271,7 +271,11 @@ def test_compare_gates_load_searches_on_their_highest_rate_and_never_passes_on_n
     assert compare.main([load_result("g", none), load_result("h", search)]) == 0
     assert "faster: no rate held p99 <= 2 ms in the old run (new holds 1,000/s)" in capsys.readouterr().out
     assert compare.main([load_result("i", none), load_result("j", none)]) == 1
-    assert "not compared: no rate held p99 <= 2 ms in the new run" in capsys.readouterr().out
+    assert "not compared: no rate held p99 <= 2 ms in either run" in capsys.readouterr().out
+    # A search the budget ended before its first point measured nothing: a gate must not pass.
+    unmeasured = {**none, "load": {**search["load"], "runner": {"points": [], "stopped_by": "budget"}}}
+    assert compare.main([load_result("k", search), load_result("l", unmeasured)]) == 1
+    assert "new not measured: its rate search ran out of budget before its first point" in capsys.readouterr().out
 
 
 def test_jobs_of_different_batch_sizes_get_a_samples_column(sweep_dir):
@@ -326,6 +330,8 @@ def test_a_table_of_several_models_has_a_model_column(sweep_dir):
     for row in rows:
         row.model = "MLP"
     assert "model" not in report.text_table(rows).splitlines()[0].split()  # one model: no column
+    rows[0].model = "?"  # a job that died before naming its model is not another model
+    assert "model" not in report.text_table(rows).splitlines()[0].split()
     rows[1].model = "DictOut"
     header = report.text_table(rows).splitlines()[0].split()
     assert header[header.index("overrides") + 1] == "model"
