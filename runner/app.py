@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, condense
-from runner.record import remove_if_only, undo_pending_sweep
+from runner.record import remove_if_only, sweep_started, undo_pending_sweep
 from runner.schema import register
 
 register()
@@ -114,6 +114,19 @@ def _passed_through(exc: BaseException, packages: tuple[str, ...]) -> bool:
     return False
 
 
+def _run() -> None:
+    """Hydra's entry, with the sweep folder put back when it ends before any job ran (a bad
+    override, a Ctrl-C, an error with or without HYDRA_FULL_ERROR)."""
+    sweep_started()  # nothing pending from an earlier call in this process
+    try:
+        hydra_entry()
+    except BaseException:
+        undo_pending_sweep()  # a sweep that ended before any job ran leaves its folder as it was
+        raise
+    finally:
+        sweep_started()
+
+
 def main() -> None:
     # `_target_` may name a module of the project the user runs from, as under `python -m`:
     # the console script's own folder comes first on the path otherwise.
@@ -124,7 +137,7 @@ def main() -> None:
     _show_traceback = show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us, to print them in one line
     try:
-        hydra_entry()
+        _run()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -135,7 +148,6 @@ def main() -> None:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
         user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
-        undo_pending_sweep()  # a sweep refused before any job ran leaves its folder as it was
         hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
         print(f"error: {condense(exc)}{hint}", file=sys.stderr)
         sys.exit(2 if user_error else 1)

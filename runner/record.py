@@ -224,17 +224,24 @@ def remove_if_only(folder: Path, names: set[str]) -> None:
 
 # A sweep folder as its launch found it, until the launch starts a job: Hydra's sweeper writes
 # multirun.yaml first and checks every job's overrides after, so a bad one fails in between.
-_pending_sweep: tuple[Path, bytes | None] | None = None
+# (folder, its multirun.yaml then, the first of it and its parents that did not exist)
+_pending_sweep: tuple[Path, bytes | None, Path | None] | None = None
 
 
 def sweep_pending(folder: Path) -> None:
-    """Before a sweep's launch: note its folder and the multirun.yaml an earlier sweep left there."""
+    """Before a sweep's launch: note its folder, the multirun.yaml an earlier sweep left there,
+    and which folders the launch will create."""
     global _pending_sweep
     try:
         before: bytes | None = (folder / "multirun.yaml").read_bytes()
     except OSError:
         before = None
-    _pending_sweep = (folder, before)
+    created = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        created = path
+    _pending_sweep = (folder, before, created)
 
 
 def sweep_started() -> None:
@@ -243,17 +250,27 @@ def sweep_started() -> None:
 
 
 def undo_pending_sweep() -> None:
-    """A sweep refused before any job ran: its folder goes back to how the launch found it
-    (gone if Hydra made it for this launch, else with the earlier sweep's multirun.yaml)."""
+    """A sweep refused before any job ran: its folder goes back to how the launch found it: the
+    folders the launch created are removed while they hold nothing else, an earlier sweep's
+    multirun.yaml is put back, and one that was not there is removed."""
     global _pending_sweep
     if _pending_sweep is None:
         return
-    folder, before = _pending_sweep
+    folder, before, created = _pending_sweep
     _pending_sweep = None
-    if before is None:
-        remove_if_only(folder, {"multirun.yaml"})
-    else:
-        try:
+    try:
+        if before is not None:
             (folder / "multirun.yaml").write_bytes(before)
-        except OSError:
-            pass
+            return
+        (folder / "multirun.yaml").unlink(missing_ok=True)
+        if created is None:
+            return
+        for path in (folder, *folder.parents):  # up to the first folder the launch created
+            here = Path.cwd().resolve()
+            if path.resolve() == here or path.resolve() in here.parents:
+                return
+            path.rmdir()  # only while empty: OSError otherwise
+            if path == created:
+                return
+    except OSError:
+        pass

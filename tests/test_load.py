@@ -179,6 +179,10 @@ def test_a_search_where_no_rate_held_the_bound_says_so_plainly():
             "runner": {"max_rate": None, "stopped_by": "budget", "points": [point, {**point, "rate": 312.0}]}}
     lines = _load_lines(load)
     assert "  runner: no rate tried held the bound (search: budget, 2 points)" in lines
+    assert lines[2].split()[-2:] == ["p99", "verdict"] and "slack p99" in lines[2]
+    assert lines[3].split()[6] == "-"  # a point recorded without slack figures
+    point["slack_us"] = {"p99": 1962.0}
+    assert _load_lines(load)[3].split()[6] == "1,962.0"  # the loop's lateness, beside the latency
     # The runner's search used the baseline's time too (H200, measure=short): no point at all.
     load["baseline"] = {"max_rate": None, "stopped_by": "budget", "points": []}
     lines = _load_lines(load)

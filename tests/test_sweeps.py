@@ -129,9 +129,12 @@ def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job_runs(tmp_path, 
 def test_a_sweep_hydra_refuses_leaves_its_folder_as_it_found_it(tmp_path, bad, said):
     """Hydra's sweeper writes multirun.yaml, then checks every job's overrides: a refused sweep
     left a folder holding only that file, or overwrote the multirun.yaml of the sweep before."""
-    done = sweep([*TINY, bad, "hydra.sweep.dir=sw"], tmp_path)
+    done = sweep([*TINY, bad, "hydra.sweep.dir=out/day/sw"], tmp_path)
     assert done.returncode == 2 and done.stderr.startswith(said), done.stderr[-2000:]
-    assert not (tmp_path / "sw").exists()
+    assert not (tmp_path / "out").exists()  # every folder the launch made, not only the last
+    (tmp_path / "mine").mkdir()
+    assert sweep([*TINY, bad, "hydra.sweep.dir=mine"], tmp_path).returncode == 2
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())  # the user's: kept
     assert sweep([*TINY, "seed=1", "hydra.sweep.dir=sw"], tmp_path).returncode == 0
     before = (tmp_path / "sw" / "multirun.yaml").read_bytes()
     again = sweep([*TINY, bad, "hydra.sweep.dir=sw"], tmp_path)

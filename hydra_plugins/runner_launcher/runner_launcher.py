@@ -423,7 +423,9 @@ class RunnerLauncher(Launcher):
         for i, overrides in enumerate(job_overrides):
             try:
                 jobs.append(self._prepare(overrides, initial_job_idx + i))
-            except Exception as exc:  # noqa: BLE001 - Hydra could not compose this job's config
+            except Exception as exc:
+                if type(exc).__module__.split(".")[0] not in ("hydra", "omegaconf"):
+                    raise  # not the config: a bug, to be seen with its traceback
                 from runner.errors import ConfigError, condense
 
                 ran = f"{self.launched} earlier job(s) ran; none of this batch was started" if self.launched else \
