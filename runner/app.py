@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from runner.cli import exit_interrupted
 from runner.errors import ConfigError, condense
 from runner.record import remove_if_only, sweep_started, undo_pending_sweep
 from runner.schema import register
@@ -139,14 +140,12 @@ def main() -> None:
     try:
         _run()
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        exit_interrupted()
     except Exception as exc:
         if show_traceback:
             raise
         if _caused_by_interrupt(exc):  # a Ctrl-C during config composition, reported as Hydra's error
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+            exit_interrupted()
         user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
         hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
         print(f"error: {condense(exc)}{hint}", file=sys.stderr)

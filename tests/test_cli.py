@@ -463,3 +463,21 @@ def test_a_sweep_preset_run_without_m_says_so(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("note: this config defines a sweep (dtype=fp32,bf16,fp16 graph=false,true); add -m")
     assert len(results_under(tmp_path / "outputs" / "runs")) == 1
+
+
+def test_an_interrupt_while_the_exit_unwinds_does_not_turn_130_into_minus_2():
+    """Once a run has said "interrupted", a second SIGINT (a second Ctrl-C, or one that
+    keep_lost_interrupts delivers again) raised while the exit unwinds escaped uncaught, and
+    Python then ended the process by SIGINT itself: exit -2 (3 of 80 Ctrl-Cs, and once in CI)."""
+    code = (
+        "import os, signal, time\n"
+        "from runner.cli import exit_interrupted\n"
+        "try:\n"
+        "    exit_interrupted()\n"
+        "finally:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=cli_env())
+    assert done.returncode == 130, (done.returncode, done.stderr[-1000:])
+    assert done.stderr.strip() == "interrupted"

@@ -94,4 +94,5 @@ if __name__ == "__main__":
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         sys.exit(run_payload(sys.stdin.buffer.read()))
     except KeyboardInterrupt:  # Ctrl-C before the job started: nothing to record
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one must not end it by SIGINT (-2)
         sys.exit(130)
