@@ -109,7 +109,7 @@ def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
     try:
         if module_path and name and module_path in sys.modules and not hasattr(sys.modules[module_path], name):
             reason = f"{module_path} has no {name}"  # Python's own words: "'...' is not a package"
-    except Exception:  # noqa: BLE001 - the module does not import: Python's reason stands
+    except Exception:  # noqa: BLE001 - a lazy attribute that fails to load: Python's reason stands
         pass
     close = _closest_target(target)
     hint = f"did you mean {close}?" if close else \

@@ -145,6 +145,11 @@ def _none_held(result: dict[str, Any]) -> bool:
         and not _no_point(result)
 
 
+def _bound(result: dict[str, Any]) -> str:
+    p99_ms = (((result.get("figures") or {}).get("load") or {}).get("p99_ms"))
+    return f"p99 <= {p99_ms:g} ms" if p99_ms else "the bound"
+
+
 def _not_comparable(result: dict[str, Any], side: str) -> Optional[str]:
     """Why a result has no rate to compare: a fixed offered rate (the achieved one follows it)
     or one request at a time (latency only)."""
@@ -154,8 +159,7 @@ def _not_comparable(result: dict[str, Any], side: str) -> Optional[str]:
     if load.get("scenario") == "server" and load.get("rate") != "max":
         return "not compared: a fixed load.rate (compare load.rate=max searches)"
     if _none_held(result):
-        bound = f"p99 <= {load['p99_ms']:g} ms" if load.get("p99_ms") else "the bound"
-        return f"not compared: no rate held {bound} in the {side} run"
+        return f"not compared: no rate held {_bound(result)} in the {side} run"
     return None
 
 
@@ -184,12 +188,11 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         return None, None, "not compared: the old run's rate search ran out of budget before its first point"
     none_held = [side for side, r in (("old", old), ("new", new)) if _none_held(r)]
     if none_held == ["old", "new"]:
-        bound = (((old.get("figures") or {}).get("load") or {}).get("p99_ms"))
-        return None, None, f"not compared: no rate held {f'p99 <= {bound:g} ms' if bound else 'the bound'} in either run"
+        return None, None, f"not compared: no rate held {_bound(old)} in either run"
     if none_held == ["new"] and a and a > 0:  # a search that held a rate before, and none now
-        return None, None, f"slower: {_not_comparable(new, 'new')[len('not compared: '):]} (old held {rate_text(a)}/s)"
+        return None, None, f"slower: no rate held {_bound(new)} in the new run (old held {rate_text(a)}/s)"
     if none_held == ["old"] and b and b > 0:
-        return None, None, f"faster: {_not_comparable(old, 'old')[len('not compared: '):]} (new holds {rate_text(b)}/s)"
+        return None, None, f"faster: no rate held {_bound(old)} in the old run (new holds {rate_text(b)}/s)"
     if not a or not b or a <= 0 or b <= 0:
         return None, None, _not_comparable(new, "new") or _not_comparable(old, "old") or "no throughput"
     ratio = b / a

@@ -187,13 +187,14 @@ def read_result(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
 
 
-def _without_resume(overrides: list[str]) -> list[str]:
+def without_resume(overrides: list[str]) -> list[str]:
+    """The overrides but `resume`: how a job was run, not what it measured."""
     return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
 
 
 def same_job(before: list[str], now: list[str]) -> bool:
     """Whether an earlier result answers this job: the same overrides, `resume` aside."""
-    return _without_resume(before) == _without_resume(now)
+    return without_resume(before) == without_resume(now)
 
 
 def resume_conflict(folder: Path, overrides: list[str]) -> str | None:
@@ -201,7 +202,7 @@ def resume_conflict(folder: Path, overrides: list[str]) -> str | None:
     previous = read_result(folder / RESULT_FILE)
     if previous is None or same_job(previous.get("overrides") or [], overrides):
         return None
-    there, here = _without_resume(previous.get("overrides") or []), _without_resume(overrides)
+    there, here = without_resume(previous.get("overrides") or []), without_resume(overrides)
     only_there, only_here = [o for o in there if o not in here], [o for o in here if o not in there]
     differ = (f"there: {' '.join(only_there) or 'none'}; this job: {' '.join(only_here) or 'none'}"
               if only_there or only_here else "the same ones in another order")
@@ -209,12 +210,17 @@ def resume_conflict(folder: Path, overrides: list[str]) -> str | None:
             "overrides, or use another folder")
 
 
+def _holds_cwd(folder: Path) -> bool:
+    """Whether `folder` is the working directory or above it: never removed."""
+    here, target = Path.cwd().resolve(), folder.resolve()
+    return target == here or target in here.parents
+
+
 def remove_if_only(folder: Path, names: set[str]) -> None:
     """Remove `folder` when the entries it holds all have these names (what Hydra wrote for a
     run that recorded nothing), and it is neither the working directory nor above it."""
     try:
-        here, target = Path.cwd().resolve(), folder.resolve()
-        if target == here or target in here.parents:
+        if _holds_cwd(folder):
             return
         if folder.is_dir() and all(p.name in names for p in folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
@@ -266,8 +272,7 @@ def undo_pending_sweep() -> None:
         if created is None:
             return
         for path in (folder, *folder.parents):  # up to the first folder the launch created
-            here = Path.cwd().resolve()
-            if path.resolve() == here or path.resolve() in here.parents:
+            if _holds_cwd(path):
                 return
             path.rmdir()  # only while empty: OSError otherwise
             if path == created:

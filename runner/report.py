@@ -21,7 +21,7 @@ from typing import Any, Optional
 import yaml
 
 from runner.printer import rate_text
-from runner.record import CONFLICT_FILE, RESULT_FILE, read_result
+from runner.record import CONFLICT_FILE, RESULT_FILE, read_result, without_resume
 
 NOT_OK = ("failed", "invalid", "interrupted", "missing")
 
@@ -113,8 +113,7 @@ def collect(paths: list[Path]) -> list[Row]:
     results = [_load(d) for d in dirs]
     # resume=true is how a job was run, not what it measured: a resumed sweep's rerun jobs
     # carry it and its kept ones do not, which would set them apart in every label.
-    labels = _distinguishing([[o for o in r.get("overrides") or [] if not o.lstrip("+~").startswith("resume=")]
-                              for r in results])
+    labels = _distinguishing([without_resume(r.get("overrides") or []) for r in results])
     rows = []
     for job_dir, result, label in zip(dirs, results, labels, strict=True):
         f = result.get("figures") or {}
@@ -338,7 +337,7 @@ def collapsed(rows: list[Row]) -> list[list[Row]]:
     the same model, the same effective settings, and overrides that differ only in `_RUN_KEYS`."""
     def rest(row: Row) -> tuple[str, ...]:
         # resume=true says how a job was run, not what it measured (a resumed sweep's rerun jobs carry it).
-        return tuple(sorted(o for o in row.asked if o.lstrip("+~").partition("=")[0] not in (*_RUN_KEYS, "resume")))
+        return tuple(sorted(o for o in without_resume(list(row.asked)) if o.lstrip("+~").partition("=")[0] not in _RUN_KEYS))
 
     groups: dict[tuple, list[Row]] = {}
     for row in rows:

@@ -62,7 +62,7 @@ STEP_SPREAD = 4.0
 STEADY_MIN = 3  # fewer passes than this make no level to judge a step against
 
 
-def _mean(values: list[float]) -> float:
+def mean(values: list[float]) -> float:
     return math.fsum(values) / len(values)
 
 
@@ -87,14 +87,14 @@ def steady_start(values: list[float], witness: Optional[list[float]], min_len: i
         if not 1 <= start <= last:
             return False
         after, before = values[start:], values[:start]
-        mean, spread = _mean(after), cv(after)
-        if not mean or spread is None:
+        level, spread = mean(after), cv(after)
+        if not level or spread is None:
             return False
         bound = max(STEP_MIN, STEP_SPREAD * spread)
-        if not all(abs(v / mean - 1) > bound for v in before):
+        if not all(abs(v / level - 1) > bound for v in before):
             return False
-        moved = mean / _mean(before) - 1
-        host_moved = _mean(witness[start:]) / _mean(witness[:start]) - 1
+        moved = level / mean(before) - 1
+        host_moved = mean(witness[start:]) / mean(witness[:start]) - 1
         return moved * host_moved > 0 and abs(host_moved) >= max(STEP_MIN, abs(moved) / 2)
 
     return next((s for s in range(1, last + 1) if is_step(s) and not is_step(s + 1)), 0)

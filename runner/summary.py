@@ -9,7 +9,7 @@ from typing import Any, Optional
 from runner.measure import Measurement, Pass, host_speeds, stdrel
 from runner.printer import rate_text
 from runner.spec import RunSpec
-from runner.stats import correlation, cv, median, steady_start, summarize
+from runner.stats import correlation, cv, mean, median, steady_start, summarize
 
 # Stage marks: 0 before the copy in, 1 after it, 2 after compute, 3 after the copy out. On a GPU
 # they are CUDA events and the copies are H2D and D2H; on the CPU the host clock and host copies.
@@ -49,8 +49,8 @@ def _step_warning(rates: list[float], speeds: list[float], start: int) -> str:
     """Which passes a step in speed left out of the throughput's figures, and how far the rate
     and the host moved."""
     before, after = rates[:start], rates[start:]
-    moved = math.fsum(after) / len(after) / (math.fsum(before) / start) - 1
-    host_moved = math.fsum(speeds[start:]) / len(after) / (math.fsum(speeds[:start]) / start) - 1
+    moved = mean(after) / mean(before) - 1
+    host_moved = mean(speeds[start:]) / mean(speeds[:start]) - 1
     first = "pass 1" if start == 1 else f"passes 1-{start}"
     return (f"throughput: {first} of {len(rates)} left out of its median and cv: the host's own speed "
             f"moved {host_moved:+.0%} after {'it' if start == 1 else 'them'} and the rate {moved:+.0%}; passes "

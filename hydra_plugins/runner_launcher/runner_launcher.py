@@ -426,12 +426,9 @@ class RunnerLauncher(Launcher):
             except Exception as exc:
                 if type(exc).__module__.split(".")[0] not in ("hydra", "omegaconf"):
                     raise  # not the config: a bug, to be seen with its traceback
-                from runner.errors import ConfigError, condense
+                from runner.errors import condense
 
-                ran = f"{self.launched} earlier job(s) ran; none of this batch was started" if self.launched else \
-                    "no job was started"
-                raise ConfigError(f"{condense(exc)} (sweep job #{initial_job_idx + i}: {' '.join(overrides)}; {ran})") \
-                    from None
+                raise _refused(condense(exc), initial_job_idx + i, overrides, self.launched) from None
         _refuse_bad_jobs(jobs, self.launched)
         from runner.record import sweep_started
 
@@ -519,11 +516,17 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int) -> None:
                 if conflict:
                     raise ConfigError(conflict)
             except ConfigError as exc:
-                ran = f"{earlier_jobs} earlier job(s) ran; none of this batch was started" if earlier_jobs else \
-                    "no job was started"
-                raise ConfigError(f"{exc} (sweep job #{job.idx}: {' '.join(job.overrides)}; {ran})") from None
+                raise _refused(str(exc), job.idx, job.overrides, earlier_jobs) from None
     finally:
         hydra_config.cfg = before
+
+
+def _refused(reason: str, idx: int, overrides: Sequence[str], earlier_jobs: int) -> Exception:
+    """The one line of a sweep refused at job `idx`, with what ran before it."""
+    from runner.errors import ConfigError
+
+    ran = f"{earlier_jobs} earlier job(s) ran; none of this batch was started" if earlier_jobs else "no job was started"
+    return ConfigError(f"{reason} (sweep job #{idx}: {' '.join(overrides)}; {ran})")
 
 
 def _task_overrides(config: DictConfig) -> list[str]:
