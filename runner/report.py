@@ -54,6 +54,8 @@ class Row:
     steady_from: int = 1  # the first throughput pass its figures use (after a step in the host's speed)
     passes: int = 0  # throughput passes it ran
     cv_all: Optional[float] = None  # the cv over all of them
+    gpu: str = ""  # the device id the launcher gave the job (hydra.launcher.devices), else the GPU's UUID, cut
+    gpu_uuid: str = ""  # the GPU that ran it
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -161,6 +163,9 @@ def collect(paths: list[Path]) -> list[Row]:
                 steady_from=int(f.get("throughput_steady_from_repeat") or 1),
                 passes=len(f.get("throughput_requests_per_s_repeats") or []),
                 cv_all=f.get("throughput_cv_all_repeats"),
+                # The launcher's device id; without one (Slurm, a plain run) the GPU's UUID, cut.
+                gpu=str(job.get("launcher_device") or str(gpu.get("uuid") or "")[:8]),
+                gpu_uuid=str(gpu.get("uuid") or ""),
             )
         )
     mark_best(rows)
@@ -248,7 +253,19 @@ def _columns(rows: list[Row]) -> tuple:
     if len({r.model for r in rows if r.model != "?"}) > 1:  # the overrides alone may not show it (a _target_ cut to fit)
         at = [attr for _, attr, _ in columns].index("overrides") + 1
         columns = columns[:at] + (("model", "model", "str"),) + columns[at:]
+    if len(gpus_used(rows)) > 1:  # a sweep spread over several GPUs: which one ran each job
+        at = [attr for _, attr, _ in columns].index("overrides") + 1
+        columns = columns[:at] + (("gpu", "gpu", "str"),) + columns[at:]
     return columns + ((("load", "load", "str"),) if any(r.load for r in rows) else ())
+
+
+def gpus_used(rows: list[Row]) -> dict[str, list[Row]]:
+    """The jobs of each GPU (by UUID; by the launcher's device id where no UUID was recorded)."""
+    used: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.gpu_uuid or row.gpu:
+            used.setdefault(row.gpu_uuid or row.gpu, []).append(row)
+    return used
 
 
 def _status_cell(row: Row) -> str:
@@ -364,10 +381,28 @@ def step_notes(rows: list[Row]) -> list[str]:
             for r in rows if r.status == "ok" and r.steady_from > 1]
 
 
+def gpu_notes(rows: list[Row]) -> list[str]:
+    """A sweep spread over several GPUs: which GPU each device id was, and what that means for
+    comparing its rows."""
+    used = gpus_used(rows)
+    if len(used) < 2:
+        return []
+    parts = []
+    for mine in used.values():
+        name = next((r.device for r in mine if r.device and r.gpu_uuid), "")  # a GPU's name, not "cpu"
+        ids = sorted({r.gpu for r in mine if r.gpu})
+        uuid = next((r.gpu_uuid for r in mine if r.gpu_uuid), "")
+        short = uuid.removeprefix("GPU-")[:8]
+        what = " ".join(filter(None, [name, f"({short}...)" if uuid and ids != [short] else ""]))
+        parts.append(f"gpu {'/'.join(ids) or '?'}{f' = {what}' if what else ''} ({len(mine)} job{'s' * (len(mine) > 1)})")
+    return [f"sweep: its jobs ran on {len(used)} GPUs: {'; '.join(parts)}. Rows of different GPUs "
+            "also differ by their GPU and their share of the host's cores: compare them within their noise"]
+
+
 def sweep_notes(rows: list[Row]) -> list[str]:
-    """What the table's reader must know beside it: jobs that ran the same settings, and jobs
-    whose figures left passes out."""
-    return collapse_notes(rows) + step_notes(rows)
+    """What the table's reader must know beside it: jobs that ran the same settings, jobs
+    whose figures left passes out, and the GPUs of a sweep spread over several."""
+    return collapse_notes(rows) + step_notes(rows) + gpu_notes(rows)
 
 
 def failures(rows: list[Row]) -> list[Row]:

@@ -336,3 +336,34 @@ def test_a_table_of_several_models_has_a_model_column(sweep_dir):
     header = report.text_table(rows).splitlines()[0].split()
     assert header[header.index("overrides") + 1] == "model"
     assert "| DictOut |" in report.markdown(rows)
+
+
+def test_a_sweep_spread_over_gpus_says_which_gpu_ran_each_job(sweep_dir, tmp_path):
+    """hydra/launcher=gpus: each result records its device id and its GPU; the table gets a
+    gpu column and a note naming each GPU, only when the jobs ran on more than one."""
+    for num, (device, uuid) in enumerate((("0", "d347bcb8-92bf"), ("1", "103ef777-41b8"), ("0", "d347bcb8-92bf"))):
+        result = _result(sweep_dir, min(num, 1))
+        result["job"]["num"], result["job"]["launcher_device"] = num, device
+        result["env"]["gpu"] = {"name": "NVIDIA H200", "uuid": uuid}
+        _write(tmp_path / "gpus" / str(num), result)
+    rows = report.collect([tmp_path / "gpus"])
+    header = report.text_table(rows).splitlines()[0].split()
+    assert header[header.index("overrides") + 1] == "gpu"
+    assert [r.gpu for r in rows] == ["0", "1", "0"]
+    assert report.gpu_notes(rows) == [
+        "sweep: its jobs ran on 2 GPUs: gpu 0 = NVIDIA H200 (d347bcb8...) (2 jobs); gpu 1 = NVIDIA H200 (103ef777...) "
+        "(1 job). Rows of different GPUs also differ by their GPU and their share of the host's cores: compare them "
+        "within their noise"]
+    assert report.gpu_notes(rows)[0] in report.markdown(rows)
+    # No launcher device (Slurm): the GPU by its UUID, cut.
+    for num, uuid in enumerate(("aaaaaaaa-1", "bbbbbbbb-2", "aaaaaaaa-1")):
+        result = _result(tmp_path / "gpus", num)
+        result["job"]["launcher_device"], result["env"]["gpu"]["uuid"] = None, uuid
+        _write(tmp_path / "slurm" / str(num), result)
+    rows = report.collect([tmp_path / "slurm"])
+    assert [r.gpu for r in rows] == ["aaaaaaaa", "bbbbbbbb", "aaaaaaaa"]
+    assert report.gpu_notes(rows)[0].startswith("sweep: its jobs ran on 2 GPUs: gpu aaaaaaaa = NVIDIA H200 (2 jobs); ")
+    # One GPU for every job: no column, no note.
+    for row in rows:
+        row.gpu, row.gpu_uuid = "0", "d347bcb8-92bf"
+    assert "gpu" not in report.text_table(rows).splitlines()[0].split() and report.gpu_notes(rows) == []

@@ -85,9 +85,80 @@ def test_device_lists_and_cpu_shares(monkeypatch):
     assert resolve_devices("all") == ["2", "3"]
     with pytest.raises(ValueError):
         resolve_devices(["1", "1"])
-    assert cpu_shares(3, cpus=range(12)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
-    assert cpu_shares(3, cpus=range(8)) == [[0, 1, 2], [3, 4, 5], [6, 7]]  # every core used once
-    assert cpu_shares(4, cpus=[0, 1]) is None  # fewer cores than slots: no pinning
+    assert cpu_shares(3, cpus=range(12))[0] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert cpu_shares(3, cpus=range(8))[0] == [[0, 1, 2], [3, 4, 5], [6, 7]]  # every core used once
+    assert cpu_shares(4, cpus=[0, 1])[0] is None  # fewer cores than slots: no pinning
+
+
+def test_cpu_shares_follow_each_gpus_numa_node():
+    node0, node1 = set(range(0, 8)), set(range(8, 16))
+    # Two GPUs per node: each pair splits its own node's cores, never the other node's.
+    shares, how = cpu_shares(4, cpus=range(16), near=[node0, node0, node1, node1])
+    assert shares == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]] and "nearest" in how
+    # Interleaved order of devices: shares still come from each one's own node.
+    shares, _ = cpu_shares(4, cpus=range(16), near=[node1, node0, node1, node0])
+    assert shares == [[8, 9, 10, 11], [0, 1, 2, 3], [12, 13, 14, 15], [4, 5, 6, 7]]
+    # Both GPUs on node 1: they share node 1 and leave node 0 alone.
+    shares, how = cpu_shares(2, cpus=range(16), near=[node1, node1])
+    assert shares == [[8, 9, 10, 11], [12, 13, 14, 15]] and "nearest" in how
+    # Only the cores this process may use count (a container's share).
+    shares, _ = cpu_shares(2, cpus=[0, 1, 8, 9], near=[node0, node1])
+    assert shares == [[0, 1], [8, 9]]
+    # Every core local to every GPU (one node, as on a VM): the even split, said as such.
+    shares, how = cpu_shares(2, cpus=range(16), near=[node0 | node1, node0 | node1])
+    assert shares == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]] and how == "split evenly"
+    # Unknown for one device, overlapping sets, or a node with fewer cores than its GPUs: even split.
+    for near, cpus in (([node0, None], range(16)), ([node0, node0 | {8}], range(16)), ([{0}, {0}], range(16))):
+        shares, how = cpu_shares(2, cpus=cpus, near=near)
+        assert shares == [list(range(8)), list(range(8, 16))] and how == "split evenly"
+
+
+class FakeNvml:
+    """Just the NVML calls the launcher makes: GPUs in PCI bus order, with names and masks."""
+
+    def __init__(self, gpus):
+        self.gpus = gpus  # (uuid, name, mask words)
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return self.gpus[i]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return next(g for g in self.gpus if g[0] == uuid)
+
+    def nvmlDeviceGetName(self, handle):
+        return handle[1]
+
+    def nvmlDeviceGetCpuAffinity(self, handle, words):
+        return handle[2][:words]
+
+
+def test_devices_and_their_cores_come_from_nvml_without_torch(monkeypatch):
+    from hydra_plugins.runner_launcher import topology
+
+    low, high = (0xFF, 0), (0xFF00, 0)  # cores 0-7, cores 8-15
+    nvml = FakeNvml([("GPU-a", "H200", low), ("GPU-b", "H200", high), ("GPU-c", "H200", high)])
+    monkeypatch.setattr(topology, "_nvml", lambda: nvml)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # importing torch here would fail the test
+    assert resolve_devices("all") == ["0", "1", "2"]
+    assert topology.nearest_cpus(["0", "2"]) == [set(range(8)), set(range(8, 16))]
+    assert topology.nearest_cpus(["GPU-b"]) == [set(range(8, 16))]
+    assert topology.nearest_cpus(["0", "MIG-x"]) is None  # a MIG instance: not told apart
+    assert topology.nearest_cpus(["0", "7"]) is None  # no such GPU
+    # GPUs of different models: CUDA's default order (fastest first) may not be NVML's.
+    nvml.gpus[2] = ("GPU-c", "L4", high)
+    assert topology.nearest_cpus(["0", "1"]) is None
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # unless CUDA numbers them by bus too
+    assert topology.nearest_cpus(["0", "1"]) == [set(range(8)), set(range(8, 16))]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2")  # what this process may use is what it says
+    assert resolve_devices("all") == ["1", "2"]
 
 
 # --- real sweeps --------------------------------------------------------------------------------
@@ -281,6 +352,13 @@ def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
     first = sorted(spans, key=lambda s: s[1])
     assert first[1][1] < first[0][2]
     assert (tmp_path / "sw" / "0" / "console.log").exists()
+    # The launcher says how it cut the cores; the table says which device ran each job.
+    assert "each job pinned to its device's share of the cores (split evenly)" in done.stdout
+    rows = table(tmp_path / "sw")
+    assert [r["gpu"] for r in rows] == [by_num[int(r["job"])]["job"]["launcher_device"] for r in rows]
+    md = (tmp_path / "sw" / "sweep.md").read_text()
+    assert md.splitlines()[0].startswith("| job | overrides | gpu |")
+    assert "its jobs ran on 2 GPUs: gpu fake0 (2 jobs); gpu fake1 (2 jobs)" in md
 
 
 @pytest.mark.slow

@@ -38,6 +38,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from hydra_plugins.runner_launcher.topology import cpu_shares, nearest_cpus, visible_gpu_ids
+
 log = logging.getLogger(__name__)
 
 
@@ -89,13 +91,7 @@ def resolve_devices(devices: Any) -> list[Optional[str]]:
     if devices is None or devices == "none":
         return [None]
     if devices == "all":
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is not None:
-            ids = [d.strip() for d in visible.split(",") if d.strip()]
-        else:
-            import torch  # only here: counting devices
-
-            ids = [str(i) for i in range(torch.cuda.device_count())]
+        ids = visible_gpu_ids()
         if not ids:
             raise ValueError("hydra.launcher.devices=all: no CUDA devices are visible; use devices=null")
         return ids
@@ -105,21 +101,6 @@ def resolve_devices(devices: Any) -> list[Optional[str]]:
     if not ids or len(set(ids)) != len(ids):
         raise ValueError(f"hydra.launcher.devices={ids}: give distinct device ids, 'all' or null")
     return ids
-
-
-def cpu_shares(slots: int, cpus: Optional[Sequence[int]] = None) -> Optional[list[list[int]]]:
-    """Split the cores this process may use into `slots` contiguous, disjoint shares (sizes
-    differ by one at most); None when there are fewer cores than slots."""
-    available = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-    if len(available) < slots:
-        return None
-    per, extra = divmod(len(available), slots)
-    shares, start = [], 0
-    for i in range(slots):
-        size = per + (1 if i < extra else 0)
-        shares.append(available[start:start + size])
-        start += size
-    return shares
 
 
 def _describe_exit(code: int) -> str:
@@ -415,7 +396,7 @@ class RunnerLauncher(Launcher):
                 print(f"[runner] warning: no fork server ({exc}); each job starts a fresh interpreter", flush=True)
         slots = resolve_devices(self.devices)
         parallel = len(slots) > 1
-        shares = cpu_shares(len(slots)) if parallel and self.pin_cpus else None
+        shares, cut = cpu_shares(len(slots), near=nearest_cpus(slots)) if parallel and self.pin_cpus else (None, "")
         if parallel and self.pin_cpus and shares is None:
             print("[runner] warning: fewer CPU cores than devices; jobs are not pinned to cores", flush=True)
         share_of = dict(zip(slots, shares or [None] * len(slots), strict=True))
@@ -436,6 +417,8 @@ class RunnerLauncher(Launcher):
         self.launched += len(jobs)
         total = len(jobs)
         where = f"on devices {', '.join(map(str, slots))}, one job per device at a time" if parallel else "one at a time"
+        if shares:
+            where += f"; each job pinned to its device's share of the cores ({cut})"
         how = "forked from a preloaded server" if self.context is not None else "a fresh interpreter each"
         print(f"[runner] launching {total} job(s), each in its own process ({how}), {where}", flush=True)
 
