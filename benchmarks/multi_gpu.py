@@ -54,7 +54,11 @@ def read_jobs(sweep_dir: Path) -> list[dict]:
         jobs.append({
             "config": " ".join(sorted(result.get("overrides") or [])),
             "status": result.get("status"), "rps": fig.get("throughput_requests_per_s"),
-            "cv": fig.get("throughput_cv"), "device": job.get("launcher_device"),
+            "cv": fig.get("throughput_cv"),
+            # The host canary's median (us, a fixed piece of Python timed beside each pass): the
+            # host's own speed while the job ran.
+            "canary_us": statistics.median(fig["host_canary_us_repeats"]) if fig.get("host_canary_us_repeats") else None,
+            "device": job.get("launcher_device"),
             # The GPU by its UUID; without one (CPU, fake device ids) the launcher's device id.
             "uuid": gpu.get("uuid") or job.get("launcher_device"),
             "cpus": job.get("launcher_cpus"), "start": job.get("started_unix"), "end": job.get("finished_unix"),
@@ -103,6 +107,7 @@ def main() -> int:
     parser.add_argument("--order", default="one,all,all,one", help="runs in order: 'one' (one GPU) or 'all'")
     parser.add_argument("--devices", default="all",
                         help="the parallel runs' hydra.launcher.devices (a list such as [0,1]; default all)")
+    parser.add_argument("--read", type=Path, help="only read the runs an earlier call left in this folder")
     parser.add_argument("overrides", nargs="*", default=DEFAULT)
     args = parser.parse_args()
     if args.devices != "all":
@@ -110,12 +115,20 @@ def main() -> int:
     order = args.order.split(",")
     if not set(order) <= set(LAUNCHERS) or order.count("one") < 1 or order.count("all") < 1:
         parser.error("--order: a comma list of 'one' and 'all', each at least once")
-    base = args.out or Path(tempfile.mkdtemp(prefix="multi_gpu_"))
+    base = args.read or args.out or Path(tempfile.mkdtemp(prefix="multi_gpu_"))
     print(f"sweeps in {base}", flush=True)
     runs: list[tuple[str, float, int, list[dict]]] = []
+    if args.read:  # the folders of an earlier call, in their order; walls where it saved them
+        saved = json.loads((base / "runs.json").read_text()) if (base / "runs.json").exists() else {}
+        order = [p.name.split("_", 1)[1] for p in sorted(base.glob("[0-9]*_*"), key=lambda p: int(p.name.split("_")[0]))]
     for i, kind in enumerate(order):
         sweep_dir = base / f"{i}_{kind}"
-        wall, code = run_sweep(args.overrides, LAUNCHERS[kind], sweep_dir)
+        if args.read:
+            wall, code = saved.get(sweep_dir.name, (float("nan"), 0))
+        else:
+            wall, code = run_sweep(args.overrides, LAUNCHERS[kind], sweep_dir)
+            walls_so_far = {f"{j}_{k}": (w, c) for j, (k, w, c, _) in enumerate(runs)}
+            (base / "runs.json").write_text(json.dumps({**walls_so_far, sweep_dir.name: (wall, code)}))
         jobs = read_jobs(sweep_dir)
         runs.append((kind, wall, code, jobs))
         gpus = sorted({j["uuid"] for j in jobs if j["uuid"]})
@@ -143,11 +156,16 @@ def main() -> int:
     # Per config: the rate in each run, in order.
     configs = sorted({j["config"] for _, _, _, jobs in runs for j in jobs})
     rate = {(i, j["config"]): j["rps"] for i, (_, _, _, jobs) in enumerate(runs) for j in jobs if j["rps"]}
+    # Requests per unit of host speed: the rate times the canary's time. For a host-bound job
+    # (eager) this takes out a change of the host's own speed between runs, which on a VM can
+    # be 2x; for a device-bound job it adds the canary's noise.
+    work = {(i, j["config"]): j["rps"] * j["canary_us"] for i, (_, _, _, jobs) in enumerate(runs) for j in jobs
+            if j["rps"] and j["canary_us"]}
     ones = [i for i, (kind, *_rest) in enumerate(runs) if kind == "one"]
     alls = [i for i, (kind, *_rest) in enumerate(runs) if kind == "all"]
     print(f"\n{'config':60} " + " ".join(f"{f'{i}:{runs[i][0]}':>9}" for i in range(len(runs)))
-          + f" {'all/one':>8} {'one/one':>8}")
-    pairs, ratios = [], []  # per config: (|log all/one|, log max/min of the one-GPU runs)
+          + f" {'all/one':>8} {'one/one':>8} {'per host':>8}")
+    pairs, ratios, normalized = [], [], []  # per config: (|log all/one|, log max/min of the one-GPU runs)
     for c in configs:
         row = [rate.get((i, c)) for i in range(len(runs))]
         one_rates = [rate[(i, c)] for i in ones if (i, c) in rate]
@@ -158,11 +176,26 @@ def main() -> int:
             ratios.append(all_one)
             if one_one is not None:
                 pairs.append((abs(math.log(all_one)), math.log(one_one)))
+        one_work = [work[(i, c)] for i in ones if (i, c) in work]
+        all_work = [work[(i, c)] for i in alls if (i, c) in work]
+        per_host = geo_mean(all_work) / geo_mean(one_work) if one_work and all_work else None
+        if per_host is not None:
+            normalized.append((c, per_host))
         print(f"{c[:60]:60} " + " ".join(f"{v:9,.0f}" if v else f"{'-':>9}" for v in row)
-              + (f" {all_one:8.3f}" if all_one else f" {'-':>8}") + (f" {one_one:8.3f}" if one_one else f" {'-':>8}"))
+              + "".join(f" {v:8.3f}" if v else f" {'-':>8}" for v in (all_one, one_one, per_host)))
     if ratios:
         print(f"\nthroughput, all GPUs / one GPU: geometric mean {geo_mean(ratios):.3f}, "
               f"range {min(ratios):.3f}-{max(ratios):.3f}")
+    if normalized:
+        # Only where the host bounds the rate: eager jobs (graph jobs would get the canary's noise).
+        some = [r for c, r in normalized if "graph=False" in c.split()]
+        if some:
+            print(f"eager jobs, all / one per unit of host speed (rate x canary time): geometric mean "
+                  f"{geo_mean(some):.3f}, range {min(some):.3f}-{max(some):.3f}")
+    canaries = [statistics.median([j["canary_us"] for j in jobs if j["canary_us"]] or [float("nan")])
+                for _, _, _, jobs in runs]
+    print("host canary, median over each run's jobs (us, lower is a faster host): "
+          + ", ".join(f"run {i} {v:.0f}" for i, v in enumerate(canaries)))
     if pairs:
         # The spread between the one-GPU runs of a config against the change between the means
         # of the parallel runs and of the one-GPU runs (as factors, 1.000 = no change).

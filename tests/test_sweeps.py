@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hydra_plugins.runner_launcher.runner_launcher import SlotScheduler, cpu_shares, resolve_devices
+from runner.errors import ConfigError
 from tests.conftest import cli_env
 
 TINY = ["device=cpu", "model.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
@@ -83,8 +84,11 @@ def test_device_lists_and_cpu_shares(monkeypatch):
     assert resolve_devices(["0", 1]) == ["0", "1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert resolve_devices("all") == ["2", "3"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="distinct device ids"):
         resolve_devices(["1", "1"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ConfigError, match="no CUDA devices are visible here; run without hydra/launcher=gpus"):
+        resolve_devices("all")
     assert cpu_shares(3, cpus=range(12))[0] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert cpu_shares(3, cpus=range(8))[0] == [[0, 1, 2], [3, 4, 5], [6, 7]]  # every core used once
     assert cpu_shares(4, cpus=[0, 1])[0] is None  # fewer cores than slots: no pinning

@@ -90,16 +90,19 @@ def resolve_devices(devices: Any) -> list[Optional[str]]:
     """The launcher's slots: [None] for one job at a time, else one slot per device id."""
     if devices is None or devices == "none":
         return [None]
+    from runner.errors import ConfigError  # a setting this machine cannot meet: exit 2, one line
+
     if devices == "all":
         ids = visible_gpu_ids()
         if not ids:
-            raise ValueError("hydra.launcher.devices=all: no CUDA devices are visible; use devices=null")
+            raise ConfigError("hydra.launcher.devices=all: no CUDA devices are visible here; run without "
+                              "hydra/launcher=gpus, or set hydra.launcher.devices=null")
         return ids
     if isinstance(devices, (int, str)):
         return [str(devices)]
     ids = [str(d) for d in devices]
     if not ids or len(set(ids)) != len(ids):
-        raise ValueError(f"hydra.launcher.devices={ids}: give distinct device ids, 'all' or null")
+        raise ConfigError(f"hydra.launcher.devices={ids}: give distinct device ids, 'all' or null")
     return ids
 
 
