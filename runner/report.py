@@ -395,6 +395,10 @@ def gpu_notes(rows: list[Row]) -> list[str]:
         short = uuid.removeprefix("GPU-")[:8]
         what = " ".join(filter(None, [name, f"({short}...)" if uuid and ids != [short] else ""]))
         parts.append(f"gpu {'/'.join(ids) or '?'}{f' = {what}' if what else ''} ({len(mine)} job{'s' * (len(mine) > 1)})")
+    if not any(r.gpu_uuid for r in rows):  # device ids given to jobs that ran on the CPU
+        return [f"sweep: its jobs ran side by side on the CPU, one per entry of hydra.launcher.devices "
+                f"({'; '.join(p.removeprefix('gpu ') for p in parts)}), each on its own share of the host's cores: "
+                "they measured the CPU with fewer cores than a job alone gets"]
     return [f"sweep: its jobs ran on {len(used)} GPUs: {'; '.join(parts)}. Rows of different GPUs "
             "also differ by their GPU and their share of the host's cores: compare them within their noise"]
 

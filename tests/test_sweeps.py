@@ -362,7 +362,9 @@ def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
     assert [r["gpu"] for r in rows] == [by_num[int(r["job"])]["job"]["launcher_device"] for r in rows]
     md = (tmp_path / "sw" / "sweep.md").read_text()
     assert md.splitlines()[0].startswith("| job | overrides | gpu |")
-    assert "its jobs ran on 2 GPUs: gpu fake0 (2 jobs); gpu fake1 (2 jobs)" in md
+    # They ran on the CPU: the note does not call the device ids GPUs.
+    assert "its jobs ran side by side on the CPU, one per entry of hydra.launcher.devices (fake0 (2 jobs); " \
+           "fake1 (2 jobs)), each on its own share of the host's cores" in md
 
 
 @pytest.mark.slow
