@@ -39,6 +39,7 @@ def run_sweep(overrides: list[str], launcher: list[str], sweep_dir: Path) -> tup
     done = subprocess.run([sys.executable, "-m", "runner", "-m", *launcher, *overrides, f"hydra.sweep.dir={sweep_dir}"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    sweep_dir.mkdir(parents=True, exist_ok=True)  # a sweep refused before its first job has none
     (sweep_dir / "launcher_console.log").write_text(done.stdout + "\n--- stderr\n" + done.stderr)
     if done.returncode != 0:
         print(done.stdout[-3000:], done.stderr[-3000:], sep="\n", file=sys.stderr)
@@ -48,6 +49,8 @@ def run_sweep(overrides: list[str], launcher: list[str], sweep_dir: Path) -> tup
 def read_jobs(sweep_dir: Path) -> list[dict]:
     jobs = []
     for folder in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+        if not (folder / "result.json").exists():
+            continue  # a job that left no result: the sweep's table lists it as missing
         result = json.loads((folder / "result.json").read_text())
         job, fig = result.get("job") or {}, result.get("figures") or {}
         gpu = (result.get("env") or {}).get("gpu") or {}
@@ -60,9 +63,14 @@ def read_jobs(sweep_dir: Path) -> list[dict]:
             "canary_us": statistics.median(fig["host_canary_us_repeats"]) if fig.get("host_canary_us_repeats") else None,
             "device": job.get("launcher_device"),
             # The GPU by its UUID; without one (CPU, fake device ids) the launcher's device id.
-            "uuid": gpu.get("uuid") or job.get("launcher_device"),
+            "uuid": gpu.get("uuid") or job.get("launcher_device"), "gpu": bool(gpu.get("uuid")),
             "cpus": job.get("launcher_cpus"), "start": job.get("started_unix"), "end": job.get("finished_unix"),
         })
+    # A job that died before it read its GPU: the GPU its device id names in the other jobs.
+    uuid_of = {j["device"]: j["uuid"] for j in jobs if j["gpu"]}
+    for j in jobs:
+        if not j["gpu"] and j["device"] in uuid_of:
+            j["uuid"] = uuid_of[j["device"]]
     return jobs
 
 
@@ -75,7 +83,7 @@ def overlaps(jobs: list[dict]) -> int:
             by_gpu.setdefault(j["uuid"], []).append((j["start"], j["end"]))
     for spans in by_gpu.values():
         spans.sort()
-        bad += sum(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+        bad += sum(later[0] < earlier[1] for i, earlier in enumerate(spans) for later in spans[i + 1:])
     return bad
 
 
@@ -130,6 +138,9 @@ def main() -> int:
             walls_so_far = {f"{j}_{k}": (w, c) for j, (k, w, c, _) in enumerate(runs)}
             (base / "runs.json").write_text(json.dumps({**walls_so_far, sweep_dir.name: (wall, code)}))
         jobs = read_jobs(sweep_dir)
+        if not jobs:
+            print(f"run {i} ({kind}): exit {code}, no job ran; see {sweep_dir / 'launcher_console.log'}")
+            return code or 1
         runs.append((kind, wall, code, jobs))
         gpus = sorted({j["uuid"] for j in jobs if j["uuid"]})
         ok = sum(j["status"] == "ok" for j in jobs)

@@ -260,12 +260,22 @@ def _columns(rows: list[Row]) -> tuple:
 
 
 def gpus_used(rows: list[Row]) -> dict[str, list[Row]]:
-    """The jobs of each GPU (by UUID; by the launcher's device id where no UUID was recorded)."""
+    """The jobs of each GPU, by UUID. A job that recorded no UUID (its process died before it
+    read its GPU, or it ran on the CPU) counts with the GPU its device id names in other rows,
+    or under its device id alone."""
+    uuid_of = {r.gpu: r.gpu_uuid for r in rows if r.gpu and r.gpu_uuid and rows_agree(rows, r.gpu)}
     used: dict[str, list[Row]] = {}
     for row in rows:
-        if row.gpu_uuid or row.gpu:
-            used.setdefault(row.gpu_uuid or row.gpu, []).append(row)
+        key = row.gpu_uuid or uuid_of.get(row.gpu) or row.gpu
+        if key:
+            used.setdefault(key, []).append(row)
     return used
+
+
+def rows_agree(rows: list[Row], gpu: str) -> bool:
+    """Whether every job given device id `gpu` that recorded a UUID recorded the same one (a
+    resumed sweep may have given one id to different GPUs)."""
+    return len({r.gpu_uuid for r in rows if r.gpu == gpu and r.gpu_uuid}) == 1
 
 
 def _status_cell(row: Row) -> str:

@@ -303,6 +303,43 @@ def test_jobs_forked_from_the_preloaded_server_capture_and_check_on_the_gpu(tmp_
     assert [r["effective"]["streams"] for r in results] == [1, 4]
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 or more GPUs")
+def test_a_sweep_over_every_gpu_runs_one_job_per_gpu_at_a_time(tmp_path):
+    """hydra/launcher=gpus: every GPU busy, each job on its own GPU (by UUID) and its own cores,
+    never two jobs on one GPU at once, and the table says which GPU ran each job."""
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    gpus = torch.cuda.device_count()
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "-m", "hydra/launcher=gpus", f"seed=range(0,{2 * gpus})", "graph=true",
+         *QUICK, "hydra.sweep.dir=sw"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "sw").glob("*/result.json"))]
+    assert len(results) == 2 * gpus and all(r["status"] == "ok" for r in results)
+    assert all(r["figures"]["check_mismatches"] == 0 for r in results)
+    uuid_of = {r["job"]["launcher_device"]: r["env"]["gpu"]["uuid"] for r in results}
+    assert len(uuid_of) == gpus and len(set(uuid_of.values())) == gpus  # every GPU, each a different one
+    for r in results:
+        assert r["env"]["gpu"]["uuid"] == uuid_of[r["job"]["launcher_device"]]
+        assert r["env"]["cuda_visible_devices"] == r["job"]["launcher_device"]
+    cores = {r["job"]["launcher_device"]: set(r["job"]["launcher_cpus"].split(",")) for r in results}
+    assert all(a.isdisjoint(b) for d, a in cores.items() for e, b in cores.items() if d != e)
+    for device in uuid_of:
+        spans = sorted((r["job"]["started_unix"], r["job"]["finished_unix"]) for r in results
+                       if r["job"]["launcher_device"] == device)
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
+    with open(tmp_path / "sw" / "sweep.csv") as f:
+        assert {row["gpu"] for row in csv.DictReader(f)} == set(uuid_of)
+    assert f"its jobs ran on {gpus} GPUs" in (tmp_path / "sw" / "sweep.md").read_text()
+
+
 # --- real models: several inputs, structured outputs, buckets ------------------------------
 
 BUCKET_MODES = {

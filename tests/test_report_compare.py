@@ -367,3 +367,18 @@ def test_a_sweep_spread_over_gpus_says_which_gpu_ran_each_job(sweep_dir, tmp_pat
     for row in rows:
         row.gpu, row.gpu_uuid = "0", "d347bcb8-92bf"
     assert "gpu" not in report.text_table(rows).splitlines()[0].split() and report.gpu_notes(rows) == []
+
+
+def test_a_job_that_died_before_naming_its_gpu_counts_with_its_device(sweep_dir, tmp_path):
+    """A job whose process died has its launcher device but no GPU record: it is not a GPU of
+    its own (review: a one-GPU sweep with one crash read "ran on 2 GPUs")."""
+    for num in range(3):
+        result = _result(sweep_dir, min(num, 1))
+        result["job"]["num"], result["job"]["launcher_device"] = num, "0"
+        result["env"]["gpu"] = {"name": "NVIDIA H200", "uuid": "d347bcb8-92bf"}
+        if num == 2:
+            result.update(status="failed", env=None, figures={})
+        _write(tmp_path / "one" / str(num), result)
+    rows = report.collect([tmp_path / "one"])
+    assert list(report.gpus_used(rows)) == ["d347bcb8-92bf"] and report.gpu_notes(rows) == []
+    assert "gpu" not in report.text_table(rows).splitlines()[0].split()

@@ -89,31 +89,69 @@ def test_device_lists_and_cpu_shares(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(ConfigError, match="no CUDA devices are visible here; run without hydra/launcher=gpus"):
         resolve_devices("all")
-    assert cpu_shares(3, cpus=range(12))[0] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
-    assert cpu_shares(3, cpus=range(8))[0] == [[0, 1, 2], [3, 4, 5], [6, 7]]  # every core used once
-    assert cpu_shares(4, cpus=[0, 1])[0] is None  # fewer cores than slots: no pinning
+    alone = lambda cpu: frozenset({cpu})  # noqa: E731 - one thread per physical core
+    assert cpu_shares(3, cpus=range(12), siblings=alone)[0] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert cpu_shares(3, cpus=range(8), siblings=alone)[0] == [[0, 1, 2], [3, 4, 5], [6, 7]]  # every core used once
+    assert cpu_shares(4, cpus=[0, 1], siblings=alone)[0] is None  # fewer cores than slots: no pinning
+
+
+def test_cpu_shares_keep_the_hyperthreads_of_a_core_together():
+    """Linux numbers a node's second hyperthreads after its first ones (0-7, then 8-15 as their
+    siblings): a plain contiguous split gave one job every core's first half and the other job
+    every second half, so the two jobs shared all their physical cores."""
+    twins = lambda cpu: frozenset({cpu % 8, cpu % 8 + 8})  # noqa: E731
+    shares, how = cpu_shares(2, cpus=range(16), siblings=twins)
+    assert shares == [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]] and how == "split evenly"
+    # The same within a GPU's node.
+    shares, _ = cpu_shares(2, cpus=range(16), near=[set(range(16))] * 2, siblings=twins)
+    assert shares == [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]
+    # Fewer physical cores than jobs: CPU by CPU, so every job still has one.
+    shares, _ = cpu_shares(3, cpus=[0, 8, 1, 9], siblings=twins)
+    assert shares == [[0, 1], [8], [9]]
+    # A core whose sibling this process may not use is a unit of one.
+    shares, _ = cpu_shares(2, cpus=[0, 8, 1, 2], siblings=twins)
+    assert shares == [[0, 8], [1, 2]]
+    # Every shape: each core used once, no share empty, twins together, shares within one core of even.
+    for n in range(2, 33):
+        for parts in range(1, n + 1):
+            twins_of = lambda cpu, n=n: frozenset({cpu, cpu ^ 1}) & set(range(n))  # noqa: E731
+            shares, _ = cpu_shares(parts, cpus=range(n), siblings=twins_of)
+            assert sorted(c for share in shares for c in share) == list(range(n)) and all(shares)
+            if (n + 1) // 2 >= parts:
+                assert all(twins_of(c) <= set(share) for share in shares for c in share)
+                assert max(map(len, shares)) - min(map(len, shares)) <= 2
+            shares, _ = cpu_shares(parts, cpus=range(n), siblings=lambda cpu: frozenset({cpu}))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1 and sum(map(len, shares)) == n
+    # Read from the kernel: every CPU is among its own siblings.
+    from hydra_plugins.runner_launcher.topology import core_siblings
+
+    assert all(cpu in core_siblings(cpu) for cpu in os.sched_getaffinity(0))
+    assert core_siblings(1 << 20) == frozenset({1 << 20})  # no such CPU: itself alone
 
 
 def test_cpu_shares_follow_each_gpus_numa_node():
+    from functools import partial
+
+    cpu_shares_ = partial(cpu_shares, siblings=lambda cpu: frozenset({cpu}))
     node0, node1 = set(range(0, 8)), set(range(8, 16))
     # Two GPUs per node: each pair splits its own node's cores, never the other node's.
-    shares, how = cpu_shares(4, cpus=range(16), near=[node0, node0, node1, node1])
+    shares, how = cpu_shares_(4, cpus=range(16), near=[node0, node0, node1, node1])
     assert shares == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]] and "nearest" in how
     # Interleaved order of devices: shares still come from each one's own node.
-    shares, _ = cpu_shares(4, cpus=range(16), near=[node1, node0, node1, node0])
+    shares, _ = cpu_shares_(4, cpus=range(16), near=[node1, node0, node1, node0])
     assert shares == [[8, 9, 10, 11], [0, 1, 2, 3], [12, 13, 14, 15], [4, 5, 6, 7]]
     # Both GPUs on node 1: they share node 1 and leave node 0 alone.
-    shares, how = cpu_shares(2, cpus=range(16), near=[node1, node1])
+    shares, how = cpu_shares_(2, cpus=range(16), near=[node1, node1])
     assert shares == [[8, 9, 10, 11], [12, 13, 14, 15]] and "nearest" in how
     # Only the cores this process may use count (a container's share).
-    shares, _ = cpu_shares(2, cpus=[0, 1, 8, 9], near=[node0, node1])
+    shares, _ = cpu_shares_(2, cpus=[0, 1, 8, 9], near=[node0, node1])
     assert shares == [[0, 1], [8, 9]]
     # Every core local to every GPU (one node, as on a VM): the even split, said as such.
-    shares, how = cpu_shares(2, cpus=range(16), near=[node0 | node1, node0 | node1])
+    shares, how = cpu_shares_(2, cpus=range(16), near=[node0 | node1, node0 | node1])
     assert shares == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]] and how == "split evenly"
     # Unknown for one device, overlapping sets, or a node with fewer cores than its GPUs: even split.
     for near, cpus in (([node0, None], range(16)), ([node0, node0 | {8}], range(16)), ([{0}, {0}], range(16))):
-        shares, how = cpu_shares(2, cpus=cpus, near=near)
+        shares, how = cpu_shares_(2, cpus=cpus, near=near)
         assert shares == [list(range(8)), list(range(8, 16))] and how == "split evenly"
 
 

@@ -1,13 +1,15 @@
 """Which GPUs the launcher can hand out, and which host cores are near each one.
 
-Read through NVML (pynvml, which comes with the CUDA builds of torch), never through torch: the
-launcher must not initialize CUDA (seconds on a GPU host, and a context it would hold for the
-whole sweep). Without NVML the device count falls back to torch and the cores to an even split.
+Read through NVML (pynvml, from the nvidia-ml-py dependency), never through torch: the launcher
+must not initialize CUDA (seconds on a GPU host, and a context it would hold for the whole
+sweep). Without NVML (no driver library), or where NVML's count is not CUDA's (MIG), the device
+count falls back to torch, and the cores to an even split.
 Kept free of heavy imports: Hydra scans this package for plugins.
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 
@@ -28,11 +30,23 @@ def visible_gpu_ids() -> list[str]:
     if visible is not None:
         return [d.strip() for d in visible.split(",") if d.strip()]
     nvml = _nvml()
-    if nvml is not None:
+    if nvml is not None and not _any_mig(nvml):
         return [str(i) for i in range(nvml.nvmlDeviceGetCount())]
-    import torch  # only without NVML: counting devices this way initializes CUDA here
+    import torch  # only without NVML, or with MIG: counting devices this way initializes CUDA here
 
     return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _any_mig(nvml: Any) -> bool:
+    """Whether a GPU runs MIG: CUDA then sees its instances, not the GPU NVML counts."""
+    for i in range(nvml.nvmlDeviceGetCount()):
+        try:
+            current, _pending = nvml.nvmlDeviceGetMigMode(nvml.nvmlDeviceGetHandleByIndex(i))
+        except Exception:  # noqa: BLE001 - a GPU without MIG answers "not supported"
+            continue
+        if current:
+            return True
+    return False
 
 
 def _handle(nvml: Any, device_id: str) -> Any:
@@ -59,7 +73,8 @@ def nearest_cpus(device_ids: Sequence[str]) -> Optional[list[set[int]]]:
     nvml = _nvml()
     if nvml is None:
         return None
-    words = -(-(os.cpu_count() or 1) // 64)  # the mask comes in 64-bit words
+    # The mask comes in 64-bit words, enough for every configured CPU id (online or not).
+    words = -(-max(os.sysconf("SC_NPROCESSORS_CONF"), max(os.sched_getaffinity(0)) + 1) // 64)
     out = []
     try:
         for device_id in device_ids:
@@ -73,19 +88,48 @@ def nearest_cpus(device_ids: Sequence[str]) -> Optional[list[set[int]]]:
     return out
 
 
-def _split(cores: Sequence[int], parts: int) -> list[list[int]]:
-    """Contiguous, disjoint shares of `cores` whose sizes differ by one at most."""
+def core_siblings(cpu: int) -> frozenset[int]:
+    """The logical CPUs of `cpu`'s physical core (its hyperthreads), itself alone if unknown."""
+    try:
+        text = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
+    except OSError:
+        return frozenset({cpu})
+    found: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return frozenset(found) or frozenset({cpu})
+
+
+def _split(cores: Sequence[int], parts: int, siblings: Callable[[int], frozenset[int]] = core_siblings,
+           ) -> list[list[int]]:
+    """Disjoint shares of `cores`, contiguous by physical core: the hyperthreads of one core stay
+    in one share (two jobs on the two halves of a core slow each other down). Where there are
+    fewer physical cores than parts, CPU by CPU."""
+    units: dict[frozenset[int], list[int]] = {}
+    for cpu in sorted(cores):
+        units.setdefault(siblings(cpu), []).append(cpu)
+    groups = sorted(units.values())
+    if len(groups) < parts:  # too few physical cores to keep siblings together
+        groups = [[cpu] for cpu in sorted(cores)]
+    # Where each share should end, counted in CPUs: as even as CPU counts allow, the first ones
+    # one larger. A unit goes to the next share once it would cross half its size or more
+    # past that end, or when the units left are only enough for one per later share.
     per, extra = divmod(len(cores), parts)
-    shares, start = [], 0
-    for i in range(parts):
-        size = per + (1 if i < extra else 0)
-        shares.append(list(cores[start:start + size]))
-        start += size
-    return shares
+    ends = [sum(per + (j < extra) for j in range(i + 1)) for i in range(parts)]
+    shares: list[list[int]] = [[] for _ in range(parts)]
+    at, count = 0, 0
+    for k, unit in enumerate(groups):
+        if at < parts - 1 and shares[at] and (count + len(unit) / 2 >= ends[at] or len(groups) - k <= parts - at - 1):
+            at += 1
+        shares[at] += unit
+        count += len(unit)
+    return [sorted(share) for share in shares]
 
 
 def cpu_shares(slots: int, cpus: Optional[Sequence[int]] = None,
-               near: Optional[Sequence[Optional[set[int]]]] = None) -> tuple[Optional[list[list[int]]], str]:
+               near: Optional[Sequence[Optional[set[int]]]] = None,
+               siblings: Callable[[int], frozenset[int]] = core_siblings) -> tuple[Optional[list[list[int]]], str]:
     """Disjoint shares of the cores this process may use, one per slot, and how they were cut.
 
     With `near` (each slot's GPU-local cores), the slots near the same cores split those, so a
@@ -104,9 +148,9 @@ def cpu_shares(slots: int, cpus: Optional[Sequence[int]] = None,
         if disjoint and all(len(cores) >= len(members) for cores, members in groups.items()):
             shares: list[list[int]] = [[] for _ in range(slots)]
             for cores, members in groups.items():
-                for slot, share in zip(members, _split(sorted(cores), len(members)), strict=True):
+                for slot, share in zip(members, _split(sorted(cores), len(members), siblings), strict=True):
                     shares[slot] = share
             if len(groups) == 1 and set(next(iter(groups))) == set(available):
                 return shares, "split evenly"  # every core is as near to every GPU
             return shares, "from the cores nearest each GPU (NVML's CPU affinity)"
-    return _split(available, slots), "split evenly"
+    return _split(available, slots, siblings), "split evenly"
