@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,25 +254,60 @@ def common_shift(matches: list[Match], threshold: float) -> Optional[str]:
             "one session on a quiet machine before trusting these verdicts")
 
 
+HOST_MOVED = 1.10  # the host canary's median moved by more than this factor between the runs
+
+
+def _canary_us(result: Optional[dict[str, Any]]) -> Optional[float]:
+    values = ((result or {}).get("figures") or {}).get("host_canary_us_repeats") or []
+    return statistics.median(values) if values else None
+
+
+def host_speed_ratio(m: Match) -> Optional[float]:
+    """The host's speed in new against old while this config ran (>1: faster in new), from the
+    canary timed beside every throughput pass."""
+    old_us, new_us = _canary_us(m.old), _canary_us(m.new)
+    return old_us / new_us if old_us and new_us else None
+
+
+def host_shift(matches: list[Match]) -> Optional[str]:
+    """Configs whose host ran at another speed in new than in old. A config bound by the host's
+    Python moves with it whatever the code did: on one GPU VM the canary read about 112 or
+    about 200 us from one run to the next, and eager rates followed it 1:1
+    (benchmarks/multi_gpu.py)."""
+    moved = [m for m in matches if (h := host_speed_ratio(m)) and max(h, 1 / h) > HOST_MOVED]
+    if not moved:
+        return None
+    flagged = [m for m in moved if is_regression(m) or m.verdict.startswith("faster")]
+    return (f"note: the host's own speed moved by more than {HOST_MOVED - 1:.0%} between the runs for {len(moved)} of "
+            f"{len(matches)} configs (the host column: its canary, a fixed piece of Python timed beside every pass, "
+            "new speed against old). Configs bound by the host's Python (eager, or small models in graphs at many "
+            "streams) move with it, whatever the code did"
+            + (f"; {len(flagged)} of the changes called above ran on such a moved host" if flagged else ""))
+
+
 def is_regression(m: Match) -> bool:
     """Slower, no longer ok, run differently, or gone: anything a CI gate must stop on."""
     return m.verdict in ("missing in new",) or m.verdict.startswith(("slower", "new ", "ran differently"))
 
 
 def render(matches: list[Match]) -> str:
-    rows = [("config", "old r/s", "new r/s", "ratio", "noise", "verdict")]
+    host = any(host_speed_ratio(m) for m in matches)  # results of older versions carry no canary
+    rows = [("config", "old r/s", "new r/s", "ratio", "noise", *(("host",) if host else ()), "verdict")]
     for m in matches:
+        speed = host_speed_ratio(m)
         rows.append((
             m.label,
             "-" if m.old is None or _rps(m.old) is None else rate_text(_rps(m.old)),
             "-" if m.new is None or _rps(m.new) is None else rate_text(_rps(m.new)),
             "-" if m.ratio is None else f"{m.ratio:.3f}",
             "-" if m.noise is None else f"{m.noise:.1%}",
+            *(("-" if speed is None else f"{speed:.2f}",) if host else ()),
             m.verdict,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        "  ".join(c.ljust(w) if i in (0, len(r) - 1) else c.rjust(w)
+                  for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
         for r in rows
     )
 
@@ -294,9 +330,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     matches = compare(old, new, args.threshold, args.sigma)
     print(render(matches))
-    shift = common_shift(matches, args.threshold)
-    if shift:
-        print(shift)
+    for note in (common_shift(matches, args.threshold), host_shift(matches)):
+        if note:
+            print(note)
     regressions = [m for m in matches if is_regression(m)]
     if regressions:
         print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {m.verdict}" for m in regressions))

@@ -382,3 +382,34 @@ def test_a_job_that_died_before_naming_its_gpu_counts_with_its_device(sweep_dir,
     rows = report.collect([tmp_path / "one"])
     assert list(report.gpus_used(rows)) == ["d347bcb8-92bf"] and report.gpu_notes(rows) == []
     assert "gpu" not in report.text_table(rows).splitlines()[0].split()
+
+
+def test_compare_shows_the_hosts_speed_beside_each_verdict(sweep_dir, tmp_path, capsys):
+    """Two one-GPU runs of one sweep: every 'slower' eager config had run on a host whose canary
+    took 1.5-2x as long; compare said nothing of it. Now a host column and a note say it."""
+    for num, (host, rate) in enumerate(((0.55, 0.56), (1.02, 0.99))):
+        old = _result(sweep_dir, num)
+        old["figures"].update(throughput_requests_per_s=1000.0, throughput_cv=0.01, throughput_cv_all_repeats=0.01,
+                              host_canary_us_repeats=[110.0, 112.0, 111.0])
+        new = copy.deepcopy(old)
+        new["figures"]["throughput_requests_per_s"] *= rate
+        new["figures"]["host_canary_us_repeats"] = [v / host for v in old["figures"]["host_canary_us_repeats"]]
+        _write(tmp_path / "old" / str(num), old)
+        _write(tmp_path / "new" / str(num), new)
+    assert compare.main([str(tmp_path / "old"), str(tmp_path / "new")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[-2:] == ["host", "verdict"]
+    slower = [line for line in lines if line.endswith("slower") and not line.startswith("1 regression")]
+    assert len(slower) == 1 and slower[0].split()[-2] == "0.55"
+    assert any(line.startswith("note: the host's own speed moved by more than 10% between the runs for 1 of 2 configs")
+               and line.endswith("; 1 of the changes called above ran on such a moved host") for line in lines)
+    # Results without a canary (older versions): no column, no note.
+    for side in ("old", "new"):
+        for path in (tmp_path / side).rglob("result.json"):
+            result = json.loads(path.read_text())
+            result["figures"].pop("host_canary_us_repeats")
+            path.write_text(json.dumps(result))
+    compare.main([str(tmp_path / "old"), str(tmp_path / "new")])
+    out = capsys.readouterr().out
+    assert "host" not in out.splitlines()[0].split() and "host's own speed" not in out
