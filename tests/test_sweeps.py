@@ -237,6 +237,18 @@ def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job_runs(tmp_path, 
     assert "job 1/2 started" not in done.stdout and not (tmp_path / "sw").exists()
 
 
+def test_a_device_index_other_than_0_is_refused_when_each_job_gets_its_own_gpu(tmp_path):
+    """Under hydra.launcher.devices a job's process sees its GPU alone, as cuda:0: cuda:1 would
+    fail in every job, or land on another job's GPU."""
+    args = [*TINY[1:], "seed=1,2", "hydra.launcher.devices=[fake0,fake1]", "hydra.sweep.dir=sw"]
+    done = sweep([*args, "device=cuda:1"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: device=cuda:1: with hydra.launcher.devices each job sees only its own GPU, "
+                                  "as cuda:0; use device=cuda (or auto)")
+    assert not (tmp_path / "sw").exists()
+    assert sweep([*args, "device=cpu"], tmp_path).returncode == 0  # what does not name a GPU index runs
+
+
 @pytest.mark.parametrize("bad, said", [("streamz=1,2", "error: streamz: unknown key"),
                                        ("model.inputs.x.shape=[8],16", "error: model.inputs.x.shape=16: this key takes a list")])
 def test_a_sweep_hydra_refuses_leaves_its_folder_as_it_found_it(tmp_path, bad, said):

@@ -413,7 +413,7 @@ class RunnerLauncher(Launcher):
                 from runner.errors import condense
 
                 raise _refused(condense(exc), initial_job_idx + i, overrides, self.launched) from None
-        _refuse_bad_jobs(jobs, self.launched)
+        _refuse_bad_jobs(jobs, self.launched, one_gpu_each=slots != [None])
         from runner.record import sweep_started
 
         sweep_started()
@@ -473,7 +473,7 @@ class RunnerLauncher(Launcher):
         return [returns[job.idx] for job in jobs]
 
 
-def _refuse_bad_jobs(jobs: list, earlier_jobs: int) -> None:
+def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) -> None:
     """Every job's config is checked before any job of the batch starts: a typo in one value of
     a long sweep is one line and exit 2 now, not a failed job after the others have run. The
     checks need no machine (what a device allows is settled in each job). The CLI then puts
@@ -501,6 +501,12 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int) -> None:
                 conflict = resume_conflict(job.output_dir, _task_overrides(job.config)) if config.get("resume") else None
                 if conflict:
                     raise ConfigError(conflict)
+                device = str(config.get("device") or "")
+                if one_gpu_each and device.startswith("cuda:") and device != "cuda:0":
+                    # The job's process sees its own GPU alone, as cuda:0: cuda:1 would not exist
+                    # there, or would be another job's GPU.
+                    raise ConfigError(f"device={device}: with hydra.launcher.devices each job sees only its own GPU, "
+                                      "as cuda:0; use device=cuda (or auto)")
             except ConfigError as exc:
                 raise _refused(str(exc), job.idx, job.overrides, earlier_jobs) from None
     finally:
