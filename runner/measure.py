@@ -256,8 +256,13 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         window_s = end - time.perf_counter()
         fitting = m.min_repeats if per_repeat_s <= 0 else max(1, min(m.min_repeats, int(window_s / per_repeat_s + 0.5)))
         fewer = f", fewer than measure.min_repeats={m.min_repeats}: the budget is nearly spent" if fitting < m.min_repeats else ""
-        log.info("measuring: about %.1f s more (measure.budget_s=%g: at least %d and at most %d repeats of "
-                 "about %.2f s per pass%s)", out.estimate_s, m.budget_s, fitting, m.repeats, per_pass_s, fewer)
+        # The repeats go on past min_repeats while the spread is too wide: up to m.repeats, or to
+        # the budget's end (one pass may overrun it: a pass that starts runs to its minimum).
+        most_s = max(out.estimate_s, min(left_s + per_pass_s,
+                                         m.repeats * per_pass_s * kinds + (m.latency_requests > 0) * 0.15 * m.budget_s))
+        span = f"about {out.estimate_s:.1f}" if most_s <= 1.2 * out.estimate_s else f"{out.estimate_s:.1f} to {most_s:.1f}"
+        log.info("measuring: %s s more (measure.budget_s=%g: at least %d and at most %d repeats of "
+                 "about %.2f s per pass%s)", span, m.budget_s, fitting, m.repeats, per_pass_s, fewer)
         if m.interleave:
             while True:
                 if spec.baseline:
