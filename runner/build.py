@@ -182,13 +182,20 @@ def _locate(target: str) -> Any:
         logger.disabled = disabled
 
 
-def instantiate_model(spec: RunSpec) -> nn.Module:
-    """Build the module named by model.module; every failure becomes a one-line ConfigError."""
+def locate_target(spec: RunSpec) -> None:
+    """Import what model.module._target_ names (a typo ends here, in one line, before the job
+    says what it runs)."""
     target = str(spec.model.module["_target_"])
     try:
         _locate(target)
     except Exception as exc:
         raise _import_error("model.module", target, exc) from exc
+
+
+def instantiate_model(spec: RunSpec) -> nn.Module:
+    """Build the module named by model.module; every failure becomes a one-line ConfigError."""
+    target = str(spec.model.module["_target_"])
+    locate_target(spec)
     try:
         module = instantiate(dict(spec.model.module))
     except InstantiationException as exc:

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from runner import environment, printer
-from runner.build import build
+from runner.build import build, locate_target
 from runner.errors import CaptureError, CompileError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure
@@ -336,6 +336,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                 _show(previous, f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
                 previous["status"] = "skipped"
                 return previous
+        locate_target(spec)
         log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
         _execute(spec, result)
     except ResumeConflict as exc:  # never overwrite the other job's result

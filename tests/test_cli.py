@@ -163,6 +163,8 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_result(bad_input_runs, name
     assert "Error getting object" not in done.stderr + done.stdout  # Hydra's own report of a bad _target_
     assert results_under(cwd) == []
     assert not (cwd / "outputs" / "runs").exists() or not any((cwd / "outputs" / "runs").rglob(".hydra"))
+    if name.startswith("target-import") or name == "target-typo":  # the error alone: no "job:" line before it
+        assert "job:" not in done.stdout + done.stderr, done.stdout
 
 
 def test_full_error_shows_the_traceback(tmp_path):
