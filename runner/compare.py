@@ -258,7 +258,10 @@ HOST_MOVED = 1.10  # the host canary's median moved by more than this factor bet
 
 
 def _canary_us(result: Optional[dict[str, Any]]) -> Optional[float]:
-    values = ((result or {}).get("figures") or {}).get("host_canary_us_repeats") or []
+    """The canary over the passes the rate comes from (after a step in the host's speed, the
+    passes after it)."""
+    figures = (result or {}).get("figures") or {}
+    values = (figures.get("host_canary_us_repeats") or [])[int(figures.get("throughput_steady_from_repeat") or 1) - 1:]
     return statistics.median(values) if values else None
 
 
@@ -274,12 +277,13 @@ def host_shift(matches: list[Match]) -> Optional[str]:
     Python moves with it whatever the code did: on one GPU VM the canary read about 112 or
     about 200 us from one run to the next, and eager rates followed it 1:1
     (benchmarks/multi_gpu.py)."""
-    moved = [m for m in matches if (h := host_speed_ratio(m)) and max(h, 1 / h) > HOST_MOVED]
+    speeds = [(m, h) for m in matches if (h := host_speed_ratio(m))]
+    moved = [m for m, h in speeds if max(h, 1 / h) > HOST_MOVED]
     if not moved:
         return None
-    flagged = [m for m in moved if is_regression(m) or m.verdict.startswith("faster")]
+    flagged = [m for m in moved if m.verdict.startswith(("slower", "faster"))]  # changes of speed, not of status
     return (f"note: the host's own speed moved by more than {HOST_MOVED - 1:.0%} between the runs for {len(moved)} of "
-            f"{len(matches)} configs (the host column: its canary, a fixed piece of Python timed beside every pass, "
+            f"the {len(speeds)} configs timed with it (the host column: its canary, a fixed piece of Python timed beside every pass, "
             "new speed against old). Configs bound by the host's Python (eager, or small models in graphs at many "
             "streams) move with it, whatever the code did"
             + (f"; {len(flagged)} of the changes called above ran on such a moved host" if flagged else ""))

@@ -202,11 +202,15 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
         torch.cuda.reset_peak_memory_stats(spec.device)
     torch.backends.cuda.matmul.allow_tf32 = spec.tf32
     torch.backends.cudnn.allow_tf32 = spec.tf32
+    lap("env")
 
+    # The model's module is imported first (in the build phase's time): a _target_ that does
+    # not import is then one line, with no "job:" line naming a model that does not exist.
+    locate_target(spec)
+    log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
     _tell_if_host_is_busy(spec, result)
     if not spec.is_cuda and spec.dtype != "fp32":
         _tell_if_dtype_is_slow_here(spec, result)
-    lap("env")
     workload = build(spec)
     lap("build")
     result["model_io"] = model_io(spec, workload)
@@ -336,8 +340,6 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                 _show(previous, f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
                 previous["status"] = "skipped"
                 return previous
-        locate_target(spec)
-        log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
         _execute(spec, result)
     except ResumeConflict as exc:  # never overwrite the other job's result
         if not info.multirun:

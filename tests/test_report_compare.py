@@ -402,8 +402,20 @@ def test_compare_shows_the_hosts_speed_beside_each_verdict(sweep_dir, tmp_path, 
     assert header[-2:] == ["host", "verdict"]
     slower = [line for line in lines if line.endswith("slower") and not line.startswith("1 regression")]
     assert len(slower) == 1 and slower[0].split()[-2] == "0.55"
-    assert any(line.startswith("note: the host's own speed moved by more than 10% between the runs for 1 of 2 configs")
+    assert any(line.startswith("note: the host's own speed moved by more than 10% between the runs for 1 of the 2 configs timed with it")
                and line.endswith("; 1 of the changes called above ran on such a moved host") for line in lines)
+    # The canary of the passes the rate comes from: after a step, those after it (review).
+    old = _result(tmp_path / "old", 0)
+    new = _result(tmp_path / "new", 0)
+    old["figures"].update(host_canary_us_repeats=[112.0, 112.0, 112.0, 200.0, 200.0], throughput_steady_from_repeat=4)
+    new["figures"].update(host_canary_us_repeats=[112.0, 112.0, 112.0], throughput_steady_from_repeat=1)
+    m = compare.Match("a", old, new)
+    assert compare.host_speed_ratio(m) == pytest.approx(200 / 112)
+    # A change of status on a moved host is not a change of speed: the note does not count it.
+    m.verdict = "new interrupted"
+    assert "changes called above" not in compare.host_shift([m])
+    m.verdict = "faster"
+    assert compare.host_shift([m]).endswith("; 1 of the changes called above ran on such a moved host")
     # Results without a canary (older versions): no column, no note.
     for side in ("old", "new"):
         for path in (tmp_path / side).rglob("result.json"):

@@ -247,6 +247,9 @@ def test_a_device_index_other_than_0_is_refused_when_each_job_gets_its_own_gpu(t
                                   "as cuda:0; use device=cuda (or auto)")
     assert not (tmp_path / "sw").exists()
     assert sweep([*args, "device=cpu"], tmp_path).returncode == 0  # what does not name a GPU index runs
+    # cuda:00 is cuda:0, each job's own GPU: not refused by the launcher (review).
+    done = sweep([*args, "device=cuda:00", "hydra.sweep.dir=sw2"], tmp_path)
+    assert "with hydra.launcher.devices each job sees only its own GPU" not in done.stderr
 
 
 @pytest.mark.parametrize("bad, said", [("streamz=1,2", "error: streamz: unknown key"),

@@ -21,6 +21,7 @@ import copy
 import logging
 import multiprocessing
 import os
+import re
 import select
 import signal
 import subprocess
@@ -502,7 +503,8 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
                 if conflict:
                     raise ConfigError(conflict)
                 device = str(config.get("device") or "")
-                if one_gpu_each and device.startswith("cuda:") and device != "cuda:0":
+                index = re.fullmatch(r"cuda:(\d+)", device)
+                if one_gpu_each and index and int(index.group(1)) != 0:
                     # The job's process sees its own GPU alone, as cuda:0: cuda:1 would not exist
                     # there, or would be another job's GPU.
                     raise ConfigError(f"device={device}: with hydra.launcher.devices each job sees only its own GPU, "
