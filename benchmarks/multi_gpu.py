@@ -31,13 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ["model=mlp,tiny_llm", "streams=1,2,4,8", "graph=false,true", "measure=short"]
 LAUNCHERS = {"one": [], "all": ["hydra/launcher=gpus"]}
+# The subprocesses import the runner of this checkout.
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 
 
 def run_sweep(overrides: list[str], launcher: list[str], sweep_dir: Path) -> tuple[float, int]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "runner", "-m", *launcher, *overrides, f"hydra.sweep.dir={sweep_dir}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+                          cwd=ROOT, env=ENV, capture_output=True, text=True)
     wall = time.perf_counter() - start
     sweep_dir.mkdir(parents=True, exist_ok=True)  # a sweep refused before its first job has none
     (sweep_dir / "launcher_console.log").write_text(done.stdout + "\n--- stderr\n" + done.stderr)
@@ -218,12 +219,11 @@ def main() -> int:
         within = sum(a <= o for a, o in pairs)
         print(f"configs whose all-vs-one change is within their one-GPU run-to-run spread: {within} of {len(pairs)}")
     # The project's own verdict, noise-aware: the two one-GPU runs, then one GPU against all.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     for old, new in ((ones[0], ones[-1]), (ones[0], alls[0])):
         if old == new:
             continue
         done = subprocess.run([sys.executable, "-m", "runner.compare", str(base / f"{old}_{runs[old][0]}"),
-                               str(base / f"{new}_{runs[new][0]}")], cwd=ROOT, env=env, capture_output=True, text=True)
+                               str(base / f"{new}_{runs[new][0]}")], cwd=ROOT, env=ENV, capture_output=True, text=True)
         print(f"\nrunner.compare run {old} ({runs[old][0]}) -> run {new} ({runs[new][0]}): exit {done.returncode}")
         print("\n".join(done.stdout.strip().splitlines()[-4:]))
     return max(code for _, _, code, _ in runs)

@@ -248,15 +248,18 @@ def _columns(rows: list[Row]) -> tuple:
     # 512's 75 requests/s, which carry 38k samples/s); samples/s joins the table after it.
     batches = {round(r.samples_per_s / r.requests_per_s, 3) for r in rows if r.samples_per_s and r.requests_per_s}
     if len(batches) > 1:
-        at = [attr for _, attr, _ in columns].index("requests_per_s") + 1
-        columns = columns[:at] + (("samples/s", "samples_per_s", "rate"),) + columns[at:]
+        columns = _after(columns, "requests_per_s", ("samples/s", "samples_per_s", "rate"))
     if len({r.model for r in rows if r.model != "?"}) > 1:  # the overrides alone may not show it (a _target_ cut to fit)
-        at = [attr for _, attr, _ in columns].index("overrides") + 1
-        columns = columns[:at] + (("model", "model", "str"),) + columns[at:]
+        columns = _after(columns, "overrides", ("model", "model", "str"))
     if len(gpus_used(rows)) > 1:  # a sweep spread over several GPUs: which one ran each job
-        at = [attr for _, attr, _ in columns].index("overrides") + 1
-        columns = columns[:at] + (("gpu", "gpu", "str"),) + columns[at:]
+        columns = _after(columns, "overrides", ("gpu", "gpu", "str"))
     return columns + ((("load", "load", "str"),) if any(r.load for r in rows) else ())
+
+
+def _after(columns: tuple, attr: str, column: tuple) -> tuple:
+    """`columns` with `column` right after the one showing `attr`."""
+    at = [a for _, a, _ in columns].index(attr) + 1
+    return columns[:at] + (column,) + columns[at:]
 
 
 def gpus_used(rows: list[Row]) -> dict[str, list[Row]]:

@@ -154,9 +154,10 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     warnings: list[str] = []
     # After a step in the host's speed, the throughput's figures are those of the passes after
     # it (stats.steady_start); the baseline's and the ceiling's have no witness of the host.
+    rates = _rates(m.throughput)
     speeds = host_speeds(m)
-    start = steady_start(_rates(m.throughput), speeds, spec.measure.min_repeats)
-    steady = _rates(m.throughput)[start:]
+    start = steady_start(rates, speeds, spec.measure.min_repeats)
+    steady = rates[start:]
     fig.update(_rate_figures("throughput", m.throughput, batch, start))
     fig.update(_rate_figures("baseline", m.baseline, batch))
     fig.update(_rate_figures("ceiling", m.ceiling, batch))
@@ -164,7 +165,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     if m.baseline and m.throughput:
         if spec.measure.interleave:
             # Paired per repeat (the passes ran back to back), then the median of the ratios.
-            paired = [t / b for t, b in zip(_rates(m.throughput), _rates(m.baseline), strict=False)]
+            paired = [t / b for t, b in zip(rates, _rates(m.baseline), strict=False)]
             fig["speedup_vs_baseline"] = median(paired)
             fig["speedup_vs_baseline_repeats"] = paired
             # The pairs' own spread: a step in the host's speed moves both passes of a pair.
@@ -199,7 +200,6 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["measure_estimate_s"] = m.estimate_s
     fig["repeats_stop_reason"] = m.stop_reason
     fig["pass_cap_ms"] = None if m.pass_cap_s is None else m.pass_cap_s * 1e3
-    rates = _rates(m.throughput)
     fig["throughput_stdrel"] = stdrel(steady) if len(steady) > 1 else None
     fig["steady_state_allocations"] = m.steady_state_allocations
     fig["static_buffers_moved"] = m.buffers_moved

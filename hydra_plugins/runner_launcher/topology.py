@@ -140,7 +140,7 @@ def cpu_shares(slots: int, cpus: Optional[Sequence[int]] = None,
     if len(available) < slots:
         return None, "fewer cores than devices"
     if near is not None and len(near) == slots and all(near):
-        local = [frozenset(set(available) & set(n or ())) for n in near]
+        local = [frozenset(set(available) & set(n)) for n in near if n]
         groups: dict[frozenset, list[int]] = {}
         for slot, cores in enumerate(local):
             groups.setdefault(cores, []).append(slot)
