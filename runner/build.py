@@ -192,6 +192,16 @@ def locate_target(spec: RunSpec) -> None:
         raise _import_error("model.module", target, exc) from exc
 
 
+def target_error(target: str) -> Optional[str]:
+    """The one line a job would end with for model.module._target_=`target`, or None when it
+    imports (a sweep's launcher asks this of every target before any job starts)."""
+    try:
+        _locate(target)
+    except Exception as exc:  # noqa: BLE001 - whatever the import raised, said in one line
+        return str(_import_error("model.module", target, exc))
+    return None
+
+
 def instantiate_model(spec: RunSpec) -> nn.Module:
     """Build the module named by model.module; every failure becomes a one-line ConfigError."""
     target = str(spec.model.module["_target_"])

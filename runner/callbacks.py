@@ -1,5 +1,6 @@
-"""Hydra callbacks: the table at the end of every sweep, built from the files the jobs wrote
-(so it is the same with the basic, joblib, submitit or runner launcher)."""
+"""Hydra callbacks: a single run's folder checked before Hydra writes into it, and the table at
+the end of every sweep, built from the files the jobs wrote (so it is the same with the basic,
+joblib, submitit or runner launcher)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,27 @@ def concurrent_jobs(launcher: Any) -> int:
     if "LocalLauncher" in target and "submitit" in target:  # starts every job at once
         return 1 << 30
     return 1
+
+
+class RunFolderGuard(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A single run whose folder holds another run's result is refused here, before Hydra
+        writes the run's .hydra/ over the one that belongs to that result. (The job checks it
+        again, for callers without this callback; a sweep's launcher checks its jobs.)"""
+        from omegaconf import OmegaConf
+
+        from runner.record import folder_conflict
+
+        try:
+            folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+            overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+            resume = str(config.get("resume")).lower() == "true"
+        except Exception:  # noqa: BLE001 - a folder that does not resolve here: the job checks it
+            return
+        conflict = folder_conflict(folder, overrides, resume)
+        if conflict:
+            print(f"error: {conflict}", file=sys.stderr)
+            raise SystemExit(2)  # Hydra turns a callback's exception into a warning
 
 
 class SweepReport(Callback):

@@ -19,7 +19,7 @@ class CompileError(Exception):
     """torch.compile failed for the model."""
 
 
-_OVERRIDE = re.compile(r"Error merging override \+*([\w.]+)=(.*)$", re.MULTILINE)
+_OVERRIDE = re.compile(r"(?:Error merging override|To append to your config use) \+*([\w.]+)=(.*)$", re.MULTILINE)
 _FULL_KEY = re.compile(r"^\s*full_key:\s*(\S*)\s*$", re.MULTILINE)
 _MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^']+)'")
 _AVAILABLE = re.compile(r"Available options in '[^']+':\n((?:\t[^\n]*\n?)+)")
@@ -35,6 +35,13 @@ def _first_line(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def _nested(path: list[str], value: str) -> str:
+    """{y: {shape: [3]}} for the path [y, shape] and the value [3]."""
+    for part in reversed(path):
+        value = f"{{{part}: {value}}}"
+    return value
 
 
 def condense(exc: BaseException) -> str:
@@ -57,7 +64,17 @@ def condense(exc: BaseException) -> str:
         key_match = _FULL_KEY.search(cause_text)
         key = key_match.group(1) if key_match else ""
         reason = _first_line(cause_text)
-        if type(cause).__name__ == "ConfigAttributeError" and "not in" in reason:
+        given = _OVERRIDE.search(text)
+        if given and given.group(1).startswith("model.inputs.") and (
+            "not in struct" in reason or "is not a subclass of InputConfig" in reason
+        ):  # an input the model's config does not have (OmegaConf cannot add one to the typed map by key)
+            where, value = given.groups()
+            name = where.split(".")[2]
+            add = f"'++model.inputs={_nested(where.split('.')[2:], value)}'"
+            if "not in struct" in reason:
+                return f"model.inputs.{name}: the model's config has no input named {name}; fix the name, or add it: {add}"
+            return f"{where}: a new input cannot be added by its own key; add it to the map: {add}"
+        if type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError") and "not in" in reason:
             parent = key.rpartition(".")[0]
             valid = keys_under(parent)
             where = f"'{parent}'" if parent else "the top level"
@@ -76,13 +93,9 @@ def condense(exc: BaseException) -> str:
             given = _OVERRIDE.search(text)
             value = given.group(2) if given and given.group(1) == key else "..."
             return f"{key}={value}: this key takes a list; write {key}=[{value}]"
-        if "is not a subclass of InputConfig" in reason:  # OmegaConf cannot add a map to a typed dict by key
-            given = _OVERRIDE.search(text)
-            where = given.group(1) if given else f"model.inputs.{key}"
-            value = given.group(2) if given else "{shape: [...]}"
-            name = where.rpartition(".")[2]
-            return (f"{where}: a new input cannot be added by its own key; add it to the map: "
-                    f"'++model.inputs={{{name}: {value}}}'")
+        if "is not a subclass of InputConfig" in reason:  # as above, the override not found in the text
+            return (f"model.inputs.{key}: a new input cannot be added by its own key; add it to the map: "
+                    f"'++model.inputs={{{key}: {{shape: [...]}}}}'")
         if "Interpolation" in type(cause).__name__ or "nterpolation" in reason:
             return f"{key}: {reason}; write a plain value or a ${{...}} that exists in the config"
         if key:

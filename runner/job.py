@@ -9,6 +9,7 @@ import datetime as dt
 import gc
 import logging
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,9 +29,9 @@ from runner.record import (
     CONFLICT_FILE,
     RESULT_FILE,
     SCHEMA,
+    folder_conflict,
     method_for,
     read_result,
-    resume_conflict,
     to_json,
     write_atomic,
     write_result,
@@ -297,8 +298,8 @@ def _release_memory(device: Optional[str]) -> None:
         _quietly(torch.cuda.empty_cache)
 
 
-class ResumeConflict(ConfigError):
-    """resume=true into a folder that holds another job's result."""
+class FolderTaken(ConfigError):
+    """A job whose folder holds another job's result (resume=true or not)."""
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -324,6 +325,9 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         spec = resolve(cfg)
         result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices),
                       method=method_for(spec.device), load=dict(spec.load.__dict__))
+        conflict = folder_conflict(info.output_dir, result["overrides"], spec.resume)
+        if conflict:
+            raise FolderTaken(conflict)
         if spec.resume:
             previous = read_result(info.output_dir / RESULT_FILE)
             if previous is None and not info.multirun:
@@ -331,9 +335,6 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                     f"resume=true: {info.output_dir} holds no result to resume; name the run's folder with "
                     "hydra.run.dir=..., or drop resume=true"
                 )
-            conflict = resume_conflict(info.output_dir, result["overrides"])
-            if conflict:
-                raise ResumeConflict(conflict)
             (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # the result is this job's
             if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
@@ -341,7 +342,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                 previous["status"] = "skipped"
                 return previous
         _execute(spec, result)
-    except ResumeConflict as exc:  # never overwrite the other job's result
+    except FolderTaken as exc:  # never overwrite the other job's result
         if not info.multirun:
             raise
         log.error("%s", exc)
@@ -359,6 +360,11 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         result["reason"] = "interrupted (Ctrl-C) before the job finished" + (
             f"; the figures hold the {kept} throughput repeat(s) that finished" if kept else "")
         _finish(result, info, t0)
+        if not info.multirun:  # a sweep's launcher says this for all its jobs
+            what = f"its {kept} finished throughput repeat(s)" if kept else "what it had measured (no throughput repeat)"
+            print(f"interrupted: {what} kept in {info.output_dir / RESULT_FILE} (status interrupted); to measure "
+                  f"it again, the same command (with hydra.run.dir={info.output_dir} to replace that result)",
+                  file=sys.stderr, flush=True)
         raise
     except Exception as exc:
         result["status"] = "failed"

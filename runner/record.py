@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
-CONFLICT_FILE = "resume_conflict.txt"  # a sweep job refused to resume into another job's folder
+CONFLICT_FILE = "resume_conflict.txt"  # a sweep job refused to write into another job's folder
 SCHEMA = "runner.result/1"
 STATUSES = ("ok", "invalid", "failed", "interrupted", "skipped")
 
@@ -197,8 +197,10 @@ def same_job(before: list[str], now: list[str]) -> bool:
     return without_resume(before) == without_resume(now)
 
 
-def resume_conflict(folder: Path, overrides: list[str]) -> str | None:
-    """Why resume=true must not write into `folder` (it holds another job's result), or None."""
+def folder_conflict(folder: Path, overrides: list[str], resume: bool) -> str | None:
+    """Why a job must not write into `folder`, or None: it holds another job's result (other
+    overrides, `resume` aside). Whether resuming or not, a measured result is never overwritten;
+    the same overrides without resume=true measure again, in place."""
     previous = read_result(folder / RESULT_FILE)
     if previous is None or same_job(previous.get("overrides") or [], overrides):
         return None
@@ -206,8 +208,11 @@ def resume_conflict(folder: Path, overrides: list[str]) -> str | None:
     only_there, only_here = [o for o in there if o not in here], [o for o in here if o not in there]
     differ = (f"there: {' '.join(only_there) or 'none'}; this job: {' '.join(only_here) or 'none'}"
               if only_there or only_here else "the same ones in another order")
-    return (f"resume=true: {folder} holds a result for other overrides ({differ}); resume with the same "
-            "overrides, or use another folder")
+    if resume:
+        return (f"resume=true: {folder} holds a result for other overrides ({differ}); resume with the same "
+                "overrides, or use another folder")
+    return (f"{folder} holds a result for other overrides ({differ}), which this job would overwrite; use "
+            "another folder (hydra.run.dir, or hydra.sweep.dir in a sweep), or remove it")
 
 
 def _holds_cwd(folder: Path) -> bool:

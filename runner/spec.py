@@ -269,23 +269,27 @@ def validate(cfg: DictConfig) -> Config:
         f"staging.slots={config.staging.slots}: out of range; use 1 to 64 slots per stream, e.g. staging.slots=2",
     )
     _check(cap.warmup_iters >= 0, f"capture.warmup_iters={cap.warmup_iters}: out of range; use >= 0")
-    for name, minimum in (
-        ("budget_s", 0),
-        ("warmup_ms", 0),
-        ("min_requests", 1),
-        ("min_duration_ms", 0),
-        ("max_pass_ms", 1),
-        ("repeats", 1),
-        ("min_repeats", 1),
-        ("stdrel", 0),
-        ("latency_requests", 0),
-        ("check_requests", 1),
-        ("input_pool", 1),
+    for name, minimum, example in (
+        ("budget_s", None, 20),  # None: more than 0 (no time at all measures nothing)
+        ("warmup_ms", 0, 300),
+        ("min_requests", 1, 200),
+        ("min_duration_ms", 0, 500),
+        ("max_pass_ms", 1, 2000),
+        ("repeats", 1, 10),
+        ("min_repeats", 1, 3),
+        ("stdrel", 0, 0.005),
+        ("latency_requests", 0, 2000),
+        ("check_requests", 1, 2048),
+        ("input_pool", 1, 16),
     ):
         value = getattr(m, name)
+        whole = isinstance(value, int)
+        kind = "a whole number" if whole else "a number"
+        bound = f"> {minimum or 0}" if minimum is None else f">= {minimum}"
         _check(
-            math.isfinite(value) and value >= minimum,
-            f"measure.{name}={value}: out of range; use a finite measure.{name} >= {minimum}",
+            math.isfinite(value) and (value > 0 if minimum is None else value >= minimum),
+            f"measure.{name}={value if whole else format(value, 'g')}: out of range; use {kind} {bound}, "
+            f"e.g. measure.{name}={example}",
         )
     _check(
         m.min_repeats <= m.repeats,

@@ -227,7 +227,10 @@ def test_three_job_sweep_with_one_failure_has_three_rows_and_exits_nonzero(tmp_p
 
 
 @pytest.mark.parametrize("bad, said", [("model.batch=2,x", "error: model.batch=x: use a whole number >= 1"),
-                                       ("graph=false,2", "error: graph=2: not a boolean")])
+                                       ("graph=false,2", "error: graph=2: not a boolean"),
+                                       ("model.module._target_=runner.models.mlp.MLP,runner.models.mlp.MPL",
+                                        "error: model.module._target_=runner.models.mlp.MPL: cannot be imported "
+                                        "(runner.models.mlp has no MPL); did you mean runner.models.mlp.MLP?")])
 def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job_runs(tmp_path, bad, said):
     """A typo in the last value of a long sweep is found in a second, not after the other jobs."""
     done = sweep([*TINY, bad, "hydra.sweep.dir=sw"], tmp_path)
@@ -320,6 +323,52 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
     assert after[1] != mtimes[1]  # the crashed job ran again (and died again)
     # Its label is what sets it apart from the others, not that it was resumed.
     assert [r["overrides"] for r in table(tmp_path / "sw")] == [f"+model.module.calls={c}" for c in (1000000, 60, 2000000)]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_the_jobs_now_and_still_says_where_everything_is(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=60000", "seed=1,2", *LONG,
+         "hydra.sweep.dir=sw"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "sw" / "0").glob("*.log")):  # job 0 is running
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.2)  # the launcher is waiting for the job to record itself
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert "Ctrl-C again: stop now" in err and "stopping the running job(s) now" in err, err[-2000:]
+    # What the second Ctrl-C used to cut off:
+    assert "sweep interrupted; finished results are kept in sw" in err and "resume: the same command" in err
+    by_num = results(tmp_path / "sw")
+    assert by_num[0]["status"] == "interrupted" and 1 not in by_num
+
+
+@pytest.mark.slow
+def test_a_sweep_started_with_sigint_ignored_runs_its_jobs_so_too(tmp_path):
+    """A shell starts background commands (`runner -m ... &`) with SIGINT ignored: a SIGINT to
+    the group then ends neither the sweep nor any of its jobs (the jobs used to record
+    themselves as interrupted while the launcher went on)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=1500", "measure.max_pass_ms=600000",
+         "seed=1,2", "hydra.sweep.dir=sw"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "sw" / "0").glob("*.log")):  # job 0 is running
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-2000:]
+    assert [r["status"] for r in results(tmp_path / "sw").values()] == ["ok", "ok"]
 
 
 @pytest.mark.slow
@@ -456,6 +505,27 @@ def test_resuming_a_sweep_into_the_folders_of_another_is_refused_and_reported(tm
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all("resume=true" in r["reason"] and "other overrides" in r["reason"] for r in rows)
     assert {name: (tmp_path / "sw" / name).read_bytes() for name in files[:2]} == {n: before[n] for n in files[:2]}
+
+
+@pytest.mark.slow
+def test_a_sweep_never_writes_over_nor_lists_an_earlier_sweeps_results(tmp_path):
+    first = sweep([*TINY, "seed=1,2,3", "hydra.sweep.dir=sw"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    files = ["0/result.json", "1/result.json", "2/result.json", "0/.hydra/overrides.yaml", "sweep.csv", "multirun.yaml"]
+    before = {name: (tmp_path / "sw" / name).read_bytes() for name in files}
+    # Other overrides in the same folders, without resume=true: refused, nothing rewritten.
+    other = sweep([*TINY, "seed=4,5,6", "hydra.sweep.dir=sw"], tmp_path)
+    assert other.returncode == 2, other.stdout[-2000:]
+    [line] = other.stderr.strip().splitlines()
+    assert "sw/0 holds a result for other overrides (there: seed=1; this job: seed=4)" in line, line
+    assert "no job was started" in line
+    # A shorter sweep whose jobs match: the earlier sweep's job #2 would join its table.
+    shorter = sweep([*TINY, "seed=1,2", "hydra.sweep.dir=sw"], tmp_path)
+    assert shorter.returncode == 2, shorter.stdout[-2000:]
+    [line] = shorter.stderr.strip().splitlines()
+    assert "holds results of job(s) #2 from an earlier sweep, beyond this sweep's 2" in line, line
+    assert {name: (tmp_path / "sw" / name).read_bytes() for name in files} == before
+    assert "started:" not in other.stdout + shorter.stdout
 
 
 def test_a_ctrl_c_while_the_fork_server_starts_is_held_not_lost(monkeypatch):

@@ -254,6 +254,45 @@ class RunnerLauncher(Launcher):
             config.hydra.sweep.subdir = subdir
         return _Job(idx, list(overrides), config, Path(sweep_dir) / subdir)
 
+    def _refuse_bad_targets(self, jobs: list[_Job]) -> None:
+        """A model target that does not import is refused before any job starts, like any other
+        bad value (a sweep over model.module._target_ with a typo in one). The imports run in a
+        process forked from the server, which has torch already: the launcher never imports it.
+        Without the server, each job checks its own."""
+        if self.context is None:
+            return
+        first_job: dict[str, _Job] = {}
+        for job in jobs:
+            target = OmegaConf.select(job.config, "model.module._target_", default=None)
+            if isinstance(target, str):
+                first_job.setdefault(target, job)
+        if not first_job:
+            return
+        from hydra_plugins.runner_launcher.worker import check_targets
+
+        answers: Optional[list] = None
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=check_targets, args=(list(first_job), sender), name="runner-targets")
+        try:
+            try:
+                process.start()
+            except Exception:  # noqa: BLE001 - the server is gone: the jobs check their own targets
+                return
+            sender.close()
+            while answers is None and (process.is_alive() or receiver.poll()):
+                if receiver.poll(0.1):
+                    answers = receiver.recv()
+        except (EOFError, OSError):  # it died before answering: the jobs check their own targets
+            pass
+        finally:
+            receiver.close()
+            if process.is_alive():  # a Ctrl-C meanwhile: it ignores SIGINT, as the server does
+                process.terminate()
+            process.join(timeout=5)
+        for job, error in zip(first_job.values(), answers or [], strict=False):
+            if error:
+                raise _refused(error, job.idx, job.overrides, self.launched)
+
     def _payload(self, job: _Job) -> bytes:
         import cloudpickle
         from hydra.core.singleton import Singleton
@@ -262,6 +301,8 @@ class RunnerLauncher(Launcher):
 
     def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool) -> None:
         env = {"RUNNER_LAUNCHER_START": "forked" if self.context is not None else "fresh interpreter"}
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: so are its jobs
+            env["RUNNER_SIGINT_IGNORED"] = "1"
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
             env["RUNNER_LAUNCHER_DEVICE"] = slot
@@ -369,24 +410,41 @@ class RunnerLauncher(Launcher):
             job.process.wait()
 
     def _interrupt(self, running: dict[int, _Job]) -> list[JobReturn]:
-        """Give running jobs `grace_s` to record themselves as interrupted, then stop them."""
-        print(f"\n[runner] interrupted: waiting up to {self.grace_s:.0f}s for {len(running)} running job(s)",
-              file=sys.stderr, flush=True)
+        """Give running jobs `grace_s` to record themselves as interrupted (a second Ctrl-C: stop
+        them now), then stop them, record what they left, and say where it all is."""
+        print(f"\n[runner] interrupted: waiting up to {self.grace_s:.0f}s for {len(running)} running job(s) to "
+              "record what they measured (Ctrl-C again: stop now)", file=sys.stderr, flush=True)
         deadline = time.monotonic() + self.grace_s
-        time.sleep(0.5)  # a terminal's Ctrl-C reaches the jobs themselves too
-        for job in running.values():
-            assert job.process is not None
-            if job.process.returncode is None:
-                job.process.send_signal(signal.SIGINT)
-        returns = []
-        for job in running.values():
-            assert job.process is not None
-            try:
-                job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                job.process.kill()
-                job.process.wait()
-            returns.append(self._finish(job, job.process.returncode, interrupted=True))
+        again = False
+        try:
+            time.sleep(0.5)  # a terminal's Ctrl-C reaches the jobs themselves too
+            for job in running.values():
+                assert job.process is not None
+                if job.process.returncode is None:
+                    job.process.send_signal(signal.SIGINT)
+            for job in running.values():
+                assert job.process is not None
+                try:
+                    job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    job.process.kill()
+                    job.process.wait()
+        except KeyboardInterrupt:
+            again = True
+        # From here on, further Ctrl-Cs wait until what the jobs left is recorded and said.
+        with _ctrl_c_deferred():
+            if again:
+                print("[runner] stopping the running job(s) now", file=sys.stderr, flush=True)
+                self._stop(running)
+            returns = [self._finish(job, job.process.returncode, interrupted=True) for job in running.values()]
+            sweep_dir = self.config.hydra.sweep.dir if self.config is not None else "?"
+            print(
+                f"[runner] sweep interrupted; finished results are kept in {sweep_dir}\n"
+                f"[runner] table: python -m runner.report {sweep_dir}\n"
+                f"[runner] resume: the same command with resume=true hydra.sweep.dir={sweep_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
         return returns
 
     # --- the sweep ------------------------------------------------------------------------
@@ -415,6 +473,9 @@ class RunnerLauncher(Launcher):
 
                 raise _refused(condense(exc), initial_job_idx + i, overrides, self.launched) from None
         _refuse_bad_jobs(jobs, self.launched, one_gpu_each=slots != [None])
+        if OmegaConf.select(self.config, "hydra.sweeper.max_batch_size") is None:  # every job is in this batch
+            _refuse_leftover_jobs(jobs, self.launched)
+        self._refuse_bad_targets(jobs)
         from runner.record import sweep_started
 
         sweep_started()
@@ -463,13 +524,6 @@ class RunnerLauncher(Launcher):
                 self._stop(running)  # never leave jobs running behind a broken launcher
                 raise
             self._interrupt(running)
-            print(
-                f"[runner] sweep interrupted; finished results are kept in {self.config.hydra.sweep.dir}\n"
-                f"[runner] table: python -m runner.report {self.config.hydra.sweep.dir}\n"
-                f"[runner] resume: the same command with resume=true hydra.sweep.dir={self.config.hydra.sweep.dir}",
-                file=sys.stderr,
-                flush=True,
-            )
             raise
         return [returns[job.idx] for job in jobs]
 
@@ -482,7 +536,7 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
     from hydra.core.hydra_config import HydraConfig
 
     from runner.errors import ConfigError
-    from runner.record import resume_conflict
+    from runner.record import folder_conflict
     from runner.spec import check_overrides, validate
 
     hydra_config = HydraConfig.instance()
@@ -496,10 +550,9 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
             try:
                 check_overrides(job.overrides)
                 validate(config)
-                # Resuming into a folder that holds another job's result is refused before
-                # anything runs: the sweep's table would otherwise list its earlier, ok
-                # results as failed.
-                conflict = resume_conflict(job.output_dir, _task_overrides(job.config)) if config.get("resume") else None
+                # A folder that holds another job's result (resume=true or not) is refused before
+                # anything runs: never overwritten, nor listed in this sweep's table as failed.
+                conflict = folder_conflict(job.output_dir, _task_overrides(job.config), bool(config.get("resume")))
                 if conflict:
                     raise ConfigError(conflict)
                 device = str(config.get("device") or "")
@@ -513,6 +566,30 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
                 raise _refused(str(exc), job.idx, job.overrides, earlier_jobs) from None
     finally:
         hydra_config.cfg = before
+
+
+def _refuse_leftover_jobs(jobs: list, earlier_jobs: int) -> None:
+    """A sweep into a folder where an earlier, longer sweep left results of jobs this one does
+    not have is refused: the table, built from the folder, would list them as this sweep's."""
+    from runner.errors import ConfigError
+    from runner.record import RESULT_FILE
+
+    if not jobs or any(job.output_dir.name != str(job.idx) for job in jobs):
+        return  # folders not named by job number (hydra.sweep.subdir changed): nothing to tell apart
+    sweep_dir = jobs[0].output_dir.parent
+    if any(job.output_dir.parent != sweep_dir for job in jobs):
+        return
+    last = earlier_jobs + len(jobs) - 1
+    try:
+        extra = sorted(int(p.name) for p in sweep_dir.iterdir()
+                       if p.name.isdigit() and int(p.name) > last and (p / RESULT_FILE).exists())
+    except OSError:
+        return
+    if extra:
+        shown = ", ".join(f"#{n}" for n in extra[:5]) + (", ..." if len(extra) > 5 else "")
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir} holds results of job(s) {shown} from an earlier sweep, beyond "
+                          f"this sweep's {last + 1}: its table would list them as its own; use another "
+                          "hydra.sweep.dir, or remove them (no job was started)")
 
 
 def _refused(reason: str, idx: int, overrides: Sequence[str], earlier_jobs: int) -> Exception:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 # What the server imports once, before it forks any job: the expensive part of a job's start.
 PRELOAD = ["torch", "hydra_plugins.runner_launcher.worker", "runner.app", "runner.job"]
@@ -44,6 +44,17 @@ def run_payload(data: bytes) -> int:
     return 0 if ret.status == JobStatus.COMPLETED else 1
 
 
+def check_targets(targets: list[str], answer: Any) -> None:
+    """In a process forked from the server (torch already imported): import each model target
+    of a sweep and send back, for each, the one-line error its jobs would end with, or None."""
+    from runner.build import target_error
+
+    try:
+        answer.send([target_error(target) for target in targets])
+    finally:
+        answer.close()
+
+
 def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], console: Optional[str]) -> None:
     """A job's process, forked from the server: take the job's environment, cores and console,
     then run it. The server imported torch before this job's environment was known, so what
@@ -57,7 +68,10 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
     try:
         # Ctrl-C reaches the job as KeyboardInterrupt. The server runs with SIGINT blocked (see
         # fork_context): a Ctrl-C held since the fork arrives at the unblock, inside this try.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # Unless the sweep itself ignores SIGINT (started in the background by a shell): then
+        # its jobs do too, as a fresh interpreter would.
+        ignored = env.get("RUNNER_SIGINT_IGNORED") == "1"
+        signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else signal.default_int_handler)
         keep_lost_interrupts()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         if console is not None:  # parallel jobs: each one's output in its own folder
