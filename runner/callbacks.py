@@ -32,11 +32,13 @@ class RunFolderGuard(Callback):
         """A single run whose folder holds another run's result is refused here, before Hydra
         writes the run's .hydra/ over the one that belongs to that result. (The job checks it
         again, for callers without this callback; a sweep's launcher checks its jobs.)"""
+        from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
         from runner.record import folder_conflict
 
         try:
+            HydraConfig.instance().set_config(config)  # ${hydra:...} in the folder's name resolves (run_job sets it too)
             folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
             overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
             resume = str(config.get("resume")).lower() == "true"

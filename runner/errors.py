@@ -70,6 +70,8 @@ def condense(exc: BaseException) -> str:
         ):  # an input the model's config does not have (OmegaConf cannot add one to the typed map by key)
             where, value = given.groups()
             name = where.split(".")[2]
+            if where.count(".") == 2 and not value.lstrip().startswith("{"):  # model.inputs.y=1: an input is a map
+                value = "{shape: [...]}"
             add = f"'++model.inputs={_nested(where.split('.')[2:], value)}'"
             if "not in struct" in reason:
                 return f"model.inputs.{name}: the model's config has no input named {name}; fix the name, or add it: {add}"

@@ -192,9 +192,30 @@ def without_resume(overrides: list[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
 
 
+def _settings(overrides: list[str]) -> dict[str, Any] | None:
+    """What overrides set, as Hydra reads them: key -> value, the last one of a key winning,
+    `resume` aside (graph=false and graph=False, or the same overrides in another order, are
+    the same settings). None where Hydra's parser refuses one."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001 - not Hydra's syntax: compared as written
+        return None
+    settings: dict[str, Any] = {}
+    for override in parsed:
+        key = override.key_or_group + (f"@{override.package}" if override.package else "")
+        if key != "resume":
+            settings[key] = ("deleted",) if override.is_delete() else ("set", override.value())
+    return settings
+
+
 def same_job(before: list[str], now: list[str]) -> bool:
-    """Whether an earlier result answers this job: the same overrides, `resume` aside."""
-    return without_resume(before) == without_resume(now)
+    """Whether an earlier result answers this job: the same settings overridden, `resume` aside."""
+    there, here = _settings(before), _settings(now)
+    if there is None or here is None:
+        return without_resume(before) == without_resume(now)
+    return there == here
 
 
 def folder_conflict(folder: Path, overrides: list[str], resume: bool) -> str | None:

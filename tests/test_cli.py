@@ -102,8 +102,8 @@ BAD_INPUTS = {
     "batch-type": (["model.batch=x"], "model.batch=x: use a whole number >= 1"),
     "shape-zero": (["model.inputs.x.shape=[0]"], "model.inputs.x.shape=[0]: every dimension must be a whole number >= 1"),
     "repeats-zero": (["measure.repeats=0"], "measure.repeats=0: out of range; use a whole number >= 1"),
-    "budget-zero": (["measure.budget_s=0"], "measure.budget_s=0: out of range; use a number > 0, e.g. measure.budget_s=20"),
-    "budget-negative": (["measure.budget_s=-1"], "measure.budget_s=-1: out of range; use a number > 0"),
+    "budget-zero": (["measure.budget_s=0"], "measure.budget_s=0: out of range; use a finite number > 0, e.g. measure.budget_s=20"),
+    "budget-negative": (["measure.budget_s=-1"], "measure.budget_s=-1: out of range; use a finite number > 0"),
     "min-requests-type": (["measure.min_requests=many"], "measure.min_requests: Value 'many'"),
     "warmup-iters-range": (["capture.warmup_iters=-1"], "capture.warmup_iters=-1: out of range"),
     "capture-key": (["capture.nope=1"], "capture.nope: unknown key; valid keys in 'capture'"),
@@ -112,6 +112,9 @@ BAD_INPUTS = {
     "input-added-by-key": (["+model.inputs.y.shape=[3]"], "model.inputs.y.shape: a new input cannot be added by its own "
                            "key; add it to the map: '++model.inputs={y: {shape: [3]}}'"),
     "model-key-nested": (["model.inptus.y=1"], "model.inptus: unknown key; valid keys in 'model': batch, inputs,"),
+    "input-not-a-map": (["model.inputs.y=1"], "model.inputs.y: the model's config has no input named y; fix the name, "
+                        "or add it: '++model.inputs={y: {shape: [...]}}'"),
+    "budget-infinite": (["measure.budget_s=inf"], "measure.budget_s=inf: out of range; use a finite number > 0"),
     "module-key": (["model.module.hiden_features=512"],
                    "model.module.hiden_features: unknown key; the model's config sets no such argument: fix its name, "
                    "or add it with +model.module.hiden_features="),
@@ -231,22 +234,25 @@ def test_resume_is_refused_into_a_folder_of_other_overrides(tmp_path):
     assert kept.returncode == 0 and "kept, resume=true" in kept.stdout
 
 
-def test_a_run_into_a_folder_that_holds_another_runs_result_is_refused_before_anything_is_written(tmp_path):
-    first = run_cli([*QUICK, "hydra.run.dir=run"], tmp_path)
+@pytest.mark.parametrize("folder, resolved", [("run", "run"), ("b/${hydra:runtime.choices.model}", "b/mlp")])
+def test_a_run_into_a_folder_that_holds_another_runs_result_is_refused_before_anything_is_written(
+        tmp_path, folder, resolved):
+    first = run_cli([*QUICK, "graph=false", f"hydra.run.dir={folder}"], tmp_path)
     assert first.returncode == 0, first.stderr
-    kept = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
-    assert Path("run/.hydra/overrides.yaml") in kept
-    other = run_cli([*QUICK, "seed=3", "hydra.run.dir=run"], tmp_path)
+    files = lambda: {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / resolved).rglob("*") if p.is_file()}  # noqa: E731
+    kept = files()
+    assert Path(resolved, ".hydra", "overrides.yaml") in kept
+    other = run_cli([*QUICK, "graph=false", "seed=3", f"hydra.run.dir={folder}"], tmp_path)
     assert other.returncode == 2
     [line] = other.stderr.strip().splitlines()
-    assert line.startswith("error: run holds a result for other overrides (there: none; this job: seed=3)"), line
+    assert line.startswith(f"error: {resolved} holds a result for other overrides (there: none; this job: seed=3)"), line
     assert "use another folder (hydra.run.dir" in line
     # Nothing rewritten: not the result, nor the .hydra/ that reproduces it, nor the log.
-    assert {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == kept
-    # The same overrides measure again, in place.
-    again = run_cli([*QUICK, "hydra.run.dir=run"], tmp_path)
+    assert files() == kept
+    # The same settings (in another order, another spelling) measure again, in place.
+    again = run_cli(["graph=False", *reversed(QUICK), f"hydra.run.dir={folder}"], tmp_path)
     assert again.returncode == 0, again.stderr
-    assert (tmp_path / "run" / "result.json").read_bytes() != kept[Path("run/result.json")]
+    assert (tmp_path / resolved / "result.json").read_bytes() != kept[Path(resolved, "result.json")]
 
 
 def test_a_job_asked_to_run_longer_than_its_budget_ends_with_what_it_has(tmp_path):

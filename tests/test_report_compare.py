@@ -425,3 +425,16 @@ def test_compare_shows_the_hosts_speed_beside_each_verdict(sweep_dir, tmp_path, 
     compare.main([str(tmp_path / "old"), str(tmp_path / "new")])
     out = capsys.readouterr().out
     assert "host" not in out.splitlines()[0].split() and "host's own speed" not in out
+
+
+def test_the_same_job_is_the_same_settings_not_the_same_text():
+    from runner.record import same_job
+
+    assert same_job(["graph=False", "seed=1"], ["seed=1", "graph=false"])  # order, spelling
+    assert same_job(["measure.stdrel=0.010"], ["measure.stdrel=0.01"])
+    assert same_job(["seed=1", "resume=true"], ["seed=1"])  # resume says how it ran, not what
+    assert same_job(["seed=1", "seed=2"], ["seed=2"])  # the last one wins, as in Hydra
+    assert not same_job(["seed=1", "seed=2"], ["seed=2", "seed=1"])
+    assert not same_job(["seed=1"], ["seed=2"])
+    assert not same_job(["model.name='1'"], ["model.name=1"])  # a string is not a number
+    assert not same_job(["~model.inputs.x"], [])

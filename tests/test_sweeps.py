@@ -528,6 +528,34 @@ def test_a_sweep_never_writes_over_nor_lists_an_earlier_sweeps_results(tmp_path)
     assert "started:" not in other.stdout + shorter.stdout
 
 
+def test_the_targets_check_steps_aside_when_the_fork_server_cannot_start_it():
+    """Then each job imports its own target, as without the server (it raised AssertionError
+    from joining a process that never started)."""
+    import multiprocessing
+
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.runner_launcher.runner_launcher import RunnerLauncher, _Job
+
+    class Broken:
+        pid = None
+
+        def start(self) -> None:
+            raise OSError("the server is gone")
+
+    class Context:
+        Pipe = staticmethod(multiprocessing.Pipe)
+
+        @staticmethod
+        def Process(**kwargs):  # noqa: N802 - multiprocessing's name
+            return Broken()
+
+    launcher = RunnerLauncher()
+    launcher.context = Context()
+    config = OmegaConf.create({"model": {"module": {"_target_": "torch.nn.Linearr"}}})
+    launcher._refuse_bad_targets([_Job(0, ["x=1"], config, Path("sw/0"))])  # no error: the job will check
+
+
 def test_a_ctrl_c_while_the_fork_server_starts_is_held_not_lost(monkeypatch):
     """While the fork server starts, the launcher holds SIGINT blocked (so that the server
     starts with it blocked and prints no traceback from its imports): a Ctrl-C meanwhile still

@@ -167,7 +167,8 @@ class _Forked:
         self.process.kill()
 
     def close(self) -> None:
-        self.process.close()
+        if self.process.exitcode is not None:  # one stuck past SIGKILL cannot be closed: left to the OS
+            self.process.close()
 
 
 def fork_context() -> Any:
@@ -273,22 +274,34 @@ class RunnerLauncher(Launcher):
         answers: Optional[list] = None
         receiver, sender = self.context.Pipe(duplex=False)
         process = self.context.Process(target=check_targets, args=(list(first_job), sender), name="runner-targets")
+        started = time.monotonic()
+        said = False
         try:
             try:
-                process.start()
+                with _ctrl_c_deferred():  # as a job's start: never half started
+                    process.start()
             except Exception:  # noqa: BLE001 - the server is gone: the jobs check their own targets
                 return
-            sender.close()
+            finally:
+                sender.close()
             while answers is None and (process.is_alive() or receiver.poll()):
                 if receiver.poll(0.1):
                     answers = receiver.recv()
+                elif not said and time.monotonic() - started > 5:
+                    said = True
+                    print(f"[runner] importing the sweep's model target(s) to check them: {', '.join(first_job)}",
+                          flush=True)
         except (EOFError, OSError):  # it died before answering: the jobs check their own targets
             pass
         finally:
             receiver.close()
-            if process.is_alive():  # a Ctrl-C meanwhile: it ignores SIGINT, as the server does
-                process.terminate()
-            process.join(timeout=5)
+            if process.pid is not None:
+                if process.is_alive():  # a Ctrl-C meanwhile: it ignores SIGINT, as the server does
+                    process.terminate()
+                    process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+                process.join(timeout=5)
         for job, error in zip(first_job.values(), answers or [], strict=False):
             if error:
                 raise _refused(error, job.idx, job.overrides, self.launched)
@@ -301,8 +314,9 @@ class RunnerLauncher(Launcher):
 
     def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool) -> None:
         env = {"RUNNER_LAUNCHER_START": "forked" if self.context is not None else "fresh interpreter"}
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: so are its jobs
-            env["RUNNER_SIGINT_IGNORED"] = "1"
+        # Started in the background (SIGINT ignored): so are its jobs. Always set: a value the
+        # launcher inherited must not decide.
+        env["RUNNER_SIGINT_IGNORED"] = "1" if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else "0"
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
             env["RUNNER_LAUNCHER_DEVICE"] = slot
@@ -402,12 +416,23 @@ class RunnerLauncher(Launcher):
         ret.return_value = result
         return ret
 
-    def _stop(self, running: dict[int, _Job]) -> None:
+    def _stop(self, running: dict[int, _Job], wait_s: float = 10.0) -> None:
+        """Kill the running jobs; wait for each at most `wait_s` (a process stuck in a driver
+        call may outlive SIGKILL for a while: the launcher does not hang on it)."""
         for job in running.values():
             assert job.process is not None
             if job.process.returncode is None:
                 job.process.kill()
-            job.process.wait()
+        deadline = time.monotonic() + wait_s
+        for job in running.values():
+            assert job.process is not None
+            try:
+                job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            if job.process.returncode is None:
+                print(f"[runner] job #{job.idx} (pid {job.process.pid}) has not exited {wait_s:.0f}s after SIGKILL; "
+                      "left behind", file=sys.stderr, flush=True)
 
     def _interrupt(self, running: dict[int, _Job]) -> list[JobReturn]:
         """Give running jobs `grace_s` to record themselves as interrupted (a second Ctrl-C: stop
