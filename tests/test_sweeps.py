@@ -528,6 +528,26 @@ def test_a_sweep_never_writes_over_nor_lists_an_earlier_sweeps_results(tmp_path)
     assert "started:" not in other.stdout + shorter.stdout
 
 
+def test_the_targets_check_imports_no_package_the_server_has_not(tmp_path, monkeypatch):
+    """A target in a package the server has not imported (transformers: seconds) is only looked
+    for; one in a loaded package, or in a package that does not exist, is located in full."""
+    import multiprocessing
+
+    from hydra_plugins.runner_launcher.worker import check_targets
+
+    package = tmp_path / "heavy_models_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\nclass Net: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    check_targets(["heavy_models_pkg.Nett", "torch.nn.Linearr", "torch.nn.Linear", "heavy_modls_pkg.Net"], sender)
+    heavy, torch_typo, fine, missing = receiver.recv()
+    assert heavy is None and not (tmp_path / "imported").exists()  # its own job will import it
+    assert torch_typo.startswith("model.module._target_=torch.nn.Linearr: cannot be imported (torch.nn has no Linearr)")
+    assert fine is None
+    assert missing.startswith("model.module._target_=heavy_modls_pkg.Net: cannot be imported (No module named")
+
+
 def test_the_targets_check_steps_aside_when_the_fork_server_cannot_start_it():
     """Then each job imports its own target, as without the server (it raised AssertionError
     from joining a process that never started)."""
