@@ -508,6 +508,16 @@ def test_resuming_a_sweep_into_the_folders_of_another_is_refused_and_reported(tm
 
 
 @pytest.mark.slow
+def test_swept_booleans_read_as_the_user_wrote_them(tmp_path):
+    done = sweep([*TINY, "graph=false,true", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r["overrides"] for r in table(tmp_path / "sw")] == ["graph=false", "graph=true"]  # not graph=False
+    by_num = results(tmp_path / "sw")
+    assert [by_num[n]["overrides"][-1] for n in sorted(by_num)] == ["graph=false", "graph=true"]
+    assert "started: #0 " in done.stdout and "graph=false" in done.stdout and "graph=False" not in done.stdout
+
+
+@pytest.mark.slow
 def test_a_sweep_never_writes_over_nor_lists_an_earlier_sweeps_results(tmp_path):
     first = sweep([*TINY, "seed=1,2,3", "hydra.sweep.dir=sw"], tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
