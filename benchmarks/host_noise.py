@@ -4,7 +4,9 @@ submitting thread free to move over the job's cores and the thread held on one c
 it prints the rate (relative to the block's first), the core the thread ended on and the
 migrations and involuntary switches the kernel counted for it, and the speed of a fixed
 pure-Python loop timed just before the pass (the "canary"): if the host's speed is what moves
-the rates, the two go together. Asserts nothing.
+the rates, the two go together. On a GPU, per pass also the SM clock, the power and NVML's
+clock-event reasons just after it: if the device is what moves the rates, they go with the
+clock. Asserts nothing.
 
     python benchmarks/host_noise.py [--pass-ms 100] [--passes 12] [--blocks 4] [--] [config...]
 
@@ -52,6 +54,42 @@ def thread_sched() -> dict[str, int]:
     return found
 
 
+class GpuState:
+    """The GPU's SM clock, power, temperature and clock-event reasons through NVML, read between
+    passes (outside the timed region): whether a pass's rate followed the device, not the host."""
+
+    REASONS = {0x1: "idle", 0x2: "app-clocks", 0x4: "sw-power-cap", 0x8: "hw-slowdown", 0x20: "sw-thermal",
+               0x40: "hw-thermal", 0x80: "hw-power-brake", 0x100: "display"}
+
+    def __init__(self) -> None:
+        self.handle = None
+        if not torch.cuda.is_available():
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByUUID(("GPU-" + uuid).encode())
+        except Exception as exc:  # noqa: BLE001 - no NVML: the rows are left out
+            print(f"no GPU state ({exc})")
+
+    def read(self) -> dict[str, object] | None:
+        if self.handle is None:
+            return None
+        nvml, handle = self.nvml, self.handle
+        get_reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        bits = get_reasons(handle)
+        return {
+            "sm_mhz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+            "power_w": nvml.nvmlDeviceGetPowerUsage(handle) / 1000,
+            "temp_c": nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
+            "reasons": [name for bit, name in self.REASONS.items() if bits & bit],
+        }
+
+
 def _r(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -64,6 +102,7 @@ def main() -> int:
     parser.add_argument("configs", nargs="*", default=DEFAULT)
     args = parser.parse_args()
     register()
+    gpu = GpuState()
     allowed = sorted(os.sched_getaffinity(0))
     print(f"cores allowed: {allowed}; torch threads {torch.get_num_threads()}")
     with initialize_config_module(version_base="1.3", config_module="runner.configs"):
@@ -83,10 +122,11 @@ def main() -> int:
                     mode = "free" if block % 2 == 0 else "held"
                     core = thread_sched()["cpu"]
                     os.sched_setaffinity(0, {core} if mode == "held" else set(allowed))
-                    rates, cores, speeds, before = [], [], [], thread_sched()
+                    rates, cores, speeds, states, before = [], [], [], [], thread_sched()
                     for _ in range(args.passes):
                         speeds.append(1 / canary_s())  # the host's Python speed just before the pass
                         n, s = schedule.throughput_pass(lanes, sources, keys, 1, seconds, seconds)
+                        states.append(gpu.read())  # just after it (the pass synchronizes at its end)
                         rates.append(n / s)
                         cores.append(thread_sched()["cpu"])
                     after = thread_sched()
@@ -99,6 +139,13 @@ def main() -> int:
                           f"{sorted(set(cores))}", flush=True)
                     print("      rate   " + " ".join(f"{r / rates[0]:.2f}" for r in rates))
                     print("      canary " + " ".join(f"{v / speeds[0]:.2f}" for v in speeds))
+                    if states[0] is not None:
+                        clocks = [float(st["sm_mhz"]) for st in states]  # type: ignore[index]
+                        print("      sm MHz " + " ".join(f"{c:.0f}" for c in clocks)
+                              + f"  r(rate, clock) {_r(correlation(rates, clocks))}")
+                        print("      power W " + " ".join(f"{st['power_w']:.0f}" for st in states)  # type: ignore[index]
+                              + f"  temp C {states[0]['temp_c']}-{states[-1]['temp_c']}"  # type: ignore[index]
+                              + f"  reasons {sorted({r for st in states for r in st['reasons']}) or '-'}")  # type: ignore[index]
                     all_rates += rates
                     all_speeds += speeds
             print(f"{config:24} cv per block: free {' '.join(f'{c:.1%}' for c in summary['free'])}; "
