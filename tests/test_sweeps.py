@@ -507,6 +507,15 @@ def test_resuming_a_sweep_into_the_folders_of_another_is_refused_and_reported(tm
     assert {name: (tmp_path / "sw" / name).read_bytes() for name in files[:2]} == {n: before[n] for n in files[:2]}
 
 
+def test_two_jobs_that_would_share_a_folder_are_refused_before_any_starts(tmp_path):
+    done = sweep([*TINY, "seed=1,2", "hydra.sweep.dir=sw", "hydra.sweep.subdir=same"], tmp_path)
+    assert done.returncode == 2, done.stdout[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: sweep jobs #0 and #1 would both write into sw/same: make hydra.sweep.subdir "
+                           "tell the jobs apart"), line
+    assert "started:" not in done.stdout and not (tmp_path / "sw").exists()
+
+
 @pytest.mark.slow
 def test_swept_booleans_read_as_the_user_wrote_them(tmp_path):
     done = sweep([*TINY, "graph=false,true", "hydra.sweep.dir=sw"], tmp_path)

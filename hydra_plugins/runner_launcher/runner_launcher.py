@@ -499,6 +499,7 @@ class RunnerLauncher(Launcher):
 
                 raise _refused(condense(exc), initial_job_idx + i, overrides, self.launched) from None
         _refuse_bad_jobs(jobs, self.launched, one_gpu_each=slots != [None])
+        _refuse_shared_folders(jobs, self.launched)
         if OmegaConf.select(self.config, "hydra.sweeper.max_batch_size") is None:  # every job is in this batch
             _refuse_leftover_jobs(jobs, self.launched)
         self._refuse_bad_targets(jobs)
@@ -603,6 +604,21 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
                 raise _refused(str(exc), job.idx, job.overrides, earlier_jobs) from None
     finally:
         hydra_config.cfg = before
+
+
+def _refuse_shared_folders(jobs: list, earlier_jobs: int) -> None:
+    """Two jobs of a batch that would write into one folder (a hydra.sweep.subdir that does not
+    tell them apart) are refused: the second would overwrite the first's result."""
+    from runner.errors import ConfigError
+
+    first: dict[Path, Any] = {}
+    for job in jobs:
+        other = first.setdefault(job.output_dir.resolve(), job)
+        if other is not job:
+            raise ConfigError(
+                f"sweep jobs #{other.idx} and #{job.idx} would both write into {job.output_dir}: make "
+                "hydra.sweep.subdir tell the jobs apart, e.g. hydra.sweep.subdir=${hydra.job.num} (the default) "
+                f"({'no job was started' if not earlier_jobs else f'{earlier_jobs} earlier job(s) ran'})")
 
 
 def _refuse_leftover_jobs(jobs: list, earlier_jobs: int) -> None:
