@@ -182,23 +182,26 @@ def _locate(target: str) -> Any:
         logger.disabled = disabled
 
 
-def locate_target(spec: RunSpec) -> None:
-    """Import what model.module._target_ names (a typo ends here, in one line, before the job
-    says what it runs)."""
-    target = str(spec.model.module["_target_"])
+def _locate_model(target: str) -> None:
     try:
         _locate(target)
     except Exception as exc:
         raise _import_error("model.module", target, exc) from exc
 
 
+def locate_target(spec: RunSpec) -> None:
+    """Import what model.module._target_ names (a typo ends here, in one line, before the job
+    says what it runs)."""
+    _locate_model(str(spec.model.module["_target_"]))
+
+
 def target_error(target: str) -> Optional[str]:
     """The one line a job would end with for model.module._target_=`target`, or None when it
     imports (a sweep's launcher asks this of every target before any job starts)."""
     try:
-        _locate(target)
-    except Exception as exc:  # noqa: BLE001 - whatever the import raised, said in one line
-        return str(_import_error("model.module", target, exc))
+        _locate_model(target)
+    except ConfigError as exc:
+        return str(exc)
     return None
 
 

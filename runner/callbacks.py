@@ -41,7 +41,7 @@ class RunFolderGuard(Callback):
             HydraConfig.instance().set_config(config)  # ${hydra:...} in the folder's name resolves (run_job sets it too)
             folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
             overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
-            resume = str(config.get("resume")).lower() == "true"
+            resume = bool(config.get("resume"))
         except Exception:  # noqa: BLE001 - a folder that does not resolve here: the job checks it
             return
         conflict = folder_conflict(folder, overrides, resume)

@@ -285,7 +285,7 @@ def validate(cfg: DictConfig) -> Config:
         value = getattr(m, name)
         whole = isinstance(value, int)
         kind = "a whole number" if whole else "a finite number"
-        bound = f"> {minimum or 0}" if minimum is None else f">= {minimum}"
+        bound = "> 0" if minimum is None else f">= {minimum}"
         _check(
             math.isfinite(value) and (value > 0 if minimum is None else value >= minimum),
             f"measure.{name}={value if whole else format(value, 'g')}: out of range; use {kind} {bound}, "

@@ -453,15 +453,14 @@ class RunnerLauncher(Launcher):
                 try:
                     job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    job.process.kill()
-                    job.process.wait()
+                    pass  # stopped below
         except KeyboardInterrupt:
             again = True
         # From here on, further Ctrl-Cs wait until what the jobs left is recorded and said.
         with _ctrl_c_deferred():
             if again:
                 print("[runner] stopping the running job(s) now", file=sys.stderr, flush=True)
-                self._stop(running)
+            self._stop(running)  # those still running past the grace (or a second Ctrl-C)
             returns = [self._finish(job, job.process.returncode, interrupted=True) for job in running.values()]
             sweep_dir = self.config.hydra.sweep.dir if self.config is not None else "?"
             print(
@@ -609,16 +608,13 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
 def _refuse_shared_folders(jobs: list, earlier_jobs: int) -> None:
     """Two jobs of a batch that would write into one folder (a hydra.sweep.subdir that does not
     tell them apart) are refused: the second would overwrite the first's result."""
-    from runner.errors import ConfigError
-
     first: dict[Path, Any] = {}
     for job in jobs:
         other = first.setdefault(job.output_dir.resolve(), job)
         if other is not job:
-            raise ConfigError(
-                f"sweep jobs #{other.idx} and #{job.idx} would both write into {job.output_dir}: make "
-                "hydra.sweep.subdir tell the jobs apart, e.g. hydra.sweep.subdir=${hydra.job.num} (the default) "
-                f"({'no job was started' if not earlier_jobs else f'{earlier_jobs} earlier job(s) ran'})")
+            raise _refused(f"sweep jobs #{other.idx} and #{job.idx} would both write into {job.output_dir}: make "
+                           "hydra.sweep.subdir tell the jobs apart, e.g. hydra.sweep.subdir=${hydra.job.num} (the "
+                           "default)", job.idx, job.overrides, earlier_jobs)
 
 
 def _refuse_leftover_jobs(jobs: list, earlier_jobs: int) -> None:
