@@ -9,6 +9,10 @@ is flagged, not compared. Per match: ratio = NEW / OLD requests/s. A change coun
 `--threshold` (|ratio - 1|) and `--sigma` times the combined noise of the two runs (their
 coefficients of variation across repeats, added in quadrature, against |ln ratio|: a halving
 and a doubling are as far from 1); otherwise the verdict is "same".
+Several runs of one config on a side (OLD or NEW a folder holding several sweeps of it) are
+pooled: that side's rate is the median of its runs, and its noise is at least the spread of
+their rates (stdev / mean), which a single run's passes cannot show. A side with one run is
+taken to vary between runs as much as the other side's runs did.
 A load.rate=max search is compared on its highest rate under the bound; single-stream and
 fixed-rate jobs are not compared, and say why. Exits 1 when any config got slower by such a
 change, stopped ending ok, ran differently, or is missing from NEW, or when nothing was
@@ -38,6 +42,7 @@ class Match:
     ratio: Optional[float] = None
     noise: Optional[float] = None
     verdict: str = ""
+    runs: tuple[int, int] = (1, 1)  # results pooled on each side (old, new)
 
 
 def load_results(path: Path) -> list[dict[str, Any]]:
@@ -171,7 +176,10 @@ def _cv(result: dict[str, Any]) -> float:
     return float(max(figures.get("throughput_cv") or 0.0, figures.get("throughput_cv_all_repeats") or 0.0))
 
 
-def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: float) -> tuple[Optional[float], Optional[float], str]:
+def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: float,
+          spread: tuple[float, float] = (0.0, 0.0)) -> tuple[Optional[float], Optional[float], str]:
+    """The verdict on one config; `spread` is each side's spread between runs (0: unknown),
+    which a run's noise never falls below."""
     if new.get("status") != "ok" and old.get("status") != "ok":
         return None, None, f"both not ok ({old.get('status')}, {new.get('status')})"
     if new.get("status") != "ok":
@@ -197,7 +205,7 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     if not a or not b or a <= 0 or b <= 0:
         return None, None, _not_comparable(new, "new") or _not_comparable(old, "old") or "no throughput"
     ratio = b / a
-    noise = math.hypot(_cv(old), _cv(new))
+    noise = math.hypot(max(_cv(old), spread[0]), max(_cv(new), spread[1]))
     # The noise is relative, so it bounds the ratio's logarithm: a 40x slowdown (ratio 0.025)
     # is 3.7 in log terms, far past 3 x 38% of noise, where |ratio - 1| (0.975) was not.
     if abs(ratio - 1.0) <= threshold or abs(math.log(ratio)) <= sigma * noise:
@@ -206,33 +214,86 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     return ratio, noise, ("faster" if ratio > 1 else "slower") + hint
 
 
-def _by_identity(results: list[dict[str, Any]], side: str) -> dict[str, dict[str, Any]]:
-    by: dict[str, dict[str, Any]] = {}
+def _by_identity(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        key = identity(r)
-        if key in by:
-            print(f"warning: {side}: more than one result for {label(r)}; comparing the last", file=sys.stderr)
-        by[key] = r
+        by.setdefault(identity(r), []).append(r)
     return by
 
 
+@dataclass
+class Pooled:
+    result: dict[str, Any]  # the run the verdict reads (its rate the runs' median when pooled)
+    runs: int  # the runs pooled into it
+    spread: Optional[float] = None  # stdev / mean of the pooled runs' rates; None for one run
+    mixed: str = ""  # new's runs ran different settings among themselves: which
+
+
+def pool(results: list[dict[str, Any]], side: str) -> Pooled:
+    """One side's runs of one config as one: the median of their rates, with their spread.
+    In new, a run that did not end ok is what the verdict reads, and runs that ran different
+    settings among themselves are flagged (a gate must not average a failure away). In old,
+    the ok runs that ran like its last ok one are pooled. Load searches and runs without a
+    throughput are not pooled: the last ok run is read, with a warning."""
+    if len(results) == 1:
+        return Pooled(results[0], 1)
+    ok = [r for r in results if r.get("status") == "ok"]
+    if side == "new" and len(ok) < len(results):
+        return Pooled(next(r for r in results if r.get("status") != "ok"), len(results))
+    if not ok:
+        return Pooled(results[-1], len(results))
+    last = ok[-1]
+    ran = _what_ran(last) or {}
+    apart = [r for r in ok if _what_ran(r) != _what_ran(last)]
+    if apart and side == "new":
+        other = _what_ran(apart[0]) or {}
+        return Pooled(last, len(results), mixed=", ".join(sorted(k for k in {*ran, *other} if ran.get(k) != other.get(k))))
+    alike = [r for r in ok if r not in apart]
+    rates = [(r.get("figures") or {}).get("throughput_requests_per_s") for r in alike]
+    if any(not rate or rate <= 0 for rate in rates):
+        print(f"warning: {side}: {len(results)} results for {label(last)}, not pooled (a rate search, or a run "
+              "without a throughput); comparing the last ok one", file=sys.stderr)
+        return Pooled(last, 1)
+    if len(alike) < 2:
+        return Pooled(last, 1)
+    median = statistics.median(rates)
+    result = {**last, "figures": {**(last.get("figures") or {}), "throughput_requests_per_s": median}}
+    return Pooled(result, len(alike), statistics.stdev(rates) / statistics.fmean(rates))
+
+
 def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: float, sigma: float) -> list[Match]:
-    old_by = _by_identity(old, "old")
-    new_by = _by_identity(new, "new")
+    old_by = {k: pool(v, "old") for k, v in _by_identity(old).items()}
+    new_by = {k: pool(v, "new") for k, v in _by_identity(new).items()}
     matches = []
     keys = list(dict.fromkeys([*old_by, *new_by]))
-    names = labels(keys, {k: new_by.get(k) or old_by[k] for k in keys})
+    names = labels(keys, {k: (new_by.get(k) or old_by[k]).result for k in keys})
     for key in keys:
         a, b = old_by.get(key), new_by.get(key)
-        m = Match(names[key], a, b)  # type: ignore[arg-type]
+        m = Match(names[key], a and a.result, b and b.result, runs=(a.runs if a else 0, b.runs if b else 0))
         if a is None:
             m.verdict = "only in new"
         elif b is None:
             m.verdict = "missing in new"
+        elif b.mixed:
+            m.verdict = f"new runs ran differently among themselves ({b.mixed})"
         else:
-            m.ratio, m.noise, m.verdict = judge(a, b, threshold, sigma)
+            # A side of one run is taken to vary between runs as much as the other side's runs.
+            known = [p.spread for p in (a, b) if p.spread is not None]
+            fill = max(known) if known else 0.0
+            spread = (fill if a.spread is None else a.spread, fill if b.spread is None else b.spread)
+            m.ratio, m.noise, m.verdict = judge(a.result, b.result, threshold, sigma, spread)
         matches.append(m)
     return matches
+
+
+def pooled_note(matches: list[Match]) -> Optional[str]:
+    """Says how the rows with several runs on a side were read."""
+    pooled = [m for m in matches if max(m.runs) > 1]
+    if not pooled:
+        return None
+    return (f"note: {len(pooled)} config(s) have several runs on a side (the runs column, old+new): each side's rate "
+            "is the median of its runs, and the noise column includes the spread between them (a side of one run is "
+            "taken to vary as much)")
 
 
 # Configs whose ratios all lie within this factor of each other moved together.
@@ -296,11 +357,14 @@ def is_regression(m: Match) -> bool:
 
 def render(matches: list[Match]) -> str:
     host = any(host_speed_ratio(m) for m in matches)  # results of older versions carry no canary
-    rows = [("config", "old r/s", "new r/s", "ratio", "noise", *(("host",) if host else ()), "verdict")]
+    runs = any(max(m.runs) > 1 for m in matches)
+    rows = [("config", *(("runs",) if runs else ()), "old r/s", "new r/s", "ratio", "noise",
+             *(("host",) if host else ()), "verdict")]
     for m in matches:
         speed = host_speed_ratio(m)
         rows.append((
             m.label,
+            *((f"{m.runs[0]}+{m.runs[1]}",) if runs else ()),
             "-" if m.old is None or _rps(m.old) is None else rate_text(_rps(m.old)),
             "-" if m.new is None or _rps(m.new) is None else rate_text(_rps(m.new)),
             "-" if m.ratio is None else f"{m.ratio:.3f}",
@@ -334,7 +398,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     matches = compare(old, new, args.threshold, args.sigma)
     print(render(matches))
-    for note in (common_shift(matches, args.threshold), host_shift(matches)):
+    for note in (pooled_note(matches), common_shift(matches, args.threshold), host_shift(matches)):
         if note:
             print(note)
     regressions = [m for m in matches if is_regression(m)]

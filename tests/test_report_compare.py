@@ -151,8 +151,55 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
     matches = compare.compare([a, b], [a], 0.05, 3)
     assert [m.verdict for m in matches] == ["same", "missing in new"]
     assert compare.is_regression(matches[1])
-    compare.compare([a, a], [a], 0.05, 3)
-    assert "more than one result" in capsys.readouterr().err
+    [m] = compare.compare([a, a], [a], 0.05, 3)  # two runs of a config on a side are pooled
+    assert m.runs == (2, 1) and m.verdict == "same"
+
+
+def test_compare_pools_several_runs_of_a_config_and_counts_their_spread_as_noise(sweep_dir, tmp_path, capsys):
+    """The passes of one run can agree closely while two runs of it land far apart (a host whose
+    speed changes between runs, a rate with two levels). Given several runs on a side,
+    compare reads their median and their spread, and the single run on the other side is taken
+    to vary as much: a drop the runs' own spread covers is `same`; one far past it is not."""
+    base = _result(sweep_dir, 0)
+
+    def run(rate: float, status: str = "ok") -> dict:
+        r = copy.deepcopy(base)
+        r["status"] = status
+        r["figures"]["throughput_requests_per_s"] = rate
+        r["figures"]["throughput_cv"] = r["figures"]["throughput_cv_all_repeats"] = 0.01
+        return r
+
+    olds = [run(100.0), run(120.0), run(80.0)]
+    # One old run alone (the last, 80/s) against 70/s: a 12% drop over 1.4% of noise, "slower".
+    assert compare.compare(olds[-1:], [run(70.0)], 0.05, 3)[0].verdict == "slower"
+    [m] = compare.compare(olds, [run(70.0)], 0.05, 3)
+    assert m.runs == (3, 1) and m.ratio == pytest.approx(0.7)  # against the median, 100/s
+    assert m.noise == pytest.approx(math.hypot(0.2, 0.2))  # the old runs' spread, on both sides
+    assert m.verdict == "same"
+    assert compare.compare(olds, [run(25.0)], 0.05, 3)[0].verdict == "slower"  # far past the spread
+    # Runs on both sides: each side's own spread; runs that agree keep the noise small.
+    [m] = compare.compare([run(100.0), run(101.0)], [run(80.0), run(81.0)], 0.05, 3)
+    assert m.runs == (2, 2) and m.verdict == "slower" and m.noise < 0.02
+    # In new, one failed run among ok ones is what the gate reads; so are runs that ran apart.
+    [m] = compare.compare(olds, [run(100.0), run(100.0, "failed")], 0.05, 3)
+    assert m.verdict == "new failed" and compare.is_regression(m)
+    fallback = run(100.0)
+    fallback["effective"]["graph"] = not fallback["effective"]["graph"]
+    [m] = compare.compare(olds, [fallback, run(100.0)], 0.05, 3)
+    assert m.verdict == "new runs ran differently among themselves (graph)" and compare.is_regression(m)
+    # In old, a failed run is left out of the pool.
+    assert compare.compare([*olds, run(1.0, "failed")], [run(100.0)], 0.05, 3)[0].runs == (3, 1)
+    # The console shows the runs per side and says how they were read.
+    assert compare.main([str(_write_all(tmp_path / "old", olds)), str(_write(tmp_path / "new", run(70.0)))]) == 0
+    out = capsys.readouterr().out
+    assert "runs" in out.splitlines()[0] and " 3+1 " in out
+    assert "note: 1 config(s) have several runs on a side" in out
+
+
+def _write_all(path: Path, results: list[dict]) -> Path:
+    for i, result in enumerate(results):
+        _write(path / str(i), result)
+    return path
 
 
 def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
