@@ -125,6 +125,21 @@ def _concurrent(result: dict[str, Any]) -> bool:
     return int((result.get("job") or {}).get("concurrent_jobs") or 1) > 1
 
 
+def _parallel(result: dict[str, Any]) -> bool:
+    return int((result.get("job") or {}).get("parallel_devices") or 1) > 1
+
+
+def _beside(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What ran beside either run, for a faster or slower verdict."""
+    if _concurrent(old) or _concurrent(new):
+        return " (ran beside other jobs of its sweep: their timings interfere)"
+    if _parallel(old) != _parallel(new):
+        side = "old" if _parallel(old) else "new"
+        return (f" ({side} ran beside jobs on the host's other GPUs (hydra.launcher.devices): they share its memory "
+                "and PCIe; the other did not)")
+    return ""
+
+
 def _rps(result: dict[str, Any]) -> Optional[float]:
     """The rate compared: closed-loop throughput, or for a load.rate=max search the highest
     rate that held the latency bound."""
@@ -210,8 +225,7 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     # is 3.7 in log terms, far past 3 x 38% of noise, where |ratio - 1| (0.975) was not.
     if abs(ratio - 1.0) <= threshold or abs(math.log(ratio)) <= sigma * noise:
         return ratio, noise, "same"
-    hint = " (ran beside other jobs of its sweep: their timings interfere)" if _concurrent(old) or _concurrent(new) else ""
-    return ratio, noise, ("faster" if ratio > 1 else "slower") + hint
+    return ratio, noise, ("faster" if ratio > 1 else "slower") + _beside(old, new)
 
 
 def _by_identity(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -110,6 +110,9 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
             "launcher_cpus": os.environ.get("RUNNER_LAUNCHER_CPUS"),
             # Set when the sweep's launcher runs several jobs at a time: timings interfere.
             "concurrent_jobs": int(os.environ.get("RUNNER_CONCURRENT_JOBS", "1")),
+            # Set by the runner launcher with hydra.launcher.devices: jobs at a time, one per
+            # device, each with its own share of the cores (the host's memory and PCIe shared).
+            "parallel_devices": int(os.environ.get("RUNNER_PARALLEL_DEVICES", "1")),
             # Where the job's wall time went: startup (the process until the job began), env,
             # build, capture, measure, finish (summary, files); see figures.measure_phases_s.
             "phases_s": {},

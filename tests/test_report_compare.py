@@ -133,6 +133,12 @@ def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
     new["figures"]["throughput_cv"] = new["figures"]["throughput_cv_all_repeats"] = 0.05
     new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * 1.5
     assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "faster"
+    # A run beside jobs on the host's other GPUs, against one that was not: the verdict says so.
+    new["job"]["parallel_devices"] = 2
+    assert compare.judge(old, new, threshold=0.05, sigma=3)[2].startswith(
+        "faster (new ran beside jobs on the host's other GPUs (hydra.launcher.devices)")
+    old["job"]["parallel_devices"] = 2
+    assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "faster"
     # Very noisy runs (38% combined) still see a 40x change either way: the noise bounds log(ratio).
     for figures in (old["figures"], new["figures"]):
         figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = 0.27

@@ -451,6 +451,7 @@ def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
         # imported torch before the job's share was known).
         cpus = r["job"]["launcher_cpus"].split(",")
         assert r["env"]["torch_threads"] == len(cpus)
+        assert r["job"]["parallel_devices"] == 2  # on record: the other device's jobs ran beside it
     for device in ("fake0", "fake1"):
         mine = sorted((a, b) for d, a, b in spans if d == device)
         assert all(b1 <= a2 for (_, b1), (a2, _) in zip(mine, mine[1:], strict=False))

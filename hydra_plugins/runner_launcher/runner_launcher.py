@@ -313,8 +313,11 @@ class RunnerLauncher(Launcher):
 
         return cloudpickle.dumps((self.hydra_context, self.task_function, job.config, Singleton.get_state(), sys.argv))
 
-    def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool) -> None:
+    def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool,
+               devices: int = 1) -> None:
         env = {"RUNNER_LAUNCHER_START": "forked" if self.context is not None else "fresh interpreter"}
+        # Jobs on the other devices share this host with it (its memory, caches, PCIe): on record.
+        env["RUNNER_PARALLEL_DEVICES"] = str(devices)
         # Started in the background (SIGINT ignored): so are its jobs. Always set: a value the
         # launcher inherited must not decide.
         env["RUNNER_SIGINT_IGNORED"] = "1" if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else "0"
@@ -527,7 +530,7 @@ class RunnerLauncher(Launcher):
                     device = f" on device {slot}" if slot is not None else ""
                     print(f"[runner] job {started}/{total} started: #{job.idx} {label}{device}", flush=True)
                     with _ctrl_c_deferred():  # a job half sent would die with a traceback, or be lost
-                        self._start(job, slot, share_of[slot], quiet=parallel)
+                        self._start(job, slot, share_of[slot], quiet=parallel, devices=min(len(slots), total))
                         assert job.process is not None
                         running[job.process.pid] = job
                 job = _wait_any(running)
