@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import json
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class Row:
     cv_all: Optional[float] = None  # the cv over all of them
     gpu: str = ""  # the device id the launcher gave the job (hydra.launcher.devices), else the GPU's UUID, cut
     gpu_uuid: str = ""  # the GPU that ran it
+    host_us: Optional[float] = None  # the host canary's median over the passes its figures use (the host's speed)
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -166,10 +168,19 @@ def collect(paths: list[Path]) -> list[Row]:
                 # The launcher's device id; without one (Slurm, a plain run) the GPU's UUID, cut.
                 gpu=str(job.get("launcher_device") or str(gpu.get("uuid") or "")[:8]),
                 gpu_uuid=str(gpu.get("uuid") or ""),
+                host_us=_host_us(f),
             )
         )
     mark_best(rows)
     return rows
+
+
+def _host_us(figures: dict[str, Any]) -> Optional[float]:
+    """The canary (a fixed piece of Python timed before every throughput pass) over the passes
+    the job's figures use: after a step in the host's speed, those after it."""
+    canary = figures.get("host_canary_us_repeats") or []
+    steady = canary[int(figures.get("throughput_steady_from_repeat") or 1) - 1:]
+    return statistics.median(steady) if steady else None
 
 
 def mark_best(rows: list[Row]) -> Optional[Row]:
@@ -416,10 +427,37 @@ def gpu_notes(rows: list[Row]) -> list[str]:
             "also differ by their GPU and their share of the host's cores: compare them within their noise"]
 
 
+# A job whose host canary read this many times the sweep's fastest ran on a slower host. On the
+# H200 VM the canary sits near 111 us or near 170-200 us, a job at a time: a host-bound config
+# (streams=8 graphs of the mlp) read 74k requests/s in the slow state and 117k in the fast one.
+HOST_SLOWER = 1.25
+
+
+def host_notes(rows: list[Row]) -> list[str]:
+    """Jobs that ran while the host's Python was clearly slower than in the sweep's fastest
+    job: a config bound by the host reads lower there whatever its settings, with no step
+    inside the job (and so no cv) to show it."""
+    timed = [r for r in rows if r.status == "ok" and r.host_us]
+    if len(timed) < 2:
+        return []
+    fastest = min(r.host_us for r in timed)  # type: ignore[type-var]
+    slow = [r for r in timed if r.host_us > HOST_SLOWER * fastest]  # type: ignore[operator]
+    if not slow:
+        return []
+    ratios = [r.host_us / fastest for r in slow]  # type: ignore[operator]
+    spread = f"{min(ratios):.1f}x" if round(min(ratios), 1) == round(max(ratios), 1) else f"{min(ratios):.1f}-{max(ratios):.1f}x"
+    canaries = ", ".join(f"#{r.job} {r.host_us:.0f}" for r in slow)
+    return [f"sweep: job{'s' * (len(slow) > 1)} {', '.join('#' + r.job for r in slow)} ran while the host's Python was "
+            f"{spread} slower than in its fastest job (the canary timed before every pass, in us: {canaries}; "
+            f"fastest {fastest:.0f}). A config bound by the host (eager, or a small model in graphs at many streams) "
+            "reads that much lower there whatever its settings: rerun such a job before ranking it against the others"]
+
+
 def sweep_notes(rows: list[Row]) -> list[str]:
     """What the table's reader must know beside it: jobs that ran the same settings, jobs
-    whose figures left passes out, and the GPUs of a sweep spread over several."""
-    return collapse_notes(rows) + step_notes(rows) + gpu_notes(rows)
+    whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
+    spread over several."""
+    return collapse_notes(rows) + step_notes(rows) + host_notes(rows) + gpu_notes(rows)
 
 
 def failures(rows: list[Row]) -> list[Row]:

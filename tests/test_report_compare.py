@@ -353,6 +353,37 @@ def test_a_job_whose_figures_start_after_a_step_is_named_beside_the_table(sweep_
     assert note in markdown(rows)
 
 
+def test_jobs_that_ran_on_a_slower_host_are_named_beside_the_table(sweep_dir, tmp_path):
+    """On the H200 VM the host canary sat near 111 us or near 170-200 us, a job at a time, and
+    the mlp's streams=8 graphs read 74k requests/s in the slow state against 117k in the fast
+    one, each with a cv under 1%: nothing in the row showed it. Now a note names such jobs."""
+    from runner.report import collect, host_notes, markdown, sweep_notes
+
+    def job(num: int, canary_us: list[float], steady_from: int = 1) -> dict:
+        result = _result(sweep_dir, num % 2)
+        result["job"]["num"] = num
+        f = result["figures"]
+        f["host_canary_us_repeats"] = canary_us
+        f["throughput_requests_per_s_repeats"] = [100.0] * len(canary_us)
+        f["throughput_steady_from_repeat"] = steady_from
+        return result
+
+    rows = collect([_write(tmp_path / "0", job(0, [111.0, 112.0, 110.0])),
+                    _write(tmp_path / "1", job(1, [196.0, 195.0, 194.0])),
+                    # fast for its first passes, slow for the ones its figures use
+                    _write(tmp_path / "2", job(2, [110.0, 111.0, 205.0, 206.0], steady_from=3)),
+                    _write(tmp_path / "3", job(3, [120.0, 121.0, 119.0]))])  # within the fast state's spread
+    assert [r.host_us for r in rows] == [111.0, 195.0, 205.5, 120.0]
+    [note] = host_notes(rows)
+    assert note.startswith("sweep: jobs #1, #2 ran while the host's Python was 1.8-1.9x slower than in its fastest "
+                           "job (the canary timed before every pass, in us: #1 195, #2 206; fastest 111)")
+    assert note in sweep_notes(rows) and note in markdown(rows)
+    # Every job in one state, or a job without a canary (older results): nothing to say.
+    assert host_notes([rows[0], rows[3]]) == []
+    rows[1].host_us = rows[2].host_us = None
+    assert host_notes(rows) == []
+
+
 def test_configs_that_all_moved_together_get_a_note(sweep_dir, tmp_path, capsys):
     """Two identical CPU sweeps a minute apart: every config 0.75-0.81x. The verdicts stand,
     and a note says that a change of the machine's speed moves every config alike."""
