@@ -329,6 +329,7 @@ def test_a_sweep_over_every_gpu_runs_one_job_per_gpu_at_a_time(tmp_path):
     for r in results:
         assert r["env"]["gpu"]["uuid"] == uuid_of[r["job"]["launcher_device"]]
         assert r["env"]["cuda_visible_devices"] == r["job"]["launcher_device"]
+        assert r["job"]["parallel_devices"] == gpus  # on record: the other GPUs' jobs ran beside it
     cores = {r["job"]["launcher_device"]: set(r["job"]["launcher_cpus"].split(",")) for r in results}
     assert all(a.isdisjoint(b) for d, a in cores.items() for e, b in cores.items() if d != e)
     for device in uuid_of:
