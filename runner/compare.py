@@ -395,9 +395,13 @@ def render(matches: list[Match]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runner.compare", description="Compare two sets of results.")
-    parser.add_argument("old", type=Path)
-    parser.add_argument("new", type=Path)
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.compare", description="Compare two sets of results, config by config, each run's noise "
+        "taken into account; exits 1 on a regression (usable as a CI gate).")
+    where = ("a result.json, a run folder or a sweep folder; a folder holding several runs of a config (several sweeps) "
+             "pools them: their median, with the spread between them as noise")
+    parser.add_argument("old", type=Path, help=where)
+    parser.add_argument("new", type=Path, help="the same, for the runs to judge")
     parser.add_argument("--threshold", type=float, default=0.05, help="smallest relative change that counts (default 0.05)")
     parser.add_argument("--sigma", type=float, default=3.0, help="a change must also exceed this many times the runs' combined noise (default 3)")
     args = parser.parse_args(argv)
