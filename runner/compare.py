@@ -10,9 +10,12 @@ is flagged, not compared. Per match: ratio = NEW / OLD requests/s. A change coun
 coefficients of variation across repeats, added in quadrature, against |ln ratio|: a halving
 and a doubling are as far from 1); otherwise the verdict is "same".
 Several runs of one config on a side (OLD or NEW a folder holding several sweeps of it) are
-pooled: that side's rate is the median of its runs, and its noise is at least the spread of
-their rates (stdev / mean), which a single run's passes cannot show. A side with one run is
-taken to vary between runs as much as the other side's runs did.
+pooled: that side's rate is the median of its runs. OLD's runs say how much one run varies
+between runs, which a run's own passes cannot show; that spread (stdev / mean, or from the
+median absolute deviation for 5 runs or more) joins the noise of both sides (as the median's
+error, 1.25 spread / sqrt(runs), for a pooled side). NEW's own spread never widens the gate,
+and each NEW run is also judged alone: one slower run is a regression, never averaged away;
+so is one NEW run that failed, measured nothing, or ran other settings than the rest.
 A load.rate=max search is compared on its highest rate under the bound; single-stream and
 fixed-rate jobs are not compared, and say why. Exits 1 when any config got slower by such a
 change, stopped ending ok, ran differently, or is missing from NEW, or when nothing was
@@ -26,7 +29,7 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -68,6 +71,8 @@ def identity(result: dict[str, Any]) -> str:
         "sizes": model.get("sizes"),
         "copies_in_graph": (config.get("capture") or {}).get("copies_in_graph"),
         "staging": config.get("staging"),
+        # device=cpu against a GPU (auto, cuda, cuda:N) is another experiment, not a rerun.
+        "device": "cpu" if str(config.get("device") or "auto") == "cpu" else "gpu",
         **{k: config.get(k) for k in _ASKED},
     }
     return json.dumps(key, sort_keys=True, default=str)
@@ -80,6 +85,15 @@ def _what_ran(result: dict[str, Any]) -> Optional[dict[str, Any]]:
     ran = dict(effective)
     ran["device"] = str(ran.get("device", "")).split(":")[0]  # cuda:0 and cuda:1 are alike
     return ran
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The settings two runs ran differently, among those both recorded (an older result may
+    lack a later key); "what ran" when one of them recorded none."""
+    before, after = _what_ran(a), _what_ran(b)
+    if before is None or after is None:
+        return [] if before is after else ["what ran: not recorded"]
+    return sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
 
 
 def label(result: dict[str, Any]) -> str:
@@ -121,22 +135,26 @@ def labels(keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, str
     return out
 
 
+def _count(result: dict[str, Any], key: str) -> Optional[int]:
+    """A job count the result recorded (job.concurrent_jobs, job.parallel_devices); None when
+    it did not (an older result)."""
+    value = (result.get("job") or {}).get(key)
+    return int(value) if isinstance(value, (int, float)) else None
+
+
 def _concurrent(result: dict[str, Any]) -> bool:
-    return int((result.get("job") or {}).get("concurrent_jobs") or 1) > 1
-
-
-def _parallel(result: dict[str, Any]) -> bool:
-    return int((result.get("job") or {}).get("parallel_devices") or 1) > 1
+    return (_count(result, "concurrent_jobs") or 1) > 1
 
 
 def _beside(old: dict[str, Any], new: dict[str, Any]) -> str:
     """What ran beside either run, for a faster or slower verdict."""
     if _concurrent(old) or _concurrent(new):
         return " (ran beside other jobs of its sweep: their timings interfere)"
-    if _parallel(old) != _parallel(new):
-        side = "old" if _parallel(old) else "new"
-        return (f" ({side} ran beside jobs on the host's other GPUs (hydra.launcher.devices): they share its memory "
-                "and PCIe; the other did not)")
+    spread_over = [_count(r, "parallel_devices") for r in (old, new)]
+    if None not in spread_over and (spread_over[0] > 1) != (spread_over[1] > 1):  # type: ignore[operator]
+        side = "old" if spread_over[0] > 1 else "new"  # type: ignore[operator]
+        return (f" ({side}'s sweep ran jobs on several GPUs of its host at once (hydra.launcher.devices): they share "
+                "its memory and PCIe; the other's did not)")
     return ""
 
 
@@ -192,18 +210,17 @@ def _cv(result: dict[str, Any]) -> float:
 
 
 def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: float,
-          spread: tuple[float, float] = (0.0, 0.0)) -> tuple[Optional[float], Optional[float], str]:
-    """The verdict on one config; `spread` is each side's spread between runs (0: unknown),
-    which a run's noise never falls below."""
+          floor: tuple[float, float] = (0.0, 0.0)) -> tuple[Optional[float], Optional[float], str]:
+    """The verdict on one config; `floor` is each side's least noise from the spread between
+    runs (0: unknown), which its own passes' cv may not show."""
     if new.get("status") != "ok" and old.get("status") != "ok":
         return None, None, f"both not ok ({old.get('status')}, {new.get('status')})"
     if new.get("status") != "ok":
         return None, None, f"new {new.get('status')}"
     if old.get("status") != "ok":
         return None, None, f"old {old.get('status')}"
-    before, after = _what_ran(old), _what_ran(new)
-    if before != after:
-        changed = sorted(k for k in (before or {}) if (before or {}).get(k) != (after or {}).get(k))
+    changed = differences(old, new)
+    if changed:
         return None, None, f"ran differently ({', '.join(changed)})"
     a, b = _rps(old), _rps(new)
     if _no_point(new):  # a gate must not pass on a search that measured nothing
@@ -220,7 +237,7 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     if not a or not b or a <= 0 or b <= 0:
         return None, None, _not_comparable(new, "new") or _not_comparable(old, "old") or "no throughput"
     ratio = b / a
-    noise = math.hypot(max(_cv(old), spread[0]), max(_cv(new), spread[1]))
+    noise = math.hypot(max(_cv(old), floor[0]), max(_cv(new), floor[1]))
     # The noise is relative, so it bounds the ratio's logarithm: a 40x slowdown (ratio 0.025)
     # is 3.7 in log terms, far past 3 x 38% of noise, where |ratio - 1| (0.975) was not.
     if abs(ratio - 1.0) <= threshold or abs(math.log(ratio)) <= sigma * noise:
@@ -237,47 +254,96 @@ def _by_identity(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 @dataclass
 class Pooled:
-    result: dict[str, Any]  # the run the verdict reads (its rate the runs' median when pooled)
-    runs: int  # the runs pooled into it
-    spread: Optional[float] = None  # stdev / mean of the pooled runs' rates; None for one run
+    result: dict[str, Any]  # what the verdict reads: pooled, the median rate, canary and the largest cv
+    runs: int  # the runs behind it
+    spread: Optional[float] = None  # one run's relative spread between the runs; None: one run
+    members: list[dict[str, Any]] = field(default_factory=list)  # the runs pooled (new: each judged alone too)
     mixed: str = ""  # new's runs ran different settings among themselves: which
 
 
-def pool(results: list[dict[str, Any]], side: str) -> Pooled:
-    """One side's runs of one config as one: the median of their rates, with their spread.
-    In new, a run that did not end ok is what the verdict reads, and runs that ran different
-    settings among themselves are flagged (a gate must not average a failure away). In old,
-    the ok runs that ran like its last ok one are pooled. Load searches and runs without a
-    throughput are not pooled: the last ok run is read, with a warning."""
-    if len(results) == 1:
-        return Pooled(results[0], 1)
-    ok = [r for r in results if r.get("status") == "ok"]
-    if side == "new" and len(ok) < len(results):
-        return Pooled(next(r for r in results if r.get("status") != "ok"), len(results))
-    if not ok:
-        return Pooled(results[-1], len(results))
-    last = ok[-1]
-    ran = _what_ran(last) or {}
-    apart = [r for r in ok if _what_ran(r) != _what_ran(last)]
-    if apart and side == "new":
-        other = _what_ran(apart[0]) or {}
-        return Pooled(last, len(results), mixed=", ".join(sorted(k for k in {*ran, *other} if ran.get(k) != other.get(k))))
-    alike = [r for r in ok if r not in apart]
-    rates = [(r.get("figures") or {}).get("throughput_requests_per_s") for r in alike]
-    if any(not rate or rate <= 0 for rate in rates):
-        print(f"warning: {side}: {len(results)} results for {label(last)}, not pooled (a rate search, or a run "
-              "without a throughput); comparing the last ok one", file=sys.stderr)
-        return Pooled(last, 1)
-    if len(alike) < 2:
-        return Pooled(last, 1)
-    median = statistics.median(rates)
-    result = {**last, "figures": {**(last.get("figures") or {}), "throughput_requests_per_s": median}}
-    return Pooled(result, len(alike), statistics.stdev(rates) / statistics.fmean(rates))
+def between_runs(rates: list[float]) -> float:
+    """How far one run's rate strays between runs, relative: stdev / mean; from 5 runs on, the
+    median absolute deviation (scaled to a normal's sigma) / median, so that one stray run does
+    not widen the gate for every other."""
+    if len(rates) >= 5:
+        middle = statistics.median(rates)
+        return 1.4826 * statistics.median(abs(r - middle) for r in rates) / middle
+    return statistics.stdev(rates) / statistics.fmean(rates)
+
+
+def _unmeasured(result: dict[str, Any]) -> bool:
+    """A run with no rate to pool: not ok, a search that measured nothing or held no rate, or
+    no throughput at all."""
+    rate = _rps(result)
+    return result.get("status") != "ok" or _no_point(result) or _none_held(result) or not rate or rate <= 0
+
+
+def _as_one(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last run, carrying the runs' median rate and canary, their largest cv, and whether
+    any of them ran beside other jobs."""
+    last = runs[-1]
+    figures = dict(last.get("figures") or {})
+    key = "throughput_requests_per_s" if figures.get("throughput_requests_per_s") else "server_max_rate"
+    figures[key] = statistics.median(_rps(r) for r in runs)  # type: ignore[type-var]
+    canaries = [_canary_us(r) for r in runs]
+    figures["host_canary_us_repeats"] = [statistics.median(canaries)] if None not in canaries else []  # type: ignore[type-var]
+    figures["throughput_steady_from_repeat"] = 1
+    figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = max(_cv(r) for r in runs)
+    job = dict(last.get("job") or {})
+    for name in ("concurrent_jobs", "parallel_devices"):
+        counts = [_count(r, name) for r in runs]
+        job[name] = None if None in counts else max(counts)  # type: ignore[type-var]
+    return {**last, "figures": figures, "job": job}
+
+
+def pool(results: list[dict[str, Any]], side: str, prefer: Optional[dict[str, Any]] = None) -> Pooled:
+    """One side's runs of one config as one. In new, a run that failed, measured nothing or
+    ran other settings than the rest decides the row (a gate must not average it away). In
+    old, the measured runs that ran like `prefer` (new's run), else like old's last, are
+    pooled, and the others are left out with a warning. Single-stream and fixed-rate runs are
+    never compared: the last is read."""
+    last = results[-1]
+    if len(results) == 1 or any(_not_comparable(r, side) and not _none_held(r) for r in results):
+        return Pooled(last, len(results))
+    if side == "new":
+        bad = next((r for r in results if _unmeasured(r)), None)
+        if bad is not None:
+            return Pooled(bad, len(results))
+        apart = next((r for r in results if differences(r, last)), None)
+        if apart is not None:
+            return Pooled(last, len(results), mixed=", ".join(differences(apart, last)))
+        measured = results
+    else:
+        good = [r for r in results if not _unmeasured(r)]
+        if not good:
+            return Pooled(last, len(results))
+        like = prefer if prefer is not None and any(not differences(r, prefer) for r in good) else good[-1]
+        measured = [r for r in good if not differences(r, like)]
+        if len(measured) < len(results):
+            print(f"warning: old: {len(results) - len(measured)} of {len(results)} runs of {label(last)} left out "
+                  "(not ok, nothing measured, or other settings ran)", file=sys.stderr)
+    if len(measured) == 1:
+        return Pooled(measured[0], 1, members=measured)
+    rates = [_rps(r) for r in measured]
+    return Pooled(_as_one(measured), len(measured), between_runs(rates), members=measured)  # type: ignore[arg-type]
+
+
+def _floors(old: Pooled, new: Pooled) -> tuple[float, float]:
+    """Each side's least noise from old's spread between runs: the error of a median of n runs
+    (1.25 spread / sqrt(n)), or the whole spread for one run. None without several old runs:
+    new's own spread never widens the gate."""
+    if old.spread is None:
+        return 0.0, 0.0
+
+    def of(p: Pooled) -> float:
+        return old.spread * (1.25 / math.sqrt(p.runs) if p.runs > 1 else 1.0)  # type: ignore[operator]
+
+    return of(old), of(new)
 
 
 def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: float, sigma: float) -> list[Match]:
-    old_by = {k: pool(v, "old") for k, v in _by_identity(old).items()}
-    new_by = {k: pool(v, "new") for k, v in _by_identity(new).items()}
+    old_runs, new_by = _by_identity(old), {k: pool(v, "new") for k, v in _by_identity(new).items()}
+    old_by = {k: pool(v, "old", prefer=new_by[k].result if k in new_by else None) for k, v in old_runs.items()}
     matches = []
     keys = list(dict.fromkeys([*old_by, *new_by]))
     names = labels(keys, {k: (new_by.get(k) or old_by[k]).result for k in keys})
@@ -291,11 +357,17 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
         elif b.mixed:
             m.verdict = f"new runs ran differently among themselves ({b.mixed})"
         else:
-            # A side of one run is taken to vary between runs as much as the other side's runs.
-            known = [p.spread for p in (a, b) if p.spread is not None]
-            fill = max(known) if known else 0.0
-            spread = (fill if a.spread is None else a.spread, fill if b.spread is None else b.spread)
-            m.ratio, m.noise, m.verdict = judge(a.result, b.result, threshold, sigma, spread)
+            floor = _floors(a, b)
+            m.ratio, m.noise, m.verdict = judge(a.result, b.result, threshold, sigma, floor)
+            if b.runs > 1 and m.ratio is not None and not m.verdict.startswith("slower"):
+                # Each new run alone, against old as pooled: one run that got slower is not averaged away.
+                alone = (floor[0], a.spread or 0.0)  # a single run strays by old's whole spread
+                slower = [(r, judge(a.result, r, threshold, sigma, alone)) for r in b.members]
+                slower = [(r, v) for r, v in slower if v[2].startswith("slower")]
+                if slower:
+                    worst = min(v[0] for _, v in slower)  # type: ignore[type-var]
+                    m.verdict = (f"slower in {len(slower)} of {b.runs} new runs (the slowest at {worst:.3f}, the "
+                                 f"median at {m.ratio:.3f})")
         matches.append(m)
     return matches
 
@@ -305,9 +377,10 @@ def pooled_note(matches: list[Match]) -> Optional[str]:
     pooled = [m for m in matches if max(m.runs) > 1]
     if not pooled:
         return None
-    return (f"note: {len(pooled)} config(s) have several runs on a side (the runs column, old+new): each side's rate "
-            "is the median of its runs, and the noise column includes the spread between them (a side of one run is "
-            "taken to vary as much)")
+    return (f"note: {len(pooled)} config(s) have several runs on a side (the runs column, old+new): a side's rate is "
+            "the median of its runs; old's spread between runs joins the noise of both sides, new's never widens it; "
+            "each new run is also judged alone, and one that failed, measured nothing or ran other settings "
+            "decides its row")
 
 
 # Configs whose ratios all lie within this factor of each other moved together.

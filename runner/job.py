@@ -109,15 +109,24 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
             "launcher_device": os.environ.get("RUNNER_LAUNCHER_DEVICE"),
             "launcher_cpus": os.environ.get("RUNNER_LAUNCHER_CPUS"),
             # Set when the sweep's launcher runs several jobs at a time: timings interfere.
-            "concurrent_jobs": int(os.environ.get("RUNNER_CONCURRENT_JOBS", "1")),
-            # Set by the runner launcher with hydra.launcher.devices: jobs at a time, one per
-            # device, each with its own share of the cores (the host's memory and PCIe shared).
-            "parallel_devices": int(os.environ.get("RUNNER_PARALLEL_DEVICES", "1")),
+            "concurrent_jobs": _env_count("RUNNER_CONCURRENT_JOBS"),
+            # Set by the runner launcher: the devices its sweep ran jobs on at once (with
+            # hydra.launcher.devices; one job per device, each with its own share of the cores,
+            # the host's memory and PCIe shared). At most that many of its jobs ran at a time.
+            "parallel_devices": _env_count("RUNNER_PARALLEL_DEVICES"),
             # Where the job's wall time went: startup (the process until the job began), env,
             # build, capture, measure, finish (summary, files); see figures.measure_phases_s.
             "phases_s": {},
         },
     }
+
+
+def _env_count(name: str) -> int:
+    """A job count a launcher left in the environment; 1 when unset or not a positive number."""
+    try:
+        return max(1, int(os.environ.get(name, "1")))
+    except ValueError:
+        return 1
 
 
 def _memory_figures(lanes: Lanes) -> dict[str, Any]:

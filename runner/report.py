@@ -436,21 +436,31 @@ HOST_SLOWER = 1.25
 def host_notes(rows: list[Row]) -> list[str]:
     """Jobs that ran while the host's Python was clearly slower than in the sweep's fastest
     job: a config bound by the host reads lower there whatever its settings, with no step
-    inside the job (and so no cv) to show it."""
-    timed = [r for r in rows if r.status == "ok" and r.host_us]
-    if len(timed) < 2:
-        return []
-    fastest = min(r.host_us for r in timed)  # type: ignore[type-var]
-    slow = [r for r in timed if r.host_us > HOST_SLOWER * fastest]  # type: ignore[operator]
-    if not slow:
-        return []
-    ratios = [r.host_us / fastest for r in slow]  # type: ignore[operator]
-    spread = f"{min(ratios):.1f}x" if round(min(ratios), 1) == round(max(ratios), 1) else f"{min(ratios):.1f}-{max(ratios):.1f}x"
-    canaries = ", ".join(f"#{r.job} {r.host_us:.0f}" for r in slow)
-    return [f"sweep: job{'s' * (len(slow) > 1)} {', '.join('#' + r.job for r in slow)} ran while the host's Python was "
-            f"{spread} slower than in its fastest job (the canary timed before every pass, in us: {canaries}; "
-            f"fastest {fastest:.0f}). A config bound by the host (eager, or a small model in graphs at many streams) "
-            "reads that much lower there whatever its settings: rerun such a job before ranking it against the others"]
+    inside the job (and so no cv) to show it. A sweep spread over several devices is judged
+    per device: each device's jobs ran on their own share of the cores."""
+    spread = len(gpus_used(rows)) > 1
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.status == "ok" and row.host_us:
+            groups.setdefault(row.gpu if spread else "", []).append(row)
+    notes = []
+    for gpu, timed in groups.items():
+        if len(timed) < 2:
+            continue
+        fastest = min(r.host_us for r in timed)  # type: ignore[type-var]
+        slow = [r for r in timed if r.host_us > HOST_SLOWER * fastest]  # type: ignore[operator]
+        if not slow:
+            continue
+        ratios = [r.host_us / fastest for r in slow]  # type: ignore[operator]
+        by = f"{min(ratios):.1f}x" if round(min(ratios), 1) == round(max(ratios), 1) else f"{min(ratios):.1f}-{max(ratios):.1f}x"
+        canaries = ", ".join(f"#{r.job} {r.host_us:.0f}" for r in slow)
+        among = f"of gpu {gpu}'s jobs" if gpu else "job"
+        notes.append(f"sweep: job{'s' * (len(slow) > 1)} {', '.join('#' + r.job for r in slow)} ran while the host's "
+                     f"Python was {by} slower than in its fastest {among} (the canary timed before every pass, in us: "
+                     f"{canaries}; fastest {fastest:.0f}). A config bound by the host (eager, or a small model in graphs "
+                     "at many streams) reads that much lower there whatever its settings: rerun such a job before "
+                     "ranking it against the others")
+    return notes
 
 
 def sweep_notes(rows: list[Row]) -> list[str]:

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -136,8 +137,10 @@ def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
     # A run beside jobs on the host's other GPUs, against one that was not: the verdict says so.
     new["job"]["parallel_devices"] = 2
     assert compare.judge(old, new, threshold=0.05, sigma=3)[2].startswith(
-        "faster (new ran beside jobs on the host's other GPUs (hydra.launcher.devices)")
+        "faster (new's sweep ran jobs on several GPUs of its host at once (hydra.launcher.devices)")
     old["job"]["parallel_devices"] = 2
+    assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "faster"
+    del old["job"]["parallel_devices"]  # an older result: not known, so nothing said
     assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "faster"
     # Very noisy runs (38% combined) still see a 40x change either way: the noise bounds log(ratio).
     for figures in (old["figures"], new["figures"]):
@@ -161,45 +164,113 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
     assert m.runs == (2, 1) and m.verdict == "same"
 
 
-def test_compare_pools_several_runs_of_a_config_and_counts_their_spread_as_noise(sweep_dir, tmp_path, capsys):
-    """The passes of one run can agree closely while two runs of it land far apart (a host whose
-    speed changes between runs, a rate with two levels). Given several runs on a side,
-    compare reads their median and their spread, and the single run on the other side is taken
-    to vary as much: a drop the runs' own spread covers is `same`; one far past it is not."""
-    base = _result(sweep_dir, 0)
-
-    def run(rate: float, status: str = "ok") -> dict:
+def _runs_of(base: dict):
+    def run(rate: float, status: str = "ok", cv: float = 0.01, canary_us: float = 110.0) -> dict:
         r = copy.deepcopy(base)
         r["status"] = status
         r["figures"]["throughput_requests_per_s"] = rate
-        r["figures"]["throughput_cv"] = r["figures"]["throughput_cv_all_repeats"] = 0.01
+        r["figures"]["throughput_cv"] = r["figures"]["throughput_cv_all_repeats"] = cv
+        r["figures"]["host_canary_us_repeats"] = [canary_us] * 3
+        r["figures"]["throughput_steady_from_repeat"] = 1
         return r
+    return run
 
+
+def test_compare_pools_several_runs_of_a_config_and_counts_old_spread_as_noise(sweep_dir, tmp_path, capsys):
+    """The passes of one run can agree closely while two runs of it land far apart (a host whose
+    speed changes between runs, a rate with two levels). Given several old runs, compare reads
+    their median and their spread; a single new run is taken to stray as far. A drop within
+    that spread is `same`; one past it is not."""
+    run = _runs_of(_result(sweep_dir, 0))
     olds = [run(100.0), run(120.0), run(80.0)]
     # One old run alone (the last, 80/s) against 70/s: a 12% drop over 1.4% of noise, "slower".
     assert compare.compare(olds[-1:], [run(70.0)], 0.05, 3)[0].verdict == "slower"
     [m] = compare.compare(olds, [run(70.0)], 0.05, 3)
     assert m.runs == (3, 1) and m.ratio == pytest.approx(0.7)  # against the median, 100/s
-    assert m.noise == pytest.approx(math.hypot(0.2, 0.2))  # the old runs' spread, on both sides
+    # Old's median is known to 1.25 x 20% / sqrt(3); the one new run strays by old's whole 20%.
+    assert m.noise == pytest.approx(math.hypot(1.25 * 0.2 / math.sqrt(3), 0.2))
     assert m.verdict == "same"
-    assert compare.compare(olds, [run(25.0)], 0.05, 3)[0].verdict == "slower"  # far past the spread
-    # Runs on both sides: each side's own spread; runs that agree keep the noise small.
+    assert compare.compare(olds, [run(45.0)], 0.05, 3)[0].verdict == "slower"  # past 3 x that noise
+    # Runs on both sides that agree keep the noise small.
     [m] = compare.compare([run(100.0), run(101.0)], [run(80.0), run(81.0)], 0.05, 3)
     assert m.runs == (2, 2) and m.verdict == "slower" and m.noise < 0.02
-    # In new, one failed run among ok ones is what the gate reads; so are runs that ran apart.
-    [m] = compare.compare(olds, [run(100.0), run(100.0, "failed")], 0.05, 3)
-    assert m.verdict == "new failed" and compare.is_regression(m)
-    fallback = run(100.0)
-    fallback["effective"]["graph"] = not fallback["effective"]["graph"]
-    [m] = compare.compare(olds, [fallback, run(100.0)], 0.05, 3)
-    assert m.verdict == "new runs ran differently among themselves (graph)" and compare.is_regression(m)
-    # In old, a failed run is left out of the pool.
+    # One stray run among many old ones does not blind the gate (median absolute deviation).
+    [m] = compare.compare([run(100.0)] * 9 + [run(70.0)], [run(80.0)], 0.05, 3)
+    assert m.runs == (10, 1) and m.verdict == "slower"
+    # In old, a failed run is left out of the pool, with a warning.
     assert compare.compare([*olds, run(1.0, "failed")], [run(100.0)], 0.05, 3)[0].runs == (3, 1)
+    assert "1 of 4 runs of" in capsys.readouterr().err
+    # The host column reads the pooled runs' median canary, not the last run's.
+    [m] = compare.compare([run(100.0), run(100.0), run(60.0, canary_us=200.0)], [run(98.0)], 0.05, 3)
+    assert compare.host_speed_ratio(m) == pytest.approx(1.0)
     # The console shows the runs per side and says how they were read.
     assert compare.main([str(_write_all(tmp_path / "old", olds)), str(_write(tmp_path / "new", run(70.0)))]) == 0
     out = capsys.readouterr().out
     assert "runs" in out.splitlines()[0] and " 3+1 " in out
     assert "note: 1 config(s) have several runs on a side" in out
+
+
+def test_the_gate_never_averages_a_worse_new_run_away(sweep_dir):
+    """new's own spread never widens the gate: runs that halved, one run that collapsed, one
+    that failed or ran other settings, each fails it (review of the first version, which let
+    new [50, 50, 100] against old 100 pass as noise)."""
+    run = _runs_of(_result(sweep_dir, 0))
+    [m] = compare.compare([run(100.0)], [run(50.0), run(50.0), run(100.0)], 0.05, 3)
+    assert m.verdict.startswith("slower") and compare.is_regression(m)
+    [m] = compare.compare([run(100.0)], [run(1.0), run(100.0), run(100.0)], 0.05, 3)
+    assert m.verdict.startswith("slower in 1 of 3 new runs (the slowest at 0.010") and compare.is_regression(m)
+    [m] = compare.compare([run(100.0), run(120.0), run(80.0)], [run(100.0), run(99.0)], 0.05, 3)
+    assert m.verdict == "same"  # each new run is within old's spread
+    [m] = compare.compare([run(100.0)], [run(100.0), run(100.0, "failed")], 0.05, 3)
+    assert m.verdict == "new failed" and compare.is_regression(m)
+    fallback = run(100.0)
+    fallback["effective"]["graph"] = not fallback["effective"]["graph"]
+    [m] = compare.compare([run(100.0)], [fallback, run(100.0)], 0.05, 3)
+    assert m.verdict == "new runs ran differently among themselves (graph)" and compare.is_regression(m)
+    # In old, the runs that ran like new's are pooled; the fallback is left out.
+    [m] = compare.compare([run(100.0), run(100.0), fallback], [run(100.0)], 0.05, 3)
+    assert m.verdict == "same" and m.runs == (2, 1)
+
+
+def test_pooled_rate_searches_read_every_run(sweep_dir):
+    """load.rate=max searches pool on their highest rate under the bound; in new, a search that
+    held no rate or measured nothing decides the row, whatever the order of the files."""
+    run = _runs_of(_result(sweep_dir, 0))
+
+    def search(rate: Optional[float], points: bool = True) -> dict:
+        r = run(1.0)
+        f = r["figures"]
+        f.pop("throughput_requests_per_s")
+        f["server_max_rate"] = rate
+        f["load"] = {"scenario": "server", "rate": "max", "p99_ms": 2.0,
+                     "runner": {"points": [{"rate": 1.0}] if points else []}}
+        return r
+
+    old = [search(1000.0)]
+    assert compare.compare(old, [search(None), search(1000.0)], 0.05, 3)[0].verdict.startswith("slower: no rate held")
+    assert compare.compare(old, [search(None, points=False), search(1000.0)], 0.05, 3)[0].verdict.startswith(
+        "new not measured")
+    a = compare.compare(old, [search(400.0), search(1000.0)], 0.05, 3)[0].verdict
+    b = compare.compare(old, [search(1000.0), search(400.0)], 0.05, 3)[0].verdict
+    assert a == b and a.startswith("slower")  # the median, 700/s, whichever file comes first
+    [m] = compare.compare([search(1000.0), search(1010.0)], [search(1005.0)], 0.05, 3)
+    assert m.runs == (2, 1) and m.verdict == "same" and m.ratio == pytest.approx(1.0)  # 1005 against the median, 1005
+
+
+def test_runs_of_other_devices_or_older_versions_are_not_called_apart(sweep_dir):
+    """A device=cpu,cuda sweep in one folder holds two configs, not two runs that ran apart; an
+    older result without a later key (staging) ran alike where both recorded."""
+    run = _runs_of(_result(sweep_dir, 0))
+    gpu = run(100.0)
+    gpu["config"]["device"] = "cuda"
+    gpu["effective"]["device"] = "cuda:0"
+    matches = compare.compare([run(100.0), gpu], [run(100.0), gpu], 0.05, 3)
+    assert [m.verdict for m in matches] == ["same", "same"] and all(m.runs == (1, 1) for m in matches)
+    older = run(100.0)
+    del older["effective"]["staging"]
+    assert compare.compare([older], [run(100.0)], 0.05, 3)[0].verdict == "same"
+    assert compare.compare([run(100.0), older], [run(100.0)], 0.05, 3)[0].runs == (2, 1)
+    assert compare.differences(older, run(100.0)) == []
 
 
 def _write_all(path: Path, results: list[dict]) -> Path:
@@ -378,6 +449,14 @@ def test_jobs_that_ran_on_a_slower_host_are_named_beside_the_table(sweep_dir, tm
     assert note.startswith("sweep: jobs #1, #2 ran while the host's Python was 1.8-1.9x slower than in its fastest "
                            "job (the canary timed before every pass, in us: #1 195, #2 206; fastest 111)")
     assert note in sweep_notes(rows) and note in markdown(rows)
+    # A sweep spread over two devices is judged per device (each ran on its own cores).
+    for row, gpu in zip(rows, ("0", "1", "0", "1"), strict=True):
+        row.gpu = gpu
+    assert [n.split(" (")[0] for n in host_notes(rows)] == [
+        "sweep: job #2 ran while the host's Python was 1.9x slower than in its fastest of gpu 0's jobs",
+        "sweep: job #1 ran while the host's Python was 1.6x slower than in its fastest of gpu 1's jobs"]
+    for row in rows:
+        row.gpu = ""
     # Every job in one state, or a job without a canary (older results): nothing to say.
     assert host_notes([rows[0], rows[3]]) == []
     rows[1].host_us = rows[2].host_us = None

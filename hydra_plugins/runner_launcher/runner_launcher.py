@@ -316,7 +316,8 @@ class RunnerLauncher(Launcher):
     def _start(self, job: _Job, slot: Optional[str], cpus: Optional[list[int]], quiet: bool,
                devices: int = 1) -> None:
         env = {"RUNNER_LAUNCHER_START": "forked" if self.context is not None else "fresh interpreter"}
-        # Jobs on the other devices share this host with it (its memory, caches, PCIe): on record.
+        # The devices this sweep runs jobs on at once: jobs on the others share the host with this
+        # one (its memory, caches, PCIe). On record; always set, so that nothing inherited decides.
         env["RUNNER_PARALLEL_DEVICES"] = str(devices)
         # Started in the background (SIGINT ignored): so are its jobs. Always set: a value the
         # launcher inherited must not decide.
