@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from runner.printer import rate_text
-from runner.record import RESULT_FILE, read_result
+from runner.record import RESULT_FILE, read_result, result_problem
 
 
 @dataclass
@@ -48,9 +48,31 @@ class Match:
     runs: tuple[int, int] = (1, 1)  # results pooled on each side (old, new)
 
 
-def load_results(path: Path) -> list[dict[str, Any]]:
+def load_results(path: Path, side: str = "") -> list[dict[str, Any]]:
+    """The results under `path`. A file that is not a readable result, or a copy of a result
+    already read (the same job: pid and start), is left out with a warning: a copy would count
+    twice in a pool."""
     files = [path] if path.is_file() else sorted(path.rglob(RESULT_FILE))
-    return [r for r in (read_result(f) for f in files) if r is not None]
+    results, seen = [], {}
+    for f in files:
+        result = read_result(f)
+        if result is None:
+            print(f"warning: {side or 'results'}: {f} left out: {result_problem(f) or 'not found'}", file=sys.stderr)
+            continue
+        key = run_key(result)
+        if key is not None and key in seen:
+            print(f"warning: {side or 'results'}: {f} left out: a copy of {seen[key]}", file=sys.stderr)
+            continue
+        if key is not None:
+            seen[key] = f
+        results.append(result)
+    return results
+
+
+def run_key(result: dict[str, Any]) -> Optional[tuple]:
+    """What tells one run from another: the process and the moment it started."""
+    job = result.get("job") or {}
+    return (job.get("pid"), job.get("started_unix")) if job.get("started_unix") is not None else None
 
 
 _ASKED = ("streams", "graph", "pinned", "dtype", "tf32", "compile", "load")
@@ -71,8 +93,8 @@ def identity(result: dict[str, Any]) -> str:
         "sizes": model.get("sizes"),
         "copies_in_graph": (config.get("capture") or {}).get("copies_in_graph"),
         "staging": config.get("staging"),
-        # device=cpu against a GPU (auto, cuda, cuda:N) is another experiment, not a rerun.
-        "device": "cpu" if str(config.get("device") or "auto") == "cpu" else "gpu",
+        # device=cpu against a GPU is another experiment, not a rerun; auto is what it chose.
+        "device": _device_type(result),
         **{k: config.get(k) for k in _ASKED},
     }
     return json.dumps(key, sort_keys=True, default=str)
@@ -85,6 +107,14 @@ def _what_ran(result: dict[str, Any]) -> Optional[dict[str, Any]]:
     ran = dict(effective)
     ran["device"] = str(ran.get("device", "")).split(":")[0]  # cuda:0 and cuda:1 are alike
     return ran
+
+
+def _device_type(result: dict[str, Any]) -> str:
+    """The device type asked for (cpu, cuda); for device=auto the one it chose."""
+    asked = str((result.get("config") or {}).get("device") or "auto")
+    if asked == "auto":
+        asked = str((result.get("effective") or {}).get("device") or (result.get("env") or {}).get("device") or "auto")
+    return asked.split(":")[0]
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -209,6 +239,11 @@ def _cv(result: dict[str, Any]) -> float:
     return float(max(figures.get("throughput_cv") or 0.0, figures.get("throughput_cv_all_repeats") or 0.0))
 
 
+def _reason(result: dict[str, Any], chars: int = 100) -> str:
+    reason = " ".join(str(result.get("reason") or "").split())
+    return f": {reason[:chars - 3]}..." if len(reason) > chars else (f": {reason}" if reason else "")
+
+
 def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: float,
           floor: tuple[float, float] = (0.0, 0.0)) -> tuple[Optional[float], Optional[float], str]:
     """The verdict on one config; `floor` is each side's least noise from the spread between
@@ -216,9 +251,9 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     if new.get("status") != "ok" and old.get("status") != "ok":
         return None, None, f"both not ok ({old.get('status')}, {new.get('status')})"
     if new.get("status") != "ok":
-        return None, None, f"new {new.get('status')}"
+        return None, None, f"new {new.get('status')}" + _reason(new)
     if old.get("status") != "ok":
-        return None, None, f"old {old.get('status')}"
+        return None, None, f"old {old.get('status')}" + _reason(old)
     changed = differences(old, new)
     if changed:
         return None, None, f"ran differently ({', '.join(changed)})"
@@ -254,7 +289,7 @@ def _by_identity(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 @dataclass
 class Pooled:
-    result: dict[str, Any]  # what the verdict reads: pooled, the median rate, canary and the largest cv
+    result: dict[str, Any]  # what the verdict reads: pooled, the runs' median rate, canary and cv
     runs: int  # the runs behind it
     spread: Optional[float] = None  # one run's relative spread between the runs; None: one run
     members: list[dict[str, Any]] = field(default_factory=list)  # the runs pooled (new: each judged alone too)
@@ -279,8 +314,8 @@ def _unmeasured(result: dict[str, Any]) -> bool:
 
 
 def _as_one(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The last run, carrying the runs' median rate and canary, their largest cv, and whether
-    any of them ran beside other jobs."""
+    """The last run, carrying the runs' median rate, canary and cv, and whether any of them ran
+    beside other jobs."""
     last = runs[-1]
     figures = dict(last.get("figures") or {})
     key = "throughput_requests_per_s" if figures.get("throughput_requests_per_s") else "server_max_rate"
@@ -288,7 +323,9 @@ def _as_one(runs: list[dict[str, Any]]) -> dict[str, Any]:
     canaries = [_canary_us(r) for r in runs]
     figures["host_canary_us_repeats"] = [statistics.median(canaries)] if None not in canaries else []  # type: ignore[type-var]
     figures["throughput_steady_from_repeat"] = 1
-    figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = max(_cv(r) for r in runs)
+    # The runs' typical own noise: one noisy run must not set it for all (their spread between
+    # runs, which holds each run's own noise too, is the floor under it).
+    figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = statistics.median(_cv(r) for r in runs)
     job = dict(last.get("job") or {})
     for name in ("concurrent_jobs", "parallel_devices"):
         counts = [_count(r, name) for r in runs]
@@ -346,7 +383,9 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
     old_by = {k: pool(v, "old", prefer=new_by[k].result if k in new_by else None) for k, v in old_runs.items()}
     matches = []
     keys = list(dict.fromkeys([*old_by, *new_by]))
-    names = labels(keys, {k: (new_by.get(k) or old_by[k]).result for k in keys})
+    # A label from a run that knows what it ran (a run that failed early may not).
+    names = labels(keys, {k: next((p.result for p in (new_by.get(k), old_by.get(k)) if p and p.result.get("mode")),
+                                  (new_by.get(k) or old_by[k]).result) for k in keys})
     for key in keys:
         a, b = old_by.get(key), new_by.get(key)
         m = Match(names[key], a and a.result, b and b.result, runs=(a.runs if a else 0, b.runs if b else 0))
@@ -383,6 +422,18 @@ def pooled_note(matches: list[Match]) -> Optional[str]:
             "decides its row")
 
 
+def single_runs_note(matches: list[Match]) -> Optional[str]:
+    """A faster or slower verdict between single runs weighs each run's own noise only: how far
+    a run strays between runs is unknown, and on a VM it can stray further (two identical CPU
+    sweeps seconds apart read 0.73-0.77x, each run within 1-3%)."""
+    called = [m for m in matches if m.runs == (1, 1) and m.verdict.startswith(("slower", "faster"))]
+    if not called:
+        return None
+    return (f"note: {len(called)} verdict(s) above compare one run with one: their noise is each run's own, and how far "
+            "a run strays between runs is not known from one. Put several runs of old (and new) in each folder "
+            "(several sweeps): compare pools them, and their spread joins the noise")
+
+
 # Configs whose ratios all lie within this factor of each other moved together.
 TOGETHER = 1.15
 
@@ -399,7 +450,7 @@ def common_shift(matches: list[Match], threshold: float) -> Optional[str]:
         return None
     return (f"note: all {len(ratios)} compared configs moved together ({ratios[0]:.2f}-{ratios[-1]:.2f}x): a change in "
             "the machine's speed between the runs does that as well as a change in the code; run old and new in "
-            "one session on a quiet machine before trusting these verdicts")
+            "one session on a quiet machine, several runs a side, before trusting these verdicts")
 
 
 HOST_MOVED = 1.10  # the host canary's median moved by more than this factor between the runs
@@ -478,18 +529,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.05, help="smallest relative change that counts (default 0.05)")
     parser.add_argument("--sigma", type=float, default=3.0, help="a change must also exceed this many times the runs' combined noise (default 3)")
     args = parser.parse_args(argv)
+    if not 0 <= args.threshold < 1:
+        print(f"error: --threshold {args.threshold:g}: a fraction of the ratio in [0, 1), e.g. --threshold 0.05 for 5%",
+              file=sys.stderr)
+        return 2
+    if not (math.isfinite(args.sigma) and args.sigma >= 0):
+        print(f"error: --sigma {args.sigma:g}: a finite number >= 0, e.g. --sigma 3", file=sys.stderr)
+        return 2
     for name in ("old", "new"):
         if not getattr(args, name).exists():
             print(f"error: {name}: {getattr(args, name)} does not exist", file=sys.stderr)
             return 2
-    old, new = load_results(args.old), load_results(args.new)
+    old, new = load_results(args.old, "old"), load_results(args.new, "new")
     for name, results in (("old", old), ("new", new)):
         if not results:
             print(f"error: {name}: no runner result.json under {getattr(args, name)}", file=sys.stderr)
             return 2
+    both = {run_key(r) for r in old} & {run_key(r) for r in new} - {None}
+    if both:
+        print(f"warning: {len(both)} of the runs are on both sides (the same result files): they are compared "
+              "with themselves", file=sys.stderr)
     matches = compare(old, new, args.threshold, args.sigma)
     print(render(matches))
-    for note in (pooled_note(matches), common_shift(matches, args.threshold), host_shift(matches)):
+    if not any(m.old is not None and m.new is not None for m in matches):
+        print("note: old and new share no config (matched by model, its arguments and input, dtype, streams, graph, "
+              "pinned, staging, device): nothing to compare")
+    for note in (pooled_note(matches), single_runs_note(matches), common_shift(matches, args.threshold),
+                 host_shift(matches)):
         if note:
             print(note)
     regressions = [m for m in matches if is_regression(m)]

@@ -29,21 +29,31 @@ def _device(rows: list[Row]) -> str:
     return " / ".join(names) if names else "unknown device"
 
 
+def _throughput(rows: list[Row]) -> tuple[str, str]:
+    """The rate to plot and its axis label: samples/s when the jobs' requests carry different
+    batch sizes (requests/s alone ranks batch 1 first), requests/s otherwise."""
+    batches = {round(r.samples_per_s / r.requests_per_s, 3) for r in rows if r.samples_per_s and r.requests_per_s}
+    if len(batches) > 1 and all(r.samples_per_s for r in rows):
+        return "samples_per_s", "throughput (samples/s)"
+    return "requests_per_s", "throughput (requests/s)"
+
+
 def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
     from matplotlib.ticker import ScalarFormatter
 
+    rate, rate_label = _throughput(rows)
     lines: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         lines[_line_label(r)].append(r)
     for label, members in sorted(lines.items()):
         members.sort(key=lambda r: r.streams)
         xs = [r.streams for r in members]
-        axes[0][col].plot(xs, [r.requests_per_s for r in members], marker="o", label=label)
+        axes[0][col].plot(xs, [getattr(r, rate) for r in members], marker="o", label=label)
         p99 = [(r.streams, r.latency_p99_us) for r in members if r.latency_p99_us is not None]
         if p99:
             axes[1][col].plot(*zip(*p99, strict=True), marker="o", label=label)
     for row, (ylabel, title) in enumerate(
-        (("throughput (requests/s)", "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
+        ((rate_label, "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
     ):
         ax = axes[row][col]
         ax.set_title(f"{model}: {title} vs streams")
@@ -66,10 +76,11 @@ def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
 
     labels = [f"{r.job}: {short_label(r.overrides or r.mode, TICK_LABEL_CHARS)}" for r in rows]
     xs = range(len(rows))
-    axes[0][col].bar(xs, [r.requests_per_s for r in rows], color="tab:blue")
+    rate, rate_label = _throughput(rows)
+    axes[0][col].bar(xs, [getattr(r, rate) for r in rows], color="tab:blue")
     axes[1][col].bar(xs, [r.latency_p99_us or 0.0 for r in rows], color="tab:orange")
     for row, (ylabel, title) in enumerate(
-        (("throughput (requests/s)", "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
+        ((rate_label, "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
     ):
         ax = axes[row][col]
         ax.set_title(f"{model}: {title} per job\n{rows[0].mode}")  # one line ran past the figure's edge

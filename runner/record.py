@@ -180,11 +180,24 @@ def write_result(output_dir: Path, result: dict[str, Any]) -> Path:
 
 def read_result(path: Path) -> dict[str, Any] | None:
     """A result file's content, or None if it is missing or not a runner result."""
+    return _read(path)[0]
+
+
+def result_problem(path: Path) -> str | None:
+    """Why an existing file is not a readable result (None when it is one, or is missing)."""
+    return _read(path)[1] if path.exists() else None
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    except ValueError as exc:
+        return None, f"not valid JSON ({exc})"
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        return None, f"not a runner result (no \"schema\": \"{SCHEMA}\")"
+    return data, None
 
 
 def without_resume(overrides: list[str]) -> list[str]:

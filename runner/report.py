@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ from typing import Any, Optional
 import yaml
 
 from runner.printer import rate_text
-from runner.record import CONFLICT_FILE, RESULT_FILE, read_result, without_resume
+from runner.record import CONFLICT_FILE, RESULT_FILE, read_result, result_problem, without_resume
 
 NOT_OK = ("failed", "invalid", "interrupted", "missing")
 
@@ -96,9 +97,11 @@ def _load(job_dir: Path) -> dict[str, Any]:
     result = read_result(job_dir / RESULT_FILE)
     if result is not None:
         return result
+    problem = result_problem(job_dir / RESULT_FILE)
     return {
         "status": "missing",
-        "reason": "no result.json: the job's process died, or it is still running",
+        "reason": f"its result.json is {problem}" if problem else
+                  "no result.json: the job's process died, or it is still running",
         "overrides": _overrides_from_hydra(job_dir),
         "figures": {},
     }
@@ -118,6 +121,10 @@ def collect(paths: list[Path]) -> list[Row]:
     # resume=true is how a job was run, not what it measured: a resumed sweep's rerun jobs
     # carry it and its kept ones do not, which would set them apart in every label.
     labels = _distinguishing([without_resume(r.get("overrides") or []) for r in results])
+    # Jobs of several sweeps in one table: each named by its folder under theirs (a/0, b/0),
+    # since their numbers repeat.
+    sweeps = {d.parent for d in dirs}
+    root = Path(os.path.commonpath([str(d) for d in dirs])) if len(sweeps) > 1 else None
     rows = []
     for job_dir, result, label in zip(dirs, results, labels, strict=True):
         f = result.get("figures") or {}
@@ -140,7 +147,8 @@ def collect(paths: list[Path]) -> list[Row]:
         effective = result.get("effective") or {}
         rows.append(
             Row(
-                job=str(job.get("num") if job.get("num") is not None else job_dir.name),
+                job=str(job_dir.relative_to(root)) if root is not None else
+                str(job.get("num") if job.get("num") is not None else job_dir.name),
                 overrides=label,
                 model=str(result.get("model") or "?"),
                 mode=str(result.get("mode") or "?"),
@@ -347,7 +355,7 @@ def csv_text(rows: list[Row]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0]).keys()) if rows else ["job"])
     writer.writeheader()
     for row in rows:
-        writer.writerow(asdict(row))
+        writer.writerow({**asdict(row), "asked": " ".join(row.asked)})  # the overrides, as typed
     return buffer.getvalue()
 
 
@@ -392,7 +400,7 @@ def collapse_notes(rows: list[Row]) -> list[str]:
     for group in collapsed(rows):
         mode = group[0].mode
         jobs = ", ".join(f"#{r.job}" for r in group)
-        notes.append(f"sweep: jobs {jobs} ran the same settings ({mode} on {group[0].device or 'the same device'}): "
+        notes.append(f"sweep: {group[0].model} jobs {jobs} ran the same settings ({mode} on {group[0].device or 'the same device'}): "
                      "the machine overruled what they asked for, so their differences are noise")
     return notes
 
@@ -482,7 +490,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
-        print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
+        files = any(Path(m).is_file() for m in missing)
+        print(f"error: not a folder: {', '.join(missing)}" + ("; give the folder that holds a result.json" if files else ""),
+              file=sys.stderr)
+        return 2
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out}: a file; give a folder for sweep.csv, sweep.md and the plots", file=sys.stderr)
         return 2
     rows = collect(args.dirs)
     if not rows:

@@ -52,7 +52,7 @@ def test_table_has_a_row_per_job_with_the_right_status(sweep_dir):
     assert len([line for line in md.splitlines() if line.startswith("|")]) == 5
     assert "| failed: RuntimeError: planted failure" in md
     # On a CPU streams=1 and streams=2 ran the same: sweep.md says so, as the console does.
-    assert "sweep: jobs #0, #1 ran the same settings" in md
+    assert "sweep: MLP jobs #0, #1 ran the same settings" in md
     rows[0].requests_per_s = 5.66  # a slow model's rate keeps its digits, as in the job's own table
     assert "| 5.66 |" in report.markdown(rows)
 
@@ -165,8 +165,11 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
 
 
 def _runs_of(base: dict):
+    started = iter(range(1, 1 << 20))
+
     def run(rate: float, status: str = "ok", cv: float = 0.01, canary_us: float = 110.0) -> dict:
         r = copy.deepcopy(base)
+        r["job"]["started_unix"] = base["job"]["started_unix"] + next(started)  # another run, not a copy
         r["status"] = status
         r["figures"]["throughput_requests_per_s"] = rate
         r["figures"]["throughput_cv"] = r["figures"]["throughput_cv_all_repeats"] = cv
@@ -601,3 +604,96 @@ def test_the_same_job_is_the_same_settings_not_the_same_text():
     assert not same_job(["seed=1"], ["seed=2"])
     assert not same_job(["model.name='1'"], ["model.name=1"])  # a string is not a number
     assert not same_job(["~model.inputs.x"], [])
+
+
+def test_a_noisy_run_in_a_pool_does_not_set_the_noise_and_single_runs_say_what_they_lack(sweep_dir, capsys):
+    """A new user's walk: five old runs, one of them with a 45% cv of its own, hid a 38% drop
+    ("same") while the other configs read "slower"; and two identical CPU sweeps seconds apart
+    read 0.73-0.77x, "slower", with advice the user had already followed."""
+    run = _runs_of(_result(sweep_dir, 0))
+    olds = [run(100.0), run(101.0), run(99.0), run(100.0, cv=0.45), run(100.5)]
+    [m] = compare.compare(olds, [run(62.0)], 0.05, 3)
+    assert m.verdict == "slower" and m.noise < 0.1
+    [m] = compare.compare([run(100.0)], [run(75.0)], 0.05, 3)
+    assert m.verdict == "slower"
+    assert compare.single_runs_note([m]).startswith("note: 1 verdict(s) above compare one run with one")
+    assert compare.single_runs_note(compare.compare(olds, [run(62.0)], 0.05, 3)) is None  # pooled: known
+
+
+def test_compare_names_devices_and_failures_by_what_ran_and_why(sweep_dir):
+    """device=auto is matched as the device it chose (a CPU run of auto is a CPU run), and a
+    config whose new run failed early keeps its label and says why."""
+    run = _runs_of(_result(sweep_dir, 0))
+    auto, cpu = run(100.0), run(100.0)
+    auto["config"]["device"], cpu["config"]["device"] = "auto", "cpu"
+    assert compare.identity(auto) == compare.identity(cpu)
+    cuda = run(100.0)
+    cuda["config"]["device"] = "cuda"
+    assert compare.identity(cuda) != compare.identity(cpu)
+    failed = run(1.0, "failed")
+    failed["mode"], failed["effective"], failed["reason"] = None, None, "RuntimeError: planted failure after 5 forwards"
+    [m] = compare.compare([run(100.0)], [failed], 0.05, 3)
+    assert m.label == compare.label(run(100.0)) and "None" not in m.label
+    assert m.verdict == "new failed: RuntimeError: planted failure after 5 forwards" and compare.is_regression(m)
+
+
+def test_compare_and_report_say_what_they_left_out_and_refuse_bad_options(sweep_dir, tmp_path, capsys):
+    run = _runs_of(_result(sweep_dir, 0))
+    old = _write(tmp_path / "old" / "0", run(100.0))
+    (tmp_path / "old" / "1").mkdir()
+    (tmp_path / "old" / "1" / RESULT_FILE).write_text('{"schema": "runner.result/1", "status": ')  # cut short
+    (tmp_path / "old" / "copy").mkdir()
+    (tmp_path / "old" / "copy" / RESULT_FILE).write_text((old / RESULT_FILE).read_text())
+    new = _write(tmp_path / "new", run(99.0))
+    assert compare.main([str(tmp_path / "old"), str(new)]) == 0
+    out, err = capsys.readouterr()
+    assert f"{tmp_path / 'old' / '1' / RESULT_FILE} left out: not valid JSON" in err
+    assert "left out: a copy of" in err and " 1+1 " not in out  # the copy is not a second run
+    # The same runs on both sides, and sides that share no config, are said.
+    assert compare.main([str(tmp_path / "old" / "0"), str(tmp_path / "old" / "0")]) == 0
+    assert "1 of the runs are on both sides" in capsys.readouterr().err
+    other = run(100.0)
+    other["config"]["streams"] = 7
+    assert compare.main([str(new), str(_write(tmp_path / "other", other))]) == 1
+    assert "note: old and new share no config" in capsys.readouterr().out
+    # --threshold 5 meant 5%: refused, as are a negative threshold and a sigma that is not a number.
+    for option in (["--threshold", "5"], ["--threshold", "-1"], ["--sigma", "nan"]):
+        assert compare.main([*option, str(new), str(new)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {option[0]} ")
+    # report: a cut-short result.json says so; --out a file and a file for a folder are refused.
+    rows = report.collect([tmp_path / "old"])
+    assert [r.status for r in rows] == ["ok", "missing", "ok"] and rows[1].reason.startswith(
+        "its result.json is not valid JSON")
+    assert report.main([str(tmp_path / "old"), "--out", str(old / RESULT_FILE), "--no-plots"]) == 2
+    assert "a file; give a folder" in capsys.readouterr().err
+    assert report.main([str(old / RESULT_FILE)]) == 2
+    assert "give the folder that holds a result.json" in capsys.readouterr().err
+
+
+def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_path):
+    import shutil
+
+    for name in ("a", "b"):
+        for num in ("0", "1"):
+            shutil.copytree(sweep_dir / num, tmp_path / name / num)
+    rows = report.collect([tmp_path])
+    assert [r.job for r in rows] == ["a/0", "a/1", "b/0", "b/1"]
+    assert [r.job for r in report.collect([tmp_path / "a"])] == ["0", "1"]  # one sweep: its numbers
+    with open(tmp_path / "out.csv", "w") as f:
+        f.write(report.csv_text(rows))
+    with open(tmp_path / "out.csv") as f:
+        assert next(csv.DictReader(f))["asked"].split()[-1] == "streams=1"  # the overrides as typed
+
+
+def test_the_sweep_plot_ranks_different_batch_sizes_by_samples():
+    from runner.plots import _throughput
+    from runner.report import Row
+
+    def row(job, batch, rps):
+        return Row(job=job, overrides=f"model.batch={batch}", model="Linear", mode="eager x1 pageable", status="ok",
+                   reason="", requests_per_s=rps, samples_per_s=rps * batch, latency_p50_us=1.0, latency_p99_us=1.0,
+                   speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=0.01, streams=1,
+                   device="cpu", path="")
+
+    assert _throughput([row("0", 16, 14000.0), row("1", 64, 5400.0)]) == ("samples_per_s", "throughput (samples/s)")
+    assert _throughput([row("0", 16, 14000.0), row("1", 16, 5400.0)]) == ("requests_per_s", "throughput (requests/s)")
