@@ -79,10 +79,10 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
 def render(result: dict[str, Any]) -> str:
     f = result.get("figures") or {}
     eff = result.get("effective") or {}
-    lines = [
-        f"runner: {result.get('model', '?')} | {result.get('mode', '?')} | {eff.get('dtype', '?')}"
-        f"{'+tf32' if eff.get('tf32') and eff.get('dtype') == 'fp32' else ''} | {_device_name(result)}",
-    ]
+    dtype = f"{eff['dtype']}{'+tf32' if eff.get('tf32') and eff['dtype'] == 'fp32' else ''}" if eff.get("dtype") else None
+    # A job that failed before it knew its mode or settings shows what it knew, not "None | ?".
+    known = [str(x) for x in (result.get("model"), result.get("mode"), dtype, _device_name(result)) if x and x != "?"]
+    lines = [f"runner: {' | '.join(known) or '?'}"]
     for notice in result.get("notices") or []:
         lines.append(f"note: {notice}")
     status = result.get("status", "?")

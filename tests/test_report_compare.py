@@ -697,3 +697,14 @@ def test_the_sweep_plot_ranks_different_batch_sizes_by_samples():
 
     assert _throughput([row("0", 16, 14000.0), row("1", 64, 5400.0)]) == ("samples_per_s", "throughput (samples/s)")
     assert _throughput([row("0", 16, 14000.0), row("1", 16, 5400.0)]) == ("requests_per_s", "throughput (requests/s)")
+
+
+def test_the_console_header_of_a_job_that_failed_early_shows_what_it_knew():
+    from runner.printer import render
+
+    text = render({"model": "MLP", "mode": None, "status": "failed", "reason": "RuntimeError: boom", "effective": None})
+    assert text.splitlines()[0] == "runner: MLP" and "None" not in text and "| ?" not in text
+    assert render({"model": "MLP", "mode": "eager x1 pageable", "status": "ok",
+                   "effective": {"dtype": "fp32", "tf32": True, "device": "cuda:0"},
+                   "env": {"gpu": {"name": "NVIDIA H200"}}}).splitlines()[0] == \
+        "runner: MLP | eager x1 pageable | fp32+tf32 | NVIDIA H200 (cuda:0)"
