@@ -90,6 +90,16 @@ class GpuState:
         }
 
 
+def lanes_for(config: str):
+    """The runner's workload and lanes for a comma-separated override list, with TF32 set as a
+    job sets it (call inside initialize_config_module)."""
+    spec = resolve(compose("config", overrides=config.split(",")))
+    torch.backends.cuda.matmul.allow_tf32 = spec.tf32
+    torch.backends.cudnn.allow_tf32 = spec.tf32
+    workload = build(spec)
+    return workload, build_lanes(spec, workload)
+
+
 def _r(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -107,11 +117,7 @@ def main() -> int:
     print(f"cores allowed: {allowed}; torch threads {torch.get_num_threads()}")
     with initialize_config_module(version_base="1.3", config_module="runner.configs"):
         for config in args.configs:
-            spec = resolve(compose("config", overrides=config.split(",")))
-            torch.backends.cuda.matmul.allow_tf32 = spec.tf32  # as a job sets them
-            torch.backends.cudnn.allow_tf32 = spec.tf32
-            workload = build(spec)
-            lanes = build_lanes(spec, workload)
+            workload, lanes = lanes_for(config)
             sources, keys = workload.sources, workload.keys
             seconds = args.pass_ms / 1e3
             with torch.no_grad():

@@ -22,16 +22,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_module  # noqa: E402
+from host_noise import lanes_for  # noqa: E402 - beside this script
+from hydra import initialize_config_module  # noqa: E402
 
 from runner import schedule  # noqa: E402
-from runner.build import build  # noqa: E402
 from runner.environment import canary_s  # noqa: E402
-from runner.lanes import build_lanes  # noqa: E402
 from runner.protocol import serve  # noqa: E402
 from runner.schedule import no_gc  # noqa: E402
 from runner.schema import register  # noqa: E402
-from runner.spec import resolve  # noqa: E402
 
 DEFAULT = ["streams=8,graph=true", "streams=2,graph=true", "streams=4,graph=true"]
 
@@ -66,11 +64,7 @@ def main() -> int:
     register()
     with initialize_config_module(version_base="1.3", config_module="runner.configs"):
         for config in args.configs:
-            spec = resolve(compose("config", overrides=config.split(",")))
-            torch.backends.cuda.matmul.allow_tf32 = spec.tf32  # as a job sets them
-            torch.backends.cudnn.allow_tf32 = spec.tf32
-            workload = build(spec)
-            lanes = build_lanes(spec, workload)
+            workload, lanes = lanes_for(config)
             sources, keys = workload.sources, workload.keys
             lengths = [ms / 1e3 for ms in args.lengths_ms]
             rates: dict[float, list[float]] = {s: [] for s in lengths}
