@@ -280,11 +280,24 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     return ratio, noise, ("faster" if ratio > 1 else "slower") + _beside(old, new)
 
 
-def _by_identity(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        by.setdefault(identity(r), []).append(r)
-    return by
+def _by_identity(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[dict[str, list], dict[str, list]]:
+    """Each side's runs by what they asked for. A device=auto run that failed before it chose
+    a device joins the one config it differs from only by that (else it stays apart): its
+    failure belongs to that config's row."""
+    def without_device(key: str) -> str:
+        return json.dumps({k: v for k, v in json.loads(key).items() if k != "device"}, sort_keys=True)
+
+    keyed = [(side, r, identity(r)) for side, results in (("old", old), ("new", new)) for r in results]
+    chosen: dict[str, set[str]] = {}
+    for _, _, key in keyed:
+        if json.loads(key)["device"] != "auto":
+            chosen.setdefault(without_device(key), set()).add(key)
+    by: dict[str, dict[str, list]] = {"old": {}, "new": {}}
+    for side, r, key in keyed:
+        if json.loads(key)["device"] == "auto" and len(twins := chosen.get(without_device(key), set())) == 1:
+            key = next(iter(twins))
+        by[side].setdefault(key, []).append(r)
+    return by["old"], by["new"]
 
 
 @dataclass
@@ -325,7 +338,7 @@ def _as_one(runs: list[dict[str, Any]]) -> dict[str, Any]:
     figures["throughput_steady_from_repeat"] = 1
     # The runs' typical own noise: one noisy run must not set it for all (their spread between
     # runs, which holds each run's own noise too, is the floor under it).
-    figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = statistics.median(_cv(r) for r in runs)
+    figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = statistics.median_low(_cv(r) for r in runs)
     job = dict(last.get("job") or {})
     for name in ("concurrent_jobs", "parallel_devices"):
         counts = [_count(r, name) for r in runs]
@@ -379,7 +392,8 @@ def _floors(old: Pooled, new: Pooled) -> tuple[float, float]:
 
 
 def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: float, sigma: float) -> list[Match]:
-    old_runs, new_by = _by_identity(old), {k: pool(v, "new") for k, v in _by_identity(new).items()}
+    old_runs, new_runs = _by_identity(old, new)
+    new_by = {k: pool(v, "new") for k, v in new_runs.items()}
     old_by = {k: pool(v, "old", prefer=new_by[k].result if k in new_by else None) for k, v in old_runs.items()}
     matches = []
     keys = list(dict.fromkeys([*old_by, *new_by]))
@@ -416,22 +430,24 @@ def pooled_note(matches: list[Match]) -> Optional[str]:
     pooled = [m for m in matches if max(m.runs) > 1]
     if not pooled:
         return None
+    spread = ("old's spread between runs joins the noise of both sides (where old has several), new's never widens "
+              "it" if any(m.runs[0] > 1 for m in pooled) else "new's spread between runs never widens the noise")
     return (f"note: {len(pooled)} config(s) have several runs on a side (the runs column, old+new): a side's rate is "
-            "the median of its runs; old's spread between runs joins the noise of both sides, new's never widens it; "
-            "each new run is also judged alone, and one that failed, measured nothing or ran other settings "
-            "decides its row")
+            f"the median of its runs; {spread}; each new run is also judged alone, and one that failed, measured "
+            "nothing or ran other settings decides its row")
 
 
 def single_runs_note(matches: list[Match]) -> Optional[str]:
     """A faster or slower verdict between single runs weighs each run's own noise only: how far
     a run strays between runs is unknown, and on a VM it can stray further (two identical CPU
     sweeps seconds apart read 0.73-0.77x, each run within 1-3%)."""
-    called = [m for m in matches if m.runs == (1, 1) and m.verdict.startswith(("slower", "faster"))]
+    # Verdicts weighed against noise (a search that held no rate is a fact, not a ratio).
+    called = [m for m in matches if m.runs[0] == 1 and m.ratio is not None and m.verdict.startswith(("slower", "faster"))]
     if not called:
         return None
-    return (f"note: {len(called)} verdict(s) above compare one run with one: their noise is each run's own, and how far "
+    return (f"note: {len(called)} verdict(s) above rest on one old run: their noise is each run's own, and how far "
             "a run strays between runs is not known from one. Put several runs of old (and new) in each folder "
-            "(several sweeps): compare pools them, and their spread joins the noise")
+            "(several sweeps): compare pools them, and old's spread joins the noise")
 
 
 # Configs whose ratios all lie within this factor of each other moved together.
@@ -552,8 +568,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     matches = compare(old, new, args.threshold, args.sigma)
     print(render(matches))
     if not any(m.old is not None and m.new is not None for m in matches):
-        print("note: old and new share no config (matched by model, its arguments and input, dtype, streams, graph, "
-              "pinned, staging, device): nothing to compare")
+        print("note: old and new share no config (matched by what was asked: the model, its arguments and input, "
+              "dtype, TF32, streams, graph, pinned, copies in graph, staging, compile, load, device): nothing to compare")
     for note in (pooled_note(matches), single_runs_note(matches), common_shift(matches, args.threshold),
                  host_shift(matches)):
         if note:

@@ -64,7 +64,7 @@ class Row:
 def job_dirs(paths: list[Path]) -> list[Path]:
     """Folders that are (or were meant to be) one job: they hold result.json or .hydra/."""
     found: list[Path] = []
-    for path in paths:
+    for path in (p.resolve() for p in paths):  # one folder spelt two ways is one folder
         if (path / RESULT_FILE).exists() or (path / ".hydra" / "overrides.yaml").exists():
             found.append(path)
             continue
@@ -355,7 +355,7 @@ def csv_text(rows: list[Row]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0]).keys()) if rows else ["job"])
     writer.writeheader()
     for row in rows:
-        writer.writerow({**asdict(row), "asked": " ".join(row.asked)})  # the overrides, as typed
+        writer.writerow({**asdict(row), "asked": json.dumps(list(row.asked))})  # the overrides, as a JSON list
     return buffer.getvalue()
 
 

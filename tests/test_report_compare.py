@@ -616,8 +616,15 @@ def test_a_noisy_run_in_a_pool_does_not_set_the_noise_and_single_runs_say_what_t
     assert m.verdict == "slower" and m.noise < 0.1
     [m] = compare.compare([run(100.0)], [run(75.0)], 0.05, 3)
     assert m.verdict == "slower"
-    assert compare.single_runs_note([m]).startswith("note: 1 verdict(s) above compare one run with one")
+    assert compare.single_runs_note([m]).startswith("note: 1 verdict(s) above rest on one old run")
     assert compare.single_runs_note(compare.compare(olds, [run(62.0)], 0.05, 3)) is None  # pooled: known
+    # One old run against pooled new runs: old's spread is still unknown, and the notes say so.
+    [m] = compare.compare([run(100.0)], [run(90.0), run(90.5), run(89.5)], 0.05, 3)
+    assert m.verdict == "slower" and m.runs == (1, 3) and compare.single_runs_note([m]) is not None
+    assert "new's spread between runs never widens the noise" in compare.pooled_note([m])
+    # Two old runs, one of them noisy in itself: the quieter one's cv stands for both.
+    [m] = compare.compare([run(100.0), run(100.5, cv=0.45)], [run(62.0)], 0.05, 3)
+    assert m.verdict == "slower"
 
 
 def test_compare_names_devices_and_failures_by_what_ran_and_why(sweep_dir):
@@ -635,6 +642,16 @@ def test_compare_names_devices_and_failures_by_what_ran_and_why(sweep_dir):
     [m] = compare.compare([run(100.0)], [failed], 0.05, 3)
     assert m.label == compare.label(run(100.0)) and "None" not in m.label
     assert m.verdict == "new failed: RuntimeError: planted failure after 5 forwards" and compare.is_regression(m)
+    # device=auto (the default) failing before it chose a device, with nothing recorded of where:
+    # its failure is the row of the config it belongs to, pooled or not, and fails the gate.
+    early = copy.deepcopy(failed)
+    early["config"]["device"], early["env"] = "auto", None
+    ran = run(100.0)
+    ran["config"]["device"] = "auto"  # chose the CPU
+    [m] = compare.compare([run(100.0)] * 3, [ran, ran, early], 0.05, 3)
+    assert m.verdict.startswith("new failed") and m.runs == (3, 3) and compare.is_regression(m)
+    [m] = compare.compare([early], [ran], 0.05, 3)
+    assert m.verdict.startswith("old failed") and not compare.is_regression(m)
 
 
 def test_compare_and_report_say_what_they_left_out_and_refuse_bad_options(sweep_dir, tmp_path, capsys):
@@ -648,7 +665,7 @@ def test_compare_and_report_say_what_they_left_out_and_refuse_bad_options(sweep_
     assert compare.main([str(tmp_path / "old"), str(new)]) == 0
     out, err = capsys.readouterr()
     assert f"{tmp_path / 'old' / '1' / RESULT_FILE} left out: not valid JSON" in err
-    assert "left out: a copy of" in err and " 1+1 " not in out  # the copy is not a second run
+    assert "left out: a copy of" in err and len(compare.load_results(tmp_path / "old")) == 1  # not a second run
     # The same runs on both sides, and sides that share no config, are said.
     assert compare.main([str(tmp_path / "old" / "0"), str(tmp_path / "old" / "0")]) == 0
     assert "1 of the runs are on both sides" in capsys.readouterr().err
@@ -682,7 +699,17 @@ def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_p
     with open(tmp_path / "out.csv", "w") as f:
         f.write(report.csv_text(rows))
     with open(tmp_path / "out.csv") as f:
-        assert next(csv.DictReader(f))["asked"].split()[-1] == "streams=1"  # the overrides as typed
+        assert json.loads(next(csv.DictReader(f))["asked"])[-1] == "streams=1"  # the overrides, as a JSON list
+    # One folder spelt relative and absolute: one folder, no crash.
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert [r.job for r in report.collect([Path("a"), tmp_path / "a"])] == ["0", "1"]
+        assert [r.job for r in report.collect([Path("a"), tmp_path / "b"])] == ["a/0", "a/1", "b/0", "b/1"]
+    finally:
+        os.chdir(here)
 
 
 def test_the_sweep_plot_ranks_different_batch_sizes_by_samples():
