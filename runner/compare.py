@@ -128,7 +128,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def label(result: dict[str, Any]) -> str:
     effective = result.get("effective") or {}
-    dtype = effective.get("dtype", "?") + ("+tf32" if effective.get("tf32") and effective.get("dtype") == "fp32" else "")
+    dtype = (effective.get("dtype") or "?") + ("+tf32" if effective.get("tf32") and effective.get("dtype") == "fp32" else "")
     batch = ((result.get("config") or {}).get("model") or {}).get("batch")
     return f"{result.get('model')} | {result.get('mode')} | {dtype} | batch {batch}"
 
