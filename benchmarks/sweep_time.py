@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runner.report import HOST_SLOWER  # noqa: E402
+
 DEFAULT = ["streams=1,2,4,8", "graph=false,true", "measure=short"]
 JOB_LINE = re.compile(r"^\[runner\] job \d+/\d+ #(\d+): \S+ in ([\d.]+)s")
 
@@ -99,6 +104,15 @@ def main() -> int:
         print(f"{what}: jobs at most 3%: {sum(c <= 0.03 for c in cvs)} of {len(rows)}; "
               f"graph jobs at most 2%: {sum(c <= 0.02 for c in graph_cvs)} of {len(graph_cvs)}; "
               f"median {100 * sorted(cvs)[len(cvs) // 2]:.1f}%" if cvs else f"{what}: none")
+    # The host's state per job (the sweep table's rule): a whole job in a slow state shows in
+    # its rate, not in its cv.
+    host_us = {r["job"]: statistics.median(r["canary_us"][r["from"] - 1:]) for r in rows if r["canary_us"][r["from"] - 1:]}
+    if host_us:
+        fastest = min(host_us.values())
+        slow = [job for job, us in host_us.items() if us > HOST_SLOWER * fastest]
+        print(f"host canary per job (us): {', '.join(f'#{job} {us:.0f}' for job, us in host_us.items())}; "
+              f"{len(slow)} of {len(host_us)} jobs ran while the host was over {HOST_SLOWER}x slower than in the "
+              f"fastest ({', '.join('#' + j for j in slow) or 'none'})")
     return code
 
 
