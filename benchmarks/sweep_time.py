@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.report import HOST_SLOWER  # noqa: E402
+from runner.report import collect, host_notes, host_us  # noqa: E402
 
 DEFAULT = ["streams=1,2,4,8", "graph=false,true", "measure=short"]
 JOB_LINE = re.compile(r"^\[runner\] job \d+/\d+ #(\d+): \S+ in ([\d.]+)s")
@@ -73,7 +72,9 @@ def main() -> int:
                 "warmup_ms": fig.get("warmup_time_ms"),
                 "stolen": fig.get("host_stolen_max"),
                 "canary_us": fig.get("host_canary_us_repeats") or [], "canary_r": fig.get("host_canary_correlation"),
+                "host_us": host_us(fig),
             })
+        slow_host = host_notes(collect([sweep_dir]))  # the sweep table's own rule
 
     def num(value: object, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
@@ -104,15 +105,11 @@ def main() -> int:
         print(f"{what}: jobs at most 3%: {sum(c <= 0.03 for c in cvs)} of {len(rows)}; "
               f"graph jobs at most 2%: {sum(c <= 0.02 for c in graph_cvs)} of {len(graph_cvs)}; "
               f"median {100 * sorted(cvs)[len(cvs) // 2]:.1f}%" if cvs else f"{what}: none")
-    # The host's state per job (the sweep table's rule): a whole job in a slow state shows in
-    # its rate, not in its cv.
-    host_us = {r["job"]: statistics.median(r["canary_us"][r["from"] - 1:]) for r in rows if r["canary_us"][r["from"] - 1:]}
-    if host_us:
-        fastest = min(host_us.values())
-        slow = [job for job, us in host_us.items() if us > HOST_SLOWER * fastest]
-        print(f"host canary per job (us): {', '.join(f'#{job} {us:.0f}' for job, us in host_us.items())}; "
-              f"{len(slow)} of {len(host_us)} jobs ran while the host was over {HOST_SLOWER}x slower than in the "
-              f"fastest ({', '.join('#' + j for j in slow) or 'none'})")
+    # The host's state per job: a whole job in a slow state shows in its rate, not in its cv.
+    timed = [r for r in rows if r["host_us"]]
+    if timed:
+        print("host canary per job (us): " + ", ".join(f"#{r['job']} {r['host_us']:.0f}" for r in timed))
+        print("\n".join(slow_host) or "no job ran on a host clearly slower than in the sweep's fastest job")
     return code
 
 

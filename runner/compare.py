@@ -35,6 +35,7 @@ from typing import Any, Optional
 
 from runner.printer import rate_text
 from runner.record import RESULT_FILE, read_result, result_problem
+from runner.report import host_us
 
 
 @dataclass
@@ -287,14 +288,15 @@ def _by_identity(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[
     def without_device(key: str) -> str:
         return json.dumps({k: v for k, v in json.loads(key).items() if k != "device"}, sort_keys=True)
 
-    keyed = [(side, r, identity(r)) for side, results in (("old", old), ("new", new)) for r in results]
+    keyed = [(side, r, identity(r), _device_type(r) == "auto") for side, results in (("old", old), ("new", new))
+             for r in results]
     chosen: dict[str, set[str]] = {}
-    for _, _, key in keyed:
-        if json.loads(key)["device"] != "auto":
+    for _, _, key, unresolved in keyed:
+        if not unresolved:
             chosen.setdefault(without_device(key), set()).add(key)
     by: dict[str, dict[str, list]] = {"old": {}, "new": {}}
-    for side, r, key in keyed:
-        if json.loads(key)["device"] == "auto" and len(twins := chosen.get(without_device(key), set())) == 1:
+    for side, r, key, unresolved in keyed:
+        if unresolved and len(twins := chosen.get(without_device(key), set())) == 1:
             key = next(iter(twins))
         by[side].setdefault(key, []).append(r)
     return by["old"], by["new"]
@@ -380,7 +382,7 @@ def pool(results: list[dict[str, Any]], side: str, prefer: Optional[dict[str, An
 
 def _floors(old: Pooled, new: Pooled) -> tuple[float, float]:
     """Each side's least noise from old's spread between runs: the error of a median of n runs
-    (1.25 spread / sqrt(n)), or the whole spread for one run. None without several old runs:
+    (1.25 spread / sqrt(n)), or the whole spread for one run. Zero without several old runs:
     new's own spread never widens the gate."""
     if old.spread is None:
         return 0.0, 0.0
@@ -415,10 +417,10 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
             if b.runs > 1 and m.ratio is not None and not m.verdict.startswith("slower"):
                 # Each new run alone, against old as pooled: one run that got slower is not averaged away.
                 alone = (floor[0], a.spread or 0.0)  # a single run strays by old's whole spread
-                slower = [(r, judge(a.result, r, threshold, sigma, alone)) for r in b.members]
-                slower = [(r, v) for r, v in slower if v[2].startswith("slower")]
+                alone_verdicts = [judge(a.result, r, threshold, sigma, alone) for r in b.members]
+                slower = [ratio for ratio, _, verdict in alone_verdicts if verdict.startswith("slower")]
                 if slower:
-                    worst = min(v[0] for _, v in slower)  # type: ignore[type-var]
+                    worst = min(slower)  # type: ignore[type-var]
                     m.verdict = (f"slower in {len(slower)} of {b.runs} new runs (the slowest at {worst:.3f}, the "
                                  f"median at {m.ratio:.3f})")
         matches.append(m)
@@ -473,11 +475,8 @@ HOST_MOVED = 1.10  # the host canary's median moved by more than this factor bet
 
 
 def _canary_us(result: Optional[dict[str, Any]]) -> Optional[float]:
-    """The canary over the passes the rate comes from (after a step in the host's speed, the
-    passes after it)."""
-    figures = (result or {}).get("figures") or {}
-    values = (figures.get("host_canary_us_repeats") or [])[int(figures.get("throughput_steady_from_repeat") or 1) - 1:]
-    return statistics.median(values) if values else None
+    """The canary over the passes the rate comes from (report.host_us)."""
+    return host_us((result or {}).get("figures") or {})
 
 
 def host_speed_ratio(m: Match) -> Optional[float]:

@@ -32,8 +32,9 @@ def _device(rows: list[Row]) -> str:
 def _throughput(rows: list[Row]) -> tuple[str, str]:
     """The rate to plot and its axis label: samples/s when the jobs' requests carry different
     batch sizes (requests/s alone ranks batch 1 first), requests/s otherwise."""
-    batches = {round(r.samples_per_s / r.requests_per_s, 3) for r in rows if r.samples_per_s and r.requests_per_s}
-    if len(batches) > 1 and all(r.samples_per_s for r in rows):
+    from runner.report import mixed_batches  # report imports this module
+
+    if mixed_batches(rows) and all(r.samples_per_s for r in rows):
         return "samples_per_s", "throughput (samples/s)"
     return "requests_per_s", "throughput (requests/s)"
 

@@ -176,14 +176,14 @@ def collect(paths: list[Path]) -> list[Row]:
                 # The launcher's device id; without one (Slurm, a plain run) the GPU's UUID, cut.
                 gpu=str(job.get("launcher_device") or str(gpu.get("uuid") or "")[:8]),
                 gpu_uuid=str(gpu.get("uuid") or ""),
-                host_us=_host_us(f),
+                host_us=host_us(f),
             )
         )
     mark_best(rows)
     return rows
 
 
-def _host_us(figures: dict[str, Any]) -> Optional[float]:
+def host_us(figures: dict[str, Any]) -> Optional[float]:
     """The canary (a fixed piece of Python timed before every throughput pass) over the passes
     the job's figures use: after a step in the host's speed, those after it."""
     canary = figures.get("host_canary_us_repeats") or []
@@ -265,14 +265,18 @@ def _columns(rows: list[Row]) -> tuple:
     columns = COLUMNS + (LOAD_COLUMNS if any(r.max_rate is not None or r.baseline_max_rate is not None for r in rows) else ())
     # Jobs of different batch sizes: requests/s alone ranks batch 1 first (5,149 against batch
     # 512's 75 requests/s, which carry 38k samples/s); samples/s joins the table after it.
-    batches = {round(r.samples_per_s / r.requests_per_s, 3) for r in rows if r.samples_per_s and r.requests_per_s}
-    if len(batches) > 1:
+    if mixed_batches(rows):
         columns = _after(columns, "requests_per_s", ("samples/s", "samples_per_s", "rate"))
     if len({r.model for r in rows if r.model != "?"}) > 1:  # the overrides alone may not show it (a _target_ cut to fit)
         columns = _after(columns, "overrides", ("model", "model", "str"))
     if len(gpus_used(rows)) > 1:  # a sweep spread over several GPUs: which one ran each job
         columns = _after(columns, "overrides", ("gpu", "gpu", "str"))
     return columns + ((("load", "load", "str"),) if any(r.load for r in rows) else ())
+
+
+def mixed_batches(rows: list[Row]) -> bool:
+    """Whether the jobs' requests carry different numbers of samples (batch sizes)."""
+    return len({round(r.samples_per_s / r.requests_per_s, 3) for r in rows if r.samples_per_s and r.requests_per_s}) > 1
 
 
 def _after(columns: tuple, attr: str, column: tuple) -> tuple:
