@@ -8,9 +8,11 @@ Phase 1 holds this thread on each allowed core in turn and times the canary ther
 round: per core the median, and per round the ratio of the slowest core to the fastest.
 Phase 2 (with configs, on a GPU) builds the runner's lanes once per config and, round after
 round, holds the submitting thread on each of a few cores and runs one throughput pass there.
+Phase 3 (`--pick`, instead of phase 2) runs passes in pairs: one with the thread free over all
+cores, one held on the core whose canary was fastest just before it.
 Prints figures; asserts nothing.
 
-    python benchmarks/core_speed.py [--rounds 20] [--pass-ms 200] [--gap-ms 100] [--cores 0 4 8 12] [--] [config...]
+    python benchmarks/core_speed.py [--rounds 20] [--pass-ms 200] [--gap-ms 100] [--cores 0 4 8 12] [--pick] [--] [config...]
 
 A config is a comma-separated override list, e.g. streams=8,graph=true.
 """
@@ -93,12 +95,62 @@ def rate_by_core(config: str, cores: list[int], rounds: int, seconds: float) -> 
     lanes.synchronize()
 
 
+def fastest_core(cores: list[int]) -> tuple[int, float]:
+    """The core whose canary is fastest right now, and its canary (us); leaves the thread there."""
+    best = (cores[0], float("inf"))
+    for core in cores:
+        on_core(core)
+        us = canary_s() * 1e6
+        if us < best[1]:
+            best = (core, us)
+    on_core(best[0])
+    return best
+
+
+def pick_or_free(config: str, cores: list[int], rounds: int, seconds: float) -> None:
+    """Passes in pairs, in alternating order: the thread free over all cores, and held on the
+    core that was fastest just before the pass (its canary read again just after)."""
+    workload, lanes = lanes_for(config)
+    sources, keys = workload.sources, workload.keys
+    free, picked, before_after, probe_ms = [], [], [], []
+    with torch.no_grad():
+        schedule.throughput_pass(lanes, sources, keys, 1, 0.3, 0.3)  # warm-up
+        for r in range(rounds):
+            for mode in (("free", "pick") if r % 2 == 0 else ("pick", "free")):
+                if mode == "free":
+                    os.sched_setaffinity(0, set(cores))
+                    n, s = schedule.throughput_pass(lanes, sources, keys, 1, seconds, seconds)
+                    free.append(n / s)
+                else:
+                    t0 = time.perf_counter()
+                    core, us = fastest_core(cores)
+                    probe_ms.append((time.perf_counter() - t0) * 1e3)
+                    n, s = schedule.throughput_pass(lanes, sources, keys, 1, seconds, seconds)
+                    picked.append(n / s)
+                    before_after.append((core, us, canary_s() * 1e6))
+    os.sched_setaffinity(0, set(cores))
+    lanes.synchronize()
+
+    def text(rates: list[float]) -> str:
+        return (f"median {statistics.median(rates):>9,.0f}/s  cv {statistics.stdev(rates) / statistics.fmean(rates):5.1%}  "
+                + " ".join(f"{x:,.0f}" for x in rates))
+
+    print(f"phase 3: {config}, {rounds} pairs of {seconds * 1e3:.0f} ms passes: free, and held on the fastest core "
+          f"(probe {statistics.median(probe_ms):.0f} ms)", flush=True)
+    print(f"  free    {text(free)}")
+    print(f"  picked  {text(picked)}")
+    print("  picked core: canary before -> after the pass (us): "
+          + " ".join(f"{c}:{a:.0f}->{b:.0f}" for c, a, b in before_after), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--pass-ms", type=float, default=200)
     parser.add_argument("--gap-ms", type=float, default=100, help="phase 1's pause between rounds")
     parser.add_argument("--cores", type=int, nargs="+", help="phase 2's cores (default: four spread over the allowed)")
+    parser.add_argument("--pick", action="store_true",
+                        help="phase 3 instead of 2: passes free against passes held on the fastest core")
     parser.add_argument("configs", nargs="*")
     args = parser.parse_args()
     allowed = sorted(os.sched_getaffinity(0))
@@ -109,7 +161,10 @@ def main() -> int:
         register()
         with initialize_config_module(version_base="1.3", config_module="runner.configs"):
             for config in args.configs:
-                rate_by_core(config, cores, max(3, args.rounds // 4), args.pass_ms / 1e3)
+                if args.pick:
+                    pick_or_free(config, allowed, args.rounds, args.pass_ms / 1e3)
+                else:
+                    rate_by_core(config, cores, max(3, args.rounds // 4), args.pass_ms / 1e3)
     os.sched_setaffinity(0, set(allowed))
     canary_matrix(allowed, max(3, args.rounds // 4), args.gap_ms / 1e3)  # again: did the host's state move meanwhile?
     return 0
