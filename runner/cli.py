@@ -16,12 +16,29 @@ from typing import Any
 
 
 def main() -> None:
+    if "--version" in sys.argv[1:]:  # Hydra's own flag would name Hydra's version, not ours
+        print(version_line())
+        return
     keep_lost_interrupts()
     try:
         from runner.app import main as run
     except KeyboardInterrupt:
         exit_interrupted()
     run()
+
+
+def version_line() -> str:
+    """`runner 0.1.0 (torch 2.13.0, hydra-core 1.3.8, omegaconf 2.3.0)`, from the installed
+    distributions' metadata: importing torch only to print its version would take seconds."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"runner {of('runner')} (" + ", ".join(f"{n} {of(n)}" for n in ("torch", "hydra-core", "omegaconf")) + ")"
 
 
 def exit_interrupted() -> None:

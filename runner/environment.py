@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import platform
@@ -28,10 +29,14 @@ def _run(args: list[str], cwd: Optional[Path] = None) -> Optional[str]:
 def git_state() -> dict[str, Any]:
     """Commit and dirtiness of the checkout the runner was started from.
 
+    Only a checkout whose top is the folder holding the `runner` package counts: an installed
+    runner sits in site-packages, which may lie inside the user's own repository (a `.venv`
+    in a project), whose commit says nothing of the runner's code.
     A copy without .git (say, a tree shipped to a GPU host) reports RUNNER_GIT_COMMIT and
     RUNNER_GIT_DIRTY if the caller set them, else null.
     """
-    commit = _run(["git", "rev-parse", "HEAD"], PROJECT_ROOT)
+    found = (_run(["git", "rev-parse", "--show-toplevel", "HEAD"], PROJECT_ROOT) or "").splitlines()
+    commit = found[1] if len(found) == 2 and Path(found[0]).resolve() == PROJECT_ROOT else None
     if commit:
         status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
         return {"commit": commit, "dirty": bool(status) if status is not None else None, "source": "git"}
@@ -230,10 +235,29 @@ def load_average() -> Optional[list[float]]:
         return None
 
 
+# Distributions whose version a record names when they are installed: the runner's own
+# dependencies, and the libraries that models are commonly built from.
+PACKAGES = ("hydra-core", "omegaconf", "numpy", "transformers", "torchvision", "timm")
+
+
+def package_version(name: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    """The installed versions of PACKAGES (those not installed are left out)."""
+    return {name: v for name in PACKAGES if (v := package_version(name)) is not None}
+
+
 def collect(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
+        "runner": package_version("runner"),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "packages": package_versions(),
         "cuda_runtime": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "platform": platform.platform(),
@@ -245,6 +269,7 @@ def collect(device: str) -> dict[str, Any]:
         "host_runnable_others_at_start": runnable_others(),
         "load_average_at_end": None,
         "argv": sys.argv,
+        "cwd": os.getcwd(),  # where `_target_`s of the user's own modules were imported from
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "git": git_state(),
         "device": device,

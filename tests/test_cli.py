@@ -304,9 +304,14 @@ def test_ctrl_c_in_a_single_run_keeps_the_repeats_that_finished(tmp_path):
 
 
 def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):
-    """The configs ship with the package: no checkout on the path, no editable install."""
+    """The configs ship with the package: no checkout on the path, no editable install. The
+    install sits inside the user's own git repository (a `.venv` in a project): the record
+    names the runner's version, never that repository's commit as the runner's."""
     site = tmp_path / "site"
     root = Path(__file__).resolve().parent.parent
+    git = ["git", "-c", "user.name=u", "-c", "user.email=u@x", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "the user's project"], check=True, timeout=60)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(root)],
         check=True, capture_output=True, timeout=300,
@@ -315,7 +320,7 @@ def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):
     assert (site / "runner" / "configs" / "hydra" / "launcher" / "gpus.yaml").exists()  # every YAML ships
     assert (site / "runner" / "models" / "mlp.py").exists()
     assert not (site / "configs").exists() and not (site / "models").exists()  # nothing generic at top level
-    env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in cli_env().items() if k not in ("PYTHONPATH", "RUNNER_GIT_COMMIT", "RUNNER_GIT_DIRTY")}
     env["PYTHONPATH"] = str(site)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -324,6 +329,13 @@ def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == "ok" and result["job"]["output_dir"].startswith(str(elsewhere))
+    version = re.search(r'^version = "(.+)"', (root / "pyproject.toml").read_text(), re.M).group(1)
+    assert result["env"]["runner"] == version
+    assert result["env"]["git"] == {"commit": None, "dirty": None, "source": None}
+    assert result["env"]["cwd"] == str(elsewhere) and result["env"]["packages"]["hydra-core"]
+    said = subprocess.run([sys.executable, "-m", "runner", "--version"], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert said.returncode == 0 and said.stdout.startswith(f"runner {version} (torch "), said
     sweep = subprocess.run([sys.executable, "-m", "runner", "-m", *QUICK, "seed=1,2"], cwd=elsewhere, env=env,
                            capture_output=True, text=True, timeout=300)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
