@@ -146,7 +146,7 @@ def main() -> None:
             raise
         if _caused_by_interrupt(exc):  # a Ctrl-C during config composition, reported as Hydra's error
             exit_interrupted()
-        user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
+        user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf", "yaml")
         hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
         print(f"error: {condense(exc)}{hint}", file=sys.stderr)
         sys.exit(2 if user_error else 1)

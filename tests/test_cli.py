@@ -141,6 +141,24 @@ BAD_INPUTS = {
     "bool-number-nested": (["measure.ceiling=0"], "measure.ceiling=0: not a boolean"),
     "min-repeats": (["measure.min_repeats=5", "measure.repeats=3"], "measure.min_repeats=5: more than measure.repeats=3"),
     "resume-nothing": (["resume=true"], "resume=true:"),
+    # Errors in the user's own config files (USER_FILES), found through hydra.searchpath:
+    "file-key": (["hydra.searchpath=[file://conf]", "model=badkey"],
+                 "model.input: unknown key; valid keys in 'model': batch, inputs, module, name, outputs, seq, sizes "
+                 "(in the config file model/badkey.yaml)"),
+    "file-type": (["hydra.searchpath=[file://conf]", "measure=mine"],
+                  "measure.budget_s: Value 'abc' of type 'str' could not be converted to Float; use a number "
+                  "(in the config file measure/mine.yaml)"),
+    "file-list": (["hydra.searchpath=[file://conf]", "model=shape"],
+                  "model.inputs.x.shape: this key takes a list; write its value in brackets, as [...] "
+                  "(in the config file model/shape.yaml)"),
+    "file-yaml": (["hydra.searchpath=[file://conf]", "model=syntax"], "{cwd}/conf/model/syntax.yaml, line 2: not valid YAML "
+                  "(while parsing a flow mapping: expected ',' or '}', but got '<stream end>' at line 3); fix the file's syntax"),
+}
+USER_FILES = {
+    "file-key": {"conf/model/badkey.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\ninput: {x: {shape: [256]}}\n"},
+    "file-type": {"conf/measure/mine.yaml": "budget_s: abc\n"},
+    "file-list": {"conf/model/shape.yaml": "module: {_target_: runner.models.mlp.MLP}\ninputs: {x: {shape: 256}}\n"},
+    "file-yaml": {"conf/model/syntax.yaml": "batch: 2\ninputs: {x: {shape: [256]}\n"},
 }
 
 
@@ -153,6 +171,9 @@ def bad_input_runs(tmp_path_factory):
         name, (args, _) = item
         cwd = base / name
         cwd.mkdir()
+        for path, text in USER_FILES.get(name, {}).items():
+            (cwd / path).parent.mkdir(parents=True, exist_ok=True)
+            (cwd / path).write_text(text)
         return name, (run_cli([*QUICK, *args], cwd), cwd)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -162,7 +183,7 @@ def bad_input_runs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
 def test_bad_input_is_one_line_nonzero_and_leaves_no_result(bad_input_runs, name):
     done, cwd = bad_input_runs[name]
-    expected = BAD_INPUTS[name][1]
+    expected = BAD_INPUTS[name][1].replace("{cwd}", str(cwd))
     if name == "device-missing" and "CUDA is not available" not in done.stderr:
         expected = "device=cuda:3: this machine has"
     assert done.returncode == 2, (done.stdout, done.stderr)
