@@ -25,10 +25,12 @@ from runner.errors import CaptureError, CompileError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure
 from runner.plots import plot_load_curve
+from runner.progress import failed_in
 from runner.record import (
     CONFLICT_FILE,
     RESULT_FILE,
     SCHEMA,
+    TRACEBACK_FILE,
     folder_conflict,
     method_for,
     read_result,
@@ -224,7 +226,11 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     _tell_if_host_is_busy(spec, result)
     if not spec.is_cuda and spec.dtype != "fp32":
         _tell_if_dtype_is_slow_here(spec, result)
-    workload = build(spec)
+    try:
+        workload = build(spec)
+    except Exception as exc:
+        failed_in(exc, "build")
+        raise
     lap("build")
     result["model_io"] = model_io(spec, workload)
     result["warnings"] += workload.warnings
@@ -232,7 +238,11 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
         result["notices"].append(f"{workload.compile_fallback}: ran uncompiled instead (capture.fallback_eager=true)")
         result["effective"].update(compile="none")
         result["mode"] = mode_name(result["effective"])
-    lanes = build_lanes(spec, workload)
+    try:
+        lanes = build_lanes(spec, workload)
+    except Exception as exc:
+        failed_in(exc, "capture" if spec.graph else "setting up the streams")
+        raise
     lap("capture")
     try:
         if lanes.fallback_reason:
@@ -380,11 +390,12 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         raise
     except Exception as exc:
         result["status"] = "failed"
-        result["reason"] = _failure_reason(exc)
-        log.error("job failed: %s", result["reason"])
-        log.debug("%s", traceback.format_exc())
+        phase = getattr(exc, "runner_phase", None)
+        result["reason"] = _failure_reason(exc) + (f" (in the {phase})" if phase else "")
         info.output_dir.mkdir(parents=True, exist_ok=True)
-        (info.output_dir / "traceback.txt").write_text(traceback.format_exc())
+        (info.output_dir / TRACEBACK_FILE).write_text(traceback.format_exc())
+        result["files"]["traceback"] = TRACEBACK_FILE
+        log.error("job failed: %s; the traceback is in %s", result["reason"], info.output_dir / TRACEBACK_FILE)
     finally:
         _release_memory(spec.device if spec else None)
     _finish(result, info, t0)

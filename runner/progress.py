@@ -52,6 +52,16 @@ def _console_handlers() -> list[logging.Handler]:
     return found
 
 
+def failed_in(exc: BaseException, phase: str) -> None:
+    """Mark `exc` with the phase it was raised in (the innermost one, if phases nest): a job's
+    failure then says where it happened, not only what."""
+    if getattr(exc, "runner_phase", None) is None:
+        try:
+            exc.runner_phase = phase  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type with __slots__: then unnamed
+            pass
+
+
 class Progress:
     def __init__(self, budget_s: float, bar: Optional[bool] = None) -> None:
         self.budget_s = budget_s
@@ -90,6 +100,9 @@ class Progress:
         try:
             with nvtx_phase(label or name):
                 yield
+        except Exception as exc:
+            failed_in(exc, label or name)
+            raise
         finally:
             self.phases_s[name] = self.phases_s.get(name, 0.0) + time.perf_counter() - begin
             self.show(label or name)

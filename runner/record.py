@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
+TRACEBACK_FILE = "traceback.txt"  # a failed job's traceback, beside its result
 CONFLICT_FILE = "resume_conflict.txt"  # a sweep job refused to write into another job's folder
 SCHEMA = "runner.result/1"
 STATUSES = ("ok", "invalid", "failed", "interrupted", "skipped")

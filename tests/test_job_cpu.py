@@ -183,9 +183,10 @@ def test_runtime_failure_is_recorded_with_its_reason(make_cfg, tmp_path):
     cfg = make_cfg(*QUICK, *FAULTY, "+model.module.calls=40")
     result = run_job(cfg, JobInfo(output_dir=tmp_path))
     assert result["status"] == "failed"
-    assert result["reason"] == "RuntimeError: planted failure after 40 forwards"
+    assert result["reason"] == "RuntimeError: planted failure after 40 forwards (in the check)"  # what, and where
     on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
     assert on_disk["status"] == "failed" and on_disk["reason"] == result["reason"]
+    assert on_disk["files"]["traceback"] == "traceback.txt"
     assert "planted failure" in (tmp_path / "traceback.txt").read_text()
 
 
