@@ -356,6 +356,15 @@ def request_bytes(spec: RunSpec) -> int:
     return Layout(spec.model, largest(spec.model), spec.torch_dtype).nbytes
 
 
+CHECK_CHUNK_REQUESTS = 512  # requests the check generates and compares at once...
+CHECK_CHUNK_BYTES = 256 * 2**20  # ...unless their inputs would take more host memory than this
+
+
+def check_chunk(one_request_bytes: int, ring: int) -> int:
+    """Requests in the check's largest chunk: a turn of the ring at least."""
+    return max(ring, min(CHECK_CHUNK_REQUESTS, CHECK_CHUNK_BYTES // max(1, one_request_bytes)))
+
+
 def available_host_bytes() -> Optional[int]:
     try:
         with open("/proc/meminfo") as f:
@@ -367,6 +376,9 @@ def available_host_bytes() -> Optional[int]:
     return None
 
 
+HOST_SHARE = 0.8  # of the host's available memory, the most a job's buffers may take (the model needs some too)
+
+
 def check_host_memory(spec: RunSpec, available: Optional[int] = None) -> None:
     """Refuse, before allocating, a request size whose host buffers cannot fit: a host that
     runs out of memory kills the process instead of raising."""
@@ -374,13 +386,17 @@ def check_host_memory(spec: RunSpec, available: Optional[int] = None) -> None:
     if available is None:
         return
     one = request_bytes(spec)
-    # Timed requests twice (pageable and pinned copies), staging slots per stream, a check chunk.
-    needed = one * (2 * plan_length(spec) + 2 * spec.streams * spec.slots + 64)
-    if needed > 0.8 * available:
+    ring = spec.streams * spec.slots
+    # The request pool twice (pageable and pinned copies), the staging slots (in and out), and
+    # the check's largest chunk of requests.
+    pool = 2 * plan_length(spec) * one
+    needed = pool + 2 * ring * one + check_chunk(one, ring) * one
+    if needed > HOST_SHARE * available:
+        pool_hint = f" or measure.input_pool (its requests take {pool / 2**30:,.1f} GiB)" if pool > needed / 3 else ""
         raise ConfigError(
             f"model.batch={spec.model.batch}: one request is {one / 2**20:,.1f} MiB and the "
-            f"host buffers need {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available; "
-            "use a smaller batch or a smaller measure.input_pool"
+            f"host buffers need {needed / 2**30:,.1f} GiB, more than {HOST_SHARE:.0%} of the "
+            f"{available / 2**30:,.1f} GiB available; use a smaller model.batch{pool_hint}"
         )
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from runner.build import Workload, launch_key, request_bytes
+from runner.build import Workload, check_chunk, launch_key, request_bytes
 from runner.inputs import Size, buckets, draw_sizes, make_request, packed
 from runner.lanes import Lanes
 from runner.protocol import serve
@@ -21,8 +21,6 @@ from runner.spec import RunSpec
 # between graph and eager kernels stay far below these.
 REL_TOLERANCE = {"fp32": 1e-5, "fp32+tf32": 5e-3, "bf16": 3e-2, "fp16": 5e-3}
 COMPILED_TOLERANCE = {"fp32": 1e-4, "fp32+tf32": 1e-2, "bf16": 5e-2, "fp16": 1e-2}
-CHUNK_REQUESTS = 512  # requests generated and compared at once...
-CHUNK_BYTES = 256 * 2**20  # ...unless their inputs would take more host memory than this
 
 
 def tolerance(spec: RunSpec) -> float:
@@ -126,7 +124,7 @@ def _norm(t: torch.Tensor, block: int = 4096) -> float:
 
 
 def _largest_chunk(spec: RunSpec, lanes: Lanes) -> int:
-    return max(len(lanes.ring), min(CHUNK_REQUESTS, CHUNK_BYTES // max(1, request_bytes(spec))))
+    return check_chunk(request_bytes(spec), len(lanes.ring))
 
 
 def first_chunk(spec: RunSpec, lanes: Lanes, requests: int) -> int:

@@ -339,9 +339,16 @@ def test_a_request_too_big_for_host_memory_is_refused_before_allocating(make_cfg
     from runner.build import check_host_memory
 
     spec = resolve(make_cfg(*QUICK, "model.batch=100000"), cuda_count=lambda: 0)
-    with pytest.raises(ConfigError, match=r"^model\.batch=100000: one request is 97\.7 MiB"):
+    with pytest.raises(ConfigError, match=r"^model\.batch=100000: one request is 97\.7 MiB and the host buffers "
+                       r"need [\d.]+ GiB, more than 80% of the 1\.0 GiB available; use a smaller model\.batch or "
+                       r"measure\.input_pool \(its requests take [\d.]+ GiB\)$"):
         check_host_memory(spec, available=2**30)
     check_host_memory(spec, available=2**40)  # fits: no error
+    # One request in the pool, one slot, a check chunk of 2 requests (256 MiB): 6 requests, 586 MiB.
+    one = resolve(make_cfg(*QUICK, "model.batch=100000", "measure.input_pool=1"), cuda_count=lambda: 0)
+    check_host_memory(one, available=int(1.2 * 2**30))
+    with pytest.raises(ConfigError, match=r"more than 80% of the 0\.6 GiB available; use a smaller model\.batch$"):
+        check_host_memory(one, available=int(0.6 * 2**30))
 
 
 def test_a_dtype_the_model_cannot_run_is_told_apart_from_a_bad_shape(make_cfg, tmp_path):
