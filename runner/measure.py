@@ -451,9 +451,12 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003 + points, MIN_REQUESTS)
         label = f"{name.replace('_', ' ')}: server at {rate:,.0f}/s"
         with progress.phase(name, label), no_gc(), servers_of() as servers:
-            served = open_loop(arrivals, servers, max(0.0, end - time.perf_counter()) + duration)
+            # Every arrival is admitted (the deadline is never before the last); past the
+            # share's end, an overloaded rate's queue is dropped rather than served.
+            served = open_loop(arrivals, servers, max(end - time.perf_counter(), duration))
         point = judge(rate, served, load.p99_ms)
-        log.info("server at %s requests/s: p99 %.1f us, %s", rate_text(rate), point.latency_us["p99"] or math.nan,
+        p99_us = point.latency_us["p99"]
+        log.info("server at %s requests/s: p99 %s us, %s", rate_text(rate), "-" if p99_us is None else f"{p99_us:,.1f}",
                  "valid" if point.valid else f"invalid ({point.why})", extra=PROGRESS)
         return point
 

@@ -74,6 +74,31 @@ def test_above_capacity_the_run_is_invalid_and_the_queue_grows():
     assert all(d >= i >= a for a, i, d in zip(served.arrival_s, served.issue_s, served.done_s, strict=True))
 
 
+@pytest.mark.parametrize("server", [Busy, Later])
+def test_an_overloaded_rate_ends_at_its_deadline_and_drops_its_queue(server):
+    """A rate far above capacity queued more work than the time left: at 6x capacity a CPU job
+    of a 2 s budget measured 7.6 s, its synchronous server draining the whole queue before
+    the loop looked at the clock again. At the deadline the waiting requests are dropped,
+    counted, and make the point invalid; those in flight finish."""
+    service = 0.005  # capacity 200/s
+    start = time.perf_counter()
+    served = open_loop(poisson_arrivals(1000.0, 0.3, seed=5), [server(service)], deadline_s=0.4)
+    took = time.perf_counter() - start
+    assert took < 1.0, took  # stopped at its deadline (0.4 s), not after the 1.5 s the 300 requests would take
+    assert served.dropped > 100 and served.requests + served.dropped > 250
+    assert served.requests == len(served.done_s) and all(d > 0 for d in served.done_s)
+    point = judge(1000.0, served, p99_ms=None)
+    assert not point.valid and f"{served.dropped:,} requests still queued when its time ran out" in point.why
+
+
+def test_a_healthy_rate_serves_its_few_waiting_requests_at_the_deadline():
+    """Below capacity the queue at the deadline holds a few requests: they are served, not
+    dropped (the deadline falls just after the last arrival when the budget is spent)."""
+    arrivals = poisson_arrivals(100.0, 0.5, seed=6)
+    served = open_loop(arrivals, [Busy(0.002)], deadline_s=arrivals[-1] + 1e-3)
+    assert served.dropped == 0 and served.requests == len(arrivals)
+
+
 def test_requests_go_to_the_first_free_server():
     servers = [Later(0.05), Later(0.05), Later(0.05)]
     started = []
