@@ -285,8 +285,8 @@ def _write_all(path: Path, results: list[dict]) -> Path:
 def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
     from runner.report import Row, collapse_notes, collapsed
 
-    def row(job, asked, ran='{"graph": false, "streams": 1}'):
-        return Row(job=job, overrides=" ".join(asked), model="MLP", mode="eager x1 pageable", status="ok",
+    def row(job, asked, ran='{"graph": false, "streams": 1}', status="ok"):
+        return Row(job=job, overrides=" ".join(asked), model="MLP", mode="eager x1 pageable", status=status,
                    reason="", requests_per_s=1.0, samples_per_s=1.0, latency_p50_us=1.0, latency_p99_us=1.0,
                    speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=0.01, streams=1,
                    device="cpu", path="", ran=ran, asked=tuple(asked))
@@ -297,6 +297,10 @@ def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
     resumed = [row("0", ["streams=1"]), row("1", ["streams=2", "resume=True"]), row("2", ["streams=4", "resume=True"])]
     assert [[r.job for r in g] for g in collapsed(resumed)] == [["0", "1", "2"]]
     assert "jobs #0, #1 ran the same settings" in collapse_notes(same)[0]
+    assert collapse_notes(same)[0].endswith("so their differences are noise")
+    # Failed jobs ran the settings too, but have no figures whose differences could be noise.
+    failed = [row("0", ["streams=1"], status="failed"), row("1", ["streams=2"], status="failed")]
+    assert collapse_notes(failed)[0].endswith("the machine overruled what they asked for")
     seeds = [row("0", ["seed=1"]), row("1", ["seed=2"])]  # a real difference, not a collapse
     assert collapsed(seeds) == []
     # experiment=peers on a CPU: +peer=graphs ran eager, as +peer=eager did.
