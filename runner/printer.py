@@ -95,10 +95,10 @@ def render(result: dict[str, Any]) -> str:
             f"check: {f['check_requests']} requests {verdict} "
             f"(max rel err {'-' if err is None else format(err, '.1e')}, tolerance {f['check_tolerance_rel']:.0e})"
         )
-    if "throughput_requests_per_s" in f:
+    if f.get("throughput_requests_per_s") is not None:
         lines.append(f"{'':24}{'requests/s':>12}{'samples/s':>14}{'cv':>8}")
         for label, key in (("runner", "throughput"), ("baseline (eager)", "baseline"), ("ceiling (device only)", "ceiling")):
-            if f"{key}_requests_per_s" in f:
+            if f.get(f"{key}_requests_per_s") is not None:
                 lines.append(
                     f"  {label:22}{_num(f[f'{key}_requests_per_s']):>12}"
                     f"{_num(f[f'{key}_samples_per_s']):>14}{_pct(f.get(f'{key}_cv')):>8}"

@@ -119,6 +119,11 @@ HOST_METHOD = {
         "reached (at most measure.max_pass_ms); host clock; the median of the passes; cv = stdev / mean; "
         "after a step in the host's speed, of the passes after it (throughput_steady_from_repeat)"
     ),
+    "check": (
+        "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "
+        "the request protocol, one at a time, each compared with an eager forward of the real request, "
+        "leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance"
+    ),
 }
 
 

@@ -158,6 +158,9 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     speeds = host_speeds(m)
     start = steady_start(rates, speeds, spec.measure.min_repeats)
     steady = rates[start:]
+    if spec.load.scenario == "offline":  # its figure, None when no pass finished (a Ctrl-C, say)
+        fig.update(dict.fromkeys(("throughput_requests_per_s", "throughput_samples_per_s",
+                                  "throughput_requests_per_s_repeats", "throughput_cv")))
     fig.update(_rate_figures("throughput", m.throughput, batch, start))
     fig.update(_rate_figures("baseline", m.baseline, batch))
     fig.update(_rate_figures("ceiling", m.ceiling, batch))

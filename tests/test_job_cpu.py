@@ -53,6 +53,7 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
     assert f["latency_e2e_us"]["p50"] >= f["latency_compute_us"]["p50"]
     method = json.dumps(on_disk["method"])
     assert "CUDA" not in method and "H2D" not in method and "host-clock" in on_disk["method"]["latency"]
+    assert "slots" not in method  # one request at a time: no slots in flight
     for step in ("wait", "copy", "launch"):
         assert 0 < f[f"host_{step}_us"]["n"] <= 200
     # Direct staging copies nothing on the host: the launch is the forward itself.
@@ -608,3 +609,16 @@ def test_after_a_step_the_repeats_go_on_until_the_passes_after_it_are_enough():
     assert stops([1000, 1000, 650, 651, 649], host_step_at=99) == (False, None)  # the host held: all count
     assert stops([1000, 1002, 1001]) == (True, "stdrel")  # no step: all passes, as before
     assert stops([1000, 900, 1100, 950]) == (False, None)
+
+
+def test_a_job_stopped_before_its_first_pass_has_its_throughput_keys_as_null(make_cfg):
+    """An interrupt during the check left `figures` without the throughput's keys (a reader's
+    KeyError) where a later interrupt had them: the keys are there, null."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    f = summarize_measurement(resolve(make_cfg(*QUICK)), Measurement()).figures
+    for key in ("throughput_requests_per_s", "throughput_samples_per_s", "throughput_requests_per_s_repeats",
+                "throughput_cv"):
+        assert key in f and f[key] is None, key
+    assert "requests/s" not in render({"status": "interrupted", "figures": {**f, "measure_time_s": 1.0}})
