@@ -408,7 +408,9 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
         if a is None:
             m.verdict = "only in new"
         elif b is None:
-            m.verdict = "missing in new"
+            # A config old never measured is no coverage lost: said, not a regression.
+            m.verdict = "missing in new" if a.result.get("status") == "ok" else \
+                f"missing in new (was {a.result.get('status') or 'unknown'} in old)"
         elif b.mixed:
             m.verdict = f"new runs ran differently among themselves ({b.mixed})"
         else:

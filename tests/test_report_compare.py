@@ -160,6 +160,10 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
     matches = compare.compare([a, b], [a], 0.05, 3)
     assert [m.verdict for m in matches] == ["same", "missing in new"]
     assert compare.is_regression(matches[1])
+    # A config that failed in old and is gone in new lost no measurement: said, not a regression.
+    failed = {**copy.deepcopy(b), "status": "failed", "reason": "RuntimeError: boom (in the check)", "figures": {}}
+    matches = compare.compare([a, failed], [a], 0.05, 3)
+    assert matches[1].verdict == "missing in new (was failed in old)" and not compare.is_regression(matches[1])
     [m] = compare.compare([a, a], [a], 0.05, 3)  # two runs of a config on a side are pooled
     assert m.runs == (2, 1) and m.verdict == "same"
 
