@@ -170,6 +170,7 @@ class Point:
     slack_us: dict[str, Optional[float]]
     valid: bool
     why: str  # what made it invalid ("" when valid)
+    dropped: int = 0  # requests still queued at the deadline, not served (an overloaded rate)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -194,7 +195,7 @@ def judge(rate: float, served: Served, p99_ms: Optional[float]) -> Point:
     if p99_ms is not None and latency["p99"] is not None and latency["p99"] > p99_ms * 1e3:
         why.append(f"p99 {latency['p99'] / 1e3:.3g} ms > {p99_ms:g} ms")
     return Point(rate, offered, achieved, n, latency, _percentiles(served.queue_us()),
-                 _percentiles(served.slack_us()), not why, "; ".join(why))
+                 _percentiles(served.slack_us()), not why, "; ".join(why), served.dropped)
 
 
 @dataclass

@@ -451,3 +451,22 @@ def test_torchs_own_graphs_run_on_one_stream_and_match_eager(make_cfg, tmp_path)
                                    f"compile_cache={tmp_path}")
     assert not lanes.graph
     assert _check(spec, workload, lanes, 1_000).passed
+
+
+def test_server_load_on_the_gpu_finds_a_rate_and_ends_an_overloaded_one_within_its_budget(make_cfg, tmp_path):
+    """The open loop with the runner's lanes as servers (events polled between issues): a rate
+    search under a p99 bound finds a rate, and a rate far over capacity is invalid, its queue
+    dropped at the end of its share instead of served for seconds past the budget."""
+    search = run_job(make_cfg(*QUICK, "model=mlp", "load.scenario=server", "load.rate=max", "load.p99_ms=5"),
+                     JobInfo(output_dir=tmp_path / "search"))
+    assert search["status"] == "ok", search["reason"]
+    f = search["figures"]
+    assert f["server_max_rate"] and f["server_max_rate"] > 1000, f["load"]["runner"]
+    valid = [p for p in f["load"]["runner"]["points"] if p["valid"]]
+    assert valid and all(p["dropped"] == 0 and p["latency_us"]["p99"] <= 5000 for p in valid)
+    over = run_job(make_cfg(*QUICK, "model=mlp", "load.scenario=server", "load.rate=3000000", "load.duration_s=0.1",
+                            "baseline=false"), JobInfo(output_dir=tmp_path / "over"))
+    assert over["status"] == "ok", over["reason"]
+    [point] = over["figures"]["load"]["runner"]["points"]
+    assert not point["valid"] and point["dropped"] > 0 and "still queued" in point["why"]
+    assert over["figures"]["measure_time_s"] < 2 * 2.0, over["figures"]["measure_phases_s"]  # measure=quick: 2 s

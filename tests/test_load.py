@@ -89,6 +89,7 @@ def test_an_overloaded_rate_ends_at_its_deadline_and_drops_its_queue(server):
     assert served.requests == len(served.done_s) and all(d > 0 for d in served.done_s)
     point = judge(1000.0, served, p99_ms=None)
     assert not point.valid and f"{served.dropped:,} requests still queued when its time ran out" in point.why
+    assert point.as_dict()["dropped"] == served.dropped  # in the record too
 
 
 def test_a_healthy_rate_serves_its_few_waiting_requests_at_the_deadline():
