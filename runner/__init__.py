@@ -10,6 +10,8 @@ searched for them here.
 
 import os as _os
 
+__version__ = "0.1.0"
+
 _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if _os.path.isfile(_os.path.join(_root, "configs", "config.yaml")) and _os.path.isfile(
     _os.path.join(_root, "models", "mlp.py")

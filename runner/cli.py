@@ -38,7 +38,9 @@ def version_line() -> str:
         except PackageNotFoundError:
             return "not installed"
 
-    return f"runner {of('runner')} (" + ", ".join(f"{n} {of(n)}" for n in ("torch", "hydra-core", "omegaconf")) + ")"
+    import runner
+
+    return f"runner {runner.__version__} (" + ", ".join(f"{n} {of(n)}" for n in ("torch", "hydra-core", "omegaconf")) + ")"
 
 
 def exit_interrupted() -> None:

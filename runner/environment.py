@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 import torch
 
+import runner
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,20 +34,19 @@ def git_state() -> dict[str, Any]:
     Only a checkout whose top is the folder holding the `runner` package counts: an installed
     runner sits in site-packages, which may lie inside the user's own repository (a `.venv`
     in a project), whose commit says nothing of the runner's code.
-    A copy without .git (say, a tree shipped to a GPU host) reports RUNNER_GIT_COMMIT and
-    RUNNER_GIT_DIRTY if the caller set them, else null.
+    RUNNER_GIT_COMMIT and RUNNER_GIT_DIRTY, when the caller sets them, come first: a tree
+    shipped to a GPU host may carry a stale .git, or none.
     """
+    if os.environ.get("RUNNER_GIT_COMMIT"):  # said by the caller: it knows better than a copied .git
+        dirty = os.environ.get("RUNNER_GIT_DIRTY")
+        return {"commit": os.environ["RUNNER_GIT_COMMIT"],
+                "dirty": None if dirty is None else dirty.lower() in ("1", "true", "yes"), "source": "environment"}
     found = (_run(["git", "rev-parse", "--show-toplevel", "HEAD"], PROJECT_ROOT) or "").splitlines()
     commit = found[1] if len(found) == 2 and Path(found[0]).resolve() == PROJECT_ROOT else None
     if commit:
         status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
         return {"commit": commit, "dirty": bool(status) if status is not None else None, "source": "git"}
-    dirty = os.environ.get("RUNNER_GIT_DIRTY")
-    return {
-        "commit": os.environ.get("RUNNER_GIT_COMMIT"),
-        "dirty": None if dirty is None else dirty.lower() in ("1", "true", "yes"),
-        "source": "environment" if os.environ.get("RUNNER_GIT_COMMIT") else None,
-    }
+    return {"commit": None, "dirty": None, "source": None}
 
 
 _SMI_FIELDS = ("clocks.sm", "clocks.mem", "clocks.max.sm", "pstate", "temperature.gpu", "power.draw")
@@ -254,7 +255,7 @@ def package_versions() -> dict[str, str]:
 
 def collect(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
-        "runner": package_version("runner"),
+        "runner": runner.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "packages": package_versions(),

@@ -350,7 +350,7 @@ def test_works_after_a_plain_pip_install_from_another_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == "ok" and result["job"]["output_dir"].startswith(str(elsewhere))
-    version = re.search(r'^version = "(.+)"', (root / "pyproject.toml").read_text(), re.M).group(1)
+    version = re.search(r'^__version__ = "(.+)"', (root / "runner" / "__init__.py").read_text(), re.M).group(1)
     assert result["env"]["runner"] == version
     assert result["env"]["git"] == {"commit": None, "dirty": None, "source": None}
     assert result["env"]["cwd"] == str(elsewhere) and result["env"]["packages"]["hydra-core"]

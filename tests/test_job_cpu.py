@@ -622,3 +622,17 @@ def test_a_job_stopped_before_its_first_pass_has_its_throughput_keys_as_null(mak
                 "throughput_cv"):
         assert key in f and f[key] is None, key
     assert "requests/s" not in render({"status": "interrupted", "figures": {**f, "measure_time_s": 1.0}})
+
+
+def test_the_commit_the_caller_names_wins_over_a_copied_git_folder(monkeypatch):
+    """A tree shipped to a GPU host carried the .git of an older commit, which the record then
+    named (dirty) although the caller had set RUNNER_GIT_COMMIT."""
+    from runner import environment
+
+    monkeypatch.delenv("RUNNER_GIT_COMMIT", raising=False)
+    monkeypatch.delenv("RUNNER_GIT_DIRTY", raising=False)
+    here = environment.git_state()  # this checkout (CI clones it) or an unversioned copy
+    assert here["source"] in ("git", None) and (here["commit"] is None) == (here["source"] is None)
+    monkeypatch.setenv("RUNNER_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("RUNNER_GIT_DIRTY", "false")
+    assert environment.git_state() == {"commit": "abc123", "dirty": False, "source": "environment"}
