@@ -106,7 +106,7 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
                     del busy[s]
                     bisect.insort(free, s)
                     completed += 1
-        while i < n and due[i] <= now and due[i] < end:  # seen late or not, due before the deadline
+        while i < n and due[i] <= now and due[i] <= end:  # seen late or not, due by the deadline
             queued[i] = not free or bool(waiting) or due[i] < blocked_until
             waiting.append(i)
             i += 1

@@ -451,9 +451,10 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003 + points, MIN_REQUESTS)
         label = f"{name.replace('_', ' ')}: server at {rate:,.0f}/s"
         with progress.phase(name, label), no_gc(), servers_of() as servers:
-            # Every arrival is admitted (the deadline is never before the last); past the
-            # share's end, an overloaded rate's queue is dropped rather than served.
-            served = open_loop(arrivals, servers, max(end - time.perf_counter(), duration))
+            # Every arrival is admitted (the deadline is never before the last, which lies past
+            # `duration` when MIN_REQUESTS needed more); past the share's end, an overloaded
+            # rate's queue is dropped rather than served.
+            served = open_loop(arrivals, servers, max(end - time.perf_counter(), arrivals[-1]))
         point = judge(rate, served, load.p99_ms)
         p99_us = point.latency_us["p99"]
         log.info("server at %s requests/s: p99 %s us, %s", rate_text(rate), "-" if p99_us is None else f"{p99_us:,.1f}",
