@@ -408,8 +408,10 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
         if a is None:
             m.verdict = "only in new"
         elif b is None:
-            # A config old never measured is no coverage lost: said, not a regression.
-            m.verdict = "missing in new" if a.result.get("status") == "ok" else \
+            # A config no old run measured (none ok, none with a rate) is no coverage lost: said,
+            # not a regression.
+            measured = any(r.get("status") == "ok" or _rps(r) for r in old_runs[key])
+            m.verdict = "missing in new" if measured else \
                 f"missing in new (was {a.result.get('status') or 'unknown'} in old)"
         elif b.mixed:
             m.verdict = f"new runs ran differently among themselves ({b.mixed})"

@@ -37,12 +37,14 @@ def git_state() -> dict[str, Any]:
     RUNNER_GIT_COMMIT and RUNNER_GIT_DIRTY, when the caller sets them, come first: a tree
     shipped to a GPU host may carry a stale .git, or none.
     """
-    if os.environ.get("RUNNER_GIT_COMMIT"):  # said by the caller: it knows better than a copied .git
-        dirty = os.environ.get("RUNNER_GIT_DIRTY")
-        return {"commit": os.environ["RUNNER_GIT_COMMIT"],
-                "dirty": None if dirty is None else dirty.lower() in ("1", "true", "yes"), "source": "environment"}
     found = (_run(["git", "rev-parse", "--show-toplevel", "HEAD"], PROJECT_ROOT) or "").splitlines()
     commit = found[1] if len(found) == 2 and Path(found[0]).resolve() == PROJECT_ROOT else None
+    if os.environ.get("RUNNER_GIT_COMMIT"):  # said by the caller: it knows better than a copied .git
+        dirty = os.environ.get("RUNNER_GIT_DIRTY")
+        # The checkout's own commit beside it: a variable left exported from an older run shows.
+        return {"commit": os.environ["RUNNER_GIT_COMMIT"],
+                "dirty": None if dirty is None else dirty.lower() in ("1", "true", "yes"), "source": "environment",
+                "checkout_commit": commit}
     if commit:
         status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
         return {"commit": commit, "dirty": bool(status) if status is not None else None, "source": "git"}

@@ -241,7 +241,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     try:
         lanes = build_lanes(spec, workload)
     except Exception as exc:
-        failed_in(exc, "capture" if spec.graph else "setting up the streams")
+        failed_in(exc, "capture" if spec.graph else "lanes")
         raise
     lap("capture")
     try:
@@ -324,6 +324,16 @@ class FolderTaken(ConfigError):
     """A job whose folder holds another job's result (resume=true or not)."""
 
 
+# A phase's name (job.py's and measure.py's) as a failed job's reason names it: "(in the check)".
+PHASE_WORDS = {
+    "lanes": "setup of the streams and buffers", "warmup": "warm-up", "throughput": "throughput passes",
+    "ceiling": "ceiling passes", "baseline": "baseline passes", "enqueue": "host-time pass",
+    "latency": "latency pass", "baseline_latency": "baseline's latency pass", "load": "server load",
+    "load_baseline": "baseline's server load", "single_stream": "single stream",
+    "baseline_single_stream": "baseline's single stream",
+}
+
+
 def _failure_reason(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -391,7 +401,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     except Exception as exc:
         result["status"] = "failed"
         phase = getattr(exc, "runner_phase", None)
-        result["reason"] = _failure_reason(exc) + (f" (in the {phase})" if phase else "")
+        result["reason"] = _failure_reason(exc) + (f" (in the {PHASE_WORDS.get(phase, phase)})" if phase else "")
         info.output_dir.mkdir(parents=True, exist_ok=True)
         (info.output_dir / TRACEBACK_FILE).write_text(traceback.format_exc())
         result["files"]["traceback"] = TRACEBACK_FILE

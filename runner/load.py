@@ -73,9 +73,10 @@ class Served:
 
 
 # At the deadline, requests still waiting for a server are dropped (and counted) when serving
-# them would take more than this share of the deadline at the pace served so far: an overloaded
-# rate's queue grows without bound (at 6x its capacity, a 1 s point queued 5 s of work), a
-# healthy one's holds a few requests, which are served.
+# them would take more than this share of the deadline at the servers' capacity (all servers
+# busy, each request taking the mean issue-to-completion time seen so far): an overloaded rate's
+# queue grows without bound (at 6x its capacity, a 1 s point queued 5 s of work), a healthy
+# one's holds a few requests, which are served.
 DRAIN_SHARE = 0.1
 
 
@@ -96,6 +97,7 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
     # every server busy, were queued behind it, however late the loop admits them.
     blocked_until = -math.inf
     i = completed = dropped = 0
+    service_s = 0.0  # the completed requests' issue-to-completion times, summed
     closed = False  # the deadline has passed
     while completed < i or i < n:
         now = perf_counter()
@@ -103,6 +105,7 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
             for s, j in list(busy.items()):
                 if servers[s].done():
                     done[j] = now
+                    service_s += now - issue[j]
                     del busy[s]
                     bisect.insort(free, s)
                     completed += 1
@@ -112,8 +115,9 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
             i += 1
         if now >= end and not closed:
             closed, n = True, i  # the deadline: no more admissions
-            pace = completed / max(now - start, 1e-9)
-            if waiting and len(waiting) > pace * DRAIN_SHARE * deadline_s:
+            # Seconds to serve the queue: nothing completed yet reads as never.
+            drain_s = len(waiting) * service_s / (len(servers) * completed) if completed else math.inf
+            if waiting and drain_s > DRAIN_SHARE * deadline_s:
                 # The waiting requests are the admitted ones' tail (first in, first issued).
                 dropped = len(waiting)
                 waiting.clear()
@@ -126,6 +130,7 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
             server.start(j)
             if server.sync:
                 done[j] = perf_counter()
+                service_s += done[j] - issue[j]
                 if not free:
                     blocked_until = done[j]
                 bisect.insort(free, s)

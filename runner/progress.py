@@ -101,7 +101,7 @@ class Progress:
             with nvtx_phase(label or name):
                 yield
         except Exception as exc:
-            failed_in(exc, label or name)
+            failed_in(exc, name)
             raise
         finally:
             self.phases_s[name] = self.phases_s.get(name, 0.0) + time.perf_counter() - begin

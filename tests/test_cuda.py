@@ -463,7 +463,7 @@ def test_server_load_on_the_gpu_finds_a_rate_and_ends_an_overloaded_one_within_i
     f = search["figures"]
     assert f["server_max_rate"] and f["server_max_rate"] > 1000, f["load"]["runner"]
     valid = [p for p in f["load"]["runner"]["points"] if p["valid"]]
-    assert valid and all(p["dropped"] == 0 and p["latency_us"]["p99"] <= 5000 for p in valid)
+    assert valid and all(p["requests"] >= 200 and p["latency_us"]["p99"] <= 5000 for p in valid)
     over = run_job(make_cfg(*QUICK, "model=mlp", "load.scenario=server", "load.rate=3000000", "load.duration_s=0.1",
                             "baseline=false"), JobInfo(output_dir=tmp_path / "over"))
     assert over["status"] == "ok", over["reason"]

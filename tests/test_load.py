@@ -100,6 +100,25 @@ def test_a_healthy_rate_serves_its_few_waiting_requests_at_the_deadline():
     assert served.dropped == 0 and served.requests == len(arrivals)
 
 
+def test_a_stall_at_the_deadline_does_not_drop_a_healthy_rates_queue():
+    """The host stalls for 150 ms just before the deadline (here: inside one request's issue),
+    and ten requests queue meanwhile. Two servers of 2 ms serve them in about 10 ms: they are
+    served, not dropped. (Measured by the pace served so far, about the arrival rate, the queue
+    had looked like 100 ms of work.)"""
+    arrivals = poisson_arrivals(100.0, 1.0, seed=9)
+    stall_at = next(j for j, t in enumerate(arrivals) if t > arrivals[-1] - 0.1)
+
+    class Stalls(Later):
+        def start(self, j: int) -> None:
+            if j == stall_at:
+                time.sleep(0.15)
+            super().start(j)
+
+    served = open_loop(arrivals, [Stalls(0.002), Stalls(0.002)], deadline_s=arrivals[-1])
+    assert served.dropped == 0 and served.requests == len(arrivals)
+    assert sum(served.queued) >= 5  # the stall did queue requests at the deadline
+
+
 def test_requests_go_to_the_first_free_server():
     servers = [Later(0.05), Later(0.05), Later(0.05)]
     started = []

@@ -164,6 +164,9 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
     failed = {**copy.deepcopy(b), "status": "failed", "reason": "RuntimeError: boom (in the check)", "figures": {}}
     matches = compare.compare([a, failed], [a], 0.05, 3)
     assert matches[1].verdict == "missing in new (was failed in old)" and not compare.is_regression(matches[1])
+    # One old run of it was ok (the last failed): measured once, so its absence is a regression.
+    matches = compare.compare([a, b, failed], [a], 0.05, 3)
+    assert matches[1].verdict == "missing in new" and compare.is_regression(matches[1])
     [m] = compare.compare([a, a], [a], 0.05, 3)  # two runs of a config on a side are pooled
     assert m.runs == (2, 1) and m.verdict == "same"
 
