@@ -128,6 +128,20 @@ def _run() -> None:
         sweep_started()
 
 
+def _check_search_path(argv: list[str]) -> None:
+    """A `hydra.searchpath` folder that does not exist: Hydra warns and then reports the
+    user's config option as missing from the bundled configs."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+") != "hydra.searchpath":
+            continue
+        for item in value.strip().strip("[]").split(","):
+            item = item.strip().strip("'\"")
+            if item.startswith("file://") and not Path(item[len("file://"):]).is_dir():
+                raise ConfigError(f"hydra.searchpath: {item}: no such folder (seen from {os.getcwd()}); name the "
+                                  "folder that holds your config groups (model/, measure/, ...)")
+
+
 def main() -> None:
     # `_target_` may name a module of the project the user runs from, as under `python -m`:
     # the console script's own folder comes first on the path otherwise.
@@ -138,6 +152,7 @@ def main() -> None:
     _show_traceback = show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us, to print them in one line
     try:
+        _check_search_path(sys.argv[1:])
         _run()
     except KeyboardInterrupt:
         exit_interrupted()

@@ -153,6 +153,8 @@ BAD_INPUTS = {
                   "(in the config file model/shape.yaml)"),
     "file-yaml": (["hydra.searchpath=[file://conf]", "model=syntax"], "{cwd}/conf/model/syntax.yaml, line 2: not valid YAML "
                   "(while parsing a flow mapping: expected ',' or '}', but got '<stream end>' at line 3); fix the file's syntax"),
+    "file-searchpath": (["hydra.searchpath=[file://conf]", "model=badkey"],
+                        "hydra.searchpath: file://conf: no such folder (seen from {cwd}); name the folder"),
 }
 USER_FILES = {
     "file-key": {"conf/model/badkey.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\ninput: {x: {shape: [256]}}\n"},
