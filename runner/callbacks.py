@@ -16,14 +16,33 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
-def concurrent_jobs(launcher: Any) -> int:
-    """How many jobs a launcher runs at a time, as far as its config tells (1: one by one)."""
+def sweep_size(config: Any) -> int:
+    """The jobs a sweep will run: the product of its swept values, from the command line and
+    from a preset's hydra.sweeper.params (2 when they cannot be read: at least two)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        given = [str(o) for o in config.hydra.overrides.task]
+        params = config.hydra.sweeper.get("params") or {}
+        given += [f"{key}={value}" for key, value in params.items()]
+        size = 1
+        for override in OverridesParser.create().parse_overrides(given):
+            if override.is_sweep_override():
+                size *= len(list(override.sweep_string_iterator()))
+        return size
+    except Exception:  # noqa: BLE001 - only a count for a warning and the record
+        return 2
+
+
+def concurrent_jobs(launcher: Any, jobs: int) -> int:
+    """How many of a sweep's `jobs` a launcher runs at a time, as far as its config tells
+    (1: one by one)."""
     target = str(launcher.get("_target_", ""))
     if "JoblibLauncher" in target:
         n = launcher.get("n_jobs", -1)
-        return (os.cpu_count() or 2) if n is None or n < 0 else int(n)
+        return min(jobs, (os.cpu_count() or 2) if n is None or n < 0 else int(n))
     if "LocalLauncher" in target and "submitit" in target:  # starts every job at once
-        return 1 << 30
+        return jobs
     return 1
 
 
@@ -55,11 +74,12 @@ class SweepReport(Callback):
         self.plots = plots
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        n = concurrent_jobs(config.hydra.launcher)
+        jobs = sweep_size(config)
+        n = concurrent_jobs(config.hydra.launcher, jobs)
         if n > 1:
             # Jobs share the host's cores and the GPU: each one's timings slow the others down.
             os.environ["RUNNER_CONCURRENT_JOBS"] = str(n)
-            at_once = "all jobs at once" if n >= 1 << 30 else f"up to {n} jobs at a time"
+            at_once = f"all {n} jobs at once" if n >= jobs else f"up to {n} jobs at a time"
             print(f"warning: this launcher runs {at_once}: their timings interfere with each other; "
                   "for figures you compare, use the default runner launcher (one job at a time)", file=sys.stderr)
 

@@ -390,12 +390,20 @@ def test_a_job_beside_others_says_its_timings_interfere(make_cfg, tmp_path, monk
 
 
 def test_launchers_that_run_jobs_at_once_are_recognized():
-    from runner.callbacks import concurrent_jobs
+    from omegaconf import OmegaConf
 
-    assert concurrent_jobs({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}) == 2
-    assert concurrent_jobs({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 1}) == 1
-    assert concurrent_jobs({"_target_": "hydra_plugins.runner_launcher.runner_launcher.RunnerLauncher"}) == 1
-    assert concurrent_jobs({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}) > 1
+    from runner.callbacks import concurrent_jobs, sweep_size
+
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert concurrent_jobs({"_target_": joblib, "n_jobs": 2}, 6) == 2
+    assert concurrent_jobs({"_target_": joblib, "n_jobs": 8}, 3) == 3  # no more at once than the sweep has
+    assert concurrent_jobs({"_target_": joblib, "n_jobs": 1}, 6) == 1
+    assert concurrent_jobs({"_target_": "hydra_plugins.runner_launcher.runner_launcher.RunnerLauncher"}, 6) == 1
+    # submitit's local launcher starts every job at once: the sweep's count (it recorded 2**30).
+    assert concurrent_jobs({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}, 6) == 6
+    config = OmegaConf.create({"hydra": {"overrides": {"task": ["streams=1,2,4", "graph=false,true", "seed=3"]},
+                                         "sweeper": {"params": {"model.batch": "range(1,3)"}}}})
+    assert sweep_size(config) == 3 * 2 * 2
 
 
 def test_a_phase_the_job_does_not_run_gets_no_time():

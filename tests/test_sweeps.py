@@ -482,6 +482,10 @@ def test_other_launchers_end_in_the_same_table(tmp_path, launcher):
     rows = table(tmp_path / "sw")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert [r["overrides"] for r in rows] == ["streams=1", "streams=2"]
+    # What each job ran beside: submitit's local launcher starts both jobs at once.
+    expected = {"basic": 1, "submitit_local": 2, "joblib": 1}[launcher]
+    assert [json.loads((tmp_path / "sw" / str(i) / "result.json").read_text())["job"]["concurrent_jobs"]
+            for i in (0, 1)] == [expected, expected]
 
 
 @pytest.mark.slow
