@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -157,12 +158,13 @@ def main() -> None:
     except KeyboardInterrupt:
         exit_interrupted()
     except Exception as exc:
-        if show_traceback:
-            raise
-        if _caused_by_interrupt(exc):  # a Ctrl-C during config composition, reported as Hydra's error
+        if _caused_by_interrupt(exc) and not show_traceback:  # a Ctrl-C during config composition
             exit_interrupted()
         user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf", "yaml")
-        hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
-        print(f"error: {condense(exc)}{hint}", file=sys.stderr)
+        if show_traceback:  # the traceback instead of the one line; the exit code stays what it says
+            traceback.print_exc()
+        else:
+            hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
+            print(f"error: {condense(exc)}{hint}", file=sys.stderr)
         sys.exit(2 if user_error else 1)
     sys.exit(_exit_code)

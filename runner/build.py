@@ -101,7 +101,7 @@ def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
     if target.partition(".")[0] == "transformers" and importlib.util.find_spec("transformers") is None:
         return ConfigError(
             f"{key}._target_={target}: HuggingFace transformers is not installed; "
-            "install the hf extra: pip install 'runner[hf]' (or pip install -e '.[hf]' in the checkout)"
+            "pip install 'transformers>=4.44' (or, in the runner's checkout, pip install -e '.[hf]')"
         )
     inner = cause.__cause__ or cause.__context__ or cause  # Hydra's ImportError wraps the real one
     reason = (str(inner).strip().splitlines() or [type(inner).__name__])[0]

@@ -258,7 +258,8 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
         interrupted = measurement.interrupted  # then no profile or timestamps: record and stop
         out_dir = Path(result["job"]["output_dir"])
         if spec.timestamps != "none" and measurement.latency is not None and not interrupted:
-            result["files"]["timestamps"] = write_timestamps(measurement.latency, spec.timestamps, out_dir).name
+            result["files"]["timestamps"] = write_timestamps(measurement.latency, spec.timestamps, out_dir,
+                                                              spec.is_cuda).name
         if spec.profile and not interrupted:  # a separate pass after the timed ones, never timed itself
             with torch.no_grad():
                 trace = profile_schedule(lanes, workload.sources, workload.keys, PROFILE_REQUESTS, out_dir / "trace.json")

@@ -404,8 +404,11 @@ def collapse_notes(rows: list[Row]) -> list[str]:
     for group in collapsed(rows):
         mode = group[0].mode
         jobs = ", ".join(f"#{r.job}" for r in group)
-        # Only jobs with figures have differences to call noise (a failed job ran the settings too).
+        # Only jobs with figures have differences to call noise; jobs that all failed (say, a
+        # _target_ that does not import) may never have run the settings at all.
         measured = sum(r.status == "ok" for r in group)
+        if not measured:
+            continue
         noise = ", so their differences are noise" if measured > 1 else ""
         notes.append(f"sweep: {group[0].model} jobs {jobs} ran the same settings ({mode} on {group[0].device or 'the same device'}): "
                      f"the machine overruled what they asked for{noise}")

@@ -62,15 +62,18 @@ def timestamp_rows(latency: dict) -> list[dict]:
     return rows
 
 
-def write_timestamps(latency: dict, fmt: str, out_dir: Path) -> Path:
+def write_timestamps(latency: dict, fmt: str, out_dir: Path, is_cuda: bool = True) -> Path:
     """Per request of the latency pass: host enqueue start/end (host clock) and the device
-    marks (CUDA events), all in microseconds since one origin taken just before the pass."""
+    marks (CUDA events; on the CPU, host-clock marks around the copies and the forward), all
+    in microseconds since one origin taken just before the pass."""
     rows = timestamp_rows(latency)
     if fmt == "json":
         path = out_dir / "timestamps.json"
+        clocks = ("enqueue_* from the host clock; h2d/compute/d2h from CUDA events" if is_cuda else
+                  "all from the host clock; on the CPU h2d_* mark the host copy in, d2h_end the host copy out")
         doc = {
             "unit": "microseconds since the start of the latency pass",
-            "clocks": "enqueue_* from the host clock; h2d/compute/d2h from CUDA events (NaN written as null)",
+            "clocks": clocks + " (NaN written as null)",
             "columns": list(TIMESTAMP_COLUMNS),
             "rows": [[None if isinstance(v, float) and v != v else v for v in r.values()] for r in rows],
         }

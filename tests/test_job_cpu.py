@@ -646,3 +646,27 @@ def test_the_commit_the_caller_names_wins_over_a_copied_git_folder(monkeypatch):
     assert {k: said[k] for k in ("commit", "dirty", "source")} == {"commit": "abc123", "dirty": False, "source": "environment"}
     # Where a checkout is found too, its commit is kept beside: a stale export shows as such.
     assert said.get("checkout_commit") == here["commit"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_timestamps_are_written_per_request_and_say_which_clock(make_cfg, tmp_path, fmt):
+    """timestamps=json|csv: one row per request of the latency pass, its marks in order; on the
+    CPU the JSON says every mark is the host clock's (it spoke of CUDA events)."""
+    import csv as csv_module
+
+    result = run_job(make_cfg(*QUICK, "model.batch=2", f"timestamps={fmt}"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok" and result["files"]["timestamps"] == f"timestamps.{fmt}"
+    path = tmp_path / f"timestamps.{fmt}"
+    if fmt == "json":
+        doc = json.loads(path.read_text())
+        assert "CUDA" not in doc["clocks"] and doc["clocks"].startswith("all from the host clock")
+        columns, rows = doc["columns"], doc["rows"]
+    else:
+        with path.open() as f:
+            table = list(csv_module.reader(f))
+        columns, rows = table[0], [[float(v) for v in r] for r in table[1:]]
+    assert len(rows) >= 2 and columns[:2] == ["request", "lane"]
+    for row in rows:
+        marks = dict(zip(columns, row, strict=True))
+        assert marks["enqueue_start_us"] <= marks["h2d_start_us"] <= marks["h2d_end_us"] <= marks["compute_end_us"] \
+            <= marks["d2h_end_us"], marks
