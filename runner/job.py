@@ -335,14 +335,22 @@ PHASE_WORDS = {
 }
 
 
+BASELINE_PHASES = ("baseline", "baseline_latency", "load_baseline", "baseline_single_stream")
+
+
 def _failure_reason(exc: BaseException) -> str:
+    """What failed, and where (the phase, when known): "RuntimeError: ... (in the check)"."""
+    phase = getattr(exc, "runner_phase", None)
+    where = f" (in the {PHASE_WORDS.get(phase, phase)})" if phase else ""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         what = ". ".join(first.split(". ")[:3]).rstrip(".")  # what was asked, what the GPU has
-        return f"out of memory: {what}; use fewer streams or a smaller model.batch"
+        # The eager baseline runs one request at a time on one stream: streams do not matter there.
+        fix = "a smaller model.batch" if phase in BASELINE_PHASES else "fewer streams or a smaller model.batch"
+        return f"out of memory{where}: {what}; use {fix}"
     if isinstance(exc, (ConfigError, CaptureError, CompileError)):
-        return first
-    return f"{type(exc).__name__}: {first[:500]}"
+        return first + where
+    return f"{type(exc).__name__}: {first[:500]}{where}"
 
 
 def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
@@ -401,8 +409,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         raise
     except Exception as exc:
         result["status"] = "failed"
-        phase = getattr(exc, "runner_phase", None)
-        result["reason"] = _failure_reason(exc) + (f" (in the {PHASE_WORDS.get(phase, phase)})" if phase else "")
+        result["reason"] = _failure_reason(exc)
         info.output_dir.mkdir(parents=True, exist_ok=True)
         (info.output_dir / TRACEBACK_FILE).write_text(traceback.format_exc())
         result["files"]["traceback"] = TRACEBACK_FILE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -215,7 +217,8 @@ def test_out_of_memory_is_a_clear_failed_result(make_cfg, tmp_path):
     cfg = make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.Hog")
     result = run_job(cfg, JobInfo(output_dir=tmp_path))
     assert result["status"] == "failed"
-    assert result["reason"].startswith("out of memory:")
+    assert re.match(r"out of memory \(in the [a-z' -]+\): CUDA out of memory\. Tried to allocate", result["reason"]), \
+        result["reason"]
     assert torch.cuda.memory_allocated() < 2**30  # nothing left behind
 
 

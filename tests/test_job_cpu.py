@@ -670,3 +670,24 @@ def test_timestamps_are_written_per_request_and_say_which_clock(make_cfg, tmp_pa
         marks = dict(zip(columns, row, strict=True))
         assert marks["enqueue_start_us"] <= marks["h2d_start_us"] <= marks["h2d_end_us"] <= marks["compute_end_us"] \
             <= marks["d2h_end_us"], marks
+
+
+def test_a_failure_says_what_and_where_and_fits_its_advice_to_the_phase():
+    """The phase a failure happened in is part of its reason; out of memory in the eager
+    baseline (one request at a time, one stream) is not told to use fewer streams."""
+    from runner.job import _failure_reason
+
+    def raised(exc, phase=None):
+        if phase:
+            exc.runner_phase = phase
+        return _failure_reason(exc)
+
+    oom = "CUDA out of memory. Tried to allocate 4.00 GiB. GPU 0 has 1.00 GiB free. Of the allocated memory 3 GiB"
+    assert raised(torch.cuda.OutOfMemoryError(oom), "baseline") == (
+        "out of memory (in the baseline passes): CUDA out of memory. Tried to allocate 4.00 GiB. GPU 0 has 1.00 GiB "
+        "free; use a smaller model.batch")
+    runner_side = raised(torch.cuda.OutOfMemoryError(oom), "throughput")
+    assert runner_side.startswith("out of memory (in the throughput passes): ")
+    assert runner_side.endswith("; use fewer streams or a smaller model.batch")
+    assert raised(RuntimeError("boom\nmore"), "warmup") == "RuntimeError: boom (in the warm-up)"
+    assert raised(ValueError("bad")) == "ValueError: bad"  # raised outside any phase: no place named
