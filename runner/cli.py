@@ -27,20 +27,23 @@ def main() -> None:
     run()
 
 
-def version_line() -> str:
-    """`runner 0.1.0 (torch 2.13.0, hydra-core 1.3.8, omegaconf 2.3.0)`, from the installed
-    distributions' metadata: importing torch only to print its version would take seconds."""
+def package_version(name: str) -> str | None:
+    """An installed distribution's version from its metadata (None: not installed): cheap,
+    where importing torch only to read its version would take seconds."""
     from importlib.metadata import PackageNotFoundError, version
 
-    def of(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
+
+def version_line() -> str:
+    """`runner 0.1.0 (torch 2.13.0, hydra-core 1.3.8, omegaconf 2.3.0)`."""
     import runner
 
-    return f"runner {runner.__version__} (" + ", ".join(f"{n} {of(n)}" for n in ("torch", "hydra-core", "omegaconf")) + ")"
+    return f"runner {runner.__version__} (" + ", ".join(
+        f"{n} {package_version(n) or 'not installed'}" for n in ("torch", "hydra-core", "omegaconf")) + ")"
 
 
 def exit_interrupted() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
 import platform
@@ -16,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 import runner
+from runner.cli import package_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -241,13 +241,6 @@ def load_average() -> Optional[list[float]]:
 # Distributions whose version a record names when they are installed: the runner's own
 # dependencies, and the libraries that models are commonly built from.
 PACKAGES = ("hydra-core", "omegaconf", "numpy", "transformers", "torchvision", "timm")
-
-
-def package_version(name: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def package_versions() -> dict[str, str]:

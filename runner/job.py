@@ -25,7 +25,7 @@ from runner.errors import CaptureError, CompileError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure
 from runner.plots import plot_load_curve
-from runner.progress import failed_in
+from runner.progress import failing_in
 from runner.record import (
     CONFLICT_FILE,
     RESULT_FILE,
@@ -226,11 +226,8 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     _tell_if_host_is_busy(spec, result)
     if not spec.is_cuda and spec.dtype != "fp32":
         _tell_if_dtype_is_slow_here(spec, result)
-    try:
+    with failing_in("build"):
         workload = build(spec)
-    except Exception as exc:
-        failed_in(exc, "build")
-        raise
     lap("build")
     result["model_io"] = model_io(spec, workload)
     result["warnings"] += workload.warnings
@@ -238,11 +235,8 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
         result["notices"].append(f"{workload.compile_fallback}: ran uncompiled instead (capture.fallback_eager=true)")
         result["effective"].update(compile="none")
         result["mode"] = mode_name(result["effective"])
-    try:
+    with failing_in("capture" if spec.graph else "lanes"):
         lanes = build_lanes(spec, workload)
-    except Exception as exc:
-        failed_in(exc, "capture" if spec.graph else "lanes")
-        raise
     lap("capture")
     try:
         if lanes.fallback_reason:

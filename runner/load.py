@@ -80,6 +80,15 @@ class Served:
 DRAIN_SHARE = 0.1
 
 
+def _drain_s(issue: list[float], done: list[float], issued: int, waiting: int, servers: int) -> float:
+    """Seconds to serve `waiting` requests with every server busy, each taking the mean
+    issue-to-completion time of the `issued` ones (first in, first issued) that completed;
+    never, when none has. Read once, at the deadline, and only with a queue: nothing in the
+    loop keeps it."""
+    times = [done[j] - issue[j] for j in range(issued) if done[j]]
+    return waiting * sum(times) / (servers * len(times)) if times else math.inf
+
+
 def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s: float = math.inf) -> Served:
     """Issue request j at arrivals_s[j] to the first free server (in `servers` order), queue
     it while all are busy. Stops admitting after `deadline_s` from the start; what was admitted
@@ -97,7 +106,6 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
     # every server busy, were queued behind it, however late the loop admits them.
     blocked_until = -math.inf
     i = completed = dropped = 0
-    service_s = 0.0  # the completed requests' issue-to-completion times, summed
     closed = False  # the deadline has passed
     while completed < i or i < n:
         now = perf_counter()
@@ -105,7 +113,6 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
             for s, j in list(busy.items()):
                 if servers[s].done():
                     done[j] = now
-                    service_s += now - issue[j]
                     del busy[s]
                     bisect.insort(free, s)
                     completed += 1
@@ -115,9 +122,7 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
             i += 1
         if now >= end and not closed:
             closed, n = True, i  # the deadline: no more admissions
-            # Seconds to serve the queue: nothing completed yet reads as never.
-            drain_s = len(waiting) * service_s / (len(servers) * completed) if completed else math.inf
-            if waiting and drain_s > DRAIN_SHARE * deadline_s:
+            if waiting and _drain_s(issue, done, i - len(waiting), len(waiting), len(servers)) > DRAIN_SHARE * deadline_s:
                 # The waiting requests are the admitted ones' tail (first in, first issued).
                 dropped = len(waiting)
                 waiting.clear()
@@ -130,7 +135,6 @@ def open_loop(arrivals_s: Sequence[float], servers: Sequence[Server], deadline_s
             server.start(j)
             if server.sync:
                 done[j] = perf_counter()
-                service_s += done[j] - issue[j]
                 if not free:
                     blocked_until = done[j]
                 bisect.insort(free, s)

@@ -52,14 +52,19 @@ def _console_handlers() -> list[logging.Handler]:
     return found
 
 
-def failed_in(exc: BaseException, phase: str) -> None:
-    """Mark `exc` with the phase it was raised in (the innermost one, if phases nest): a job's
-    failure then says where it happened, not only what."""
-    if getattr(exc, "runner_phase", None) is None:
-        try:
-            exc.runner_phase = phase  # type: ignore[attr-defined]
-        except AttributeError:  # an exception type with __slots__: then unnamed
-            pass
+@contextlib.contextmanager
+def failing_in(phase: str) -> Iterator[None]:
+    """Mark an exception raised inside with `phase` (the innermost one, if phases nest): a
+    job's failure then says where it happened, not only what."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "runner_phase", None) is None:
+            try:
+                exc.runner_phase = phase  # type: ignore[attr-defined]
+            except AttributeError:  # an exception type with __slots__: then unnamed
+                pass
+        raise
 
 
 class Progress:
@@ -98,11 +103,8 @@ class Progress:
         self.show(label or name)
         begin = time.perf_counter()
         try:
-            with nvtx_phase(label or name):
+            with failing_in(name), nvtx_phase(label or name):
                 yield
-        except Exception as exc:
-            failed_in(exc, name)
-            raise
         finally:
             self.phases_s[name] = self.phases_s.get(name, 0.0) + time.perf_counter() - begin
             self.show(label or name)
