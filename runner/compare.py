@@ -16,10 +16,13 @@ median absolute deviation for 5 runs or more) joins the noise of both sides (as 
 error, 1.25 spread / sqrt(runs), for a pooled side). NEW's own spread never widens the gate,
 and each NEW run is also judged alone: one slower run is a regression, never averaged away;
 so is one NEW run that failed, measured nothing, or ran other settings than the rest.
-A load.rate=max search is compared on its highest rate under the bound; single-stream and
-fixed-rate jobs are not compared, and say why. Exits 1 when any config got slower by such a
-change, stopped ending ok, ran differently, or is missing from NEW, or when nothing was
-compared: usable as a CI gate.
+A load.rate=max search is compared on its highest rate under the bound, which lies below the
+lowest rate found invalid: a change counts only when it shows at both ends of those brackets,
+and a search the budget ended before any rate failed (a floor) is "undecided" unless the other
+side's bracket lies clear of it. Single-stream and fixed-rate jobs are not compared, and say
+why. Rows are labelled by the overrides that tell their runs apart (as in the sweep table).
+Exits 1 when any config got slower by such a change, stopped ending ok (or is new and did not end ok), ran differently, or is missing from
+NEW, or when nothing was compared: usable as a CI gate.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from runner.printer import rate_text
-from runner.record import RESULT_FILE, read_result, result_problem
-from runner.report import host_us
+from runner.record import RESULT_FILE, read_result, result_problem, without_resume
+from runner.report import distinguishing, host_us
 
 
 @dataclass
@@ -150,8 +153,13 @@ def _flat(key: str) -> dict[str, Any]:
 
 
 def labels(keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """A label per identity: the short label, plus the asked settings that tell apart
-    identities whose short labels are the same (two configs that ran alike on a CPU, say)."""
+    """A label per identity: the overrides that tell its run from the others' (as the sweep
+    table shows them) where they tell every identity apart; else the short label, plus the
+    asked settings that tell apart identities whose short labels are the same (two configs
+    that ran alike on a CPU, say)."""
+    asked = distinguishing([without_resume(results[k].get("overrides") or []) for k in keys])
+    if len(keys) > 1 and all(asked) and len(set(asked)) == len(keys):
+        return dict(zip(keys, asked, strict=True))
     short = {k: label(results[k]) for k in keys}
     out = {}
     for k in keys:
@@ -162,7 +170,9 @@ def labels(keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, str
         flats = {t: _flat(t) for t in twins}
         differing = sorted({name for t in twins for name, v in flats[t].items() if v != flats[k].get(name)}
                            | {name for t in twins for name in flats[k] if flats[k][name] != flats[t].get(name)})
-        out[k] = short[k] + " | asked " + " ".join(f"{n}={flats[k].get(n)}" for n in differing)
+        # A setting this config left unset (None) says nothing; the one that set it says it.
+        out[k] = short[k] + " | asked " + " ".join(f"{n}={flats[k][n]}" for n in differing
+                                                   if flats[k].get(n) is not None)
     return out
 
 
@@ -213,6 +223,21 @@ def _none_held(result: dict[str, Any]) -> bool:
     """A load.rate=max search that found no rate to hold the latency bound."""
     return _searched(result) is not None and (result.get("figures") or {}).get("server_max_rate") is None \
         and not _no_point(result)
+
+
+def _width(result: dict[str, Any]) -> Optional[float]:
+    """How far above its figure a load.rate=max search's highest valid rate may lie, relative:
+    the search ends with the highest rate found valid and the lowest found invalid, so the
+    true rate lies between them (within load.resolution when the search finished); math.inf
+    when the budget ended it before any rate failed (the figure is a floor). None: not a
+    search, or a result that did not record its bracket."""
+    part = ((result.get("figures") or {}).get("load") or {}).get("runner") or {}
+    if _searched(result) is None or not part.get("stopped_by"):
+        return None
+    best, failed = part.get("max_rate"), part.get("lowest_invalid_rate")
+    if not best:
+        return None
+    return failed / best - 1.0 if failed else math.inf
 
 
 def _bound(result: dict[str, Any]) -> str:
@@ -274,9 +299,29 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         return None, None, _not_comparable(new, "new") or _not_comparable(old, "old") or "no throughput"
     ratio = b / a
     noise = math.hypot(max(_cv(old), floor[0]), max(_cv(new), floor[1]))
-    # The noise is relative, so it bounds the ratio's logarithm: a 40x slowdown (ratio 0.025)
-    # is 3.7 in log terms, far past 3 x 38% of noise, where |ratio - 1| (0.975) was not.
-    if abs(ratio - 1.0) <= threshold or abs(math.log(ratio)) <= sigma * noise:
+
+    def beyond(r: float) -> bool:
+        # The noise is relative, so it bounds the ratio's logarithm: a 40x slowdown (ratio 0.025)
+        # is 3.7 in log terms, far past 3 x 38% of noise, where |ratio - 1| (0.975) was not.
+        return abs(r - 1.0) > threshold and abs(math.log(r)) > sigma * noise
+
+    wa, wb = _width(old), _width(new)
+    if wa is not None or wb is not None:
+        # Rate searches: each true rate lies in [figure, figure x (1 + width)). A change counts
+        # only when even the reading most in the other direction shows it.
+        wa, wb = wa or 0.0, wb or 0.0
+        most, least = ratio * (1.0 + wb), ratio / (1.0 + wa)
+        shown = noise if math.isinf(wa + wb) else math.hypot(noise, math.log1p(wa), math.log1p(wb))
+        if most < 1.0 and beyond(most):
+            return ratio, shown, "slower" + _beside(old, new)
+        if least > 1.0 and beyond(least):
+            return ratio, shown, "faster" + _beside(old, new)
+        open_ended = [f"{side}'s search ended before any rate failed (its rate is {rate_text(r)}/s or more)"
+                      for side, w, r in (("old", wa, a), ("new", wb, b)) if math.isinf(w)]
+        if open_ended:
+            return ratio, None, "undecided: " + "; ".join(open_ended) + "; raise measure.budget_s"
+        return ratio, shown, "same"
+    if not beyond(ratio):
         return ratio, noise, "same"
     return ratio, noise, ("faster" if ratio > 1 else "slower") + _beside(old, new)
 
@@ -406,7 +451,9 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
         a, b = old_by.get(key), new_by.get(key)
         m = Match(names[key], a and a.result, b and b.result, runs=(a.runs if a else 0, b.runs if b else 0))
         if a is None:
-            m.verdict = "only in new"
+            # A config new brought that does not end ok is news a gate must stop on.
+            status = b.result.get("status")
+            m.verdict = "only in new" if status == "ok" else f"new {status or 'unknown'} (only in new)" + _reason(b.result)
         elif b is None:
             # A config no old run measured (none ok, none with a rate) is no coverage lost: said,
             # not a regression.
@@ -512,6 +559,13 @@ def is_regression(m: Match) -> bool:
     return m.verdict in ("missing in new",) or m.verdict.startswith(("slower", "new ", "ran differently"))
 
 
+def _rate_cell(result: Optional[dict[str, Any]]) -> str:
+    """A side's rate; none for a run that did not end ok (an invalid run's rate comes from
+    outputs that differ from eager, an interrupted one's from part of its passes)."""
+    rate = _rps(result) if result is not None and result.get("status") == "ok" else None
+    return "-" if rate is None else rate_text(rate)
+
+
 def render(matches: list[Match]) -> str:
     host = any(host_speed_ratio(m) for m in matches)  # results of older versions carry no canary
     runs = any(max(m.runs) > 1 for m in matches)
@@ -522,8 +576,8 @@ def render(matches: list[Match]) -> str:
         rows.append((
             m.label,
             *((f"{m.runs[0]}+{m.runs[1]}",) if runs else ()),
-            "-" if m.old is None or _rps(m.old) is None else rate_text(_rps(m.old)),
-            "-" if m.new is None or _rps(m.new) is None else rate_text(_rps(m.new)),
+            _rate_cell(m.old),
+            _rate_cell(m.new),
             "-" if m.ratio is None else f"{m.ratio:.3f}",
             "-" if m.noise is None else f"{m.noise:.1%}",
             *(("-" if speed is None else f"{speed:.2f}",) if host else ()),
@@ -581,7 +635,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if regressions:
         print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {m.verdict}" for m in regressions))
         return 1
-    if not any(m.ratio is not None or m.verdict.startswith("faster") for m in matches):  # a gate that compared nothing must not pass
+    # A gate that compared nothing (or decided nothing) must not pass.
+    if not any((m.ratio is not None and not m.verdict.startswith("undecided")) or m.verdict.startswith("faster")
+               for m in matches):
         print("nothing was compared: no config has a rate in both runs (see the verdicts above)")
         return 1
     print(f"no regression beyond {args.threshold:.0%} and {args.sigma:g} x noise")

@@ -107,7 +107,7 @@ def _load(job_dir: Path) -> dict[str, Any]:
     }
 
 
-def _distinguishing(all_overrides: list[list[str]]) -> list[str]:
+def distinguishing(all_overrides: list[list[str]]) -> list[str]:
     """Per job, the overrides not shared by every job in the table."""
     if len(all_overrides) <= 1:
         return [" ".join(o) for o in all_overrides]
@@ -120,7 +120,7 @@ def collect(paths: list[Path]) -> list[Row]:
     results = [_load(d) for d in dirs]
     # resume=true is how a job was run, not what it measured: a resumed sweep's rerun jobs
     # carry it and its kept ones do not, which would set them apart in every label.
-    labels = _distinguishing([without_resume(r.get("overrides") or []) for r in results])
+    labels = distinguishing([without_resume(r.get("overrides") or []) for r in results])
     # Jobs of several sweeps in one table: each named by its folder under theirs (a/0, b/0),
     # since their numbers repeat.
     sweeps = {d.parent for d in dirs}

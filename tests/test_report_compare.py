@@ -13,6 +13,7 @@ import pytest
 
 from runner import compare, report
 from runner.job import JobInfo, run_job
+from runner.printer import rate_text
 from runner.record import RESULT_FILE, to_json
 
 TINY = ("device=cpu", "model.batch=2", "measure.warmup_ms=0", "measure.min_requests=20",
@@ -749,3 +750,60 @@ def test_the_console_header_of_a_job_that_failed_early_shows_what_it_knew():
                    "effective": {"dtype": "fp32", "tf32": True, "device": "cuda:0"},
                    "env": {"gpu": {"name": "NVIDIA H200"}}}).splitlines()[0] == \
         "runner: MLP | eager x1 pageable | fp32+tf32 | NVIDIA H200 (cuda:0)"
+
+
+def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothing(sweep_dir, tmp_path, capsys):
+    """A search's highest valid rate lies between the figure and the lowest rate found invalid:
+    a drop within that bracket is no regression, and a search the budget ended before any rate
+    failed (a floor) cannot be called slower. The walk's case: old in [76,673, 153,345), new
+    68,220 or more; compare called it slower (0.890, noise 0.0%) and failed the gate."""
+    base = _result(sweep_dir, 0)
+
+    def search(best: float, failed: Optional[float], stopped_by: str = "resolution") -> dict:
+        r = copy.deepcopy(base)
+        r["figures"] = {"server_max_rate": best, "load": {
+            "scenario": "server", "rate": "max", "p99_ms": 2.0,
+            "runner": {"points": [{}], "max_rate": best, "lowest_invalid_rate": failed, "stopped_by": stopped_by}}}
+        return r
+
+    old = search(1000.0, 1050.0)
+    [m] = compare.compare([old], [search(930.0, 976.0)], 0.05, 3)  # 0.93, but it may be 0.976
+    assert m.verdict == "same" and m.ratio == pytest.approx(0.93) and m.noise > 0.04
+    assert compare.compare([old], [search(900.0, 945.0)], 0.05, 3)[0].verdict == "slower"  # at most 0.945
+    assert compare.compare([old], [search(1120.0, 1176.0)], 0.05, 3)[0].verdict == "faster"  # at least 1.067
+    walk_old, floor = search(76_673.0, 153_345.0, "budget"), search(68_220.0, None, "budget")
+    [m] = compare.compare([walk_old], [floor], 0.05, 3)
+    assert m.verdict.startswith("undecided: new's search ended before any rate failed (its rate is 68,220/s or more)")
+    assert not compare.is_regression(m)
+    assert compare.main([str(_write(tmp_path / "o", walk_old)), str(_write(tmp_path / "n", floor))]) == 1
+    assert "nothing was compared" in capsys.readouterr().out  # undecided is not a pass either
+    # A floor still decides when the other side's bracket lies clear of it.
+    assert compare.compare([search(1000.0, 1050.0)], [search(2000.0, None, "budget")], 0.05, 3)[0].verdict == "faster"
+    assert compare.compare([search(2000.0, None, "budget")], [search(1000.0, 1050.0)], 0.05, 3)[0].verdict == "slower"
+
+
+def test_a_new_config_that_did_not_end_ok_stops_the_gate_and_shows_no_rate(sweep_dir, tmp_path, capsys):
+    ok, failed = _result(sweep_dir, 0), _result(sweep_dir, 2)
+    invalid = copy.deepcopy(_result(sweep_dir, 1))
+    invalid.update(status="invalid", reason="128 of 128 requests differ from eager")
+    invalid["config"]["streams"] = 8  # a config old never ran
+    old = _write_all(tmp_path / "old", [ok])
+    new = _write_all(tmp_path / "new", [ok, failed, invalid])
+    assert compare.main([str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert "new failed (only in new): RuntimeError: planted failure" in out
+    assert "new invalid (only in new): 128 of 128 requests differ from eager" in out
+    row = next(line for line in out.splitlines() if "new invalid" in line)
+    assert rate_text(invalid["figures"]["throughput_requests_per_s"]) not in row  # its rate is not a figure
+
+
+def test_compare_labels_rows_by_the_overrides_that_tell_the_runs_apart(sweep_dir):
+    run = _runs_of(_result(sweep_dir, 0))
+    a, b = run(100.0), run(100.0)
+    a["overrides"], b["overrides"] = ["measure=quick", "streams=1"], ["measure=quick", "streams=2", "resume=true"]
+    b["config"]["streams"] = 2
+    assert [m.label for m in compare.compare([a, b], [a, b], 0.05, 3)] == ["streams=1", "streams=2"]
+    # Overrides that do not tell the configs apart: the long label, with only the settings set.
+    b["overrides"] = a["overrides"]
+    labels = [m.label for m in compare.compare([a, b], [a, b], 0.05, 3)]
+    assert labels[0] != labels[1] and "streams=2" in labels[1] and "None" not in " ".join(labels)
