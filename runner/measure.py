@@ -62,11 +62,13 @@ class Budget:
         self.end = self.start + total_s
         self.pending = {p: SHARES[p] for p in phases}
 
-    def allowance(self, name: str) -> float:
-        """Seconds `name` may take: its share of what is left, among the phases not yet run."""
-        if name not in self.pending:  # not a phase of this job, or already given its share
+    def allowance(self, *names: str) -> float:
+        """Seconds the phases `names` may take together: their shares of what is left, among the
+        phases not yet run. (Phases that run in turn take their shares in one call: one at a
+        time, each would be a share of the same time left.)"""
+        share = sum(self.pending.pop(name, 0.0) for name in names)  # 0: not a phase of this job, or given already
+        if share == 0.0:
             return 0.0
-        share = self.pending.pop(name)
         total = share + sum(self.pending.values())
         left = max(0.0, self.end - time.perf_counter())
         return left * share / total if total > 0 else left
@@ -84,6 +86,7 @@ class Measurement:
     ceiling: list[Pass] = field(default_factory=list)
     host_s: dict[str, list[float]] = field(default_factory=dict)  # wait, copy, launch per request
     samples_per_request: Optional[float] = None  # real samples per request over the timed plan
+    throughput_samples: list[int] = field(default_factory=list)  # real samples each throughput pass served
     padding_waste: Optional[float] = None  # padded elements per real element (buckets only)
     latency: Optional[dict] = None  # from schedule.latency_pass
     baseline_latency_s: list[float] = field(default_factory=list)
@@ -196,7 +199,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             return
 
         # Each pass: at least min_duration, at most max_pass, and min_repeats of them must fit.
-        allowance = budget.allowance("throughput")
+        # Interleaved, the three kinds of pass share one window, taken at once.
+        allowance = budget.allowance(*(("throughput", "ceiling", "baseline") if m.interleave else ("throughput",)))
         cap = min(max_s, allowance / m.min_repeats)
         per_request_s = warm_s / max(1, warm_n)
         turn_s = ring * per_request_s  # no pass is shorter than one turn of the ring, whatever the cap
@@ -208,6 +212,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         out.estimate_s = max(kinds * turn_s, min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, left_s))
 
         allocations = 0
+        # Where each kind of pass goes on in the plan: every pass starts where the one of its
+        # kind before it ended, so that over the repeats each serves the whole plan (with
+        # buckets, a short pass from the plan's start each time would serve only its first sizes).
+        cursor = {"throughput": 0, "ceiling": 0, "baseline": 0}
+        batches = [r.size.batch for r in workload.plan]
 
         def throughput(end: float) -> None:
             nonlocal allocations
@@ -215,9 +224,12 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             out.host_canary_s.append(environment.canary_s())  # before the clock starts: not timed
             ticks = environment.cpu_ticks()
             left = end - time.perf_counter()
+            first = cursor["throughput"]
             with progress.phase("throughput"):
-                out.throughput.append(schedule.throughput_pass(lanes, sources, keys, m.min_requests, min(min_s, cap),
-                                                               max(0.0, min(cap, left))))
+                out.throughput.append(schedule.throughput_pass(lanes, _from(sources, first), _from(keys, first),
+                                                               m.min_requests, min(min_s, cap), max(0.0, min(cap, left))))
+            cursor["throughput"] += out.throughput[-1][0]
+            out.throughput_samples.append(_served(batches, first, out.throughput[-1][0]))
             out.host_stolen.append(environment.stolen_fraction(ticks, environment.cpu_ticks()))
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
@@ -235,18 +247,18 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 
         def ceiling(cap_s: float) -> None:
             with progress.phase("ceiling"):
-                out.ceiling.append(schedule.ceiling_pass(lanes, keys, m.min_requests, min(min_s, cap_s), cap_s,
-                                                         ceiling_stride(cap_s)))
+                out.ceiling.append(schedule.ceiling_pass(lanes, _from(keys, cursor["ceiling"]), m.min_requests,
+                                                         min(min_s, cap_s), cap_s, ceiling_stride(cap_s)))
+            cursor["ceiling"] += out.ceiling[-1][0]
 
         def baseline(cap_s: float) -> None:
             with progress.phase("baseline"):
-                out.baseline.append(schedule.baseline_pass(forward, workload.baseline_sources, device,
-                                                           m.min_requests, min(min_s, cap_s), cap_s))
+                out.baseline.append(schedule.baseline_pass(forward, _from(workload.baseline_sources, cursor["baseline"]),
+                                                           device, m.min_requests, min(min_s, cap_s), cap_s))
+            cursor["baseline"] += out.baseline[-1][0]
 
         end = time.perf_counter() + allowance
-        if m.interleave:
-            # One share for all three kinds of pass, taken in turn; none runs past its end.
-            end += budget.allowance("ceiling") + budget.allowance("baseline")
+        if m.interleave:  # the window holds all three kinds of pass, taken in turn; none runs past its end
             cap = min(cap, (end - time.perf_counter()) / (m.min_repeats * kinds))
         out.pass_cap_s = cap
         # The repeats the throughput window fits, as `_stop` will count them (a repeat starts
@@ -254,7 +266,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         per_pass_s = max(turn_s, min(expected_pass, cap))  # interleaved, the cap may have shrunk
         per_repeat_s = per_pass_s * (kinds if m.interleave else 1)
         window_s = end - time.perf_counter()
-        fitting = m.min_repeats if per_repeat_s <= 0 else max(1, min(m.min_repeats, int(window_s / per_repeat_s + 0.5)))
+        fitting = m.min_repeats if per_repeat_s <= 0 else \
+            max(1, min(m.min_repeats, int((window_s + 0.5 * per_pass_s) / per_repeat_s)))
         fewer = f", fewer than measure.min_repeats={m.min_repeats}: the budget is nearly spent" if fitting < m.min_repeats else ""
         # The repeats go on past min_repeats while the spread is too wide: up to m.repeats, or to
         # the budget's end (one pass may overrun it: a pass that starts runs to its minimum).
@@ -270,7 +283,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 throughput(end)
                 if m.ceiling:
                     ceiling(max(0.0, min(cap, end - time.perf_counter())))
-                if _stop(out, m, end):
+                if _stop(out, m, end, kinds):
                     break
         else:
             while True:
@@ -331,6 +344,19 @@ OVERRUN_SLACK = 0.05
 # 382 s for a 2 s budget, after its 96 s first forward).
 REFUSE_FACTOR = 20.0
 REFUSE_MIN_S = 60.0
+
+
+def _from(items: list, first: int) -> list:
+    """The plan's `items` from request `first` on, round the cycle."""
+    k = first % len(items)
+    return items[k:] + items[:k]
+
+
+def _served(batches: list[int], first: int, requests: int) -> int:
+    """Real samples in `requests` requests of the plan (whose sizes are `batches`) from request
+    `first` on."""
+    whole, part = divmod(requests, len(batches))
+    return whole * sum(batches) + sum(_from(batches, first)[:part])
 
 
 def _seconds_per_request(passes: list[Pass]) -> Optional[float]:
@@ -401,9 +427,9 @@ def host_speeds(m: Measurement) -> Optional[list[float]]:
     return [1 / s for s in canary_s]
 
 
-def _stop(out: Measurement, m, end: float) -> bool:
+def _stop(out: Measurement, m, end: float, passes_per_repeat: int = 1) -> bool:
     """After a repeat: stop once the mean is known well enough, at `repeats`, or when the next
-    pass would not fit in the time left. The mean is that of the steady passes: after a step
+    repeat (`passes_per_repeat` passes, interleaved) would not fit in the time left. The mean is that of the steady passes: after a step
     in the host's speed (its canary moved with the rate) the passes before it say nothing of
     the level now, and the repeats go on until the passes after it are enough."""
     rates = [n / s for n, s in out.throughput]
@@ -416,7 +442,9 @@ def _stop(out: Measurement, m, end: float) -> bool:
         out.stop_reason = "stdrel"
         return True
     last_s = out.throughput[-1][1]
-    if time.perf_counter() + 0.5 * last_s > end:
+    # A repeat starts while its last pass has half a pass of time: interleaved, the passes before
+    # it must fit whole, or they would be cut short (and a short pass still counts).
+    if time.perf_counter() + (passes_per_repeat - 0.5) * last_s > end:
         out.stop_reason = "budget"
         return True
     return False

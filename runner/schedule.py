@@ -187,14 +187,21 @@ def ceiling_pass(
     not compute). After each stride of about CEILING_STRIDE requests the host waits until the
     device has finished the stride before the last one: two strides stay queued on every stream,
     so the device never starves, and the pass ends within two strides of its time (`stride`
-    requests, rounded to whole cycles of lanes and shapes: the caller shortens it for a slow
-    model)."""
+    requests, rounded to whole turns of the lanes: the caller shortens it for a slow model).
+    With many shapes (a bucketed plan of hundreds of requests) a stride is a piece of the
+    (lane, shape) cycle, the next stride going on where it ended."""
     n = len(lanes)
     count = len(keys) if len(set(keys)) > 1 else 1
-    turns = n * count // math.gcd(n, count)  # one cycle of (lane, shape) pairs
-    cycles = max(1, stride // turns)
-    order = tuple((lanes.lanes[j % n].slots[0].select, lanes.lanes[j % n].compute(keys[j % len(keys)]))
-                  for j in range(turns)) * cycles
+    turns = math.lcm(n, count)  # one cycle of (lane, shape) pairs
+    cycle = tuple((lanes.lanes[j % n].slots[0].select, lanes.lanes[j % n].compute(keys[j % len(keys)]))
+                  for j in range(turns))
+    stride = max(n, stride // n * n)
+    if stride >= turns:
+        strides_in_order: tuple = (cycle * (stride // turns),)
+    else:
+        pieces = turns // math.gcd(turns, stride)
+        strides_in_order = tuple(tuple(cycle[(p * stride + i) % turns] for i in range(stride)) for p in range(pieces))
+    n_strides = len(strides_in_order)
     marks: tuple = ((), ())  # per stride parity: (record, wait) for every lane's stream
     if lanes.is_cuda:
         events = [[torch.cuda.Event() for _ in lanes.lanes] for _ in range(2)]
@@ -210,6 +217,7 @@ def ceiling_pass(
         soft, hard = start + min_duration_s, start + max_duration_s
         try:
             while True:
+                order = strides_in_order[strides % n_strides]
                 for select, compute in order:
                     select()
                     compute()

@@ -380,6 +380,15 @@ def test_a_ratio_whose_uncertainty_covers_one_is_within_noise():
     clear = ratio_figures("speedup_vs_baseline", 5.0, [5000.0, 5010.0, 4990.0], [1000.0, 1002.0, 998.0])
     assert clear["speedup_vs_baseline_within_noise"] is False
     assert clear["speedup_vs_baseline_interval"][0] > 1.0
+    # Three passes a side: Student's t (4.30 for 2 degrees of freedom), not 2 sigma. 1.06 with
+    # 2% cv a side lay "beyond noise" by a 2-sigma interval; its 95% interval covers 1.
+    few = ratio_figures("speedup_vs_baseline", 1.06, [1060.0, 1081.2, 1038.8], [1000.0, 1020.0, 980.0])
+    assert few["speedup_vs_baseline_within_noise"] is True
+    err = math.hypot(1.25 * 0.02 / math.sqrt(3), 1.25 * 0.02 / math.sqrt(3))
+    assert 1.06 * (1 - 2 * err) > 1.0  # what the 2-sigma interval said
+    assert few["speedup_vs_baseline_interval"][0] == pytest.approx(1.06 * (1 - 4.303 * err), rel=1e-3)
+    many = ratio_figures("speedup_vs_baseline", 1.06, [1060.0, 1081.2, 1038.8] * 10, [1000.0, 1020.0, 980.0] * 10)
+    assert many["speedup_vs_baseline_within_noise"] is False  # 30 passes a side: t is about 2
 
 
 def test_a_job_beside_others_says_its_timings_interfere(make_cfg, tmp_path, monkeypatch):
@@ -550,7 +559,8 @@ def test_a_step_in_speed_leaves_the_passes_before_it_out_of_the_figures(make_cfg
     assert f["speedup_vs_baseline"] == pytest.approx(6.35)
     # The interval: the spread of the three steady passes and of all five baseline passes.
     err = math.hypot(1.25 * f["throughput_cv"] / math.sqrt(3), 1.25 * f["baseline_cv"] / math.sqrt(5))
-    assert f["speedup_vs_baseline_interval"] == pytest.approx([6.35 * (1 - 2 * err), 6.35 * (1 + 2 * err)])
+    t = 4.303  # Student's t for the fewer passes (3: 2 degrees of freedom)
+    assert f["speedup_vs_baseline_interval"] == pytest.approx([6.35 * (1 - t * err), 6.35 * (1 + t * err)])
     [step] = [w for w in summary.warnings if w.startswith("throughput: passes 1-2 of 5 left out")]
     assert "the host's own speed moved -38% after them and the rate -36%; passes 3-5 have cv 2.5%" in step
     assert not [w for w in summary.warnings if w.startswith("throughput varied")]  # 2.5% is under cv_warn
@@ -592,7 +602,8 @@ def test_interleaved_passes_judge_the_speedup_by_the_spread_of_their_pairs(make_
     assert f["speedup_vs_baseline_repeats"] == pytest.approx(paired)
     err = 1.25 * statistics.stdev(paired) / statistics.mean(paired) / 2
     low, high = f["speedup_vs_baseline_interval"]
-    assert (low, high) == pytest.approx((f["speedup_vs_baseline"] * (1 - 2 * err), f["speedup_vs_baseline"] * (1 + 2 * err)))
+    t = 3.182  # Student's t, 3 degrees of freedom
+    assert (low, high) == pytest.approx((f["speedup_vs_baseline"] * (1 - t * err), f["speedup_vs_baseline"] * (1 + t * err)))
     assert high - low < 0.5  # the rates' own spread (27% cv) would have made it 6 wide
 
 
@@ -691,3 +702,94 @@ def test_a_failure_says_what_and_where_and_fits_its_advice_to_the_phase():
     assert runner_side.endswith("; use fewer streams or a smaller model.batch")
     assert raised(RuntimeError("boom\nmore"), "warmup") == "RuntimeError: boom (in the warm-up)"
     assert raised(ValueError("bad")) == "ValueError: bad"  # raised outside any phase: no place named
+
+
+def test_phases_that_run_in_turn_share_the_time_left_once():
+    """Interleaved, throughput, ceiling and baseline took their shares one after another from
+    the same time left: 1.22 times the time left in all (1.98 without check and latency), and a
+    job ran 7.9 s on a 4 s budget. Taken in one call, the shares add up to the time left."""
+    from runner.measure import Budget
+
+    budget = Budget(10.0, ["throughput", "ceiling", "baseline", "latency"])
+    window = budget.allowance("throughput", "ceiling", "baseline")
+    assert window == pytest.approx(10.0 * 0.60 / 0.75, rel=1e-3)
+    assert budget.pending == {"latency": 0.15}  # the last phase gets what is left then
+    alone = Budget(4.0, ["throughput", "ceiling", "baseline"])
+    assert alone.allowance("throughput", "ceiling", "baseline") <= 4.0
+
+
+def test_an_interleaved_repeat_starts_only_when_its_passes_fit():
+    """An interleaved repeat is three passes: one started with half a pass of time left ran
+    truncated passes (8 requests in 12 ms against 96 in 0.1 s), which still counted."""
+    from types import SimpleNamespace
+
+    from runner.measure import Measurement, _stop
+
+    m = SimpleNamespace(repeats=10, min_repeats=3, stdrel=0.0)
+
+    def stops(left_s: float, passes_per_repeat: int) -> bool:
+        out = Measurement(throughput=[(100, 1.0), (200, 1.0)])
+        return _stop(out, m, time.perf_counter() + left_s, passes_per_repeat)
+
+    assert not stops(1.0, 1) and stops(1.0, 3)  # one pass fits in 1 s, three do not
+    assert not stops(2.7, 3)
+
+
+def test_the_ceiling_keeps_its_stride_over_a_plan_of_many_shapes():
+    """With 256 planned sizes a stride was a whole (lane, shape) cycle, at least 256 replays
+    whatever the stride asked (a slow model's 0.1 s pass ran 1.3 s). A stride is now a piece of
+    the cycle, and the next stride goes on where it ended."""
+    from types import SimpleNamespace
+
+    from runner.schedule import ceiling_pass
+
+    served: list = []
+
+    def lane(i: int) -> SimpleNamespace:
+        return SimpleNamespace(slots=[SimpleNamespace(select=lambda: None)],
+                               compute=lambda key, i=i: (lambda: served.append((i, key))))
+
+    parts = SimpleNamespace(lanes=[lane(0), lane(1)], is_cuda=False, synchronize=lambda: None,
+                            restore_default_stream=lambda: None)
+    fake = type("Lanes", (), {"__len__": lambda self: 2, "__getattr__": lambda self, name: getattr(parts, name)})()
+    keys = list(range(256))
+    assert ceiling_pass(fake, keys, 1, 0.0, 0.0, stride=8) == (8, pytest.approx(0.0, abs=1.0))
+    assert served == [(j % 2, j) for j in range(8)]
+    served.clear()
+    requests, _ = ceiling_pass(fake, keys, 24, 0.0, math.inf, stride=8)
+    assert requests == 24 and served == [(j % 2, j) for j in range(24)]  # three strides, in the plan's order
+
+
+def test_each_pass_goes_on_in_the_plan_where_the_one_before_ended(make_cfg, monkeypatch):
+    """Every bucketed pass started at the plan's first request: short passes served only its
+    first sizes (mean batch 10.3 in 20 requests, against the plan's 7.6), while samples/s was
+    counted with the plan's mean. Passes now go on round the plan, and the samples are the
+    ones served."""
+    from runner import schedule
+    from runner.measure import _served
+
+    assert _served([1, 2, 3, 4], 3, 6) == 10 + 4 + 1
+    spec = resolve(make_cfg(*QUICK, "experiment=buckets", "measure.min_requests=5", "measure.min_duration_ms=0",
+                            "check=false", "measure.latency_requests=0", "measure.stdrel=0", "measure.repeats=3",
+                            "measure.min_repeats=3"))
+    workload = build(spec)
+    lanes = build_lanes(spec, workload)
+    starts, real = [], schedule.throughput_pass
+
+    def recording(lanes_, sources, keys, *args):
+        starts.append(sources[0].data_ptr())
+        return real(lanes_, sources, keys, *args)
+
+    monkeypatch.setattr(schedule, "throughput_pass", recording)
+    from runner.measure import measure
+    from runner.summary import summarize_measurement
+
+    out = measure(spec, workload, lanes)
+    plan = [r.flat.data_ptr() for r in workload.plan]
+    done = [n for n, _ in out.throughput]
+    assert len(done) == 3  # (the first call is the warm-up's)
+    assert starts[-3:] == [plan[0], plan[done[0] % len(plan)], plan[(done[0] + done[1]) % len(plan)]]
+    batches = [r.size.batch for r in workload.plan]
+    assert out.throughput_samples[1] == sum(batches[(done[0] + i) % len(plan)] for i in range(done[1]))
+    f = summarize_measurement(spec, out).figures
+    assert f["samples_per_request"] == pytest.approx(sum(out.throughput_samples) / sum(done))
