@@ -27,8 +27,6 @@ Staging modes:
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import math
 import threading
 from _thread import allocate_lock
@@ -38,27 +36,8 @@ from typing import Optional
 import torch
 
 from runner.inputs import Size
-from runner.lanes import Lanes, Port
+from runner.lanes import Lanes, Port, byte_copy
 from runner.load import Server
-
-
-def byte_copy(dst: torch.Tensor, src: torch.Tensor) -> Callable[[], None]:
-    """`dst` <- `src` as one memmove of src's bytes on the calling thread, bound now.
-
-    Not `Tensor.copy_`: torch spreads a copy of more than 32K elements (32 KB of request
-    bytes) over its intra-op threads, so a request's copy would cost what torch's thread count
-    and the other cores' load make it, and no longer be paid by the thread the method names.
-    ctypes releases the GIL around the call, so the copy thread still overlaps the launches.
-    The pointers are taken once: both tensors must outlive the returned call (the session
-    holds its sources, the lanes their slots)."""
-    for what, t in (("slot", dst), ("request", src)):
-        if t.device.type != "cpu" or not t.is_contiguous():
-            raise ValueError(f"request copy: the {what} must be a contiguous host tensor, not {t.device} "
-                             f"with strides {t.stride()}")
-    nbytes, room = src.numel() * src.element_size(), dst.numel() * dst.element_size()
-    if nbytes != room:
-        raise ValueError(f"request copy: a request of {nbytes} bytes into a slot input of {room}")
-    return functools.partial(ctypes.memmove, dst.data_ptr(), src.data_ptr(), nbytes)
 
 
 def copy_plan(ports: Sequence[Port], sources: Sequence[torch.Tensor]) -> tuple[Callable[[], None], ...]:

@@ -14,6 +14,7 @@ import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Optional
 
 import torch
 
@@ -102,14 +103,23 @@ class Timeline:
     before the pass.
     """
 
-    def __init__(self, requests: int, device: torch.device, stages: tuple[int, ...]) -> None:
+    def __init__(self, requests: int, device: torch.device, stages: tuple[int, ...],
+                 streams: Sequence[Optional[torch.cuda.Stream]] = (None,)) -> None:
         self.cuda = device.type == "cuda"
+        self.streams = tuple(streams)  # request j's marks go on streams[j % len(streams)]: its lane's
         if self.cuda:
             self.origin = torch.cuda.Event(enable_timing=True)
             self.events = [
                 [torch.cuda.Event(enable_timing=True) if k in stages else None for k in range(4)]
                 for _ in range(requests)
             ]
+            # An event comes into being at its first record: here, before the pass, not between
+            # a request's stages (where the host's delay would widen a stage on an idle stream).
+            for row in self.events:
+                for event in row:
+                    if event is not None:
+                        event.record()
+            torch.cuda.synchronize(device)
         self.stamps = [[float("nan")] * 4 for _ in range(requests)]
         self.host_origin_s = 0.0
 
@@ -119,8 +129,8 @@ class Timeline:
         self.host_origin_s = perf_counter()
 
     def mark(self, request: int, stage: int) -> None:
-        if self.cuda:
-            self.events[request][stage].record()
+        if self.cuda:  # on the lane's stream, named: without one, record() builds a Stream object per call
+            self.events[request][stage].record(self.streams[request % len(self.streams)])
         else:
             self.stamps[request][stage] = perf_counter()
 
@@ -150,7 +160,8 @@ def latency_pass(
     done = requests
     with no_gc(), serve(lanes, sources, keys) as session:
         staged = all(port.h2d is not None for port in session.ports)
-        timeline = Timeline(requests, lanes.device, (0, 1, 2, 3) if staged else (0, 3))
+        timeline = Timeline(requests, lanes.device, (0, 1, 2, 3) if staged else (0, 3),
+                            [lane.stream for lane in lanes.lanes])
         acquire, launch_marked, mark = session.acquire, session.launch_marked, timeline.mark
         timeline.start()
         deadline = perf_counter() + max_duration_s

@@ -473,3 +473,18 @@ def test_server_load_on_the_gpu_finds_a_rate_and_ends_an_overloaded_one_within_i
     [point] = over["figures"]["load"]["runner"]["points"]
     assert not point["valid"] and point["dropped"] > 0 and "still queued" in point["why"]
     assert over["figures"]["measure_time_s"] < 2 * 2.0, over["figures"]["measure_phases_s"]  # measure=quick: 2 s
+
+
+def test_the_latency_pass_marks_each_request_on_its_lane_with_events_made_before_it(make_cfg):
+    """An event came into being at its first record, between a request's stages, and each
+    record built a Stream object: host time that widened a stage on an idle stream. The events
+    exist before the pass, and each stage is marked on the request's own lane."""
+    spec, workload, lanes = _setup(make_cfg, "model=mlp", "streams=2", "capture.copies_in_graph=false")
+    streams = [lane.stream for lane in lanes.lanes]
+    timeline = schedule.Timeline(4, lanes.device, (0, 1, 2, 3), streams)
+    assert all(e.cuda_event != 0 for row in timeline.events for e in row)
+    with torch.no_grad():
+        out = schedule.latency_pass(lanes, workload.sources, workload.keys, 64)
+    assert out["lane"] == [j % 2 for j in range(64)]
+    for row in out["device_us"]:
+        assert row[0] <= row[1] <= row[2] <= row[3]  # H2D, compute, D2H in order on one stream

@@ -246,3 +246,35 @@ def test_the_copy_thread_waits_for_a_slot_before_rewriting_it(make_cfg):
     finally:
         protocol.Session._copy_ahead = real
     assert not result.passed
+
+
+def test_on_the_cpu_a_request_is_copied_in_and_out_by_this_thread(make_cfg, monkeypatch):
+    """On the CPU the copies in and out went through Tensor.copy_, which spreads a copy of over
+    32K elements across torch's threads: on a busy 2-core host a 128 KB request's copy in took
+    7.9 ms. They are one memmove each on the submitting thread, and still exact."""
+    spec, workload, lanes = _lanes(make_cfg, streams=1, slots=1)
+    port = lanes.ring[0].port(workload.keys[0])
+    request = workload.sources[1].clone()  # not the one the slot was made with
+    port.host_in.copy_(request)
+    calls = []
+    real = torch.Tensor.copy_
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.shape)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", counted)
+    with torch.no_grad():
+        port.enqueue()
+        assert calls == []
+        assert torch.equal(port.dev_in, request)  # the request's bytes, copied in
+        want = workload.forward(port.args)
+    monkeypatch.setattr(torch.Tensor, "copy_", real)
+    for got, expected in zip(port.host_out, want, strict=True):
+        assert torch.equal(got, expected)  # the response, copied out
+    # A leaf that is not contiguous still comes out right.
+    out = torch.arange(12.0).view(3, 4).t()
+    host = torch.empty(4, 3)
+    from runner.lanes import _host_copy
+    _host_copy(host, out)
+    assert torch.equal(host, out)
