@@ -15,6 +15,7 @@ import pkgutil
 import re
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -220,6 +221,9 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
             raise _import_error(f"model.module.{where.group(1)}" if where else "model.module", nested.group(1),
                                 cause) from exc
         if isinstance(cause, TypeError):
+            mistyped = _mistyped_argument(target, dict(spec.model.module))
+            if mistyped:
+                raise ConfigError(f"{mistyped} ({reason})") from exc
             raise ConfigError(
                 f"model.module: the arguments do not fit {target} ({reason}); "
                 "fix the keys under model.module"
@@ -234,6 +238,29 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
 
 
 HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_convert_", "_recursive_")
+_SCALARS = {"int": int, "float": float, "bool": bool}
+
+
+def _mistyped_argument(target: str, given: dict[str, Any]) -> Optional[str]:
+    """The first argument given as text where the constructor takes a number or a boolean (by
+    its annotation, else its default's type): "model.module.ch='abc': ..." names the key that a
+    TypeError deep in the constructor does not."""
+    try:
+        parameters = inspect.signature(_locate(target)).parameters
+    except Exception:  # noqa: BLE001 - no signature to read: no hint
+        return None
+    for name, value in given.items():
+        param = parameters.get(name)
+        if param is None or not isinstance(value, str):
+            continue
+        wanted = _SCALARS.get(param.annotation) if isinstance(param.annotation, str) else \
+            (param.annotation if param.annotation in _SCALARS.values() else None)
+        if wanted is None and type(param.default) in _SCALARS.values():
+            wanted = type(param.default)
+        if wanted is not None:
+            return (f"model.module.{name}={value!r}: {target} takes {'a' if wanted is not int else 'an'} "
+                    f"{wanted.__name__} there; write a {'number' if wanted is not bool else 'true or false'}")
+    return None
 
 
 def unused_keys(node: Any, key: str = "model.module") -> list[str]:
@@ -345,10 +372,33 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
                 model.to(spec.torch_dtype)
         hint = "token ids must stay below the model's vocabulary and sequences within its length; " if not floats else ""
         keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
+        at = _raised_at(exc)
+        where = f" at {at[0]}" if at else ""
+        if at is not None and not at[1]:
+            # The model's own code raised, not a torch op it called with these inputs: say so,
+            # and where, rather than blame the inputs alone.
+            raise ConfigError(
+                f"model {spec.model_name}: its forward raised {type(exc).__name__}: {reason} ({where.strip()}, on "
+                f"model.inputs {_describe_inputs(spec, size)}); fix the model, or {keys} if forward takes other inputs"
+            ) from exc
         raise ConfigError(
             f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name} "
-            f"({reason}); {hint}fix {keys} to what forward takes"
+            f"({reason}{';' if where else ''}{where}); {hint}fix {keys} to what forward takes"
         ) from exc
+
+
+def _raised_at(exc: BaseException) -> Optional[tuple[str, bool]]:
+    """Where an exception came from, outside torch: "file.py:line in function" of the last
+    frame that is not torch's own, and whether torch code ran below it (an op that refused its
+    arguments) rather than the line itself raising. None when every frame is torch's."""
+    torch_dir = os.path.dirname(torch.__file__) + os.sep
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    for depth in range(len(frames) - 1, -1, -1):
+        frame, line = frames[depth]
+        path = frame.f_code.co_filename
+        if not path.startswith(torch_dir) and path != __file__:  # this module's probe is no model code
+            return f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}", depth < len(frames) - 1
+    return None
 
 
 def request_bytes(spec: RunSpec) -> int:

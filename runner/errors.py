@@ -23,6 +23,11 @@ _OVERRIDE = re.compile(r"(?:Error merging override|To append to your config use)
 _FULL_KEY = re.compile(r"^\s*full_key:\s*(\S*)\s*$", re.MULTILINE)
 _MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^']+)'")
 _AVAILABLE = re.compile(r"Available options in '[^']+':\n((?:\t[^\n]*\n?)+)")
+_MISSING_HINTS = {
+    "model.inputs": "the model's config must name forward's inputs, e.g. `inputs: {x: {shape: [16]}}` in its file "
+                    "(one sample's shape; model.batch is added in front)",
+    "model.module": "the model's config must name its module, e.g. `module: {_target_: my_models.Net}`",
+}
 _VALUE_HINTS = (
     ("could not be converted to Integer", "use a whole number"),
     ("could not be converted to Float", "use a number"),
@@ -124,6 +129,8 @@ def _condensed(cause_type: str, cause_text: str, text: str) -> str:
             listed = (f"; the model's config sets no such argument: fix its name, or add it with "
                       f"+{key}={value} (the constructor then decides)")
         return f"{key}: unknown key{listed}"
+    if cause_type == "MissingMandatoryValue" or reason.startswith("Missing mandatory value"):
+        return f"{key}: not set; {_MISSING_HINTS.get(key, f'set it in the config file or with {key}=...')}"
     for needle, hint in _VALUE_HINTS:
         if needle in reason:
             return f"{key}: {reason}; {hint}"

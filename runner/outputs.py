@@ -83,9 +83,15 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
     found = select(leaves(out), keep)
     for path, _, value in found:
         if not isinstance(value, torch.Tensor):
+            tensors = [p for p, _, v in found if isinstance(v, torch.Tensor)]
+            keep_only = f"model.outputs=[{','.join(tensors)}]" if tensors else "model.outputs=[...]"
+            off = "turn it off in the model's config"
+            if "Cache" in type(value).__name__:  # a HuggingFace model's key/value cache
+                off = ("turn the cache off (a HuggingFace model: +model.module.config.use_cache=false, without the + "
+                       "where its config file sets use_cache)")
             raise ConfigError(
                 f"model {model_name}: output {path} is a {type(value).__name__}, not a tensor; "
-                "turn it off in the model's config, or keep only tensors with model.outputs=[...]"
+                f"{off}, or keep only tensors with {keep_only}"
             )
     if not found:
         raise ConfigError(f"model {model_name}: forward returned no tensor; the runner needs at least one output tensor")

@@ -155,12 +155,25 @@ BAD_INPUTS = {
                   "(while parsing a flow mapping: expected ',' or '}', but got '<stream end>' at line 3); fix the file's syntax"),
     "file-searchpath": (["hydra.searchpath=[file://conf]", "model=badkey"],
                         "hydra.searchpath: file://conf: no such folder (seen from {cwd}); name the folder"),
+    # A model whose own code raises is not told its inputs are wrong (it was), and where it raised.
+    "forward-raises": (["hydra.searchpath=[file://conf]", "model=raises"],
+                       "model Raises: its forward raised ValueError: always broken (at mine.py:7 in forward, on "
+                       "model.inputs x float [2, 8]); fix the model, or model.inputs and model.batch"),
+    "module-arg-type": (["model=linear", "model.module.in_features=abc"],
+                        "model.module.in_features='abc': torch.nn.Linear takes an int there; write a number"),
+    "file-no-inputs": (["hydra.searchpath=[file://conf]", "model=noinputs"],
+                       "model.inputs: not set; the model's config must name forward's inputs, e.g. "),
 }
 USER_FILES = {
     "file-key": {"conf/model/badkey.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\ninput: {x: {shape: [256]}}\n"},
     "file-type": {"conf/measure/mine.yaml": "budget_s: abc\n"},
     "file-list": {"conf/model/shape.yaml": "module: {_target_: runner.models.mlp.MLP}\ninputs: {x: {shape: 256}}\n"},
     "file-yaml": {"conf/model/syntax.yaml": "batch: 2\ninputs: {x: {shape: [256]}\n"},
+    "forward-raises": {"conf/model/raises.yaml": "module: {_target_: mine.Raises}\nbatch: 2\ninputs: {x: {shape: [8]}}\n",
+                       "mine.py": "from torch import nn\n\n\nclass Raises(nn.Module):\n"
+                                  "    def forward(self, x):\n        y = x + 1\n"
+                                  "        raise ValueError('always broken')\n"},
+    "file-no-inputs": {"conf/model/noinputs.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\n"},
 }
 
 

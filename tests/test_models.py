@@ -474,3 +474,15 @@ def test_a_misspelt_target_is_corrected_part_by_part_in_any_letter_case(tmp_path
     error = str(_import_error("model.module", "runner.models.mlp.Mlp", ImportError("No module named ...")))
     assert error == ("model.module._target_=runner.models.mlp.Mlp: cannot be imported (runner.models.mlp has no Mlp); "
                      "did you mean runner.models.mlp.MLP?")
+
+
+def test_a_huggingface_cache_in_the_outputs_is_refused_with_the_override_that_turns_it_off(make_cfg):
+    """GPT-2 with its cache on returns a cache object beside the logits: the error named no
+    override; it now gives the one that turns the cache off, and the tensors to keep instead."""
+    pytest.importorskip("transformers")  # the [dev] extra alone has no transformers
+    spec = resolve(make_cfg(*QUICK, *TINY_GPT2, "model.module.config.use_cache=true", "model.outputs=[]"))
+    with pytest.raises(ConfigError) as refused:
+        build(spec)
+    message = str(refused.value)
+    assert "Cache, not a tensor" in message and "+model.module.config.use_cache=false" in message
+    assert message.endswith("or keep only tensors with model.outputs=[logits]")
