@@ -96,7 +96,7 @@ METHOD = {
 HOST_METHOD = {
     "schedule": (
         "on the CPU: one request at a time on the submitting thread: the request is copied (host "
-        "memory to host memory) into the model's input, the eager forward runs, the output is "
+        "memory to host memory, one memmove on that thread) into the model's input, the eager forward runs, the output is "
         "copied out; no streams, graphs, pinned memory or events"
     ),
     "baseline": "not measured on the CPU: it would run the same code as the schedule",
@@ -118,6 +118,15 @@ HOST_METHOD = {
         "requests one after another until measure.min_requests and measure.min_duration_ms are both "
         "reached (at most measure.max_pass_ms); host clock; the median of the passes; cv = stdev / mean; "
         "after a step in the host's speed, of the passes after it (throughput_steady_from_repeat)"
+    ),
+    "load": (
+        "load.scenario=offline: the closed-loop passes above. single_stream: one request at a time, "
+        "issue to completion on the host clock. server: Poisson arrivals at the offered rate, drawn "
+        "from the seed before the pass; on the CPU each request runs on the submitting thread when "
+        "issued (an arrival during a forward waits for it: queueing), completion is the call's return; "
+        "latency = completion - arrival (queueing included); valid when the achieved issue rate is "
+        "within 1% of the offered rate and p99 <= load.p99_ms. rate=max doubles the rate until a run is "
+        "invalid, then bisects to load.resolution; every point is kept in figures.load"
     ),
     "check": (
         "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "

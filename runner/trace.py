@@ -21,6 +21,11 @@ TIMESTAMP_COLUMNS = (
     "request", "lane", "enqueue_start_us", "enqueue_end_us",
     "h2d_start_us", "h2d_end_us", "compute_end_us", "d2h_end_us",
 )
+# On the CPU the marks are around host copies, named as the latency figures name them there.
+HOST_TIMESTAMP_COLUMNS = (
+    "request", "lane", "enqueue_start_us", "enqueue_end_us",
+    "copy_in_start_us", "copy_in_end_us", "compute_end_us", "copy_out_end_us",
+)
 
 
 @contextlib.contextmanager
@@ -55,10 +60,10 @@ def profile_schedule(lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequen
     return path
 
 
-def timestamp_rows(latency: dict) -> list[dict]:
+def timestamp_rows(latency: dict, columns: tuple[str, ...] = TIMESTAMP_COLUMNS) -> list[dict]:
     rows = []
     for j, (device, host, lane) in enumerate(zip(latency["device_us"], latency["host_us"], latency["lane"], strict=True)):
-        rows.append(dict(zip(TIMESTAMP_COLUMNS, (j, lane, *host, *device), strict=True)))
+        rows.append(dict(zip(columns, (j, lane, *host, *device), strict=True)))
     return rows
 
 
@@ -66,22 +71,23 @@ def write_timestamps(latency: dict, fmt: str, out_dir: Path, is_cuda: bool = Tru
     """Per request of the latency pass: host enqueue start/end (host clock) and the device
     marks (CUDA events; on the CPU, host-clock marks around the copies and the forward), all
     in microseconds since one origin taken just before the pass."""
-    rows = timestamp_rows(latency)
+    columns = TIMESTAMP_COLUMNS if is_cuda else HOST_TIMESTAMP_COLUMNS
+    rows = timestamp_rows(latency, columns)
     if fmt == "json":
         path = out_dir / "timestamps.json"
         clocks = ("enqueue_* from the host clock; h2d/compute/d2h from CUDA events" if is_cuda else
-                  "all from the host clock; on the CPU h2d_* mark the host copy in, d2h_end the host copy out")
+                  "all from the host clock; copy_in_* and copy_out_end mark the host copies in and out")
         doc = {
             "unit": "microseconds since the start of the latency pass",
             "clocks": clocks + " (NaN written as null)",
-            "columns": list(TIMESTAMP_COLUMNS),
+            "columns": list(columns),
             "rows": [[None if isinstance(v, float) and v != v else v for v in r.values()] for r in rows],
         }
         write_atomic(path, json.dumps(doc) + "\n")
         return path
     path = out_dir / "timestamps.csv"
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(TIMESTAMP_COLUMNS))
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
     writer.writeheader()
     for r in rows:
         writer.writerow({k: ("" if isinstance(v, float) and v != v else (f"{v:.3f}" if isinstance(v, float) else v)) for k, v in r.items()})
