@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 def sweep_size(config: Any) -> int:
     """The jobs a sweep will run: the product of its swept values, from the command line and
     from a preset's hydra.sweeper.params (2 when they cannot be read: at least two)."""
+    return planned_jobs(config) or 2
+
+
+def planned_jobs(config: Any) -> int | None:
+    """sweep_size, or None when the sweep's values cannot be read."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -30,8 +35,8 @@ def sweep_size(config: Any) -> int:
             if override.is_sweep_override():
                 size *= len(list(override.sweep_string_iterator()))
         return size
-    except Exception:  # noqa: BLE001 - only a count for a warning and the record
-        return 2
+    except Exception:  # noqa: BLE001 - only a count for a warning, a note and the record
+        return None
 
 
 def concurrent_jobs(launcher: Any, jobs: int) -> int:

@@ -514,11 +514,35 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = args.out or args.dirs[0]
     written = write_report(rows, out, plots=not args.no_plots)
     print(text_table(rows))
-    for note in sweep_notes(rows):
+    unstarted = [note for d in args.dirs if (note := never_started(d))]
+    for note in [*sweep_notes(rows), *unstarted]:
         print(note)
     print(f"written: {', '.join(str(p) for p in written)}")
     bad = failures(rows)
-    return 1 if bad else 0
+    return 1 if bad or unstarted else 0
+
+
+def never_started(sweep_dir: Path) -> Optional[str]:
+    """A sweep stopped before all its jobs began (Ctrl-C, a killed launcher) has no folder for
+    the rest: the jobs its multirun.yaml plans that left nothing behind, and how to run them."""
+    from omegaconf import OmegaConf
+
+    from runner.callbacks import planned_jobs
+
+    try:
+        planned = planned_jobs(OmegaConf.load(sweep_dir / "multirun.yaml"))
+    except Exception:  # noqa: BLE001 - not a sweep folder, or one Hydra did not write: nothing to say
+        return None
+    if not planned:
+        return None
+    begun = {p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    missing = [n for n in range(planned) if str(n) not in begun]
+    if not missing:
+        return None
+    listed = ", ".join(f"#{n}" for n in missing[:10]) + (", ..." if len(missing) > 10 else "")
+    return (f"sweep: {len(missing)} of its {planned} jobs never started ({listed}; the sweep stopped early): the "
+            f"sweep's command again with resume=true hydra.sweep.dir={sweep_dir} runs "
+            f"{'it' if len(missing) == 1 else 'them'} and keeps the rest")
 
 
 if __name__ == "__main__":

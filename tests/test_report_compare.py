@@ -807,3 +807,20 @@ def test_compare_labels_rows_by_the_overrides_that_tell_the_runs_apart(sweep_dir
     b["overrides"] = a["overrides"]
     labels = [m.label for m in compare.compare([a, b], [a, b], 0.05, 3)]
     assert labels[0] != labels[1] and "streams=2" in labels[1] and "None" not in " ".join(labels)
+
+
+def test_a_rebuilt_table_names_the_jobs_a_stopped_sweep_never_started(sweep_dir, tmp_path, capsys):
+    """A sweep interrupted in its second of three jobs left two folders: the rebuilt table
+    listed two rows and said nothing of the third. The sweep's multirun.yaml plans them all."""
+    stopped = tmp_path / "sweep"
+    stopped.mkdir()
+    (stopped / "0").symlink_to(sweep_dir / "0", target_is_directory=True)
+    (stopped / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - streams=1,2,4\n    - measure=quick\n"
+                                          "  sweeper:\n    params: null\n")
+    assert report.main([str(stopped), "--no-plots"]) == 1  # the one job there is ok; two never ran
+    out = capsys.readouterr().out
+    assert f"sweep: 2 of its 3 jobs never started (#1, #2; the sweep stopped early): the sweep's command again with " \
+           f"resume=true hydra.sweep.dir={stopped} runs them" in out
+    (stopped / "1").symlink_to(sweep_dir / "1", target_is_directory=True)
+    (stopped / "2").symlink_to(sweep_dir / "1", target_is_directory=True)
+    assert report.never_started(stopped) is None
