@@ -285,6 +285,11 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
                 f"{check.mismatches} of {check.requests} requests differ from eager "
                 f"(max rel err {check.max_rel_err:.3g} > {check.tolerance_rel:.0e}); figures are not trustworthy"
             )
+            if check.eager_spread is not None and not check.eager_spread <= check.tolerance_rel:
+                result["reason"] += (
+                    f"; the model itself is not deterministic: two eager forwards of the same request differ by "
+                    f"{check.eager_spread:.3g} (randomness in its forward, e.g. torch.randn or dropout in training mode)"
+                )
         else:
             result["status"] = "ok"
     finally:

@@ -239,6 +239,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         fig["check_max_rel_err"] = m.check.max_rel_err if math.isfinite(m.check.max_rel_err) else None
         fig["check_tolerance_rel"] = m.check.tolerance_rel
         fig["check_bad_requests"] = m.check.bad_requests
+        if m.check.eager_spread is not None:  # two eager forwards of the first mismatching request
+            fig["check_eager_spread"] = m.check.eager_spread if math.isfinite(m.check.eager_spread) else None
 
     if not spec.check:
         warnings.append("outputs were not compared with eager (check=false): the figures are unverified")

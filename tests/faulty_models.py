@@ -91,3 +91,10 @@ class InPlace(Healthy):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self.count += 1
         return self.linear(input.mul_(2))
+
+
+class Noisy(Healthy):
+    """Adds fresh noise to every output: eager does not repeat itself, so no check can pass."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.linear(input) + torch.randn_like(input)

@@ -117,6 +117,7 @@ def test_shared_pool_race_is_caught_by_the_same_check(make_cfg):
     result = _check(spec, workload, lanes, 2_000)
     assert not result.passed
     assert result.mismatches > 0
+    assert result.eager_spread is not None and result.eager_spread <= result.tolerance_rel  # eager repeats itself: the race is the runner's
     # The same model, built correctly, passes the same check.
     spec, workload, lanes = _setup(make_cfg, *WIDE_MLP, "staging.slots=1")
     assert _check(spec, workload, lanes, 2_000).passed

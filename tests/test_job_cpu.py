@@ -192,6 +192,19 @@ def test_runtime_failure_is_recorded_with_its_reason(make_cfg, tmp_path):
     assert "planted failure" in (tmp_path / "traceback.txt").read_text()
 
 
+def test_a_model_that_does_not_repeat_itself_is_invalid_and_told_so(make_cfg, tmp_path):
+    """A forward with fresh noise failed the check with "128 of 128 requests differ from eager",
+    which reads like the runner's fault. A second eager forward of the first mismatching request
+    shows the model itself differs from run to run."""
+    noisy = (*FAULTY[:1], "model.module._target_=tests.faulty_models.Noisy", *FAULTY[2:])
+    result = run_job(make_cfg(*QUICK, *noisy), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "invalid"
+    assert "; the model itself is not deterministic: two eager forwards of the same request differ by " in result["reason"]
+    assert result["figures"]["check_eager_spread"] > result["figures"]["check_tolerance_rel"]
+    healthy = run_job(make_cfg(*QUICK, *FAULTY, "+model.module.calls=100000"), JobInfo(output_dir=tmp_path / "ok"))
+    assert healthy["status"] == "ok" and "check_eager_spread" not in healthy["figures"]
+
+
 def test_resume_skips_a_job_with_an_ok_result(make_cfg, tmp_path):
     info = JobInfo(output_dir=tmp_path, overrides=["measure=quick"])
     first = run_job(make_cfg(*QUICK, "model.batch=2"), info)
