@@ -43,7 +43,7 @@ class Request:
 
     size: Size  # its real size
     key: Size  # its launch shape: its bucket with graphs, its real size in eager
-    flat: torch.Tensor  # its bytes in the launch shape's layout (pinned if asked)
+    flat: torch.Tensor  # its bytes in the launch shape's layout, pageable
 
 
 @dataclass
@@ -379,7 +379,8 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             # and where, rather than blame the inputs alone.
             raise ConfigError(
                 f"model {spec.model_name}: its forward raised {type(exc).__name__}: {reason} ({where.strip()}, on "
-                f"model.inputs {_describe_inputs(spec, size)}); fix the model, or {keys} if forward takes other inputs"
+                f"model.inputs {_describe_inputs(spec, size)}); {hint}fix {keys} to what forward takes, or the model "
+                "if they are right"
             ) from exc
         raise ConfigError(
             f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name} "
@@ -437,7 +438,8 @@ def check_host_memory(spec: RunSpec, available: Optional[int] = None) -> None:
         return
     one = request_bytes(spec)
     ring = spec.streams * spec.slots
-    # The request pool twice (pageable and pinned copies), the staging slots (in and out), and
+    # The request pool twice (packed in launch layouts, and at real sizes for the baseline), the
+    # staging slots (in and out), and
     # the check's largest chunk of requests.
     pool = 2 * plan_length(spec) * one
     needed = pool + 2 * ring * one + check_chunk(one, ring) * one
@@ -496,7 +498,9 @@ def build(spec: RunSpec) -> Workload:
     for size, request in zip(sizes, requests, strict=True):
         key = launch_key(spec, size)
         flat = packed(request, layout(key))
-        plan.append(Request(size, key, flat.pin_memory() if spec.pinned else flat))
+        # Pageable: in copy staging the request is copied from the process's own memory into a
+        # pinned slot, as a server's receive buffer would be (pinned=true pins the slots).
+        plan.append(Request(size, key, flat))
     reference = _forward(model, outputs)
     forward, compile_figures, fallback = reference, {}, None
     if spec.compile != "none":

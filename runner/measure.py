@@ -511,6 +511,6 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
     result: dict[str, Any] = {"scenario": "server", "rate": "max" if load.search else load.rate,
                               "p99_ms": load.p99_ms, "runner": scenario("load", runner_servers, closed_rate / 2)}
     if spec.baseline:
-        n, s = schedule.baseline_pass(forward, base, device, 1, 0.0, 0.2)  # its closed-loop rate, to start from
+        n, s = schedule.baseline_pass(forward, base, device, 1, 0.1, 0.2)  # its closed-loop rate (0.1 s: not one request), to start from
         result["baseline"] = scenario("load_baseline", baseline_servers, n / s / 2)
     return result

@@ -158,7 +158,8 @@ BAD_INPUTS = {
     # A model whose own code raises is not told its inputs are wrong (it was), and where it raised.
     "forward-raises": (["hydra.searchpath=[file://conf]", "model=raises"],
                        "model Raises: its forward raised ValueError: always broken (at mine.py:7 in forward, on "
-                       "model.inputs x float [2, 8]); fix the model, or model.inputs and model.batch"),
+                       "model.inputs x float [2, 8]); fix model.inputs and model.batch to what forward takes, or the "
+                       "model if they are right"),
     "module-arg-type": (["model=linear", "model.module.in_features=abc"],
                         "model.module.in_features='abc': torch.nn.Linear takes an int there; write a number"),
     "file-no-inputs": (["hydra.searchpath=[file://conf]", "model=noinputs"],

@@ -156,7 +156,8 @@ def test_bad_input_in_a_single_run_raises_and_writes_nothing(make_cfg, tmp_path)
 def test_a_sequence_longer_than_the_model_takes_names_model_seq(make_cfg, tmp_path):
     """The error names every key that sets the inputs' shapes: with `seq` in them, model.seq too."""
     cfg = make_cfg(*QUICK, "model=tiny_llm", "+model.seq=256", "model.inputs.tokens.shape=[seq]")
-    with pytest.raises(ConfigError, match=r"exceeds max_seq_len 128\); .*fix model\.inputs, model\.batch and model\.seq to"):
+    with pytest.raises(ConfigError, match=r"exceeds max_seq_len 128 \(at tiny_llm\.py:\d+ in forward, .*; .*fix "
+                                          r"model\.inputs, model\.batch and model\.seq to"):
         run_job(cfg, JobInfo(output_dir=tmp_path))
     assert not (tmp_path / RESULT_FILE).exists()
 
