@@ -9,6 +9,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import linecache
 import logging
 import os
 import pkgutil
@@ -374,9 +375,9 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
         at = _raised_at(exc)
         where = f" at {at[0]}" if at else ""
-        if at is not None and not at[1]:
-            # The model's own code raised, not a torch op it called with these inputs: say so,
-            # and where, rather than blame the inputs alone.
+        if at is not None and at[1]:
+            # The model's own code raised (a `raise` line), not a torch op it called with these
+            # inputs: say so, and where, rather than blame the inputs alone.
             raise ConfigError(
                 f"model {spec.model_name}: its forward raised {type(exc).__name__}: {reason} ({where.strip()}, on "
                 f"model.inputs {_describe_inputs(spec, size)}); {hint}fix {keys} to what forward takes, or the model "
@@ -390,15 +391,18 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
 
 def _raised_at(exc: BaseException) -> Optional[tuple[str, bool]]:
     """Where an exception came from, outside torch: "file.py:line in function" of the last
-    frame that is not torch's own, and whether torch code ran below it (an op that refused its
-    arguments) rather than the line itself raising. None when every frame is torch's."""
+    frame that is not torch's own, and whether that line is a `raise` of the model's own (not
+    an op that refused its arguments, in torch's Python or in C, where a CUDA error surfaces
+    too). None when every frame is torch's."""
     torch_dir = os.path.dirname(torch.__file__) + os.sep
     frames = list(traceback.walk_tb(exc.__traceback__))
     for depth in range(len(frames) - 1, -1, -1):
         frame, line = frames[depth]
         path = frame.f_code.co_filename
         if not path.startswith(torch_dir) and path != __file__:  # this module's probe is no model code
-            return f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}", depth < len(frames) - 1
+            innermost = depth == len(frames) - 1
+            raised = innermost and linecache.getline(path, line).lstrip().startswith("raise")
+            return f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}", raised
     return None
 
 
