@@ -27,11 +27,15 @@ def planned_jobs(config: Any) -> int | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        given = [str(o) for o in config.hydra.overrides.task]
         params = config.hydra.sweeper.get("params") or {}
-        given += [f"{key}={value}" for key, value in params.items()]
-        size = 1
+        # As Hydra's basic sweeper reads them: a preset's params first, then the command line's
+        # overrides, one per key, a later one replacing an earlier (streams=4 over a swept streams).
+        given = [f"{key}={value}" for key, value in params.items()] + [str(o) for o in config.hydra.overrides.task]
+        by_key = {}
         for override in OverridesParser.create().parse_overrides(given):
+            by_key[override.get_key_element()] = override
+        size = 1
+        for override in by_key.values():
             if override.is_sweep_override():
                 size *= len(list(override.sweep_string_iterator()))
         return size

@@ -44,6 +44,7 @@ class CheckResult:
     # On the first mismatch: how far a second eager forward of that request is from its
     # reference (0: eager repeats itself; above the tolerance: the model is not deterministic).
     eager_spread: Optional[float] = None
+    eager_finite: Optional[bool] = None  # whether that request's eager output was finite
 
     @property
     def passed(self) -> bool:
@@ -98,6 +99,17 @@ def relative_error(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]
             return math.inf
         worst = max(worst, err)
     return worst
+
+
+def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:
+    """Leaf by leaf the same values, NaN where NaN is (a model whose output is not finite can
+    still repeat itself exactly)."""
+    return all(x.shape == y.shape and torch.allclose(x, y, rtol=0.0, atol=0.0, equal_nan=True)
+               for x, y in zip(a, b, strict=True))
+
+
+def _finite(leaves: tuple[torch.Tensor, ...]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in leaves if t.is_floating_point() or t.is_complex())
 
 
 def _comparison_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -164,6 +176,7 @@ def check_schedule(
     tol = tolerance(spec)
     mismatches, worst, bad, reused = 0, 0.0, [], 0
     eager_spread: Optional[float] = None
+    eager_finite: Optional[bool] = None
     largest = _largest_chunk(spec, lanes)
     chunk = first_chunk(spec, lanes, requests)
     start = time.perf_counter()
@@ -193,7 +206,8 @@ def check_schedule(
                 if not err <= tol:
                     if mismatches == 0:
                         again = tuple(leaf.cpu() for leaf in workload.reference({k: v.to(device) for k, v in x.items()}))
-                        eager_spread = relative_error(again, want)
+                        eager_spread = 0.0 if _same(again, want) else relative_error(again, want)
+                        eager_finite = _finite(want)
                     mismatches += 1
                     if len(bad) < 10:
                         bad.append(first + j)
@@ -207,4 +221,4 @@ def check_schedule(
             # would otherwise carry it past the check's time (a 0.4 s share once took 2.4 s).
             chunk = int(max(len(lanes.ring), min(largest, 0.5 * left / per_request)))
     return CheckResult(first, mismatches, worst, tol, bad, requested=requests, reused_references=reused,
-                       eager_spread=eager_spread)
+                       eager_spread=eager_spread, eager_finite=eager_finite)

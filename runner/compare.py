@@ -19,7 +19,7 @@ so is one NEW run that failed, measured nothing, or ran other settings than the 
 A load.rate=max search is compared on its highest rate under the bound, which lies below the
 lowest rate found invalid: a change counts only when it shows at both ends of those brackets,
 and a search the budget ended before any rate failed (a floor) is "undecided" unless the other
-side's bracket lies clear of it. Single-stream and fixed-rate jobs are not compared, and say
+side's bracket lies clear of it (undecided fails the gate: it cannot tell). Single-stream and fixed-rate jobs are not compared, and say
 why. Rows are labelled by the overrides that tell their runs apart (as in the sweep table).
 Exits 1 when any config got slower by such a change, stopped ending ok (or is new and did not end ok), ran differently, or is missing from
 NEW, or when nothing was compared: usable as a CI gate.
@@ -380,6 +380,16 @@ def _as_one(runs: list[dict[str, Any]]) -> dict[str, Any]:
     figures = dict(last.get("figures") or {})
     key = "throughput_requests_per_s" if figures.get("throughput_requests_per_s") else "server_max_rate"
     figures[key] = statistics.median(_rps(r) for r in runs)  # type: ignore[type-var]
+    if _searched(last) is not None:
+        # The pooled rate's bracket: the widest any run left (open only when every run's was).
+        widths = [w for w in (_width(r) for r in runs) if w is not None]
+        if widths:
+            finite = [w for w in widths if math.isfinite(w)]
+            width = max(finite) if finite else math.inf
+            load = dict(figures.get("load") or {})
+            load["runner"] = {**(load.get("runner") or {}), "max_rate": figures[key], "stopped_by": "pooled",
+                              "lowest_invalid_rate": figures[key] * (1 + width) if math.isfinite(width) else None}
+            figures["load"] = load
     canaries = [_canary_us(r) for r in runs]
     figures["host_canary_us_repeats"] = [statistics.median(canaries)] if None not in canaries else []  # type: ignore[type-var]
     figures["throughput_steady_from_repeat"] = 1
@@ -555,8 +565,9 @@ def host_shift(matches: list[Match]) -> Optional[str]:
 
 
 def is_regression(m: Match) -> bool:
-    """Slower, no longer ok, run differently, or gone: anything a CI gate must stop on."""
-    return m.verdict in ("missing in new",) or m.verdict.startswith(("slower", "new ", "ran differently"))
+    """Slower, no longer ok, run differently, gone, or undecided (a search the budget ended
+    before it could tell): anything a CI gate must stop on."""
+    return m.verdict in ("missing in new",) or m.verdict.startswith(("slower", "new ", "ran differently", "undecided"))
 
 
 def _rate_cell(result: Optional[dict[str, Any]]) -> str:

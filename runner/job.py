@@ -285,7 +285,9 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
                 f"{check.mismatches} of {check.requests} requests differ from eager "
                 f"(max rel err {check.max_rel_err:.3g} > {check.tolerance_rel:.0e}); figures are not trustworthy"
             )
-            if check.eager_spread is not None and not check.eager_spread <= check.tolerance_rel:
+            if check.eager_finite is False:  # NaN or inf in eager's own output: no comparison can hold
+                result["reason"] += "; eager's own output is not finite (NaN or inf) for the first of them"
+            elif check.eager_spread is not None and check.eager_spread > check.tolerance_rel:
                 result["reason"] += (
                     f"; the model itself is not deterministic: two eager forwards of the same request differ by "
                     f"{check.eager_spread:.3g} (randomness in its forward, e.g. torch.randn or dropout in training mode)"

@@ -67,10 +67,11 @@ def byte_copy(dst: torch.Tensor, src: torch.Tensor) -> Callable[[], None]:
 
 def _host_copy(host: torch.Tensor, dev: torch.Tensor) -> None:
     """A response leaf copied out on the CPU, where "device" and host are both host memory:
-    one memmove on this thread where the leaf is contiguous (see `byte_copy`)."""
-    if dev.is_contiguous():
+    one memmove on this thread where the leaf has the slot's shape and type and is contiguous
+    (see `byte_copy`)."""
+    if dev.shape == host.shape and dev.dtype == host.dtype and dev.is_contiguous():
         ctypes.memmove(host.data_ptr(), dev.data_ptr(), host.numel() * host.element_size())
-    else:
+    else:  # another layout, shape or type: copy_ converts, or refuses a shape that does not fit
         host.copy_(dev)
 
 

@@ -59,6 +59,7 @@ class Row:
     gpu: str = ""  # the device id the launcher gave the job (hydra.launcher.devices), else the GPU's UUID, cut
     gpu_uuid: str = ""  # the GPU that ran it
     host_us: Optional[float] = None  # the host canary's median over the passes its figures use (the host's speed)
+    samples_per_request: Optional[float] = None  # with buckets: the mean real batch of the job's request plan
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -173,6 +174,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 steady_from=int(f.get("throughput_steady_from_repeat") or 1),
                 passes=len(f.get("throughput_requests_per_s_repeats") or []),
                 cv_all=f.get("throughput_cv_all_repeats"),
+                samples_per_request=f.get("samples_per_request"),
                 # The launcher's device id; without one (Slurm, a plain run) the GPU's UUID, cut.
                 gpu=str(job.get("launcher_device") or str(gpu.get("uuid") or "")[:8]),
                 gpu_uuid=str(gpu.get("uuid") or ""),
@@ -275,8 +277,10 @@ def _columns(rows: list[Row]) -> tuple:
 
 
 def mixed_batches(rows: list[Row]) -> bool:
-    """Whether the jobs' requests carry different numbers of samples (batch sizes)."""
-    return len({round(r.samples_per_s / r.requests_per_s, 3) for r in rows if r.samples_per_s and r.requests_per_s}) > 1
+    """Whether the jobs' requests carry different numbers of samples (batch sizes). With buckets
+    the plan's mean, not what the passes served (which differs between jobs of the same plan)."""
+    return len({round(r.samples_per_request or r.samples_per_s / r.requests_per_s, 3)
+                for r in rows if r.samples_per_s and r.requests_per_s}) > 1
 
 
 def _after(columns: tuple, attr: str, column: tuple) -> tuple:
@@ -530,7 +534,11 @@ def never_started(sweep_dir: Path) -> Optional[str]:
     from runner.callbacks import planned_jobs
 
     try:
-        planned = planned_jobs(OmegaConf.load(sweep_dir / "multirun.yaml"))
+        config = OmegaConf.load(sweep_dir / "multirun.yaml")
+        # Job folders are named by job number only with Hydra's default subdir.
+        sweep = OmegaConf.to_container(config.hydra.sweep, resolve=False) if "sweep" in config.hydra else {}
+        subdir = sweep.get("subdir")  # type: ignore[union-attr]
+        planned = planned_jobs(config) if subdir in (None, "${hydra.job.num}") else None
     except Exception:  # noqa: BLE001 - not a sweep folder, or one Hydra did not write: nothing to say
         return None
     if not planned:

@@ -98,3 +98,10 @@ class Noisy(Healthy):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.linear(input) + torch.randn_like(input)
+
+
+class NotFinite(Healthy):
+    """Returns NaN: the same NaN every time (deterministic, but no comparison can hold)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.linear(input) * float("nan")

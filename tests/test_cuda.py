@@ -489,3 +489,13 @@ def test_the_latency_pass_marks_each_request_on_its_lane_with_events_made_before
     assert out["lane"] == [j % 2 for j in range(64)]
     for row in out["device_us"]:
         assert row[0] <= row[1] <= row[2] <= row[3]  # H2D, compute, D2H in order on one stream
+    # Request 0's mark goes on lane 0's stream, behind 50 ms of work queued there; request 1's
+    # on lane 1's, which does not wait for it.
+    timeline.start()
+    with torch.cuda.stream(streams[0]):
+        torch.cuda._sleep(100_000_000)  # about 50 ms at 2 GHz
+    timeline.mark(0, 0)
+    timeline.mark(1, 0)
+    torch.cuda.synchronize()
+    [lane0, lane1] = [row[0] for row in timeline.times_us(2)]
+    assert lane1 < 0.2 * lane0 and lane0 > 20_000, (lane0, lane1)

@@ -202,6 +202,11 @@ def test_a_model_that_does_not_repeat_itself_is_invalid_and_told_so(make_cfg, tm
     assert result["status"] == "invalid"
     assert "; the model itself is not deterministic: two eager forwards of the same request differ by " in result["reason"]
     assert result["figures"]["check_eager_spread"] > result["figures"]["check_tolerance_rel"]
+    # A model whose output is NaN repeats itself: not called random, its output named instead.
+    nan = (*FAULTY[:1], "model.module._target_=tests.faulty_models.NotFinite", *FAULTY[2:])
+    not_finite = run_job(make_cfg(*QUICK, *nan), JobInfo(output_dir=tmp_path / "nan"))
+    assert not_finite["status"] == "invalid" and "not deterministic" not in not_finite["reason"]
+    assert not_finite["reason"].endswith("; eager's own output is not finite (NaN or inf) for the first of them")
     healthy = run_job(make_cfg(*QUICK, *FAULTY, "+model.module.calls=100000"), JobInfo(output_dir=tmp_path / "ok"))
     assert healthy["status"] == "ok" and "check_eager_spread" not in healthy["figures"]
 
@@ -805,4 +810,6 @@ def test_each_pass_goes_on_in_the_plan_where_the_one_before_ended(make_cfg, monk
     batches = [r.size.batch for r in workload.plan]
     assert out.throughput_samples[1] == sum(batches[(done[0] + i) % len(plan)] for i in range(done[1]))
     f = summarize_measurement(spec, out).figures
-    assert f["samples_per_request"] == pytest.approx(sum(out.throughput_samples) / sum(done))
+    assert f["throughput_samples_per_request"] == pytest.approx(sum(out.throughput_samples) / sum(done))
+    assert f["throughput_samples_per_s"] == pytest.approx(f["throughput_requests_per_s"] * f["throughput_samples_per_request"])
+    assert f["samples_per_request"] == pytest.approx(sum(batches) / len(batches))  # the plan's: alike across jobs

@@ -378,8 +378,9 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
     f = result["figures"]
     assert result["model_io"]["batch_buckets"] == [4, 8, 16]
     # Real samples per request: the mean of 3, 8 and 12 as drawn, never the bucket's 16.
-    assert 3 < f["samples_per_request"] < 12
-    assert f["throughput_samples_per_s"] == pytest.approx(f["samples_per_request"] * f["throughput_requests_per_s"])
+    assert 3 < f["samples_per_request"] < 12 and 3 <= f["throughput_samples_per_request"] <= 12
+    # samples/s counts the requests the passes served (a short pass serves part of the plan).
+    assert f["throughput_samples_per_s"] == pytest.approx(f["throughput_samples_per_request"] * f["throughput_requests_per_s"])
     assert f["padding_waste"] == 0.0  # the CPU runs eager: every request at its real size
     assert set(f["buckets"]) <= {"4", "8", "16"} and sum(b["requests"] for b in f["buckets"].values()) == f["latency_e2e_us"]["n"]
     assert f["check_mismatches"] == 0

@@ -278,3 +278,9 @@ def test_on_the_cpu_a_request_is_copied_in_and_out_by_this_thread(make_cfg, monk
     from runner.lanes import _host_copy
     _host_copy(host, out)
     assert torch.equal(host, out)
+    # Nor is one of another shape or type read as bytes: converted, or refused as copy_ does.
+    half = torch.arange(12.0, dtype=torch.float16).view(4, 3)
+    _host_copy(host := torch.empty(4, 3), half)
+    assert torch.equal(host, half.float())
+    with pytest.raises(RuntimeError):
+        _host_copy(torch.zeros(4, 3), torch.ones(2, 3))

@@ -427,6 +427,11 @@ def test_jobs_of_different_batch_sizes_get_a_samples_column(sweep_dir):
     rows[1].samples_per_s = rows[1].requests_per_s * 512
     header = report.text_table(rows).splitlines()[0].split()
     assert header[header.index("requests/s") + 1] == "samples/s"
+    # Bucketed jobs of one plan serve slightly different mixes (7.559 and 7.612 samples per
+    # request): the same plan is one batch size, not a samples column of its own.
+    for row, served in zip(rows[:2], (7.559, 7.612), strict=True):
+        row.samples_per_request, row.samples_per_s = 7.56, row.requests_per_s * served
+    assert not report.mixed_batches(rows[:2])
 
 
 def test_a_job_whose_figures_start_after_a_step_is_named_beside_the_table(sweep_dir, tmp_path):
@@ -774,9 +779,24 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     walk_old, floor = search(76_673.0, 153_345.0, "budget"), search(68_220.0, None, "budget")
     [m] = compare.compare([walk_old], [floor], 0.05, 3)
     assert m.verdict.startswith("undecided: new's search ended before any rate failed (its rate is 68,220/s or more)")
-    assert not compare.is_regression(m)
+    assert compare.is_regression(m)  # a gate cannot pass on what it cannot tell
     assert compare.main([str(_write(tmp_path / "o", walk_old)), str(_write(tmp_path / "n", floor))]) == 1
-    assert "nothing was compared" in capsys.readouterr().out  # undecided is not a pass either
+    assert "1 regression(s): " in capsys.readouterr().out
+    # Beside a config that is the same, still not a pass.
+    same_old, same_new = copy.deepcopy(walk_old), copy.deepcopy(walk_old)
+    same_old["config"]["streams"] = same_new["config"]["streams"] = 8
+    assert compare.main([str(_write_all(tmp_path / "o2", [walk_old, same_old])),
+                         str(_write_all(tmp_path / "n2", [floor, same_new]))]) == 1
+    # Pooled runs: the bracket is the widest any run left, open only when all were (the last
+    # run's alone made a pooled row undecided whatever the others had found).
+    run = _runs_of(old)
+    pooled = []
+    for best, failed in ((1000.0, 1050.0), (1010.0, 1060.0), (1005.0, None)):
+        r = run(best)
+        r["figures"] = search(best, failed, "budget" if failed is None else "resolution")["figures"]
+        pooled.append(r)
+    [m] = compare.compare(pooled, [search(1000.0, 1050.0)], 0.05, 3)
+    assert m.runs == (3, 1) and m.verdict == "same"
     # A floor still decides when the other side's bracket lies clear of it.
     assert compare.compare([search(1000.0, 1050.0)], [search(2000.0, None, "budget")], 0.05, 3)[0].verdict == "faster"
     assert compare.compare([search(2000.0, None, "budget")], [search(1000.0, 1050.0)], 0.05, 3)[0].verdict == "slower"
@@ -823,4 +843,14 @@ def test_a_rebuilt_table_names_the_jobs_a_stopped_sweep_never_started(sweep_dir,
            f"resume=true hydra.sweep.dir={stopped} runs them" in out
     (stopped / "1").symlink_to(sweep_dir / "1", target_is_directory=True)
     (stopped / "2").symlink_to(sweep_dir / "1", target_is_directory=True)
+    assert report.never_started(stopped) is None
+    # A preset's swept params with a command-line value for one of its keys: Hydra runs the
+    # command line's (2 jobs here, not 8); a custom subdir leaves the folders unnumbered.
+    (stopped / "multirun.yaml").write_text(
+        "hydra:\n  sweep:\n    subdir: ${hydra.job.num}\n  overrides:\n    task:\n    - experiment=sweep_modes\n"
+        "    - streams=4\n  sweeper:\n    params:\n      streams: 1,2,4,8\n      graph: false,true\n")
+    assert report.never_started(stopped) is None  # 2 planned, 3 there
+    (stopped / "multirun.yaml").write_text(
+        "hydra:\n  sweep:\n    subdir: ${hydra.job.override_dirname}\n  overrides:\n    task:\n"
+        "    - streams=1,2,4,8,16\n  sweeper:\n    params: null\n")
     assert report.never_started(stopped) is None
