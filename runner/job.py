@@ -39,7 +39,7 @@ from runner.record import (
     write_result,
 )
 from runner.spec import RunSpec, check_overrides, mode_name, resolve
-from runner.summary import summarize_measurement
+from runner.summary import THROUGHPUT_KEYS, summarize_measurement
 from runner.trace import profile_schedule, write_timestamps
 
 log = logging.getLogger(__name__)
@@ -398,6 +398,8 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         result["reason"] = f"bad config: {exc}"
     except KeyboardInterrupt:
         result["status"] = "interrupted"
+        if spec is not None and spec.load.scenario == "offline":  # stopped before measuring: the keys, null
+            result["figures"] = {**dict.fromkeys(THROUGHPUT_KEYS), **(result.get("figures") or {})}
         kept = len((result.get("figures") or {}).get("throughput_requests_per_s_repeats") or [])
         result["reason"] = "interrupted (Ctrl-C) before the job finished" + (
             f"; the figures hold the {kept} throughput repeat(s) that finished" if kept else "")

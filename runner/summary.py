@@ -163,6 +163,11 @@ def _load_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
     return said
 
 
+# An offline job's throughput keys, there (null) even when no pass finished.
+THROUGHPUT_KEYS = ("throughput_requests_per_s", "throughput_samples_per_s", "throughput_requests_per_s_repeats",
+                   "throughput_cv")
+
+
 def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     batch = m.samples_per_request or spec.model.batch  # real samples: padding is not served
     fig: dict[str, Any] = {}
@@ -174,8 +179,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     start = steady_start(rates, speeds, spec.measure.min_repeats)
     steady = rates[start:]
     if spec.load.scenario == "offline":  # its figure, None when no pass finished (a Ctrl-C, say)
-        fig.update(dict.fromkeys(("throughput_requests_per_s", "throughput_samples_per_s",
-                                  "throughput_requests_per_s_repeats", "throughput_cv")))
+        fig.update(dict.fromkeys(THROUGHPUT_KEYS))
     # The throughput's samples are those its passes served (a pass serves part of the plan);
     # the plan's mean for the baseline and the ceiling.
     served = sum(n for n, _ in m.throughput[start:])

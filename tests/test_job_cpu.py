@@ -660,6 +660,24 @@ def test_a_job_stopped_before_its_first_pass_has_its_throughput_keys_as_null(mak
     assert "requests/s" not in render({"status": "interrupted", "figures": {**f, "measure_time_s": 1.0}})
 
 
+def test_a_job_interrupted_while_building_has_its_throughput_keys_as_null(make_cfg, tmp_path, monkeypatch):
+    """A Ctrl-C during the build or capture left `figures: {}` where one during the check left
+    the keys, null: a reader of interrupted results got a KeyError for the one and not the other."""
+    from runner import job
+
+    def interrupted(spec):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "build", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(make_cfg(*QUICK), JobInfo(output_dir=tmp_path))
+    on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert on_disk["status"] == "interrupted"
+    for key in ("throughput_requests_per_s", "throughput_samples_per_s", "throughput_requests_per_s_repeats",
+                "throughput_cv"):
+        assert key in on_disk["figures"] and on_disk["figures"][key] is None, key
+
+
 def test_the_commit_the_caller_names_wins_over_a_copied_git_folder(monkeypatch):
     """A tree shipped to a GPU host carried the .git of an older commit, which the record then
     named (dirty) although the caller had set RUNNER_GIT_COMMIT."""
