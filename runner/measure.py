@@ -504,7 +504,8 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         if not load.search:
             point = run(load.rate)
             return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}
-        found = search_rate(run, max(1.0, start_rate), load.resolution, end)
+        found = search_rate(run, max(1.0, start_rate), load.resolution, end,
+                            least_s=lambda rate: max(load.duration_s, MIN_REQUESTS / rate))
         return {"points": [p.as_dict() for p in found.points], "max_rate": found.best,
                 "lowest_invalid_rate": found.failed, "stopped_by": found.stopped_by}
 

@@ -10,7 +10,7 @@ import pytest
 
 from runner.errors import ConfigError
 from runner.job import JobInfo, run_job
-from runner.load import Server, judge, open_loop, poisson_arrivals, search_rate
+from runner.load import Point, Server, judge, open_loop, poisson_arrivals, search_rate
 from runner.record import SCHEMA
 from runner.report import collect, markdown, text_table
 from runner.spec import resolve
@@ -143,6 +143,32 @@ def test_the_search_brackets_the_capacity_of_a_model_slowed_down_on_purpose():
     assert (found.failed - found.best) / found.best <= 0.1
     rates = [p.rate for p in found.points]
     assert rates[:2] == [60.0, 120.0]  # doubled while valid
+
+
+def test_a_search_point_that_cannot_fit_in_the_time_left_is_not_started(monkeypatch):
+    """Halving toward a low rate makes a point long (200 arrivals at 79/s: 2.5 s): started with
+    little time left, it ran the job 1.7 s past a 4 s budget. A point after the first starts
+    only when its least length fits. (A clock of the test's own: each point takes its length.)"""
+    from runner import load
+
+    clock = [0.0]
+    monkeypatch.setattr(load, "perf_counter", lambda: clock[0])
+    calls = []
+    least = lambda rate: 200 / rate  # noqa: E731
+
+    def run(rate):
+        calls.append(rate)
+        clock[0] += least(rate)
+        return Point(rate, rate, rate, 200, {"p99": 1e6}, {}, {}, False, "p99 too high")  # every rate fails
+
+    found = search_rate(run, start=1000.0, resolution=0.05, deadline=1.0, least_s=least)
+    assert found.stopped_by == "budget"
+    assert calls == [1000.0, 500.0]  # 0.2 s, then 0.4 s: 0.6 s; 250/s would end at 1.4 s
+    # The first point always runs: without it the search measured nothing.
+    calls.clear()
+    clock[0] = 0.0
+    first = search_rate(run, start=10.0, resolution=0.05, deadline=1.0, least_s=least)
+    assert calls == [10.0] and first.stopped_by == "budget"
 
 
 QUICK = ("measure=quick", "device=cpu", "model.batch=2")

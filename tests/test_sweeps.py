@@ -372,6 +372,32 @@ def test_a_sweep_started_with_sigint_ignored_runs_its_jobs_so_too(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_the_sweep_as_ctrl_c_does(tmp_path):
+    """`kill <launcher>` (or `timeout`, or a scheduler's cancel) killed the launcher at once and
+    left its job measuring, orphaned, for seconds after. SIGTERM is a Ctrl-C now: the running
+    job records what it measured and stops, finished results are kept."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", *LONG, "hydra.sweep.dir=sw"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until job 0 is done and job 1 is measuring
+        if (tmp_path / "sw" / "0" / "result.json").exists() and list((tmp_path / "sw" / "1").glob("*.log")):
+            break
+        time.sleep(0.2)
+    time.sleep(3)
+    os.kill(proc.pid, signal.SIGTERM)  # the launcher alone, as `kill` sends it
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    by_num = results(tmp_path / "sw")
+    assert by_num[0]["status"] == "ok" and by_num[1]["status"] == "interrupted"
+    assert "Traceback" not in err and "resume: the same command with resume=true" in err
+    with pytest.raises(ProcessLookupError):  # the job is gone with its sweep, not left measuring
+        os.kill(by_num[1]["job"]["pid"], 0)
+
+
 def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", *LONG, "hydra.sweep.dir=sw"],
@@ -644,3 +670,44 @@ def test_ctrl_c_reaches_a_job_in_a_fresh_interpreter_which_keeps_its_repeats(tmp
     [result] = results(tmp_path / "sw").values()
     assert result["status"] == "interrupted" and result["job"]["launcher_start"] == "fresh interpreter"
     assert len(result["figures"]["throughput_requests_per_s_repeats"]) >= 2
+
+
+def test_a_job_that_died_before_the_ctrl_c_is_recorded_as_died_not_interrupted(monkeypatch, capsys):
+    """A job killed (SIGKILL) just before a Ctrl-C was recorded as "interrupted", its signal
+    lost; one still running is interrupted as before."""
+    from types import SimpleNamespace
+
+    from hydra_plugins.runner_launcher.runner_launcher import RunnerLauncher, _Job
+
+    def job(idx: int, code):
+        process = SimpleNamespace(returncode=code, pid=1000 + idx, send_signal=lambda sig: None,
+                                  wait=lambda timeout=None: code, kill=lambda: None)
+        return _Job(idx=idx, overrides=[], config=None, output_dir=None, process=process)  # type: ignore[arg-type]
+
+    launcher = RunnerLauncher(grace_s=0.1)
+    finished = {}
+    monkeypatch.setattr(launcher, "_finish", lambda j, code, interrupted=False: finished.setdefault(j.idx, interrupted))
+    monkeypatch.setattr(launcher, "_stop", lambda running: None)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    launcher._interrupt({1: job(0, -9), 2: job(1, None), 3: job(2, 130)})
+    assert finished == {0: False, 1: True, 2: True}
+
+
+def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):
+    """Two sweeps started into one folder at once overwrote each other's results and table. The
+    folder holds its sweep's pid while it runs: another sweep is refused, a stale pid (its sweep
+    was killed) is taken over, and a later batch of the same sweep goes on."""
+    from hydra_plugins.runner_launcher.runner_launcher import SWEEP_LOCK, _hold_sweep_folder
+    from runner.errors import ConfigError
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / SWEEP_LOCK).write_text(f"{other.pid}\n")
+        with pytest.raises(ConfigError, match=rf"another sweep \(pid {other.pid}\) is running into this folder"):
+            _hold_sweep_folder(tmp_path)
+    finally:
+        other.kill()
+        other.wait()
+    _hold_sweep_folder(tmp_path)  # its process is gone: stale
+    assert (tmp_path / SWEEP_LOCK).read_text().strip() == str(os.getpid())
+    _hold_sweep_folder(tmp_path)  # this sweep's own next batch

@@ -16,6 +16,7 @@ and no `from __future__ import annotations` (Hydra's scan runs modules outside s
 where dataclasses cannot resolve string annotations).
 """
 
+import atexit
 import contextlib
 import copy
 import logging
@@ -26,6 +27,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -442,6 +444,8 @@ class RunnerLauncher(Launcher):
     def _interrupt(self, running: dict[int, _Job]) -> list[JobReturn]:
         """Give running jobs `grace_s` to record themselves as interrupted (a second Ctrl-C: stop
         them now), then stop them, record what they left, and say where it all is."""
+        # A job that had already ended by itself (killed, crashed) died; it was not interrupted.
+        ended = {job.idx: job.process.returncode for job in running.values()}  # type: ignore[union-attr]
         print(f"\n[runner] interrupted: waiting up to {self.grace_s:.0f}s for {len(running)} running job(s) to "
               "record what they measured (Ctrl-C again: stop now)", file=sys.stderr, flush=True)
         deadline = time.monotonic() + self.grace_s
@@ -465,7 +469,9 @@ class RunnerLauncher(Launcher):
             if again:
                 print("[runner] stopping the running job(s) now", file=sys.stderr, flush=True)
             self._stop(running)  # those still running past the grace (or a second Ctrl-C)
-            returns = [self._finish(job, job.process.returncode, interrupted=True) for job in running.values()]
+            returns = [self._finish(job, job.process.returncode,
+                                    interrupted=ended[job.idx] in (None, 130, -signal.SIGINT))
+                       for job in running.values()]
             sweep_dir = self.config.hydra.sweep.dir if self.config is not None else "?"
             print(
                 f"[runner] sweep interrupted; finished results are kept in {sweep_dir}\n"
@@ -506,6 +512,7 @@ class RunnerLauncher(Launcher):
         if OmegaConf.select(self.config, "hydra.sweeper.max_batch_size") is None:  # every job is in this batch
             _refuse_leftover_jobs(jobs, self.launched)
         self._refuse_bad_targets(jobs)
+        _hold_sweep_folder(Path(str(self.config.hydra.sweep.dir)))  # last: a refused launch leaves no trace
         from runner.record import sweep_started
 
         sweep_started()
@@ -523,38 +530,40 @@ class RunnerLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
         start = time.monotonic()
         started = 0
-        try:
-            while pending or running:
-                for job, slot in scheduler.assign(pending):
-                    started += 1
-                    label = " ".join(job.overrides)
-                    device = f" on device {slot}" if slot is not None else ""
-                    print(f"[runner] job {started}/{total} started: #{job.idx} {label}{device}", flush=True)
-                    with _ctrl_c_deferred():  # a job half sent would die with a traceback, or be lost
-                        self._start(job, slot, share_of[slot], quiet=parallel, devices=min(len(slots), total))
-                        assert job.process is not None
-                        running[job.process.pid] = job
-                job = _wait_any(running)
-                assert job.process is not None
-                running.pop(job.process.pid)
-                scheduler.release(job.slot)
-                returns[job.idx] = self._finish(job, job.process.returncode)
-                status_text = returns[job.idx].return_value.get("status", "?")
-                done = len(returns)
-                elapsed = time.monotonic() - start
-                left = elapsed / done * (total - done)
-                print(
-                    f"[runner] job {done}/{total} #{job.idx}: {status_text} in "
-                    f"{time.monotonic() - job.started:.1f}s | elapsed {_clock(elapsed)}"
-                    + (f", about {_clock(left)} left" if total > done else ""),
-                    flush=True,
-                )
-        except BaseException as exc:
-            if not isinstance(exc, KeyboardInterrupt):
-                self._stop(running)  # never leave jobs running behind a broken launcher
+        with _sigterm_as_ctrl_c():  # SIGTERM stops the sweep as a Ctrl-C does
+            try:
+                while pending or running:
+                    for job, slot in scheduler.assign(pending):
+                        started += 1
+                        label = " ".join(job.overrides)
+                        device = f" on device {slot}" if slot is not None else ""
+                        print(f"[runner] job {started}/{total} started: #{job.idx} {label}{device}", flush=True)
+                        with _ctrl_c_deferred():  # a job half sent would die with a traceback, or be lost
+                            self._start(job, slot, share_of[slot], quiet=parallel, devices=min(len(slots), total))
+                            assert job.process is not None
+                            running[job.process.pid] = job
+                    job = _wait_any(running)
+                    assert job.process is not None
+                    with _ctrl_c_deferred():  # a job that ended is recorded whole; a Ctrl-C now waits for that
+                        running.pop(job.process.pid)
+                        scheduler.release(job.slot)
+                        returns[job.idx] = self._finish(job, job.process.returncode)
+                    status_text = returns[job.idx].return_value.get("status", "?")
+                    done = len(returns)
+                    elapsed = time.monotonic() - start
+                    left = elapsed / done * (total - done)
+                    print(
+                        f"[runner] job {done}/{total} #{job.idx}: {status_text} in "
+                        f"{time.monotonic() - job.started:.1f}s | elapsed {_clock(elapsed)}"
+                        + (f", about {_clock(left)} left" if total > done else ""),
+                        flush=True,
+                    )
+            except BaseException as exc:
+                if not isinstance(exc, KeyboardInterrupt):
+                    self._stop(running)  # never leave jobs running behind a broken launcher
+                    raise
+                self._interrupt(running)
                 raise
-            self._interrupt(running)
-            raise
         return [returns[job.idx] for job in jobs]
 
 
@@ -645,6 +654,56 @@ def _refuse_leftover_jobs(jobs: list, earlier_jobs: int) -> None:
                           "hydra.sweep.dir, or remove them (no job was started)")
 
 
+SWEEP_LOCK = ".runner_sweep.pid"
+
+
+def _hold_sweep_folder(folder: Path) -> None:
+    """One sweep at a time in a folder: two at once overwrote each other's results and tables
+    (each checks the folder at launch and as a job starts, not as the other writes). The
+    folder holds the sweep's pid while it runs; a pid whose process is gone (killed) is stale."""
+    from runner.errors import ConfigError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SWEEP_LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():  # a later batch of this sweep (hydra.sweeper.max_batch_size)
+                return
+            if pid > 0 and _alive(pid):
+                raise ConfigError(f"hydra.sweep.dir={folder}: another sweep (pid {pid}) is running into this folder; "
+                                  "wait for it to end, or name another folder") from None
+            path.unlink(missing_ok=True)  # its sweep ended without removing it
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        atexit.register(_release_sweep_folder, path)
+        return
+
+
+def _release_sweep_folder(path: Path) -> None:
+    try:
+        if int(path.read_text().strip() or 0) == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def _refused(reason: str, idx: int, overrides: Sequence[str], earlier_jobs: int) -> Exception:
     """The one line of a sweep refused at job `idx`, with what ran before it."""
     from runner.errors import ConfigError
@@ -656,6 +715,21 @@ def _refused(reason: str, idx: int, overrides: Sequence[str], earlier_jobs: int)
 def _task_overrides(config: DictConfig) -> list[str]:
     """The job's overrides as its result records them."""
     return [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Any:
+    """While the sweep runs, SIGTERM (`kill`, `timeout`, a scheduler's cancel) is a Ctrl-C: the
+    running jobs record what they measured and stop, instead of going on, orphaned, beside
+    whatever runs next. Sent on as SIGINT, it waits where a Ctrl-C waits (`_ctrl_c_deferred`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
