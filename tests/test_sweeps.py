@@ -82,6 +82,10 @@ def test_scheduler_rejects_double_release_and_duplicate_slots():
 def test_device_lists_and_cpu_shares(monkeypatch):
     assert resolve_devices(None) == [None]
     assert resolve_devices(["0", 1]) == ["0", "1"]
+    # A quoted "0,1" was one slot seeing both GPUs: jobs one at a time, with no word said.
+    assert resolve_devices("0,1") == ["0", "1"] and resolve_devices("3") == ["3"] and resolve_devices(2) == ["2"]
+    with pytest.raises(ConfigError, match="distinct device ids"):
+        resolve_devices("0,0")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert resolve_devices("all") == ["2", "3"]
     with pytest.raises(ConfigError, match="distinct device ids"):

@@ -101,10 +101,12 @@ def resolve_devices(devices: Any) -> list[Optional[str]]:
             raise ConfigError("hydra.launcher.devices=all: no CUDA devices are visible here; run without "
                               "hydra/launcher=gpus, or set hydra.launcher.devices=null")
         return ids
-    if isinstance(devices, (int, str)):
+    if isinstance(devices, int):
         return [str(devices)]
-    ids = [str(d) for d in devices]
-    if not ids or len(set(ids)) != len(ids):
+    # "0,1" (a quoted list, as CUDA_VISIBLE_DEVICES is written) is two devices, not one slot
+    # that sees both and runs one job at a time.
+    ids = [d.strip() for d in devices.split(",")] if isinstance(devices, str) else [str(d) for d in devices]
+    if not ids or "" in ids or len(set(ids)) != len(ids):
         raise ConfigError(f"hydra.launcher.devices={ids}: give distinct device ids, 'all' or null")
     return ids
 
