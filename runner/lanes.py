@@ -160,48 +160,29 @@ class Port:
     def bind_eager(self) -> None:
         host_in, dev_in, args, forward = self.host_in, self.dev_in, self.args, self.slot.lane.forward
         if self.slot.lane.stream is None:
-            self._bind_host_eager()
-            return
-
-        def h2d() -> None:
-            dev_in.copy_(host_in, non_blocking=True)
+            # On the CPU the copies in and out are host copies: one memmove each on this thread.
+            # Tensor.copy_ spreads a copy of over 32K elements across torch's threads: on a busy
+            # 2-core host a 128 KB request's copy in took 7.9 ms (3.6 us on one thread).
+            h2d: Callable[[], Any] = byte_copy(dev_in, host_in)
+            copy_out: Callable[[torch.Tensor, torch.Tensor], Any] = _host_copy
+        else:  # partials of C methods: no Python frame of their own per request
+            h2d = functools.partial(dev_in.copy_, host_in, non_blocking=True)
+            copy_out = functools.partial(torch.Tensor.copy_, non_blocking=True)
 
         def compute() -> None:
             self.dev_out = forward(args)
 
         def d2h() -> None:
             for host, dev in zip(self.host_out or self.bind_host_out(self.dev_out), self.dev_out, strict=False):
-                host.copy_(dev, non_blocking=True)
+                copy_out(host, dev)
 
         def enqueue() -> None:
-            dev_in.copy_(host_in, non_blocking=True)
+            h2d()
             outs = self.dev_out = forward(args)
             for host, dev in zip(self.host_out or self.bind_host_out(outs), outs, strict=False):
-                host.copy_(dev, non_blocking=True)
+                copy_out(host, dev)
 
         self.h2d, self.compute, self.d2h, self.enqueue = h2d, compute, d2h, enqueue
-
-    def _bind_host_eager(self) -> None:
-        """Eager on the CPU, where the copies in and out are host copies: one memmove each on
-        this thread. Tensor.copy_ spreads a copy of over 32K elements across torch's threads:
-        on a busy 2-core host a 128 KB request's copy in took 7.9 ms (3.6 us on one thread)."""
-        args, forward = self.args, self.slot.lane.forward
-        copy_in = byte_copy(self.dev_in, self.host_in)
-
-        def compute() -> None:
-            self.dev_out = forward(args)
-
-        def d2h() -> None:
-            for host, dev in zip(self.host_out or self.bind_host_out(self.dev_out), self.dev_out, strict=False):
-                _host_copy(host, dev)
-
-        def enqueue() -> None:
-            copy_in()
-            outs = self.dev_out = forward(args)
-            for host, dev in zip(self.host_out or self.bind_host_out(outs), outs, strict=False):
-                _host_copy(host, dev)
-
-        self.h2d, self.compute, self.d2h, self.enqueue = copy_in, compute, d2h, enqueue
 
     def bind_graph(self, compute_graph: torch.cuda.CUDAGraph, dev_out: tuple[torch.Tensor, ...]) -> None:
         """Copies around the lane's compute graph of this shape."""

@@ -429,9 +429,10 @@ def host_speeds(m: Measurement) -> Optional[list[float]]:
 
 def _stop(out: Measurement, m, end: float, passes_per_repeat: int = 1) -> bool:
     """After a repeat: stop once the mean is known well enough, at `repeats`, or when the next
-    repeat (`passes_per_repeat` passes, interleaved) would not fit in the time left. The mean is that of the steady passes: after a step
-    in the host's speed (its canary moved with the rate) the passes before it say nothing of
-    the level now, and the repeats go on until the passes after it are enough."""
+    repeat (`passes_per_repeat` passes, interleaved) would not fit in the time left. The mean is
+    that of the steady passes: after a step in the host's speed (its canary moved with the rate)
+    the passes before it say nothing of the level now, and the repeats go on until the passes
+    after it are enough."""
     rates = [n / s for n, s in out.throughput]
     done = len(rates)
     if done >= m.repeats:
@@ -512,6 +513,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
     result: dict[str, Any] = {"scenario": "server", "rate": "max" if load.search else load.rate,
                               "p99_ms": load.p99_ms, "runner": scenario("load", runner_servers, closed_rate / 2)}
     if spec.baseline:
-        n, s = schedule.baseline_pass(forward, base, device, 1, 0.1, 0.2)  # its closed-loop rate (0.1 s: not one request), to start from
+        # Its closed-loop rate to start from, over 0.1 s (one request's would carry first-call costs).
+        n, s = schedule.baseline_pass(forward, base, device, 1, 0.1, 0.2)
         result["baseline"] = scenario("load_baseline", baseline_servers, n / s / 2)
     return result

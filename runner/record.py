@@ -17,6 +17,19 @@ SCHEMA = "runner.result/1"
 STATUSES = ("ok", "invalid", "failed", "interrupted", "skipped")
 
 # How every figure is measured; stored with each result so the method travels with the numbers.
+# The load method's words that hold on every device (how a request is served differs).
+_LOAD_SCENARIOS = (
+    "load.scenario=offline: the closed-loop passes above. single_stream: one request at a time, "
+    "issue to completion on the host clock. server: Poisson arrivals at the offered rate, drawn "
+    "from the seed before the pass; "
+)
+_LOAD_VALIDITY = (
+    "latency = completion - arrival (queueing included); valid when the achieved issue rate is "
+    "within 1% of the offered rate and p99 <= load.p99_ms. rate=max doubles the rate until a run is "
+    "invalid, then bisects to load.resolution; every point is kept in figures.load"
+)
+
+
 METHOD = {
     "schedule": (
         "requests go round-robin over the streams, and on each stream around a ring of "
@@ -80,14 +93,9 @@ METHOD = {
         "followed it; a low r does not show the host was quiet"
     ),
     "load": (
-        "load.scenario=offline: the closed-loop passes above. single_stream: one request at a time, "
-        "issue to completion on the host clock. server: Poisson arrivals at the offered rate, drawn "
-        "from the seed before the pass; each request issued at its arrival to the first free slot "
-        "(queued while all are busy); completion seen on the host (the slot's event polled between "
-        "issues; a synchronous call's return on the CPU and for the baseline); latency = completion - "
-        "arrival (queueing included); valid when the achieved issue rate is within 1% of the offered "
-        "rate and p99 <= load.p99_ms. rate=max doubles the rate until a run is invalid, then bisects "
-        "to load.resolution; every point is kept in figures.load"
+        f"{_LOAD_SCENARIOS}each request issued at its arrival to the first free slot (queued while all "
+        "are busy); completion seen on the host (the slot's event polled between issues; a synchronous "
+        f"call's return on the CPU and for the baseline); {_LOAD_VALIDITY}"
     ),
 }
 
@@ -120,13 +128,8 @@ HOST_METHOD = {
         "after a step in the host's speed, of the passes after it (throughput_steady_from_repeat)"
     ),
     "load": (
-        "load.scenario=offline: the closed-loop passes above. single_stream: one request at a time, "
-        "issue to completion on the host clock. server: Poisson arrivals at the offered rate, drawn "
-        "from the seed before the pass; on the CPU each request runs on the submitting thread when "
-        "issued (an arrival during a forward waits for it: queueing), completion is the call's return; "
-        "latency = completion - arrival (queueing included); valid when the achieved issue rate is "
-        "within 1% of the offered rate and p99 <= load.p99_ms. rate=max doubles the rate until a run is "
-        "invalid, then bisects to load.resolution; every point is kept in figures.load"
+        f"{_LOAD_SCENARIOS}on the CPU each request runs on the submitting thread when issued (an arrival "
+        f"during a forward waits for it: queueing), completion is the call's return; {_LOAD_VALIDITY}"
     ),
     "check": (
         "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "

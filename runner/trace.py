@@ -22,10 +22,8 @@ TIMESTAMP_COLUMNS = (
     "h2d_start_us", "h2d_end_us", "compute_end_us", "d2h_end_us",
 )
 # On the CPU the marks are around host copies, named as the latency figures name them there.
-HOST_TIMESTAMP_COLUMNS = (
-    "request", "lane", "enqueue_start_us", "enqueue_end_us",
-    "copy_in_start_us", "copy_in_end_us", "compute_end_us", "copy_out_end_us",
-)
+HOST_TIMESTAMP_COLUMNS = (*TIMESTAMP_COLUMNS[:4], "copy_in_start_us", "copy_in_end_us", "compute_end_us",
+                          "copy_out_end_us")
 
 
 @contextlib.contextmanager

@@ -375,12 +375,8 @@ def test_a_sweep_started_with_sigint_ignored_runs_its_jobs_so_too(tmp_path):
     assert [r["status"] for r in results(tmp_path / "sw").values()] == ["ok", "ok"]
 
 
-@pytest.mark.slow
-@pytest.mark.slow
-def test_sigterm_to_the_launcher_stops_the_sweep_as_ctrl_c_does(tmp_path):
-    """`kill <launcher>` (or `timeout`, or a scheduler's cancel) killed the launcher at once and
-    left its job measuring, orphaned, for seconds after. SIGTERM is a Ctrl-C now: the running
-    job records what it measured and stops, finished results are kept."""
+def _sweep_measuring_its_second_job(tmp_path) -> subprocess.Popen:
+    """A two-job sweep in its own session, once job 0 is done and job 1 has measured a while."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", *LONG, "hydra.sweep.dir=sw"],
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -392,6 +388,15 @@ def test_sigterm_to_the_launcher_stops_the_sweep_as_ctrl_c_does(tmp_path):
             break
         time.sleep(0.2)
     time.sleep(3)
+    return proc
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_the_sweep_as_ctrl_c_does(tmp_path):
+    """`kill <launcher>` (or `timeout`, or a scheduler's cancel) killed the launcher at once and
+    left its job measuring, orphaned, for seconds after. SIGTERM is a Ctrl-C now: the running
+    job records what it measured and stops, finished results are kept."""
+    proc = _sweep_measuring_its_second_job(tmp_path)
     os.kill(proc.pid, signal.SIGTERM)  # the launcher alone, as `kill` sends it
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -402,18 +407,9 @@ def test_sigterm_to_the_launcher_stops_the_sweep_as_ctrl_c_does(tmp_path):
         os.kill(by_num[1]["job"]["pid"], 0)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", *TINY, "measure.min_duration_ms=10,60000", *LONG, "hydra.sweep.dir=sw"],
-        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until job 0 is done and job 1 is measuring
-        if (tmp_path / "sw" / "0" / "result.json").exists() and list((tmp_path / "sw" / "1").glob("*.log")):
-            break
-        time.sleep(0.2)
-    time.sleep(3)
+    proc = _sweep_measuring_its_second_job(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
