@@ -11,13 +11,16 @@ import importlib.util
 import inspect
 import linecache
 import logging
+import math
 import os
 import pkgutil
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -29,7 +32,7 @@ from torch import nn
 from runner.errors import CompileError, ConfigError
 from runner.inputs import Layout, Size, bucket_of, draw_sizes, largest, make_request, packed, padding_waste
 from runner.outputs import OutputPlan, plan_outputs
-from runner.spec import RunSpec
+from runner.spec import ModelSpec, RunSpec
 
 BUCKETED_PLAN = 256  # request sizes a bucketed run cycles through (when the host memory allows)
 PLAN_BYTES = 256 * 2**20  # at most this much host memory for the timed requests' bytes
@@ -207,15 +210,28 @@ def target_error(target: str) -> Optional[str]:
     return None
 
 
+def _first_line(text: str) -> str:
+    """A message's first line, with the next one when the first only announces it ("Validation
+    error for field 'conv_dim':")."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
 def instantiate_model(spec: RunSpec) -> nn.Module:
     """Build the module named by model.module; every failure becomes a one-line ConfigError."""
     target = str(spec.model.module["_target_"])
     locate_target(spec)
+    arguments = dict(spec.model.module)
+    # Plain lists and dicts, not OmegaConf's containers, unless the config says otherwise:
+    # strict constructors (transformers' configs) refuse a ListConfig where a list belongs.
+    convert = {} if "_convert_" in arguments else {"_convert_": "all"}
     try:
-        module = instantiate(dict(spec.model.module))
+        module = instantiate(arguments, **convert)
     except InstantiationException as exc:
         cause = exc.__cause__
-        reason = str(cause or exc).splitlines()[0] if str(cause or exc) else type(cause).__name__
+        reason = _first_line(str(cause or exc)) or type(cause).__name__
         nested = re.match(r"Error locating target '([^']+)'", str(exc))
         if nested and isinstance(cause, ImportError):  # a nested _target_, e.g. a HuggingFace config's
             where = re.search(r"full_key: (\S+)", str(exc))
@@ -456,6 +472,62 @@ def check_host_memory(spec: RunSpec, available: Optional[int] = None) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ProbeLimit:
+    """How long the first forward may run before the job is refused, and the refusal's words
+    (given the seconds it ran)."""
+
+    seconds: float
+    refusal: Callable[[float], str]
+
+
+class _ProbeStopped(BaseException):
+    """Raised into the first forward when it runs past its limit. A BaseException, as Ctrl-C's
+    is: model code that catches Exception does not swallow it."""
+
+
+@contextlib.contextmanager
+def _stopped_after(limit: Optional[ProbeLimit]) -> Iterator[None]:
+    """Stop the code within after `limit.seconds` (a timer signal: Python code between torch
+    ops notices it; one long op runs to its end) and raise ConfigError with the refusal. Only
+    in the main thread, and when no other timer is set."""
+    usable = (limit is not None and math.isfinite(limit.seconds) and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread()
+              and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0))
+    if not usable:
+        yield
+        return
+    began = time.perf_counter()
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _ProbeStopped
+
+    before = signal.signal(signal.SIGALRM, stop)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, limit.seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0.0)
+    except _ProbeStopped:
+        raise ConfigError(limit.refusal(time.perf_counter() - began)) from None
+    finally:
+        signal.signal(signal.SIGALRM, before)
+
+
+def _with_extremes(model: ModelSpec, request: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The first forward's request, with the largest value each integer input may take in its
+    first element and the smallest in its last: a vocabulary one past the model's (ids up to
+    1000 for a table of 1000) fails there, in one line naming the inputs, not at random later."""
+    for inp in model.inputs:
+        flat = request[inp.name].view(-1)
+        if inp.kind == "tokens" and flat.numel():
+            flat[0], flat[-1] = inp.vocab - 1, 0
+        elif inp.kind == "int" and flat.numel():
+            flat[0], flat[-1] = inp.high - 1, inp.low
+    return request
+
+
 def _forward(model: nn.Module, out: OutputPlan) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]:
     extract = out.extract
 
@@ -465,7 +537,7 @@ def _forward(model: nn.Module, out: OutputPlan) -> Callable[[dict[str, torch.Ten
     return forward
 
 
-def build(spec: RunSpec) -> Workload:
+def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
     check_host_memory(spec)
     torch.manual_seed(spec.seed)
     model = instantiate_model(spec)
@@ -479,13 +551,14 @@ def build(spec: RunSpec) -> Workload:
 
     generator = torch.Generator().manual_seed(spec.seed)
     top = largest(spec.model)
-    first = make_request(spec.model, top, spec.torch_dtype, generator)
+    first = _with_extremes(spec.model, make_request(spec.model, top, spec.torch_dtype, generator))
     args = {k: v.to(device) for k, v in first.items()}
     # Off CUDA `args` are `first` itself, and a model may change its input in place: the check's
     # copy of the probe's request is taken before the forward.
     probe_request = {k: v.clone() for k, v in first.items()} if device.type != "cuda" else None
     began = time.perf_counter()
-    out = check_forward(spec, model, args, top)
+    with _stopped_after(probe_limit if device.type != "cuda" else None):
+        out = check_forward(spec, model, args, top)
     forward_s = time.perf_counter() - began
     if device.type == "cuda":
         # On CUDA the first forward pays one-time costs (libraries, kernels loading): a second
@@ -517,7 +590,7 @@ def build(spec: RunSpec) -> Workload:
         forward_s=forward_s,
         # Cloned: a model may return a buffer of its own that its next forward overwrites.
         probe=None if probe_request is None else (probe_request, tuple(leaf.clone() for leaf in leaves)),
-        warnings=input_warnings,
+        warnings=input_warnings + list(outputs.warnings),
         forward=forward,
         out_paths=outputs.paths,
         out_numel_dtypes=tuple((leaf.numel(), leaf.dtype) for leaf in leaves),

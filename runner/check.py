@@ -72,7 +72,10 @@ def serve_and_collect(lanes: Lanes, flats: list[torch.Tensor], keys: list[Size])
                 responses[k] = tuple(h.clone() for h in previous.host_out)
             if direct:
                 port.host_in.copy_(flats[j])
-            launch(port)
+            try:
+                launch(port)
+            except RuntimeError as exc:
+                raise (port.changed_shape() or exc) from exc
             pending[i] = (j, port)
     for entry in pending:
         if entry is not None:
@@ -138,15 +141,15 @@ def _norm(t: torch.Tensor, block: int = 4096) -> float:
     return norm
 
 
-def _largest_chunk(spec: RunSpec, lanes: Lanes) -> int:
-    return check_chunk(request_bytes(spec), len(lanes.ring))
+def _largest_chunk(spec: RunSpec, ring: int) -> int:
+    return check_chunk(request_bytes(spec), ring)
 
 
-def first_chunk(spec: RunSpec, lanes: Lanes, requests: int) -> int:
-    """Requests in the check's first chunk, which always runs: every slot used twice, every
-    bucket at least once."""
+def first_chunk(spec: RunSpec, ring: int, requests: int) -> int:
+    """Requests in the check's first chunk (`ring` slots), which always runs: every slot used
+    twice, every bucket at least once."""
     buckets_ = len(buckets(spec.model)) if spec.model.bucketed else 0
-    return min(max(_largest_chunk(spec, lanes), buckets_), requests, max(2 * len(lanes.ring), buckets_))
+    return min(max(_largest_chunk(spec, ring), buckets_), requests, max(2 * ring, buckets_))
 
 
 def _probe_index(sizes: list[Size], workload: Workload, ring: int) -> Optional[int]:
@@ -158,10 +161,10 @@ def _probe_index(sizes: list[Size], workload: Workload, ring: int) -> Optional[i
     return next((j for j in range(len(sizes) - 1, ring - 1, -1) if sizes[j] == workload.largest), None)
 
 
-def probe_reused(spec: RunSpec, workload: Workload, first_chunk_requests: int, ring: int) -> bool:
-    """Whether the check will take one reference from the probe (for the estimates before it;
-    with buckets that depends on the sizes drawn, and is not counted)."""
-    return workload.probe is not None and first_chunk_requests > ring and not spec.model.bucketed
+def probe_reused(spec: RunSpec, has_probe: bool, first_chunk_requests: int, ring: int) -> bool:
+    """Whether the check will take one reference from the build's probe (for the estimates
+    before it; with buckets that depends on the sizes drawn, and is not counted)."""
+    return has_probe and first_chunk_requests > ring and not spec.model.bucketed
 
 
 def check_schedule(
@@ -177,8 +180,8 @@ def check_schedule(
     mismatches, worst, bad, reused = 0, 0.0, [], 0
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None
-    largest = _largest_chunk(spec, lanes)
-    chunk = first_chunk(spec, lanes, requests)
+    largest = _largest_chunk(spec, len(lanes.ring))
+    chunk = first_chunk(spec, len(lanes.ring), requests)
     start = time.perf_counter()
     first = 0
     with torch.no_grad():

@@ -38,21 +38,36 @@ class Size:
         return f"{self.batch}x{self.seq}" if self.seq else str(self.batch)
 
 
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN_BYTES) * ALIGN_BYTES
+
+
 class Layout:
-    """Where each input of a request of one size sits in a flat byte buffer."""
+    """Where each input of a request of one size sits in a flat byte buffer.
+
+    Each input starts where it does in the largest size's layout, whatever this size: a slot,
+    and a lane's device input, serve requests of every size, and a request read in another
+    size's shape than the one written there last (direct staging, the ceiling's replays, the
+    capture's warm-up) then reads values of the same input, never another input's bytes
+    (token ids as a mask, a mask as token-type ids: an index out of range, on a GPU a device
+    assert). A smaller size's span keeps the gaps: its copies move at most the largest's bytes.
+    """
 
     def __init__(self, model: ModelSpec, size: Size, dtype: torch.dtype) -> None:
         self.size = size
+        top = largest(model)
         # name, offset, bytes, dtype, shape of each input
         self.fields: list[tuple[str, int, int, torch.dtype, tuple[int, ...]]] = []
-        offset = 0
+        offset = end = 0
         for inp in model.inputs:
             dt = INT_DTYPES.get(inp.kind, dtype)
+            element = torch.empty((), dtype=dt).element_size()
             shape = (size.batch, *inp.sample_shape(size.seq))
-            nbytes = math.prod(shape) * torch.empty((), dtype=dt).element_size()
+            nbytes = math.prod(shape) * element
             self.fields.append((inp.name, offset, nbytes, dt, shape))
-            offset += -(-nbytes // ALIGN_BYTES) * ALIGN_BYTES
-        self.nbytes = offset
+            end = offset + nbytes
+            offset += _aligned(math.prod((top.batch, *inp.sample_shape(top.seq))) * element)
+        self.nbytes = _aligned(end)
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Typed views of `flat` (uint8, at least nbytes long), keyed by forward's argument."""

@@ -23,7 +23,7 @@ from runner import environment, printer
 from runner.build import build, locate_target
 from runner.errors import CaptureError, CompileError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
-from runner.measure import measure
+from runner.measure import measure, probe_limit
 from runner.plots import plot_load_curve
 from runner.progress import failing_in
 from runner.record import (
@@ -31,12 +31,13 @@ from runner.record import (
     RESULT_FILE,
     SCHEMA,
     TRACEBACK_FILE,
+    config_changes,
     folder_conflict,
     method_for,
     read_result,
     to_json,
     write_atomic,
-    write_result,
+    write_own_result,
 )
 from runner.spec import RunSpec, check_overrides, mode_name, resolve
 from runner.summary import THROUGHPUT_KEYS, summarize_measurement
@@ -150,6 +151,10 @@ def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
         "batch_buckets": list(model.batches),
         "seq_buckets": list(model.seqs) or None,
         "request_sizes": len(workload.plan) if model.bucketed else None,  # sizes the timed passes cycle through
+        # What was built, as a check on the config: a misspelt key of a model's config can
+        # leave the default size in place (12 layers where 1 was meant), without an error.
+        "parameters": sum(p.numel() for p in workload.model.parameters()),
+        "parameter_bytes": sum(p.numel() * p.element_size() for p in workload.model.parameters()),
     }
 
 
@@ -227,7 +232,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
     if not spec.is_cuda and spec.dtype != "fp32":
         _tell_if_dtype_is_slow_here(spec, result)
     with failing_in("build"):
-        workload = build(spec)
+        workload = build(spec, probe_limit(spec))
     lap("build")
     result["model_io"] = model_io(spec, workload)
     result["warnings"] += workload.warnings
@@ -377,6 +382,14 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                     f"resume=true: {info.output_dir} holds no result to resume; name the run's folder with "
                     "hydra.run.dir=..., or drop resume=true"
                 )
+            changed = config_changes(previous.get("config"), result["config"]) if previous else []
+            if previous and previous.get("status") == "ok" and changed:
+                # The same overrides, other settings: a preset or a default changed since.
+                raise FolderTaken(
+                    f"resume=true: {info.output_dir} holds a result for these overrides measured with other "
+                    f"settings ({'; '.join(changed)}): a preset or a default changed since; run without "
+                    "resume=true to measure again in place, or use another folder"
+                )
             (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # the result is this job's
             if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
@@ -403,8 +416,8 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         kept = len((result.get("figures") or {}).get("throughput_requests_per_s_repeats") or [])
         result["reason"] = "interrupted (Ctrl-C) before the job finished" + (
             f"; the figures hold the {kept} throughput repeat(s) that finished" if kept else "")
-        _finish(result, info, t0)
-        if not info.multirun:  # a sweep's launcher says this for all its jobs
+        written = _finish(result, info, t0)
+        if not info.multirun and written:  # a sweep's launcher says this for all its jobs
             what = f"its {kept} finished throughput repeat(s)" if kept else "what it had measured (no throughput repeat)"
             print(f"interrupted: {what} kept in {info.output_dir / RESULT_FILE} (status interrupted); to measure "
                   f"it again, the same command (with hydra.run.dir={info.output_dir} to replace that result)",
@@ -436,17 +449,18 @@ def record_outside(
     except Exception:
         pass
     result["job"].update(finished_at=_now(), started_unix=None, pid=None, launcher_device=device_slot)
-    write_result(info.output_dir, result)
+    write_own_result(info.output_dir, result)
     return result
 
 
-def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> None:
+def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> Optional[Path]:
     (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # this job's own result is written now
     result["job"]["finished_at"] = _now()
     result["job"]["wall_time_s"] = time.perf_counter() - t0
     result["job"]["finished_unix"] = time.time()
-    path = write_result(info.output_dir, result)
-    _show(result, f"result: {path}")
+    path = write_own_result(info.output_dir, result)
+    _show(result, f"result: {path}" if path else f"result: not written, {info.output_dir} holds another job's")
+    return path
 
 
 def _show(result: dict[str, Any], where: str) -> None:

@@ -30,14 +30,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 
 from runner.build import Workload
-from runner.errors import CaptureError
+from runner.errors import CaptureError, ConfigError
 from runner.inputs import Size, buckets
 from runner.spec import RunSpec
 
@@ -73,6 +73,14 @@ def _host_copy(host: torch.Tensor, dev: torch.Tensor) -> None:
         ctypes.memmove(host.data_ptr(), dev.data_ptr(), host.numel() * host.element_size())
     else:  # another layout, shape or type: copy_ converts, or refuses a shape that does not fit
         host.copy_(dev)
+
+
+def _unfit(path: str, paths: Sequence[str]) -> str:
+    others = [p for p in paths if p != path]
+    return ("an output whose size follows the input's values, or grows as requests shrink, does not fit the "
+            f"response buffers; leave it out with model.outputs=[{','.join(others)}]" if others else
+            "an output whose size follows the input's values, or grows as requests shrink, does not fit the "
+            "response buffers; return one of a fixed size per request size")
 
 
 class Slot:
@@ -147,15 +155,24 @@ class Port:
         self.d2h: Optional[Callable[[], None]] = None
 
     def bind_host_out(self, outs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        flats = self.slot.host_out
-        for path, flat, out in zip(self.slot.lane.out_paths, flats, outs, strict=True):
+        flats, paths = self.slot.host_out, self.slot.lane.out_paths
+        for path, flat, out in zip(paths, flats, outs, strict=True):
             if out.numel() > flat.numel():
-                raise RuntimeError(
-                    f"output {path} of a {self.key} request has {out.numel()} elements, more than the "
-                    f"{flat.numel()} of the largest bucket's; outputs must not grow as requests shrink"
-                )
+                raise ConfigError(f"output {path} of a {self.key} request has {out.numel()} elements, more than "
+                                   f"the {flat.numel()} it had at the largest size (the first forward): "
+                                   + _unfit(path, paths))
         self.host_out = tuple(flat[: out.numel()].view(out.shape) for flat, out in zip(flats, outs, strict=False))
         return self.host_out
+
+    def changed_shape(self) -> Optional[ConfigError]:
+        """After a failed eager request: the output whose shape differs from the one its
+        response buffer was bound to (its size follows the input's values), named, or None."""
+        paths = self.slot.lane.out_paths
+        for path, host, dev in zip(paths, self.host_out or (), self.dev_out, strict=False):
+            if tuple(host.shape) != tuple(dev.shape):
+                return ConfigError(f"output {path} of {self.key} requests came back as {tuple(host.shape)}, then "
+                                    f"as {tuple(dev.shape)}: " + _unfit(path, paths))
+        return None
 
     def bind_eager(self) -> None:
         host_in, dev_in, args, forward = self.host_in, self.dev_in, self.args, self.slot.lane.forward
@@ -295,8 +312,9 @@ def _make_lane(index: int, spec: RunSpec, workload: Workload, device: torch.devi
     slots = []
     for k in range(spec.slots):
         host_in = torch.zeros(nbytes, dtype=torch.uint8, pin_memory=pinned)
-        # Direct staging serves what the slots hold: distinct requests, one per slot (with
-        # buckets, the slot's bytes are read in whichever layout the request has).
+        # Direct staging serves what the slots hold: distinct requests, one per slot, until the
+        # check writes its own there (with buckets, a slot's bytes are read in each request's
+        # shape: every input sits where it does in the largest, so they are that input's values).
         source = plan[(k * spec.streams + index) % len(plan)].flat
         host_in[: source.numel()].copy_(source)
         host_out = tuple(torch.empty(n, dtype=dt, pin_memory=pinned) for n, dt in workload.out_numel_dtypes)

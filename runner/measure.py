@@ -32,7 +32,7 @@ from typing import Any, Optional
 import torch
 
 from runner import environment, schedule
-from runner.build import Workload
+from runner.build import ProbeLimit, Workload
 from runner.check import CheckResult, check_schedule, first_chunk, probe_reused
 from runner.errors import ConfigError
 from runner.inputs import bucket_of
@@ -169,7 +169,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
     min_s, max_s = m.min_duration_ms / 1e3, m.max_pass_ms / 1e3
 
     ring = len(lanes.ring)
-    checked = first_chunk(spec, lanes, m.check_requests) if spec.check else 0
+    checked = first_chunk(spec, ring, m.check_requests) if spec.check else 0
     _tell_if_slow(spec, workload, lanes.is_cuda, ring, checked, out)
 
     with torch.no_grad():
@@ -375,19 +375,11 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, is_cuda: bool, ring: int, c
     chunk, each request with its eager reference, and one timed turn of the ring) will overrun
     the budget by far, say so now, with the figure, rather than after minutes of silence."""
     budget_s, first_s = spec.measure.budget_s, workload.forward_s
-    # The warm-up: always on CUDA; elsewhere skipped when the check ran (and would overrun).
-    warm = ring if is_cuda or not checked else 0
-    reused = 1 if probe_reused(spec, workload, checked, ring) else 0  # the probe's output is one reference
-    least = 2 * checked - reused + ring + warm
+    least, what = _least_work(spec, is_cuda, ring, checked, workload.probe is not None)
     if first_s * least <= 2 * budget_s:
         return
-    references = f"{checked - reused} more eager reference{'s' if checked - reused != 1 else ''}" if reused else \
-        "their eager references"
-    check = f"the check's {checked} request{'s' if checked != 1 else ''} with {references}, " if checked else ""
-    check += f"a warm-up of {warm} request{'s' if warm > 1 else ''}, " if warm else ""
     least_s = first_s * least
-    what = f"{check}one timed pass of {ring} request{'s' if ring > 1 else ''}"
-    if least_s > REFUSE_FACTOR * budget_s and least_s > REFUSE_MIN_S:
+    if least_s > _refused_past_s(budget_s):
         # Minutes past a budget of seconds: the user's time, spent on what they did not ask for.
         raise ConfigError(
             f"measure.budget_s={budget_s:g}: one forward at the largest size took {first_s:.1f} s, so the least this "
@@ -398,6 +390,44 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, is_cuda: bool, ring: int, c
     out.slow = (f"one forward at the largest size took {first_s:.1f} s: if the others are as slow, the least "
                 f"this job can do ({what}) takes about {least_s:.0f} s, past measure.budget_s={budget_s:g}")
     log.warning("%s", out.slow)
+
+
+def _least_work(spec: RunSpec, is_cuda: bool, ring: int, checked: int, has_probe: bool) -> tuple[int, str]:
+    """The forwards the least this job can do takes (the check's first chunk, each request with
+    its eager reference, a warm-up, one timed turn of the ring), and those words."""
+    # The warm-up: always on CUDA; elsewhere skipped when the check ran (and would overrun).
+    warm = ring if is_cuda or not checked else 0
+    reused = 1 if probe_reused(spec, has_probe, checked, ring) else 0  # the probe's output is one reference
+    references = f"{checked - reused} more eager reference{'s' if checked - reused != 1 else ''}" if reused else \
+        "their eager references"
+    check = f"the check's {checked} request{'s' if checked != 1 else ''} with {references}, " if checked else ""
+    check += f"a warm-up of {warm} request{'s' if warm > 1 else ''}, " if warm else ""
+    return 2 * checked - reused + ring + warm, f"{check}one timed pass of {ring} request{'s' if ring > 1 else ''}"
+
+
+def _refused_past_s(budget_s: float) -> float:
+    return max(REFUSE_FACTOR * budget_s, REFUSE_MIN_S)
+
+
+def probe_limit(spec: RunSpec) -> Optional[ProbeLimit]:
+    """Off CUDA, how long the build's first forward may run: once the least this job can do
+    (that many forwards) would take past what is refused anyway, it is stopped there, and the
+    job refused then, not after the whole forward (95.7 s for GPT-2 in fp16 on 2 cores)."""
+    if torch.device(spec.device).type == "cuda":
+        return None  # milliseconds per forward, after one-time costs the first one pays
+    ring = spec.streams * spec.slots
+    checked = first_chunk(spec, ring, spec.measure.check_requests) if spec.check else 0
+    least, what = _least_work(spec, False, ring, checked, True)
+    refused_s = _refused_past_s(spec.measure.budget_s)
+    return ProbeLimit(
+        seconds=refused_s / least,
+        refusal=lambda ran_s: (
+            f"measure.budget_s={spec.measure.budget_s:g}: one forward at the largest size ran {ran_s:.1f} s without "
+            f"ending (stopped there), so the least this job can do ({what}, {least} forwards) takes over "
+            f"{refused_s:.0f} s, over {REFUSE_FACTOR:g} times its budget: not measured; raise measure.budget_s to "
+            f"{math.ceil(least * ran_s * 1.2)} or more to measure it anyway, or make a forward cheaper "
+            "(model.batch, model.seq, dtype)"),
+    )
 
 
 def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: Any, out: Measurement) -> bool:

@@ -43,13 +43,35 @@ def leaves(value: Any, path: str = "", steps: tuple[Step, ...] = ()) -> list[tup
     return found
 
 
-def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str]) -> list[tuple[str, tuple[Step, ...], Any]]:
+def empty_paths(value: Any, path: str = "") -> list[str]:
+    """Paths of the empty containers in an output (transformers returns `attentions=()` when its
+    attention implementation cannot give them): no leaf, so nothing of them is kept."""
+    children = _children(value)
+    if children is None:
+        return []
+    if not children:
+        return [path or "output"]
+    return [p for name, _, child in children for p in empty_paths(child, f"{path}.{name}" if path else name)]
+
+
+def why_empty(path: str) -> str:
+    hint = ""
+    if path.rpartition(".")[2] == "attentions":
+        hint = ("; transformers' default attention (sdpa) returns none: "
+                "+model.module.config._attn_implementation=eager returns them")
+    return f"output {path} is empty (the model returned no tensor there){hint}"
+
+
+def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str],
+           empty: Sequence[str] = ()) -> list[tuple[str, tuple[Step, ...], Any]]:
     """The leaves named by `keep` (a path, or a prefix of paths: 'hidden_states' keeps them all)."""
     if not keep:
         return found
     chosen = []
     for want in keep:
         match = [leaf for leaf in found if leaf[0] == want or leaf[0].startswith(want + ".")]
+        if not match and want in empty:
+            raise ConfigError(f"model.outputs: {why_empty(want)}")
         if not match:
             available = ", ".join(path for path, _, _ in found) or "none"
             raise ConfigError(f"model.outputs: no output {want!r}; the model's outputs are: {available}")
@@ -76,11 +98,13 @@ def _getter(steps: tuple[Step, ...]) -> Callable[[Any], Any]:
 class OutputPlan:
     paths: tuple[str, ...]  # the kept leaves, in order
     extract: Callable[[Any], tuple[torch.Tensor, ...]]  # forward's output -> the kept leaves
+    warnings: tuple[str, ...] = ()  # outputs the model returned empty, so none of them is kept
 
 
 def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
     """Find the leaves of one forward's output; refuse a kept leaf that is not a tensor."""
-    found = select(leaves(out), keep)
+    empty = empty_paths(out)
+    found = select(leaves(out), keep, empty)
     for path, _, value in found:
         if not isinstance(value, torch.Tensor):
             tensors = [p for p, _, v in found if isinstance(v, torch.Tensor)]
@@ -104,4 +128,5 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
         extract = lambda out: (only(out),)  # noqa: E731
     else:
         extract = lambda out: tuple(g(out) for g in getters)  # noqa: E731
-    return OutputPlan(paths, extract)
+    unkept = [p for p in empty if not keep]  # when outputs are named, only those matter
+    return OutputPlan(paths, extract, tuple(f"{why_empty(p)}: not measured" for p in unkept))

@@ -196,6 +196,18 @@ def write_result(output_dir: Path, result: dict[str, Any]) -> Path:
     return path
 
 
+def write_own_result(output_dir: Path, result: dict[str, Any]) -> Path | None:
+    """Write a job's result, unless the folder holds another job's (the job ended, failed or
+    was stopped before its own check of the folder): then why it ended goes beside that result,
+    in CONFLICT_FILE, which the sweep table reads as this job's, and None is returned."""
+    differ = other_overrides(output_dir, result["overrides"])
+    if differ is None:
+        return write_result(output_dir, result)
+    write_atomic(output_dir / CONFLICT_FILE,
+                 f"{result['reason']}; {output_dir} holds a result for other overrides ({differ}), kept\n")
+    return None
+
+
 def read_result(path: Path) -> dict[str, Any] | None:
     """A result file's content, or None if it is missing or not a runner result."""
     return _read(path)[0]
@@ -241,25 +253,55 @@ def _settings(overrides: list[str]) -> dict[str, Any] | None:
     return settings
 
 
+def _typed(value: Any) -> str:
+    """A value as JSON: `true` is not `1`, nor `1.0` (Python's == says they are equal)."""
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
 def same_job(before: list[str], now: list[str]) -> bool:
     """Whether an earlier result answers this job: the same settings overridden, `resume` aside."""
     there, here = _settings(before), _settings(now)
     if there is None or here is None:
         return without_resume(before) == without_resume(now)
-    return there == here
+    return _typed(there) == _typed(here)
+
+
+def config_changes(before: Any, now: Any, limit: int = 3) -> list[str]:
+    """Where two resolved configs differ (`resume` aside), as "key: there -> now", at most
+    `limit` of them: the same overrides can resolve to other settings when a preset changed."""
+    changes: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                if not (key == "" and k == "resume"):
+                    walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else str(k))
+        elif _typed(a) != _typed(b):
+            changes.append(f"{key}: {_typed(a)} there, {_typed(b)} now")
+
+    walk(before, now, "")
+    return changes[:limit] + ([f"{len(changes) - limit} more"] if len(changes) > limit else [])
+
+
+def other_overrides(folder: Path, overrides: list[str]) -> str | None:
+    """How the overrides of the result `folder` holds differ from these, or None when it holds
+    none or this job's (`resume` aside)."""
+    previous = read_result(folder / RESULT_FILE)
+    if previous is None or same_job(previous.get("overrides") or [], overrides):
+        return None
+    there, here = without_resume(previous.get("overrides") or []), without_resume(overrides)
+    only_there, only_here = [o for o in there if o not in here], [o for o in here if o not in there]
+    return (f"there: {' '.join(only_there) or 'none'}; this job: {' '.join(only_here) or 'none'}"
+            if only_there or only_here else "the same ones in another order")
 
 
 def folder_conflict(folder: Path, overrides: list[str], resume: bool) -> str | None:
     """Why a job must not write into `folder`, or None: it holds another job's result (other
     overrides, `resume` aside). Whether resuming or not, a measured result is never overwritten;
     the same overrides without resume=true measure again, in place."""
-    previous = read_result(folder / RESULT_FILE)
-    if previous is None or same_job(previous.get("overrides") or [], overrides):
+    differ = other_overrides(folder, overrides)
+    if differ is None:
         return None
-    there, here = without_resume(previous.get("overrides") or []), without_resume(overrides)
-    only_there, only_here = [o for o in there if o not in here], [o for o in here if o not in there]
-    differ = (f"there: {' '.join(only_there) or 'none'}; this job: {' '.join(only_here) or 'none'}"
-              if only_there or only_here else "the same ones in another order")
     if resume:
         return (f"resume=true: {folder} holds a result for other overrides ({differ}); resume with the same "
                 "overrides, or use another folder")

@@ -112,7 +112,7 @@ class MeasureConfig:
     stdrel: float = 0.005  # ...stopping once the throughput's relative standard error is below this
     latency_requests: int = 2000  # requests timed one by one in the latency and host-time passes
     check_requests: int = 2048  # distinct requests compared with eager before timing (budget permitting)
-    input_pool: int = 16  # distinct host inputs the timed passes rotate through
+    input_pool: int = 16  # distinct host inputs the timed passes rotate through (copy staging; direct serves what each slot holds)
     ceiling: bool = True  # also measure the device-only ceiling
     interleave: bool = False  # baseline, schedule and ceiling in turn per repeat (default: in blocks)
     cv_warn: float = 0.05  # warn when the repeats' coefficient of variation exceeds this

@@ -67,6 +67,52 @@ class Masked(nn.Module):
         return {"pooled": h.sum(1), "per_token": h}
 
 
+class Strict(nn.Module):
+    """A model that refuses values its inputs never take, as a real one fails on them (an
+    embedding on an id past its table, a mask that is not 0/1): any forward of garbage raises.
+    forward(input_ids, token_type_ids, attention_mask) -> (B, T, D)."""
+
+    def __init__(self, vocab: int = 50, dim: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.types = nn.Embedding(2, dim)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError(f"attention_mask holds values other than 0 and 1: {attention_mask.unique().tolist()[:8]}")
+        h = self.embed(input_ids) + self.types(token_type_ids)  # IndexError for an id out of range
+        return h * attention_mask.unsqueeze(-1).to(h.dtype)
+
+
+class ListArgs(nn.Module):
+    """Refuses OmegaConf's containers, as strict constructors do (transformers' configs): a
+    list argument must be a list, a dict a dict."""
+
+    def __init__(self, dims: list, options: dict) -> None:
+        super().__init__()
+        if type(dims) is not list or type(options) is not dict:
+            raise TypeError(f"dims must be a list and options a dict, not {type(dims).__name__}, "
+                            f"{type(options).__name__}")
+        self.linear = nn.Linear(dims[0], dims[-1], bias=options["bias"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class EmptyAttentions(nn.Module):
+    """Returns `attentions=()`, as transformers' sdpa attention does when asked for them."""
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"last_hidden_state": 2 * x, "attentions": ()}
+
+
+class ValueSized(nn.Module):
+    """An output whose size follows the input's values, not its shape (a boolean index)."""
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"y": 2 * x, "positive": x[x > 0]}
+
+
 class Spectrum(nn.Module):
     """forward(x) -> the complex spectrum of a linear map of x (an FFT model's output)."""
 

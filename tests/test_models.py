@@ -15,7 +15,17 @@ import torch
 from runner.build import build, launch_key, unused_keys
 from runner.check import check_schedule, serve_and_collect
 from runner.errors import ConfigError
-from runner.inputs import Layout, Size, bucket_of, buckets, draw_sizes, make_request, packed, padding_waste
+from runner.inputs import (
+    Layout,
+    Size,
+    bucket_of,
+    buckets,
+    draw_sizes,
+    largest,
+    make_request,
+    packed,
+    padding_waste,
+)
 from runner.job import JobInfo, run_job
 from runner.lanes import build_lanes
 from runner.outputs import leaves
@@ -71,6 +81,8 @@ def test_multihead_attention_takes_three_inputs_and_answers_a_tuple(make_cfg, mo
     assert list(io["inputs"]) == ["query", "key", "value"]
     assert io["inputs"]["key"]["shape"] == ["batch", 7, 16]
     assert io["outputs"] == ["0", "1"]  # (attn_output, attn_weights)
+    # in_proj (3 x 16 x 16 + 48) and out_proj (16 x 16 + 16), as built: a check on the config.
+    assert io["parameters"] == 3 * 16 * 16 + 48 + 16 * 16 + 16 and io["parameter_bytes"] == 4 * io["parameters"]
     f = result["figures"]
     assert f["check_requests"] >= 8 and f["check_mismatches"] == 0
 
@@ -370,6 +382,104 @@ def test_sequence_buckets_check_real_positions_of_a_mask_aware_model(make_cfg, m
     assert {r.key for r in workload.plan} <= set(buckets(spec.model))
     result = check_schedule(as_graph, workload, lanes, 48)
     assert result.passed and result.max_rel_err < 1e-6
+
+
+STRICT = """
+module: {_target_: tests.io_models.Strict, vocab: 50, dim: 4}
+batch: [1, 2, 4]
+seq: [32, 64, 128]
+sizes: {batch: {values: [1, 2, 3, 4]}, seq: {values: [20, 32, 50, 64, 100, 128]}}
+inputs:
+  input_ids: {kind: tokens, shape: [seq], vocab: 50}
+  token_type_ids: {kind: int, shape: [seq], low: 0, high: 2}
+  attention_mask: {kind: mask, shape: [seq], random_lengths: true}
+"""
+
+
+@pytest.mark.parametrize("staging", ["direct", "copy"])
+def test_every_request_of_a_bucketed_job_with_several_inputs_holds_real_values(make_cfg, model_dir, tmp_path, staging):
+    """Direct staging serves the bytes a slot holds, written there in another request's shape:
+    read in this request's shape, the token ids of the last one became this one's mask and
+    token-type ids, and the model failed (an index out of range) after the check had passed.
+    Every input now sits where it does in the largest shape, so the bytes are the same input's."""
+    result = run_job(make_cfg(*QUICK, model_dir("strict", STRICT), "model=strict", f"staging.mode={staging}"),
+                     JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    assert result["figures"]["throughput_requests_per_s"] > 0 and result["figures"]["check_mismatches"] == 0
+    # Every shape's inputs start where the largest's do.
+    spec = resolve(make_cfg(*QUICK, model_dir("strict", STRICT), "model=strict"))
+    top = Layout(spec.model, largest(spec.model), torch.float32)
+    for size in (Size(1, 20), Size(3, 64), Size(4, 128)):
+        layout = Layout(spec.model, size, torch.float32)
+        assert [f[1] for f in layout.fields] == [f[1] for f in top.fields]
+        assert layout.nbytes <= top.nbytes
+
+
+def test_list_and_dict_arguments_reach_the_constructor_as_plain_lists_and_dicts(make_cfg, model_dir, tmp_path):
+    """transformers' strict configs refused a ListConfig (Wav2Vec2Config's conv_dim=[32, 32]),
+    and the one-line error ended at "Validation error for field 'conv_dim':"."""
+    text = """
+module: {_target_: tests.io_models.ListArgs, dims: [3, 5], options: {bias: false}}
+batch: 2
+inputs: {x: {shape: [3]}}
+"""
+    result = run_job(make_cfg(*QUICK, model_dir("lists", text), "model=lists"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    # A config that asks for OmegaConf's containers gets them, and the error says why in one line.
+    with pytest.raises(ConfigError, match=r"model.module: .*dims must be a list and options a dict, not ListConfig"):
+        run_job(make_cfg(*QUICK, model_dir("lists", text), "model=lists", "+model.module._convert_=none"),
+                JobInfo(output_dir=tmp_path / "none"))
+
+
+@pytest.mark.parametrize("key, value", [("input_ids.vocab", 51), ("token_type_ids.high", 3)])
+def test_an_integer_range_one_past_the_models_fails_at_the_first_forward(make_cfg, model_dir, tmp_path, key, value):
+    """Ids drawn at random up to 51 for a table of 50 missed the last one in the first forward,
+    and the job failed later, in the check, with a bare IndexError."""
+    one = """
+module: {_target_: tests.io_models.Strict, vocab: 50, dim: 4}
+batch: 1
+seq: 2
+inputs:
+  input_ids: {kind: tokens, shape: [seq], vocab: 50}
+  token_type_ids: {kind: int, shape: [seq], low: 0, high: 2}
+  attention_mask: {kind: mask, shape: [seq]}
+"""
+    with pytest.raises(ConfigError, match=r"^model\.inputs.*token ids must stay below the model's vocabulary"):
+        run_job(make_cfg(*QUICK, model_dir("one", one), "model=one", f"model.inputs.{key}={value}"),
+                JobInfo(output_dir=tmp_path))
+
+
+def test_an_output_the_model_returns_empty_is_named_not_dropped_without_a_word(make_cfg, model_dir, tmp_path):
+    text = """
+module: {_target_: tests.io_models.EmptyAttentions}
+batch: 2
+inputs: {x: {shape: [3]}}
+"""
+    result = run_job(make_cfg(*QUICK, model_dir("empty", text), "model=empty"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok" and result["model_io"]["outputs"] == ["last_hidden_state"]
+    assert ("output attentions is empty (the model returned no tensor there); transformers' default attention "
+            "(sdpa) returns none: +model.module.config._attn_implementation=eager returns them: not measured"
+            ) in result["warnings"]
+    with pytest.raises(ConfigError, match=r"^model.outputs: output attentions is empty \(the model returned no "):
+        run_job(make_cfg(*QUICK, model_dir("empty", text), "model=empty", "model.outputs=[attentions]"),
+                JobInfo(output_dir=tmp_path / "named"))
+
+
+def test_an_output_whose_size_follows_the_values_is_named_with_the_fix(make_cfg, model_dir, tmp_path):
+    text = """
+module: {_target_: tests.io_models.ValueSized}
+batch: 4
+inputs: {x: {shape: [16]}}
+"""
+    result = run_job(make_cfg(*QUICK, model_dir("valued", text), "model=valued"),
+                     JobInfo(output_dir=tmp_path, multirun=True))
+    assert result["status"] == "failed"
+    assert result["reason"].startswith("bad config: output positive of ")
+    assert ("an output whose size follows the input's values, or grows as requests shrink, does not fit the "
+            "response buffers; leave it out with model.outputs=[y]") in result["reason"]
+    kept = run_job(make_cfg(*QUICK, model_dir("valued", text), "model=valued", "model.outputs=[y]"),
+                   JobInfo(output_dir=tmp_path / "kept"))
+    assert kept["status"] == "ok", kept["reason"]
 
 
 def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_path):

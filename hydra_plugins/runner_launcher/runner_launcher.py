@@ -208,6 +208,7 @@ class _Job:
     process: Any = None  # _Forked or _Spawned
     started: float = 0.0
     result_mtime: Optional[int] = None  # result.json's mtime before the job started
+    conflict_mtime: Optional[int] = None  # and resume_conflict.txt's: one left by an earlier run is not this job's
     console: Any = None  # the console.log of a job that does not print to the terminal
 
 
@@ -332,8 +333,11 @@ class RunnerLauncher(Launcher):
         if cpus:
             env["OMP_NUM_THREADS"] = str(len(cpus))
             env["RUNNER_LAUNCHER_CPUS"] = ",".join(map(str, cpus))
+        from runner.record import CONFLICT_FILE  # no torch: the launcher never imports it
+
         job.output_dir.mkdir(parents=True, exist_ok=True)
         job.result_mtime = _mtime(job.output_dir / "result.json")
+        job.conflict_mtime = _mtime(job.output_dir / CONFLICT_FILE)
         job.slot = slot
         job.started = time.monotonic()
         console = str(job.output_dir / "console.log") if quiet else None  # parallel jobs: a readable console
@@ -398,7 +402,7 @@ class RunnerLauncher(Launcher):
         keep = earlier is not None and earlier.get("status") == "ok" and bool(job.config.get("resume"))
         result = read_result(path) if fresh or (code == 0 and not interrupted) or keep else None
         conflict = job.output_dir / CONFLICT_FILE
-        if not fresh and conflict.exists():  # it refused to resume into another job's result
+        if not fresh and _mtime(conflict) not in (None, job.conflict_mtime):  # it refused another job's folder
             result = {"status": "failed", "reason": conflict.read_text().strip()}
         if result is None:
             from runner.job import JobInfo, record_outside  # torch, but only for a job that died
