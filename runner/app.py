@@ -7,11 +7,16 @@ the full traceback instead).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.cli import exit_interrupted
 from runner.errors import ConfigError, condense
-from runner.record import remove_if_only, sweep_started, undo_pending_sweep
+from runner.record import sweep_started, undo_pending_sweep, undo_run_folder
 from runner.schema import register
 
 register()
@@ -68,7 +73,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
         # Ctrl-C before the job began: no result would ever fill this run's folder, which
         # `runner.report` would then list as missing. (A sweep's launcher records its jobs.)
         if not multirun:
-            remove_if_only(Path(hc.runtime.output_dir), {".hydra", f"{hc.job.name}.log"})
+            undo_run_folder(Path(hc.runtime.output_dir), {".hydra", f"{hc.job.name}.log"})
         raise
     info = JobInfo(
         output_dir=Path(hc.runtime.output_dir),
@@ -78,15 +83,38 @@ def hydra_entry(cfg: DictConfig) -> dict:
         sweep_dir=hc.sweep.dir if multirun else None,
     )
     try:
-        result = run_job(cfg, info)
+        with _sigterm_as_interrupt(not multirun):
+            result = run_job(cfg, info)
     except ConfigError as exc:  # single run: say it in one line, leave nothing behind
-        remove_if_only(info.output_dir, {".hydra", f"{hc.job.name}.log"})  # what Hydra wrote
+        undo_run_folder(info.output_dir, {".hydra", f"{hc.job.name}.log"})  # what Hydra wrote
         if _show_traceback:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)  # SystemExit passes Hydra's job wrapper, which would log the error again
     _exit_code = max(_exit_code, EXIT_CODES.get(result["status"], 1))
     return result
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(active: bool) -> Iterator[None]:
+    """A single run stopped by SIGTERM (`kill`, a batch system's time limit) ends as Ctrl-C
+    does: its finished repeats recorded as `interrupted`. Python's default for SIGTERM ends
+    the process at once and left a folder with no result. (A sweep's launcher does this for
+    its jobs.)"""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    from runner.job import Terminated
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:

@@ -388,6 +388,9 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             finally:
                 model.to(spec.torch_dtype)
         hint = "token ids must stay below the model's vocabulary and sequences within its length; " if not floats else ""
+        if not floats and re.search(r"dtype|scalar type", reason, re.IGNORECASE):
+            # An integer or bool tensor where the model computes in floats (a float MLP's x as kind=int).
+            hint = "an input of kind int, bool, mask or tokens where the model wants floating point takes kind: float; "
         keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
         at = _raised_at(exc)
         where = f" at {at[0]}" if at else ""
@@ -458,18 +461,35 @@ def check_host_memory(spec: RunSpec, available: Optional[int] = None) -> None:
         return
     one = request_bytes(spec)
     ring = spec.streams * spec.slots
-    # The request pool twice (packed in launch layouts, and at real sizes for the baseline), the
-    # staging slots (in and out), and
-    # the check's largest chunk of requests.
+    share = HOST_SHARE * available
+
+    def need(request: float, pool_requests: int) -> float:
+        # The request pool twice (packed in launch layouts, and at real sizes for the baseline),
+        # the staging slots (in and out), and the check's largest chunk of requests.
+        return 2 * pool_requests * request + 2 * ring * request + check_chunk(int(request), ring) * request
+
     pool = 2 * plan_length(spec) * one
-    needed = pool + 2 * ring * one + check_chunk(one, ring) * one
-    if needed > HOST_SHARE * available:
-        pool_hint = f" or measure.input_pool (its requests take {pool / 2**30:,.1f} GiB)" if pool > needed / 3 else ""
+    needed = need(one, plan_length(spec))
+    if needed <= share:
+        return
+    batch = max(spec.model.batches)
+    if need(one / batch, 1) > share:  # not even requests of one sample, in a pool of one: not the batch
+        top = Layout(spec.model, largest(spec.model), spec.torch_dtype)
+        name, _, nbytes, _, shape = max(top.fields, key=lambda f: f[2])
         raise ConfigError(
-            f"model.batch={spec.model.batch}: one request is {one / 2**20:,.1f} MiB and the "
-            f"host buffers need {needed / 2**30:,.1f} GiB, more than {HOST_SHARE:.0%} of the "
-            f"{available / 2**30:,.1f} GiB available; use a smaller model.batch{pool_hint}"
+            f"model.inputs.{name}.shape={list(shape[1:])}: one sample is {nbytes / batch / 2**20:,.1f} MiB, and the "
+            f"host buffers would need {need(one / batch, 1) / 2**30:,.1f} GiB even for requests of one sample, more "
+            f"than {HOST_SHARE:.0%} of the {available / 2**30:,.1f} GiB available; use a smaller shape"
         )
+    if need(one, 1) > share:  # the pool does not matter
+        pool_hint = ""
+    else:
+        pool_hint = f" or measure.input_pool (its requests take {pool / 2**30:,.1f} GiB)" if pool > needed / 3 else ""
+    raise ConfigError(
+        f"model.batch={spec.model.batch}: one request is {one / 2**20:,.1f} MiB and the "
+        f"host buffers need {needed / 2**30:,.1f} GiB, more than {HOST_SHARE:.0%} of the "
+        f"{available / 2**30:,.1f} GiB available; use a smaller model.batch{pool_hint}"
+    )
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class RunFolderGuard(Callback):
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
-        from runner.record import folder_conflict
+        from runner.record import folder_conflict, note_run_folder
 
         try:
             HydraConfig.instance().set_config(config)  # ${hydra:...} in the folder's name resolves (run_job sets it too)
@@ -72,6 +72,13 @@ class RunFolderGuard(Callback):
             resume = bool(config.get("resume"))
         except Exception:  # noqa: BLE001 - a folder that does not resolve here: the job checks it
             return
+        if (folder / "multirun.yaml").is_file():
+            # A sweep's folder: a single run's result there would stand for the whole sweep in
+            # its table (`runner.report` read one row, and wrote it over the sweep's).
+            print(f"error: hydra.run.dir={folder} is a sweep's folder (it holds multirun.yaml); to resume the "
+                  "sweep, add -m and hydra.sweep.dir=...; for a single run, name another folder", file=sys.stderr)
+            raise SystemExit(2)
+        note_run_folder(folder)  # what it holds before Hydra writes there: a refused run takes back only its own
         conflict = folder_conflict(folder, overrides, resume)
         if conflict:
             print(f"error: {conflict}", file=sys.stderr)

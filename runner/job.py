@@ -254,7 +254,7 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
         }
         measurement = measure(spec, workload, lanes)
         lap("measure")
-        interrupted = measurement.interrupted  # then no profile or timestamps: record and stop
+        interrupted = measurement.interrupted is not None  # then no profile or timestamps: record and stop
         out_dir = Path(result["job"]["output_dir"])
         if spec.timestamps != "none" and measurement.latency is not None and not interrupted:
             result["files"]["timestamps"] = write_timestamps(measurement.latency, spec.timestamps, out_dir,
@@ -282,8 +282,8 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
             result["env"]["gpu"]["clocks_at_end"] = environment.gpu_clocks(lanes.device.index or 0)
         check = measurement.check
         lap("finish")
-        if measurement.interrupted:
-            raise KeyboardInterrupt  # recorded by run_job, with the figures of what finished
+        if measurement.interrupted is not None:
+            raise measurement.interrupted  # recorded by run_job, with the figures of what finished
         if check is not None and not check.passed:
             result["status"] = "invalid"
             result["reason"] = (
@@ -327,6 +327,10 @@ def _release_memory(device: Optional[str]) -> None:
         _quietly(torch.cuda.empty_cache)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to a single run, raised where Ctrl-C's interrupt would be: it ends the same way."""
+
+
 class FolderTaken(ConfigError):
     """A job whose folder holds another job's result (resume=true or not)."""
 
@@ -356,6 +360,8 @@ def _failure_reason(exc: BaseException) -> str:
         return f"out of memory{where}: {what}; use {fix}"
     if isinstance(exc, (ConfigError, CaptureError, CompileError)):
         return first + where
+    if isinstance(exc, SystemExit):
+        return f"the model's code called sys.exit({exc.code!r}), which ended the job{where}"
     return f"{type(exc).__name__}: {first[:500]}{where}"
 
 
@@ -409,12 +415,13 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         if not info.multirun:
             raise
         result["reason"] = f"bad config: {exc}"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         result["status"] = "interrupted"
         if spec is not None and spec.load.scenario == "offline":  # stopped before measuring: the keys, null
             result["figures"] = {**dict.fromkeys(THROUGHPUT_KEYS), **(result.get("figures") or {})}
         kept = len((result.get("figures") or {}).get("throughput_requests_per_s_repeats") or [])
-        result["reason"] = "interrupted (Ctrl-C) before the job finished" + (
+        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        result["reason"] = f"interrupted ({how}) before the job finished" + (
             f"; the figures hold the {kept} throughput repeat(s) that finished" if kept else "")
         written = _finish(result, info, t0)
         if not info.multirun and written:  # a sweep's launcher says this for all its jobs
@@ -423,7 +430,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                   f"it again, the same command (with hydra.run.dir={info.output_dir} to replace that result)",
                   file=sys.stderr, flush=True)
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a model's code: a failure, not a silent end
         result["status"] = "failed"
         result["reason"] = _failure_reason(exc)
         info.output_dir.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from runner.printer import rate_text
 from runner.progress import PROGRESS, Progress
 from runner.protocol import open_servers
 from runner.schedule import no_gc
-from runner.spec import RunSpec
+from runner.spec import REFUSE_FACTOR, REFUSE_MIN_S, RunSpec
 from runner.stats import steady_start, summarize
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Measurement:
     host_stolen: list[Optional[float]] = field(default_factory=list)
     # Per throughput pass, seconds of a fixed Python loop timed just before it (the host's speed).
     host_canary_s: list[float] = field(default_factory=list)
-    interrupted: bool = False  # Ctrl-C: what finished is kept
+    interrupted: Optional[KeyboardInterrupt] = None  # Ctrl-C (or SIGTERM, raised as one): what finished is kept
     elapsed_s: float = 0.0
 
 
@@ -143,8 +143,8 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
     began = time.perf_counter()
     try:
         _measure(spec, workload, lanes, out, progress)
-    except KeyboardInterrupt:
-        out.interrupted = True
+    except KeyboardInterrupt as exc:
+        out.interrupted = exc
         out.elapsed_s = time.perf_counter() - began  # what ran until the Ctrl-C (the phases set it at their end)
         lanes.synchronize()
         lanes.restore_default_stream()
@@ -193,7 +193,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 warm_n, warm_s = schedule.throughput_pass(lanes, sources, keys, 1, warm_allowance)
         out.warmup_s = progress.phases_s.get("warmup", 0.0)
         if not offline:
-            out.load = measure_load(spec, workload, lanes, budget, warm_n / max(warm_s, 1e-9), progress)
+            out.load = measure_load(spec, workload, lanes, budget, warm_n / max(warm_s, 1e-9), progress, out)
             out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
             out.elapsed_s = budget.elapsed()
             return
@@ -316,10 +316,13 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             # Two passes (host time per step, then latency) of `floor` requests each, in two parts.
             runner_fits = _fits(2 * floor, out.throughput, 2 * share / parts, "latency and host time per step", m, out)
             if runner_fits:
+                # Its per-request records are made before the pass: no more than its time can
+                # serve (measure.latency_requests=1e9 allocated for minutes before the pass).
+                requests = _within(m.latency_requests, out.throughput, share / parts, floor)
                 with progress.phase("enqueue", "host time per step"):
-                    out.host_s = schedule.enqueue_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
+                    out.host_s = schedule.enqueue_pass(lanes, sources, keys, requests, share / parts, floor)
                 with progress.phase("latency", "latency per stage"):
-                    out.latency = schedule.latency_pass(lanes, sources, keys, m.latency_requests, share / parts, floor)
+                    out.latency = schedule.latency_pass(lanes, sources, keys, requests, share / parts, floor)
                 if spec.model.bucketed:  # each request's bucket, for latency per bucket
                     plan = workload.plan
                     out.latency["bucket"] = [str(bucket_of(spec.model, plan[j % len(plan)].size))
@@ -327,7 +330,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             if spec.baseline and _fits(floor, out.baseline, share / parts, "baseline latency", m, out):
                 with progress.phase("baseline_latency", "baseline latency"):
                     out.baseline_latency_s = schedule.baseline_latency_pass(
-                        forward, workload.baseline_sources, device, m.latency_requests, share / parts, floor
+                        forward, workload.baseline_sources, device,
+                        _within(m.latency_requests, out.baseline, share / parts, floor), share / parts, floor
                     )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
     out.elapsed_s = budget.elapsed()
@@ -339,11 +343,6 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 # never worth skipping, even when the phases before it used up the time).
 OVERRUN_ALLOWED = 2.0
 OVERRUN_SLACK = 0.05
-# A job whose least work, estimated from its first forward, takes over this many times its
-# budget and this many seconds is refused before measuring (GPT-2 in fp16 on a 2-core CPU:
-# 382 s for a 2 s budget, after its 96 s first forward).
-REFUSE_FACTOR = 20.0
-REFUSE_MIN_S = 60.0
 
 
 def _from(items: list, first: int) -> list:
@@ -405,7 +404,7 @@ def _least_work(spec: RunSpec, is_cuda: bool, ring: int, checked: int, has_probe
     return 2 * checked - reused + ring + warm, f"{check}one timed pass of {ring} request{'s' if ring > 1 else ''}"
 
 
-def _refused_past_s(budget_s: float) -> float:
+def _refused_past_s(budget_s: float) -> float:  # REFUSE_* looked up here: tests scale them down
     return max(REFUSE_FACTOR * budget_s, REFUSE_MIN_S)
 
 
@@ -428,6 +427,15 @@ def probe_limit(spec: RunSpec) -> Optional[ProbeLimit]:
             f"{math.ceil(least * ran_s * 1.2)} or more to measure it anyway, or make a forward cheaper "
             "(model.batch, model.seq, dtype)"),
     )
+
+
+def _within(requests: int, passes: list[Pass], seconds: float, floor: int) -> int:
+    """`requests`, or fewer: four times what `seconds` serves at the rate `passes` measured
+    (the pass ends at its time anyway), never fewer than `floor`."""
+    per_request_s = _seconds_per_request(passes)
+    if per_request_s is None or per_request_s <= 0:
+        return requests
+    return min(requests, max(floor, math.ceil(4 * seconds / per_request_s)))
 
 
 def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: Any, out: Measurement) -> bool:
@@ -486,7 +494,7 @@ def _stats_us(seconds: list[float]) -> dict[str, Any]:
 
 
 def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget, closed_rate: float,
-                 progress: Progress) -> dict:
+                 progress: Progress, out: Measurement) -> dict:
     """The single_stream or server scenario, for the runner and (if asked) the eager baseline."""
     load, device = spec.load, lanes.device
     sources, keys, forward, base = workload.sources, workload.keys, workload.reference, workload.baseline_sources
@@ -530,9 +538,17 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         yield [schedule.BaselineServer(forward, base, device)]
 
     def scenario(name: str, servers_of: Any, start_rate: float) -> dict[str, Any]:
-        end = time.perf_counter() + budget.allowance(name)
+        share = budget.allowance(name)
+        end = time.perf_counter() + share
         run = functools.partial(run_at, name, servers_of, end)
         if not load.search:
+            least_s = max(load.duration_s, MIN_REQUESTS / load.rate)
+            if _overruns(least_s, share, spec.measure.budget_s):  # it runs whole: said before, not after
+                out.skipped[f"{name} length"] = (
+                    f"{name.replace('_', ' ')}: a point at load.rate={load.rate:g} runs {least_s:.1f} s at least "
+                    f"({MIN_REQUESTS} arrivals, load.duration_s={load.duration_s:g}), past its {share:.1f} s share of "
+                    f"measure.budget_s={spec.measure.budget_s:g}; it runs whole")
+                log.warning("%s", out.skipped[f"{name} length"])
             point = run(load.rate)
             return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}
         found = search_rate(run, max(1.0, start_rate), load.resolution, end,

@@ -58,7 +58,7 @@ def failing_in(phase: str) -> Iterator[None]:
     job's failure then says where it happened, not only what."""
     try:
         yield
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         if getattr(exc, "runner_phase", None) is None:
             try:
                 exc.runner_phase = phase  # type: ignore[attr-defined]

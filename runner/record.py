@@ -327,6 +327,57 @@ def remove_if_only(folder: Path, names: set[str]) -> None:
         pass
 
 
+# A single run's folder as the run found it, before Hydra wrote into it: (the folder, resolved;
+# the names it held; the first of it and its parents that did not exist).
+_run_folder_before: tuple[Path, set[str], Path | None] | None = None
+
+
+def note_run_folder(folder: Path) -> None:
+    """Before Hydra writes a single run's .hydra/ and log: what its folder held."""
+    global _run_folder_before
+    try:
+        held = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    except OSError:
+        held = set()
+    created = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        created = path
+    _run_folder_before = (folder.resolve(), held, created)
+
+
+def undo_run_folder(folder: Path, names: set[str]) -> None:
+    """A single run that recorded nothing: what Hydra wrote (`names`, where the folder did not
+    hold them before) is removed, then the folders the run created, while empty. Without a note
+    of the folder, it goes only when it holds nothing but `names`."""
+    global _run_folder_before
+    noted, _run_folder_before = _run_folder_before, None
+    if noted is None or noted[0] != folder.resolve():
+        remove_if_only(folder, names)
+        return
+    _, held, created = noted
+    try:
+        if _holds_cwd(folder):
+            return
+        for name in names - held:
+            path = folder / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if created is None:
+            return
+        for path in (folder, *folder.parents):  # up to the first folder the run did not create
+            if _holds_cwd(path) or not path.is_dir() or any(path.iterdir()):
+                break
+            path.rmdir()
+            if path == created:
+                break
+    except OSError:
+        pass
+
+
 # A sweep folder as its launch found it, until the launch starts a job: Hydra's sweeper writes
 # multirun.yaml first and checks every job's overrides after, so a bad one fails in between.
 # (folder, its multirun.yaml then, the first of it and its parents that did not exist)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -331,8 +332,9 @@ def _size_dist(dist: Any, key: str, buckets: tuple[int, ...]) -> SizeDist:
             f"{key}.values={list(values)}: every size must lie in 1..{largest} (the largest bucket)",
         )
         _check(
-            not weights or (len(weights) == len(values) and all(w >= 0 for w in weights) and sum(weights) > 0),
-            f"{key}.weights: give one weight >= 0 per value ({len(values)}), not all zero",
+            not weights or (len(weights) == len(values) and all(0 <= w < math.inf for w in weights)
+                            and sum(weights) > 0),
+            f"{key}.weights: give one finite weight >= 0 per value ({len(values)}), not all zero",
         )
         return SizeDist(values=values, weights=weights)
     _check(not weights, f"{key}.weights: weights go with values; add {key}.values")
@@ -366,9 +368,11 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
         if SEQ in shape:
             _check(bool(seqs), f"{key}.shape={list(shape)} uses seq, but model.seq is not set; set it, e.g. model.seq=128")
         if kind == "tokens":
-            _check(inp.vocab >= 1, f"{key}.vocab={inp.vocab}: token inputs need a vocab >= 1")
+            _check(1 <= inp.vocab <= INT64_MAX, f"{key}.vocab={inp.vocab}: token inputs need a vocab in 1..2**63-1")
         if kind == "int":
             _check(inp.high > inp.low, f"{key}: low={inp.low} high={inp.high}; int inputs need low < high")
+            _check(-INT64_MAX <= inp.low and inp.high <= INT64_MAX,
+                   f"{key}: low={inp.low} high={inp.high}; int inputs are int64: keep both within +-(2**63-1)")
         if kind == "mask" and inp.random_lengths:
             _check(
                 len(shape) >= 1,
@@ -392,6 +396,60 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
         batch_sizes=_size_dist(model.sizes.batch, "model.sizes.batch", batches),
         seq_sizes=_size_dist(model.sizes.seq, "model.sizes.seq", seqs),
     )
+
+
+INT64_MAX = 2**63 - 1  # integer inputs are int64 tensors
+
+# A job whose least work takes over this many times its budget and this many seconds is
+# refused before it runs (measure.py applies it to the least work a first forward foretells;
+# GPT-2 in fp16 on a 2-core CPU: 382 s for a 2 s budget).
+REFUSE_FACTOR = 20.0
+REFUSE_MIN_S = 60.0
+# Arrival times a server point draws before it starts (8 bytes each, and a record per request
+# served): load.rate=1e8 grew a job to 12 GB in a minute.
+MAX_ARRIVALS = 10_000_000
+
+
+def refused_past_s(budget_s: float) -> float:
+    return max(REFUSE_FACTOR * budget_s, REFUSE_MIN_S)
+
+
+def _check_load_length(load: Any, rate: Optional[float], budget_s: float) -> None:
+    """A server point runs at least load.duration_s, and at least MIN_REQUESTS arrivals at
+    its rate: refuse one whose least length is far past the budget (load.rate=0.01 would run
+    5.5 hours), or whose arrivals would not fit in memory."""
+    from runner.load import MIN_REQUESTS
+
+    limit_s = refused_past_s(budget_s)
+    _check(load.duration_s <= limit_s,
+           f"load.duration_s={load.duration_s:g}: each server point runs that long at least, over "
+           f"{REFUSE_FACTOR:g} times measure.budget_s={budget_s:g}; lower load.duration_s, or raise measure.budget_s "
+           f"to {math.ceil(load.duration_s / REFUSE_FACTOR)} or more")
+    if rate is None:
+        return
+    least_s = max(load.duration_s, MIN_REQUESTS / rate)
+    _check(least_s <= limit_s,
+           f"load.rate={rate:g}: a point needs {MIN_REQUESTS} arrivals at least, {least_s:,.0f} s at that rate, over "
+           f"{REFUSE_FACTOR:g} times measure.budget_s={budget_s:g}; raise load.rate to "
+           f"{math.ceil(MIN_REQUESTS / limit_s)} or more, or measure.budget_s")
+    _check(rate * least_s <= MAX_ARRIVALS,
+           f"load.rate={rate:g} x load.duration_s={load.duration_s:g}: {rate * least_s:,.0f} arrivals to draw, over "
+           f"{MAX_ARRIVALS:,}; lower load.rate or load.duration_s")
+
+
+def _compile_cache(folder: Optional[str], compile_mode: str) -> Optional[str]:
+    """The compile cache folder, made now: one that cannot be made is bad input, said before
+    the model is built (it failed the job in the build with a bare FileNotFoundError)."""
+    if folder is None or compile_mode == "none":
+        return folder
+    try:
+        os.makedirs(folder, exist_ok=True)
+        usable = os.access(folder, os.W_OK)
+        why = "it is not writable"
+    except OSError as exc:
+        usable, why = False, exc.strerror or type(exc).__name__
+    _check(usable, f"compile_cache={folder}: cannot use it as a folder ({why}); name a folder that can be written")
+    return folder
 
 
 def load_spec(config: Config) -> LoadSpec:
@@ -430,6 +488,7 @@ def load_spec(config: Config) -> LoadSpec:
             math.isfinite(value) and value > 0 and not isinstance(rate, bool),
             f"load.rate={rate}: use requests per second > 0, or max (with load.p99_ms)",
         )
+    _check_load_length(load, value, config.measure.budget_s)
     return LoadSpec("server", value, search, load.p99_ms, load.duration_s, load.resolution, load.requests)
 
 
@@ -529,6 +588,12 @@ def resolve(
         )
 
     m = config.measure
+    if config.timestamps.value != "none" and (m.latency_requests == 0 or config.load.scenario.value != "offline"):
+        # The timestamps are the latency pass's marks: without that pass there are none to write.
+        why = ("measure.latency_requests=0" if m.latency_requests == 0
+               else f"load.scenario={config.load.scenario.value}")
+        notices.append(f"timestamps={config.timestamps.value}: written from the latency pass, which {why} does not "
+                       "run: no timestamps file")
     return RunSpec(
         model=model_spec(config, OmegaConf.to_container(cfg.model.module, resolve=True)),  # type: ignore[arg-type]
         device=device,
@@ -544,7 +609,7 @@ def resolve(
         warmup_iters=config.capture.warmup_iters,
         fallback_eager=config.capture.fallback_eager,
         compile=compile_mode,
-        compile_cache=config.compile_cache,
+        compile_cache=_compile_cache(config.compile_cache, compile_mode),
         load=load_spec(config),
         measure=MeasureSpec(**{**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}, "ceiling": ceiling}),
         seed=config.seed,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import torch
@@ -43,6 +44,13 @@ class DieAfter(Healthy):
 
     def fail(self, x: torch.Tensor) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ExitAfter(Healthy):
+    """Calls sys.exit(0) after `calls` forwards, as a script's model module might."""
+
+    def fail(self, x: torch.Tensor) -> None:
+        sys.exit(0)
 
 
 class Hog(Healthy):

@@ -305,7 +305,10 @@ def test_a_job_asked_to_run_longer_than_its_budget_ends_with_what_it_has(tmp_pat
     assert re.search(r"measuring: (about [\d.]+|[\d.]+ to [\d.]+) s more", done.stdout + done.stderr)  # before the timed phase
 
 
-def test_ctrl_c_in_a_single_run_keeps_the_repeats_that_finished(tmp_path):
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_in_a_single_run_keeps_the_repeats_that_finished(tmp_path, how):
+    """And SIGTERM (`kill`, a batch system's time limit) ends a single run the same way: it
+    ended the process at once, with no result in its folder."""
     import os
     import signal
     import time
@@ -322,12 +325,16 @@ def test_ctrl_c_in_a_single_run_keeps_the_repeats_that_finished(tmp_path):
         if log.exists() and "repeat 3 (" in log.read_text(errors="ignore"):
             break
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
+    if how == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # as `kill`: the process alone
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err + out
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "interrupted"
+    assert result["reason"].startswith(f"interrupted ({'Ctrl-C' if how == 'SIGINT' else 'SIGTERM'}) before ")
     kept = result["figures"]["throughput_requests_per_s_repeats"]
     assert len(kept) >= 3 and result["figures"]["throughput_requests_per_s"] > 0
     assert f"the {len(kept)} throughput repeat(s) that finished" in result["reason"]
@@ -569,3 +576,31 @@ def test_an_interrupt_while_the_exit_unwinds_does_not_turn_130_into_minus_2():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=cli_env())
     assert done.returncode == 130, (done.returncode, done.stderr[-1000:])
     assert done.stderr.strip() == "interrupted"
+
+
+def test_a_refused_run_takes_back_what_it_wrote_and_only_that(tmp_path):
+    """A bad value refused after Hydra had written .hydra/ and runner.log into a folder that held
+    other files left them there; refused into a new dated folder, it left the empty date folder."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own\n")
+    bad = run_cli([*QUICK, "streams=0", f"hydra.run.dir={mine}"], tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    fresh = run_cli([*QUICK, "streams=0"], tmp_path)  # outputs/runs/<date>/<time>, none of which existed
+    assert fresh.returncode == 2 and not (tmp_path / "outputs").exists()
+
+
+def test_a_single_run_into_a_sweeps_folder_is_refused(tmp_path):
+    """Its result there stood for the whole sweep: `runner.report` showed one row and wrote it
+    over the sweep's table."""
+    sweep = tmp_path / "sw"
+    done = run_cli(["-m", *QUICK, "seed=1,2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before = {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    single = run_cli([*QUICK, f"hydra.run.dir={sweep}"], tmp_path)
+    assert single.returncode == 2
+    [line] = single.stderr.strip().splitlines()
+    assert line == (f"error: hydra.run.dir={sweep} is a sweep's folder (it holds multirun.yaml); to resume the sweep, "
+                    "add -m and hydra.sweep.dir=...; for a single run, name another folder")
+    assert {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before

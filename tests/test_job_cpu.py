@@ -212,6 +212,15 @@ def test_a_model_that_does_not_repeat_itself_is_invalid_and_told_so(make_cfg, tm
     assert healthy["status"] == "ok" and "check_eager_spread" not in healthy["figures"]
 
 
+def test_a_model_that_calls_sys_exit_fails_its_job_and_says_so(make_cfg, tmp_path):
+    """sys.exit(0) in a model's forward ended a single run with exit 0, no result and no word."""
+    exits = (*FAULTY[:1], "model.module._target_=tests.faulty_models.ExitAfter", *FAULTY[2:])
+    result = run_job(make_cfg(*QUICK, *exits, "+model.module.calls=5"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "failed"
+    assert result["reason"] == "the model's code called sys.exit(0), which ended the job (in the check)"
+    assert json.loads((tmp_path / RESULT_FILE).read_text())["status"] == "failed"
+
+
 def test_resume_skips_a_job_with_an_ok_result(make_cfg, tmp_path):
     info = JobInfo(output_dir=tmp_path, overrides=["measure=quick"])
     first = run_job(make_cfg(*QUICK, "model.batch=2"), info)
@@ -408,6 +417,12 @@ def test_a_request_too_big_for_host_memory_is_refused_before_allocating(make_cfg
     check_host_memory(one, available=int(1.2 * 2**30))
     with pytest.raises(ConfigError, match=r"more than 80% of the 0\.6 GiB available; use a smaller model\.batch$"):
         check_host_memory(one, available=int(0.6 * 2**30))
+    # A shape no batch can fix is named as such (it was "use a smaller model.batch").
+    huge = resolve(make_cfg(*QUICK, "model.batch=1", "model.inputs.x.shape=[99999999999]"), cuda_count=lambda: 0)
+    with pytest.raises(ConfigError, match=r"^model\.inputs\.x\.shape=\[99999999999\]: one sample is [\d,.]+ MiB, and "
+                       r"the host buffers would need [\d,.]+ GiB even for requests of one sample, more than 80% of the "
+                       r"1\.0 GiB available; use a smaller shape$"):
+        check_host_memory(huge, available=2**30)
 
 
 def test_a_dtype_the_model_cannot_run_is_told_apart_from_a_bad_shape(make_cfg, tmp_path):

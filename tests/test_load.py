@@ -213,6 +213,15 @@ def test_single_stream_reports_pure_latency(make_cfg, tmp_path):
         (("load.scenario=server", "load.rate=-5"), r"load.rate=-5: use requests per second > 0"),
         (("load.scenario=server", "load.rate=fast"), r"load.rate=fast: use requests per second > 0, or max"),
         (("load.scenario=server", "load.rate=10", "load.p99_ms=0"), r"load.p99_ms=0.0: use a bound in milliseconds > 0"),
+        # Far past the budget, or past memory: refused before anything runs (one took 12 GB in a
+        # minute, another would have run 5.5 hours).
+        (("measure=quick", "load.scenario=server", "load.rate=1e8"),
+         r"^load.rate=1e\+08 x load.duration_s=1: 100,000,000 arrivals to draw, over 10,000,000; lower load.rate"),
+        (("measure=quick", "load.scenario=server", "load.rate=0.01"),
+         r"^load.rate=0.01: a point needs 200 arrivals at least, 20,000 s at that rate, over 20 times "
+         r"measure.budget_s=2; raise load.rate to 4 or more, or measure.budget_s"),
+        (("measure=quick", "load.scenario=server", "load.rate=max", "load.p99_ms=2", "load.duration_s=1e7"),
+         r"^load.duration_s=1e\+07: each server point runs that long at least, over 20 times measure.budget_s=2"),
     ],
 )
 def test_bad_load_keys_are_one_line(make_cfg, overrides, message):
@@ -352,3 +361,33 @@ def test_a_single_stream_the_budget_cut_short_says_what_its_p99_rests_on(make_cf
     said = [w for w in summarize_measurement(spec, Measurement(load=load)).warnings if w.startswith("load:")]
     assert said == ["load: the runner's single stream ran 36 of load.requests=1000 requests in its share of the budget "
                     "(measure.budget_s=2): its p99 lies between its two largest latencies; raise measure.budget_s for more"]
+
+
+def test_a_fixed_rate_whose_least_arrivals_overrun_the_budget_says_so_before(make_cfg, tmp_path):
+    """load.rate=20 measured 10 s on a 2 s budget with no warning: a point waits for its 200
+    arrivals. (Here 50/s: 4 s at least, on a 2 s budget.)"""
+    result = run_job(make_cfg(*QUICK, "load.scenario=server", "load.rate=50", "baseline=false"),
+                     JobInfo(output_dir=tmp_path))
+    assert result["status"] in ("ok", "invalid"), result["reason"]
+    assert any(w.startswith("load: a point at load.rate=50 runs 4.0 s at least (200 arrivals, load.duration_s=1), "
+                            "past its ") and w.endswith("share of measure.budget_s=2; it runs whole")
+               for w in result["warnings"]), result["warnings"]
+
+
+def test_a_latency_pass_makes_no_more_records_than_its_time_can_fill(make_cfg, tmp_path, monkeypatch):
+    """measure.latency_requests=1e9 allocated its per-request records for minutes before the
+    pass began (the pass ends at its time anyway)."""
+    from runner import schedule
+
+    asked = []
+    real = schedule.enqueue_pass
+
+    def enqueue_pass(lanes, sources, keys, requests, *args, **kwargs):
+        asked.append(requests)
+        assert requests < 10**7, requests  # never allocate for the 1e9
+        return real(lanes, sources, keys, requests, *args, **kwargs)
+
+    monkeypatch.setattr(schedule, "enqueue_pass", enqueue_pass)
+    result = run_job(make_cfg(*QUICK, "measure.latency_requests=1000000000"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    assert asked and 2 <= asked[0] < 10**7 and result["figures"]["latency_e2e_us"]["n"] <= asked[0]

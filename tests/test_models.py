@@ -519,8 +519,23 @@ def test_bad_model_keys_are_one_line_naming_the_key(make_cfg, override, message)
 def test_bucket_sizes_outside_the_buckets_are_refused(make_cfg):
     with pytest.raises(ConfigError, match=r"model.sizes.batch.values=\[3, 40\]: every size must lie in 1..8"):
         _bucketed(make_cfg, "model.sizes.batch.values=[3,40]")
-    with pytest.raises(ConfigError, match=r"model.sizes.batch.weights: give one weight >= 0 per value"):
+    with pytest.raises(ConfigError, match=r"model.sizes.batch.weights: give one finite weight >= 0 per value"):
         _bucketed(make_cfg, "model.sizes.batch.values=[3,4]", "model.sizes.batch.weights=[1]")
+    # An infinite weight failed in the build ("invalid multinomial distribution").
+    with pytest.raises(ConfigError, match=r"model.sizes.batch.weights: give one finite weight >= 0 per value"):
+        _bucketed(make_cfg, "model.sizes.batch.values=[3,4]", "model.sizes.batch.weights=[inf,1]")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.inputs.input_ids.vocab=99999999999999999999", r"^model.inputs.input_ids.vocab=99999999999999999999: "
+                                                          r"token inputs need a vocab in 1..2\*\*63-1$"),
+    ("model.inputs.token_type_ids.high=99999999999999999999",
+     r"^model.inputs.token_type_ids: low=0 high=99999999999999999999; int inputs are int64"),
+])
+def test_integers_past_int64_are_refused_with_their_key(make_cfg, model_dir, override, message):
+    """They failed the job in the build: "Overflow when unpacking long long"."""
+    with pytest.raises(ConfigError, match=message):
+        resolve(make_cfg("device=cpu", model_dir("strict", STRICT), "model=strict", override))
 
 
 def test_output_paths_of_nests():
@@ -597,3 +612,10 @@ def test_a_huggingface_cache_in_the_outputs_is_refused_with_the_override_that_tu
     message = str(refused.value)
     assert "Cache, not a tensor" in message and "+model.module.config.use_cache=false" in message
     assert message.endswith("or keep only tensors with model.outputs=[logits]")
+
+
+def test_an_integer_input_where_the_model_wants_floats_is_told_to_be_a_float(make_cfg, tmp_path):
+    """The hint was about token ids and vocabularies."""
+    with pytest.raises(ConfigError, match=r"an input of kind int, bool, mask or tokens where the model wants floating "
+                                          r"point takes kind: float; fix model.inputs"):
+        run_job(make_cfg(*QUICK, "model.inputs.x.kind=bool"), JobInfo(output_dir=tmp_path))

@@ -71,6 +71,19 @@ def test_missing_cuda_device_is_a_one_line_error(make_cfg, device, count, expect
     assert str(info.value).startswith(expected)
 
 
+def test_a_compile_cache_that_cannot_be_a_folder_is_refused_with_its_key(make_cfg, tmp_path):
+    """It failed the job in the build with a bare FileNotFoundError / FileExistsError."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for folder in (afile, "/proc/nope"):
+        with pytest.raises(ConfigError, match=rf"^compile_cache={folder}: cannot use it as a folder \(.+\); name a "
+                                              "folder that can be written$"):
+            resolve(make_cfg("device=cpu", "compile=default", f"compile_cache={folder}"))
+    made = tmp_path / "cache" / "inductor"
+    assert resolve(make_cfg("device=cpu", "compile=default", f"compile_cache={made}")).compile_cache == str(made)
+    assert made.is_dir()
+
+
 def test_bf16_on_a_gpu_without_it_is_refused(make_cfg):
     with pytest.raises(ConfigError, match=r"^dtype=bf16: cuda:0 cannot run bf16"):
         resolve(make_cfg("dtype=bf16"), cuda_count=lambda: 1, bf16_supported=lambda d: False)
@@ -84,3 +97,14 @@ def test_copies_in_graph_needs_graph_and_pinned(make_cfg):
     assert spec.copies_in_graph is False and "needs graph=true" in spec.notices[0]
     spec = resolve(make_cfg("capture.copies_in_graph=true"), cuda_count=lambda: 1)
     assert spec.copies_in_graph is True and spec.mode == "graph copies-in-graph x4 pinned direct/2"
+
+
+def test_timestamps_without_the_latency_pass_they_come_from_are_a_notice(make_cfg):
+    """They were asked, and silently not written."""
+    spec = resolve(make_cfg("device=cpu", "timestamps=csv", "measure.latency_requests=0"))
+    assert ("timestamps=csv: written from the latency pass, which measure.latency_requests=0 does not run: no "
+            "timestamps file") in spec.notices
+    spec = resolve(make_cfg("device=cpu", "timestamps=csv", "load.scenario=single_stream"))
+    assert any(n.startswith("timestamps=csv: written from the latency pass, which load.scenario=single_stream")
+               for n in spec.notices)
+    assert not any(n.startswith("timestamps") for n in resolve(make_cfg("device=cpu", "timestamps=csv")).notices)
