@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner.cli import exit_interrupted
-from runner.errors import ConfigError, condense
+from runner.errors import ConfigError, condense, is_folder_error
 from runner.record import sweep_started, undo_pending_sweep, undo_run_folder
 from runner.schema import register
 
@@ -188,7 +188,8 @@ def main() -> None:
     except Exception as exc:
         if _caused_by_interrupt(exc) and not show_traceback:  # a Ctrl-C during config composition
             exit_interrupted()
-        user_error = isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf", "yaml")
+        user_error = (isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf", "yaml")
+                      or is_folder_error(exc))  # a default or a config file's folder that cannot be made
         if show_traceback:  # the traceback instead of the one line; the exit code stays what it says
             traceback.print_exc()
         else:

@@ -8,6 +8,7 @@ moment, as one line and exit 130, not as a traceback.
 from __future__ import annotations
 
 import _thread
+import os
 import signal
 import sys
 import threading
@@ -24,7 +25,71 @@ def main() -> None:
         from runner.app import main as run
     except KeyboardInterrupt:
         exit_interrupted()
+    refuse_unusable_folder(sys.argv[1:])
     run()
+
+
+# Hydra's flags that print and exit: no folder is made, so none is checked.
+_NO_FOLDER_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion"}
+
+
+def refuse_unusable_folder(argv: list[str]) -> None:
+    """The run's folder (hydra.run.dir; hydra.sweep.dir with -m) as the command line names it,
+    checked before Hydra starts: Hydra's own mkdir failed with a bare OSError, exit 1 and the
+    traceback hint ("[Errno 17] File exists: 'x'"), naming no key. Exit 2, one line."""
+    from runner.errors import ConfigError, folder_error
+
+    if any(arg.partition("=")[0] in _NO_FOLDER_FLAGS for arg in argv):  # --cfg job, --cfg=job
+        return
+    key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if not sep or name.lstrip("+") != key:
+            continue
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":  # Hydra's quoting
+            value = value[1:-1]
+        why = unusable_folder(value)
+        if not why:
+            continue
+        said = folder_error(key, value, why)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # as app.main does: the traceback, the same exit code
+            import traceback
+
+            try:
+                raise ConfigError(said)
+            except ConfigError:
+                traceback.print_exc()
+        else:
+            print(f"error: {said}", file=sys.stderr)
+        sys.exit(2)
+
+
+def unusable_folder(value: str) -> str:
+    """Why the folder `value` names cannot be made or written into ("" if it can). Only its
+    part before an interpolation (`${now:...}`) is known before Hydra resolves it: that part's
+    folder is checked. A folder it would have to make is made and removed again: only that
+    tells, say, /proc (which takes no new folder) from a writable one."""
+    known, interpolated, _ = value.partition("${")
+    if interpolated and not known.endswith("/"):
+        known = os.path.dirname(known)  # `runs_${now:...}`: the folder it goes in
+    if not known:
+        return ""
+    folder = os.path.abspath(known)  # relative to where the runner was started, as Hydra takes it
+    there = folder
+    while not os.path.lexists(there):  # the nearest part of it that exists
+        there = os.path.dirname(there)
+    if not os.path.isdir(there):
+        return "a file, not a folder" if there == os.path.abspath(value) else f"{there} is a file, not a folder"
+    if there == folder:
+        return "" if os.access(folder, os.W_OK | os.X_OK) else "cannot write into this folder (permission denied)"
+    first = os.path.join(there, os.path.relpath(folder, there).split(os.sep)[0])  # the first folder to make
+    try:
+        os.mkdir(first)
+    except OSError as exc:
+        return f"cannot create the folder {first} ({exc.strerror})"
+    os.rmdir(first)
+    return ""
 
 
 def package_version(name: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from runner.schema import keys_under
 
@@ -27,6 +28,10 @@ _MISSING_HINTS = {
     "model.inputs": "the model's config must name forward's inputs, e.g. `inputs: {x: {shape: [16]}}` in its file "
                     "(one sample's shape; model.batch is added in front)",
     "model.module": "the model's config must name its module, e.g. `module: {_target_: my_models.Net}`",
+}
+_DELETE_HINTS = {
+    "model.inputs": "remove one input with ~model.inputs.NAME, add one with '++model.inputs={NAME: {shape: [...]}}'",
+    "model.module": "remove one argument with ~model.module.NAME, or change one with model.module.NAME=...",
 }
 _VALUE_HINTS = (
     ("could not be converted to Integer", "use a whole number"),
@@ -65,6 +70,12 @@ def condense(exc: BaseException) -> str:
     yaml_error = _yaml_error(exc)
     if yaml_error:
         return yaml_error
+    hydra_fix = _hydra_fix(text) if cause is None else ""
+    if hydra_fix:
+        return hydra_fix
+    folder = _folder_error(exc)
+    if folder:
+        return folder
     composing = _COMPOSING.match(text)
     if composing:  # a config file of the user's (or a preset) holds the bad key or value
         source, cause_type, cause_text = composing.groups()
@@ -77,6 +88,79 @@ def condense(exc: BaseException) -> str:
     if type(exc).__name__ == "OverrideParseException":
         return f"could not parse the command line: {_first_line(text)} (see `--help` for the syntax)"
     return _first_line(text) or type(exc).__name__
+
+
+# Hydra's errors whose fix is on the lines after the first, which alone was kept.
+_AMBIGUOUS = re.compile(r"^Ambiguous value for argument '(.+)'$", re.MULTILINE)
+_NEEDS_MULTIRUN = re.compile(r"^Sweep parameters '(.+)' requires --multirun")
+_NOT_IN_DEFAULTS = re.compile(r"^(?:In '([^']+)': )?Could not override '([^']+)'\.")
+_APPEND_TO_DEFAULTS = re.compile(r"To append to your default list use (\S+)")
+_DID_YOU_MEAN = re.compile(r"Did you mean to override (?:one of )?(.+)\?")
+_ALREADY_THERE = re.compile(r"^Could not append to config\. An item is already at '([^']+)'")
+_WITHOUT_PLUS = re.compile(r"Either remove \+ prefix: '([^']+)'")
+
+
+def _hydra_fix(text: str) -> str:
+    """One line, with its fix, for those of Hydra's errors that give the fix on lines of its
+    own (so that the first line alone said what was wrong and not what to do); "" for others."""
+    sweep = _NEEDS_MULTIRUN.search(text)  # key=range(1,4), key=choice(a,b)
+    if sweep:
+        return f"{sweep.group(1)}: a sweep; add -m (--multirun) to run one job per value"
+    ambiguous = _AMBIGUOUS.search(text)  # key=a,b
+    if ambiguous:
+        key, _, value = ambiguous.group(1).partition("=")
+        return (f"{key}={value}: several values make a sweep; add -m (--multirun) to run one job per value, "
+                f"or write a list as {key}=[{value}], or one string as {key}='{value}'")
+    missing = _NOT_IN_DEFAULTS.search(text)
+    if missing and ("default list" in text or "defaults list" in text or "Did you mean to override" in text):
+        source, key = missing.groups()
+        append = _APPEND_TO_DEFAULTS.search(text)
+        meant = _DID_YOU_MEAN.search(text)
+        said = f"{append.group(1).lstrip('+') if append else key}: {key} is not in the defaults list"
+        said += f" (did you mean {meant.group(1)}?)" if meant else ""
+        said += ", so it cannot be overridden" + (f"; add it with {append.group(1)}" if append else "")
+        return said + (f" (in the config file {source}.yaml)" if source else "")
+    there = _ALREADY_THERE.search(text)
+    if there:
+        plain = _WITHOUT_PLUS.search(text)
+        given = plain.group(1) if plain else f"{there.group(1)}=..."
+        return (f"+{given}: {there.group(1)} is already in the config, so + cannot add it; drop the +: {given} "
+                f"(or ++{given} to set it whether or not it is there)")
+    return ""
+
+
+def folder_error(key: str, folder: str, why: str) -> str:
+    """The one line for an output folder (hydra.run.dir, hydra.sweep.dir) that cannot be made."""
+    return f"{key}={folder}: {why}; name a folder that can be created"
+
+
+def is_folder_error(exc: BaseException) -> bool:
+    """Whether `exc` is Hydra failing to make the run's or the sweep's folder: bad input."""
+    return bool(_folder_error(exc))
+
+
+def _folder_error(exc: BaseException) -> str:
+    """An OSError of Hydra's making the run's or the sweep's folder, as the key that names it
+    (the command line's folder is checked before Hydra starts, by runner.cli; this is the
+    rest: a default, or a folder a config file names); "" for other errors."""
+    if not isinstance(exc, OSError) or exc.filename is None:
+        return ""
+    maker = ""
+    tb = exc.__traceback__
+    while tb is not None:  # the last of Hydra's frames: the one that made the folder
+        if str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0] == "hydra":
+            maker = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    if maker == "run_job":  # a run's folder, or a sweep's job folder (under hydra.sweep.dir)
+        key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(sys.argv[1:]) else "hydra.run.dir"
+    elif maker == "sweep":
+        key = "hydra.sweep.dir"
+    else:
+        return ""
+    from runner.cli import unusable_folder
+
+    folder = str(exc.filename)
+    return folder_error(key, folder, unusable_folder(folder) or f"cannot create the folder ({exc.strerror})")
 
 
 # Hydra's message for an error in a config file it composed: "In 'model/x': ConfigKeyError
@@ -129,6 +213,10 @@ def _condensed(cause_type: str, cause_text: str, text: str) -> str:
             listed = (f"; the model's config sets no such argument: fix its name, or add it with "
                       f"+{key}={value} (the constructor then decides)")
         return f"{key}: unknown key{listed}"
+    if "is not Optional" in reason:  # key=null
+        return f"{key}: null is not allowed; {_give_a_value(key, 'give a value')}"
+    if "does not support deletion" in reason:  # ~key: the schema keeps every key it has
+        return f"{key}: cannot be deleted; {_DELETE_HINTS.get(key) or _give_a_value(key, 'set it instead')}"
     if cause_type == "MissingMandatoryValue" or reason.startswith("Missing mandatory value"):
         return f"{key}: not set; {_MISSING_HINTS.get(key, f'set it in the config file or with {key}=...')}"
     for needle, hint in _VALUE_HINTS:
@@ -147,3 +235,52 @@ def _condensed(cause_type: str, cause_text: str, text: str) -> str:
     if key:
         return f"{key}: {reason}"
     return reason
+
+
+def _give_a_value(key: str, verb: str) -> str:
+    """`verb` with an example: the key's default, or for a section (capture) one of its keys'."""
+    inner = keys_under(key)
+    example = f"{key}.{inner[0]}" if inner else key
+    return f"{verb}, e.g. {example}={example_value(example)}"
+
+
+def example_value(key: str) -> str:
+    """The schema's default for the dotted `key`, as typed on the command line ("..." where it
+    has none): the value an error message suggests."""
+    import dataclasses
+    import typing
+
+    from runner.schema import Config
+
+    node: typing.Any = Config
+    default: typing.Any = None
+    for part in key.split("."):
+        if typing.get_origin(node) is dict:  # a map (model.inputs): `part` is one of its keys
+            node, default = typing.get_args(node)[1], None
+            continue
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return "..."
+        field = fields[part]
+        default = (field.default if field.default is not dataclasses.MISSING else
+                   field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
+        node = typing.get_type_hints(node)[part]
+    return _typed(default)
+
+
+def _typed(value: object) -> str:
+    from enum import Enum
+
+    if value is None or value == "???":  # "???": OmegaConf's MISSING
+        return "..."
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(map(_typed, value)) + "]" if value else "[...]"
+    if isinstance(value, (int, str)):
+        return str(value)
+    return "..."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,17 +17,24 @@ _STREAMS = re.compile(r"\s*x\d+\s*")
 _MODE_KEYS = ("streams=", "graph=", "pinned=", "capture.copies_in_graph=", "model=")
 
 
+def literal(text: str) -> str:
+    """`text` as matplotlib draws it, never as mathtext: an even number of `$` in a label (a
+    model named `$^$`) made matplotlib parse it as math, and a parse error lost the plot. An
+    escaped dollar is drawn as a dollar (a backslash before one stays too)."""
+    return str(text).replace("$", r"\$")
+
+
 def _line_label(row: Row) -> str:
     """One line per mode and per other setting that varies; streams go on the x axis.
     'graph x4 pinned' with overrides 'streams=4 model.batch=8' -> 'graph, pinned, model.batch=8'."""
     mode = _STREAMS.sub(" ", row.mode).split()
     others = [o for o in row.overrides.split() if not o.startswith(_MODE_KEYS)]
-    return ", ".join(mode + others)
+    return literal(", ".join(mode + others))
 
 
 def _device(rows: list[Row]) -> str:
     names = sorted({r.device for r in rows if r.device})
-    return " / ".join(names) if names else "unknown device"
+    return literal(" / ".join(names)) if names else "unknown device"
 
 
 def _throughput(rows: list[Row]) -> tuple[str, str]:
@@ -57,7 +65,7 @@ def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
         ((rate_label, "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
     ):
         ax = axes[row][col]
-        ax.set_title(f"{model}: {title} vs streams")
+        ax.set_title(literal(f"{model}: {title} vs streams"))
         ax.set_xlabel("CUDA streams")
         ax.set_ylabel(ylabel)
         ax.set_xscale("log", base=2)
@@ -75,7 +83,7 @@ TICK_LABEL_CHARS = 40  # longer job labels are shortened (the table has them who
 def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
     from runner.report import short_label  # report imports this module
 
-    labels = [f"{r.job}: {short_label(r.overrides or r.mode, TICK_LABEL_CHARS)}" for r in rows]
+    labels = [literal(f"{r.job}: {short_label(r.overrides or r.mode, TICK_LABEL_CHARS)}") for r in rows]
     xs = range(len(rows))
     rate, rate_label = _throughput(rows)
     axes[0][col].bar(xs, [getattr(r, rate) for r in rows], color="tab:blue")
@@ -84,7 +92,7 @@ def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
         ((rate_label, "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
     ):
         ax = axes[row][col]
-        ax.set_title(f"{model}: {title} per job\n{rows[0].mode}")  # one line ran past the figure's edge
+        ax.set_title(literal(f"{model}: {title} per job\n{rows[0].mode}"))  # one line ran past the figure's edge
         ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
@@ -105,15 +113,38 @@ def _pyplot():
 
 
 def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
+    """The sweep's plots, each on its own: one that cannot be drawn is named in one line, and
+    the others, the table and the sweep's exit code come as without it."""
     plt = _pyplot()
-
-    written: list[Path] = _plot_max_rates(rows, out_dir, plt)
     ok = [r for r in rows if r.status == "ok" and r.requests_per_s is not None and r.streams is not None]
-    if not ok:
-        return written
-    models = sorted({r.model for r in ok})
-    device = _device(ok)
+    written: list[Path] = []
+    for name, draw, members in (("max_rate.png", _plot_max_rates, rows),
+                                ("throughput_latency.png", _plot_throughput_latency, ok),
+                                ("speedup.png", _plot_speedup, ok)):
+        try:
+            written += draw(members, out_dir / name, plt)
+        except Exception as exc:  # noqa: BLE001 - a plot only shows the table: it never costs the table
+            plt.close("all")
+            not_drawn(name, exc)
+    return written
 
+
+def not_drawn(what: str, exc: BaseException) -> None:
+    """One line on stderr: `what` was not written, and why (matplotlib's own message spans
+    lines, and may begin with a caret under the text it could not parse)."""
+    lines = [line.strip() for line in str(exc).splitlines() if any(c.isalpha() for c in line)]
+    reason = lines[0] if lines else ""
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    print(f"warning: {what} not written: {type(exc).__name__}" + (f": {reason}" if reason else ""), file=sys.stderr)
+
+
+def _plot_throughput_latency(ok: list[Row], path: Path, plt) -> list[Path]:
+    """Throughput and p99 latency against streams, a column per model (or per job, where
+    every job ran on as many streams)."""
+    if not ok:
+        return []
+    models = sorted({r.model for r in ok})
     # Constrained layout makes room for long job labels; tight_layout gave up on them, with a warning.
     fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 8), squeeze=False, layout="constrained")
     for col, model in enumerate(models):
@@ -122,34 +153,35 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
             _plot_against_streams(axes, col, model, members_of_model)
         else:  # every job ran on as many streams (say, on a CPU): label the jobs by their overrides
             _plot_per_job(axes, col, model, members_of_model)
-    fig.suptitle(f"Sweep on {device}")
-    path = out_dir / "throughput_latency.png"
+    fig.suptitle(f"Sweep on {_device(ok)}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    written.append(path)
+    return [path]
 
+
+def _plot_speedup(ok: list[Row], path: Path, plt) -> list[Path]:
     bars = [r for r in ok if r.speedup_vs_baseline is not None]
-    if bars:
-        fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(bars) + 2), 5))
-        names = [r.overrides or r.mode for r in bars]  # what tells the jobs apart
-        labels = [f"{r.model}\n{n}" if len(models) > 1 else n for r, n in zip(bars, names, strict=True)]
-        values = [r.speedup_vs_baseline for r in bars]
-        ax.bar(range(len(bars)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=8)
-        ax.set_ylabel("speedup over the eager baseline (x)")
-        ax.set_title(f"Speedup over the eager baseline, per config\n{device}")
-        for i, v in enumerate(values):
-            ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
-        fig.tight_layout()
-        path = out_dir / "speedup.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
+    if not bars:
+        return []
+    several_models = len({r.model for r in ok}) > 1
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(bars) + 2), 5))
+    names = [r.overrides or r.mode for r in bars]  # what tells the jobs apart
+    labels = [literal(f"{r.model}\n{n}" if several_models else n) for r, n in zip(bars, names, strict=True)]
+    values = [r.speedup_vs_baseline for r in bars]
+    ax.bar(range(len(bars)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("speedup over the eager baseline (x)")
+    ax.set_title(f"Speedup over the eager baseline, per config\n{_device(ok)}")
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
 
 
-def _plot_max_rates(rows: list[Row], out_dir: Path, plt) -> list[Path]:
+def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     """load.rate=max sweeps: each job's highest rate under the bound, its eager baseline's
     beside it, the best job marked."""
     held = [r for r in rows if r.status == "ok" and (r.max_rate is not None or r.baseline_max_rate is not None)]
@@ -165,13 +197,12 @@ def _plot_max_rates(rows: list[Row], out_dir: Path, plt) -> list[Path]:
         if r.best:
             ahead = f"\n{r.max_rate / r.baseline_max_rate:.1f}x eager" if r.baseline_max_rate else ""
             ax.annotate(f"best{ahead}", (x - 0.2, r.max_rate), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(list(xs), [r.overrides or r.mode for r in held], rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(list(xs), [literal(r.overrides or r.mode) for r in held], rotation=60, ha="right", fontsize=8)
     bound = next((r.p99_bound_ms for r in held if r.p99_bound_ms), None)
     ax.set_ylabel("highest rate under the bound (requests/s)")
     ax.set_title(f"Highest request rate with p99 <= {bound:g} ms\n{_device(held)}" if bound else _device(held))
     ax.legend()
     fig.tight_layout()
-    path = out_dir / "max_rate.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
@@ -200,7 +231,7 @@ def plot_load_curve(load: dict, path: Path, title: str) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("offered rate (requests/s, Poisson arrivals)")
     ax.set_ylabel("latency incl. queueing (ms)")
-    ax.set_title(f"{title}\nfilled: valid points")
+    ax.set_title(f"{literal(title)}\nfilled: valid points")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

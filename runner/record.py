@@ -40,7 +40,9 @@ METHOD = {
         "(or eager forward), an async D2H copy of each kept output leaf into the slot; record 'done' "
         "on the stream. With buckets, each request is padded to the smallest bucket that fits and "
         "replays that bucket's graph (eager runs the real size). In direct staging the requests are materialized in "
-        "the slots, as by a server that deserializes into pinned memory. The check, every timed "
+        "the slots, as by a server that deserializes into pinned memory: each slot serves the bytes it holds (one "
+        "request per slot, read in each request's shape; each input at the same offset in every shape), while copy "
+        "staging rotates over measure.input_pool requests. The check, every timed "
         "pass and the profile serve requests through this one protocol (runner/protocol.py)"
     ),
     "baseline": (

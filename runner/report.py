@@ -376,10 +376,21 @@ def write_report(rows: list[Row], out_dir: Path, plots: bool = True) -> list[Pat
         write_atomic(out_dir / name, text)
         written.append(out_dir / name)
     if plots and rows:
-        from runner.plots import plot_sweep
-
-        written += plot_sweep(rows, out_dir)
+        written += _plots(rows, out_dir)
     return written
+
+
+def _plots(rows: list[Row], out_dir: Path) -> list[Path]:
+    """The plots, or one line that says why there are none (matplotlib missing or broken):
+    never an error. The table is printed after them, and a sweep's callback that raised left
+    no table and exit 0 (Hydra turns a callback's exception into a warning)."""
+    from runner.plots import not_drawn, plot_sweep
+
+    try:
+        return plot_sweep(rows, out_dir)
+    except Exception as exc:  # noqa: BLE001 - each figure's own errors are caught in plot_sweep
+        not_drawn("plots", exc)
+        return []
 
 
 # Overrides that only choose how a job runs; when the machine overrules them all (no GPU), the

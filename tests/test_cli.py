@@ -131,7 +131,7 @@ BAD_INPUTS = {
     "input-name": (["model=linear", "~model.inputs.input", "++model.inputs={x:{shape:[512]}}"],
                    "model.inputs.x: Linear.forward has no argument 'x' (it takes: input)"),
     "tokens-vocab": (["model=tiny_llm", "model.inputs.tokens.vocab=0"],
-                     "model.inputs.tokens.vocab=0: token inputs need a vocab >= 1"),
+                     "model.inputs.tokens.vocab=0: token inputs need a vocab in 1..2**63-1"),
     "input-add-by-key": (["++model.inputs.foo={shape: [256]}"],
                          "model.inputs.foo: a new input cannot be added by its own key; add it to the map: "
                          "'++model.inputs={foo: {shape: [256]}}'"),

@@ -1,0 +1,238 @@
+"""Messages that must say the fix in one line, and a sweep's report that a plot cannot stop:
+labels matplotlib would read as math, Hydra's hints on lines of their own, unusable output
+folders, null and deletion of typed keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from runner import report
+from runner.errors import condense
+from runner.record import RESULT_FILE, SCHEMA
+from runner.report import Row
+from tests.conftest import cli_env
+from tests.test_cli import QUICK, results_under, run_cli
+
+MATH = "$^$"  # an even number of dollars: matplotlib's mathtext failed to parse it, and the plot was lost
+
+
+def row(job: str, model: str = MATH, streams: int = 1, **figures) -> Row:
+    fields = dict(requests_per_s=1000.0 * streams, samples_per_s=1.0, latency_p50_us=900.0, latency_p99_us=1000.0,
+                  speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=0.01)
+    fields.update(figures)
+    return Row(job=job, overrides=f"model.name='{MATH}' seed={job}", model=model, mode="eager x1 pageable direct/1",
+               status="ok", reason="", streams=streams, device=f"cpu {MATH}", path="", **fields)
+
+
+# --- 1. plots -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streams", [(1, 1), (1, 2)], ids=["per-job", "against-streams"])
+def test_labels_with_dollars_are_drawn_as_they_are(tmp_path, capsys, streams):
+    rows = [row(str(i), streams=s, speedup_vs_baseline=1.5, max_rate=100.0, baseline_max_rate=50.0, p99_bound_ms=1.0)
+            for i, s in enumerate(streams)]
+    written = report.write_report(rows, tmp_path)
+    assert [p.name for p in written] == ["sweep.csv", "sweep.md", "max_rate.png", "throughput_latency.png",
+                                         "speedup.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written[2:])
+    assert capsys.readouterr().err == ""
+
+
+def test_literal_escapes_every_dollar_and_keeps_a_backslash():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.text import Text
+
+    from runner.plots import literal
+
+    for text in (MATH, "a $x$ b $", "\\$5", "no dollars"):
+        drawn = Text(0, 0, literal(text))
+        assert drawn._preprocess_math(drawn.get_text()) == (text, False)  # plain text, as given
+
+
+def test_a_plot_that_fails_is_named_in_one_line_and_the_others_are_written(tmp_path, capsys, monkeypatch):
+    from runner import plots
+
+    def broken(*args):
+        raise ValueError("\n^\nParseSyntaxException: Expected something, found end of text")
+
+    monkeypatch.setattr(plots, "_plot_throughput_latency", broken)
+    rows = [row("0", speedup_vs_baseline=1.5), row("1", speedup_vs_baseline=0.5)]
+    written = plots.plot_sweep(rows, tmp_path)
+    assert [p.name for p in written] == ["speedup.png"]
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == ("warning: throughput_latency.png not written: ValueError: ParseSyntaxException: Expected "
+                    "something, found end of text")
+
+
+def test_plots_that_cannot_start_leave_the_table_and_one_line(tmp_path, capsys, monkeypatch):
+    from runner import plots
+
+    def no_matplotlib():
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(plots, "_pyplot", no_matplotlib)
+    written = report.write_report([row("0"), row("1")], tmp_path)
+    assert [p.name for p in written] == ["sweep.csv", "sweep.md"]
+    assert capsys.readouterr().err == "warning: plots not written: ImportError: No module named 'matplotlib'\n"
+
+
+def write_job(folder: Path, num: int, status: str) -> None:
+    folder.mkdir(parents=True)
+    figures = {"throughput_requests_per_s": 100.0 + num, "throughput_cv": 0.01,
+               "latency_e2e_us": {"p50": 10.0, "p99": 20.0}} if status == "ok" else {}
+    result = {"schema": SCHEMA, "status": status, "reason": "planted" if status != "ok" else None, "model": MATH,
+              "mode": "eager x1 pageable direct/1", "overrides": [f"model.name='{MATH}'", f"seed={num}"],
+              "effective": {"device": "cpu", "streams": 1}, "figures": figures, "job": {"num": num}}
+    (folder / RESULT_FILE).write_text(json.dumps(result))
+
+
+def test_report_of_a_sweep_with_dollars_prints_its_table_and_exits_1_for_a_failed_job(tmp_path, capsys):
+    write_job(tmp_path / "0", 0, "ok")
+    write_job(tmp_path / "1", 1, "failed")
+    assert report.main([str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "  job 1: failed: planted" in out and "throughput_latency.png" in out.splitlines()[-1]
+    assert err == ""
+    assert (tmp_path / "throughput_latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- 2 and 4. Hydra's and OmegaConf's messages, condensed with their fix ----------------------
+
+
+CONDENSED = {
+    "streams=1,2": "streams=1,2: several values make a sweep; add -m (--multirun) to run one job per value, or "
+                   "write a list as streams=[1,2], or one string as streams='1,2'",
+    "streams=range(1,3)": "streams=range(1,3): a sweep; add -m (--multirun) to run one job per value",
+    "peer=eager": "peer=eager: peer is not in the defaults list, so it cannot be overridden; add it with +peer=eager",
+    "measure@x=quick": "measure@x=quick: measure@x is not in the defaults list (did you mean measure?), so it cannot "
+                       "be overridden; add it with +measure@x=quick",
+    "+streams=2": "+streams=2: streams is already in the config, so + cannot add it; drop the +: streams=2 "
+                  "(or ++streams=2 to set it whether or not it is there)",
+    "streams=null": "streams: null is not allowed; give a value, e.g. streams=4",
+    "measure.budget_s=null": "measure.budget_s: null is not allowed; give a value, e.g. measure.budget_s=20",
+    "capture=null": "capture: null is not allowed; give a value, e.g. capture.copies_in_graph=true",
+    "~model.inputs": "model.inputs: cannot be deleted; remove one input with ~model.inputs.NAME, add one with "
+                     "'++model.inputs={NAME: {shape: [...]}}'",
+    "~model.batch": "model.batch: cannot be deleted; set it instead, e.g. model.batch=32",
+}
+
+
+@pytest.mark.parametrize("override", list(CONDENSED))
+def test_composition_errors_keep_their_fix_on_the_one_line(make_cfg, override):
+    with pytest.raises(Exception) as raised:
+        make_cfg("model=mlp", override)
+    assert condense(raised.value) == CONDENSED[override]
+
+
+def test_a_folder_hydra_cannot_make_names_its_key(tmp_path, monkeypatch):
+    """A folder the command line does not name (the default's outputs/ is a file): Hydra's
+    OSError, raised where it makes the folder, is said as the key and the fix."""
+    (tmp_path / "outputs").write_text("")
+    folder = tmp_path / "outputs" / "runs" / "x"
+
+    def raised_in(function: str, argv: list[str]) -> str:
+        code = f"def {function}():\n    raise NotADirectoryError(20, 'Not a directory', {str(folder)!r})\n"
+        scope = {"__name__": "hydra.core.utils"}  # as Hydra's own frame
+        exec(compile(code, "<hydra>", "exec"), scope)
+        monkeypatch.setattr("sys.argv", ["runner", *argv])
+        try:
+            scope[function]()
+        except OSError as exc:
+            return condense(exc)
+        raise AssertionError("not raised")
+
+    why = f"{tmp_path / 'outputs'} is a file, not a folder; name a folder that can be created"
+    assert raised_in("run_job", []) == f"hydra.run.dir={folder}: {why}"
+    assert raised_in("run_job", ["-m", "seed=1,2"]) == f"hydra.sweep.dir={folder}: {why}"
+    assert raised_in("sweep", ["-m"]) == f"hydra.sweep.dir={folder}: {why}"
+    assert raised_in("something_else", []).startswith("[Errno 20]")  # not a folder Hydra makes: as it was
+
+
+# --- 3. the command line's output folder, checked before Hydra starts ------------------------
+
+
+def test_unusable_folder_says_why_and_leaves_nothing_behind(tmp_path):
+    from runner.cli import unusable_folder
+
+    (tmp_path / "afile").write_text("")
+    assert unusable_folder(str(tmp_path / "afile")) == "a file, not a folder"
+    assert unusable_folder(str(tmp_path / "afile" / "sub")) == f"{tmp_path / 'afile'} is a file, not a folder"
+    assert unusable_folder(str(tmp_path / "afile") + "/${now:%H}") == f"{tmp_path / 'afile'} is a file, not a folder"
+    assert unusable_folder("/proc/runner_test/x").startswith("cannot create the folder /proc/runner_test (")
+    assert unusable_folder(str(tmp_path / "new" / "deeper")) == ""
+    assert unusable_folder(str(tmp_path)) == ""
+    assert unusable_folder("${oc.env:HOME}/x") == ""  # nothing known before Hydra resolves it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # the folder it made to find out, removed
+
+
+# (arguments, the one line on stderr after "error: "; {cwd} is the run's folder)
+CLI_ERRORS = {
+    "ambiguous": (["streams=1,2"], "streams=1,2: several values make a sweep; add -m (--multirun)"),
+    "not-in-defaults": (["peer=eager"], "peer=eager: peer is not in the defaults list, so it cannot be overridden; "
+                        "add it with +peer=eager"),
+    "null": (["streams=null"], "streams: null is not allowed; give a value, e.g. streams=4"),
+    "delete": (["~model.inputs"], "model.inputs: cannot be deleted; remove one input with ~model.inputs.NAME"),
+    "run-dir-file": (["hydra.run.dir=afile"], "hydra.run.dir=afile: a file, not a folder; name a folder that can be "
+                     "created"),
+    "run-dir-under-file": (["hydra.run.dir={cwd}/afile/run"], "hydra.run.dir={cwd}/afile/run: {cwd}/afile is a "
+                           "file, not a folder; name a folder that can be created"),
+    "run-dir-proc": (["hydra.run.dir=/proc/runner_test"], "hydra.run.dir=/proc/runner_test: cannot create the folder "
+                     "/proc/runner_test ("),
+    "sweep-dir-file": (["-m", "seed=1,2", "hydra.sweep.dir=afile"], "hydra.sweep.dir=afile: a file, not a folder; "
+                       "name a folder that can be created"),
+    # The default folder (outputs/runs/...), not named on the command line: Hydra's own error,
+    # named by its key, and bad input too (exit 2).
+    "default-dir-file": ([], "hydra.run.dir=outputs/runs/"),
+}
+FILES = {"default-dir-file": ("afile", "outputs")}  # files in the run's folder beforehand (else afile)
+
+
+@pytest.fixture(scope="module")
+def cli_errors(tmp_path_factory):
+    base = tmp_path_factory.mktemp("messages")
+
+    def one(item):
+        name, (args, _) = item
+        cwd = base / name
+        cwd.mkdir()
+        for file in FILES.get(name, ("afile",)):
+            (cwd / file).write_text("")
+        return name, (run_cli([*QUICK, *(a.replace("{cwd}", str(cwd)) for a in args)], cwd), cwd)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(one, CLI_ERRORS.items()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CLI_ERRORS))
+def test_cli_says_the_fix_in_one_line_exits_2_and_writes_nothing(cli_errors, name):
+    done, cwd = cli_errors[name]
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: " + CLI_ERRORS[name][1].replace("{cwd}", str(cwd))), line
+    assert "HYDRA_FULL_ERROR" not in line and "Traceback" not in done.stdout + done.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == list(FILES.get(name, ("afile",)))  # no outputs/, no run folder
+    assert (cwd / "afile").read_text() == ""
+
+
+@pytest.mark.slow
+def test_a_sweep_with_dollars_in_its_labels_prints_its_table_plots_and_exits_1(tmp_path):
+    done = run_cli(["-m", *QUICK, "model=linear", f"model.name='{MATH}'", "model.module.out_features=8,-1",
+                    "model.module.in_features=8", "model.inputs.input.shape=[8]", "hydra.sweep.dir=sweep"], tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "ParseSyntaxException" not in done.stderr and "not written" not in done.stderr
+    assert "sweep: 2 jobs in " in done.stdout and "sweep: 1 of 2 jobs did not end ok: #1 failed" in done.stdout
+    assert "written: sweep.csv, sweep.md, throughput_latency.png" in done.stdout
+    assert len(results_under(tmp_path / "sweep")) == 2
+    rebuilt = subprocess.run([sys.executable, "-m", "runner.report", "sweep", "--out", "rebuilt"], cwd=tmp_path,
+                             env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert rebuilt.returncode == 1 and rebuilt.stderr == "", rebuilt.stderr[-3000:]
+    assert (tmp_path / "rebuilt" / "throughput_latency.png").read_bytes()[:4] == b"\x89PNG"
