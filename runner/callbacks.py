@@ -63,7 +63,7 @@ class RunFolderGuard(Callback):
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
-        from runner.record import folder_conflict, note_run_folder
+        from runner.record import RESULT_FILE, folder_conflict, note_run_folder, read_result, resume_changes
 
         try:
             HydraConfig.instance().set_config(config)  # ${hydra:...} in the folder's name resolves (run_job sets it too)
@@ -80,6 +80,14 @@ class RunFolderGuard(Callback):
             raise SystemExit(2)
         note_run_folder(folder)  # what it holds before Hydra writes there: a refused run takes back only its own
         conflict = folder_conflict(folder, overrides, resume)
+        if not conflict and resume:  # before Hydra rewrites the .hydra/ that belongs to the kept result
+            try:
+                task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]),
+                                              resolve=True, enum_to_str=True)
+            except Exception:  # noqa: BLE001 - not resolvable here: the job checks it
+                task = None
+            if task is not None:
+                conflict = resume_changes(folder, read_result(folder / RESULT_FILE), task)
         if conflict:
             print(f"error: {conflict}", file=sys.stderr)
             raise SystemExit(2)  # Hydra turns a callback's exception into a warning

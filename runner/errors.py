@@ -148,8 +148,11 @@ def _folder_error(exc: BaseException) -> str:
     maker = ""
     tb = exc.__traceback__
     while tb is not None:  # the last of Hydra's frames: the one that made the folder
-        if str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0] == "hydra":
+        package = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if package == "hydra":
             maker = tb.tb_frame.f_code.co_name
+        elif package not in ("os", "pathlib", "posixpath", "shutil", "genericpath"):
+            maker = ""  # a frame of other code (the job's own: a result that could not be written) after it
         tb = tb.tb_next
     if maker == "run_job":  # a run's folder, or a sweep's job folder (under hydra.sweep.dir)
         key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(sys.argv[1:]) else "hydra.run.dir"

@@ -31,10 +31,10 @@ from runner.record import (
     RESULT_FILE,
     SCHEMA,
     TRACEBACK_FILE,
-    config_changes,
     folder_conflict,
     method_for,
     read_result,
+    resume_changes,
     to_json,
     write_atomic,
     write_own_result,
@@ -388,14 +388,9 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                     f"resume=true: {info.output_dir} holds no result to resume; name the run's folder with "
                     "hydra.run.dir=..., or drop resume=true"
                 )
-            changed = config_changes(previous.get("config"), result["config"]) if previous else []
-            if previous and previous.get("status") == "ok" and changed:
-                # The same overrides, other settings: a preset or a default changed since.
-                raise FolderTaken(
-                    f"resume=true: {info.output_dir} holds a result for these overrides measured with other "
-                    f"settings ({'; '.join(changed)}): a preset or a default changed since; run without "
-                    "resume=true to measure again in place, or use another folder"
-                )
+            changed = resume_changes(info.output_dir, previous, result["config"])
+            if changed:  # the same overrides, other settings: a preset or a default changed since
+                raise FolderTaken(changed)
             (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # the result is this job's
             if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)

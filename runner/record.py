@@ -41,7 +41,8 @@ METHOD = {
         "on the stream. With buckets, each request is padded to the smallest bucket that fits and "
         "replays that bucket's graph (eager runs the real size). In direct staging the requests are materialized in "
         "the slots, as by a server that deserializes into pinned memory: each slot serves the bytes it holds (one "
-        "request per slot, read in each request's shape; each input at the same offset in every shape), while copy "
+        "request per slot, read in each request's shape; each input at the same offset in every shape, so a smaller "
+        "shape's single copy spans the gaps; inside a graph each input is copied alone), while copy "
         "staging rotates over measure.input_pool requests. The check, every timed "
         "pass and the profile serve requests through this one protocol (runner/protocol.py)"
     ),
@@ -311,6 +312,20 @@ def folder_conflict(folder: Path, overrides: list[str], resume: bool) -> str | N
             "another folder (hydra.run.dir, or hydra.sweep.dir in a sweep), or remove it")
 
 
+def resume_changes(folder: Path, previous: dict[str, Any] | None, config: Any) -> str | None:
+    """Why resume=true must not keep `previous`, the ok result in `folder`, for a job of this
+    resolved `config` (its overrides match): the settings they resolve to have changed since
+    (an edited preset, another default). None when it may be kept, or is no ok result."""
+    if not previous or previous.get("status") != "ok":
+        return None
+    changed = config_changes(previous.get("config"), json.loads(to_json(config)))  # as the record holds it
+    if not changed:
+        return None
+    return (f"resume=true: {folder} holds a result for these overrides measured with other settings "
+            f"({'; '.join(changed)}): a preset or a default changed since; run without resume=true to measure "
+            "again in place, or use another folder")
+
+
 def _holds_cwd(folder: Path) -> bool:
     """Whether `folder` is the working directory or above it: never removed."""
     here, target = Path.cwd().resolve(), folder.resolve()
@@ -346,7 +361,7 @@ def note_run_folder(folder: Path) -> None:
         if path.exists():
             break
         created = path
-    _run_folder_before = (folder.resolve(), held, created)
+    _run_folder_before = (Path(os.path.abspath(folder)), held, None if created is None else Path(os.path.abspath(created)))
 
 
 def undo_run_folder(folder: Path, names: set[str]) -> None:
@@ -355,7 +370,8 @@ def undo_run_folder(folder: Path, names: set[str]) -> None:
     of the folder, it goes only when it holds nothing but `names`."""
     global _run_folder_before
     noted, _run_folder_before = _run_folder_before, None
-    if noted is None or noted[0] != folder.resolve():
+    folder = Path(os.path.abspath(folder))  # as noted: Hydra's output_dir is absolute, hydra.run.dir may not be
+    if noted is None or noted[0] != folder:
         remove_if_only(folder, names)
         return
     _, held, created = noted

@@ -589,6 +589,10 @@ def test_a_refused_run_takes_back_what_it_wrote_and_only_that(tmp_path):
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     fresh = run_cli([*QUICK, "streams=0"], tmp_path)  # outputs/runs/<date>/<time>, none of which existed
     assert fresh.returncode == 2 and not (tmp_path / "outputs").exists()
+    # An empty folder of the user's, named relative to the working directory, stays.
+    (tmp_path / "empty").mkdir()
+    relative = run_cli([*QUICK, "streams=0", "hydra.run.dir=empty/new"], tmp_path)
+    assert relative.returncode == 2 and (tmp_path / "empty").is_dir() and not (tmp_path / "empty" / "new").exists()
 
 
 def test_a_single_run_into_a_sweeps_folder_is_refused(tmp_path):
@@ -604,3 +608,22 @@ def test_a_single_run_into_a_sweeps_folder_is_refused(tmp_path):
     assert line == (f"error: hydra.run.dir={sweep} is a sweep's folder (it holds multirun.yaml); to resume the sweep, "
                     "add -m and hydra.sweep.dir=...; for a single run, name another folder")
     assert {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+
+
+def test_resume_into_a_result_of_other_settings_is_refused_before_hydra_writes(tmp_path):
+    """An edited preset: the overrides match, the settings do not. Refused before Hydra rewrote
+    the .hydra/ that describes the kept result."""
+    conf = tmp_path / "conf" / "model"
+    conf.mkdir(parents=True)
+    preset = "module: {_target_: torch.nn.Linear, in_features: 8, out_features: %d}\nbatch: 2\ninputs: {input: {shape: [8]}}\n"
+    (conf / "mine.yaml").write_text(preset % 4)
+    args = [*QUICK, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=mine", "hydra.run.dir=run"]
+    assert run_cli(args, tmp_path).returncode == 0
+    kept = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    (conf / "mine.yaml").write_text(preset % 5)
+    again = run_cli([*args, "resume=true"], tmp_path)
+    assert again.returncode == 2
+    [line] = again.stderr.strip().splitlines()
+    assert line.startswith("error: resume=true: run holds a result for these overrides measured with other settings "
+                           "(model.module.out_features: 4 there, 5 now): a preset or a default changed since"), line
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == kept

@@ -429,6 +429,26 @@ def test_huggingface_gpt2_with_sequence_buckets_is_captured_and_matches_eager(ma
     assert result.passed and result.requests == 300, result
 
 
+@pytest.mark.parametrize("mode", ["in-graph", "around"])
+def test_a_bucketed_bert_with_three_inputs_captures_times_and_checks(make_cfg, tmp_path, mode):
+    """Each input sits where it does in the largest shape: a request read in another shape's
+    layout (the capture's warm-up, the ceiling, direct staging's timed passes) reads token ids
+    as ids, never as token-type ids (an index out of range: a device assert). Inside the graph
+    each input is copied on its own."""
+    pytest.importorskip("transformers")
+    bert = ("model=bert", "model.module.config.num_hidden_layers=2", "model.module.config.hidden_size=128",
+            "model.module.config.num_attention_heads=2", "model.module.config.intermediate_size=256",
+            "model.batch=[1,2,4]", "model.seq=[16,32,64]", "model.sizes.seq.values=[10,16,30,64]",
+            "model.sizes.batch.values=[1,3,4]", "streams=2", *BUCKET_MODES[mode])
+    spec, workload, lanes = _setup(make_cfg, *bert)
+    assert lanes.graph and len(lanes.lanes[0].compute_graphs) == 9
+    result = _check(spec, workload, lanes, 400)
+    assert result.passed and result.requests == 400, result
+    job = run_job(make_cfg(*QUICK, *bert, "measure.budget_s=4"), JobInfo(output_dir=tmp_path))
+    assert job["status"] == "ok", job["reason"]
+    assert job["figures"]["ceiling_requests_per_s"] > 0 and job["figures"]["throughput_requests_per_s"] > 0
+
+
 def test_open_loop_on_the_gpu_keeps_a_low_rate_near_single_request_latency(make_cfg):
     from runner.load import judge, open_loop, poisson_arrivals
     from runner.protocol import open_servers

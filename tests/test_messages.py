@@ -156,6 +156,24 @@ def test_a_folder_hydra_cannot_make_names_its_key(tmp_path, monkeypatch):
     assert raised_in("something_else", []).startswith("[Errno 20]")  # not a folder Hydra makes: as it was
 
 
+def test_an_os_error_of_the_jobs_own_under_hydras_frame_is_not_a_folder_error(tmp_path):
+    """A result that could not be written (a full disk) surfaced through Hydra's run_job, which
+    called the task, and was said as a bad hydra.run.dir (exit 2)."""
+    from runner.errors import is_folder_error
+
+    job = {"__name__": "runner.record"}
+    exec(compile("def write():\n    raise OSError(28, 'No space left on device', 'out/.result.json.tmp')\n",
+                 "<runner>", "exec"), job)
+    hydra = {"__name__": "hydra.core.utils", "task": job["write"]}
+    exec(compile("def run_job():\n    task()\n", "<hydra>", "exec"), hydra)
+    try:
+        hydra["run_job"]()
+    except OSError as exc:
+        assert not is_folder_error(exc) and condense(exc).startswith("[Errno 28]")
+    else:
+        raise AssertionError("not raised")
+
+
 # --- 3. the command line's output folder, checked before Hydra starts ------------------------
 
 

@@ -482,6 +482,21 @@ inputs: {x: {shape: [16]}}
     assert kept["status"] == "ok", kept["reason"]
 
 
+def test_resume_keeps_a_result_whose_config_json_cannot_hold_as_it_is(make_cfg, model_dir, tmp_path):
+    """Integer keys (HF's id2label) come back from result.json as strings: compared as they
+    were, the same config read as changed, and resume refused it."""
+    text = """
+module: {_target_: tests.io_models.ListArgs, dims: [3, 5], options: {bias: false, 0: NEG, 1: POS}}
+batch: 2
+inputs: {x: {shape: [3]}}
+"""
+    info = JobInfo(output_dir=tmp_path, overrides=["model=labels"])
+    first = run_job(make_cfg(*QUICK, model_dir("labels", text), "model=labels"), info)
+    assert first["status"] == "ok", first["reason"]
+    again = run_job(make_cfg(*QUICK, model_dir("labels", text), "model=labels", "resume=true"), info)
+    assert again["status"] == "skipped"
+
+
 def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_path):
     result = _job(make_cfg, tmp_path, "model.batch=[4,8,16]", "model.sizes.batch.values=[3,8,12]")
     assert result["status"] == "ok", result["reason"]
