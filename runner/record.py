@@ -257,8 +257,20 @@ def _settings(overrides: list[str]) -> dict[str, Any] | None:
 
 
 def _typed(value: Any) -> str:
-    """A value as JSON: `true` is not `1`, nor `1.0` (Python's == says they are equal)."""
-    return json.dumps(value, sort_keys=True, default=repr)
+    """A value as JSON, where a boolean is not a number (Python's == says True == 1) and a
+    number is its value (2 and 2.0 are the same budget)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, (int, float)):
+            return {"number": repr(float(v)) if float(v) == v else repr(v)}  # exact: 2**63-1 is not 2**63
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return repr(v)
+
+    return json.dumps(plain(value), sort_keys=True)
 
 
 def same_job(before: list[str], now: list[str]) -> bool:
@@ -280,7 +292,7 @@ def config_changes(before: Any, now: Any, limit: int = 3) -> list[str]:
                 if not (key == "" and k == "resume"):
                     walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else str(k))
         elif _typed(a) != _typed(b):
-            changes.append(f"{key}: {_typed(a)} there, {_typed(b)} now")
+            changes.append(f"{key}: {json.dumps(a, default=repr)} there, {json.dumps(b, default=repr)} now")
 
     walk(before, now, "")
     return changes[:limit] + ([f"{len(changes) - limit} more"] if len(changes) > limit else [])

@@ -625,7 +625,8 @@ def test_the_same_job_is_the_same_settings_not_the_same_text():
     assert not same_job(["model.name='1'"], ["model.name=1"])  # a string is not a number
     assert not same_job(["~model.inputs.x"], [])
     assert not same_job(["model.module.bias=true"], ["model.module.bias=1"])  # Python's True == 1
-    assert not same_job(["model.module.scale=1"], ["model.module.scale=1.0"])
+    assert same_job(["measure.budget_s=2"], ["measure.budget_s=2.0"])  # a number is its value
+    assert not same_job(["model.module.scale='1'"], ["model.module.scale=1"])
 
 
 def test_a_noisy_run_in_a_pool_does_not_set_the_noise_and_single_runs_say_what_they_lack(sweep_dir, capsys):
