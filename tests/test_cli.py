@@ -164,8 +164,27 @@ BAD_INPUTS = {
                         "model.module.in_features='abc': torch.nn.Linear takes an int there; write a number"),
     "file-no-inputs": (["hydra.searchpath=[file://conf]", "model=noinputs"],
                        "model.inputs: not set; the model's config must name forward's inputs, e.g. "),
+    # Hydra's own slips, with the fix Hydra gives on its later lines kept on the one line.
+    "ambiguous": (["streams=1,2"], "streams=1,2: several values make a sweep; add -m (--multirun)"),
+    "not-in-defaults": (["peer=eager"], "peer=eager: peer is not in the defaults list, so it cannot be overridden; "
+                        "add it with +peer=eager"),
+    "null": (["streams=null"], "streams: null is not allowed; give a value, e.g. streams=4"),
+    "delete": (["~model.inputs"], "model.inputs: cannot be deleted; remove one input with ~model.inputs.NAME"),
+    # Folders that cannot be made ({cwd}/afile is a file, USER_FILES), named on the command line
+    # (checked before Hydra starts) or not (the default's outputs/: Hydra's own error).
+    "run-dir-file": (["hydra.run.dir=afile"], "hydra.run.dir=afile: a file, not a folder; name a folder that can be "
+                     "created"),
+    "run-dir-under-file": (["hydra.run.dir={cwd}/afile/run"], "hydra.run.dir={cwd}/afile/run: {cwd}/afile is a "
+                           "file, not a folder; name a folder that can be created"),
+    "run-dir-proc": (["hydra.run.dir=/proc/runner_test"], "hydra.run.dir=/proc/runner_test: cannot create the folder "
+                     "/proc/runner_test ("),
+    "sweep-dir-file": (["-m", "seed=1,2", "hydra.sweep.dir=afile"], "hydra.sweep.dir=afile: a file, not a folder; "
+                       "name a folder that can be created"),
+    "default-dir-file": ([], "hydra.run.dir=outputs/runs/"),
 }
 USER_FILES = {
+    **{name: {"afile": ""} for name in ("run-dir-file", "run-dir-under-file", "sweep-dir-file")},
+    "default-dir-file": {"outputs": ""},
     "file-key": {"conf/model/badkey.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\ninput: {x: {shape: [256]}}\n"},
     "file-type": {"conf/measure/mine.yaml": "budget_s: abc\n"},
     "file-list": {"conf/model/shape.yaml": "module: {_target_: runner.models.mlp.MLP}\ninputs: {x: {shape: 256}}\n"},
@@ -190,7 +209,7 @@ def bad_input_runs(tmp_path_factory):
         for path, text in USER_FILES.get(name, {}).items():
             (cwd / path).parent.mkdir(parents=True, exist_ok=True)
             (cwd / path).write_text(text)
-        return name, (run_cli([*QUICK, *args], cwd), cwd)
+        return name, (run_cli([*QUICK, *(a.replace("{cwd}", str(cwd)) for a in args)], cwd), cwd)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(pool.map(one, BAD_INPUTS.items()))
@@ -208,8 +227,11 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_result(bad_input_runs, name
     assert lines[0].startswith(f"error: {expected}"), lines[0]
     assert "Traceback" not in done.stderr + done.stdout
     assert "Error getting object" not in done.stderr + done.stdout  # Hydra's own report of a bad _target_
+    assert "HYDRA_FULL_ERROR" not in lines[0]
     assert results_under(cwd) == []
-    assert not (cwd / "outputs" / "runs").exists() or not any((cwd / "outputs" / "runs").rglob(".hydra"))
+    # Nothing left behind: no run folder, no outputs/, only the files the case began with.
+    assert {p.name for p in cwd.iterdir()} == {Path(p).parts[0] for p in USER_FILES.get(name, {})}
+    assert all((cwd / p).read_text() == text for p, text in USER_FILES.get(name, {}).items())
     if name.startswith("target-import") or name == "target-typo":  # the error alone: no "job:" line before it
         assert "job:" not in done.stdout + done.stderr, done.stdout
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -191,54 +190,7 @@ def test_unusable_folder_says_why_and_leaves_nothing_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # the folder it made to find out, removed
 
 
-# (arguments, the one line on stderr after "error: "; {cwd} is the run's folder)
-CLI_ERRORS = {
-    "ambiguous": (["streams=1,2"], "streams=1,2: several values make a sweep; add -m (--multirun)"),
-    "not-in-defaults": (["peer=eager"], "peer=eager: peer is not in the defaults list, so it cannot be overridden; "
-                        "add it with +peer=eager"),
-    "null": (["streams=null"], "streams: null is not allowed; give a value, e.g. streams=4"),
-    "delete": (["~model.inputs"], "model.inputs: cannot be deleted; remove one input with ~model.inputs.NAME"),
-    "run-dir-file": (["hydra.run.dir=afile"], "hydra.run.dir=afile: a file, not a folder; name a folder that can be "
-                     "created"),
-    "run-dir-under-file": (["hydra.run.dir={cwd}/afile/run"], "hydra.run.dir={cwd}/afile/run: {cwd}/afile is a "
-                           "file, not a folder; name a folder that can be created"),
-    "run-dir-proc": (["hydra.run.dir=/proc/runner_test"], "hydra.run.dir=/proc/runner_test: cannot create the folder "
-                     "/proc/runner_test ("),
-    "sweep-dir-file": (["-m", "seed=1,2", "hydra.sweep.dir=afile"], "hydra.sweep.dir=afile: a file, not a folder; "
-                       "name a folder that can be created"),
-    # The default folder (outputs/runs/...), not named on the command line: Hydra's own error,
-    # named by its key, and bad input too (exit 2).
-    "default-dir-file": ([], "hydra.run.dir=outputs/runs/"),
-}
-FILES = {"default-dir-file": ("afile", "outputs")}  # files in the run's folder beforehand (else afile)
-
-
-@pytest.fixture(scope="module")
-def cli_errors(tmp_path_factory):
-    base = tmp_path_factory.mktemp("messages")
-
-    def one(item):
-        name, (args, _) = item
-        cwd = base / name
-        cwd.mkdir()
-        for file in FILES.get(name, ("afile",)):
-            (cwd / file).write_text("")
-        return name, (run_cli([*QUICK, *(a.replace("{cwd}", str(cwd)) for a in args)], cwd), cwd)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(pool.map(one, CLI_ERRORS.items()))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(CLI_ERRORS))
-def test_cli_says_the_fix_in_one_line_exits_2_and_writes_nothing(cli_errors, name):
-    done, cwd = cli_errors[name]
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    [line] = done.stderr.strip().splitlines()
-    assert line.startswith("error: " + CLI_ERRORS[name][1].replace("{cwd}", str(cwd))), line
-    assert "HYDRA_FULL_ERROR" not in line and "Traceback" not in done.stdout + done.stderr
-    assert sorted(p.name for p in cwd.iterdir()) == list(FILES.get(name, ("afile",)))  # no outputs/, no run folder
-    assert (cwd / "afile").read_text() == ""
+# The command line's cases (Hydra's slips, unusable folders) are in test_cli.py's BAD_INPUTS.
 
 
 @pytest.mark.slow
