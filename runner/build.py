@@ -291,17 +291,41 @@ def unused_keys(node: Any, key: str = "model.module") -> list[str]:
     if isinstance(node, dict):
         target = node.get("_target_")
         named = _argument_names(target) if isinstance(target, str) else None
+        settings = _hf_settings(target) if isinstance(target, str) else None
         for name, value in node.items():
             if named and name not in HYDRA_KEYS and name not in named:
                 close = difflib.get_close_matches(str(name), sorted(named), n=1, cutoff=0.8)
                 if close:
                     warnings.append(f"{key}.{name}: {target.rpartition('.')[2]} has no argument {name!r} but has "
                                     f"{close[0]!r}: a misspelling? It was accepted, and may be ignored")
+                elif settings is not None and name not in settings and name not in HF_CONSUMED:
+                    # A HuggingFace config keeps any keyword as an attribute that no layer reads:
+                    # num_layers for RoBERTa's num_hidden_layers built its default 12 layers.
+                    near = difflib.get_close_matches(str(name), sorted(settings), n=1, cutoff=0.6)
+                    warnings.append(f"{key}.{name}: {target.rpartition('.')[2]} has no setting {name!r}"
+                                    + (f" (it has {near[0]!r})" if near else "")
+                                    + ": kept as an attribute that the model may never read")
             warnings += unused_keys(value, f"{key}.{name}")
     elif isinstance(node, list):
         for i, value in enumerate(node):
             warnings += unused_keys(value, f"{key}.{i}")
     return warnings
+
+
+HF_CONSUMED = {"attn_implementation"}  # read by transformers when a config is made, then kept under another name
+
+
+def _hf_settings(target: str) -> Optional[set[str]]:
+    """The settings a default instance of a HuggingFace config class has (attributes, and
+    properties such as num_labels); None for any other target."""
+    try:
+        cls = _locate(target)
+        if not inspect.isclass(cls) or not any(c.__name__.lower() == "pretrainedconfig" for c in cls.__mro__):
+            return None
+        default = cls()
+        return {n for n in dir(default) if not n.startswith("__")}
+    except Exception:  # noqa: BLE001 - a config that needs arguments, or not importable: not ours to judge
+        return None
 
 
 def _argument_names(target: str) -> Optional[set[str]]:

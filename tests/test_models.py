@@ -634,3 +634,16 @@ def test_an_integer_input_where_the_model_wants_floats_is_told_to_be_a_float(mak
     with pytest.raises(ConfigError, match=r"an input of kind int, bool, mask or tokens where the model wants floating "
                                           r"point takes kind: float; fix model.inputs"):
         run_job(make_cfg(*QUICK, "model.inputs.x.kind=bool"), JobInfo(output_dir=tmp_path))
+
+
+def test_a_key_a_huggingface_config_has_no_setting_for_is_named():
+    """RoBERTa's num_layers (for num_hidden_layers) built the default 12 layers without a word:
+    HuggingFace keeps any keyword as an attribute. Settings it consumes or has are not named."""
+    pytest.importorskip("transformers")
+    module = {"_target_": "transformers.BertModel",
+              "config": {"_target_": "transformers.BertConfig", "num_layers": 1, "num_hidden_layers": 1,
+                         "attn_implementation": "eager", "num_labels": 3, "output_attentions": True}}
+    [warning] = unused_keys(module)
+    assert warning.startswith("model.module.config.num_layers: BertConfig has no setting 'num_layers'")
+    assert warning.endswith(": kept as an attribute that the model may never read")
+    assert unused_keys({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2}) == []
