@@ -98,6 +98,7 @@ _APPEND_TO_DEFAULTS = re.compile(r"To append to your default list use (\S+)")
 _DID_YOU_MEAN = re.compile(r"Did you mean to override (?:one of )?(.+)\?")
 _ALREADY_THERE = re.compile(r"^Could not append to config\. An item is already at '([^']+)'")
 _WITHOUT_PLUS = re.compile(r"Either remove \+ prefix: '([^']+)'")
+_NOTHING_TO_DELETE = re.compile(r"^Could not delete from config\. '([^']+)' does not exist\.")
 
 
 def _hydra_fix(text: str) -> str:
@@ -120,6 +121,10 @@ def _hydra_fix(text: str) -> str:
         said += f" (did you mean {meant.group(1)}?)" if meant else ""
         said += ", so it cannot be overridden" + (f"; add it with {append.group(1)}" if append else "")
         return said + (f" (in the config file {source}.yaml)" if source else "")
+    nothing = _NOTHING_TO_DELETE.search(text)  # ~load.rate, where the config leaves it unset (null)
+    if nothing:
+        key = nothing.group(1)
+        return f"~{key}: {key} is not set (null, or no such key), so there is nothing to delete; drop ~{key}"
     there = _ALREADY_THERE.search(text)
     if there:
         plain = _WITHOUT_PLUS.search(text)

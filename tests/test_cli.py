@@ -170,6 +170,8 @@ BAD_INPUTS = {
                         "add it with +peer=eager"),
     "null": (["streams=null"], "streams: null is not allowed; give a value, e.g. streams=4"),
     "delete": (["~model.inputs"], "model.inputs: cannot be deleted; remove one input with ~model.inputs.NAME"),
+    "delete-unset": (["~load.rate"], "~load.rate: load.rate is not set (null, or no such key), so there is nothing "
+                     "to delete; drop ~load.rate"),
     # Folders that cannot be made ({cwd}/afile is a file, USER_FILES), named on the command line
     # (checked before Hydra starts) or not (the default's outputs/: Hydra's own error).
     "run-dir-file": (["hydra.run.dir=afile"], "hydra.run.dir=afile: a file, not a folder; name a folder that can be "
