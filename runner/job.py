@@ -39,7 +39,7 @@ from runner.record import (
     write_atomic,
     write_own_result,
 )
-from runner.spec import RunSpec, check_overrides, mode_name, resolve
+from runner.spec import RunSpec, check_file_booleans, check_overrides, mode_name, resolve
 from runner.summary import THROUGHPUT_KEYS, summarize_measurement
 from runner.trace import profile_schedule, write_timestamps
 
@@ -348,6 +348,16 @@ PHASE_WORDS = {
 BASELINE_PHASES = ("baseline", "baseline_latency", "load_baseline", "baseline_single_stream")
 
 
+def _check_config_files() -> None:
+    """The config files of this run's chosen options, as written (in a Hydra run only)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    runtime = HydraConfig.get().runtime
+    check_file_booleans(runtime.choices, runtime.config_sources)
+
+
 def _failure_reason(exc: BaseException) -> str:
     """What failed, and where (the phase, when known): "RuntimeError: ... (in the check)"."""
     phase = getattr(exc, "runner_phase", None)
@@ -375,6 +385,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     spec: Optional[RunSpec] = None
     try:
         check_overrides(info.overrides)
+        _check_config_files()
         spec = resolve(cfg)
         result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices),
                       method=method_for(spec.device), load=dict(spec.load.__dict__))

@@ -11,7 +11,7 @@ import fnmatch
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -235,6 +235,68 @@ def check_overrides(overrides: list[str]) -> None:
             continue
         if value.strip().lower() not in ("true", "false"):
             raise ConfigError(f"{key}={value}: not a boolean; use {key}=true or {key}=false")
+
+
+_PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
+
+
+def _option_text(sources: Any, group: str, option: str) -> Optional[str]:
+    """The text of config group `group`'s option `option`, from the first search path that has
+    it (file:// folders and pkg:// packages); None where none does."""
+    import importlib.resources
+
+    for source in sources:
+        schema, path = str(source.schema), str(source.path)
+        try:
+            if schema == "file":
+                target = os.path.join(path, group, f"{option}.yaml")
+                if os.path.isfile(target):
+                    with open(target, encoding="utf-8") as f:
+                        return f.read()
+            elif schema == "pkg":
+                found = importlib.resources.files(path.replace("/", ".")).joinpath(group, f"{option}.yaml")
+                if found.is_file():
+                    return found.read_text(encoding="utf-8")
+        except (OSError, ModuleNotFoundError, TypeError, ValueError):
+            continue
+    return None
+
+
+def check_file_booleans(choices: Mapping[str, Any], sources: Any) -> None:
+    """What the composed config can no longer tell, in config files: OmegaConf took `graph: 2`
+    in a preset for true (the command line's graph=2 is refused by check_overrides). The
+    files of the chosen options are read as written."""
+    import yaml
+
+    booleans = bool_keys()
+    for group, option in choices.items():
+        if option is None or str(group).startswith("hydra"):
+            continue
+        text = _option_text(sources, str(group), str(option))
+        if text is None:
+            continue
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue  # its own error comes from Hydra
+        header = _PACKAGE.search(text)
+        package = header.group(1) if header else "_group_"
+        prefix = "" if package == "_global_" else (str(group) if package == "_group_" else package).replace("/", ".")
+
+        for path, value in _leaves(raw, prefix):
+            if not isinstance(value, bool) and value is not None and any(
+                    fnmatch.fnmatchcase(path, pattern) for pattern in booleans):
+                raise ConfigError(f"{path}: {value!r} is not a boolean (in the config file {group}/{option}.yaml); "
+                                  "write true or false")
+
+
+def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every leaf of a YAML document's mapping."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{path}.{k}" if path else str(k))
+    else:
+        yield path, node
 
 
 def validate(cfg: DictConfig) -> Config:

@@ -164,6 +164,12 @@ BAD_INPUTS = {
                         "model.module.in_features='abc': torch.nn.Linear takes an int there; write a number"),
     "file-no-inputs": (["hydra.searchpath=[file://conf]", "model=noinputs"],
                        "model.inputs: not set; the model's config must name forward's inputs, e.g. "),
+    # A boolean written as a number in a config file: OmegaConf took graph: 2 for true.
+    "file-bool": (["hydra.searchpath=[file://conf]", "experiment=boolnum"],
+                  "graph: 2 is not a boolean (in the config file experiment/boolnum.yaml); write true or false"),
+    "file-bool-nested": (["hydra.searchpath=[file://conf]", "model=lengths"],
+                         "model.inputs.input.random_lengths: 1 is not a boolean (in the config file "
+                         "model/lengths.yaml); write true or false"),
     # Hydra's own slips, with the fix Hydra gives on its later lines kept on the one line.
     "ambiguous": (["streams=1,2"], "streams=1,2: several values make a sweep; add -m (--multirun)"),
     "not-in-defaults": (["peer=eager"], "peer=eager: peer is not in the defaults list, so it cannot be overridden; "
@@ -185,6 +191,9 @@ BAD_INPUTS = {
     "default-dir-file": ([], "hydra.run.dir=outputs/runs/"),
 }
 USER_FILES = {
+    "file-bool": {"conf/experiment/boolnum.yaml": "# @package _global_\ngraph: 2\npinned: 0\n"},
+    "file-bool-nested": {"conf/model/lengths.yaml": "module: {_target_: torch.nn.Linear, in_features: 8, "
+                         "out_features: 4}\nbatch: 2\ninputs: {input: {shape: [8], random_lengths: 1}}\n"},
     **{name: {"afile": ""} for name in ("run-dir-file", "run-dir-under-file", "sweep-dir-file")},
     "default-dir-file": {"outputs": ""},
     "file-key": {"conf/model/badkey.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\ninput: {x: {shape: [256]}}\n"},
