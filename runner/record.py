@@ -263,7 +263,10 @@ def _typed(value: Any) -> str:
         if isinstance(v, bool) or v is None or isinstance(v, str):
             return v
         if isinstance(v, (int, float)):
-            return {"number": repr(float(v)) if float(v) == v else repr(v)}  # exact: 2**63-1 is not 2**63
+            try:
+                return {"number": repr(float(v)) if float(v) == v else repr(v)}  # exact: 2**63-1 is not 2**63
+            except OverflowError:  # an int past float's range is its own value
+                return {"number": repr(v)}
         if isinstance(v, dict):
             return {str(k): plain(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):

@@ -626,6 +626,7 @@ def test_the_same_job_is_the_same_settings_not_the_same_text():
     assert not same_job(["~model.inputs.x"], [])
     assert not same_job(["model.module.bias=true"], ["model.module.bias=1"])  # Python's True == 1
     assert same_job(["measure.budget_s=2"], ["measure.budget_s=2.0"])  # a number is its value
+    assert not same_job([f"seed={10**400}"], [f"seed={10**400 + 1}"])  # past float's range: still its value
     assert not same_job(["model.module.scale='1'"], ["model.module.scale=1"])
 
 
