@@ -29,7 +29,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from torch import nn
 
-from runner.errors import CompileError, ConfigError
+from runner.errors import CompileError, ConfigError, first_line
 from runner.inputs import Layout, Size, bucket_of, draw_sizes, largest, make_request, packed, padding_waste
 from runner.outputs import OutputPlan, plan_outputs
 from runner.spec import ModelSpec, RunSpec
@@ -210,15 +210,6 @@ def target_error(target: str) -> Optional[str]:
     return None
 
 
-def _first_line(text: str) -> str:
-    """A message's first line, with the next one when the first only announces it ("Validation
-    error for field 'conv_dim':")."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
-
-
 def instantiate_model(spec: RunSpec) -> nn.Module:
     """Build the module named by model.module; every failure becomes a one-line ConfigError."""
     target = str(spec.model.module["_target_"])
@@ -231,7 +222,7 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
         module = instantiate(arguments, **convert)
     except InstantiationException as exc:
         cause = exc.__cause__
-        reason = _first_line(str(cause or exc)) or type(cause).__name__
+        reason = first_line(str(cause or exc), announced=True) or type(cause).__name__
         nested = re.match(r"Error locating target '([^']+)'", str(exc))
         if nested and isinstance(cause, ImportError):  # a nested _target_, e.g. a HuggingFace config's
             where = re.search(r"full_key: (\S+)", str(exc))

@@ -181,6 +181,10 @@ def check_schedule(
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None
     largest = _largest_chunk(spec, len(lanes.ring))
+
+    def eager(request: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:  # a request's reference, on the host
+        return tuple(leaf.cpu() for leaf in workload.reference({k: v.to(device) for k, v in request.items()}))
+
     chunk = first_chunk(spec, len(lanes.ring), requests)
     start = time.perf_counter()
     first = 0
@@ -200,15 +204,12 @@ def check_schedule(
             responses = serve_and_collect(lanes, flats, keys)
             reused += len(known)
             for j, (x, got) in enumerate(zip(inputs, responses, strict=True)):
-                if j in known:
-                    want = known[j]
-                else:
-                    want = tuple(leaf.cpu() for leaf in workload.reference({k: v.to(device) for k, v in x.items()}))
+                want = known[j] if j in known else eager(x)
                 err = relative_error(got, want)
                 worst = max(worst, err)
                 if not err <= tol:
                     if mismatches == 0:
-                        again = tuple(leaf.cpu() for leaf in workload.reference({k: v.to(device) for k, v in x.items()}))
+                        again = eager(x)
                         eager_spread = 0.0 if _same(again, want) else relative_error(again, want)
                         eager_finite = _finite(want)
                     mismatches += 1

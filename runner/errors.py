@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from runner.schema import keys_under
+from runner.schema import default_of, keys_under
 
 
 class ConfigError(Exception):
@@ -40,11 +40,13 @@ _VALUE_HINTS = (
 )
 
 
-def _first_line(text: str) -> str:
-    for line in str(text).splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+def first_line(text: str, announced: bool = False) -> str:
+    """A message's first non-blank line; with `announced`, the next one too when the first only
+    announces it ("Validation error for field 'conv_dim':")."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return f"{lines[0]} {lines[1]}" if announced and lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def _nested(path: list[str], value: str) -> str:
@@ -86,8 +88,8 @@ def condense(exc: BaseException) -> str:
     if cause is not None:
         return _condensed(type(cause).__name__, str(cause), text)
     if type(exc).__name__ == "OverrideParseException":
-        return f"could not parse the command line: {_first_line(text)} (see `--help` for the syntax)"
-    return _first_line(text) or type(exc).__name__
+        return f"could not parse the command line: {first_line(text)} (see `--help` for the syntax)"
+    return first_line(text) or type(exc).__name__
 
 
 # Hydra's errors whose fix is on the lines after the first, which alone was kept.
@@ -196,7 +198,7 @@ def _condensed(cause_type: str, cause_text: str, text: str) -> str:
     Hydra composed the config (whose own message is `text`)."""
     key_match = _FULL_KEY.search(cause_text)
     key = key_match.group(1) if key_match else ""
-    reason = _first_line(cause_text)
+    reason = first_line(cause_text)
     given = _OVERRIDE.search(text)
     if given and given.group(1).startswith("model.inputs.") and (
         "not in struct" in reason or "is not a subclass of InputConfig" in reason
@@ -255,25 +257,7 @@ def _give_a_value(key: str, verb: str) -> str:
 def example_value(key: str) -> str:
     """The schema's default for the dotted `key`, as typed on the command line ("..." where it
     has none): the value an error message suggests."""
-    import dataclasses
-    import typing
-
-    from runner.schema import Config
-
-    node: typing.Any = Config
-    default: typing.Any = None
-    for part in key.split("."):
-        if typing.get_origin(node) is dict:  # a map (model.inputs): `part` is one of its keys
-            node, default = typing.get_args(node)[1], None
-            continue
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if part not in fields:
-            return "..."
-        field = fields[part]
-        default = (field.default if field.default is not dataclasses.MISSING else
-                   field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
-        node = typing.get_type_hints(node)[part]
-    return _typed(default)
+    return _typed(default_of(key))
 
 
 def _typed(value: object) -> str:

@@ -77,10 +77,10 @@ def _host_copy(host: torch.Tensor, dev: torch.Tensor) -> None:
 
 def _unfit(path: str, paths: Sequence[str]) -> str:
     others = [p for p in paths if p != path]
-    return ("an output whose size follows the input's values, or grows as requests shrink, does not fit the "
-            f"response buffers; leave it out with model.outputs=[{','.join(others)}]" if others else
-            "an output whose size follows the input's values, or grows as requests shrink, does not fit the "
-            "response buffers; return one of a fixed size per request size")
+    fix = f"leave it out with model.outputs=[{','.join(others)}]" if others else \
+        "return one of a fixed size per request size"
+    return f"an output whose size follows the input's values, or grows as requests shrink, does not fit the " \
+           f"response buffers; {fix}"
 
 
 class Slot:

@@ -22,6 +22,11 @@ from typing import Any, Optional
 
 perf_counter = time.perf_counter
 MIN_REQUESTS = 200  # a point's p99 needs this many requests at least
+
+
+def least_length_s(rate: float, duration_s: float) -> float:
+    """How long a server point at `rate` runs at least: `duration_s`, and MIN_REQUESTS arrivals."""
+    return max(duration_s, MIN_REQUESTS / rate)
 SLEEP_AHEAD_S = 0.002  # gaps longer than this are slept through (less 1 ms), shorter ones spun
 
 

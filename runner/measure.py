@@ -32,17 +32,18 @@ from typing import Any, Optional
 import torch
 
 from runner import environment, schedule
+from runner import spec as rules  # its REFUSE_* read at each use: tests scale them down
 from runner.build import ProbeLimit, Workload
 from runner.check import CheckResult, check_schedule, first_chunk, probe_reused
 from runner.errors import ConfigError
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
-from runner.load import MIN_REQUESTS, Point, judge, open_loop, poisson_arrivals, search_rate
+from runner.load import MIN_REQUESTS, Point, judge, least_length_s, open_loop, poisson_arrivals, search_rate
 from runner.printer import rate_text
 from runner.progress import PROGRESS, Progress
 from runner.protocol import open_servers
 from runner.schedule import no_gc
-from runner.spec import REFUSE_FACTOR, REFUSE_MIN_S, RunSpec
+from runner.spec import RunSpec
 from runner.stats import steady_start, summarize
 
 log = logging.getLogger(__name__)
@@ -378,11 +379,11 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, is_cuda: bool, ring: int, c
     if first_s * least <= 2 * budget_s:
         return
     least_s = first_s * least
-    if least_s > _refused_past_s(budget_s):
+    if least_s > rules.refused_past_s(budget_s):
         # Minutes past a budget of seconds: the user's time, spent on what they did not ask for.
         raise ConfigError(
             f"measure.budget_s={budget_s:g}: one forward at the largest size took {first_s:.1f} s, so the least this "
-            f"job can do ({what}) takes about {least_s:.0f} s, over {REFUSE_FACTOR:g} times its budget: not measured; "
+            f"job can do ({what}) takes about {least_s:.0f} s, over {rules.REFUSE_FACTOR:g} times its budget: not measured; "
             f"raise measure.budget_s to {math.ceil(least_s * 1.2)} or more to measure it anyway, or make a forward "
             "cheaper (model.batch, model.seq, dtype)"
         )
@@ -404,10 +405,6 @@ def _least_work(spec: RunSpec, is_cuda: bool, ring: int, checked: int, has_probe
     return 2 * checked - reused + ring + warm, f"{check}one timed pass of {ring} request{'s' if ring > 1 else ''}"
 
 
-def _refused_past_s(budget_s: float) -> float:  # REFUSE_* looked up here: tests scale them down
-    return max(REFUSE_FACTOR * budget_s, REFUSE_MIN_S)
-
-
 def probe_limit(spec: RunSpec) -> Optional[ProbeLimit]:
     """Off CUDA, how long the build's first forward may run: once the least this job can do
     (that many forwards) would take past what is refused anyway, it is stopped there, and the
@@ -417,13 +414,13 @@ def probe_limit(spec: RunSpec) -> Optional[ProbeLimit]:
     ring = spec.streams * spec.slots
     checked = first_chunk(spec, ring, spec.measure.check_requests) if spec.check else 0
     least, what = _least_work(spec, False, ring, checked, True)
-    refused_s = _refused_past_s(spec.measure.budget_s)
+    refused_s = rules.refused_past_s(spec.measure.budget_s)
     return ProbeLimit(
         seconds=refused_s / least,
         refusal=lambda ran_s: (
             f"measure.budget_s={spec.measure.budget_s:g}: one forward at the largest size ran {ran_s:.1f} s without "
             f"ending (stopped there), so the least this job can do ({what}, {least} forwards) takes over "
-            f"{refused_s:.0f} s, over {REFUSE_FACTOR:g} times its budget: not measured; raise measure.budget_s to "
+            f"{refused_s:.0f} s, over {rules.REFUSE_FACTOR:g} times its budget: not measured; raise measure.budget_s to "
             f"{math.ceil(least * ran_s * 1.2)} or more to measure it anyway, or make a forward cheaper "
             "(model.batch, model.seq, dtype)"),
     )
@@ -514,7 +511,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
     def run_at(name: str, servers_of: Any, end: float, rate: float) -> Point:
         nonlocal points
         points += 1
-        duration = max(load.duration_s, MIN_REQUESTS / rate)
+        duration = least_length_s(rate, load.duration_s)
         arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003 + points, MIN_REQUESTS)
         label = f"{name.replace('_', ' ')}: server at {rate:,.0f}/s"
         with progress.phase(name, label), no_gc(), servers_of() as servers:
@@ -542,7 +539,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         end = time.perf_counter() + share
         run = functools.partial(run_at, name, servers_of, end)
         if not load.search:
-            least_s = max(load.duration_s, MIN_REQUESTS / load.rate)
+            least_s = least_length_s(load.rate, load.duration_s)
             if _overruns(least_s, share, spec.measure.budget_s):  # it runs whole: said before, not after
                 out.skipped[f"{name} length"] = (
                     f"{name.replace('_', ' ')}: a point at load.rate={load.rate:g} runs {least_s:.1f} s at least "
@@ -552,7 +549,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
             point = run(load.rate)
             return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}
         found = search_rate(run, max(1.0, start_rate), load.resolution, end,
-                            least_s=lambda rate: max(load.duration_s, MIN_REQUESTS / rate))
+                            least_s=lambda rate: least_length_s(rate, load.duration_s))
         return {"points": [p.as_dict() for p in found.points], "max_rate": found.best,
                 "lowest_invalid_rate": found.failed, "stopped_by": found.stopped_by}
 

@@ -128,5 +128,5 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
         extract = lambda out: (only(out),)  # noqa: E731
     else:
         extract = lambda out: tuple(g(out) for g in getters)  # noqa: E731
-    unkept = [p for p in empty if not keep]  # when outputs are named, only those matter
+    unkept = () if keep else empty  # when outputs are named, only those matter
     return OutputPlan(paths, extract, tuple(f"{why_empty(p)}: not measured" for p in unkept))

@@ -364,6 +364,30 @@ def remove_if_only(folder: Path, names: set[str]) -> None:
 _run_folder_before: tuple[Path, set[str], Path | None] | None = None
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The first of `folder` and its parents that does not exist (the top of what making
+    `folder` creates), absolute; None when `folder` exists."""
+    created = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        created = path
+    return None if created is None else Path(os.path.abspath(created))
+
+
+def _remove_created(folder: Path, created: Path | None) -> None:
+    """Remove `folder` (absolute) and its parents up to `created`, the first one made for it,
+    while each is empty and is not the working directory: OSError at the first one not empty."""
+    if created is None:
+        return
+    for path in (folder, *folder.parents):
+        if _holds_cwd(path):
+            return
+        path.rmdir()
+        if path == created:
+            return
+
+
 def note_run_folder(folder: Path) -> None:
     """Before Hydra writes a single run's .hydra/ and log: what its folder held."""
     global _run_folder_before
@@ -371,12 +395,7 @@ def note_run_folder(folder: Path) -> None:
         held = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     except OSError:
         held = set()
-    created = None
-    for path in (folder, *folder.parents):
-        if path.exists():
-            break
-        created = path
-    _run_folder_before = (Path(os.path.abspath(folder)), held, None if created is None else Path(os.path.abspath(created)))
+    _run_folder_before = (Path(os.path.abspath(folder)), held, _first_missing(folder))
 
 
 def undo_run_folder(folder: Path, names: set[str]) -> None:
@@ -399,14 +418,7 @@ def undo_run_folder(folder: Path, names: set[str]) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-        if created is None:
-            return
-        for path in (folder, *folder.parents):  # up to the first folder the run did not create
-            if _holds_cwd(path) or not path.is_dir() or any(path.iterdir()):
-                break
-            path.rmdir()
-            if path == created:
-                break
+        _remove_created(folder, created)
     except OSError:
         pass
 
@@ -425,12 +437,7 @@ def sweep_pending(folder: Path) -> None:
         before: bytes | None = (folder / "multirun.yaml").read_bytes()
     except OSError:
         before = None
-    created = None
-    for path in (folder, *folder.parents):
-        if path.exists():
-            break
-        created = path
-    _pending_sweep = (folder, before, created)
+    _pending_sweep = (Path(os.path.abspath(folder)), before, _first_missing(folder))
 
 
 def sweep_started() -> None:
@@ -452,13 +459,6 @@ def undo_pending_sweep() -> None:
             (folder / "multirun.yaml").write_bytes(before)
             return
         (folder / "multirun.yaml").unlink(missing_ok=True)
-        if created is None:
-            return
-        for path in (folder, *folder.parents):  # up to the first folder the launch created
-            if _holds_cwd(path):
-                return
-            path.rmdir()  # only while empty: OSError otherwise
-            if path == created:
-                return
+        _remove_created(folder, created)
     except OSError:
         pass

@@ -7,6 +7,7 @@ into a frozen `RunSpec`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -173,18 +174,33 @@ def _resolve_type(annotation: Any) -> Any:
     return globals().get(annotation, annotation)
 
 
-def keys_under(path: str) -> list[str]:
-    """The keys the schema allows at a dotted path ('' for the top level), for error messages."""
+def _node_at(path: str) -> tuple[Any, Any]:
+    """(the schema's type at a dotted path ('' for the top level), its default); (None, None)
+    where the schema has no such key. An entry of a map (model.inputs.x) has no default."""
     node: Any = Config
+    default: Any = None
     for part in filter(None, path.split(".")):
         if isinstance(node, tuple):  # part is a key of a map: its value's config
-            node = node[1]
+            node, default = node[1], None
             continue
         fields = getattr(node, "__dataclass_fields__", {})
         if part not in fields:
-            return []
-        node = _resolve_type(fields[part].type)
-    return sorted(getattr(node, "__dataclass_fields__", {}))
+            return None, None
+        f = fields[part]
+        node = _resolve_type(f.type)
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    return node, default
+
+
+def keys_under(path: str) -> list[str]:
+    """The keys the schema allows at a dotted path ('' for the top level), for error messages."""
+    return sorted(getattr(_node_at(path)[0], "__dataclass_fields__", {}))
+
+
+def default_of(path: str) -> Any:
+    """The schema's default for a dotted path (None where it has none, or no such key)."""
+    return _node_at(path)[1]
 
 
 def bool_keys() -> list[str]:

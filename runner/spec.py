@@ -480,7 +480,7 @@ def _check_load_length(load: Any, rate: Optional[float], budget_s: float) -> Non
     """A server point runs at least load.duration_s, and at least MIN_REQUESTS arrivals at
     its rate: refuse one whose least length is far past the budget (load.rate=0.01 would run
     5.5 hours), or whose arrivals would not fit in memory."""
-    from runner.load import MIN_REQUESTS
+    from runner.load import MIN_REQUESTS, least_length_s
 
     limit_s = refused_past_s(budget_s)
     _check(load.duration_s <= limit_s,
@@ -489,7 +489,7 @@ def _check_load_length(load: Any, rate: Optional[float], budget_s: float) -> Non
            f"to {math.ceil(load.duration_s / REFUSE_FACTOR)} or more")
     if rate is None:
         return
-    least_s = max(load.duration_s, MIN_REQUESTS / rate)
+    least_s = least_length_s(rate, load.duration_s)
     _check(least_s <= limit_s,
            f"load.rate={rate:g}: a point needs {MIN_REQUESTS} arrivals at least, {least_s:,.0f} s at that rate, over "
            f"{REFUSE_FACTOR:g} times measure.budget_s={budget_s:g}; raise load.rate to "

@@ -547,10 +547,10 @@ def test_a_job_whose_least_work_is_far_past_its_budget_is_refused_before_measuri
     budget. Past REFUSE_FACTOR times the budget and REFUSE_MIN_S, the job stops with one line
     saying what budget would measure it (here scaled down: 200 ms forwards, 0.4 s budget)."""
     import runner.job as job
-    from runner import measure
+    from runner import spec as rules
 
-    monkeypatch.setattr(measure, "REFUSE_FACTOR", 1.5)
-    monkeypatch.setattr(measure, "REFUSE_MIN_S", 0.1)
+    monkeypatch.setattr(rules, "REFUSE_FACTOR", 1.5)
+    monkeypatch.setattr(rules, "REFUSE_MIN_S", 0.1)
     # The first forward is not stopped where its timer cannot be set (another thread): the
     # refusal then comes after it, with its time.
     monkeypatch.setattr(job, "probe_limit", lambda spec: None)
@@ -567,7 +567,7 @@ def test_a_job_whose_least_work_is_far_past_its_budget_is_refused_before_measuri
     swept = run_job(cfg, JobInfo(output_dir=tmp_path / "swept", multirun=True, num=0, sweep_dir=str(tmp_path)))
     assert swept["status"] == "failed" and swept["reason"].startswith("bad config: measure.budget_s=0.4: one forward")
     # Within the factor, the same job runs and warns instead.
-    monkeypatch.setattr(measure, "REFUSE_FACTOR", 20.0)
+    monkeypatch.setattr(rules, "REFUSE_FACTOR", 20.0)
     assert run_job(cfg, JobInfo(output_dir=tmp_path / "ran"))["status"] == "ok"
 
 
@@ -575,10 +575,10 @@ def test_a_first_forward_that_runs_past_what_would_be_refused_is_stopped_there(m
     """GPT-2 in fp16 on 2 cores was refused after its whole 96 s first forward. The forward is
     now stopped once the least work (here 4 forwards) would be refused anyway: a 30 s forward
     with a 0.4 s budget, 1.5 times it refused, stops after 0.6 s / 4."""
-    from runner import measure
+    from runner import spec as rules
 
-    monkeypatch.setattr(measure, "REFUSE_FACTOR", 1.5)
-    monkeypatch.setattr(measure, "REFUSE_MIN_S", 0.1)
+    monkeypatch.setattr(rules, "REFUSE_FACTOR", 1.5)
+    monkeypatch.setattr(rules, "REFUSE_MIN_S", 0.1)
     cfg = make_cfg(*QUICK, *SLOW, "+model.module.calls=30000", "measure.budget_s=0.4", "measure.warmup_ms=0")
     began = time.perf_counter()
     with pytest.raises(ConfigError) as refused:
