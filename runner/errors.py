@@ -226,7 +226,7 @@ def _condensed(cause_type: str, cause_text: str, text: str) -> str:
     if "is not Optional" in reason:  # key=null
         return f"{key}: null is not allowed; {_give_a_value(key, 'give a value')}"
     if "does not support deletion" in reason:  # ~key: the schema keeps every key it has
-        return f"{key}: cannot be deleted; {_DELETE_HINTS.get(key) or _give_a_value(key, 'set it instead')}"
+        return condense_deleted(key)
     if cause_type == "MissingMandatoryValue" or reason.startswith("Missing mandatory value"):
         return f"{key}: not set; {_MISSING_HINTS.get(key, f'set it in the config file or with {key}=...')}"
     for needle, hint in _VALUE_HINTS:
@@ -245,6 +245,11 @@ def _condensed(cause_type: str, cause_text: str, text: str) -> str:
     if key:
         return f"{key}: {reason}"
     return reason
+
+
+def condense_deleted(key: str) -> str:
+    """The one line for `~key`, a key the schema keeps (every key it has)."""
+    return f"~{key}: {key} cannot be deleted; {_DELETE_HINTS.get(key) or _give_a_value(key, 'set it instead')}"
 
 
 def _give_a_value(key: str, verb: str) -> str:

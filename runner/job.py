@@ -349,13 +349,14 @@ BASELINE_PHASES = ("baseline", "baseline_latency", "load_baseline", "baseline_si
 
 
 def _check_config_files() -> None:
-    """The config files of this run's chosen options, as written (in a Hydra run only)."""
+    """The config files of this run (its chosen options, its primary config), as written (in a
+    Hydra run only)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return
-    runtime = HydraConfig.get().runtime
-    check_file_booleans(runtime.choices, runtime.config_sources)
+    hydra = HydraConfig.get()
+    check_file_booleans(hydra.runtime.choices, hydra.runtime.config_sources, hydra.job.config_name)
 
 
 def _failure_reason(exc: BaseException) -> str:

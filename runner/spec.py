@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 if TYPE_CHECKING:
     import torch
 
-from runner.errors import ConfigError, condense
+from runner.errors import ConfigError, condense, condense_deleted
 from runner.schema import Config, bool_keys, keys_under
 
 COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
@@ -226,6 +226,14 @@ def _unknown_keys(node: DictConfig, path: str) -> None:
             _unknown_keys(child, full)
 
 
+def _deleted_keys(cfg: DictConfig) -> None:
+    """`~streams` deletes a top-level key (OmegaConf refuses it for nested ones): the job
+    would run the schema's default while its record's config lacked the key."""
+    for key in keys_under(""):
+        if key not in cfg:
+            raise ConfigError(condense_deleted(key))
+
+
 def check_overrides(overrides: list[str]) -> None:
     """What the composed config can no longer tell: a boolean given as a number."""
     booleans = bool_keys()
@@ -262,17 +270,20 @@ def _option_text(sources: Any, group: str, option: str) -> Optional[str]:
     return None
 
 
-def check_file_booleans(choices: Mapping[str, Any], sources: Any) -> None:
+def check_file_booleans(choices: Mapping[str, Any], sources: Any, primary: Optional[str] = None) -> None:
     """What the composed config can no longer tell, in config files: OmegaConf took `graph: 2`
     in a preset for true (the command line's graph=2 is refused by check_overrides). The
-    files of the chosen options are read as written."""
+    files of the chosen options, and the primary config `primary` (--config-name), are read
+    as written."""
     import yaml
 
     booleans = bool_keys()
-    for group, option in choices.items():
-        if option is None or str(group).startswith("hydra"):
-            continue
-        text = _option_text(sources, str(group), str(option))
+    files = [(str(group), str(option)) for group, option in choices.items()
+             if option is not None and not str(group).startswith("hydra")]
+    if primary:
+        files.insert(0, ("", primary))
+    for group, option in files:
+        text = _option_text(sources, group, option)
         if text is None:
             continue
         try:
@@ -280,13 +291,14 @@ def check_file_booleans(choices: Mapping[str, Any], sources: Any) -> None:
         except yaml.YAMLError:
             continue  # its own error comes from Hydra
         header = _PACKAGE.search(text)
-        package = header.group(1) if header else "_group_"
-        prefix = "" if package == "_global_" else (str(group) if package == "_group_" else package).replace("/", ".")
+        package = header.group(1) if header else ("_group_" if group else "_global_")
+        prefix = "" if package == "_global_" else (group if package == "_group_" else package).replace("/", ".")
+        where = f"{group}/{option}" if group else option
 
         for path, value in _leaves(raw, prefix):
             if not isinstance(value, bool) and value is not None and any(
                     fnmatch.fnmatchcase(path, pattern) for pattern in booleans):
-                raise ConfigError(f"{path}: {value!r} is not a boolean (in the config file {group}/{option}.yaml); "
+                raise ConfigError(f"{path}: {value!r} is not a boolean (in the config file {where}.yaml); "
                                   "write true or false")
 
 
@@ -303,6 +315,7 @@ def validate(cfg: DictConfig) -> Config:
     """Check the composed config on its own: ranges, cross-key rules, unknown keys."""
     try:
         _unknown_keys(cfg, "")
+        _deleted_keys(cfg)
         config = OmegaConf.to_object(cfg)
     except ConfigError:
         raise
@@ -368,6 +381,9 @@ def validate(cfg: DictConfig) -> Config:
 def _sizes(value: Any, key: str, example: str) -> tuple[int, ...]:
     """A size or a list of bucket sizes -> ascending distinct sizes."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
+    quoted = [v for v in values if isinstance(v, str) and v.strip().isdigit()]
+    _check(not quoted, f"{key}: {quoted[0]!r} is a string (quoted in a config file, or on the command line); "
+                       f"write the number without quotes, e.g. {key}={quoted[0].strip()}" if quoted else "")
     _check(
         len(values) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values),
         f"{key}={_show(value)}: use a whole number >= 1, or a list of bucket sizes, e.g. {key}={example}",

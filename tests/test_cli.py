@@ -167,6 +167,8 @@ BAD_INPUTS = {
     # A boolean written as a number in a config file: OmegaConf took graph: 2 for true.
     "file-bool": (["hydra.searchpath=[file://conf]", "experiment=boolnum"],
                   "graph: 2 is not a boolean (in the config file experiment/boolnum.yaml); write true or false"),
+    "file-bool-primary": (["--config-dir", "conf", "--config-name", "mine"],
+                          "pinned: 0 is not a boolean (in the config file mine.yaml); write true or false"),
     "file-bool-nested": (["hydra.searchpath=[file://conf]", "model=lengths"],
                          "model.inputs.input.random_lengths: 1 is not a boolean (in the config file "
                          "model/lengths.yaml); write true or false"),
@@ -175,7 +177,9 @@ BAD_INPUTS = {
     "not-in-defaults": (["peer=eager"], "peer=eager: peer is not in the defaults list, so it cannot be overridden; "
                         "add it with +peer=eager"),
     "null": (["streams=null"], "streams: null is not allowed; give a value, e.g. streams=4"),
-    "delete": (["~model.inputs"], "model.inputs: cannot be deleted; remove one input with ~model.inputs.NAME"),
+    "delete": (["~model.inputs"], "~model.inputs: model.inputs cannot be deleted; remove one input with "
+               "~model.inputs.NAME"),
+    "delete-top": (["~streams"], "~streams: streams cannot be deleted; set it instead, e.g. streams=4"),
     "delete-unset": (["~load.rate"], "~load.rate: load.rate is not set (null, or no such key), so there is nothing "
                      "to delete; drop ~load.rate"),
     # Folders that cannot be made ({cwd}/afile is a file, USER_FILES), named on the command line
@@ -192,6 +196,9 @@ BAD_INPUTS = {
 }
 USER_FILES = {
     "file-bool": {"conf/experiment/boolnum.yaml": "# @package _global_\ngraph: 2\npinned: 0\n"},
+    # A primary config of the user's (--config-name) that builds on the runner's.
+    "file-bool-primary": {"conf/mine.yaml": "defaults:\n  - config\n  - _self_\n  - override model: linear\n  - "
+                          "override measure: quick\npinned: 0\n"},
     "file-bool-nested": {"conf/model/lengths.yaml": "module: {_target_: torch.nn.Linear, in_features: 8, "
                          "out_features: 4}\nbatch: 2\ninputs: {input: {shape: [8], random_lengths: 1}}\n"},
     **{name: {"afile": ""} for name in ("run-dir-file", "run-dir-under-file", "sweep-dir-file")},

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from runner import report
-from runner.errors import condense
+from runner.errors import ConfigError, condense
 from runner.record import RESULT_FILE, SCHEMA
 from runner.report import Row
+from runner.spec import validate
 from tests.conftest import cli_env
 from tests.test_cli import QUICK, results_under, run_cli
 
@@ -118,10 +119,24 @@ CONDENSED = {
     "streams=null": "streams: null is not allowed; give a value, e.g. streams=4",
     "measure.budget_s=null": "measure.budget_s: null is not allowed; give a value, e.g. measure.budget_s=20",
     "capture=null": "capture: null is not allowed; give a value, e.g. capture.copies_in_graph=true",
-    "~model.inputs": "model.inputs: cannot be deleted; remove one input with ~model.inputs.NAME, add one with "
-                     "'++model.inputs={NAME: {shape: [...]}}'",
-    "~model.batch": "model.batch: cannot be deleted; set it instead, e.g. model.batch=32",
+    "~model.inputs": "~model.inputs: model.inputs cannot be deleted; remove one input with ~model.inputs.NAME, add "
+                     "one with '++model.inputs={NAME: {shape: [...]}}'",
+    "~model.batch": "~model.batch: model.batch cannot be deleted; set it instead, e.g. model.batch=32",
 }
+
+
+@pytest.mark.parametrize("override, said", [
+    # A top-level key OmegaConf lets Hydra delete: the job ran the schema's default while its
+    # record's config lacked the key.
+    ("~streams", "~streams: streams cannot be deleted; set it instead, e.g. streams=4"),
+    ("~compile", "~compile: compile cannot be deleted; set it instead, e.g. compile=none"),
+    ("~capture", "~capture: capture cannot be deleted; set it instead, e.g. capture.copies_in_graph=true"),
+])
+def test_a_deleted_top_level_key_is_refused(make_cfg, override, said):
+    cfg = make_cfg("model=mlp", override)
+    with pytest.raises(ConfigError) as raised:
+        validate(cfg)
+    assert str(raised.value) == said
 
 
 @pytest.mark.parametrize("override", list(CONDENSED))

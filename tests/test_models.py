@@ -515,6 +515,10 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
     ("override", "message"),
     [
         ("model.batch=[0,4]", r"model.batch=\[0, 4\]: use a whole number >= 1, or a list of bucket sizes"),
+        # A quoted number (batch: "8" in a file) was said as model.batch=8: use a whole number.
+        ("model.batch='8'", r"model.batch: '8' is a string \(quoted .*\); write the number without quotes, "
+                            r"e.g. model.batch=8$"),
+        ("model.batch=[1,'8']", r"model.batch: '8' is a string"),
         ("model.sizes.batch.values=[3]", r"model.sizes.batch: request sizes apply to buckets; make model.batch a list"),
         ("model.seq=16", r"model.seq=16: no input shape uses seq"),
         ("model.inputs.x.shape=[seq]", r"model.inputs.x.shape=\['seq'\] uses seq, but model.seq is not set"),

@@ -244,6 +244,21 @@ def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job_runs(tmp_path, 
     assert "job 1/2 started" not in done.stdout and not (tmp_path / "sw").exists()
 
 
+def test_a_boolean_written_as_a_number_in_one_jobs_preset_stops_the_sweep_before_any_job_runs(tmp_path):
+    """OmegaConf takes `graph: 2` in a file for true: the launcher reads the chosen presets as
+    written before the first job starts, as each job does."""
+    presets = tmp_path / "conf" / "experiment"
+    presets.mkdir(parents=True)
+    (presets / "good.yaml").write_text("# @package _global_\ngraph: false\n")
+    (presets / "boolnum.yaml").write_text("# @package _global_\ngraph: 2\n")
+    done = sweep([*TINY, "hydra.searchpath=[file://conf]", "experiment=good,boolnum", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: graph: 2 is not a boolean (in the config file experiment/boolnum.yaml); write "
+                           "true or false (sweep job #1: ") and line.endswith("; no job was started)"), line
+    assert "job 1/2 started" not in done.stdout and not (tmp_path / "sw").exists()
+
+
 def test_a_device_index_other_than_0_is_refused_when_each_job_gets_its_own_gpu(tmp_path):
     """Under hydra.launcher.devices a job's process sees its GPU alone, as cuda:0: cuda:1 would
     fail in every job, or land on another job's GPU."""

@@ -593,7 +593,7 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
 
     from runner.errors import ConfigError
     from runner.record import folder_conflict
-    from runner.spec import check_overrides, validate
+    from runner.spec import check_file_booleans, check_overrides, validate
 
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
@@ -605,6 +605,9 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
             hydra_config.set_config(job.config)  # ${hydra:...} resolves as in the job itself
             try:
                 check_overrides(job.overrides)
+                hydra_node = job.config.hydra
+                check_file_booleans(hydra_node.runtime.choices, hydra_node.runtime.config_sources,
+                                    hydra_node.job.config_name)
                 validate(config)
                 # A folder that holds another job's result (resume=true or not) is refused before
                 # anything runs: never overwritten, nor listed in this sweep's table as failed.
