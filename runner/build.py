@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -308,13 +308,15 @@ HF_CONSUMED = {"attn_implementation"}  # read by transformers when a config is m
 
 def _hf_settings(target: str) -> Optional[set[str]]:
     """The settings a default instance of a HuggingFace config class has (attributes, and
-    properties such as num_labels); None for any other target."""
+    properties such as num_labels, and the common names its `attribute_map` aliases:
+    DistilBERT's hidden_size sets its dim); None for any other target."""
     try:
         cls = _locate(target)
         if not inspect.isclass(cls) or not any(c.__name__.lower() == "pretrainedconfig" for c in cls.__mro__):
             return None
         default = cls()
-        return {n for n in dir(default) if not n.startswith("__")}
+        aliases = getattr(default, "attribute_map", None) or {}
+        return {n for n in dir(default) if not n.startswith("__")} | {str(n) for n in aliases}
     except Exception:  # noqa: BLE001 - a config that needs arguments, or not importable: not ours to judge
         return None
 
@@ -352,6 +354,14 @@ def check_arguments(spec: RunSpec, model: nn.Module) -> list[str]:
     for inp in spec.model.inputs:
         if inp.name in named:
             continue
+        positional = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL)]
+        if catch_all is None and positional:
+            # forward(self, x, /) or forward(self, *inputs): nothing can be given by name.
+            raise ConfigError(
+                f"model.inputs.{inp.name}: {spec.model_name}.forward takes {', '.join(positional)} by position "
+                f"only, and the runner passes every input by name; wrap the model in a module whose forward names "
+                f"its arguments (def forward(self, {inp.name}): ...)"
+            )
         if catch_all is None:
             raise ConfigError(
                 f"model.inputs.{inp.name}: {spec.model_name}.forward has no argument {inp.name!r} "
@@ -402,13 +412,25 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
                 pass
             finally:
                 model.to(spec.torch_dtype)
-        hint = "token ids must stay below the model's vocabulary and sequences within its length; " if not floats else ""
+        # Token ids past the vocabulary, or sequences past the positions, fail as an index out of range.
+        indexing = isinstance(exc, IndexError) or re.search(r"index|out of range|out of bounds|length|position|seq",
+                                                           reason, re.IGNORECASE)
+        hint = ("token ids must stay below the model's vocabulary and sequences within its length; "
+                if not floats and indexing else "")
         if not floats and re.search(r"dtype|scalar type", reason, re.IGNORECASE):
             # An integer or bool tensor where the model computes in floats (a float MLP's x as kind=int).
             hint = "an input of kind int, bool, mask or tokens where the model wants floating point takes kind: float; "
         keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
         at = _raised_at(exc)
         where = f" at {at[0]}" if at else ""
+        if at is not None and isinstance(exc, CODE_FAULTS):
+            # A name, attribute or key the code does not have (self.lni for self.lin): a fault
+            # in the model or in the settings it was built with, whatever the inputs' shapes.
+            raise ConfigError(
+                f"model {spec.model_name}: its forward raised {type(exc).__name__}: {reason} ({where.strip()}, on "
+                f"model.inputs {_describe_inputs(spec, size)}): a fault in the model's code or in its settings "
+                f"(model.module); fix it there, or {keys} if forward reads an input they do not give"
+            ) from exc
         if at is not None and at[1]:
             # The model's own code raised (a `raise` line), not a torch op it called with these
             # inputs: say so, and where, rather than blame the inputs alone.
@@ -419,8 +441,18 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             ) from exc
         raise ConfigError(
             f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name} "
-            f"({reason}{';' if where else ''}{where}); {hint}fix {keys} to what forward takes"
+            f"({_named(exc, reason)}{';' if where else ''}{where}); {hint}fix {keys} to what forward takes"
         ) from exc
+
+
+# Exceptions that a model's code raises by its own fault, not a torch op refusing its inputs.
+CODE_FAULTS = (AttributeError, NameError, KeyError, ImportError, NotImplementedError, ZeroDivisionError)
+
+
+def _named(exc: BaseException, reason: str) -> str:
+    """The reason, led by the exception's type where the text alone does not say what it is
+    (torch's RuntimeError messages do; IndexError's "index out of range in self" less so)."""
+    return reason if type(exc) is RuntimeError else f"{type(exc).__name__}: {reason}"
 
 
 def _raised_at(exc: BaseException) -> Optional[tuple[str, bool]]:
@@ -616,7 +648,15 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
     reference = _forward(model, outputs)
     forward, compile_figures, fallback = reference, {}, None
     if spec.compile != "none":
-        forward, compile_figures, fallback = compile_model(spec, model, outputs, {k: v.to(device) for k, v in first.items()})
+        # Eager runs each request at its own size: torch.compile would recompile for the
+        # second size (then dynamic) and for sizes of 1 (specialized) inside the check and
+        # the timed passes. Those compiles happen here instead, one request of each kind.
+        shapes = [] if spec.graph else _recompiling_sizes(top, [r.key for r in plan])
+        others = torch.Generator().manual_seed(spec.seed + 2)  # not the plan's draws
+        more = [{k: v.to(device) for k, v in make_request(spec.model, z, spec.torch_dtype, others).items()}
+                for z in shapes]
+        forward, compile_figures, fallback = compile_model(spec, model, outputs, {k: v.to(device) for k, v in first.items()},
+                                                           more)
     return Workload(
         model=model,
         reference=reference,
@@ -638,9 +678,22 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
     )
 
 
-def compile_model(spec: RunSpec, model: nn.Module, outputs: OutputPlan, args: dict[str, torch.Tensor]) -> tuple:
+def _recompiling_sizes(top: Size, keys: list[Size]) -> list[Size]:
+    """Of the sizes eager will run, one of each kind that makes torch.compile compile again
+    after the largest: another size (dims then dynamic), and sizes with a dim of 1 (which
+    dynamo specializes), one for each set of such dims."""
+    chosen: dict[tuple[bool, bool], Size] = {}
+    for key in keys:
+        if key != top:
+            chosen.setdefault((key.batch == 1, key.seq == 1), key)
+    return list(chosen.values())
+
+
+def compile_model(spec: RunSpec, model: nn.Module, outputs: OutputPlan, args: dict[str, torch.Tensor],
+                  more: Sequence[dict[str, torch.Tensor]] = ()) -> tuple:
     """torch.compile the model; time its first call cold (as the cache stands) and again warm
-    (after dynamo's reset, from Inductor's cache). Returns (forward, figures, fallback reason)."""
+    (after dynamo's reset, from Inductor's cache); then call it on `more` requests of other
+    sizes (their compiles before the check). Returns (forward, figures, fallback reason)."""
     if spec.compile_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = spec.compile_cache  # read when Inductor first caches
     mode = None if spec.compile == "default" else spec.compile
@@ -660,6 +713,10 @@ def compile_model(spec: RunSpec, model: nn.Module, outputs: OutputPlan, args: di
             start = time.perf_counter()
             _probe(compiled, args)
             times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for other in more:
+            _probe(compiled, other)
+        shapes_s = time.perf_counter() - start
     except Exception as exc:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             raise
@@ -670,4 +727,6 @@ def compile_model(spec: RunSpec, model: nn.Module, outputs: OutputPlan, args: di
             return _forward(model, outputs), {}, message
         raise CompileError(f"{message}; use compile=none, or capture.fallback_eager=true to run it uncompiled") from exc
     figures.update(compile_time_cold_ms=times[0] * 1e3, compile_time_warm_ms=times[1] * 1e3)
+    if more:
+        figures.update(compile_other_sizes=len(more), compile_time_other_sizes_ms=shapes_s * 1e3)
     return _forward(compiled, outputs), figures, None

@@ -45,6 +45,7 @@ class CheckResult:
     # reference (0: eager repeats itself; above the tolerance: the model is not deterministic).
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None  # whether that request's eager output was finite
+    nonfinite_requests: int = 0  # requests whose eager output held NaN or inf, matched in place
 
     @property
     def passed(self) -> bool:
@@ -87,7 +88,13 @@ def serve_and_collect(lanes: Lanes, flats: list[torch.Tensor], keys: list[Size])
 def relative_error(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> float:
     """The worst ||got - want|| / ||want|| over a response's leaves, on the real part only: a
     padded response is cut to the real request's shape (its first rows and positions)."""
-    worst = 0.0
+    return compare(got, want)[0]
+
+
+def compare(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> tuple[float, bool]:
+    """relative_error, and whether the reference held NaN or inf that `got` matched at the same
+    places (a fully masked row's attention): those are compared as equal, the rest by the norm."""
+    worst, nonfinite = 0.0, False
     for g, w in zip(got, want, strict=True):
         if g.shape != w.shape:
             if g.dim() != w.dim() or any(a < b for a, b in zip(g.shape, w.shape, strict=False)):
@@ -98,10 +105,20 @@ def relative_error(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]
         wide = _comparison_dtype(w.dtype)
         g, w = g.to(wide), w.to(wide)
         err = _norm(g - w) / max(_norm(w), 1e-30) if w.numel() else 0.0
-        if not math.isfinite(err):
-            return math.inf
+        if not math.isfinite(err):  # rare: only then are the non-finite places looked for
+            finite = torch.isfinite(w)
+            if not (torch.equal(torch.isfinite(g), finite)
+                    and torch.allclose(g[~finite], w[~finite], rtol=0.0, atol=0.0, equal_nan=True)):
+                return math.inf, nonfinite
+            g, w = g[finite], w[finite]
+            if not w.numel():  # nothing finite to compare: said as eager's own output not finite
+                return math.inf, nonfinite
+            err = _norm(g - w) / max(_norm(w), 1e-30)
+            if not math.isfinite(err):
+                return math.inf, nonfinite
+            nonfinite = True
         worst = max(worst, err)
-    return worst
+    return worst, nonfinite
 
 
 def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:
@@ -177,7 +194,7 @@ def check_schedule(
     generator = torch.Generator().manual_seed(spec.seed + 1)  # not the timed inputs
     device = lanes.device
     tol = tolerance(spec)
-    mismatches, worst, bad, reused = 0, 0.0, [], 0
+    mismatches, worst, bad, reused, nonfinite = 0, 0.0, [], 0, 0
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None
     largest = _largest_chunk(spec, len(lanes.ring))
@@ -205,7 +222,8 @@ def check_schedule(
             reused += len(known)
             for j, (x, got) in enumerate(zip(inputs, responses, strict=True)):
                 want = known[j] if j in known else eager(x)
-                err = relative_error(got, want)
+                err, matched_nonfinite = compare(got, want)
+                nonfinite += matched_nonfinite
                 worst = max(worst, err)
                 if not err <= tol:
                     if mismatches == 0:
@@ -225,4 +243,4 @@ def check_schedule(
             # would otherwise carry it past the check's time (a 0.4 s share once took 2.4 s).
             chunk = int(max(len(lanes.ring), min(largest, 0.5 * left / per_request)))
     return CheckResult(first, mismatches, worst, tol, bad, requested=requests, reused_references=reused,
-                       eager_spread=eager_spread, eager_finite=eager_finite)
+                       eager_spread=eager_spread, eager_finite=eager_finite, nonfinite_requests=nonfinite)

@@ -20,6 +20,7 @@ def main() -> None:
     if "--version" in sys.argv[1:]:  # Hydra's own flag would name Hydra's version, not ours
         print(version_line())
         return
+    sys.argv[1:] = multirun_first(sys.argv[1:])
     keep_lost_interrupts()
     try:
         from runner.app import main as run
@@ -27,6 +28,16 @@ def main() -> None:
         exit_interrupted()
     refuse_unusable_folder(sys.argv[1:])
     run()
+
+
+def multirun_first(argv: list[str]) -> list[str]:
+    """`runner a=1 -m b=1,2` means a sweep, but Hydra's argparse takes overrides only before
+    its flags and ended it with "unrecognized arguments: b=1,2". -m takes no value: it goes
+    first, the rest keep their order."""
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    if not flags or argv[: len(flags)] == flags:
+        return argv
+    return flags + [a for a in argv if a not in ("-m", "--multirun")]
 
 
 # Hydra's flags that print and exit: no folder is made, so none is checked.

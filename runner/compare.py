@@ -153,6 +153,11 @@ def _flat(key: str) -> dict[str, Any]:
     return out
 
 
+def _typed_text(value: Any) -> str:
+    """A setting as the command line writes it: graph=false, not graph=False."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def labels(keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, str]:
     """A label per identity: the overrides that tell its run from the others' (as the sweep
     table shows them) where they tell every identity apart; else the short label, plus the
@@ -172,7 +177,7 @@ def labels(keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, str
         differing = sorted({name for t in twins for name, v in flats[t].items() if v != flats[k].get(name)}
                            | {name for t in twins for name in flats[k] if flats[k][name] != flats[t].get(name)})
         # A setting this config left unset (None) says nothing; the one that set it says it.
-        out[k] = short[k] + " | asked " + " ".join(f"{n}={flats[k][n]}" for n in differing
+        out[k] = short[k] + " | asked " + " ".join(f"{n}={_typed_text(flats[k][n])}" for n in differing
                                                    if flats[k].get(n) is not None)
     return out
 
@@ -638,7 +643,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(render(matches))
     if not any(m.old is not None and m.new is not None for m in matches):
         print("note: old and new share no config (matched by what was asked: the model, its arguments and input, "
-              "dtype, TF32, streams, graph, pinned, copies in graph, staging, compile, load, device): nothing to compare")
+              "dtype, TF32, streams, graph, pinned, copies in graph, staging, compile, load, device): nothing to compare; "
+              "each config of old is then missing in new, and counts as a regression")
     for note in (pooled_note(matches), single_runs_note(matches), common_shift(matches, args.threshold),
                  host_shift(matches)):
         if note:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from runner.schema import default_of, keys_under
+from runner.schema import default_of, keys_under, type_of
 
 
 class ConfigError(Exception):
@@ -68,7 +68,7 @@ def condense(exc: BaseException) -> str:
         available = _AVAILABLE.search(text)
         choices = ", ".join(o.strip() for o in available.group(1).splitlines()) if available else ""
         hint = f"choose one of: {choices}" if choices else "check configs/ for the valid names"
-        return f"{group}={option}: no such option in configs/{group}/; {hint}"
+        return f"{group}={option}: no such {group} option; {hint}"
     yaml_error = _yaml_error(exc)
     if yaml_error:
         return yaml_error
@@ -112,8 +112,13 @@ def _hydra_fix(text: str) -> str:
     ambiguous = _AMBIGUOUS.search(text)  # key=a,b
     if ambiguous:
         key, _, value = ambiguous.group(1).partition("=")
-        return (f"{key}={value}: several values make a sweep; add -m (--multirun) to run one job per value, "
-                f"or write a list as {key}=[{value}], or one string as {key}='{value}'")
+        said = f"{key}={value}: several values make a sweep; add -m (--multirun) to run one job per value"
+        kind = type_of(key.lstrip("+~"))
+        if kind in ("int", "float", "bool", int, float, bool):  # one number or boolean: no list, no string
+            return said
+        if kind in ("str", str):
+            return f"{said}, or write one string as {key}='{value}'"
+        return f"{said}, or write a list as {key}=[{value}], or one string as {key}='{value}'"
     missing = _NOT_IN_DEFAULTS.search(text)
     if missing and ("default list" in text or "defaults list" in text or "Did you mean to override" in text):
         source, key = missing.groups()

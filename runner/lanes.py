@@ -75,10 +75,15 @@ def _host_copy(host: torch.Tensor, dev: torch.Tensor) -> None:
         host.copy_(dev)
 
 
-def _unfit(path: str, paths: Sequence[str]) -> str:
-    others = [p for p in paths if p != path]
+def _unfit(unfit: Sequence[str], paths: Sequence[str]) -> str:
+    """The fix for outputs `unfit` (of `paths`) whose size the response buffers cannot hold:
+    keep the others, those that kept their size here (boxes and their scores both follow a
+    threshold: the hint had offered the scores)."""
+    others = [p for p in paths if p not in unfit]
     fix = f"leave it out with model.outputs=[{','.join(others)}]" if others else \
         "return one of a fixed size per request size"
+    if len(unfit) > 1:
+        fix = f"so did {', '.join(unfit[1:])}; " + fix.replace("leave it out", "leave them out")
     return f"an output whose size follows the input's values, or grows as requests shrink, does not fit the " \
            f"response buffers; {fix}"
 
@@ -156,11 +161,13 @@ class Port:
 
     def bind_host_out(self, outs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         flats, paths = self.slot.host_out, self.slot.lane.out_paths
-        for path, flat, out in zip(paths, flats, outs, strict=True):
-            if out.numel() > flat.numel():
-                raise ConfigError(f"output {path} of a {self.key} request has {out.numel()} elements, more than "
-                                   f"the {flat.numel()} it had at the largest size (the first forward): "
-                                   + _unfit(path, paths))
+        unfit = [(path, flat, out) for path, flat, out in zip(paths, flats, outs, strict=True)
+                 if out.numel() > flat.numel()]
+        if unfit:
+            path, flat, out = unfit[0]
+            raise ConfigError(f"output {path} of a request of size {self.key} has {out.numel()} elements, more than "
+                              f"the {flat.numel()} it had at the largest size (the first forward): "
+                              + _unfit([p for p, _, _ in unfit], paths))
         self.host_out = tuple(flat[: out.numel()].view(out.shape) for flat, out in zip(flats, outs, strict=False))
         return self.host_out
 
@@ -168,11 +175,13 @@ class Port:
         """After a failed eager request: the output whose shape differs from the one its
         response buffer was bound to (its size follows the input's values), named, or None."""
         paths = self.slot.lane.out_paths
-        for path, host, dev in zip(paths, self.host_out or (), self.dev_out, strict=False):
-            if tuple(host.shape) != tuple(dev.shape):
-                return ConfigError(f"output {path} of {self.key} requests came back as {tuple(host.shape)}, then "
-                                    f"as {tuple(dev.shape)}: " + _unfit(path, paths))
-        return None
+        changed = [(path, host, dev) for path, host, dev in zip(paths, self.host_out or (), self.dev_out, strict=False)
+                   if tuple(host.shape) != tuple(dev.shape)]
+        if not changed:
+            return None
+        path, host, dev = changed[0]
+        return ConfigError(f"output {path} of requests of size {self.key} came back as {tuple(host.shape)}, then "
+                           f"as {tuple(dev.shape)}: " + _unfit([p for p, _, _ in changed], paths))
 
     def bind_eager(self) -> None:
         host_in, dev_in, args, forward = self.host_in, self.dev_in, self.args, self.slot.lane.forward

@@ -272,8 +272,12 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         fewer = f", fewer than measure.min_repeats={m.min_repeats}: the budget is nearly spent" if fitting < m.min_repeats else ""
         # The repeats go on past min_repeats while the spread is too wide: up to m.repeats, or to
         # the budget's end (one pass may overrun it: a pass that starts runs to its minimum).
-        most_s = max(out.estimate_s, min(left_s + per_pass_s,
-                                         m.repeats * per_pass_s * kinds + (m.latency_requests > 0) * 0.15 * m.budget_s))
+        # The latency passes come last and may take what time is left: up to latency_requests
+        # each, at about a turn of the ring per request (one request alone in flight).
+        latency_parts = 3 if spec.baseline else 2
+        latency_most_s = (m.latency_requests > 0) * max(0.15 * m.budget_s,
+                                                         latency_parts * m.latency_requests * turn_s)
+        most_s = max(out.estimate_s, min(left_s + per_pass_s, m.repeats * per_pass_s * kinds + latency_most_s))
         span = f"about {out.estimate_s:.1f}" if most_s <= 1.2 * out.estimate_s else f"{out.estimate_s:.1f} to {most_s:.1f}"
         log.info("measuring: %s s more (measure.budget_s=%g: at least %d and at most %d repeats of "
                  "about %.2f s per pass%s)", span, m.budget_s, fitting, m.repeats, per_pass_s, fewer)

@@ -114,7 +114,7 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
                 off = ("turn the cache off (a HuggingFace model: +model.module.config.use_cache=false, without the + "
                        "where its config file sets use_cache)")
             raise ConfigError(
-                f"model {model_name}: output {path} is a {type(value).__name__}, not a tensor; "
+                f"model {model_name}: output {path} is {_article(type(value).__name__)} {type(value).__name__}, not a tensor; "
                 f"{off}, or keep only tensors with {keep_only}"
             )
     if not found:
@@ -128,5 +128,34 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
         extract = lambda out: (only(out),)  # noqa: E731
     else:
         extract = lambda out: tuple(g(out) for g in getters)  # noqa: E731
+    if any(found_steps for _, found_steps, _ in found):
+        extract = _guarded(extract, paths, model_name)
     unkept = () if keep else empty  # when outputs are named, only those matter
     return OutputPlan(paths, extract, tuple(f"{why_empty(p)}: not measured" for p in unkept))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _guarded(extract: Callable[[Any], tuple[torch.Tensor, ...]], paths: tuple[str, ...],
+             model_name: str) -> Callable[[Any], tuple[torch.Tensor, ...]]:
+    """`extract`, saying in one line, naming the fix, when an output no longer has the leaves
+    the first forward had (a list with one entry per sample, as detection models return, has
+    fewer at a smaller batch: the paths then failed with a bare IndexError)."""
+
+    def guarded(out: Any) -> tuple[torch.Tensor, ...]:
+        try:
+            return extract(out)
+        except (LookupError, AttributeError, TypeError) as exc:
+            now = {path for path, _, _ in leaves(out)}
+            gone = [p for p in paths if p not in now]
+            named = f" ({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''})" if gone else ""
+            raise ConfigError(
+                f"model {model_name}: its output lost {len(gone) or 'some'} of the {len(paths)} leaves the first "
+                f"forward (the largest request) had{named}: its structure follows the request (one entry per "
+                "sample?), and the response buffers need the same leaves every time; return tensors whose leading "
+                "dimension is the batch (stack the entries), or leave such outputs out with model.outputs=[...]"
+            ) from exc
+
+    return guarded

@@ -58,7 +58,7 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
             best = part.get("max_rate")
             found = f"highest rate {rate_text(best)} requests/s" if best else \
                 "no rate tried held the bound" if part.get("points") else "not measured: the budget ran out before its first point"
-            lines.append(f"  {label}: {found} (search: {part.get('stopped_by')}, {len(part['points'])} points)")
+            lines.append(f"  {label}: {found} (search: {part.get('stopped_by')}, {len(part['points'])} point{'s' if len(part['points']) != 1 else ''})")
         else:
             lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {rate_text(part['rate'])} requests/s")
         if not part.get("points"):
@@ -140,6 +140,9 @@ def render(result: dict[str, Any]) -> str:
     if f.get("compile_time_cold_ms") is not None:
         cold = "cold" if f.get("compile_cache_was_empty") else "first, cache not empty"
         setup.append(f"compile {f['compile_time_cold_ms']:,.0f} ms ({cold}), {f['compile_time_warm_ms']:,.0f} ms warm")
+        if f.get("compile_other_sizes"):
+            setup.append(f"{f['compile_time_other_sizes_ms']:,.0f} ms for {f['compile_other_sizes']} other request "
+                         "sizes (torch.compile's recompiles, before the check)")
     if f.get("capture_time_ms") is not None:
         setup.append(f"capture {f['capture_time_ms']:.0f} ms")
     if f.get("warmup_time_ms") is not None:

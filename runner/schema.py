@@ -198,6 +198,12 @@ def keys_under(path: str) -> list[str]:
     return sorted(getattr(_node_at(path)[0], "__dataclass_fields__", {}))
 
 
+def type_of(path: str) -> Any:
+    """The schema's type for a dotted path, as annotated ('int', 'list[str]', typing.Any; None
+    where the schema has no such key)."""
+    return _node_at(path)[0]
+
+
 def default_of(path: str) -> Any:
     """The schema's default for a dotted path (None where it has none, or no such key)."""
     return _node_at(path)[1]

@@ -235,14 +235,35 @@ def _deleted_keys(cfg: DictConfig) -> None:
 
 
 def check_overrides(overrides: list[str]) -> None:
-    """What the composed config can no longer tell: a boolean given as a number."""
+    """What the composed config can no longer tell: a boolean given as a number, an output's
+    path given as a number that reads as another (1.10 as 1.1)."""
     booleans = bool_keys()
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
+        if sep and key == "model.outputs":
+            _check_output_paths(re.findall(r"[^\[\],\s]+", value), f"{key}={value}")
         if not sep or not any(fnmatch.fnmatchcase(key, pattern) for pattern in booleans):
             continue
         if value.strip().lower() not in ("true", "false"):
             raise ConfigError(f"{key}={value}: not a boolean; use {key}=true or {key}=false")
+
+
+_NUMBER = re.compile(r"^[+-]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][+-]?\d+)?$")
+
+
+def _check_output_paths(written: list[str], where: str, in_file: bool = False) -> None:
+    """An output path written unquoted as a number is read as one: 1.10 (the second output's
+    eleventh leaf) became "1.1", the second's second, and that was measured instead."""
+    for token in written:
+        if not _NUMBER.match(token):
+            continue
+        try:
+            number: Any = int(token.replace("_", "")) if not re.search(r"[.eE]", token) else float(token)
+        except ValueError:
+            continue
+        if str(number) != token:
+            quoted = f"'{token}'" if in_file else f"model.outputs=['{token}']"
+            raise ConfigError(f"{where}: the output path {token} reads as the number {number}; quote it: {quoted}")
 
 
 _PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
@@ -295,11 +316,34 @@ def check_file_booleans(choices: Mapping[str, Any], sources: Any, primary: Optio
         prefix = "" if package == "_global_" else (group if package == "_group_" else package).replace("/", ".")
         where = f"{group}/{option}" if group else option
 
+        outputs = _as_written(text, prefix, "model.outputs")
+        if isinstance(outputs, list):
+            _check_output_paths([o for o in outputs if isinstance(o, str)],
+                                f"model.outputs (in the config file {where}.yaml)", in_file=True)
         for path, value in _leaves(raw, prefix):
             if not isinstance(value, bool) and value is not None and any(
                     fnmatch.fnmatchcase(path, pattern) for pattern in booleans):
                 raise ConfigError(f"{path}: {value!r} is not a boolean (in the config file {where}.yaml); "
                                   "write true or false")
+
+
+def _as_written(text: str, prefix: str, key: str) -> Any:
+    """The value of dotted `key` in a config file (whose keys sit under `prefix`), every scalar
+    a string as written; None where the file does not set it."""
+    import yaml
+
+    try:
+        node: Any = yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError:
+        return None
+    inner = key[len(prefix) + 1:] if prefix and key.startswith(prefix + ".") else (key if not prefix else None)
+    if inner is None:
+        return None
+    for part in inner.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -451,6 +495,13 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
             _check(inp.high > inp.low, f"{key}: low={inp.low} high={inp.high}; int inputs need low < high")
             _check(-INT64_MAX <= inp.low and inp.high <= INT64_MAX,
                    f"{key}: low={inp.low} high={inp.high}; int inputs are int64: keep both within +-(2**63-1)")
+        for setting, used_by, unset in (("random_lengths", "mask", False), ("vocab", "tokens", 0),
+                                        ("low", "int", 0), ("high", "int", 0)):
+            value = getattr(inp, setting)
+            # A setting the input's kind never reads: random_lengths on a float input ran without a word.
+            _check(kind == used_by or value == unset,
+                   f"{key}.{setting}={_show(value)}: only inputs of kind {used_by} use it (this one is {kind}); "
+                   f"drop it, or set {key}.kind={used_by}")
         if kind == "mask" and inp.random_lengths:
             _check(
                 len(shape) >= 1,

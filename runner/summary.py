@@ -246,6 +246,13 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         fig["check_bad_requests"] = m.check.bad_requests
         if m.check.eager_spread is not None:  # two eager forwards of the first mismatching request
             fig["check_eager_spread"] = m.check.eager_spread if math.isfinite(m.check.eager_spread) else None
+        fig["check_nonfinite_requests"] = m.check.nonfinite_requests
+        if m.check.nonfinite_requests:
+            warnings.append(
+                f"eager's own output held NaN or inf in {m.check.nonfinite_requests} of the {m.check.requests} "
+                "requests checked (a row masked out entirely, or an overflow in this dtype?); the schedule's held "
+                "the same at the same places, and the check compared the finite values"
+            )
 
     if not spec.check:
         warnings.append("outputs were not compared with eager (check=false): the figures are unverified")

@@ -122,3 +122,46 @@ class Spectrum(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.fft.rfft(self.linear(x), dim=-1)
+
+
+class Typo(nn.Module):
+    """A fault in the model's own code: self.lni for self.lin."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.lin = nn.Linear(features, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lni(x)
+
+
+class PerSample(nn.Module):
+    """Detection-style output: a list with one dict per sample, so its structure follows the
+    request's batch size."""
+
+    def forward(self, x: torch.Tensor) -> list:
+        return [{"boxes": 2 * row, "score": row.sum()} for row in x]
+
+
+class TwoValueSized(nn.Module):
+    """Two outputs whose sizes follow the input's values (boxes kept by a threshold)."""
+
+    def forward(self, x: torch.Tensor) -> dict:
+        keep = x[:, 0] > 0
+        return {"boxes": x[keep], "scores": x[keep, 0], "all": 2 * x}
+
+
+class MaskedRows(nn.Module):
+    """NaN where a row is masked out entirely, as attention over a fully padded sequence gives:
+    eager returns the same NaN at the same places."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        y = 2 * x
+        return torch.where(mask[:, :1].bool(), y, torch.full_like(y, float("nan")))
+
+
+class PositionalOnly(nn.Module):
+    """forward(self, x, /): its input cannot be given by name."""
+
+    def forward(self, x: torch.Tensor, /) -> torch.Tensor:
+        return 2 * x

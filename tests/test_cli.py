@@ -94,10 +94,10 @@ BAD_INPUTS = {
     "device-missing": (["device=cuda:3"], "device=cuda:3:"),
     "unknown-key": (["foo=1"], "foo: unknown key"),
     "unknown-key-plus": (["+foo=1"], "foo: unknown key"),
-    "unknown-model": (["model=nope"], "model=nope: no such option in configs/model/; choose one of: bert, encoder, gpt2, "
+    "unknown-model": (["model=nope"], "model=nope: no such model option; choose one of: bert, encoder, gpt2, "
                       "linear, mlp, mlp_wide, tiny_llm"),
-    "unknown-measure": (["measure=nope"], "measure=nope: no such option"),
-    "unknown-experiment": (["experiment=nope"], "experiment=nope: no such option"),
+    "unknown-measure": (["measure=nope"], "measure=nope: no such measure option"),
+    "unknown-experiment": (["experiment=nope"], "experiment=nope: no such experiment option"),
     "batch-negative": (["model.batch=-4"], "model.batch=-4: use a whole number >= 1"),
     "batch-type": (["model.batch=x"], "model.batch=x: use a whole number >= 1"),
     "shape-zero": (["model.inputs.x.shape=[0]"], "model.inputs.x.shape=[0]: every dimension must be a whole number >= 1"),
@@ -167,6 +167,9 @@ BAD_INPUTS = {
     # A boolean written as a number in a config file: OmegaConf took graph: 2 for true.
     "file-bool": (["hydra.searchpath=[file://conf]", "experiment=boolnum"],
                   "graph: 2 is not a boolean (in the config file experiment/boolnum.yaml); write true or false"),
+    "file-output-number": (["hydra.searchpath=[file://conf]", "model=numbered"],
+                           "model.outputs (in the config file model/numbered.yaml): the output path 1.10 reads as "
+                           "the number 1.1; quote it: '1.10'"),
     "file-bool-primary": (["--config-dir", "conf", "--config-name", "mine"],
                           "pinned: 0 is not a boolean (in the config file mine.yaml); write true or false"),
     "file-bool-nested": (["hydra.searchpath=[file://conf]", "model=lengths"],
@@ -196,6 +199,8 @@ BAD_INPUTS = {
 }
 USER_FILES = {
     "file-bool": {"conf/experiment/boolnum.yaml": "# @package _global_\ngraph: 2\npinned: 0\n"},
+    "file-output-number": {"conf/model/numbered.yaml": "module: {_target_: tests.io_models.DictOut}\nbatch: 2\n"
+                           "inputs: {x: {shape: [8]}}\noutputs: [scores, 1.10]\n"},
     # A primary config of the user's (--config-name) that builds on the runner's.
     "file-bool-primary": {"conf/mine.yaml": "defaults:\n  - config\n  - _self_\n  - override model: linear\n  - "
                           "override measure: quick\npinned: 0\n"},
@@ -667,3 +672,13 @@ def test_resume_into_a_result_of_other_settings_is_refused_before_hydra_writes(t
     assert line.startswith("error: resume=true: run holds a result for these overrides measured with other settings "
                            "(model.module.out_features: 4 there, 5 now): a preset or a default changed since"), line
     assert {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == kept
+
+
+def test_a_multirun_flag_after_the_overrides_still_makes_a_sweep():
+    """Hydra's argparse ended `runner a=1 -m b=1,2` with "unrecognized arguments: b=1,2"."""
+    from runner.cli import multirun_first
+
+    assert multirun_first(["model=linear", "-m", "seed=1,2"]) == ["-m", "model=linear", "seed=1,2"]
+    assert multirun_first(["a=1", "--multirun", "b=2", "--cfg", "job"]) == ["--multirun", "a=1", "b=2", "--cfg", "job"]
+    assert multirun_first(["-m", "a=1,2"]) == ["-m", "a=1,2"]
+    assert multirun_first(["a=1", "b=2"]) == ["a=1", "b=2"]

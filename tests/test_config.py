@@ -132,9 +132,9 @@ def test_tokens_need_a_vocab(make_cfg):
         ("model.foo=1", "model.foo: unknown key; valid keys in 'model': batch, inputs, module, name, outputs, seq, sizes"),
         ("model.inputs.x.foo=1",
          "model.inputs.x.foo: unknown key; valid keys in 'model.inputs.x': high, kind, low, random_lengths, shape, vocab"),
-        ("model=nope", "model=nope: no such option in configs/model/; choose one of: bert, encoder, gpt2, linear, mlp, "
+        ("model=nope", "model=nope: no such model option; choose one of: bert, encoder, gpt2, linear, mlp, "
                        "mlp_wide, tiny_llm"),
-        ("measure=nope", "measure=nope: no such option in configs/measure/; choose one of: default, quick"),
+        ("measure=nope", "measure=nope: no such measure option; choose one of: default, quick"),
         ("streams=[", "could not parse the command line"),
     ],
 )

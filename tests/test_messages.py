@@ -108,8 +108,12 @@ def test_report_of_a_sweep_with_dollars_prints_its_table_and_exits_1_for_a_faile
 
 
 CONDENSED = {
-    "streams=1,2": "streams=1,2: several values make a sweep; add -m (--multirun) to run one job per value, or "
-                   "write a list as streams=[1,2], or one string as streams='1,2'",
+    # The fix fits the key: a number takes neither a list nor a string.
+    "streams=1,2": "streams=1,2: several values make a sweep; add -m (--multirun) to run one job per value",
+    "device=cpu,cuda": "device=cpu,cuda: several values make a sweep; add -m (--multirun) to run one job per value, "
+                       "or write one string as device='cpu,cuda'",
+    "model.batch=1,2": "model.batch=1,2: several values make a sweep; add -m (--multirun) to run one job per value, "
+                       "or write a list as model.batch=[1,2], or one string as model.batch='1,2'",
     "streams=range(1,3)": "streams=range(1,3): a sweep; add -m (--multirun) to run one job per value",
     "peer=eager": "peer=eager: peer is not in the defaults list, so it cannot be overridden; add it with +peer=eager",
     "measure@x=quick": "measure@x=quick: measure@x is not in the defaults list (did you mean measure?), so it cannot "

@@ -482,6 +482,103 @@ inputs: {x: {shape: [16]}}
     assert kept["status"] == "ok", kept["reason"]
 
 
+def test_two_outputs_sized_by_the_values_are_both_left_out_by_the_fix(make_cfg, model_dir, tmp_path):
+    """Boxes and their scores both follow a threshold: the fix had offered the scores."""
+    text = """
+module: {_target_: tests.io_models.TwoValueSized}
+batch: 8
+inputs: {x: {shape: [4]}}
+"""
+    with pytest.raises(ConfigError) as refused:
+        run_job(make_cfg(*QUICK, model_dir("two", text), "model=two"), JobInfo(output_dir=tmp_path))
+    assert str(refused.value).endswith("does not fit the response buffers; so did scores; leave them out with "
+                                       "model.outputs=[all]")
+    kept = run_job(make_cfg(*QUICK, model_dir("two", text), "model=two", "model.outputs=[all]"),
+                   JobInfo(output_dir=tmp_path / "kept"))
+    assert kept["status"] == "ok", kept["reason"]
+
+
+def test_an_output_with_one_entry_per_sample_is_one_line_with_the_fix(make_cfg, model_dir, tmp_path):
+    """A detection-style list of per-sample dicts has fewer leaves at a smaller batch: the
+    check failed with a bare IndexError and a traceback file."""
+    text = """
+module: {_target_: tests.io_models.PerSample}
+batch: [2, 8]
+inputs: {x: {shape: [4]}}
+"""
+    with pytest.raises(ConfigError) as refused:
+        run_job(make_cfg(*QUICK, model_dir("persample", text), "model=persample"), JobInfo(output_dir=tmp_path))
+    said = str(refused.value)
+    assert said.startswith("model PerSample: its output lost 12 of the 16 leaves the first forward (the largest "
+                           "request) had (2.boxes, 2.score, 3.boxes, ...): its structure follows the request"), said
+    assert said.endswith("return tensors whose leading dimension is the batch (stack the entries), or leave such "
+                         "outputs out with model.outputs=[...]")
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_a_fault_in_the_models_code_is_not_blamed_on_the_inputs(make_cfg, model_dir, tmp_path):
+    """self.lni for self.lin was said as 'model.inputs do not fit model Typo'."""
+    text = """
+module: {_target_: tests.io_models.Typo}
+batch: 4
+inputs: {x: {shape: [8]}}
+"""
+    with pytest.raises(ConfigError) as refused:
+        run_job(make_cfg(*QUICK, model_dir("typo", text), "model=typo"), JobInfo(output_dir=tmp_path))
+    said = str(refused.value)
+    assert said.startswith("model Typo: its forward raised AttributeError: 'Typo' object has no attribute 'lni' "
+                           "(at io_models.py:"), said
+    assert "on model.inputs x float [4, 8]): a fault in the model's code or in its settings (model.module)" in said
+    assert "do not fit" not in said
+
+
+def test_a_forward_that_takes_its_inputs_by_position_only_is_told_so(make_cfg, model_dir, tmp_path):
+    """forward(self, x, /) was said to have no argument 'x' (it takes: no named arguments)."""
+    text = """
+module: {_target_: tests.io_models.PositionalOnly}
+batch: 2
+inputs: {x: {shape: [4]}}
+"""
+    with pytest.raises(ConfigError, match=r"^model.inputs.x: PositionalOnly.forward takes x by position only, and "
+                                          r"the runner passes every input by name; wrap the model"):
+        run_job(make_cfg(*QUICK, model_dir("posonly", text), "model=posonly"), JobInfo(output_dir=tmp_path))
+
+
+def test_nan_where_eager_has_nan_matches_and_is_told(make_cfg, model_dir, tmp_path):
+    """A row masked out entirely gives NaN in eager too: the outputs were bit-identical and the
+    check called them different (max rel err inf)."""
+    text = """
+module: {_target_: tests.io_models.MaskedRows}
+batch: 8
+inputs: {x: {shape: [4]}, mask: {kind: bool, shape: [1]}}
+"""
+    result = run_job(make_cfg(*QUICK, model_dir("nanrows", text), "model=nanrows"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    f = result["figures"]
+    assert f["check_mismatches"] == 0 and f["check_max_rel_err"] == 0.0
+    assert 0 < f["check_nonfinite_requests"] <= f["check_requests"]
+    assert any(w.startswith(f"eager's own output held NaN or inf in {f['check_nonfinite_requests']} of the ")
+               for w in result["warnings"])
+
+
+def test_the_comparison_holds_nan_and_inf_only_where_eager_has_them():
+    from runner.check import compare
+
+    want = torch.tensor([[1.0, 2.0], [float("nan"), float("inf")]])
+    assert compare((want.clone(),), (want,)) == (0.0, True)
+    off = want.clone()
+    off[0, 0] = 1.5
+    err, nonfinite = compare((off,), (want,))
+    assert nonfinite and err == pytest.approx(0.5 / math.sqrt(5.0))  # on the finite values only
+    moved = torch.tensor([[float("nan"), 2.0], [1.0, float("inf")]])
+    assert compare((moved,), (want,))[0] == math.inf  # NaN elsewhere: not the same output
+    sign = torch.tensor([[1.0, 2.0], [float("nan"), -float("inf")]])
+    assert compare((sign,), (want,))[0] == math.inf  # -inf for inf
+    nothing = torch.full((2, 2), float("nan"))
+    assert compare((nothing.clone(),), (nothing,))[0] == math.inf  # nothing finite to compare
+    assert compare((torch.ones(3),), (torch.ones(3),)) == (0.0, False)
+
+
 def test_resume_keeps_a_result_whose_config_json_cannot_hold_as_it_is(make_cfg, model_dir, tmp_path):
     """Integer keys (HF's id2label) come back from result.json as strings: compared as they
     were, the same config read as changed, and resume refused it."""
@@ -524,7 +621,15 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
         ("model.inputs.x.shape=[seq]", r"model.inputs.x.shape=\['seq'\] uses seq, but model.seq is not set"),
         ("model.inputs.x.kind=int", r"model.inputs.x: low=0 high=0; int inputs need low < high"),
         ("model.inputs.x.random_lengths=2", r"model.inputs.x.random_lengths=2: not a boolean"),
+        # A setting the input's kind never reads was accepted without a word.
+        ("model.inputs.x.random_lengths=true", r"^model.inputs.x.random_lengths=true: only inputs of kind mask use it "
+                                               r"\(this one is float\); drop it, or set model.inputs.x.kind=mask$"),
+        ("model.inputs.x.vocab=10", r"model.inputs.x.vocab=10: only inputs of kind tokens use it"),
         ("model.outputs=['']", r"model.outputs: an empty name"),
+        # An unquoted path that reads as another number: 1.10 (output 1's leaf 10) became "1.1".
+        ("model.outputs=[x,1.10]", r"model.outputs=\[x,1.10\]: the output path 1.10 reads as the number 1.1; "
+                                   r"quote it: model.outputs=\['1.10'\]$"),
+        ("model.outputs=[01]", r"the output path 01 reads as the number 1"),
     ],
 )
 def test_bad_model_keys_are_one_line_naming_the_key(make_cfg, override, message):
@@ -651,3 +756,10 @@ def test_a_key_a_huggingface_config_has_no_setting_for_is_named():
     assert warning.startswith("model.module.config.num_layers: BertConfig has no setting 'num_layers'")
     assert warning.endswith(": kept as an attribute that the model may never read")
     assert unused_keys({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2}) == []
+    # The common names a config's attribute_map aliases are settings (DistilBERT's hidden_size
+    # sets its dim); the warning had called them unread and pointed at another setting.
+    distil = {"_target_": "transformers.DistilBertModel",
+              "config": {"_target_": "transformers.DistilBertConfig", "hidden_size": 128, "num_hidden_layers": 2,
+                         "depth": 2}}
+    [warning] = unused_keys(distil)
+    assert warning.startswith("model.module.config.depth: DistilBertConfig has no setting 'depth'")

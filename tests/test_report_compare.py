@@ -323,10 +323,10 @@ def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
 def test_compare_labels_configs_that_ran_alike_by_what_they_asked(tmp_path):
     from runner.compare import compare
 
-    def result(streams, rps):
+    def result(streams, rps, graph=True):
         return {"status": "ok", "model": "MLP", "mode": "eager x1 pageable",
                 "config": {"model": {"name": None, "module": {"_target_": "runner.models.mlp.MLP"}, "batch": 2,
-                                     "inputs": {"x": {"shape": [256]}}}, "streams": streams, "graph": True},
+                                     "inputs": {"x": {"shape": [256]}}}, "streams": streams, "graph": graph},
                 "effective": {"device": "cpu", "dtype": "fp32", "tf32": False, "streams": 1},
                 "figures": {"throughput_requests_per_s": rps, "throughput_cv": 0.01}}
 
@@ -334,6 +334,9 @@ def test_compare_labels_configs_that_ran_alike_by_what_they_asked(tmp_path):
     names = [m.label for m in matches]
     assert len(set(names)) == len(names) == 3  # streams=2 (missing) and streams=4 (only in new) differ
     assert any("streams=2" in n for n in names) and any("streams=4" in n for n in names)
+    # Booleans as the command line writes them (the labels said graph=False).
+    matches = compare([result(1, 100.0, True), result(1, 100.0, False)], [result(1, 100.0, True)], 0.05, 3.0)
+    assert sorted(m.label.rpartition(" | asked ")[2] for m in matches) == ["graph=false", "graph=true"]
 
 
 def test_plots_of_a_sweep_without_latency_warn_nothing(tmp_path, recwarn):

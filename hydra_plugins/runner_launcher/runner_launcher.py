@@ -718,7 +718,8 @@ def _refused(reason: str, idx: int, overrides: Sequence[str], earlier_jobs: int)
     from runner.errors import ConfigError
 
     ran = f"{earlier_jobs} earlier job(s) ran; none of this batch was started" if earlier_jobs else "no job was started"
-    return ConfigError(f"{reason} (sweep job #{idx}: {' '.join(overrides)}; {ran})")
+    said = " ".join(re.sub(r"\\(.)", r"\1", o) for o in overrides)  # as typed: Hydra's sweeper wrote cuda\:1
+    return ConfigError(f"{reason} (sweep job #{idx}: {said}; {ran})")
 
 
 def _task_overrides(config: DictConfig) -> list[str]:
