@@ -355,7 +355,7 @@ def check_arguments(spec: RunSpec, model: nn.Module) -> list[str]:
         if inp.name in named:
             continue
         positional = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL)]
-        if catch_all is None and positional:
+        if catch_all is None and positional and not named:
             # forward(self, x, /) or forward(self, *inputs): nothing can be given by name.
             raise ConfigError(
                 f"model.inputs.{inp.name}: {spec.model_name}.forward takes {', '.join(positional)} by position "
@@ -413,7 +413,7 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             finally:
                 model.to(spec.torch_dtype)
         # Token ids past the vocabulary, or sequences past the positions, fail as an index out of range.
-        indexing = isinstance(exc, IndexError) or re.search(r"index|out of range|out of bounds|length|position|seq",
+        indexing = isinstance(exc, IndexError) or re.search(r"index|out of range|out of bounds|length|position|seq|device-side assert",
                                                            reason, re.IGNORECASE)
         hint = ("token ids must stay below the model's vocabulary and sequences within its length; "
                 if not floats and indexing else "")
@@ -651,7 +651,8 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
         # Eager runs each request at its own size: torch.compile would recompile for the
         # second size (then dynamic) and for sizes of 1 (specialized) inside the check and
         # the timed passes. Those compiles happen here instead, one request of each kind.
-        shapes = [] if spec.graph else _recompiling_sizes(top, [r.key for r in plan])
+        grid = [Size(b, q) for b in spec.model.batches for q in (spec.model.seqs or (top.seq,))]  # the buckets' own sizes
+        shapes = [] if spec.graph else _recompiling_sizes(top, [r.key for r in plan] + grid)
         others = torch.Generator().manual_seed(spec.seed + 2)  # not the plan's draws
         more = [{k: v.to(device) for k, v in make_request(spec.model, z, spec.torch_dtype, others).items()}
                 for z in shapes]
@@ -679,14 +680,24 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
 
 
 def _recompiling_sizes(top: Size, keys: list[Size]) -> list[Size]:
-    """Of the sizes eager will run, one of each kind that makes torch.compile compile again
-    after the largest: another size (dims then dynamic), and sizes with a dim of 1 (which
-    dynamo specializes), one for each set of such dims."""
-    chosen: dict[tuple[bool, bool], Size] = {}
-    for key in keys:
-        if key != top:
-            chosen.setdefault((key.batch == 1, key.seq == 1), key)
-    return list(chosen.values())
+    """Of the sizes eager will run, those that make torch.compile compile again after the
+    largest: sizes that change each dimension that varies (which then turns dynamic; one size
+    that changes both where there is one), then one of each set of dimensions of 1 (which
+    dynamo specializes). In that order: each later graph has the dynamic dimensions."""
+    others = [k for k in dict.fromkeys(keys) if k != top]
+    plain = [k for k in others if k.batch != 1 and k.seq != 1]
+
+    def changes(key: Size, dim: str) -> bool:
+        return getattr(key, dim) != getattr(top, dim)
+
+    both = next((k for k in plain if changes(k, "batch") and changes(k, "seq")), None)
+    chosen = [both] if both is not None else \
+        [k for k in (next((k for k in plain if changes(k, dim)), None) for dim in ("batch", "seq")) if k is not None]
+    for ones in ((True, False), (False, True), (True, True)):
+        key = next((k for k in others if (k.batch == 1, k.seq == 1) == ones), None)
+        if key is not None:
+            chosen.append(key)
+    return chosen
 
 
 def compile_model(spec: RunSpec, model: nn.Module, outputs: OutputPlan, args: dict[str, torch.Tensor],

@@ -98,7 +98,7 @@ def compare(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> tu
     for g, w in zip(got, want, strict=True):
         if g.shape != w.shape:
             if g.dim() != w.dim() or any(a < b for a, b in zip(g.shape, w.shape, strict=False)):
-                return math.inf  # a shape the real request cannot have come from
+                return math.inf, nonfinite  # a shape the real request cannot have come from
             g = g[tuple(slice(0, n) for n in w.shape)]
         if w.is_complex():  # both parts count: a cast to a real type would keep the real one only
             g, w = torch.view_as_real(g.resolve_conj()), torch.view_as_real(w.resolve_conj())

@@ -113,12 +113,12 @@ def _hydra_fix(text: str) -> str:
     if ambiguous:
         key, _, value = ambiguous.group(1).partition("=")
         said = f"{key}={value}: several values make a sweep; add -m (--multirun) to run one job per value"
-        kind = type_of(key.lstrip("+~"))
-        if kind in ("int", "float", "bool", int, float, bool):  # one number or boolean: no list, no string
-            return said
-        if kind in ("str", str):
+        kind = str(type_of(key.lstrip("+~")))
+        if kind.removeprefix("Optional[").removesuffix("]") == "str":  # a string may hold a comma
             return f"{said}, or write one string as {key}='{value}'"
-        return f"{said}, or write a list as {key}=[{value}], or one string as {key}='{value}'"
+        if kind.startswith("list[") or key.lstrip("+~") in ("model.batch", "model.seq"):  # lists of bucket sizes
+            return f"{said}, or write a list as {key}=[{value}]"
+        return said  # a number, a boolean, one of a set of names: one value
     missing = _NOT_IN_DEFAULTS.search(text)
     if missing and ("default list" in text or "defaults list" in text or "Did you mean to override" in text):
         source, key = missing.groups()

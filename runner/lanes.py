@@ -404,7 +404,7 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
     except Exception as exc:
         # A failed capture leaves its stream current (graph.__exit__ raises before restoring).
         torch.cuda.set_stream(current)
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
+        if isinstance(exc, (torch.cuda.OutOfMemoryError, ConfigError)):  # ConfigError: an output that does not fit
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         torch.cuda.synchronize(device)

@@ -8,6 +8,7 @@ settings that will actually run, each change from the request explained in a not
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import os
 import re
@@ -238,32 +239,73 @@ def check_overrides(overrides: list[str]) -> None:
     """What the composed config can no longer tell: a boolean given as a number, an output's
     path given as a number that reads as another (1.10 as 1.1)."""
     booleans = bool_keys()
+    check_output_overrides(overrides)
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        if sep and key == "model.outputs":
-            _check_output_paths(re.findall(r"[^\[\],\s]+", value), f"{key}={value}")
         if not sep or not any(fnmatch.fnmatchcase(key, pattern) for pattern in booleans):
             continue
         if value.strip().lower() not in ("true", "false"):
             raise ConfigError(f"{key}={value}: not a boolean; use {key}=true or {key}=false")
 
 
-_NUMBER = re.compile(r"^[+-]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][+-]?\d+)?$")
+_TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|[^\[\],\s]+")
 
 
-def _check_output_paths(written: list[str], where: str, in_file: bool = False) -> None:
-    """An output path written unquoted as a number is read as one: 1.10 (the second output's
-    eleventh leaf) became "1.1", the second's second, and that was measured instead."""
-    for token in written:
-        if not _NUMBER.match(token):
+@functools.lru_cache(maxsize=1)
+def _override_parser() -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def check_output_overrides(overrides: list[str]) -> None:
+    """An output path written unquoted on the command line is read as Hydra reads any value:
+    1.10 (output 1's eleventh leaf) became 1.1 and then "1.1", output 1's second, which was
+    measured instead. (A sweep's launcher checks the overrides as typed: its jobs' are written
+    back from what Hydra read.)"""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or key.lstrip("+~") != "model.outputs":
             continue
-        try:
-            number: Any = int(token.replace("_", "")) if not re.search(r"[.eE]", token) else float(token)
-        except ValueError:
+        for token in _TOKEN.findall(value):
+            if token[0] in "'\"":
+                continue
+            try:
+                read = _override_parser().parse_override(f"k={token}").value()
+            except Exception:  # noqa: BLE001 - not a value of its own: Hydra says what is wrong
+                continue
+            if not isinstance(read, str) and str(read) != token:
+                fixed = re.sub(rf"(?<![\w.']){re.escape(token)}(?![\w.'])", f"'{token}'", value)
+                raise ConfigError(f"{key}={value}: the output path {token} reads as {read!r}; quote it: "
+                                  f"\"{key}={fixed}\"")
+
+
+def _check_file_outputs(text: str, prefix: str, where: str) -> None:
+    """The same for model.outputs in a config file (whose keys sit under `prefix`): a plain
+    (unquoted) item that YAML reads as a number or a boolean other than as written."""
+    import yaml
+    from omegaconf._utils import get_yaml_loader
+
+    key = "model.outputs"
+    if prefix and not key.startswith(prefix + "."):
+        return
+    try:
+        node: Any = yaml.compose(text, Loader=get_yaml_loader())
+    except yaml.YAMLError:
+        return  # its own error comes from Hydra
+    for part in (key[len(prefix) + 1:] if prefix else key).split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return
+        node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+    if not isinstance(node, yaml.SequenceNode):
+        return
+    for item in node.value:
+        if not isinstance(item, yaml.ScalarNode) or item.style is not None:  # quoted: a string as written
             continue
-        if str(number) != token:
-            quoted = f"'{token}'" if in_file else f"model.outputs=['{token}']"
-            raise ConfigError(f"{where}: the output path {token} reads as the number {number}; quote it: {quoted}")
+        read = yaml.load(item.value, Loader=get_yaml_loader())
+        if not isinstance(read, str) and str(read) != item.value:
+            raise ConfigError(f"{key} (in the config file {where}.yaml): the output path {item.value} reads as "
+                              f"{read!r}; quote it: '{item.value}'")
 
 
 _PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
@@ -316,34 +358,12 @@ def check_file_booleans(choices: Mapping[str, Any], sources: Any, primary: Optio
         prefix = "" if package == "_global_" else (group if package == "_group_" else package).replace("/", ".")
         where = f"{group}/{option}" if group else option
 
-        outputs = _as_written(text, prefix, "model.outputs")
-        if isinstance(outputs, list):
-            _check_output_paths([o for o in outputs if isinstance(o, str)],
-                                f"model.outputs (in the config file {where}.yaml)", in_file=True)
+        _check_file_outputs(text, prefix, where)
         for path, value in _leaves(raw, prefix):
             if not isinstance(value, bool) and value is not None and any(
                     fnmatch.fnmatchcase(path, pattern) for pattern in booleans):
                 raise ConfigError(f"{path}: {value!r} is not a boolean (in the config file {where}.yaml); "
                                   "write true or false")
-
-
-def _as_written(text: str, prefix: str, key: str) -> Any:
-    """The value of dotted `key` in a config file (whose keys sit under `prefix`), every scalar
-    a string as written; None where the file does not set it."""
-    import yaml
-
-    try:
-        node: Any = yaml.load(text, Loader=yaml.BaseLoader)
-    except yaml.YAMLError:
-        return None
-    inner = key[len(prefix) + 1:] if prefix and key.startswith(prefix + ".") else (key if not prefix else None)
-    if inner is None:
-        return None
-    for part in inner.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -495,13 +515,6 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
             _check(inp.high > inp.low, f"{key}: low={inp.low} high={inp.high}; int inputs need low < high")
             _check(-INT64_MAX <= inp.low and inp.high <= INT64_MAX,
                    f"{key}: low={inp.low} high={inp.high}; int inputs are int64: keep both within +-(2**63-1)")
-        for setting, used_by, unset in (("random_lengths", "mask", False), ("vocab", "tokens", 0),
-                                        ("low", "int", 0), ("high", "int", 0)):
-            value = getattr(inp, setting)
-            # A setting the input's kind never reads: random_lengths on a float input ran without a word.
-            _check(kind == used_by or value == unset,
-                   f"{key}.{setting}={_show(value)}: only inputs of kind {used_by} use it (this one is {kind}); "
-                   f"drop it, or set {key}.kind={used_by}")
         if kind == "mask" and inp.random_lengths:
             _check(
                 len(shape) >= 1,
@@ -525,6 +538,22 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
         batch_sizes=_size_dist(model.sizes.batch, "model.sizes.batch", batches),
         seq_sizes=_size_dist(model.sizes.seq, "model.sizes.seq", seqs),
     )
+
+
+def unused_input_settings(config: Config) -> list[str]:
+    """Notices for input settings that the input's kind never reads: random_lengths on a float
+    input ran without a word. (Not refused: a preset's int input turned into tokens keeps the
+    high it had.)"""
+    said = []
+    for arg, inp in config.model.inputs.items():
+        kind = inp.kind.value
+        for setting, used_by, unset in (("random_lengths", "mask", False), ("vocab", "tokens", 0),
+                                        ("low", "int", 0), ("high", "int", 0)):
+            value = getattr(inp, setting)
+            if kind != used_by and value != unset:
+                said.append(f"model.inputs.{arg}.{setting}={_show(value)}: only inputs of kind {used_by} use it "
+                            f"(this one is {kind}): not used")
+    return said
 
 
 INT64_MAX = 2**63 - 1  # integer inputs are int64 tensors
@@ -648,7 +677,7 @@ def resolve(
 
     config = validate(cfg)
     count = (cuda_count or torch.cuda.device_count)()
-    notices: list[str] = []
+    notices: list[str] = unused_input_settings(config)
 
     if config.device == "auto":
         device = "cuda:0" if count > 0 else "cpu"

@@ -165,3 +165,10 @@ class PositionalOnly(nn.Module):
 
     def forward(self, x: torch.Tensor, /) -> torch.Tensor:
         return 2 * x
+
+
+class StarArgs(nn.Module):
+    """forward(self, x, *extra): x can be given by name."""
+
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return 2 * x

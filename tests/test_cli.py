@@ -169,7 +169,7 @@ BAD_INPUTS = {
                   "graph: 2 is not a boolean (in the config file experiment/boolnum.yaml); write true or false"),
     "file-output-number": (["hydra.searchpath=[file://conf]", "model=numbered"],
                            "model.outputs (in the config file model/numbered.yaml): the output path 1.10 reads as "
-                           "the number 1.1; quote it: '1.10'"),
+                           "1.1; quote it: '1.10'"),
     "file-bool-primary": (["--config-dir", "conf", "--config-name", "mine"],
                           "pinned: 0 is not a boolean (in the config file mine.yaml); write true or false"),
     "file-bool-nested": (["hydra.searchpath=[file://conf]", "model=lengths"],

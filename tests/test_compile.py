@@ -83,7 +83,14 @@ def test_the_peers_preset_runs_as_one_sweep_with_one_table(tmp_path):
     assert table.count("| ok |") == 5 and "+peer=graphs_compiled" in table
 
 
-def test_requests_of_other_sizes_compile_before_the_check_not_in_it(make_cfg):
+@pytest.mark.parametrize("model, kinds", [
+    (("model.batch=[1,4,16]",), 2),  # a second size, and a batch of 1
+    # Buckets of batch and seq: a size that changes both, then batch 1, seq 1, and both 1. (A
+    # size changing seq alone had left batch static: the next batch compiled in the check.)
+    (("model=tiny_llm", "model.module.d_model=32", "model.module.n_layers=1", "model.module.vocab_size=64",
+      "model.batch=[1,2,4]", "model.seq=[4,8,16]", "model.inputs.tokens.shape=[seq]"), 4),
+])
+def test_requests_of_other_sizes_compile_before_the_check_not_in_it(make_cfg, model, kinds):
     """Eager runs each request at its own size: torch.compile recompiled for the second size
     and for a batch of 1 inside the check (a 2 s budget's check took 9.7 s for DistilBERT)."""
     from torch._dynamo.utils import counters
@@ -91,12 +98,12 @@ def test_requests_of_other_sizes_compile_before_the_check_not_in_it(make_cfg):
     from runner.build import launch_key
     from runner.inputs import draw_sizes, make_request
 
-    spec = resolve(make_cfg("measure=quick", "device=cpu", "model.batch=[1,4,16]", "compile=default"))
+    spec = resolve(make_cfg("measure=quick", "device=cpu", *model, "compile=default"))
     workload = build(spec)
-    assert workload.compile_figures["compile_other_sizes"] == 2  # a second size, and a batch of 1
+    assert workload.compile_figures["compile_other_sizes"] == kinds
     compiled_frames = counters["frames"]["total"]
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():  # as the runner's passes run
-        for size in draw_sizes(spec.model, 40, generator, cover=True):
+        for size in draw_sizes(spec.model, 60, generator, cover=True):
             workload.forward(make_request(spec.model, launch_key(spec, size), spec.torch_dtype, generator))
     assert counters["frames"]["total"] == compiled_frames  # no compile after the build

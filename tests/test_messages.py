@@ -113,7 +113,11 @@ CONDENSED = {
     "device=cpu,cuda": "device=cpu,cuda: several values make a sweep; add -m (--multirun) to run one job per value, "
                        "or write one string as device='cpu,cuda'",
     "model.batch=1,2": "model.batch=1,2: several values make a sweep; add -m (--multirun) to run one job per value, "
-                       "or write a list as model.batch=[1,2], or one string as model.batch='1,2'",
+                       "or write a list as model.batch=[1,2]",
+    "dtype=fp32,bf16": "dtype=fp32,bf16: several values make a sweep; add -m (--multirun) to run one job per value",
+    "load.p99_ms=1,2": "load.p99_ms=1,2: several values make a sweep; add -m (--multirun) to run one job per value",
+    "model.outputs=a,b": "model.outputs=a,b: several values make a sweep; add -m (--multirun) to run one job per "
+                         "value, or write a list as model.outputs=[a,b]",
     "streams=range(1,3)": "streams=range(1,3): a sweep; add -m (--multirun) to run one job per value",
     "peer=eager": "peer=eager: peer is not in the defaults list, so it cannot be overridden; add it with +peer=eager",
     "measure@x=quick": "measure@x=quick: measure@x is not in the defaults list (did you mean measure?), so it cannot "

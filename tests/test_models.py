@@ -542,6 +542,10 @@ inputs: {x: {shape: [4]}}
     with pytest.raises(ConfigError, match=r"^model.inputs.x: PositionalOnly.forward takes x by position only, and "
                                           r"the runner passes every input by name; wrap the model"):
         run_job(make_cfg(*QUICK, model_dir("posonly", text), "model=posonly"), JobInfo(output_dir=tmp_path))
+    # A forward that names its arguments and also takes *args: the name is what is wrong.
+    star = text.replace("PositionalOnly", "StarArgs").replace("{x:", "{y:")
+    with pytest.raises(ConfigError, match=r"^model.inputs.y: StarArgs.forward has no argument 'y' \(it takes: x\)"):
+        run_job(make_cfg(*QUICK, model_dir("star", star), "model=star"), JobInfo(output_dir=tmp_path / "star"))
 
 
 def test_nan_where_eager_has_nan_matches_and_is_told(make_cfg, model_dir, tmp_path):
@@ -574,6 +578,11 @@ def test_the_comparison_holds_nan_and_inf_only_where_eager_has_them():
     assert compare((moved,), (want,))[0] == math.inf  # NaN elsewhere: not the same output
     sign = torch.tensor([[1.0, 2.0], [float("nan"), -float("inf")]])
     assert compare((sign,), (want,))[0] == math.inf  # -inf for inf
+    # A response whose shape the request cannot have had: inf, as a pair (the check unpacks it;
+    # a bare inf crashed it with a TypeError).
+    assert compare((torch.zeros(2),), (torch.zeros(3),)) == (math.inf, False)
+    from runner.check import relative_error
+    assert relative_error((torch.zeros(2, 2),), (torch.zeros(3),)) == math.inf
     nothing = torch.full((2, 2), float("nan"))
     assert compare((nothing.clone(),), (nothing,))[0] == math.inf  # nothing finite to compare
     assert compare((torch.ones(3),), (torch.ones(3),)) == (0.0, False)
@@ -621,15 +630,11 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
         ("model.inputs.x.shape=[seq]", r"model.inputs.x.shape=\['seq'\] uses seq, but model.seq is not set"),
         ("model.inputs.x.kind=int", r"model.inputs.x: low=0 high=0; int inputs need low < high"),
         ("model.inputs.x.random_lengths=2", r"model.inputs.x.random_lengths=2: not a boolean"),
-        # A setting the input's kind never reads was accepted without a word.
-        ("model.inputs.x.random_lengths=true", r"^model.inputs.x.random_lengths=true: only inputs of kind mask use it "
-                                               r"\(this one is float\); drop it, or set model.inputs.x.kind=mask$"),
-        ("model.inputs.x.vocab=10", r"model.inputs.x.vocab=10: only inputs of kind tokens use it"),
         ("model.outputs=['']", r"model.outputs: an empty name"),
         # An unquoted path that reads as another number: 1.10 (output 1's leaf 10) became "1.1".
-        ("model.outputs=[x,1.10]", r"model.outputs=\[x,1.10\]: the output path 1.10 reads as the number 1.1; "
-                                   r"quote it: model.outputs=\['1.10'\]$"),
-        ("model.outputs=[01]", r"the output path 01 reads as the number 1"),
+        ("model.outputs=[x,1.10]", r"model.outputs=\[x,1.10\]: the output path 1.10 reads as 1.1; "
+                                   r"quote it: \"model.outputs=\[x,'1.10'\]\"$"),
+        ("model.outputs=[1e5]", r"the output path 1e5 reads as 100000.0"),
     ],
 )
 def test_bad_model_keys_are_one_line_naming_the_key(make_cfg, override, message):
@@ -638,6 +643,36 @@ def test_bad_model_keys_are_one_line_naming_the_key(make_cfg, override, message)
     with pytest.raises(ConfigError, match=message):
         check_overrides([override])
         resolve(make_cfg("device=cpu", override))
+
+
+def test_output_paths_in_a_file_are_read_as_written():
+    """Unquoted, YAML reads 1.10 as 1.1 and 010 as 8; quoted, they are the paths as written.
+    (Hydra's command line reads 01 as the string '01': not refused there.)"""
+    from runner.spec import _check_file_outputs, check_output_overrides
+
+    for plain, read in (("1.10", "1.1"), ("010", "8"), ("0x10", "16"), ("true", "True")):
+        with pytest.raises(ConfigError, match=rf"^model.outputs \(in the config file model/m.yaml\): the output "
+                                              rf"path {plain} reads as {read}; quote it: '{plain}'$"):
+            _check_file_outputs(f"batch: 2\noutputs: [logits, {plain}]\n", "model", "model/m")
+    for fine in ("['1.10']", '["1.10"]', "[logits, 0, 1.0, hidden_states.11]"):
+        _check_file_outputs(f"outputs: {fine}\n", "model", "model/m")
+    _check_file_outputs("model:\n  outputs: ['1.10']\n", "", "experiment/e")  # a global package
+    with pytest.raises(ConfigError, match="1.10 reads as 1.1"):
+        _check_file_outputs("model:\n  outputs: [1.10]\n", "", "experiment/e")
+    check_output_overrides(["model.outputs=[01,'1.10',logits,0]"])
+
+
+def test_an_input_setting_its_kind_never_reads_is_a_notice(make_cfg):
+    """random_lengths on a float input was accepted without a word. Not refused: a preset's int
+    input turned into tokens keeps its high."""
+    spec = resolve(make_cfg("device=cpu", "model.inputs.x.random_lengths=true"))
+    assert "model.inputs.x.random_lengths=true: only inputs of kind mask use it (this one is float): not used" \
+        in spec.notices
+    pytest.importorskip("transformers")
+    spec = resolve(make_cfg("device=cpu", "model=bert", "model.inputs.token_type_ids.kind=tokens",
+                            "model.inputs.token_type_ids.vocab=2"))
+    assert [n for n in spec.notices if n.startswith("model.inputs.")] == [
+        "model.inputs.token_type_ids.high=2: only inputs of kind int use it (this one is tokens): not used"]
 
 
 def test_bucket_sizes_outside_the_buckets_are_refused(make_cfg):

@@ -259,6 +259,17 @@ def test_a_boolean_written_as_a_number_in_one_jobs_preset_stops_the_sweep_before
     assert "job 1/2 started" not in done.stdout and not (tmp_path / "sw").exists()
 
 
+def test_an_output_path_that_reads_as_another_number_stops_a_sweep(tmp_path):
+    """The jobs' overrides are written back from what Hydra read (model.outputs=[1.1]): each
+    job measured output 1's second leaf for the eleventh. The launcher reads them as typed."""
+    done = sweep([*TINY, "model.outputs=[1.10]", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line == ("error: model.outputs=[1.10]: the output path 1.10 reads as 1.1; quote it: "
+                    "\"model.outputs=['1.10']\" (no job was started)"), line
+    assert not (tmp_path / "sw").exists()
+
+
 def test_a_device_index_other_than_0_is_refused_when_each_job_gets_its_own_gpu(tmp_path):
     """Under hydra.launcher.devices a job's process sees its GPU alone, as cuda:0: cuda:1 would
     fail in every job, or land on another job's GPU."""

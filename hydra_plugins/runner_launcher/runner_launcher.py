@@ -513,7 +513,8 @@ class RunnerLauncher(Launcher):
                 from runner.errors import condense
 
                 raise _refused(condense(exc), initial_job_idx + i, overrides, self.launched) from None
-        _refuse_bad_jobs(jobs, self.launched, one_gpu_each=slots != [None])
+        typed = _task_overrides(self.config)  # unresolved: ${hydra:job.num} resolves in a job only
+        _refuse_bad_jobs(jobs, self.launched, one_gpu_each=slots != [None], typed=typed)
         _refuse_shared_folders(jobs, self.launched)
         if OmegaConf.select(self.config, "hydra.sweeper.max_batch_size") is None:  # every job is in this batch
             _refuse_leftover_jobs(jobs, self.launched)
@@ -584,7 +585,7 @@ def _plain_bool(override: str) -> str:
     return f"{match.group(1)}={match.group(2).lower()}" if match else override
 
 
-def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) -> None:
+def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False, typed: Sequence[str] = ()) -> None:
     """Every job's config is checked before any job of the batch starts: a typo in one value of
     a long sweep is one line and exit 2 now, not a failed job after the others have run. The
     checks need no machine (what a device allows is settled in each job). The CLI then puts
@@ -593,10 +594,14 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False) 
 
     from runner.errors import ConfigError
     from runner.record import folder_conflict
-    from runner.spec import check_file_booleans, check_overrides, validate
+    from runner.spec import check_file_booleans, check_output_overrides, check_overrides, validate
 
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
+    try:  # as typed: the jobs' overrides are written back from what Hydra read (1.10 as 1.1)
+        check_output_overrides(list(typed))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (no job was started)") from None
     try:
         for job in jobs:
             config = copy.deepcopy(job.config)
