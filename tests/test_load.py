@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import types
 
 import pytest
 
@@ -16,6 +17,37 @@ from runner.report import collect, markdown, text_table
 from runner.spec import resolve
 
 
+class Clock:
+    """Virtual time for the load loop: each reading moves it on by a microsecond (the loop's
+    own cost), a sleep or a busy server by its length. A test on it asserts what the loop does
+    with its arrivals, the same on a busy host (on real time, other work on a 2-core machine
+    had doubled a latency and made the search's first rate invalid)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1e-6
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+
+
+NOW = {"clock": time.perf_counter}  # what the test servers read: real time, or a test's Clock
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch) -> Clock:
+    from runner import load
+
+    clock = Clock()
+    monkeypatch.setattr(load, "perf_counter", clock)
+    monkeypatch.setattr(load, "time", types.SimpleNamespace(sleep=clock.sleep, perf_counter=clock))
+    monkeypatch.setitem(NOW, "clock", clock)
+    return clock
+
+
 class Busy(Server):
     """A synchronous server that takes `service_s` per request (a model slowed down on purpose)."""
 
@@ -25,6 +57,9 @@ class Busy(Server):
         self.service_s = service_s
 
     def start(self, j: int) -> None:
+        if isinstance(NOW["clock"], Clock):
+            NOW["clock"].sleep(self.service_s)
+            return
         end = time.perf_counter() + self.service_s
         while time.perf_counter() < end:  # spin: sleep() would add its own slack
             pass
@@ -37,10 +72,10 @@ class Later(Server):
         self.service_s, self.until = service_s, 0.0
 
     def start(self, j: int) -> None:
-        self.until = time.perf_counter() + self.service_s
+        self.until = NOW["clock"]() + self.service_s
 
     def done(self) -> bool:
-        return time.perf_counter() >= self.until
+        return NOW["clock"]() >= self.until
 
 
 def test_poisson_arrivals_have_the_mean_rate_and_come_back_from_the_seed():
@@ -54,7 +89,7 @@ def test_poisson_arrivals_have_the_mean_rate_and_come_back_from_the_seed():
     assert len(poisson_arrivals(10.0, 0.1, seed=1, min_requests=200)) >= 200
 
 
-def test_far_below_capacity_the_offered_rate_is_achieved_at_single_request_latency():
+def test_far_below_capacity_the_offered_rate_is_achieved_at_single_request_latency(virtual_clock):
     service = 0.002  # capacity of two servers: 1,000 requests/s
     served = open_loop(poisson_arrivals(100.0, 2.0, seed=1, min_requests=200), [Later(service), Later(service)])
     point = judge(100.0, served, p99_ms=None)
@@ -129,14 +164,14 @@ def test_requests_go_to_the_first_free_server():
     assert started == [0, 1, 2, 0]
 
 
-def test_the_search_brackets_the_capacity_of_a_model_slowed_down_on_purpose():
+def test_the_search_brackets_the_capacity_of_a_model_slowed_down_on_purpose(virtual_clock):
     service = 0.004  # one synchronous server: at most 250 requests/s
 
     def run(rate):
         return judge(rate, open_loop(poisson_arrivals(rate, 0.4, seed=int(rate), min_requests=200), [Busy(service)]),
                      p99_ms=40)
 
-    found = search_rate(run, start=60.0, resolution=0.1, deadline=time.perf_counter() + 60)
+    found = search_rate(run, start=60.0, resolution=0.1, deadline=virtual_clock.t + 60)
     assert found.stopped_by == "resolution"
     assert found.best is not None and found.failed is not None
     assert 100 <= found.best <= 250 < found.failed * 1.6  # under capacity, and not far under it
