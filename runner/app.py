@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner.cli import exit_interrupted
+from runner.cli import exit_interrupted, interrupts
 from runner.errors import ConfigError, condense, is_folder_error
 from runner.record import sweep_started, undo_pending_sweep, undo_run_folder
 from runner.schema import register
@@ -65,10 +65,14 @@ def hydra_entry(cfg: DictConfig) -> dict:
         # them at the root's INFO, and torch's exit hook printed "FakeTensor cache stats". Not
         # where torch is imported already (a forked sweep job): TORCH_LOGS has set them there.
         logging.getLogger("torch").setLevel(logging.WARNING)
+    seen = interrupts()
     try:
         # Imported here, not at the top: a sweep's launcher process never runs a job itself,
         # and torch's import (seconds) is then paid only where jobs run.
         from runner.job import EXIT_CODES, JobInfo, run_job
+
+        if interrupts() != seen:  # a Ctrl-C that torch's import swallowed: the job would run on
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         # Ctrl-C before the job began: no result would ever fill this run's folder, which
         # `runner.report` would then list as missing. (A sweep's launcher records its jobs.)
@@ -186,7 +190,9 @@ def main() -> None:
     except KeyboardInterrupt:
         exit_interrupted()
     except Exception as exc:
-        if _caused_by_interrupt(exc) and not show_traceback:  # a Ctrl-C during config composition
+        if (_caused_by_interrupt(exc) or interrupts()) and not show_traceback:
+            # A Ctrl-C during config composition, or one that left an import half done (torch's
+            # "cannot load module more than once per process" then)
             exit_interrupted()
         user_error = (isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf", "yaml")
                       or is_folder_error(exc))  # a default or a config file's folder that cannot be made

@@ -21,6 +21,7 @@ def main() -> None:
         print(version_line())
         return
     sys.argv[1:] = multirun_first(sys.argv[1:])
+    count_interrupts(single_run="-m" not in sys.argv[1:] and "--multirun" not in sys.argv[1:])
     keep_lost_interrupts()
     try:
         from runner.app import main as run
@@ -137,6 +138,31 @@ def exit_interrupted() -> None:
     exec("")  # clears CPython's "unhandled KeyboardInterrupt" flag (see above)
     print("interrupted", file=sys.stderr)
     sys.exit(130)
+
+
+_interrupts = [0]  # SIGINTs (and a single run's SIGTERMs) this process received
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    _interrupts[0] += 1
+    raise KeyboardInterrupt
+
+
+def interrupts() -> int:
+    """How many interrupts this process has received: one that torch's import swallowed (its
+    numpy set-up clears the error, and the job then ran to the end, exit 0) is seen after it."""
+    return _interrupts[0]
+
+
+def count_interrupts(single_run: bool) -> None:
+    """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is counted. In a single
+    run SIGTERM does the same from the start (it killed the process during its first second and
+    a half, exit 143, leaving Hydra's .hydra/ and log without a result). A sweep's launcher
+    makes SIGTERM a Ctrl-C while its jobs run; its processes keep Python's default until then."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not SIG_IGN: a background job
+        signal.signal(signal.SIGINT, _interrupt)
+    if single_run and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def keep_lost_interrupts() -> None:

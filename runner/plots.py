@@ -81,9 +81,10 @@ TICK_LABEL_CHARS = 40  # longer job labels are shortened (the table has them who
 
 
 def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
-    from runner.report import short_label  # report imports this module
+    from runner.report import short_labels  # report imports this module
 
-    labels = [literal(f"{r.job}: {short_label(r.overrides or r.mode, TICK_LABEL_CHARS)}") for r in rows]
+    shortened = short_labels([r.overrides or r.mode for r in rows], TICK_LABEL_CHARS)
+    labels = [literal(f"{r.job}: {label}") for r, label in zip(rows, shortened, strict=True)]
     xs = range(len(rows))
     rate, rate_label = _throughput(rows)
     axes[0][col].bar(xs, [getattr(r, rate) for r in rows], color="tab:blue")

@@ -334,20 +334,39 @@ OVERRIDES_CHARS = 60  # the terminal table's overrides column; sweep.md and swee
 def short_label(text: str, width: int) -> str:
     """A job's overrides within `width`: each by its last key (model.module.config.n_layer=2 ->
     n_layer=2), then, if still long, its end: the values are what tell the jobs apart."""
-    if len(text) <= width:
-        return text
-    short = " ".join(o.split("=", 1)[0].rpartition(".")[2] + "=" + o.split("=", 1)[1] if "=" in o else o
-                     for o in text.split())
-    return short if len(short) <= width else "..." + short[-(width - 3):]
+    return short_labels([text], width)[0]
+
+
+def short_labels(texts: list[str], width: int) -> list[str]:
+    """A column of overrides within `width`, shortened alike (row by row, one key was shown two
+    ways): where any is too long, every one by its keys' last parts; then overrides every row
+    has are left out of those still too long (they tell no row apart, and the cut had dropped
+    the one that did); then the end of what is left."""
+    if all(len(t) <= width for t in texts):
+        return list(texts)
+
+    def last_key(o: str) -> str:
+        key, sep, value = o.partition("=")
+        return f"{key.lstrip('+~').rpartition('.')[2]}={value}" if sep else o
+
+    short = [[last_key(o) for o in t.split()] for t in texts]
+    common = set.intersection(*(set(s) for s in short)) if len(short) > 1 else set()
+    out = []
+    for parts in short:
+        text = " ".join(parts)
+        if len(text) > width and common:
+            text = " ".join(p for p in parts if p not in common) or text
+        out.append(text if len(text) <= width else "..." + text[-(width - 3):])
+    return out
 
 
 def text_table(rows: list[Row]) -> str:
     """Aligned columns for the terminal; long failure reasons go below the table."""
     columns = _columns(rows)
     cells = [[title for title, _, _ in columns]]
-    for row in rows:
-        cells.append([short_label(_fmt(getattr(row, attr), kind), OVERRIDES_CHARS) if attr == "overrides"
-                      else _fmt(getattr(row, attr), kind) for _, attr, kind in columns])
+    overrides = short_labels([_fmt(row.overrides, "str") for row in rows], OVERRIDES_CHARS)
+    for row, label in zip(rows, overrides, strict=True):
+        cells.append([label if attr == "overrides" else _fmt(getattr(row, attr), kind) for _, attr, kind in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     numeric = [kind != "str" for _, _, kind in columns]
     lines = []
@@ -523,18 +542,56 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: --out {args.out}: a file; give a folder for sweep.csv, sweep.md and the plots", file=sys.stderr)
         return 2
     rows = collect(args.dirs)
-    if not rows:
+    # Every sweep folder given or found under them: a folder of several sweeps checked its own
+    # multirun.yaml only (none), and an interrupted sweep's unstarted jobs went unsaid, exit 0.
+    unstarted = [note for d in sweep_folders(args.dirs) if (note := never_started(d))]
+    if not rows and not unstarted:
         print(f"error: no job folders (with result.json or .hydra/) under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
+    if not rows:  # a sweep stopped before its first job: what to run, not an error about folders
+        for note in unstarted:
+            print(note)
+        return 1
     out = args.out or args.dirs[0]
-    written = write_report(rows, out, plots=not args.no_plots)
+    try:
+        written = write_report(rows, out, plots=not args.no_plots)
+    except OSError as exc:  # a read-only sweep folder: the table still comes out
+        written, unwritable = [], f"{exc.strerror or exc}"
+    else:
+        unwritable = ""
     print(text_table(rows))
-    unstarted = [note for d in args.dirs if (note := never_started(d))]
     for note in [*sweep_notes(rows), *unstarted]:
         print(note)
+    if unwritable:
+        print(f"error: could not write the table files into {out} ({unwritable}); give another folder with --out DIR",
+              file=sys.stderr)
+        return 2
     print(f"written: {', '.join(str(p) for p in written)}")
     bad = failures(rows)
     return 1 if bad or unstarted else 0
+
+
+def sweep_folders(dirs: list[Path], depth: int = 3) -> list[Path]:
+    """The sweep folders (those holding multirun.yaml) among `dirs` and below them, `depth`
+    levels down at most."""
+    found: list[Path] = []
+
+    def walk(folder: Path, left: int) -> None:
+        if (folder / "multirun.yaml").is_file():
+            found.append(folder)
+            return
+        if left <= 0:
+            return
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            return
+        for child in children:
+            walk(child, left - 1)
+
+    for d in dirs:
+        walk(d, depth)
+    return list(dict.fromkeys(found))
 
 
 def never_started(sweep_dir: Path) -> Optional[str]:

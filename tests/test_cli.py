@@ -574,6 +574,21 @@ def test_a_ctrl_c_before_the_job_began_leaves_no_run_folder(tmp_path):
     assert list((tmp_path / "outputs" / "runs").glob("*/*")) == []
 
 
+@pytest.mark.parametrize("how", ["swallowed SIGINT", "SIGTERM"])
+def test_an_interrupt_during_the_jobs_imports_ends_the_run_with_nothing_left(tmp_path, how):
+    """A Ctrl-C that torch's import swallowed (its numpy set-up clears the error) let the job run
+    to the end, exit 0; a SIGTERM in the first second and a half killed the process (exit 143),
+    leaving Hydra's .hydra/ and log without a result. Both end as a Ctrl-C does."""
+    if how == "SIGTERM":
+        action = 'exec("import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(0.5)")'
+    else:
+        action = ('exec("import os, signal, time\\ntry:\\n    os.kill(os.getpid(), signal.SIGINT)\\n'
+                  '    time.sleep(0.5)\\nexcept KeyboardInterrupt:\\n    pass")')
+    done = run_cli(QUICK, tmp_path, env=import_hook_env(tmp_path, "runner.job", action))
+    assert done.returncode == 130 and done.stderr.strip() == "interrupted", (done.returncode, done.stderr)
+    assert list((tmp_path / "outputs" / "runs").glob("*/*")) == []
+
+
 def test_torchs_loggers_are_held_at_warning_until_torch_sets_them(tmp_path):
     """torch sets its loggers' levels when its import completes: a Ctrl-C before that left them
     at the root's INFO, and torch's exit hook printed "FakeTensor cache stats" (7 of 16 Ctrl-Cs

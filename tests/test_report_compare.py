@@ -387,6 +387,15 @@ def test_a_per_job_plot_with_long_labels_warns_nothing(tmp_path, recwarn):
     assert short_label("model.module.config.num_hidden_layers=11 model.inputs.mask.random_lengths=true dtype=bf16",
                        60) == "num_hidden_layers=11 random_lengths=true dtype=bf16"
     assert short_label("streams=2", 60) == "streams=2"
+    # A column is shortened alike: one key was shown two ways (the row under the width kept
+    # it whole), and the cut from the left dropped the value that told the rows apart.
+    from runner.report import short_labels
+
+    assert short_labels(["streams=1 model.module._target_=tests.faulty_models.FailAfter",
+                         "streams=1 model.module._target_=tests.faulty_models.Healthy"], 60) == [
+        "streams=1 _target_=tests.faulty_models.FailAfter", "streams=1 _target_=tests.faulty_models.Healthy"]
+    long = "~model.module.in_features ~model.module.out_features +model.module.features=512 model.module.calls="
+    assert short_labels([long + "5", long + "6"], 30) == ["calls=5", "calls=6"]
 
 
 def test_compare_gates_load_searches_on_their_highest_rate_and_never_passes_on_nothing(sweep_dir, tmp_path, capsys):
@@ -834,6 +843,36 @@ def test_compare_labels_rows_by_the_overrides_that_tell_the_runs_apart(sweep_dir
     b["overrides"] = a["overrides"]
     labels = [m.label for m in compare.compare([a, b], [a, b], 0.05, 3)]
     assert labels[0] != labels[1] and "streams=2" in labels[1] and "None" not in " ".join(labels)
+
+
+def test_the_jobs_never_started_are_named_for_sweeps_under_a_folder_too(sweep_dir, tmp_path, capsys):
+    """A folder of several sweeps checked only its own multirun.yaml (none): one sweep's
+    unstarted jobs went unsaid, exit 0. A sweep stopped before its first job was "no job
+    folders", exit 2."""
+    plan = "hydra:\n  overrides:\n    task:\n    - streams=1,2,4\n    - measure=quick\n  sweeper:\n    params: null\n"
+    stopped, done, empty = tmp_path / "all" / "a", tmp_path / "all" / "b", tmp_path / "empty"
+    for folder in (stopped, done, empty):
+        folder.mkdir(parents=True)
+        (folder / "multirun.yaml").write_text(plan)
+    (stopped / "0").symlink_to(sweep_dir / "0", target_is_directory=True)
+    for n in ("0", "1", "2"):
+        (done / n).symlink_to(sweep_dir / "0", target_is_directory=True)
+    assert report.main([str(tmp_path / "all"), "--no-plots"]) == 1
+    assert f"sweep: 2 of its 3 jobs never started (#1, #2; the sweep stopped early): the sweep's command again with " \
+           f"resume=true hydra.sweep.dir={stopped} runs them" in capsys.readouterr().out
+    assert report.main([str(empty), "--no-plots"]) == 1
+    assert capsys.readouterr().out.startswith("sweep: 3 of its 3 jobs never started (#0, #1, #2;")
+
+
+def test_a_folder_the_table_cannot_be_written_into_still_gets_the_table(sweep_dir, tmp_path, capsys):
+    """A read-only sweep folder: write_report's PermissionError came out as a traceback, and
+    the table was never printed."""
+    (tmp_path / "afile").write_text("")
+    assert report.main([str(sweep_dir), "--no-plots", "--out", str(tmp_path / "afile" / "table")]) == 2
+    out, err = capsys.readouterr()
+    assert "requests/s" in out.splitlines()[0] and "Traceback" not in out + err
+    assert err.startswith(f"error: could not write the table files into {tmp_path / 'afile' / 'table'} (")
+    assert err.rstrip().endswith("give another folder with --out DIR")
 
 
 def test_a_rebuilt_table_names_the_jobs_a_stopped_sweep_never_started(sweep_dir, tmp_path, capsys):
