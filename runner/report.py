@@ -347,7 +347,9 @@ def short_labels(texts: list[str], width: int) -> list[str]:
 
     def last_key(o: str) -> str:
         key, sep, value = o.partition("=")
-        return f"{key.lstrip('+~').rpartition('.')[2]}={value}" if sep else o
+        deleted = "~" if key.startswith("~") else ""  # a deletion stays one: ~in_features, not in_features=null
+        last = deleted + key.lstrip("+~").rpartition(".")[2]
+        return f"{last}={value}" if sep and not (deleted and value == "null") else last
 
     short = [[last_key(o) for o in t.split()] for t in texts]
     common = set.intersection(*(set(s) for s in short)) if len(short) > 1 else set()
@@ -437,15 +439,18 @@ def collapse_notes(rows: list[Row]) -> list[str]:
     notes = []
     for group in collapsed(rows):
         mode = group[0].mode
-        jobs = ", ".join(f"#{r.job}" for r in group)
         # Only jobs with figures have differences to call noise; jobs that all failed (say, a
-        # _target_ that does not import) may never have run the settings at all.
-        measured = sum(r.status == "ok" for r in group)
-        if not measured:
+        # _target_ that does not import) may never have run the settings at all, and one that
+        # was interrupted before measuring is named apart.
+        ok = [r for r in group if r.status == "ok"]
+        if not ok:
             continue
-        noise = ", so their differences are noise" if measured > 1 else ""
-        notes.append(f"sweep: {group[0].model} jobs {jobs} ran the same settings ({mode} on {group[0].device or 'the same device'}): "
-                     f"the machine overruled what they asked for{noise}")
+        jobs = ", ".join(f"#{r.job}" for r in ok)
+        others = [r for r in group if r.status != "ok"]
+        also = f" (and {', '.join(f'#{r.job}' for r in others)}, which did not end ok)" if others else ""
+        noise = ", so their differences are noise" if len(ok) > 1 else ""
+        notes.append(f"sweep: {group[0].model} jobs {jobs}{also} ran the same settings ({mode} on "
+                     f"{group[0].device or 'the same device'}): the machine overruled what they asked for{noise}")
     return notes
 
 

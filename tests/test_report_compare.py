@@ -306,6 +306,9 @@ def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
     assert [[r.job for r in g] for g in collapsed(resumed)] == [["0", "1", "2"]]
     assert "jobs #0, #1 ran the same settings" in collapse_notes(same)[0]
     assert collapse_notes(same)[0].endswith("so their differences are noise")
+    # A job interrupted before it measured is named apart, not among those whose differences are noise.
+    stopped = [*same, row("2", ["streams=4", "graph=true"], status="interrupted")]
+    assert "jobs #0, #1 (and #2, which did not end ok) ran the same settings" in collapse_notes(stopped)[0]
     # Jobs that all failed may never have run the settings (a _target_ that does not import): no note.
     failed = [row("0", ["streams=1"], status="failed"), row("1", ["streams=2"], status="failed")]
     assert collapse_notes(failed) == []
@@ -396,6 +399,8 @@ def test_a_per_job_plot_with_long_labels_warns_nothing(tmp_path, recwarn):
         "streams=1 _target_=tests.faulty_models.FailAfter", "streams=1 _target_=tests.faulty_models.Healthy"]
     long = "~model.module.in_features ~model.module.out_features +model.module.features=512 model.module.calls="
     assert short_labels([long + "5", long + "6"], 30) == ["calls=5", "calls=6"]
+    assert short_labels(["~model.module.in_features=null model.batch=2", "model.batch=4"], 20) == [
+        "~in_features batch=2", "batch=4"]  # a deletion, as a sweep's job records it, stays one
 
 
 def test_compare_gates_load_searches_on_their_highest_rate_and_never_passes_on_nothing(sweep_dir, tmp_path, capsys):
