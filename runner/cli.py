@@ -21,7 +21,7 @@ def main() -> None:
         print(version_line())
         return
     sys.argv[1:] = multirun_first(sys.argv[1:])
-    count_interrupts(single_run="-m" not in sys.argv[1:] and "--multirun" not in sys.argv[1:])
+    count_interrupts()
     keep_lost_interrupts()
     try:
         from runner.app import main as run
@@ -154,15 +154,26 @@ def interrupts() -> int:
     return _interrupts[0]
 
 
-def count_interrupts(single_run: bool) -> None:
-    """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is counted. In a single
-    run SIGTERM does the same from the start (it killed the process during its first second and
-    a half, exit 143, leaving Hydra's .hydra/ and log without a result). A sweep's launcher
-    makes SIGTERM a Ctrl-C while its jobs run; its processes keep Python's default until then."""
+def count_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is counted. SIGTERM
+    does the same from the start (it killed the process during its first second and a half,
+    exit 143: a single run left Hydra's .hydra/ and log without a result, a sweep its folder,
+    and with resume=true a rewritten multirun.yaml). A sweep's launcher makes SIGTERM a Ctrl-C
+    of its own while its jobs run. A process forked from this one (the launcher's target
+    check, its fork server) keeps Python's default: the launcher ends those with SIGTERM."""
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not SIG_IGN: a background job
         signal.signal(signal.SIGINT, _interrupt)
-    if single_run and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        main_pid = os.getpid()
+
+        def terminated(signum: int, frame: Any) -> None:
+            if os.getpid() != main_pid:  # a forked child: end as Python's default would
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            _interrupt(signum, frame)
+
+        signal.signal(signal.SIGTERM, terminated)
 
 
 def keep_lost_interrupts() -> None:

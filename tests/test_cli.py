@@ -589,6 +589,16 @@ def test_an_interrupt_during_the_jobs_imports_ends_the_run_with_nothing_left(tmp
     assert list((tmp_path / "outputs" / "runs").glob("*/*")) == []
 
 
+def test_a_sigterm_to_a_sweep_before_its_jobs_run_is_a_ctrl_c(tmp_path):
+    """The launcher made SIGTERM a Ctrl-C only while its jobs ran: before, Python's default
+    killed it (exit 143), leaving its sweep folder (with resume=true, a rewritten multirun.yaml)."""
+    action = 'exec("import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(0.5)")'
+    done = run_cli(["-m", *QUICK, "seed=1,2", "hydra.sweep.dir=sw"], tmp_path,
+                   env=import_hook_env(tmp_path, "runner.callbacks", action))
+    assert done.returncode == 130 and done.stderr.strip() == "interrupted", (done.returncode, done.stderr)
+    assert not (tmp_path / "sw").exists()
+
+
 def test_torchs_loggers_are_held_at_warning_until_torch_sets_them(tmp_path):
     """torch sets its loggers' levels when its import completes: a Ctrl-C before that left them
     at the root's INFO, and torch's exit hook printed "FakeTensor cache stats" (7 of 16 Ctrl-Cs
