@@ -104,7 +104,7 @@ def compare(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> tu
             g, w = torch.view_as_real(g.resolve_conj()), torch.view_as_real(w.resolve_conj())
         wide = _comparison_dtype(w.dtype)
         g, w = g.to(wide), w.to(wide)
-        err = _norm(g - w) / max(_norm(w), 1e-30) if w.numel() else 0.0
+        err = _relative(g, w) if w.numel() else 0.0
         if not math.isfinite(err):  # rare: only then are the non-finite places looked for
             finite = torch.isfinite(w)
             if not (torch.equal(torch.isfinite(g), finite)
@@ -113,12 +113,16 @@ def compare(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> tu
             g, w = g[finite], w[finite]
             if not w.numel():  # nothing finite to compare: said as eager's own output not finite
                 return math.inf, nonfinite
-            err = _norm(g - w) / max(_norm(w), 1e-30)
+            err = _relative(g, w)
             if not math.isfinite(err):
                 return math.inf, nonfinite
             nonfinite = True
         worst = max(worst, err)
     return worst, nonfinite
+
+
+def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
+    return _norm(got - want) / max(_norm(want), 1e-30)
 
 
 def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:

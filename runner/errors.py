@@ -113,10 +113,11 @@ def _hydra_fix(text: str) -> str:
     if ambiguous:
         key, _, value = ambiguous.group(1).partition("=")
         said = f"{key}={value}: several values make a sweep; add -m (--multirun) to run one job per value"
-        kind = str(type_of(key.lstrip("+~")))
+        bare = key.lstrip("+~")
+        kind = str(type_of(bare))
         if kind.removeprefix("Optional[").removesuffix("]") == "str":  # a string may hold a comma
             return f"{said}, or write one string as {key}='{value}'"
-        if kind.startswith("list[") or key.lstrip("+~") in ("model.batch", "model.seq"):  # lists of bucket sizes
+        if kind.startswith("list[") or bare in ("model.batch", "model.seq"):  # lists of bucket sizes
             return f"{said}, or write a list as {key}=[{value}]"
         return said  # a number, a boolean, one of a set of names: one value
     missing = _NOT_IN_DEFAULTS.search(text)

@@ -274,9 +274,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         # the budget's end (one pass may overrun it: a pass that starts runs to its minimum).
         # The latency passes come last and may take what time is left: up to latency_requests
         # each, at about a turn of the ring per request (one request alone in flight).
-        latency_parts = 3 if spec.baseline else 2
         latency_most_s = (m.latency_requests > 0) * max(0.15 * m.budget_s,
-                                                         latency_parts * m.latency_requests * turn_s)
+                                                         _latency_passes(spec) * m.latency_requests * turn_s)
         most_s = max(out.estimate_s, min(left_s + per_pass_s, m.repeats * per_pass_s * kinds + latency_most_s))
         span = f"about {out.estimate_s:.1f}" if most_s <= 1.2 * out.estimate_s else f"{out.estimate_s:.1f} to {most_s:.1f}"
         log.info("measuring: %s s more (measure.budget_s=%g: at least %d and at most %d repeats of "
@@ -313,7 +312,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 
         if m.latency_requests:
             share = budget.allowance("latency")
-            parts = 3 if spec.baseline else 2
+            parts = _latency_passes(spec)
             # Percentiles of a handful of requests mean nothing: two turns of the ring at least.
             floor = min(m.latency_requests, 2 * len(lanes.ring))
             # A pass whose floor would overrun its share by far (slow requests, small budget) is
@@ -340,6 +339,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                     )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
     out.elapsed_s = budget.elapsed()
+
+
+def _latency_passes(spec: RunSpec) -> int:
+    """The passes of the latency phase: host time per step and latency, and the baseline's."""
+    return 3 if spec.baseline else 2
 
 
 # How far past its share a pass's minimum may be estimated to run before it is skipped: twice

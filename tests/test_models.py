@@ -482,6 +482,13 @@ inputs: {x: {shape: [16]}}
     assert kept["status"] == "ok", kept["reason"]
 
 
+def _refusal(make_cfg, model_dir, tmp_path, name: str, text: str) -> str:
+    """The one line a job of the model config `text` (as model=`name`) is refused with."""
+    with pytest.raises(ConfigError) as refused:
+        run_job(make_cfg(*QUICK, model_dir(name, text), f"model={name}"), JobInfo(output_dir=tmp_path))
+    return str(refused.value)
+
+
 def test_two_outputs_sized_by_the_values_are_both_left_out_by_the_fix(make_cfg, model_dir, tmp_path):
     """Boxes and their scores both follow a threshold: the fix had offered the scores."""
     text = """
@@ -489,10 +496,8 @@ module: {_target_: tests.io_models.TwoValueSized}
 batch: 8
 inputs: {x: {shape: [4]}}
 """
-    with pytest.raises(ConfigError) as refused:
-        run_job(make_cfg(*QUICK, model_dir("two", text), "model=two"), JobInfo(output_dir=tmp_path))
-    assert str(refused.value).endswith("does not fit the response buffers; so did scores; leave them out with "
-                                       "model.outputs=[all]")
+    said = _refusal(make_cfg, model_dir, tmp_path, "two", text)
+    assert said.endswith("does not fit the response buffers; so did scores; leave them out with model.outputs=[all]")
     kept = run_job(make_cfg(*QUICK, model_dir("two", text), "model=two", "model.outputs=[all]"),
                    JobInfo(output_dir=tmp_path / "kept"))
     assert kept["status"] == "ok", kept["reason"]
@@ -506,9 +511,7 @@ module: {_target_: tests.io_models.PerSample}
 batch: [2, 8]
 inputs: {x: {shape: [4]}}
 """
-    with pytest.raises(ConfigError) as refused:
-        run_job(make_cfg(*QUICK, model_dir("persample", text), "model=persample"), JobInfo(output_dir=tmp_path))
-    said = str(refused.value)
+    said = _refusal(make_cfg, model_dir, tmp_path, "persample", text)
     assert said.startswith("model PerSample: its output lost 12 of the 16 leaves the first forward (the largest "
                            "request) had (2.boxes, 2.score, 3.boxes, ...): its structure follows the request"), said
     assert said.endswith("return tensors whose leading dimension is the batch (stack the entries), or leave such "
@@ -523,9 +526,7 @@ module: {_target_: tests.io_models.Typo}
 batch: 4
 inputs: {x: {shape: [8]}}
 """
-    with pytest.raises(ConfigError) as refused:
-        run_job(make_cfg(*QUICK, model_dir("typo", text), "model=typo"), JobInfo(output_dir=tmp_path))
-    said = str(refused.value)
+    said = _refusal(make_cfg, model_dir, tmp_path, "typo", text)
     assert said.startswith("model Typo: its forward raised AttributeError: 'Typo' object has no attribute 'lni' "
                            "(at io_models.py:"), said
     assert "on model.inputs x float [4, 8]): a fault in the model's code or in its settings (model.module)" in said
