@@ -87,7 +87,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
         sweep_dir=hc.sweep.dir if multirun else None,
     )
     try:
-        with _sigterm_as_interrupt(not multirun):
+        with _sigterm_as_interrupt():
             result = run_job(cfg, info)
     except ConfigError as exc:  # single run: say it in one line, leave nothing behind
         undo_run_folder(info.output_dir, {".hydra", f"{hc.job.name}.log"})  # what Hydra wrote
@@ -100,12 +100,13 @@ def hydra_entry(cfg: DictConfig) -> dict:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt(active: bool) -> Iterator[None]:
-    """A single run stopped by SIGTERM (`kill`, a batch system's time limit) ends as Ctrl-C
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A run stopped by SIGTERM (`kill`, `timeout`, a batch system's time limit) ends as Ctrl-C
     does: its finished repeats recorded as `interrupted`. Python's default for SIGTERM ends
-    the process at once and left a folder with no result. (A sweep's launcher does this for
-    its jobs.)"""
-    if not active or threading.current_thread() is not threading.main_thread():
+    the process at once and left a folder with no result. A sweep's job too: `timeout` and
+    schedulers send SIGTERM to every process of the sweep, and its jobs died without a word
+    (the launcher, which forwards the signal, then recorded them with nothing measured)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 

@@ -8,11 +8,13 @@ moment, as one line and exit 130, not as a traceback.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -174,6 +176,32 @@ def count_interrupts() -> None:
             _interrupt(signum, frame)
 
         signal.signal(signal.SIGTERM, terminated)
+
+
+@contextlib.contextmanager
+def interrupts_restored() -> Iterator[None]:
+    """Whatever `hold_interrupts` does inside, Ctrl-C's and SIGTERM's handlers are as they were
+    after: a job recorded, the process (a test's, an in-process sweep's) is interruptible again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:  # None: set outside Python; left as it is
+                signal.signal(sig, handler)
+
+
+def hold_interrupts() -> None:
+    """From a job's first interrupt until it has recorded what finished, further ones are
+    ignored: the launcher forwards a terminal's Ctrl-C (or a scheduler's SIGTERM) to its jobs
+    half a second after they got their own, and a second KeyboardInterrupt raised while the
+    result is summarized or written would lose it. The launcher's "stop now" is SIGKILL."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def keep_lost_interrupts() -> None:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import environment, printer
 from runner.build import build, locate_target
+from runner.cli import hold_interrupts, interrupts_restored
 from runner.errors import CaptureError, CompileError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import measure, probe_limit
@@ -379,6 +380,11 @@ def _failure_reason(exc: BaseException) -> str:
 def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     """Run one job and write its result.json. Raises ConfigError for bad input in a single run
     (then nothing is written); in a sweep, bad input is recorded as a failed result."""
+    with interrupts_restored():  # an interrupted job ignores further ones until it has recorded
+        return _run_job(cfg, info)
+
+
+def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     started = _now()
     t0 = time.perf_counter()
     result = _base_result(cfg, info, started)
@@ -423,6 +429,7 @@ def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
             raise
         result["reason"] = f"bad config: {exc}"
     except KeyboardInterrupt as exc:
+        hold_interrupts()  # until the result is written (run_job's caller restores the handlers)
         result["status"] = "interrupted"
         if spec is not None and spec.load.scenario == "offline":  # stopped before measuring: the keys, null
             result["figures"] = {**dict.fromkeys(THROUGHPUT_KEYS), **(result.get("figures") or {})}

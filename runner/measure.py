@@ -35,6 +35,7 @@ from runner import environment, schedule
 from runner import spec as rules  # its REFUSE_* read at each use: tests scale them down
 from runner.build import ProbeLimit, Workload
 from runner.check import CheckResult, check_schedule, first_chunk, probe_reused
+from runner.cli import hold_interrupts
 from runner.errors import ConfigError
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
@@ -145,6 +146,7 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
     try:
         _measure(spec, workload, lanes, out, progress)
     except KeyboardInterrupt as exc:
+        hold_interrupts()  # what finished is recorded whole: a second interrupt must not cut that
         out.interrupted = exc
         out.elapsed_s = time.perf_counter() - began  # what ran until the Ctrl-C (the phases set it at their end)
         lanes.synchronize()

@@ -766,6 +766,46 @@ def test_a_job_interrupted_while_building_has_its_throughput_keys_as_null(make_c
         assert key in on_disk["figures"] and on_disk["figures"][key] is None, key
 
 
+@pytest.mark.parametrize("where", ["measuring", "building"])
+def test_a_second_interrupt_while_the_job_records_does_not_lose_its_result(make_cfg, tmp_path, monkeypatch, where):
+    """The launcher forwards a terminal's Ctrl-C (a scheduler's SIGTERM) to its jobs half a
+    second after they got their own: one landing while the result was summarized or written
+    raised a second KeyboardInterrupt there, and the job's result was lost. Ignored until the
+    result is written; the handlers are as they were once the job has returned."""
+    import os
+    import signal
+
+    from runner import job, measure
+
+    if where == "building":
+        monkeypatch.setattr(job, "build", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    else:
+        passes = []
+
+        def pass_then_ctrl_c(*args, **kwargs):
+            if passes:
+                raise KeyboardInterrupt
+            passes.append(1)
+            return real(*args, **kwargs)
+
+        real = measure.schedule.throughput_pass
+        monkeypatch.setattr(measure.schedule, "throughput_pass", pass_then_ctrl_c)
+    write = job.write_own_result
+
+    def interrupted_again(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the forwarded Ctrl-C
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # a handler would run here
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(job, "write_own_result", interrupted_again)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(make_cfg(*QUICK), JobInfo(output_dir=tmp_path))
+    assert json.loads((tmp_path / RESULT_FILE).read_text())["status"] == "interrupted"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def test_the_commit_the_caller_names_wins_over_a_copied_git_folder(monkeypatch):
     """A tree shipped to a GPU host carried the .git of an older commit, which the record then
     named (dirty) although the caller had set RUNNER_GIT_COMMIT."""

@@ -418,19 +418,36 @@ def _sweep_measuring_its_second_job(tmp_path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_launcher_stops_the_sweep_as_ctrl_c_does(tmp_path):
-    """`kill <launcher>` (or `timeout`, or a scheduler's cancel) killed the launcher at once and
-    left its job measuring, orphaned, for seconds after. SIGTERM is a Ctrl-C now: the running
-    job records what it measured and stops, finished results are kept."""
+@pytest.mark.parametrize("to", ["launcher", "group"])
+def test_sigterm_to_the_launcher_stops_the_sweep_as_ctrl_c_does(tmp_path, to):
+    """`kill <launcher>` killed the launcher at once and left its job measuring, orphaned, for
+    seconds after. SIGTERM is a Ctrl-C now: the running job records what it measured and stops,
+    finished results are kept. `timeout` and schedulers send SIGTERM to every process of the
+    sweep: the job's process then died at once, and the launcher recorded it with nothing
+    measured ("before the job wrote its result"). The job records itself, and says SIGTERM."""
     proc = _sweep_measuring_its_second_job(tmp_path)
-    os.kill(proc.pid, signal.SIGTERM)  # the launcher alone, as `kill` sends it
+    if to == "launcher":
+        os.kill(proc.pid, signal.SIGTERM)  # the launcher alone, as `kill` sends it
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)  # every process of the sweep, as `timeout` sends it
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     by_num = results(tmp_path / "sw")
     assert by_num[0]["status"] == "ok" and by_num[1]["status"] == "interrupted"
+    assert by_num[1]["reason"].startswith("interrupted (SIGTERM) before the job finished"), by_num[1]["reason"]
+    assert "[runner] interrupted (SIGTERM): waiting" in err
     assert "Traceback" not in err and "resume: the same command with resume=true" in err
-    with pytest.raises(ProcessLookupError):  # the job is gone with its sweep, not left measuring
-        os.kill(by_num[1]["job"]["pid"], 0)
+    assert _ended(by_num[1]["job"]["pid"])  # the job is gone with its sweep, not left measuring
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process has ended: gone, or a zombie not yet reaped (a job whose fork server
+    the same SIGTERM ended is reaped by init, a moment later)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 @pytest.mark.slow
@@ -705,18 +722,27 @@ def test_a_job_that_died_before_the_ctrl_c_is_recorded_as_died_not_interrupted(m
 
     from hydra_plugins.runner_launcher.runner_launcher import RunnerLauncher, _Job
 
+    sent = []
+
     def job(idx: int, code):
-        process = SimpleNamespace(returncode=code, pid=1000 + idx, send_signal=lambda sig: None,
+        process = SimpleNamespace(returncode=code, pid=1000 + idx, send_signal=lambda sig: sent.append((idx, sig)),
                                   wait=lambda timeout=None: code, kill=lambda: None)
         return _Job(idx=idx, overrides=[], config=None, output_dir=None, process=process)  # type: ignore[arg-type]
 
     launcher = RunnerLauncher(grace_s=0.1)
     finished = {}
-    monkeypatch.setattr(launcher, "_finish", lambda j, code, interrupted=False: finished.setdefault(j.idx, interrupted))
+    monkeypatch.setattr(launcher, "_finish", lambda j, code, interrupted=False, how="Ctrl-C":
+                        finished.setdefault(j.idx, (interrupted, how)))
     monkeypatch.setattr(launcher, "_stop", lambda running: None)
     monkeypatch.setattr("time.sleep", lambda s: None)
     launcher._interrupt({1: job(0, -9), 2: job(1, None), 3: job(2, 130)})
-    assert finished == {0: False, 1: True, 2: True}
+    assert finished == {0: (False, "Ctrl-C"), 1: (True, "Ctrl-C"), 2: (True, "Ctrl-C")}
+    assert sent == [(1, signal.SIGINT)]  # to the one still running
+    # A sweep stopped by SIGTERM sends its running jobs SIGTERM, and their records say so.
+    finished.clear()
+    sent.clear()
+    launcher._interrupt({2: job(1, None)}, how="SIGTERM")
+    assert finished == {1: (True, "SIGTERM")} and sent == [(1, signal.SIGTERM)]
 
 
 def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):

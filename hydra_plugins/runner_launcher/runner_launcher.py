@@ -386,7 +386,7 @@ class RunnerLauncher(Launcher):
         return spawned
 
     # --- finishing jobs ----------------------------------------------------------------
-    def _finish(self, job: _Job, code: int, interrupted: bool = False) -> JobReturn:
+    def _finish(self, job: _Job, code: int, interrupted: bool = False, how: str = "Ctrl-C") -> JobReturn:
         from runner.record import CONFLICT_FILE, read_result  # no torch: the launcher never imports it
 
         if job.console is not None:
@@ -409,7 +409,7 @@ class RunnerLauncher(Launcher):
 
             status = "interrupted" if interrupted else "failed"
             reason = (
-                "interrupted (Ctrl-C) before the job wrote its result"
+                f"interrupted ({how}) before the job wrote its result"
                 if interrupted
                 else f"the job's process died: {_describe_exit(code)}; nothing else in the sweep was affected"
             )
@@ -447,21 +447,22 @@ class RunnerLauncher(Launcher):
                 print(f"[runner] job #{job.idx} (pid {job.process.pid}) has not exited {wait_s:.0f}s after SIGKILL; "
                       "left behind", file=sys.stderr, flush=True)
 
-    def _interrupt(self, running: dict[int, _Job]) -> list[JobReturn]:
+    def _interrupt(self, running: dict[int, _Job], how: str = "Ctrl-C") -> list[JobReturn]:
         """Give running jobs `grace_s` to record themselves as interrupted (a second Ctrl-C: stop
-        them now), then stop them, record what they left, and say where it all is."""
+        them now), then stop them, record what they left, and say where it all is. `how`: what
+        stopped the sweep, Ctrl-C or SIGTERM; the jobs get the same signal, and say it."""
         # A job that had already ended by itself (killed, crashed) died; it was not interrupted.
         ended = {job.idx: job.process.returncode for job in running.values()}  # type: ignore[union-attr]
-        print(f"\n[runner] interrupted: waiting up to {self.grace_s:.0f}s for {len(running)} running job(s) to "
+        print(f"\n[runner] interrupted ({how}): waiting up to {self.grace_s:.0f}s for {len(running)} running job(s) to "
               "record what they measured (Ctrl-C again: stop now)", file=sys.stderr, flush=True)
         deadline = time.monotonic() + self.grace_s
         again = False
         try:
-            time.sleep(0.5)  # a terminal's Ctrl-C reaches the jobs themselves too
+            time.sleep(0.5)  # a terminal's Ctrl-C (a scheduler's SIGTERM) reaches the jobs themselves too
             for job in running.values():
                 assert job.process is not None
                 if job.process.returncode is None:
-                    job.process.send_signal(signal.SIGINT)
+                    job.process.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
             for job in running.values():
                 assert job.process is not None
                 try:
@@ -476,7 +477,7 @@ class RunnerLauncher(Launcher):
                 print("[runner] stopping the running job(s) now", file=sys.stderr, flush=True)
             self._stop(running)  # those still running past the grace (or a second Ctrl-C)
             returns = [self._finish(job, job.process.returncode,
-                                    interrupted=ended[job.idx] in (None, 130, -signal.SIGINT))
+                                    interrupted=ended[job.idx] in (None, 130, -signal.SIGINT), how=how)
                        for job in running.values()]
             sweep_dir = self.config.hydra.sweep.dir if self.config is not None else "?"
             print(
@@ -537,7 +538,7 @@ class RunnerLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
         start = time.monotonic()
         started = 0
-        with _sigterm_as_ctrl_c():  # SIGTERM stops the sweep as a Ctrl-C does
+        with _sigterm_as_ctrl_c() as stopped_by:  # SIGTERM stops the sweep as a Ctrl-C does
             try:
                 while pending or running:
                     for job, slot in scheduler.assign(pending):
@@ -569,7 +570,7 @@ class RunnerLauncher(Launcher):
                 if not isinstance(exc, KeyboardInterrupt):
                     self._stop(running)  # never leave jobs running behind a broken launcher
                     raise
-                self._interrupt(running)
+                self._interrupt(running, stopped_by[0])
                 raise
         return [returns[job.idx] for job in jobs]
 
@@ -736,13 +737,20 @@ def _task_overrides(config: DictConfig) -> list[str]:
 def _sigterm_as_ctrl_c() -> Any:
     """While the sweep runs, SIGTERM (`kill`, `timeout`, a scheduler's cancel) is a Ctrl-C: the
     running jobs record what they measured and stop, instead of going on, orphaned, beside
-    whatever runs next. Sent on as SIGINT, it waits where a Ctrl-C waits (`_ctrl_c_deferred`)."""
+    whatever runs next. Sent on as SIGINT, it waits where a Ctrl-C waits (`_ctrl_c_deferred`).
+    Yields a one-item list: what stopped the sweep ("SIGTERM" once one came)."""
+    stopped_by = ["Ctrl-C"]
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stopped_by
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+
+    def terminated(signum: int, frame: Any) -> None:
+        stopped_by[0] = "SIGTERM"
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        yield
+        yield stopped_by
     finally:
         signal.signal(signal.SIGTERM, previous)
 
