@@ -283,7 +283,13 @@ def unused_keys(node: Any, key: str = "model.module") -> list[str]:
         target = node.get("_target_")
         named = _argument_names(target) if isinstance(target, str) else None
         settings = _hf_settings(target) if isinstance(target, str) else None
+        parts = _hf_sub_configs(target) if settings is not None else {}
         for name, value in node.items():
+            if isinstance(value, dict) and "_target_" not in value and name in parts:
+                # A composite config (CLIP's text_config) builds its part from a plain mapping,
+                # which keeps any keyword as silently as the config itself: checked as that part.
+                warnings += unused_keys({**value, "_target_": parts[name]}, f"{key}.{name}")
+                continue
             if named and name not in HYDRA_KEYS and name not in named:
                 close = difflib.get_close_matches(str(name), sorted(named), n=1, cutoff=0.8)
                 if close:
@@ -292,15 +298,27 @@ def unused_keys(node: Any, key: str = "model.module") -> list[str]:
                 elif settings is not None and name not in settings and name not in HF_CONSUMED:
                     # A HuggingFace config keeps any keyword as an attribute that no layer reads:
                     # num_layers for RoBERTa's num_hidden_layers built its default 12 layers.
-                    near = difflib.get_close_matches(str(name), sorted(settings), n=1, cutoff=0.6)
+                    near = _nearest_setting(str(name), settings)
                     warnings.append(f"{key}.{name}: {target.rpartition('.')[2]} has no setting {name!r}"
-                                    + (f" (it has {near[0]!r})" if near else "")
+                                    + (f" (it has {near!r})" if near else "")
                                     + ": kept as an attribute that the model may never read")
             warnings += unused_keys(value, f"{key}.{name}")
     elif isinstance(node, list):
         for i, value in enumerate(node):
             warnings += unused_keys(value, f"{key}.{i}")
     return warnings
+
+
+def _nearest_setting(name: str, settings: set[str]) -> Optional[str]:
+    """The setting a wrong name most likely meant: the shortest that has all its words
+    (num_layers: num_hidden_layers), else the closest spelling (num_layers had pointed at
+    num_labels)."""
+    words = set(name.split("_"))
+    having = sorted((s for s in settings if words <= set(s.split("_"))), key=lambda s: (len(s), s))
+    if having:
+        return having[0]
+    close = difflib.get_close_matches(name, sorted(settings), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 HF_CONSUMED = {"attn_implementation"}  # read by transformers when a config is made, then kept under another name
@@ -319,6 +337,18 @@ def _hf_settings(target: str) -> Optional[set[str]]:
         return {n for n in dir(default) if not n.startswith("__")} | {str(n) for n in aliases}
     except Exception:  # noqa: BLE001 - a config that needs arguments, or not importable: not ours to judge
         return None
+
+
+def _hf_sub_configs(target: str) -> dict[str, str]:
+    """The parts of a composite HuggingFace config that are configs of their own classes
+    (CLIPConfig's text_config and vision_config), by name, as import paths; none for a part
+    whose class is chosen from its contents (AutoConfig: an encoder-decoder's encoder)."""
+    try:
+        parts = getattr(_locate(target), "sub_configs", None) or {}
+        return {str(name): f"{cls.__module__}.{cls.__qualname__}" for name, cls in parts.items()
+                if inspect.isclass(cls) and any(c.__name__.lower() == "pretrainedconfig" for c in cls.__mro__)}
+    except Exception:  # noqa: BLE001 - not ours to judge
+        return {}
 
 
 def _argument_names(target: str) -> Optional[set[str]]:

@@ -794,6 +794,17 @@ def test_a_key_a_huggingface_config_has_no_setting_for_is_named():
     assert unused_keys({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2}) == []
     # The common names a config's attribute_map aliases are settings (DistilBERT's hidden_size
     # sets its dim); the warning had called them unread and pointed at another setting.
+    # A composite config's parts are plain mappings that it makes configs of: checked as those
+    # (CLIP's text_config.hidden_sz built the default width without a word).
+    clip = {"_target_": "transformers.CLIPModel",
+            "config": {"_target_": "transformers.CLIPConfig", "projection_dim": 16,
+                       "text_config": {"hidden_sz": 32, "num_hidden_layers": 1},
+                       "vision_config": {"hidden_size": 32, "num_layers": 1, "image_size": 32}}}
+    text, vision = unused_keys(clip)
+    assert text == ("model.module.config.text_config.hidden_sz: CLIPTextConfig has no argument 'hidden_sz' but has "
+                    "'hidden_size': a misspelling? It was accepted, and may be ignored")
+    assert vision.startswith("model.module.config.vision_config.num_layers: CLIPVisionConfig has no setting "
+                             "'num_layers' (it has 'num_hidden_layers')"), vision
     distil = {"_target_": "transformers.DistilBertModel",
               "config": {"_target_": "transformers.DistilBertConfig", "hidden_size": 128, "num_hidden_layers": 2,
                          "depth": 2}}
