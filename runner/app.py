@@ -105,8 +105,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     does: its finished repeats recorded as `interrupted`. Python's default for SIGTERM ends
     the process at once and left a folder with no result. A sweep's job too: `timeout` and
     schedulers send SIGTERM to every process of the sweep, and its jobs died without a word
-    (the launcher, which forwards the signal, then recorded them with nothing measured)."""
-    if threading.current_thread() is not threading.main_thread():
+    (the launcher, which forwards the signal, then recorded them with nothing measured). A
+    handler someone else set is left alone: submitit's jobs ignore SIGTERM on purpose (a
+    preemption warning, with SIGUSR2 to requeue)."""
+    current = signal.getsignal(signal.SIGTERM)
+    ours = current is signal.SIG_DFL or getattr(current, "runner_own", False)
+    if threading.current_thread() is not threading.main_thread() or not ours:
         yield
         return
 

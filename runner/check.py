@@ -40,6 +40,8 @@ class CheckResult:
     tolerance_rel: float
     bad_requests: list[int] = field(default_factory=list)  # the first few, for the report
     requested: int = 0  # asked for; fewer were checked when the budget ran out
+    seconds: Optional[float] = None  # how long the check took
+    allowance_s: float = math.inf  # its share of the budget
     reused_references: int = 0  # references taken from the build's probe, not forwarded again
     # On the first mismatch: how far a second eager forward of that request is from its
     # reference (0: eager repeats itself; above the tolerance: the model is not deterministic).
@@ -247,4 +249,5 @@ def check_schedule(
             # would otherwise carry it past the check's time (a 0.4 s share once took 2.4 s).
             chunk = int(max(len(lanes.ring), min(largest, 0.5 * left / per_request)))
     return CheckResult(first, mismatches, worst, tol, bad, requested=requests, reused_references=reused,
-                       eager_spread=eager_spread, eager_finite=eager_finite, nonfinite_requests=nonfinite)
+                       eager_spread=eager_spread, eager_finite=eager_finite, nonfinite_requests=nonfinite,
+                       seconds=time.perf_counter() - start, allowance_s=max_duration_s)

@@ -175,6 +175,7 @@ def count_interrupts() -> None:
                 return
             _interrupt(signum, frame)
 
+        terminated.runner_own = True  # type: ignore[attr-defined] # a job may replace it (app._sigterm_as_interrupt)
         signal.signal(signal.SIGTERM, terminated)
 
 

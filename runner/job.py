@@ -24,7 +24,7 @@ from runner.build import build, locate_target
 from runner.cli import hold_interrupts, interrupts_restored
 from runner.errors import CaptureError, CompileError, ConfigError
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
-from runner.measure import measure, probe_limit
+from runner.measure import Measurement, measure, probe_limit
 from runner.plots import plot_load_curve
 from runner.progress import failing_in
 from runner.record import (
@@ -206,8 +206,9 @@ def _rounded(rates: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in rates.items()}
 
 
-def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
-    """The pipeline proper; fills `result` in place so a failure keeps what was learned."""
+def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) -> None:
+    """The pipeline proper; fills `result` and `measurement` in place so a failure or an
+    interrupt keeps what was learned."""
     phases = result["job"]["phases_s"]
     mark = time.perf_counter()
 
@@ -253,20 +254,16 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
             "capture_time_ms": lanes.capture_time_s * 1e3 if lanes.graph else None,
             "graph_pool_bytes": graph_pool_bytes(lanes.device) if lanes.graph else None,
         }
-        measurement = measure(spec, workload, lanes)
+        measure(spec, workload, lanes, measurement)
         lap("measure")
-        interrupted = measurement.interrupted is not None  # then no profile or timestamps: record and stop
-        out_dir = Path(result["job"]["output_dir"])
-        if spec.timestamps != "none" and measurement.latency is not None and not interrupted:
-            result["files"]["timestamps"] = write_timestamps(measurement.latency, spec.timestamps, out_dir,
-                                                              spec.is_cuda).name
-        if spec.profile and not interrupted:  # a separate pass after the timed ones, never timed itself
-            with torch.no_grad():
-                trace = profile_schedule(lanes, workload.sources, workload.keys, PROFILE_REQUESTS, out_dir / "trace.json")
-            result["files"]["trace"] = trace.name
-        if measurement.load and measurement.load.get("scenario") == "server" and not interrupted:
-            curve = plot_load_curve(measurement.load, out_dir / "load_curve.png", f"{spec.model_name} | {spec.mode}")
-            result["files"]["load_curve"] = curve.name
+        if measurement.interrupted is None:  # else no profile or timestamps: record and stop
+            try:
+                _extras(spec, measurement, workload, lanes, result)
+            except KeyboardInterrupt as exc:  # what was measured is recorded all the same
+                measurement.interrupted = exc
+        # From here until the result is written, an interrupt would only lose it (a Ctrl-C in the
+        # last milliseconds of a finished job): ignored (run_job puts the handlers back after).
+        hold_interrupts()
         summary = summarize_measurement(spec, measurement)
         figures.update(summary.figures)
         figures.update(workload.compile_figures)
@@ -306,6 +303,22 @@ def _execute(spec: RunSpec, result: dict[str, Any]) -> None:
         del lanes, workload
 
 
+def _extras(spec: RunSpec, measurement: Measurement, workload: Any, lanes: Lanes, result: dict[str, Any]) -> None:
+    """What a finished measurement leaves besides its figures: timestamps, a profile (a separate
+    pass after the timed ones, never timed itself), the server's load curve."""
+    out_dir = Path(result["job"]["output_dir"])
+    if spec.timestamps != "none" and measurement.latency is not None:
+        result["files"]["timestamps"] = write_timestamps(measurement.latency, spec.timestamps, out_dir,
+                                                          spec.is_cuda).name
+    if spec.profile:
+        with torch.no_grad():
+            trace = profile_schedule(lanes, workload.sources, workload.keys, PROFILE_REQUESTS, out_dir / "trace.json")
+        result["files"]["trace"] = trace.name
+    if measurement.load and measurement.load.get("scenario") == "server":
+        curve = plot_load_curve(measurement.load, out_dir / "load_curve.png", f"{spec.model_name} | {spec.mode}")
+        result["files"]["load_curve"] = curve.name
+
+
 def _quietly(fn: Any, *args: Any) -> None:
     """Cleanup that must not hide the job's own error: after a sticky CUDA error (an illegal
     address, a device-side assert) every CUDA call fails again, and the result must still be
@@ -329,7 +342,7 @@ def _release_memory(device: Optional[str]) -> None:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM to a single run, raised where Ctrl-C's interrupt would be: it ends the same way."""
+    """SIGTERM to a run or a sweep's job, raised where Ctrl-C's interrupt would be: it ends the same way."""
 
 
 class FolderTaken(ConfigError):
@@ -390,12 +403,13 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     result = _base_result(cfg, info, started)
     result["job"]["phases_s"]["startup"] = environment.process_age_s()
     spec: Optional[RunSpec] = None
+    measurement = Measurement()  # filled phase by phase: an interrupt keeps what finished
     try:
         check_overrides(info.overrides)
         _check_config_files()
         spec = resolve(cfg)
         result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices),
-                      method=method_for(spec.device), load=dict(spec.load.__dict__))
+                      method=method_for(spec.device, spec.effective()["staging"]), load=dict(spec.load.__dict__))
         conflict = folder_conflict(info.output_dir, result["overrides"], spec.resume)
         if conflict:
             raise FolderTaken(conflict)
@@ -415,7 +429,7 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                 _show(previous, f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
                 previous["status"] = "skipped"
                 return previous
-        _execute(spec, result)
+        _execute(spec, result, measurement)
     except FolderTaken as exc:  # never overwrite the other job's result
         if not info.multirun:
             raise
@@ -431,6 +445,14 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     except KeyboardInterrupt as exc:
         hold_interrupts()  # until the result is written (run_job's caller restores the handlers)
         result["status"] = "interrupted"
+        if spec is not None and not result.get("figures") and measurement.throughput:
+            # Interrupted between the measurement and its figures: they come from what it holds.
+            try:
+                summary = summarize_measurement(spec, measurement)
+                result["figures"] = summary.figures
+                result["warnings"] += summary.warnings
+            except Exception:  # noqa: BLE001 - a partial measurement the summary cannot read: the keys, null
+                pass
         if spec is not None and spec.load.scenario == "offline":  # stopped before measuring: the keys, null
             result["figures"] = {**dict.fromkeys(THROUGHPUT_KEYS), **(result.get("figures") or {})}
         kept = len((result.get("figures") or {}).get("throughput_requests_per_s_repeats") or [])
@@ -452,6 +474,7 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         result["files"]["traceback"] = TRACEBACK_FILE
         log.error("job failed: %s; the traceback is in %s", result["reason"], info.output_dir / TRACEBACK_FILE)
     finally:
+        hold_interrupts()  # the job has ended: an interrupt now would only lose its result
         _release_memory(spec.device if spec else None)
     _finish(result, info, t0)
     return result

@@ -35,7 +35,7 @@ from runner import environment, schedule
 from runner import spec as rules  # its REFUSE_* read at each use: tests scale them down
 from runner.build import ProbeLimit, Workload
 from runner.check import CheckResult, check_schedule, first_chunk, probe_reused
-from runner.cli import hold_interrupts
+from runner.cli import hold_interrupts, interrupts_restored
 from runner.errors import ConfigError
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
@@ -143,17 +143,20 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
     progress = Progress(spec.measure.budget_s)
     out.phases_s = progress.phases_s
     began = time.perf_counter()
-    try:
-        _measure(spec, workload, lanes, out, progress)
-    except KeyboardInterrupt as exc:
-        hold_interrupts()  # what finished is recorded whole: a second interrupt must not cut that
-        out.interrupted = exc
-        out.elapsed_s = time.perf_counter() - began  # what ran until the Ctrl-C (the phases set it at their end)
-        lanes.synchronize()
-        lanes.restore_default_stream()
-    finally:
-        progress.close()
-        gc.unfreeze()
+    # After an interrupt, further ones wait until the lanes are settled; the caller, which keeps
+    # `out`, holds them again while it records (run_job), and finds the handlers as they were.
+    with interrupts_restored():
+        try:
+            _measure(spec, workload, lanes, out, progress)
+        except KeyboardInterrupt as exc:
+            hold_interrupts()
+            out.interrupted = exc
+            out.elapsed_s = time.perf_counter() - began  # what ran until the Ctrl-C (the phases set it at their end)
+            lanes.synchronize()
+            lanes.restore_default_stream()
+        finally:
+            progress.close()
+            gc.unfreeze()
     return out
 
 

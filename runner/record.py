@@ -142,10 +142,29 @@ HOST_METHOD = {
 }
 
 
-def method_for(device: str | None) -> dict[str, str]:
-    """How the figures were measured, in the words that fit the device that ran them."""
+# On the CPU in copy staging: the request's copy from the pool into the slot, before the rest.
+HOST_COPY_STAGING = {
+    "schedule": (
+        "on the CPU, copy staging: one request at a time on the submitting thread: the request is "
+        "copied from the input pool (measure.input_pool requests, rotated) into the slot's host "
+        "buffer (one memmove), then from the slot into the model's input (a second memmove), the "
+        "eager forward runs, the output is copied out; no streams, graphs, pinned memory, events or "
+        "copy thread"
+    ),
+    "host_time": (
+        "a separate pass of the throughput loop with the host clock between its steps: host_wait_us "
+        "(nothing to wait for on the CPU), host_copy_us (the request's copy from the pool into the "
+        "slot: one memmove of its bytes), host_launch_us (copy into the model's input, forward, copy "
+        "out); host_enqueue_us = copy + launch"
+    ),
+}
+
+
+def method_for(device: str | None, staging: str = "direct") -> dict[str, str]:
+    """How the figures were measured, in the words that fit the device and the staging that ran
+    them (on the CPU, copy staging adds a copy the direct words said was not there)."""
     if device is not None and not device.startswith("cuda"):
-        return {**METHOD, **HOST_METHOD}
+        return {**METHOD, **HOST_METHOD, **(HOST_COPY_STAGING if staging == "copy" else {})}
     return dict(METHOD)
 
 

@@ -60,6 +60,8 @@ class Row:
     gpu_uuid: str = ""  # the GPU that ran it
     host_us: Optional[float] = None  # the host canary's median over the passes its figures use (the host's speed)
     samples_per_request: Optional[float] = None  # with buckets: the mean real batch of the job's request plan
+    speedup_within_noise: bool = False  # its 95% interval from the repeats covers 1.0
+    efficiency_within_noise: bool = False
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -136,9 +138,12 @@ def collect(paths: list[Path]) -> list[Row]:
         elif scenario == "server" and (f.get("load") or {}).get("rate") != "max":
             # A fixed offered rate: the rate achieved, latency from arrival (queueing included).
             e2e, rate = f.get("server_latency_us") or {}, f.get("server_achieved_rate")
-            offered = (f.get("load") or {}).get("rate")
+            # The rate asked for; the arrivals drawn from it offered a little more or less.
+            asked = (f.get("load") or {}).get("rate")
+            points = ((f.get("load") or {}).get("runner") or {}).get("points") or [{}]
+            offered = f" ({rate_text(points[0]['offered'])}/s offered)" if points[0].get("offered") else ""
             verdict = "valid" if f.get("server_valid") else "INVALID"
-            load = f"server: {verdict} at {rate_text(offered)}/s offered" if offered else f"server: {verdict}"
+            load = f"server: {verdict} at load.rate={rate_text(asked)}/s{offered}" if asked else f"server: {verdict}"
         elif scenario == "server" and f.get("server_max_rate") is None and result.get("status") == "ok":
             # A search in which no rate held the bound: say so, not a row of blanks.
             load = _no_rate_held((f.get("load") or {}).get("runner") or {}, (f.get("load") or {}).get("p99_ms"))
@@ -179,6 +184,8 @@ def collect(paths: list[Path]) -> list[Row]:
                 gpu=str(job.get("launcher_device") or str(gpu.get("uuid") or "")[:8]),
                 gpu_uuid=str(gpu.get("uuid") or ""),
                 host_us=host_us(f),
+                speedup_within_noise=bool(f.get("speedup_vs_baseline_within_noise")),
+                efficiency_within_noise=bool(f.get("efficiency_vs_ceiling_within_noise")),
             )
         )
     mark_best(rows)
@@ -216,6 +223,21 @@ def best_line(rows: list[Row]) -> Optional[str]:
              if twins else "")
     return (f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} "
             f"requests/s{ahead}{noise}")
+
+
+# A ratio whose interval covers 1.0 is marked in the tables, as the job's console says it.
+NOISE_MARK = "~"
+NOISE_NOTE = f"{NOISE_MARK}: within noise (the ratio's 95% interval from the repeats covers 1.0)"
+
+
+def _cell(row: Row, attr: str, kind: str) -> str:
+    text = _fmt(getattr(row, attr), kind)
+    noisy = {"speedup_vs_baseline": row.speedup_within_noise, "efficiency_vs_ceiling": row.efficiency_within_noise}
+    return NOISE_MARK + text if noisy.get(attr) and text != "-" else text
+
+
+def _noisy(rows: list[Row]) -> bool:
+    return any(r.speedup_within_noise or r.efficiency_within_noise for r in rows)
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -320,12 +342,13 @@ def markdown(rows: list[Row]) -> str:
     for row in rows:
         cells = []
         for _, attr, kind in columns:
-            text = _status_cell(row) if attr == "status" else _fmt(getattr(row, attr), kind)
+            text = _status_cell(row) if attr == "status" else _cell(row, attr, kind)
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     best = best_line(rows)
     notes = [f"\n{note}" for note in sweep_notes(rows)]  # as the console says them
-    return "\n".join(lines + ([f"\n**{best}**"] if best else []) + notes)
+    noise = [f"\n{NOISE_NOTE}"] if _noisy(rows) else []
+    return "\n".join(lines + noise + ([f"\n**{best}**"] if best else []) + notes)
 
 
 OVERRIDES_CHARS = 60  # the terminal table's overrides column; sweep.md and sweep.csv keep them whole
@@ -368,7 +391,7 @@ def text_table(rows: list[Row]) -> str:
     cells = [[title for title, _, _ in columns]]
     overrides = short_labels([_fmt(row.overrides, "str") for row in rows], OVERRIDES_CHARS)
     for row, label in zip(rows, overrides, strict=True):
-        cells.append([label if attr == "overrides" else _fmt(getattr(row, attr), kind) for _, attr, kind in columns])
+        cells.append([label if attr == "overrides" else _cell(row, attr, kind) for _, attr, kind in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     numeric = [kind != "str" for _, _, kind in columns]
     lines = []
@@ -376,7 +399,7 @@ def text_table(rows: list[Row]) -> str:
         lines.append("  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)).rstrip())
     reasons = [f"  job {row.job}: {row.status}: {row.reason}" for row in rows if row.status != "ok" and row.reason]
     best = best_line(rows)
-    return "\n".join(lines + reasons + ([best] if best else []))
+    return "\n".join(lines + ([NOISE_NOTE] if _noisy(rows) else []) + reasons + ([best] if best else []))
 
 
 def csv_text(rows: list[Row]) -> str:

@@ -718,6 +718,13 @@ def resolve(
                 "(eager forwards and host copies): not measured, so no speedup or efficiency"
             )
             baseline = ceiling = False
+    interleave = config.measure.interleave
+    if interleave and not (baseline or ceiling) and config.load.scenario.value == "offline":
+        # Nothing to alternate with: left on, it still shared the baseline's and the ceiling's
+        # time among the throughput's passes as if they ran (passes of half the length).
+        notices.append("measure.interleave=true alternates the throughput's passes with the baseline's and the "
+                       "ceiling's, and neither runs here: the throughput's passes run back to back")
+        interleave = False
     if copy_thread and config.load.scenario.value != "offline":
         notices.append("staging.copy_thread runs ahead around the ring; open-loop and single-stream requests go to the "
                        "first free slot: no copy thread")
@@ -769,7 +776,8 @@ def resolve(
         compile=compile_mode,
         compile_cache=_compile_cache(config.compile_cache, compile_mode),
         load=load_spec(config),
-        measure=MeasureSpec(**{**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}, "ceiling": ceiling}),
+        measure=MeasureSpec(**{**{f.name: getattr(m, f.name) for f in fields(MeasureSpec)}, "ceiling": ceiling,
+                                 "interleave": interleave}),
         seed=config.seed,
         baseline=baseline,
         check=config.check,

@@ -308,14 +308,19 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         )
     warnings += ([m.slow] if m.slow else []) + list(m.skipped.values())
     if m.check is not None and m.check.requests < m.check.requested:
+        took = ""
+        if m.check.seconds is not None and math.isfinite(m.check.allowance_s):
+            took = f" (it took {m.check.seconds:.1f} s; its share: {m.check.allowance_s:.1f} s)"
         warnings.append(
             f"the check compared {m.check.requests} of measure.check_requests={m.check.requested} requests "
-            "before its share of the budget ran out"
+            f"before its share of the budget ran out{took}"
         )
+    warnings += _latency_cut(spec, fig, m)
+    warnings += _loops_disagree(spec, fig)
     for name in ("speedup_vs_baseline", "efficiency_vs_ceiling"):
         if fig.get(f"{name}_within_noise") and fig.get(f"{name}_interval"):
             low, high = fig[f"{name}_interval"]
-            warnings.append(f"{name} {fig[name]:.2f} is within noise (2-sigma interval {low:.2f}-{high:.2f} covers 1.0)")
+            warnings.append(f"{name} {fig[name]:.2f} is within noise (its 95% interval {low:.2f}-{high:.2f} covers 1.0)")
     if fig.get("efficiency_vs_ceiling") and not fig.get("efficiency_vs_ceiling_within_noise") \
             and fig["efficiency_vs_ceiling"] > 1.0:
         warnings.append("the schedule beat its device-only ceiling beyond noise: the ceiling does not bound it")
@@ -324,6 +329,49 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     if m.buffers_moved:
         warnings.append("a static buffer changed address during the run")
     return Summary(fig, warnings)
+
+
+def _latency_cut(spec: RunSpec, fig: dict[str, Any], m: Measurement) -> list[str]:
+    """The latency passes end at their share of the budget: one that served fewer requests
+    than measure.latency_requests says what its tail rests on (the default CPU job's served
+    40-142 of 2000, and its p99 was printed as if from 2000)."""
+    asked = spec.measure.latency_requests
+    said = []
+    for who, key in (("latency pass", "latency_e2e_us"), ("baseline's latency pass", "baseline_latency_us")):
+        n = (fig.get(key) or {}).get("n")
+        if n is None or n >= asked:
+            continue
+        tail = "its p99 lies between its two largest latencies" if n < 100 else f"its p99 rests on {n} requests"
+        buckets = [part["requests"] for part in (fig.get("buckets") or {}).values()] if who == "latency pass" else []
+        if buckets and min(buckets) < 100:
+            tail += f"; per bucket, on as few as {min(buckets)}"
+        said.append(f"the {who} served {n} of measure.latency_requests={asked} requests in its share of the budget "
+                    f"(measure.budget_s={spec.measure.budget_s:g}): {tail}; raise measure.budget_s for more")
+    return said
+
+
+# How far apart, on the CPU, the throughput passes' rate and the latency pass's (one over its
+# mean latency) may lie before the job says so: they run the same one-at-a-time loop, the
+# latency pass with four clock reads more per request (and with buckets, another part of the plan).
+LOOPS_APART = 2.0
+
+
+def _loops_disagree(spec: RunSpec, fig: dict[str, Any]) -> list[str]:
+    """On the CPU the throughput passes and the latency pass are one loop, timed two ways: far
+    apart, the host's load changed between them. A job beside another process read 22
+    requests/s in its passes and 846 from its latency pass, while every host check, taken as it
+    began, read quiet."""
+    rate = fig.get("throughput_requests_per_s")
+    mean_us = (fig.get("latency_e2e_us") or {}).get("mean")
+    if spec.is_cuda or spec.model.bucketed or not rate or not mean_us:  # buckets: other mixes of sizes
+        return []
+    latency_rate = 1e6 / mean_us
+    apart = max(rate, latency_rate) / min(rate, latency_rate)
+    if apart < LOOPS_APART:
+        return []
+    return [f"the throughput passes ({rate_text(rate)} requests/s) and the latency pass ({rate_text(latency_rate)} "
+            f"requests/s, from its mean latency) ran the same one-at-a-time loop on the CPU, yet differ {apart:.1f}x: "
+            "the host's load or speed changed during the job (another process?); rerun it on a quiet host"]
 
 
 # Correlation from which, over at least so many passes, the passes are said to have followed

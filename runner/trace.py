@@ -48,9 +48,11 @@ def profile_schedule(lanes: Lanes, sources: Sequence[torch.Tensor], keys: Sequen
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if lanes.is_cuda else [])
     n_lanes = len(lanes)
+    # On the CPU there are no streams: a request's range is named by its number alone.
+    names = [f"request {j} (stream {j % n_lanes})" if lanes.is_cuda else f"request {j}" for j in range(requests)]
     with profile(activities=activities) as prof, serve(lanes, sources, keys) as session:
         for j in range(requests):
-            with record_function(f"request {j} (stream {j % n_lanes})"):
+            with record_function(names[j]):
                 session.launch(session.acquire(j))
         lanes.synchronize()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -707,3 +707,25 @@ def test_a_multirun_flag_after_the_overrides_still_makes_a_sweep():
     assert multirun_first(["a=1", "--multirun", "b=2", "--cfg", "job"]) == ["--multirun", "a=1", "b=2", "--cfg", "job"]
     assert multirun_first(["-m", "a=1,2"]) == ["-m", "a=1,2"]
     assert multirun_first(["a=1", "b=2"]) == ["a=1", "b=2"]
+
+
+def test_a_sigterm_handler_someone_else_set_is_left_to_them():
+    """submitit's jobs ignore SIGTERM on purpose (a preemption's warning, SIGUSR2 to requeue):
+    a job does not take it over. Python's default, or the runner's own, it replaces."""
+    import signal
+
+    from runner.app import _sigterm_as_interrupt
+
+    def theirs(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, theirs)
+    try:
+        with _sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is theirs
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with _sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)

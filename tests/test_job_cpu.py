@@ -464,6 +464,59 @@ def test_a_ratio_whose_uncertainty_covers_one_is_within_noise():
     assert many["speedup_vs_baseline_within_noise"] is False  # 30 passes a side: t is about 2
 
 
+def test_the_warnings_say_what_a_figure_rests_on(make_cfg):
+    """Said by the summary, from what ran: a ratio within noise names its 95% interval (it had
+    said 2-sigma, of a Student's t interval); a check cut short says how long it took against its
+    share (18 s of a 5 s share had read as a plain cut); a latency pass cut short says what its
+    p99 rests on (the default CPU job's served 40-142 of 2000, printed as if from 2000)."""
+    from runner.check import CheckResult
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK, "measure.latency_requests=500"))
+    m = Measurement()
+    m.throughput = [(100, 1.0), (120, 1.0), (110, 1.0)]
+    m.baseline = [(100, 1.0), (110, 1.0), (105, 1.0)]
+    m.check = CheckResult(40, 0, 0.0, 1e-5, requested=64, seconds=18.1, allowance_s=5.3)
+    m.latency = {"lane": [0] * 40, "device_us": [[0.0, 1.0, 2.0, 3.0]] * 40}
+    m.baseline_latency_s = [1e-3] * 300
+    said = summarize_measurement(spec, m).warnings
+    noise = [w for w in said if "within noise" in w]
+    assert noise and all("its 95% interval" in w and "2-sigma" not in w for w in noise), said
+    assert ("the check compared 40 of measure.check_requests=64 requests before its share of the budget ran out "
+            "(it took 18.1 s; its share: 5.3 s)") in said
+    assert ("the latency pass served 40 of measure.latency_requests=500 requests in its share of the budget "
+            "(measure.budget_s=2): its p99 lies between its two largest latencies; raise measure.budget_s for more") in said
+    assert ("the baseline's latency pass served 300 of measure.latency_requests=500 requests in its share of the "
+            "budget (measure.budget_s=2): its p99 rests on 300 requests; raise measure.budget_s for more") in said
+
+
+def test_a_host_whose_load_changed_during_the_job_is_said(make_cfg):
+    """On the CPU the throughput passes and the latency pass run one loop: a job beside another
+    process read 22 requests/s in its passes and 846 from its latency pass (1,182 us), with
+    every host check, taken as it began, quiet. Said; a job whose two agree says nothing."""
+    from runner.summary import _loops_disagree
+
+    spec = resolve(make_cfg(*QUICK))
+    [said] = _loops_disagree(spec, {"throughput_requests_per_s": 22.0, "latency_e2e_us": {"mean": 1182.5}})
+    assert said.startswith("the throughput passes (22 requests/s) and the latency pass (846 requests/s, from its "
+                           "mean latency) ran the same one-at-a-time loop on the CPU, yet differ 38.4x")
+    assert _loops_disagree(spec, {"throughput_requests_per_s": 850.0, "latency_e2e_us": {"mean": 1182.5}}) == []
+    assert _loops_disagree(spec, {"throughput_requests_per_s": None, "latency_e2e_us": None}) == []
+
+
+def test_the_cpu_method_names_copy_stagings_copy(make_cfg, tmp_path):
+    """In copy staging on the CPU the record said host_copy_us was "no copy, the request is
+    already in place" while the job measured a memmove of about 2-4 us."""
+    result = run_job(make_cfg(*QUICK, "model.batch=2", "staging.mode=copy"), JobInfo(output_dir=tmp_path / "copy"))
+    method = result["method"]
+    assert method["schedule"].startswith("on the CPU, copy staging:") and "input pool" in method["schedule"]
+    assert "already in place" not in method["host_time"] and "from the pool into the slot" in method["host_time"]
+    assert result["figures"]["host_copy_us"]["p50"] > 0
+    direct = run_job(make_cfg(*QUICK, "model.batch=2", "staging.mode=direct"), JobInfo(output_dir=tmp_path / "d"))
+    assert "already in place" in direct["method"]["host_time"] and "input pool" not in direct["method"]["schedule"]
+
+
 def test_a_job_beside_others_says_its_timings_interfere(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("RUNNER_CONCURRENT_JOBS", "2")
     result = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path))
@@ -698,7 +751,9 @@ def test_interleaved_passes_judge_the_speedup_by_the_spread_of_their_pairs(make_
     from runner.measure import Measurement
     from runner.summary import summarize_measurement
 
-    spec = resolve(make_cfg(*QUICK, "measure.interleave=true"))
+    # A GPU job's spec (on the CPU there is no baseline to interleave with)
+    spec = resolve(make_cfg("measure=quick", "measure.interleave=true"), cuda_count=lambda: 1)
+    assert spec.measure.interleave and spec.baseline
     # The host's speed moved both passes of each pair: the ratios hold at 10x +-1%.
     runner_passes = [(1000, 1.0), (600, 1.0), (1010, 1.0), (590, 1.0)]
     baseline = [(100, 1.0), (60, 1.0), (100, 1.0), (60, 1.0)]
@@ -803,6 +858,58 @@ def test_a_second_interrupt_while_the_job_records_does_not_lose_its_result(make_
     with pytest.raises(KeyboardInterrupt):
         run_job(make_cfg(*QUICK), JobInfo(output_dir=tmp_path))
     assert json.loads((tmp_path / RESULT_FILE).read_text())["status"] == "interrupted"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_an_interrupt_after_the_measurement_keeps_its_figures(make_cfg, tmp_path, monkeypatch):
+    """A SIGTERM while the profile ran (after the timed passes) recorded "no throughput repeat",
+    its finished repeats lost; one while the job released its memory, after an ok measurement,
+    escaped with no result written at all."""
+    import os
+    import signal
+
+    from runner import job
+
+    def interrupted(*args, **kwargs):
+        raise job.Terminated
+
+    monkeypatch.setattr(job, "profile_schedule", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(make_cfg(*QUICK, "model.batch=2", "profile=true"), JobInfo(output_dir=tmp_path / "profile"))
+    result = json.loads((tmp_path / "profile" / RESULT_FILE).read_text())
+    kept = len(result["figures"]["throughput_requests_per_s_repeats"])
+    assert result["status"] == "interrupted" and kept >= 1 and result["figures"]["throughput_requests_per_s"] > 0
+    assert result["reason"] == f"interrupted (SIGTERM) before the job finished; the figures hold the {kept} " \
+                               "throughput repeat(s) that finished"
+
+    release = job._release_memory
+
+    def interrupted_while_releasing(device):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # a handler would run here
+        release(device)
+
+    monkeypatch.setattr(job, "_release_memory", interrupted_while_releasing)
+    result = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path / "release"))
+    assert result["status"] == "ok"
+    assert json.loads((tmp_path / "release" / RESULT_FILE).read_text())["status"] == "ok"
+
+
+def test_measure_called_alone_leaves_the_interrupt_handlers_as_they_were(make_cfg, monkeypatch):
+    """measure() ignores further interrupts once one came (its caller records what finished);
+    called alone (a benchmark, a test), it left SIGINT and SIGTERM ignored for the process."""
+    import signal
+
+    from runner import measure as measure_module
+
+    spec = resolve(make_cfg(*QUICK, "model.batch=2", "check=false"))
+    workload = build(spec)
+    lanes = build_lanes(spec, workload)
+    monkeypatch.setattr(measure_module.schedule, "throughput_pass",
+                        lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    out = measure_module.measure(spec, workload, lanes)
+    assert out.interrupted is not None
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
@@ -959,3 +1066,11 @@ def test_each_pass_goes_on_in_the_plan_where_the_one_before_ended(make_cfg, monk
     assert f["throughput_samples_per_request"] == pytest.approx(sum(out.throughput_samples) / sum(done))
     assert f["throughput_samples_per_s"] == pytest.approx(f["throughput_requests_per_s"] * f["throughput_samples_per_request"])
     assert f["samples_per_request"] == pytest.approx(sum(batches) / len(batches))  # the plan's: alike across jobs
+
+
+def test_a_cpu_trace_names_requests_without_streams(make_cfg, tmp_path):
+    """The CPU's method says "no streams"; its trace labelled every request "(stream 0)"."""
+    result = run_job(make_cfg(*QUICK, "model.batch=2", "profile=true"), JobInfo(output_dir=tmp_path))
+    trace = json.loads((tmp_path / result["files"]["trace"]).read_text())
+    names = {e["name"] for e in trace["traceEvents"] if str(e.get("name", "")).startswith("request ")}
+    assert names and "request 0" in names and not any("stream" in n for n in names)

@@ -451,6 +451,26 @@ def test_jobs_of_different_batch_sizes_get_a_samples_column(sweep_dir):
     assert not report.mixed_batches(rows[:2])
 
 
+def test_a_ratio_within_noise_is_marked_in_the_tables(sweep_dir, tmp_path):
+    """The job's console says "(within noise)"; the sweep's table showed 1.02x and 101.0% as
+    results. Marked there too, with what the mark means; the CSV has the flags."""
+    noisy, clear = _result(sweep_dir, 0), _result(sweep_dir, 1)
+    noisy["figures"].update(speedup_vs_baseline=1.02, speedup_vs_baseline_within_noise=True,
+                            efficiency_vs_ceiling=1.01, efficiency_vs_ceiling_within_noise=True)
+    clear["figures"].update(speedup_vs_baseline=5.0, speedup_vs_baseline_within_noise=False,
+                            efficiency_vs_ceiling=0.6, efficiency_vs_ceiling_within_noise=False)
+    rows = report.collect([_write(tmp_path / "noisy", noisy), _write(tmp_path / "clear", clear)])
+    text, md, csv = report.text_table(rows), report.markdown(rows), report.csv_text(rows)
+    for table in (text, md):
+        assert "~1.02x" in table and "~101.0%" in table and "~5.00x" not in table and " 5.00x" in table
+        assert report.NOISE_NOTE in table
+    assert csv.splitlines()[0].endswith(",speedup_within_noise,efficiency_within_noise")
+    assert sorted(line.rsplit(",", 2)[1:] for line in csv.splitlines()[1:]) == [["False", "False"], ["True", "True"]]
+    # Nothing within noise: no mark, no note.
+    rows = report.collect([tmp_path / "clear"])
+    assert report.NOISE_NOTE not in report.text_table(rows) and "~" not in report.text_table(rows)
+
+
 def test_a_job_whose_figures_start_after_a_step_is_named_beside_the_table(sweep_dir, tmp_path):
     from runner.report import collect, markdown, sweep_notes
 

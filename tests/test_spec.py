@@ -108,3 +108,14 @@ def test_timestamps_without_the_latency_pass_they_come_from_are_a_notice(make_cf
     assert any(n.startswith("timestamps=csv: written from the latency pass, which load.scenario=single_stream")
                for n in spec.notices)
     assert not any(n.startswith("timestamps") for n in resolve(make_cfg("device=cpu", "timestamps=csv")).notices)
+
+
+def test_interleave_with_nothing_to_interleave_is_a_notice_and_off(make_cfg):
+    """On the CPU (no baseline, no ceiling) measure.interleave=true ran silently, and shared the
+    time of passes that never ran among the throughput's (its passes half as long)."""
+    spec = resolve(make_cfg("device=cpu", "measure.interleave=true"))
+    assert spec.measure.interleave is False
+    assert ("measure.interleave=true alternates the throughput's passes with the baseline's and the ceiling's, "
+            "and neither runs here: the throughput's passes run back to back") in spec.notices
+    spec = resolve(make_cfg("measure.interleave=true"), cuda_count=lambda: 1)
+    assert spec.measure.interleave is True and not any("interleave" in n for n in spec.notices)

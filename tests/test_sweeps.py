@@ -741,8 +741,31 @@ def test_a_job_that_died_before_the_ctrl_c_is_recorded_as_died_not_interrupted(m
     # A sweep stopped by SIGTERM sends its running jobs SIGTERM, and their records say so.
     finished.clear()
     sent.clear()
-    launcher._interrupt({2: job(1, None)}, how="SIGTERM")
-    assert finished == {1: (True, "SIGTERM")} and sent == [(1, signal.SIGTERM)]
+    launcher._interrupt({2: job(1, None), 3: job(2, -signal.SIGTERM)}, how="SIGTERM")
+    # A job the sweep's own SIGTERM ended during its imports (Python's default then) was stopped
+    # with the sweep, not a crash; after a Ctrl-C, a SIGTERM that ended a job came from elsewhere.
+    assert finished == {1: (True, "SIGTERM"), 2: (True, "SIGTERM")} and sent == [(1, signal.SIGTERM)]
+    finished.clear()
+    launcher._interrupt({3: job(2, -signal.SIGTERM)})
+    assert finished == {2: (False, "Ctrl-C")}
+
+
+def test_a_repeated_sigterm_does_not_stop_the_jobs_at_once():
+    """`timeout` sends SIGTERM twice, to the launcher and then to its group: the second was taken
+    for "Ctrl-C again: stop now", and the jobs were killed before they recorded their repeats.
+    The first SIGTERM is the launcher's Ctrl-C; a repeated one is ignored; a Ctrl-C still counts."""
+    from hydra_plugins.runner_launcher.runner_launcher import _sigterm_as_ctrl_c
+
+    with _sigterm_as_ctrl_c() as stopped_by:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+        assert stopped_by == ["SIGTERM"]
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored: no KeyboardInterrupt
+        time.sleep(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
 
 
 def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):

@@ -453,8 +453,11 @@ class RunnerLauncher(Launcher):
         stopped the sweep, Ctrl-C or SIGTERM; the jobs get the same signal, and say it."""
         # A job that had already ended by itself (killed, crashed) died; it was not interrupted.
         ended = {job.idx: job.process.returncode for job in running.values()}  # type: ignore[union-attr]
+        # ... unless the sweep's own SIGTERM (sent to its whole group) ended it during its imports.
+        stopped_codes = (None, 130, -signal.SIGINT) + ((-signal.SIGTERM,) if how == "SIGTERM" else ())
+        second = "Ctrl-C again" if how == "Ctrl-C" else "Ctrl-C (SIGINT)"
         print(f"\n[runner] interrupted ({how}): waiting up to {self.grace_s:.0f}s for {len(running)} running job(s) to "
-              "record what they measured (Ctrl-C again: stop now)", file=sys.stderr, flush=True)
+              f"record what they measured ({second}: stop now)", file=sys.stderr, flush=True)
         deadline = time.monotonic() + self.grace_s
         again = False
         try:
@@ -477,7 +480,7 @@ class RunnerLauncher(Launcher):
                 print("[runner] stopping the running job(s) now", file=sys.stderr, flush=True)
             self._stop(running)  # those still running past the grace (or a second Ctrl-C)
             returns = [self._finish(job, job.process.returncode,
-                                    interrupted=ended[job.idx] in (None, 130, -signal.SIGINT), how=how)
+                                    interrupted=ended[job.idx] in stopped_codes, how=how)
                        for job in running.values()]
             sweep_dir = self.config.hydra.sweep.dir if self.config is not None else "?"
             print(
@@ -555,7 +558,11 @@ class RunnerLauncher(Launcher):
                     with _ctrl_c_deferred():  # a job that ended is recorded whole; a Ctrl-C now waits for that
                         running.pop(job.process.pid)
                         scheduler.release(job.slot)
-                        returns[job.idx] = self._finish(job, job.process.returncode)
+                        code = job.process.returncode
+                        # A job the sweep's SIGTERM ended before it took SIGTERM as an interrupt
+                        # (its imports): stopped with the sweep, not a crash.
+                        stopped = code == -signal.SIGTERM and stopped_by[0] == "SIGTERM"
+                        returns[job.idx] = self._finish(job, code, interrupted=stopped, how=stopped_by[0])
                     status_text = returns[job.idx].return_value.get("status", "?")
                     done = len(returns)
                     elapsed = time.monotonic() - start
@@ -745,6 +752,8 @@ def _sigterm_as_ctrl_c() -> Any:
         return
 
     def terminated(signum: int, frame: Any) -> None:
+        if stopped_by[0] == "SIGTERM":  # `timeout` sends it twice (to the launcher, then to its group):
+            return  # only a Ctrl-C stops the jobs at once, never a repeated SIGTERM
         stopped_by[0] = "SIGTERM"
         os.kill(os.getpid(), signal.SIGINT)
 
