@@ -158,12 +158,15 @@ def _typed_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def labels(keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, str]:
+def labels(keys: list[str], results: dict[str, dict[str, Any]],
+           overrides: Optional[dict[str, list[str]]] = None) -> dict[str, str]:
     """A label per identity: the overrides that tell its run from the others' (as the sweep
     table shows them) where they tell every identity apart; else the short label, plus the
     asked settings that tell apart identities whose short labels are the same (two configs
-    that ran alike on a CPU, say)."""
-    asked = distinguishing([without_resume(results[k].get("overrides") or []) for k in keys])
+    that ran alike on a CPU, say). `overrides`: an identity's overrides, where its runs are
+    several (those all its runs share), else its result's."""
+    asked = distinguishing([without_resume((overrides or {}).get(k, results[k].get("overrides") or []))
+                            for k in keys])
     if len(keys) > 1 and all(asked) and len(set(asked)) == len(keys):
         return dict(zip(keys, asked, strict=True))
     short = {k: label(results[k]) for k in keys}
@@ -180,6 +183,13 @@ def labels(keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, str
         out[k] = short[k] + " | asked " + " ".join(f"{n}={_typed_text(flats[k][n])}" for n in differing
                                                    if flats[k].get(n) is not None)
     return out
+
+
+def shared_overrides(runs: list[dict[str, Any]]) -> list[str]:
+    """The overrides every one of these runs asked for, in the first's order: a pool of six
+    runs, one of them with timestamps=csv, was labelled "timestamps=csv"."""
+    asked = [list(r.get("overrides") or []) for r in runs]
+    return [o for o in asked[0] if all(o in other for other in asked[1:])] if asked else []
 
 
 def _count(result: dict[str, Any], key: str) -> Optional[int]:
@@ -462,7 +472,8 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
     keys = list(dict.fromkeys([*old_by, *new_by]))
     # A label from a run that knows what it ran (a run that failed early may not).
     names = labels(keys, {k: next((p.result for p in (new_by.get(k), old_by.get(k)) if p and p.result.get("mode")),
-                                  (new_by.get(k) or old_by[k]).result) for k in keys})
+                                  (new_by.get(k) or old_by[k]).result) for k in keys},
+                   {k: shared_overrides([*old_runs.get(k, []), *new_runs.get(k, [])]) for k in keys})
     for key in keys:
         a, b = old_by.get(key), new_by.get(key)
         m = Match(names[key], a and a.result, b and b.result, runs=(a.runs if a else 0, b.runs if b else 0))

@@ -95,7 +95,10 @@ class Measurement:
     steady_state_allocations: Optional[int] = None  # device allocations during timed passes
     buffers_moved: Optional[bool] = None  # did any static buffer change address?
     stop_reason: Optional[str] = None  # why the repeats stopped: stdrel, repeats, budget
-    estimate_s: Optional[float] = None  # the timed phase's duration, as estimated before it
+    estimate_s: Optional[float] = None  # the timed phase's duration, as estimated before it (its least)
+    estimate_most_s: Optional[float] = None  # the most it was estimated to take
+    after_estimate_s: Optional[float] = None  # what it took: from the estimate to the end of measuring
+    estimated_at: Optional[float] = None  # perf_counter when the estimate was made
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
     phases_s: dict[str, float] = field(default_factory=dict)  # seconds each phase took
@@ -282,6 +285,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         latency_most_s = (m.latency_requests > 0) * max(0.15 * m.budget_s,
                                                          _latency_passes(spec) * m.latency_requests * turn_s)
         most_s = max(out.estimate_s, min(left_s + per_pass_s, m.repeats * per_pass_s * kinds + latency_most_s))
+        out.estimate_most_s, out.estimated_at = most_s, time.perf_counter()
         span = f"about {out.estimate_s:.1f}" if most_s <= 1.2 * out.estimate_s else f"{out.estimate_s:.1f} to {most_s:.1f}"
         log.info("measuring: %s s more (measure.budget_s=%g: at least %d and at most %d repeats of "
                  "about %.2f s per pass%s)", span, m.budget_s, fitting, m.repeats, per_pass_s, fewer)
@@ -344,6 +348,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                     )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
     out.elapsed_s = budget.elapsed()
+    if out.estimated_at is not None:
+        out.after_estimate_s = time.perf_counter() - out.estimated_at
 
 
 def _latency_passes(spec: RunSpec) -> int:

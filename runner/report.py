@@ -62,6 +62,9 @@ class Row:
     samples_per_request: Optional[float] = None  # with buckets: the mean real batch of the job's request plan
     speedup_within_noise: bool = False  # its 95% interval from the repeats covers 1.0
     efficiency_within_noise: bool = False
+    max_rate_cut: bool = False  # the budget ended its rate search: max_rate is a floor, or a wide bracket
+    lowest_invalid_rate: Optional[float] = None  # that search's lowest rate found invalid
+    host_shared: str = ""  # what the job's warnings say of other work on its host ("" when nothing)
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -184,6 +187,9 @@ def collect(paths: list[Path]) -> list[Row]:
                 gpu=str(job.get("launcher_device") or str(gpu.get("uuid") or "")[:8]),
                 gpu_uuid=str(gpu.get("uuid") or ""),
                 host_us=host_us(f),
+                max_rate_cut=((f.get("load") or {}).get("runner") or {}).get("stopped_by") == "budget",
+                lowest_invalid_rate=((f.get("load") or {}).get("runner") or {}).get("lowest_invalid_rate"),
+                host_shared=host_shared(result.get("warnings") or []),
                 speedup_within_noise=bool(f.get("speedup_vs_baseline_within_noise")),
                 efficiency_within_noise=bool(f.get("efficiency_vs_ceiling_within_noise")),
             )
@@ -221,8 +227,34 @@ def best_line(rows: list[Row]) -> Optional[str]:
     twins = next((g for g in collapsed(rows) if best in g), None)
     noise = (f" (jobs {', '.join('#' + r.job for r in twins)} ran the same settings: which of them is best is noise)"
              if twins else "")
+    known = ""
+    if best.max_rate_cut:  # the budget ended its search: what the figure is known to be
+        known = (f" or more, below {rate_text(best.lowest_invalid_rate)} (its search was cut short by the budget)"
+                 if best.lowest_invalid_rate else " or more (its search was cut short by the budget)")
     return (f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} "
-            f"requests/s{ahead}{noise}")
+            f"requests/s{known}{ahead}{noise}")
+
+
+# The job's own warnings that other work shared its host (job._tell_if_host_is_busy,
+# summary._loops_disagree): the table's rates and cv do not show it.
+SHARED_HOST = {"the host was busy as the job began": "busy as it began",
+               "the throughput passes (": "its load changed during the job"}
+
+
+def host_shared(warnings: list[str]) -> str:
+    return "; ".join(said for start, said in SHARED_HOST.items() if any(str(w).startswith(start) for w in warnings))
+
+
+def shared_host_notes(rows: list[Row]) -> list[str]:
+    """Jobs whose host other work shared, by their own warnings: a job slowed many times over
+    by another process reads a steady rate (a cv near 0), which the table alone presents as a
+    result."""
+    shared = [r for r in rows if r.host_shared]
+    if not shared:
+        return []
+    which = ", ".join(f"#{r.job} ({r.host_shared})" for r in shared)
+    return [f"sweep: other work shared the host of job{'s' * (len(shared) > 1)} {which}: their rates can be many "
+            "times too low whatever their cv; rerun them on a quiet host before comparing them"]
 
 
 # A ratio whose interval covers 1.0 is marked in the tables, as the job's console says it.
@@ -547,7 +579,7 @@ def sweep_notes(rows: list[Row]) -> list[str]:
     """What the table's reader must know beside it: jobs that ran the same settings, jobs
     whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
     spread over several."""
-    return collapse_notes(rows) + step_notes(rows) + host_notes(rows) + gpu_notes(rows)
+    return collapse_notes(rows) + step_notes(rows) + host_notes(rows) + shared_host_notes(rows) + gpu_notes(rows)
 
 
 def failures(rows: list[Row]) -> list[Row]:

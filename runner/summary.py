@@ -227,7 +227,9 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["warmup_time_ms"] = m.warmup_s * 1e3
     fig["measure_time_s"] = m.elapsed_s
     fig["measure_phases_s"] = dict(m.phases_s)  # where the measuring time went
-    fig["measure_estimate_s"] = m.estimate_s
+    fig["measure_estimate_s"] = m.estimate_s  # of the timed phases, after the check and the warm-up
+    fig["measure_estimate_most_s"] = m.estimate_most_s
+    fig["measure_after_estimate_s"] = m.after_estimate_s  # what they took
     fig["repeats_stop_reason"] = m.stop_reason
     fig["pass_cap_ms"] = None if m.pass_cap_s is None else m.pass_cap_s * 1e3
     fig["throughput_stdrel"] = stdrel(steady) if len(steady) > 1 else None
@@ -316,6 +318,11 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             f"before its share of the budget ran out{took}"
         )
     warnings += _latency_cut(spec, fig, m)
+    if m.after_estimate_s is not None and m.estimate_most_s is not None \
+            and m.after_estimate_s > ESTIMATE_OVERRUN * m.estimate_most_s + 0.5:
+        warnings.append(f"the timed phases took {m.after_estimate_s:.1f} s, past the {m.estimate_most_s:.1f} s at most "
+                        "estimated before them from the warm-up's pace: the job ran slower than its start promised "
+                        "(the host's load or speed changed?)")
     warnings += _loops_disagree(spec, fig)
     for name in ("speedup_vs_baseline", "efficiency_vs_ceiling"):
         if fig.get(f"{name}_within_noise") and fig.get(f"{name}_interval"):
@@ -348,6 +355,10 @@ def _latency_cut(spec: RunSpec, fig: dict[str, Any], m: Measurement) -> list[str
         said.append(f"the {who} served {n} of measure.latency_requests={asked} requests in its share of the budget "
                     f"(measure.budget_s={spec.measure.budget_s:g}): {tail}; raise measure.budget_s for more")
     return said
+
+
+# How far past the most it was estimated to take the timed phase may run before the job says so.
+ESTIMATE_OVERRUN = 1.25
 
 
 # How far apart, on the CPU, the throughput passes' rate and the latency pass's (one over its

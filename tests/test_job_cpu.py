@@ -491,6 +491,25 @@ def test_the_warnings_say_what_a_figure_rests_on(make_cfg):
             "budget (measure.budget_s=2): its p99 rests on 300 requests; raise measure.budget_s for more") in said
 
 
+def test_timed_phases_past_their_estimate_are_said(make_cfg, tmp_path):
+    """The console said "measuring: 4.5 to 13.4 s more" and the timed phases took 14.8 s with no
+    word; the record kept the least alone, and measure_time_s (which counts the check) read as
+    its counterpart. The most and what they took are recorded; well past the most, a warning."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK))
+    late = Measurement(throughput=[(100, 1.0)] * 3, estimate_s=1.0, estimate_most_s=2.0, after_estimate_s=5.0)
+    said = summarize_measurement(spec, late).warnings
+    assert ("the timed phases took 5.0 s, past the 2.0 s at most estimated before them from the warm-up's pace: the "
+            "job ran slower than its start promised (the host's load or speed changed?)") in said
+    on_time = Measurement(throughput=[(100, 1.0)] * 3, estimate_s=1.0, estimate_most_s=2.0, after_estimate_s=2.2)
+    assert not [w for w in summarize_measurement(spec, on_time).warnings if "timed phases took" in w]
+    f = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path))["figures"]
+    assert f["measure_estimate_s"] <= f["measure_estimate_most_s"]
+    assert 0 < f["measure_after_estimate_s"] <= f["measure_time_s"]
+
+
 def test_a_host_whose_load_changed_during_the_job_is_said(make_cfg):
     """On the CPU the throughput passes and the latency pass run one loop: a job beside another
     process read 22 requests/s in its passes and 846 from its latency pass (1,182 us), with

@@ -288,6 +288,15 @@ def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp
     assert "**best under p99 <= 2 ms: job 1" in markdown(rows)
     # These fakes all record the same effective settings: which one is best is then noise.
     assert "(jobs #0, #1, #2 ran the same settings: which of them is best is noise)" in table
+    # A search the budget cut short found a floor (the job's own warning said so; the line did not).
+    result = json.loads((tmp_path / "1" / "result.json").read_text())
+    result["figures"]["load"]["runner"] = {"stopped_by": "budget", "lowest_invalid_rate": None}
+    (tmp_path / "1" / "result.json").write_text(json.dumps(result))
+    assert ("at 52,000 requests/s or more (its search was cut short by the budget), 12.68x"
+            in text_table(collect([tmp_path])))
+    result["figures"]["load"]["runner"] = {"stopped_by": "budget", "lowest_invalid_rate": 80000.0}
+    (tmp_path / "1" / "result.json").write_text(json.dumps(result))
+    assert "at 52,000 requests/s or more, below 80,000 (its search was cut short" in text_table(collect([tmp_path]))
 
 
 def test_a_search_where_no_rate_held_the_bound_says_so_plainly():

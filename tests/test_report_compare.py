@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -219,6 +220,17 @@ def test_compare_pools_several_runs_of_a_config_and_counts_old_spread_as_noise(s
     out = capsys.readouterr().out
     assert "runs" in out.splitlines()[0] and " 3+1 " in out
     assert "note: 1 config(s) have several runs on a side" in out
+
+
+def test_a_pooled_row_is_labelled_by_what_all_its_runs_asked(sweep_dir):
+    """Six runs of one config pooled, one of them with timestamps=csv (not part of what a config
+    is): the row was labelled "timestamps=csv", true of one run of six."""
+    one, two = _runs_of(_result(sweep_dir, 0)), _runs_of(_result(sweep_dir, 1))
+    marked = one(100.0)
+    marked["overrides"] = [*marked["overrides"], "timestamps=csv"]
+    matches = compare.compare([one(100.0), two(90.0)], [one(101.0), one(99.0), marked, two(91.0)], 0.05, 3)
+    assert sorted(m.label for m in matches) == ["streams=1", "streams=2"], [m.label for m in matches]
+    assert [m.runs for m in matches if m.label == "streams=1"] == [(1, 3)]
 
 
 def test_the_gate_never_averages_a_worse_new_run_away(sweep_dir):
@@ -464,11 +476,31 @@ def test_a_ratio_within_noise_is_marked_in_the_tables(sweep_dir, tmp_path):
     for table in (text, md):
         assert "~1.02x" in table and "~101.0%" in table and "~5.00x" not in table and " 5.00x" in table
         assert report.NOISE_NOTE in table
-    assert csv.splitlines()[0].endswith(",speedup_within_noise,efficiency_within_noise")
-    assert sorted(line.rsplit(",", 2)[1:] for line in csv.splitlines()[1:]) == [["False", "False"], ["True", "True"]]
+    import csv as csv_module
+
+    flags = [(r["speedup_within_noise"], r["efficiency_within_noise"]) for r in csv_module.DictReader(io.StringIO(csv))]
+    assert sorted(flags) == [("False", "False"), ("True", "True")]
     # Nothing within noise: no mark, no note.
     rows = report.collect([tmp_path / "clear"])
     assert report.NOISE_NOTE not in report.text_table(rows) and "~" not in report.text_table(rows)
+
+
+def test_jobs_whose_host_other_work_shared_are_named_beside_the_table(sweep_dir, tmp_path):
+    """Four jobs beside another process each warned "the host was busy", read 17-22 requests/s
+    against 850 alone, and the table showed them with a cv of 0.0% and nothing else."""
+    from runner.report import collect, markdown, sweep_notes
+
+    busy, changed, quiet = _result(sweep_dir, 0), _result(sweep_dir, 1), _result(sweep_dir, 0)
+    busy["warnings"] = ["the host was busy as the job began: 1 other thread ready to run on its 2 cores, ..."]
+    changed["warnings"] = ["the throughput passes (22 requests/s) and the latency pass (846 requests/s, ..."]
+    quiet["warnings"] = []
+    rows = collect([_write(tmp_path / "a", busy), _write(tmp_path / "b", changed), _write(tmp_path / "c", quiet)])
+    notes = [n for n in sweep_notes(rows) if "shared the host" in n]
+    assert notes == ["sweep: other work shared the host of jobs #0 (busy as it began), #1 (its load changed during "
+                     "the job): their rates can be many times too low whatever their cv; rerun them on a quiet host "
+                     "before comparing them"], notes
+    assert notes[0] in markdown(rows)
+    assert not [n for n in sweep_notes(collect([tmp_path / "c"])) if "shared the host" in n]
 
 
 def test_a_job_whose_figures_start_after_a_step_is_named_beside_the_table(sweep_dir, tmp_path):
