@@ -310,11 +310,16 @@ def unused_keys(node: Any, key: str = "model.module") -> list[str]:
 
 
 def _nearest_setting(name: str, settings: set[str]) -> Optional[str]:
-    """The setting a wrong name most likely meant: the shortest that has all its words
-    (num_layers: num_hidden_layers), else the closest spelling (num_layers had pointed at
-    num_labels)."""
-    words = set(name.split("_"))
-    having = sorted((s for s in settings if words <= set(s.split("_"))), key=lambda s: (len(s), s))
+    """The setting a wrong name most likely meant: for a name of two words or more, the
+    shortest whose words begin with each of them in turn (num_layers and n_layers:
+    num_hidden_layers), else the closest spelling (both had pointed at num_labels)."""
+    words = name.split("_")
+
+    def has_words(setting: str) -> bool:
+        theirs = iter(setting.split("_"))
+        return all(any(w.startswith(word) for w in theirs) for word in words)
+
+    having = sorted((s for s in settings if len(words) > 1 and has_words(s)), key=lambda s: (len(s), s))
     if having:
         return having[0]
     close = difflib.get_close_matches(name, sorted(settings), n=1, cutoff=0.6)
@@ -334,9 +339,22 @@ def _hf_settings(target: str) -> Optional[set[str]]:
             return None
         default = cls()
         aliases = getattr(default, "attribute_map", None) or {}
-        return {n for n in dir(default) if not n.startswith("__")} | {str(n) for n in aliases}
+        # Its values, not its methods (a method is no setting: `to_json_file` had been offered
+        # for a misspelt `json`).
+        return {n for n in dir(default) if not n.startswith("_") and not _is_method(default, n)} \
+            | {str(n) for n in aliases}
     except Exception:  # noqa: BLE001 - a config that needs arguments, or not importable: not ours to judge
         return None
+
+
+def _is_method(obj: Any, name: str) -> bool:
+    """Whether `name` is a method of `obj`, read without calling a property (HuggingFace's
+    deprecated ones print a warning when read)."""
+    try:
+        found = inspect.getattr_static(obj, name)
+    except AttributeError:
+        return False
+    return isinstance(found, (staticmethod, classmethod)) or inspect.isfunction(found) or inspect.ismethoddescriptor(found)
 
 
 def _hf_sub_configs(target: str) -> dict[str, str]:

@@ -97,6 +97,7 @@ class Measurement:
     stop_reason: Optional[str] = None  # why the repeats stopped: stdrel, repeats, budget
     estimate_s: Optional[float] = None  # the timed phase's duration, as estimated before it (its least)
     estimate_most_s: Optional[float] = None  # the most it was estimated to take
+    budget_left_s: Optional[float] = None  # the time the budget had left for it then (plus a pass)
     after_estimate_s: Optional[float] = None  # what it took: from the estimate to the end of measuring
     estimated_at: Optional[float] = None  # perf_counter when the estimate was made
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
@@ -285,7 +286,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         latency_most_s = (m.latency_requests > 0) * max(0.15 * m.budget_s,
                                                          _latency_passes(spec) * m.latency_requests * turn_s)
         most_s = max(out.estimate_s, min(left_s + per_pass_s, m.repeats * per_pass_s * kinds + latency_most_s))
-        out.estimate_most_s, out.estimated_at = most_s, time.perf_counter()
+        out.estimate_most_s, out.estimated_at, out.budget_left_s = most_s, time.perf_counter(), left_s + per_pass_s
         span = f"about {out.estimate_s:.1f}" if most_s <= 1.2 * out.estimate_s else f"{out.estimate_s:.1f} to {most_s:.1f}"
         log.info("measuring: %s s more (measure.budget_s=%g: at least %d and at most %d repeats of "
                  "about %.2f s per pass%s)", span, m.budget_s, fitting, m.repeats, per_pass_s, fewer)

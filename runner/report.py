@@ -60,8 +60,8 @@ class Row:
     gpu_uuid: str = ""  # the GPU that ran it
     host_us: Optional[float] = None  # the host canary's median over the passes its figures use (the host's speed)
     samples_per_request: Optional[float] = None  # with buckets: the mean real batch of the job's request plan
-    speedup_within_noise: bool = False  # its 95% interval from the repeats covers 1.0
-    efficiency_within_noise: bool = False
+    speedup_within_noise: Optional[bool] = None  # its 95% interval from the repeats covers 1.0 (None: no ratio)
+    efficiency_within_noise: Optional[bool] = None
     max_rate_cut: bool = False  # the budget ended its rate search: max_rate is a floor, or a wide bracket
     lowest_invalid_rate: Optional[float] = None  # that search's lowest rate found invalid
     host_shared: str = ""  # what the job's warnings say of other work on its host ("" when nothing)
@@ -190,8 +190,8 @@ def collect(paths: list[Path]) -> list[Row]:
                 max_rate_cut=((f.get("load") or {}).get("runner") or {}).get("stopped_by") == "budget",
                 lowest_invalid_rate=((f.get("load") or {}).get("runner") or {}).get("lowest_invalid_rate"),
                 host_shared=host_shared(result.get("warnings") or []),
-                speedup_within_noise=bool(f.get("speedup_vs_baseline_within_noise")),
-                efficiency_within_noise=bool(f.get("efficiency_vs_ceiling_within_noise")),
+                speedup_within_noise=f.get("speedup_vs_baseline_within_noise"),
+                efficiency_within_noise=f.get("efficiency_vs_ceiling_within_noise"),
             )
         )
     mark_best(rows)

@@ -794,6 +794,12 @@ def test_a_key_a_huggingface_config_has_no_setting_for_is_named():
     assert unused_keys({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2}) == []
     # The common names a config's attribute_map aliases are settings (DistilBERT's hidden_size
     # sets its dim); the warning had called them unread and pointed at another setting.
+    # The hint names a setting: a name of several words, the one with all of them (n_layers had
+    # pointed at num_labels); never a method (json had been offered to_json_file).
+    [n_layers] = unused_keys({"_target_": "transformers.BertConfig", "n_layers": 1})
+    assert "(it has 'num_hidden_layers')" in n_layers, n_layers
+    [json_key] = unused_keys({"_target_": "transformers.BertConfig", "json": 1})
+    assert "it has" not in json_key, json_key
     # A composite config's parts are plain mappings that it makes configs of: checked as those
     # (CLIP's text_config.hidden_sz built the default width without a word).
     clip = {"_target_": "transformers.CLIPModel",

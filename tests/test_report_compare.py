@@ -480,6 +480,14 @@ def test_a_ratio_within_noise_is_marked_in_the_tables(sweep_dir, tmp_path):
 
     flags = [(r["speedup_within_noise"], r["efficiency_within_noise"]) for r in csv_module.DictReader(io.StringIO(csv))]
     assert sorted(flags) == [("False", "False"), ("True", "True")]
+    # A job with no ratio (the CPU, an older result) is no "False": an empty cell.
+    for f in (noisy["figures"], clear["figures"]):
+        for key in ("speedup_vs_baseline_within_noise", "efficiency_vs_ceiling_within_noise"):
+            f.pop(key)
+    rows = report.collect([_write(tmp_path / "old1", noisy), _write(tmp_path / "old2", clear)])
+    flags = [(r["speedup_within_noise"], r["efficiency_within_noise"])
+             for r in csv_module.DictReader(io.StringIO(report.csv_text(rows)))]
+    assert flags == [("", ""), ("", "")]
     # Nothing within noise: no mark, no note.
     rows = report.collect([tmp_path / "clear"])
     assert report.NOISE_NOTE not in report.text_table(rows) and "~" not in report.text_table(rows)

@@ -750,6 +750,31 @@ def test_a_job_that_died_before_the_ctrl_c_is_recorded_as_died_not_interrupted(m
     assert finished == {2: (False, "Ctrl-C")}
 
 
+def test_a_sweep_started_in_the_background_stops_on_sigterm(monkeypatch):
+    """Started with `&` in a script, the launcher ignores SIGINT: the SIGTERM it sent on to
+    itself as SIGINT was dropped, and the sweep ran on past `kill` and `timeout` (only SIGKILL
+    ended it). Raised at once, or where a held-back Ctrl-C would arrive."""
+    from hydra_plugins.runner_launcher.runner_launcher import _ctrl_c_deferred, _sigterm_as_ctrl_c
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _sigterm_as_ctrl_c() as stopped_by:
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+            assert stopped_by == ["SIGTERM"]
+        with _sigterm_as_ctrl_c():
+            reached_the_end = False
+            with pytest.raises(KeyboardInterrupt):
+                with _ctrl_c_deferred():  # a job being started: held back until it is
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.2)
+                    reached_the_end = True
+            assert reached_the_end
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_a_repeated_sigterm_does_not_stop_the_jobs_at_once():
     """`timeout` sends SIGTERM twice, to the launcher and then to its group: the second was taken
     for "Ctrl-C again: stop now", and the jobs were killed before they recorded their repeats.

@@ -755,6 +755,14 @@ def _sigterm_as_ctrl_c() -> Any:
         if stopped_by[0] == "SIGTERM":  # `timeout` sends it twice (to the launcher, then to its group):
             return  # only a Ctrl-C stops the jobs at once, never a repeated SIGTERM
         stopped_by[0] = "SIGTERM"
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # Started in the background (`runner -m ... &` in a script): a SIGINT sent to itself
+            # would be dropped, and the sweep ran on past `kill` and `timeout`. Raised here, or
+            # where a Ctrl-C held back would arrive.
+            if _deferred[0]:
+                _deferred[1] = True
+                return
+            raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, terminated)
@@ -770,10 +778,19 @@ def _ctrl_c_deferred() -> Any:
     a Ctrl-C meanwhile arrives right after (where the launcher has other threads, at one of
     them, still as KeyboardInterrupt), with the job among those the launcher interrupts."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    _deferred[0] += 1
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _deferred[0] -= 1
+        if not _deferred[0] and _deferred[1]:  # a SIGTERM taken for a Ctrl-C while SIGINT is ignored
+            _deferred[1] = False
+            raise KeyboardInterrupt
+
+
+# [sections holding Ctrl-C back now, a SIGTERM held back meanwhile (SIGINT ignored)]
+_deferred: list = [0, False]
 
 
 def _wait_any(running: dict[int, _Job]) -> _Job:
