@@ -667,6 +667,11 @@ def _cuda_device(requested: str, count: int) -> str:
     return f"cuda:{index}"
 
 
+# What each setting the CPU overrules asks for, as its notice names it.
+CUDA_ONLY = {"graph": "graphs", "streams": "streams", "pinned": "pinned memory", "staging.slots": "a ring of staging slots",
+             "staging.copy_thread": "a copy thread", "capture.copies_in_graph": "copies in graphs", "tf32": "TF32"}
+
+
 def resolve(
     cfg: DictConfig,
     cuda_count: Callable[[], int] | None = None,
@@ -705,11 +710,15 @@ def resolve(
                "staging.copy_thread": False, "capture.copies_in_graph": False, "tf32": False}
         asked = {"graph": graph, "streams": streams, "pinned": pinned, "staging.slots": slots,
                  "staging.copy_thread": copy_thread, "capture.copies_in_graph": copies_in_graph, "tf32": tf32}
-        changed = [f"{k}={_show(v)}" for k, v in asked.items() if v != cpu[k]]
+        changed = [k for k, v in asked.items() if v != cpu[k]]
         if changed:
+            # What was asked, by name (the default asks all of it; staging.slots=4 alone had read
+            # as graphs, streams, pinned memory and TF32).
+            words = [CUDA_ONLY[k] for k in changed]
+            lead = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
             notices.append(
-                "graphs, streams, pinned memory and TF32 need CUDA: running eager with 1 stream, 1 staging slot, "
-                f"pageable memory and host copies on the CPU (asked: {' '.join(changed)})"
+                f"{lead} need{'s' if len(words) == 1 else ''} CUDA: running eager with 1 stream, 1 staging slot, "
+                f"pageable memory and host copies on the CPU (asked: {' '.join(f'{k}={_show(asked[k])}' for k in changed)})"
             )
         streams, graph, pinned, slots, copy_thread, copies_in_graph, tf32 = 1, False, False, 1, False, False, False
         if baseline or ceiling:

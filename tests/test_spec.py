@@ -18,6 +18,15 @@ def test_auto_without_cuda_runs_eager_one_stream_on_cpu_and_says_so(make_cfg):
     # The baseline and the ceiling would be the schedule's own code: skipped, and said so.
     assert (spec.baseline, spec.measure.ceiling) == (False, False)
     assert "not measured" in spec.notices[1]
+    assert spec.notices[0].startswith("graphs, streams, pinned memory, a ring of staging slots, copies in graphs and "
+                                      "TF32 need CUDA: running eager")
+    # Only what was asked is named (staging.slots=4 alone had read as graphs, streams, pinned memory and TF32).
+    plain = ("graph=false", "streams=1", "pinned=false", "tf32=false", "capture.copies_in_graph=false")
+    spec = resolve(make_cfg(*plain, "staging.slots=4"), cuda_count=lambda: 0)
+    assert spec.notices[0].startswith("a ring of staging slots needs CUDA: running eager with 1 stream, 1 staging slot")
+    assert spec.notices[0].endswith("(asked: staging.slots=4)")
+    assert not any("need" in n and "CUDA" in n for n in resolve(make_cfg(*plain, "staging.slots=1"),
+                                                             cuda_count=lambda: 0).notices)
 
 
 def test_every_setting_that_changes_is_noticed(make_cfg):
