@@ -217,6 +217,12 @@ def _condensed(cause_type: str, cause_text: str, text: str) -> str:
         if "not in struct" in reason:
             return f"model.inputs.{name}: the model's config has no input named {name}; fix the name, or add it: {add}"
         return f"{where}: a new input cannot be added by its own key; add it to the map: {add}"
+    if given and given.group(1) == "model.inputs" and "not in struct" in reason and key.count(".") >= 2:
+        # model.inputs={src: ...}: `=` merges into the config's inputs, and a new name is not one.
+        name, value = key.split(".")[2], given.group(2)
+        return (f"model.inputs={value}: the model's config has no input named {name}, and = does not add one; add it "
+                f"with '++model.inputs={value}', and drop an input the model does not take with "
+                "'~model.inputs.NAME'")
     if cause_type in ("ConfigAttributeError", "ConfigKeyError") and "not in" in reason:
         parent = key.rpartition(".")[0]
         valid = keys_under(parent)

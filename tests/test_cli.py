@@ -111,6 +111,10 @@ BAD_INPUTS = {
                       "name, or add it: '++model.inputs={y: {shape: [3]}}'"),
     "input-added-by-key": (["+model.inputs.y.shape=[3]"], "model.inputs.y.shape: a new input cannot be added by its own "
                            "key; add it to the map: '++model.inputs={y: {shape: [3]}}'"),
+    "inputs-assigned": (["model=linear", "model.inputs={src: {shape: [16, 64]}}"],
+                        "model.inputs={src: {shape: [16, 64]}}: the model's config has no input named src, and = does "
+                        "not add one; add it with '++model.inputs={src: {shape: [16, 64]}}', and drop an input the "
+                        "model does not take with '~model.inputs.NAME'"),
     "model-key-nested": (["model.inptus.y=1"], "model.inptus: unknown key; valid keys in 'model': batch, inputs,"),
     "input-not-a-map": (["model.inputs.y=1"], "model.inputs.y: the model's config has no input named y; fix the name, "
                         "or add it: '++model.inputs={y: {shape: [...]}}'"),
