@@ -28,6 +28,7 @@ from runner.measure import Measurement, measure, probe_limit
 from runner.plots import plot_load_curve
 from runner.progress import failing_in
 from runner.record import (
+    BUSY_AT_START_SAID,
     CONFLICT_FILE,
     RESULT_FILE,
     SCHEMA,
@@ -175,7 +176,7 @@ def _tell_if_host_is_busy(spec: RunSpec, result: dict[str, Any]) -> None:
     mine, whose = (1, "its submitting thread") if spec.is_cuda else (env["torch_threads"], "torch's threads")
     if others + mine <= cores:
         return
-    warning = (f"the host was busy as the job began: {others} other thread{'s' if others != 1 else ''} ready to run "
+    warning = (f"{BUSY_AT_START_SAID}: {others} other thread{'s' if others != 1 else ''} ready to run "
                f"on its {cores} cores, beside this job's {mine} ({whose}); sharing cores can slow a job many times "
                f"over, and steadily, so a low cv does not rule it out: measure on a quiet host"
                + ("" if spec.is_cuda else ", or with fewer threads (OMP_NUM_THREADS)"))

@@ -99,7 +99,6 @@ class Measurement:
     estimate_most_s: Optional[float] = None  # the most it was estimated to take
     budget_left_s: Optional[float] = None  # the time the budget had left for it then (plus a pass)
     after_estimate_s: Optional[float] = None  # what it took: from the estimate to the end of measuring
-    estimated_at: Optional[float] = None  # perf_counter when the estimate was made
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
     phases_s: dict[str, float] = field(default_factory=dict)  # seconds each phase took
@@ -286,7 +285,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         latency_most_s = (m.latency_requests > 0) * max(0.15 * m.budget_s,
                                                          _latency_passes(spec) * m.latency_requests * turn_s)
         most_s = max(out.estimate_s, min(left_s + per_pass_s, m.repeats * per_pass_s * kinds + latency_most_s))
-        out.estimate_most_s, out.estimated_at, out.budget_left_s = most_s, time.perf_counter(), left_s + per_pass_s
+        out.estimate_most_s, out.budget_left_s = most_s, left_s + per_pass_s
+        estimated_at = time.perf_counter()
         span = f"about {out.estimate_s:.1f}" if most_s <= 1.2 * out.estimate_s else f"{out.estimate_s:.1f} to {most_s:.1f}"
         log.info("measuring: %s s more (measure.budget_s=%g: at least %d and at most %d repeats of "
                  "about %.2f s per pass%s)", span, m.budget_s, fitting, m.repeats, per_pass_s, fewer)
@@ -349,8 +349,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                     )
     out.buffers_moved = pointers != [lane.buffer_pointers() for lane in lanes]
     out.elapsed_s = budget.elapsed()
-    if out.estimated_at is not None:
-        out.after_estimate_s = time.perf_counter() - out.estimated_at
+    out.after_estimate_s = time.perf_counter() - estimated_at
 
 
 def _latency_passes(spec: RunSpec) -> int:

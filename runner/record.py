@@ -142,6 +142,12 @@ HOST_METHOD = {
 }
 
 
+# How the warnings that other work shared a job's host begin (job._tell_if_host_is_busy,
+# summary._loops_disagree), for the sweep table to name those jobs (report.shared_host_notes).
+BUSY_AT_START_SAID = "the host was busy as the job began"
+LOOPS_APART_SAID = "the throughput passes ("
+
+
 # On the CPU in copy staging: the request's copy from the pool into the slot, before the rest.
 HOST_COPY_STAGING = {
     "schedule": (

@@ -23,7 +23,15 @@ from typing import Any, Optional
 import yaml
 
 from runner.printer import rate_text
-from runner.record import CONFLICT_FILE, RESULT_FILE, read_result, result_problem, without_resume
+from runner.record import (
+    BUSY_AT_START_SAID,
+    CONFLICT_FILE,
+    LOOPS_APART_SAID,
+    RESULT_FILE,
+    read_result,
+    result_problem,
+    without_resume,
+)
 
 NOT_OK = ("failed", "invalid", "interrupted", "missing")
 
@@ -235,10 +243,8 @@ def best_line(rows: list[Row]) -> Optional[str]:
             f"requests/s{known}{ahead}{noise}")
 
 
-# The job's own warnings that other work shared its host (job._tell_if_host_is_busy,
-# summary._loops_disagree): the table's rates and cv do not show it.
-SHARED_HOST = {"the host was busy as the job began": "busy as it began",
-               "the throughput passes (": "its load changed during the job"}
+# The job's own warnings that other work shared its host: the table's rates and cv do not show it.
+SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", LOOPS_APART_SAID: "its load changed during the job"}
 
 
 def host_shared(warnings: list[str]) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from runner.measure import Measurement, Pass, host_speeds, stdrel
 from runner.printer import rate_text
+from runner.record import LOOPS_APART_SAID
 from runner.spec import RunSpec
 from runner.stats import correlation, cv, mean, median, steady_start, summarize
 
@@ -139,7 +140,7 @@ def _load_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
         for who in ("runner", "baseline"):
             n = (load.get(who) or {}).get("n")
             if n is not None and n < spec.load.requests:
-                tail = "its p99 lies between its two largest latencies" if n < 100 else f"its p99 rests on {n} requests"
+                tail = _p99_basis(n)
                 said.append(f"load: the {who}'s single stream ran {n} of load.requests={spec.load.requests} requests "
                             f"in its share of the budget (measure.budget_s={spec.measure.budget_s:g}): {tail}; "
                             "raise measure.budget_s for more")
@@ -343,6 +344,11 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     return Summary(fig, warnings)
 
 
+def _p99_basis(n: int) -> str:
+    """What a p99 from `n` latencies rests on, as a cut pass's warning says it."""
+    return "its p99 lies between its two largest latencies" if n < 100 else f"its p99 rests on {n} requests"
+
+
 def _latency_cut(spec: RunSpec, fig: dict[str, Any], m: Measurement) -> list[str]:
     """The latency passes end at their share of the budget: one that served fewer requests
     than measure.latency_requests says what its tail rests on (the default CPU job's served
@@ -353,7 +359,7 @@ def _latency_cut(spec: RunSpec, fig: dict[str, Any], m: Measurement) -> list[str
         n = (fig.get(key) or {}).get("n")
         if n is None or n >= asked or (n >= 100 and n >= 0.9 * asked):  # 188 of 200: the p99 is as good
             continue
-        tail = "its p99 lies between its two largest latencies" if n < 100 else f"its p99 rests on {n} requests"
+        tail = _p99_basis(n)
         buckets = [part["requests"] for part in (fig.get("buckets") or {}).values()] if who == "latency pass" else []
         if buckets and min(buckets) < 100:
             tail += f"; per bucket, on as few as {min(buckets)}"
@@ -385,7 +391,7 @@ def _loops_disagree(spec: RunSpec, fig: dict[str, Any]) -> list[str]:
     apart = max(rate, latency_rate) / min(rate, latency_rate)
     if apart < LOOPS_APART:
         return []
-    return [f"the throughput passes ({rate_text(rate)} requests/s) and the latency pass ({rate_text(latency_rate)} "
+    return [f"{LOOPS_APART_SAID}{rate_text(rate)} requests/s) and the latency pass ({rate_text(latency_rate)} "
             f"requests/s, from its mean latency) ran the same one-at-a-time loop on the CPU, yet differ {apart:.1f}x: "
             "the host's load or speed changed during the job (another process?); rerun it on a quiet host"]
 
