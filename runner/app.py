@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.cli import exit_interrupted, interrupts
 from runner.errors import ConfigError, condense, is_folder_error
-from runner.record import sweep_started, undo_pending_sweep, undo_run_folder
+from runner.record import plain_bool, sweep_started, undo_pending_sweep, undo_run_folder
 from runner.schema import register
 
 register()
@@ -81,7 +81,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
         raise
     info = JobInfo(
         output_dir=Path(hc.runtime.output_dir),
-        overrides=[str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)],
+        overrides=[plain_bool(str(o)) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)],
         multirun=multirun,
         num=hc.job.num if multirun else None,
         sweep_dir=hc.sweep.dir if multirun else None,

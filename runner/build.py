@@ -326,7 +326,9 @@ def _nearest_setting(name: str, settings: set[str]) -> Optional[str]:
     return close[0] if close else None
 
 
-HF_CONSUMED = {"attn_implementation"}  # read by transformers when a config is made, then kept under another name
+# Read by transformers when a config is made, then kept under another name (the private name
+# works as well, and is what a config prints).
+HF_CONSUMED = {"attn_implementation", "_attn_implementation"}
 
 
 def _hf_settings(target: str) -> Optional[set[str]]:
@@ -438,6 +440,25 @@ def _describe_inputs(spec: RunSpec, size: Size) -> str:
     return "; ".join(parts)
 
 
+# forward's arguments that carry a request's data by HuggingFace's names: one left out is named
+# when the forward fails (T5 without decoder_input_ids said "specify exactly one of input_ids or
+# inputs_embeds", though input_ids was given).
+DATA_ARGUMENTS = ("input_ids", "pixel_values", "input_values", "input_features")
+
+
+def _not_given(spec: RunSpec, model: nn.Module) -> str:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return ""
+    given = {inp.name for inp in spec.model.inputs}
+    missing = [n for n in params if n not in given and n.endswith(DATA_ARGUMENTS)]
+    if not missing:
+        return ""
+    return (f"; forward also takes {', '.join(missing)}, not given: add {'it' if len(missing) == 1 else 'one'} as "
+            f"model.inputs.{missing[0]} if the model needs it")
+
+
 def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], size: Size) -> Any:
     """One eager forward before anything else: tells a bad shape from an unsupported dtype."""
     try:
@@ -469,6 +490,7 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             # An integer or bool tensor where the model computes in floats (a float MLP's x as kind=int).
             hint = "an input of kind int, bool, mask or tokens where the model wants floating point takes kind: float; "
         keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
+        also = _not_given(spec, model)
         at = _raised_at(exc)
         where = f" at {at[0]}" if at else ""
         if at is not None and isinstance(exc, CODE_FAULTS):
@@ -477,7 +499,7 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             raise ConfigError(
                 f"model {spec.model_name}: its forward raised {type(exc).__name__}: {reason} ({where.strip()}, on "
                 f"model.inputs {_describe_inputs(spec, size)}): a fault in the model's code or in its settings "
-                f"(model.module); fix it there, or {keys} if forward reads an input they do not give"
+                f"(model.module); fix it there, or {keys} if forward reads an input they do not give{also}"
             ) from exc
         if at is not None and at[1]:
             # The model's own code raised (a `raise` line), not a torch op it called with these
@@ -485,11 +507,11 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             raise ConfigError(
                 f"model {spec.model_name}: its forward raised {type(exc).__name__}: {reason} ({where.strip()}, on "
                 f"model.inputs {_describe_inputs(spec, size)}); {hint}fix {keys} to what forward takes, or the model "
-                "if they are right"
+                f"if they are right{also}"
             ) from exc
         raise ConfigError(
             f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name} "
-            f"({_named(exc, reason)}{';' if where else ''}{where}); {hint}fix {keys} to what forward takes"
+            f"({_named(exc, reason)}{';' if where else ''}{where}); {hint}fix {keys} to what forward takes{also}"
         ) from exc
 
 

@@ -98,6 +98,19 @@ class SweepReport(Callback):
         self.plots = plots
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from runner.record import RESULT_FILE
+
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+        except Exception:  # noqa: BLE001 - a folder name that does not resolve here: Hydra says why
+            sweep_dir = None
+        if sweep_dir is not None and (sweep_dir / RESULT_FILE).is_file():
+            # A single run's folder (as RunFolderGuard refuses a run into a sweep's): the sweep's
+            # jobs beside that result would be read as one table with it, and `runner.report`
+            # wrote that run's row over the sweep's table.
+            print(f"error: hydra.sweep.dir={sweep_dir} is a single run's folder (it holds {RESULT_FILE}); name another "
+                  "folder for the sweep", file=sys.stderr)
+            raise SystemExit(2)
         jobs = sweep_size(config)
         n = concurrent_jobs(config.hydra.launcher, jobs)
         if n > 1:

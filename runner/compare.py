@@ -19,7 +19,8 @@ so is one NEW run that failed, measured nothing, or ran other settings than the 
 A load.rate=max search is compared on its highest rate under the bound, which lies below the
 lowest rate found invalid: a change counts only when it shows at both ends of those brackets,
 and a search the budget ended before any rate failed (a floor) is "undecided" unless the other
-side's bracket lies clear of it (undecided fails the gate: it cannot tell). Single-stream and
+side's bracket lies clear of it (undecided fails the gate: it cannot tell); so is a change past
+`--threshold` where a run's rate rests on one pass (its noise unknown). Single-stream and
 fixed-rate jobs are not compared, and say why. Rows are labelled by the overrides that tell
 their runs apart (as in the sweep table). Exits 1 when any config got slower by such a change,
 stopped ending ok (or is new and did not end ok), ran differently, is missing from NEW or
@@ -179,9 +180,11 @@ def labels(keys: list[str], results: dict[str, dict[str, Any]],
         flats = {t: _flat(t) for t in twins}
         differing = sorted({name for t in twins for name, v in flats[t].items() if v != flats[k].get(name)}
                            | {name for t in twins for name in flats[k] if flats[k][name] != flats[t].get(name)})
-        # A setting this config left unset (None) says nothing; the one that set it says it.
-        out[k] = short[k] + " | asked " + " ".join(f"{n}={_typed_text(flats[k][n])}" for n in differing
-                                                   if flats[k].get(n) is not None)
+        # A setting this config left unset says so, after those it set (the label had ended in
+        # "asked " with nothing after it).
+        said = [f"{n}={_typed_text(flats[k][n])}" for n in differing if flats[k].get(n) is not None]
+        said += [f"{n} unset" for n in differing if flats[k].get(n) is None]
+        out[k] = short[k] + " | asked " + " ".join(said)
     return out
 
 
@@ -274,11 +277,15 @@ def _not_comparable(result: dict[str, Any], side: str) -> Optional[str]:
     return None
 
 
-def _cv(result: dict[str, Any]) -> float:
+def _cv(result: dict[str, Any]) -> Optional[float]:
     """The run's spread over all its passes: a step in speed inside one run (left out of its
-    figures) is as likely between two runs."""
+    figures) is as likely between two runs. None when its throughput rests on one pass: its
+    noise is unknown, not nothing (a rate search's noise lies in its bracket instead)."""
     figures = result.get("figures") or {}
-    return float(max(figures.get("throughput_cv") or 0.0, figures.get("throughput_cv_all_repeats") or 0.0))
+    cvs = [figures.get(k) for k in ("throughput_cv", "throughput_cv_all_repeats")]
+    if all(cv is None for cv in cvs):
+        return None if figures.get("throughput_requests_per_s") else 0.0
+    return float(max(cv or 0.0 for cv in cvs))
 
 
 def _reason(result: dict[str, Any], chars: int = 100) -> str:
@@ -314,7 +321,14 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     if not a or not b or a <= 0 or b <= 0:
         return None, None, _not_comparable(new, "new") or _not_comparable(old, "old") or "no throughput"
     ratio = b / a
-    noise = math.hypot(max(_cv(old), floor[0]), max(_cv(new), floor[1]))
+    sides = [(side, _cv(r), least) for side, r, least in (("old", old, floor[0]), ("new", new, floor[1]))]
+    unknown = [side for side, cv, least in sides if cv is None and least <= 0]
+    if unknown:
+        if abs(ratio - 1.0) <= threshold:
+            return ratio, None, "same"
+        return ratio, None, (f"undecided: the {' and the '.join(unknown)} run's rate rests on one throughput pass, "
+                             "so its noise is unknown; raise measure.budget_s or measure.min_repeats")
+    noise = math.hypot(*(max(cv or 0.0, least) for _, cv, least in sides))
 
     def beyond(r: float) -> bool:
         # The noise is relative, so it bounds the ratio's logarithm: a 40x slowdown (ratio 0.025)
@@ -411,7 +425,8 @@ def _as_one(runs: list[dict[str, Any]]) -> dict[str, Any]:
     figures["throughput_steady_from_repeat"] = 1
     # The runs' typical own noise: one noisy run must not set it for all (their spread between
     # runs, which holds each run's own noise too, is the floor under it).
-    figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = statistics.median_low(_cv(r) for r in runs)
+    known = [cv for cv in map(_cv, runs) if cv is not None]
+    figures["throughput_cv"] = figures["throughput_cv_all_repeats"] = statistics.median_low(known) if known else None
     job = dict(last.get("job") or {})
     for name in ("concurrent_jobs", "parallel_devices"):
         counts = [_count(r, name) for r in runs]

@@ -68,6 +68,8 @@ def condense(exc: BaseException) -> str:
         available = _AVAILABLE.search(text)
         choices = ", ".join(o.strip() for o in available.group(1).splitlines()) if available else ""
         hint = f"choose one of: {choices}" if choices else "check configs/ for the valid names"
+        if group in ("model", "measure", "experiment"):  # the groups users add their own files to
+            hint += f", or add your own as DIR/{group}/{option}.yaml with hydra.searchpath=[file://DIR]"
         return f"{group}={option}: no such {group} option; {hint}"
     yaml_error = _yaml_error(exc)
     if yaml_error:

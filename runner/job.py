@@ -101,7 +101,7 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
         "job": {
             "output_dir": str(info.output_dir),
             "num": info.num,
-            "sweep_dir": info.sweep_dir,
+            "sweep_dir": os.path.abspath(info.sweep_dir) if info.sweep_dir else None,  # as output_dir: absolute
             "started_at": started,
             "finished_at": None,
             "wall_time_s": None,
@@ -231,12 +231,14 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
     # not import is then one line, with no "job:" line naming a model that does not exist.
     locate_target(spec)
     log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
-    _tell_if_host_is_busy(spec, result)
     if not spec.is_cuda and spec.dtype != "fp32":
         _tell_if_dtype_is_slow_here(spec, result)
     with failing_in("build"):
         workload = build(spec, probe_limit(spec))
     lap("build")
+    # Read as the job began (environment.collect), said once the model is built: a bad input
+    # the build finds is then the one line printed (the busy host's warning had preceded it).
+    _tell_if_host_is_busy(spec, result)
     result["model_io"] = model_io(spec, workload)
     result["warnings"] += workload.warnings
     if workload.compile_fallback:

@@ -63,6 +63,12 @@ class Budget:
         self.start = time.perf_counter()
         self.end = self.start + total_s
         self.pending = {p: SHARES[p] for p in phases}
+        self.total_s, self.shares = total_s, dict(self.pending)
+
+    def nominal(self, *names: str) -> float:
+        """Seconds the phases `names` would have together had no phase before them overrun."""
+        total = sum(self.shares.values())
+        return self.total_s * sum(self.shares.get(name, 0.0) for name in names) / total if total > 0 else 0.0
 
     def allowance(self, *names: str) -> float:
         """Seconds the phases `names` may take together: their shares of what is left, among the
@@ -100,6 +106,7 @@ class Measurement:
     budget_left_s: Optional[float] = None  # the time the budget had left for it then (plus a pass)
     after_estimate_s: Optional[float] = None  # what it took: from the estimate to the end of measuring
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
+    kept_share_s: Optional[tuple[float, float]] = None  # (left, kept): the timed passes kept their share past the budget
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
     phases_s: dict[str, float] = field(default_factory=dict)  # seconds each phase took
     skipped: dict[str, str] = field(default_factory=dict)  # passes the budget could not hold, and why
@@ -110,6 +117,12 @@ class Measurement:
     host_canary_s: list[float] = field(default_factory=list)
     interrupted: Optional[KeyboardInterrupt] = None  # Ctrl-C (or SIGTERM, raised as one): what finished is kept
     elapsed_s: float = 0.0
+
+
+def kept_share_text(kept: tuple[float, float], budget_s: float) -> str:
+    left_s, share_s = kept
+    return (f"the phases before the timed passes left them {left_s:.1f} s of measure.budget_s={budget_s:g}: they kept "
+            f"their shares (the throughput's {share_s:.1f} s), past the budget's end, rather than time a few requests")
 
 
 def _allocation_count(device: torch.device) -> int:
@@ -209,7 +222,15 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 
         # Each pass: at least min_duration, at most max_pass, and min_repeats of them must fit.
         # Interleaved, the three kinds of pass share one window, taken at once.
-        allowance = budget.allowance(*(("throughput", "ceiling", "baseline") if m.interleave else ("throughput",)))
+        timed = ("throughput", "ceiling", "baseline") if m.interleave else ("throughput",)
+        allowance, nominal = budget.allowance(*timed), budget.nominal(*timed)
+        if allowance < 0.5 * nominal:
+            # The phases before overran (a host slowed during the check): the timed passes keep
+            # their shares (the baseline's and the ceiling's too), past the budget's end, rather
+            # than time a few requests (a quick job's figure had rested on one request of 7 ms).
+            out.kept_share_s = (allowance, nominal)
+            log.warning("%s", kept_share_text(out.kept_share_s, m.budget_s))
+            allowance = nominal
         cap = min(max_s, allowance / m.min_repeats)
         per_request_s = warm_s / max(1, warm_n)
         turn_s = ring * per_request_s  # no pass is shorter than one turn of the ring, whatever the cap
@@ -217,7 +238,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         kinds = 1 + m.ceiling + spec.baseline
         low = m.min_repeats * expected_pass * kinds
         # Within the time left, but never below one pass of each kind: those run even past the budget.
-        left_s = max(0.0, budget.end - time.perf_counter())
+        left_s = max(0.0, budget.end - time.perf_counter(), allowance)
         out.estimate_s = max(kinds * turn_s, min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, left_s))
 
         allocations = 0
@@ -309,6 +330,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 if not on:
                     continue
                 share = budget.allowance(name)
+                if out.kept_share_s is not None:  # as the throughput's passes: a ratio rests on both sides
+                    share = max(share, budget.nominal(name))
                 per_pass = min(max_s, share / (count + 0.25))
                 if name == "ceiling":  # a short untimed warm-up of the block's own
                     with progress.phase("ceiling"):

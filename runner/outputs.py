@@ -58,7 +58,7 @@ def why_empty(path: str) -> str:
     hint = ""
     if path.rpartition(".")[2] == "attentions":
         hint = ("; transformers' default attention (sdpa) returns none: "
-                "+model.module.config._attn_implementation=eager returns them")
+                "+model.module.config.attn_implementation=eager returns them")
     return f"output {path} is empty (the model returned no tensor there){hint}"
 
 
@@ -108,15 +108,17 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
     for path, _, value in found:
         if not isinstance(value, torch.Tensor):
             tensors = [p for p, _, v in found if isinstance(v, torch.Tensor)]
-            keep_only = f"model.outputs=[{','.join(tensors)}]" if tensors else "model.outputs=[...]"
-            off = "turn it off in the model's config"
+            what = f"model {model_name}: output {path} is {_article(type(value).__name__)} {type(value).__name__}, not a tensor"
             if "Cache" in type(value).__name__:  # a HuggingFace model's key/value cache
                 off = ("turn the cache off (a HuggingFace model: +model.module.config.use_cache=false, without the + "
                        "where its config file sets use_cache)")
-            raise ConfigError(
-                f"model {model_name}: output {path} is {_article(type(value).__name__)} {type(value).__name__}, not a tensor; "
-                f"{off}, or keep only tensors with {keep_only}"
-            )
+            elif tensors:
+                off = "turn it off in the model's settings (model.module) if it has one"
+            else:  # nothing to keep, nothing known to turn off (a forward that returns a numpy array)
+                raise ConfigError(f"{what}, and it returns no tensor beside it; the runner times tensors: wrap the "
+                                  "model in a module whose forward returns them (torch.as_tensor)")
+            keep_only = f"model.outputs=[{','.join(tensors)}]" if tensors else ""
+            raise ConfigError(f"{what}; {off}" + (f", or keep only tensors with {keep_only}" if tensors else ""))
     if not found:
         raise ConfigError(f"model {model_name}: forward returned no tensor; the runner needs at least one output tensor")
     paths = tuple(path for path, _, _ in found)

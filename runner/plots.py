@@ -192,8 +192,9 @@ def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     xs = range(len(held))
     ax.bar([x - 0.2 for x in xs], [r.max_rate or 0 for r in held], width=0.4, label="runner",
            color=["tab:orange" if r.best else "tab:blue" for r in held])
-    ax.bar([x + 0.2 for x in xs], [r.baseline_max_rate or 0 for r in held], width=0.4, label="eager baseline",
-           color="tab:gray")
+    if any(r.baseline_max_rate for r in held):  # else a legend entry with no bars (the CPU measures no baseline)
+        ax.bar([x + 0.2 for x in xs], [r.baseline_max_rate or 0 for r in held], width=0.4, label="eager baseline",
+               color="tab:gray")
     for x, r in zip(xs, held, strict=True):
         if r.best:
             ahead = f"\n{r.max_rate / r.baseline_max_rate:.1f}x eager" if r.baseline_max_rate else ""
@@ -201,7 +202,12 @@ def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     ax.set_xticks(list(xs), [literal(r.overrides or r.mode) for r in held], rotation=60, ha="right", fontsize=8)
     bound = next((r.p99_bound_ms for r in held if r.p99_bound_ms), None)
     ax.set_ylabel("highest rate under the bound (requests/s)")
-    ax.set_title(f"Highest request rate with p99 <= {bound:g} ms\n{_device(held)}" if bound else _device(held))
+    title = f"Highest request rate with p99 <= {bound:g} ms\n{_device(held)}" if bound else _device(held)
+    none_held = [r for r in rows if r.status == "ok" and r.max_rate is None and r.baseline_max_rate is None
+                 and r.p99_bound_ms]
+    if none_held:  # a job with no bar would otherwise be left out without a word
+        title += f"\nno rate held the bound: job{'s' * (len(none_held) > 1)} {', '.join('#' + r.job for r in none_held)}"
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -220,7 +226,7 @@ def plot_load_curve(load: dict, path: Path, title: str) -> Path:
         points = [p for p in points if p["latency_us"]["p99"] is not None]
         if not points:
             continue
-        rates = [p["rate"] for p in points]
+        rates = [p.get("offered") or p["rate"] for p in points]  # the rate the drawn arrivals offered
         for q, style in (("p50", "--"), ("p99", "-")):
             ax.plot(rates, [p["latency_us"][q] / 1e3 for p in points], style, color=color, label=f"{key} {q}",
                     marker="." if q == "p50" else None)
@@ -232,7 +238,7 @@ def plot_load_curve(load: dict, path: Path, title: str) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("offered rate (requests/s, Poisson arrivals)")
     ax.set_ylabel("latency incl. queueing (ms)")
-    ax.set_title(f"{literal(title)}\nfilled: valid points")
+    ax.set_title(f"{literal(title)}\ncircles on the p99 lines: filled valid, open invalid")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

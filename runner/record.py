@@ -142,10 +142,21 @@ HOST_METHOD = {
 }
 
 
+def plain_bool(override: str) -> str:
+    """graph=False -> graph=false: Hydra's sweepers write a swept boolean as Python prints it,
+    the user wrote it in YAML's words (Hydra reads both as the same value); tables, labels and
+    records show what the user wrote, whichever launcher ran the job."""
+    key, sep, value = override.partition("=")
+    return f"{key}={value.lower()}" if sep and value in ("True", "False") else override
+
+
 # How the warnings that other work shared a job's host begin (job._tell_if_host_is_busy,
 # summary._loops_disagree), for the sweep table to name those jobs (report.shared_host_notes).
 BUSY_AT_START_SAID = "the host was busy as the job began"
 LOOPS_APART_SAID = "the throughput passes ("
+# What the warning on throughput passes the budget cut short says (after their count), for the
+# sweep table to name jobs whose figure rests on less than was asked (report.thin_notes).
+PASSES_CUT_SAID = " passes were cut to "
 
 
 # On the CPU in copy staging: the request's copy from the pool into the slot, before the rest.

@@ -27,6 +27,7 @@ from runner.record import (
     BUSY_AT_START_SAID,
     CONFLICT_FILE,
     LOOPS_APART_SAID,
+    PASSES_CUT_SAID,
     RESULT_FILE,
     read_result,
     result_problem,
@@ -73,6 +74,7 @@ class Row:
     max_rate_cut: bool = False  # the budget ended its rate search: max_rate is a floor, or a wide bracket
     lowest_invalid_rate: Optional[float] = None  # that search's lowest rate found invalid
     host_shared: str = ""  # what the job's warnings say of other work on its host ("" when nothing)
+    passes_cut: bool = False  # its warnings say the budget cut its throughput passes short
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -198,6 +200,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 max_rate_cut=((f.get("load") or {}).get("runner") or {}).get("stopped_by") == "budget",
                 lowest_invalid_rate=((f.get("load") or {}).get("runner") or {}).get("lowest_invalid_rate"),
                 host_shared=host_shared(result.get("warnings") or []),
+                passes_cut=any(PASSES_CUT_SAID in str(w) for w in result.get("warnings") or []),
                 speedup_within_noise=f.get("speedup_vs_baseline_within_noise"),
                 efficiency_within_noise=f.get("efficiency_vs_ceiling_within_noise"),
             )
@@ -261,6 +264,23 @@ def shared_host_notes(rows: list[Row]) -> list[str]:
     which = ", ".join(f"#{r.job} ({r.host_shared})" for r in shared)
     return [f"sweep: other work shared the host of job{'s' * (len(shared) > 1)} {which}: their rates can be many "
             "times too low whatever their cv; rerun them on a quiet host before comparing them"]
+
+
+def thin_notes(rows: list[Row]) -> list[str]:
+    """Jobs whose rate rests on one throughput pass (no cv: the table's "-"), or on passes the
+    budget cut short of measure's minimums: their figures are rougher than their neighbours'."""
+    thin = [r for r in rows if r.status == "ok" and r.requests_per_s is not None and r.max_rate is None
+            and (r.passes < 2 or r.passes_cut)]
+    if not thin:
+        return []
+
+    def what(r: Row) -> str:
+        return " and ".join(said for said, on in (("one pass", r.passes < 2), ("passes cut short", r.passes_cut)) if on)
+
+    which = ", ".join(f"#{r.job} ({what(r)})" for r in thin)
+    return [f"sweep: the rate of job{'s' * (len(thin) > 1)} {which} rests on less than measure asked (see "
+            f"{'their' if len(thin) > 1 else 'its'} warnings): rougher than the others, its noise unknown with one "
+            "pass; raise measure.budget_s for them"]
 
 
 # A ratio whose interval covers 1.0 is marked in the tables, as the job's console says it.
@@ -400,16 +420,28 @@ def short_label(text: str, width: int) -> str:
 
 def short_labels(texts: list[str], width: int) -> list[str]:
     """A column of overrides within `width`, shortened alike (row by row, one key was shown two
-    ways): where any is too long, every one by its keys' last parts; then overrides every row
-    has are left out of those still too long (they tell no row apart, and the cut had dropped
-    the one that did); then the end of what is left."""
+    ways): where any is too long, every one by its keys' last parts, as many as tell the keys of
+    the column apart (text_config.num_hidden_layers beside vision_config.num_hidden_layers had
+    both read num_hidden_layers); then overrides every row has are left out of those still too
+    long (they tell no row apart, and the cut had dropped the one that did); then the end of
+    what is left."""
     if all(len(t) <= width for t in texts):
         return list(texts)
+    keys = {o.partition("=")[0].lstrip("+~") for t in texts for o in t.split()}
+
+    def tail(key: str, parts: int) -> str:
+        return ".".join(key.split(".")[-parts:])
+
+    def shortest(key: str) -> str:
+        for parts in range(1, key.count(".") + 1):
+            if not any(other != key and tail(other, parts) == tail(key, parts) for other in keys):
+                return tail(key, parts)
+        return key
 
     def last_key(o: str) -> str:
         key, sep, value = o.partition("=")
         deleted = "~" if key.startswith("~") else ""  # a deletion stays one: ~in_features, not in_features=null
-        last = deleted + key.lstrip("+~").rpartition(".")[2]
+        last = deleted + shortest(key.lstrip("+~"))
         return f"{last}={value}" if sep and not (deleted and value == "null") else last
 
     short = [[last_key(o) for o in t.split()] for t in texts]
@@ -445,7 +477,10 @@ def csv_text(rows: list[Row]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0]).keys()) if rows else ["job"])
     writer.writeheader()
     for row in rows:
-        writer.writerow({**asdict(row), "asked": json.dumps(list(row.asked))})  # the overrides, as a JSON list
+        fields = {**asdict(row), "asked": json.dumps(list(row.asked))}  # the overrides, as a JSON list
+        if row.max_rate is None and row.p99_bound_ms is None:
+            fields["max_rate_cut"] = ""  # no rate search: the flag says nothing (False read as "not cut")
+        writer.writerow(fields)
     return buffer.getvalue()
 
 
@@ -585,7 +620,8 @@ def sweep_notes(rows: list[Row]) -> list[str]:
     """What the table's reader must know beside it: jobs that ran the same settings, jobs
     whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
     spread over several."""
-    return collapse_notes(rows) + step_notes(rows) + host_notes(rows) + shared_host_notes(rows) + gpu_notes(rows)
+    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + host_notes(rows) + shared_host_notes(rows)
+            + gpu_notes(rows))
 
 
 def failures(rows: list[Row]) -> list[Row]:

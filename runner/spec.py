@@ -452,6 +452,10 @@ def _sizes(value: Any, key: str, example: str) -> tuple[int, ...]:
         len(values) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values),
         f"{key}={_show(value)}: use a whole number >= 1, or a list of bucket sizes, e.g. {key}={example}",
     )
+    twice = sorted({v for v in values if values.count(v) > 1})
+    # [1,1] had become the one bucket [1] without a word: a typo for [1,16]?
+    _check(not twice, f"{key}={_show(value)}: {', '.join(map(str, twice))} given more than once; give each bucket size "
+                      f"once, e.g. {key}=[{','.join(map(str, sorted(set(values))))}]")
     return tuple(sorted(set(values)))
 
 
@@ -480,6 +484,9 @@ def _size_dist(dist: Any, key: str, buckets: tuple[int, ...]) -> SizeDist:
         )
         return SizeDist(values=values, weights=weights)
     _check(not weights, f"{key}.weights: weights go with values; add {key}.values")
+    # One of the two alone: the other as the default (uniform 1..largest) has it; high=2 alone
+    # had been refused as "low=0 high=2", a low the user never wrote.
+    low, high = low or 1, high or largest
     _check(
         1 <= low <= high <= largest,
         f"{key}: low={low} high={high}; use 1 <= low <= high <= {largest} (the largest bucket)",

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from runner.measure import Measurement, Pass, host_speeds, stdrel
+from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel
 from runner.printer import rate_text
-from runner.record import LOOPS_APART_SAID
+from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID
 from runner.spec import RunSpec
 from runner.stats import correlation, cv, mean, median, steady_start, summarize
 
@@ -179,8 +179,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     speeds = host_speeds(m)
     start = steady_start(rates, speeds, spec.measure.min_repeats)
     steady = rates[start:]
-    if spec.load.scenario == "offline":  # its figure, None when no pass finished (a Ctrl-C, say)
-        fig.update(dict.fromkeys(THROUGHPUT_KEYS))
+    fig.update(dict.fromkeys(THROUGHPUT_KEYS))  # None when no pass finished (a Ctrl-C, say), or none ran (load)
     # The throughput's samples are those its passes served (a pass serves part of the plan);
     # the plan's mean for the baseline and the ceiling.
     served = sum(n for n, _ in m.throughput[start:])
@@ -299,7 +298,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         missed += [f"measure.min_duration_ms={mq.min_duration_ms:g}"] if any(sec * 1e3 < mq.min_duration_ms
                                                                            for _, sec in short) else []
         warnings.append(
-            f"{len(short)} of {len(m.throughput)} passes were cut to {span} request{'s' if counts[-1] > 1 else ''} "
+            f"{len(short)} of {len(m.throughput)}{PASSES_CUT_SAID}{span} request{'s' if counts[-1] > 1 else ''} "
             f"and at most {longest_ms:,.0f} ms each (asked: {' and '.join(missed)}) to fit in the budget "
             f"(measure.budget_s={mq.budget_s:g})"
         )
@@ -310,14 +309,22 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             f"is under {spec.measure.stdrel:g}); raise measure.budget_s for more"
         )
     warnings += ([m.slow] if m.slow else []) + list(m.skipped.values())
-    if m.check is not None and m.check.requests < m.check.requested:
-        took = ""
-        if m.check.seconds is not None and math.isfinite(m.check.allowance_s):
-            took = f" (it took {m.check.seconds:.1f} s; its share: {m.check.allowance_s:.1f} s)"
-        warnings.append(
-            f"the check compared {m.check.requests} of measure.check_requests={m.check.requested} requests "
-            f"before its share of the budget ran out{took}"
-        )
+    if m.check is not None:
+        shared = m.check.seconds is not None and math.isfinite(m.check.allowance_s)
+        took = f" (it took {m.check.seconds:.1f} s; its share: {m.check.allowance_s:.1f} s)" if shared else ""
+        if m.check.requests < m.check.requested:
+            warnings.append(
+                f"the check compared {m.check.requests} of measure.check_requests={m.check.requested} requests "
+                f"before its share of the budget ran out{took}"
+            )
+        elif shared and m.check.seconds > CHECK_OVERRUN * m.check.allowance_s + 0.25:
+            # Every request compared, but far past its share: its later chunks were sized by a
+            # pace the host did not keep (a quick job's 0.5 s share took 2.2 s).
+            warnings.append(f"the check took {m.check.seconds:.1f} s, past its {m.check.allowance_s:.1f} s share of "
+                            f"measure.budget_s={spec.measure.budget_s:g}: the host ran slower than its first requests "
+                            "promised")
+    if m.kept_share_s is not None:
+        warnings.append(kept_share_text(m.kept_share_s, spec.measure.budget_s))
     warnings += _latency_cut(spec, fig, m)
     # Past the most estimated and past what the budget had left then: the estimate prices every
     # kind of pass at the throughput's pace, and a slow baseline's passes may rightly run longer
@@ -341,7 +348,30 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         warnings.append(f"{m.steady_state_allocations} device allocations during the timed graph passes")
     if m.buffers_moved:
         warnings.append("a static buffer changed address during the run")
+    for key in figure_keys(spec):  # a figure not measured is null, never missing (reading it raised KeyError)
+        fig.setdefault(key, None)
     return Summary(fig, warnings)
+
+
+SERVER_KEYS = ("server_max_rate", "baseline_server_max_rate", "server_max_rate_vs_baseline", "server_valid",
+               "server_latency_us", "server_achieved_rate")
+SINGLE_STREAM_KEYS = ("single_stream_latency_us", "baseline_single_stream_latency_us", "single_stream_speedup")
+
+
+def figure_keys(spec: RunSpec) -> list[str]:
+    """The headline figures every result of this scenario holds: null where not measured (a
+    latency pass the budget skipped, no baseline, the CPU's ceiling)."""
+    keys = list(THROUGHPUT_KEYS)
+    if spec.load.scenario == "single_stream":
+        return keys + list(SINGLE_STREAM_KEYS)
+    if spec.load.scenario == "server":
+        return keys + list(SERVER_KEYS)
+    for prefix in ("throughput", "baseline", "ceiling"):
+        keys += [f"{prefix}_{k}" for k in ("requests_per_s", "samples_per_s", "requests_per_s_repeats", "cv", "requests")]
+    for name in ("speedup_vs_baseline", "efficiency_vs_ceiling"):
+        keys += [name, f"{name}_interval", f"{name}_within_noise"]
+    stages = STAGES if spec.is_cuda else HOST_STAGES
+    return keys + [f"latency_{stage}_us" for stage in stages] + ["latency_clock"]
 
 
 def _p99_basis(n: int) -> str:
@@ -370,6 +400,8 @@ def _latency_cut(spec: RunSpec, fig: dict[str, Any], m: Measurement) -> list[str
 
 # How far past the most it was estimated to take the timed phase may run before the job says so.
 ESTIMATE_OVERRUN = 1.25
+# A check that compared every request is said to have overrun past this many times its share.
+CHECK_OVERRUN = 2.0
 
 
 # How far apart, on the CPU, the throughput passes' rate and the latency pass's (one over its

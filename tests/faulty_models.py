@@ -92,6 +92,14 @@ class Slow(Healthy):
         return self.linear(input)
 
 
+class SlowAfter(Healthy):
+    """Takes 15 ms more per forward (a sleep) once `calls` have run: a host that slows down in
+    the middle of the check, after its first requests set the pace."""
+
+    def fail(self, x: torch.Tensor) -> None:
+        time.sleep(0.015)
+
+
 class InPlace(Healthy):
     """Scales its input in place before the Linear layer, as some preprocessing does: the
     caller's tensor is changed by every forward."""

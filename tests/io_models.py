@@ -172,3 +172,25 @@ class StarArgs(nn.Module):
 
     def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         return 2 * x
+
+
+class EncoderDecoder(nn.Module):
+    """forward(input_ids, decoder_input_ids=None), raising as HuggingFace's T5 does when the
+    decoder's ids are left out: about the argument that was given."""
+
+    def __init__(self, vocab: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 4)
+
+    def forward(self, input_ids: torch.Tensor, decoder_input_ids: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if decoder_input_ids is None:
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        return self.embed(input_ids) + self.embed(decoder_input_ids)
+
+
+class NumpyOut(nn.Module):
+    """forward(x) -> a numpy array: no tensor anywhere in what it returns."""
+
+    def forward(self, x: torch.Tensor):
+        return (x * 2).numpy()

@@ -290,6 +290,8 @@ def test_two_job_multirun_records_each_job(tmp_path):
     assert sorted(r["config"]["model"]["batch"] for r in results) == [1, 2]
     assert all(r["status"] == "ok" for r in results)
     assert sorted(r["job"]["num"] for r in results) == [0, 1]
+    # The sweep's folder as output_dir is: absolute (it was relative, "outputs/sweeps/...").
+    assert all(r["job"]["sweep_dir"] == str(p.parent.parent) for r, p in zip(results, paths, strict=True))
 
 
 def test_notes_are_printed_once_and_help_describes_the_main_keys(tmp_path):
@@ -669,7 +671,7 @@ def test_a_refused_run_takes_back_what_it_wrote_and_only_that(tmp_path):
     assert relative.returncode == 2 and (tmp_path / "empty").is_dir() and not (tmp_path / "empty" / "new").exists()
 
 
-def test_a_single_run_into_a_sweeps_folder_is_refused(tmp_path):
+def test_a_single_run_into_a_sweeps_folder_and_a_sweep_into_a_runs_are_refused(tmp_path):
     """Its result there stood for the whole sweep: `runner.report` showed one row and wrote it
     over the sweep's table."""
     sweep = tmp_path / "sw"
@@ -682,6 +684,15 @@ def test_a_single_run_into_a_sweeps_folder_is_refused(tmp_path):
     assert line == (f"error: hydra.run.dir={sweep} is a sweep's folder (it holds multirun.yaml); to resume the sweep, "
                     "add -m and hydra.sweep.dir=...; for a single run, name another folder")
     assert {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+    # The other way round: a sweep into a single run's folder put its jobs beside that result,
+    # and `runner.report` then showed the single run alone, over the sweep's table.
+    one = tmp_path / "sw" / "0"
+    before = {p.relative_to(one): p.read_bytes() for p in one.rglob("*") if p.is_file()}
+    into = run_cli(["-m", *QUICK, "seed=1,2", f"hydra.sweep.dir={one}"], tmp_path)
+    assert into.returncode == 2
+    assert into.stderr.strip().splitlines()[-1] == (f"error: hydra.sweep.dir={one} is a single run's folder (it holds "
+                                                    "result.json); name another folder for the sweep")
+    assert {p.relative_to(one): p.read_bytes() for p in one.rglob("*") if p.is_file()} == before
 
 
 def test_resume_into_a_result_of_other_settings_is_refused_before_hydra_writes(tmp_path):

@@ -135,6 +135,8 @@ def test_tokens_need_a_vocab(make_cfg):
         ("model=nope", "model=nope: no such model option; choose one of: bert, encoder, gpt2, linear, mlp, "
                        "mlp_wide, tiny_llm"),
         ("measure=nope", "measure=nope: no such measure option; choose one of: default, quick"),
+        ("model=llama", "model=llama: no such model option; choose one of: bert, encoder, gpt2, linear, mlp, mlp_wide, "
+                        "tiny_llm, or add your own as DIR/model/llama.yaml with hydra.searchpath=[file://DIR]"),
         ("streams=[", "could not parse the command line"),
     ],
 )

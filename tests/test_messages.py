@@ -44,6 +44,41 @@ def test_labels_with_dollars_are_drawn_as_they_are(tmp_path, capsys, streams):
     assert capsys.readouterr().err == ""
 
 
+class _KeptFigures:
+    """pyplot, except that a closed figure is kept to be read."""
+
+    def __init__(self):
+        from runner.plots import _pyplot
+
+        self.plt, self.figures = _pyplot(), []
+
+    def __getattr__(self, name):
+        return getattr(self.plt, name)
+
+    def close(self, fig):
+        self.figures.append(fig)
+
+
+def test_load_plots_say_what_they_draw(tmp_path, monkeypatch):
+    """The CPU's max-rate plot had an "eager baseline" legend entry with no bars, and a job in
+    which no rate held was left out without a word; the load curve plotted the asked rate
+    against an "offered rate" axis, and said "filled: valid points" of markers always filled."""
+    from runner import plots
+
+    kept = _KeptFigures()
+    rows = [row("0", max_rate=100.0, p99_bound_ms=1.0), row("1", max_rate=None, p99_bound_ms=1.0)]
+    plots._plot_max_rates(rows, tmp_path / "max_rate.png", kept)
+    [ax] = kept.figures[-1].axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["runner"]
+    assert ax.get_title().endswith("\nno rate held the bound: job #1")
+    monkeypatch.setattr(plots, "_pyplot", lambda: kept)
+    point = {"rate": 100.0, "offered": 96.5, "valid": False, "latency_us": {"p50": 500.0, "p99": 900.0}}
+    plots.plot_load_curve({"runner": {"points": [point]}, "p99_ms": 1.0}, tmp_path / "curve.png", "job")
+    [ax] = kept.figures[-1].axes
+    assert [list(line.get_xdata()) for line in ax.get_lines()[:2]] == [[96.5], [96.5]]
+    assert ax.get_title() == "job\ncircles on the p99 lines: filled valid, open invalid"
+
+
 def test_literal_escapes_every_dollar_and_keeps_a_backslash():
     import matplotlib
 

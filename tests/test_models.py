@@ -182,6 +182,14 @@ inputs: {x: {shape: [4]}}
     # Keeping only the tensor makes it runnable.
     spec = resolve(make_cfg(*QUICK, model_dir("nat", text), "model=nat", "model.outputs=[0]"))
     assert build(spec).out_paths == ("0",)
+    # No tensor at all, and no config to turn it off in: the fix is a wrapper (it had offered a
+    # config to turn it off in and model.outputs=[...]).
+    spec = resolve(make_cfg(*QUICK, model_dir("np", text.replace("NotATensor", "NumpyOut")), "model=np"))
+    with pytest.raises(ConfigError) as err:
+        build(spec)
+    assert str(err.value) == ("model NumpyOut: output output is a ndarray, not a tensor, and it returns no tensor beside "
+                              "it; the runner times tensors: wrap the model in a module whose forward returns them "
+                              "(torch.as_tensor)")
 
 
 def test_an_input_forward_does_not_take_is_named(make_cfg, model_dir):
@@ -193,6 +201,26 @@ inputs: {x: {shape: [4]}}
     spec = resolve(make_cfg(*QUICK, model_dir("lin", text), "model=lin"))
     with pytest.raises(ConfigError, match=r"^model.inputs.x: Linear.forward has no argument 'x' \(it takes: input\)"):
         build(spec)
+
+
+def test_a_failing_forward_names_the_data_arguments_left_out(make_cfg, model_dir):
+    """T5 without decoder_input_ids raised "specify exactly one of input_ids or inputs_embeds",
+    though input_ids was given: the error names forward's data arguments that were not."""
+    text = """
+module: {_target_: tests.io_models.EncoderDecoder}
+batch: 2
+inputs: {input_ids: {kind: tokens, shape: [3], vocab: 16}}
+"""
+    spec = resolve(make_cfg(*QUICK, model_dir("ed", text), "model=ed"))
+    with pytest.raises(ConfigError) as err:
+        build(spec)
+    message = str(err.value)
+    assert message.startswith("model EncoderDecoder: its forward raised ValueError: You must specify exactly one of")
+    assert message.endswith("; forward also takes decoder_input_ids, not given: add it as "
+                            "model.inputs.decoder_input_ids if the model needs it"), message
+    given = resolve(make_cfg(*QUICK, model_dir("ed", text), "model=ed",
+                             "++model.inputs={decoder_input_ids: {kind: tokens, shape: [3], vocab: 16}}"))
+    assert build(given).out_paths == ("output",)
 
 
 def test_the_name_comes_from_target_not_from_the_config_file(make_cfg):
@@ -295,6 +323,10 @@ def test_request_sizes_follow_the_distribution_and_the_seed(make_cfg):
     assert set(Counter(z.batch for z in uniform)) == set(range(1, 9))  # default: 1..largest bucket
     ranged = _bucketed(make_cfg, "model.sizes.batch.low=3", "model.sizes.batch.high=5").model
     assert {z.batch for z in draw_sizes(ranged, 2000, torch.Generator().manual_seed(3))} == {3, 4, 5}
+    # One bound alone: the other as by default (high=2 alone was refused as "low=0 high=2").
+    for bound, drawn in (("high=2", {1, 2}), ("low=7", {7, 8})):
+        alone = _bucketed(make_cfg, f"model.sizes.batch.{bound}").model
+        assert {z.batch for z in draw_sizes(alone, 2000, torch.Generator().manual_seed(3))} == drawn
 
 
 def test_each_size_pads_to_the_smallest_bucket_that_fits(make_cfg):
@@ -458,7 +490,7 @@ inputs: {x: {shape: [3]}}
     result = run_job(make_cfg(*QUICK, model_dir("empty", text), "model=empty"), JobInfo(output_dir=tmp_path))
     assert result["status"] == "ok" and result["model_io"]["outputs"] == ["last_hidden_state"]
     assert ("output attentions is empty (the model returned no tensor there); transformers' default attention "
-            "(sdpa) returns none: +model.module.config._attn_implementation=eager returns them: not measured"
+            "(sdpa) returns none: +model.module.config.attn_implementation=eager returns them: not measured"
             ) in result["warnings"]
     with pytest.raises(ConfigError, match=r"^model.outputs: output attentions is empty \(the model returned no "):
         run_job(make_cfg(*QUICK, model_dir("empty", text), "model=empty", "model.outputs=[attentions]"),
@@ -626,6 +658,9 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
         ("model.batch='8'", r"model.batch: '8' is a string \(quoted .*\); write the number without quotes, "
                             r"e.g. model.batch=8$"),
         ("model.batch=[1,'8']", r"model.batch: '8' is a string"),
+        # [1,1] had become the one bucket [1] without a word.
+        ("model.batch=[8,1,8]", r"^model.batch=\[8, 1, 8\]: 8 given more than once; give each bucket size once, "
+                                r"e.g. model.batch=\[1,8\]$"),
         ("model.sizes.batch.values=[3]", r"model.sizes.batch: request sizes apply to buckets; make model.batch a list"),
         ("model.seq=16", r"model.seq=16: no input shape uses seq"),
         ("model.inputs.x.shape=[seq]", r"model.inputs.x.shape=\['seq'\] uses seq, but model.seq is not set"),
@@ -787,7 +822,8 @@ def test_a_key_a_huggingface_config_has_no_setting_for_is_named():
     pytest.importorskip("transformers")
     module = {"_target_": "transformers.BertModel",
               "config": {"_target_": "transformers.BertConfig", "num_layers": 1, "num_hidden_layers": 1,
-                         "attn_implementation": "eager", "num_labels": 3, "output_attentions": True}}
+                         "attn_implementation": "eager", "num_labels": 3, "output_attentions": True,
+                         "_attn_implementation": "eager"}}  # the private name works as well
     [warning] = unused_keys(module)
     assert warning.startswith("model.module.config.num_layers: BertConfig has no setting 'num_layers'")
     assert warning.endswith(": kept as an attribute that the model may never read")

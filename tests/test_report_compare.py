@@ -152,6 +152,35 @@ def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
         assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == verdict, factor
 
 
+def test_compare_a_rate_from_one_pass_has_unknown_noise_not_none(sweep_dir, tmp_path, capsys):
+    """A run whose throughput rests on one pass has no cv (null): a change past the threshold
+    is undecided (and fails the gate), never faster or slower on 0% of noise."""
+    old = _result(sweep_dir, 0)
+    new = copy.deepcopy(old)
+    new["figures"]["throughput_requests_per_s"] *= 5.5
+    old["figures"]["throughput_cv"] = old["figures"]["throughput_cv_all_repeats"] = 0.01
+    new["figures"]["throughput_cv"] = new["figures"]["throughput_cv_all_repeats"] = None
+    ratio, noise, verdict = compare.judge(old, new, threshold=0.05, sigma=3)
+    assert ratio == pytest.approx(5.5) and noise is None
+    assert verdict.startswith("undecided: the new run's rate rests on one throughput pass")
+    new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * 1.02
+    assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "same"  # within the threshold: noise or not
+    new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * 0.5
+    old["figures"]["throughput_cv"] = old["figures"]["throughput_cv_all_repeats"] = None
+    assert "the old and the new run's" in compare.judge(old, new, threshold=0.05, sigma=3)[2]
+    code = compare.main([str(_write(tmp_path / "old", old)), str(_write(tmp_path / "new", new))])
+    assert code == 1 and "undecided" in capsys.readouterr().out
+    # Several old runs: their spread is the noise, and one pass on a side is then no bar.
+    run = _runs_of(old)
+    olds = [run(100.0), run(120.0), run(80.0)]
+    for r in olds:
+        r["figures"]["throughput_cv"] = r["figures"]["throughput_cv_all_repeats"] = None
+    one = run(20.0)
+    one["figures"]["throughput_cv"] = one["figures"]["throughput_cv_all_repeats"] = None
+    [m] = compare.compare(olds, [one], 0.05, 3)
+    assert m.verdict.startswith("slower") and m.noise is not None
+
+
 def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_dir, capsys):
     a, b = _result(sweep_dir, 0), _result(sweep_dir, 1)
     assert compare.identity(a) != compare.identity(b)  # streams=1 and streams=2 were asked
@@ -352,6 +381,11 @@ def test_compare_labels_configs_that_ran_alike_by_what_they_asked(tmp_path):
     # Booleans as the command line writes them (the labels said graph=False).
     matches = compare([result(1, 100.0, True), result(1, 100.0, False)], [result(1, 100.0, True)], 0.05, 3.0)
     assert sorted(m.label.rpartition(" | asked ")[2] for m in matches) == ["graph=false", "graph=true"]
+    # A setting one config left unset: said so (its label had ended in "asked " and nothing).
+    unset = result(1, 100.0)
+    unset["config"]["model"]["module"]["depth"] = 6
+    matches = compare([result(1, 100.0)], [unset], 0.05, 3.0)
+    assert sorted(m.label.rpartition(" | asked ")[2] for m in matches) == ["module.depth unset", "module.depth=6"]
 
 
 def test_plots_of_a_sweep_without_latency_warn_nothing(tmp_path, recwarn):
@@ -413,6 +447,11 @@ def test_a_per_job_plot_with_long_labels_warns_nothing(tmp_path, recwarn):
     assert short_labels([long + "5", long + "6"], 30) == ["calls=5", "calls=6"]
     assert short_labels(["~model.module.in_features=null model.batch=2", "model.batch=4"], 20) == [
         "~in_features batch=2", "batch=4"]  # a deletion, as a sweep's job records it, stays one
+    # Two keys of one last name keep as many parts as tell them apart (both read num_hidden_layers).
+    clip = "model.module.config.{}_config.num_hidden_layers={}"
+    assert short_labels([f"{clip.format('text', a)} {clip.format('vision', b)}" for a, b in ((1, 2), (2, 1))], 70) == [
+        "text_config.num_hidden_layers=1 vision_config.num_hidden_layers=2",
+        "text_config.num_hidden_layers=2 vision_config.num_hidden_layers=1"]
 
 
 def test_compare_gates_load_searches_on_their_highest_rate_and_never_passes_on_nothing(sweep_dir, tmp_path, capsys):
@@ -488,6 +527,8 @@ def test_a_ratio_within_noise_is_marked_in_the_tables(sweep_dir, tmp_path):
     flags = [(r["speedup_within_noise"], r["efficiency_within_noise"])
              for r in csv_module.DictReader(io.StringIO(report.csv_text(rows)))]
     assert flags == [("", ""), ("", "")]
+    # So is a job with no rate search: its max_rate_cut says nothing ("False" read as "not cut").
+    assert [r["max_rate_cut"] for r in csv_module.DictReader(io.StringIO(report.csv_text(rows)))] == ["", ""]
     # Nothing within noise: no mark, no note.
     rows = report.collect([tmp_path / "clear"])
     assert report.NOISE_NOTE not in report.text_table(rows) and "~" not in report.text_table(rows)
@@ -509,6 +550,25 @@ def test_jobs_whose_host_other_work_shared_are_named_beside_the_table(sweep_dir,
                      "before comparing them"], notes
     assert notes[0] in markdown(rows)
     assert not [n for n in sweep_notes(collect([tmp_path / "c"])) if "shared the host" in n]
+
+
+def test_jobs_whose_rate_rests_on_less_than_asked_are_named_beside_the_table(sweep_dir, tmp_path):
+    """A quick job whose check overran read 20 requests/s from one pass of one request, beside
+    254 for the same settings, with cv "-" and no note under the table."""
+    from runner.report import collect, markdown, sweep_notes
+
+    one, cut, plain = _result(sweep_dir, 0), _result(sweep_dir, 1), _result(sweep_dir, 0)
+    one["figures"]["throughput_requests_per_s_repeats"] = [19.6]
+    one["warnings"] = ["1 of 1 passes were cut to 1 request and at most 51 ms each (asked: ...)"]
+    cut["warnings"] = ["3 of 3 passes were cut to 5-7 requests and at most 90 ms each (asked: ...)"]
+    plain["warnings"] = []
+    rows = collect([_write(tmp_path / "a", one), _write(tmp_path / "b", cut), _write(tmp_path / "c", plain)])
+    notes = [n for n in sweep_notes(rows) if "rests on less" in n]
+    assert notes == ["sweep: the rate of jobs #0 (one pass and passes cut short), #1 (passes cut short) rests on less "
+                     "than measure asked (see their warnings): rougher than the others, its noise unknown with one "
+                     "pass; raise measure.budget_s for them"], notes
+    assert notes[0] in markdown(rows)
+    assert not [n for n in sweep_notes(collect([tmp_path / "c"])) if "rests on less" in n]
 
 
 def test_a_job_whose_figures_start_after_a_step_is_named_beside_the_table(sweep_dir, tmp_path):

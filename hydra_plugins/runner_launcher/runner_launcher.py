@@ -248,7 +248,9 @@ class RunnerLauncher(Launcher):
     # --- preparing jobs ----------------------------------------------------------------
     def _prepare(self, overrides: Sequence[str], idx: int) -> _Job:
         assert self.hydra_context is not None and self.config is not None
-        overrides = [_plain_bool(o) for o in overrides]
+        from runner.record import plain_bool
+
+        overrides = [plain_bool(o) for o in overrides]
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(config):
             config.hydra.job.id = idx
@@ -580,17 +582,6 @@ class RunnerLauncher(Launcher):
                 self._interrupt(running, stopped_by[0])
                 raise
         return [returns[job.idx] for job in jobs]
-
-
-_BOOL_TEXT = re.compile(r"^([^=]+)=(True|False)$")
-
-
-def _plain_bool(override: str) -> str:
-    """graph=False -> graph=false: Hydra's sweeper writes a swept boolean as Python prints it,
-    the user wrote it in YAML's words (Hydra reads both as the same value); tables, labels and
-    records show what the user wrote."""
-    match = _BOOL_TEXT.match(override)
-    return f"{match.group(1)}={match.group(2).lower()}" if match else override
 
 
 def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False, typed: Sequence[str] = ()) -> None:
