@@ -84,7 +84,9 @@ def hydra_entry(cfg: DictConfig) -> dict:
         overrides=[plain_bool(str(o)) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)],
         multirun=multirun,
         num=hc.job.num if multirun else None,
-        sweep_dir=hc.sweep.dir if multirun else None,
+        # Absolute, as output_dir is: against where the command ran (hydra.job.chdir=true has
+        # moved into the job's folder by now).
+        sweep_dir=os.path.join(hc.runtime.cwd, str(hc.sweep.dir)) if multirun else None,
     )
     try:
         with _sigterm_as_interrupt():

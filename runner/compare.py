@@ -326,8 +326,8 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     if unknown:
         if abs(ratio - 1.0) <= threshold:
             return ratio, None, "same"
-        return ratio, None, (f"undecided: the {' and the '.join(unknown)} run's rate rests on one throughput pass, "
-                             "so its noise is unknown; raise measure.budget_s or measure.min_repeats")
+        return ratio, None, (f"undecided: {' and '.join(unknown)} rest{'s' * (len(unknown) == 1)} on one throughput "
+                             "pass a run, so the noise is unknown; raise measure.budget_s or measure.min_repeats")
     noise = math.hypot(*(max(cv or 0.0, least) for _, cv, least in sides))
 
     def beyond(r: float) -> bool:
@@ -507,15 +507,21 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
         else:
             floor = _floors(a, b)
             m.ratio, m.noise, m.verdict = judge(a.result, b.result, threshold, sigma, floor)
-            if b.runs > 1 and m.ratio is not None and not m.verdict.startswith("slower"):
-                # Each new run alone, against old as pooled: one run that got slower is not averaged away.
+            if b.runs > 1 and m.ratio is not None and not m.verdict.startswith(("slower", "undecided")):
+                # Each new run alone, against old as pooled: one run that got slower is not averaged away,
+                # nor one that may have (its noise unknown: one pass) beside runs that did not.
                 alone = (floor[0], a.spread or 0.0)  # a single run strays by old's whole spread
                 alone_verdicts = [judge(a.result, r, threshold, sigma, alone) for r in b.members]
                 slower = [ratio for ratio, _, verdict in alone_verdicts if verdict.startswith("slower")]
-                if slower:
-                    worst = min(slower)  # type: ignore[type-var]
-                    m.verdict = (f"slower in {len(slower)} of {b.runs} new runs (the slowest at {worst:.3f}, the "
-                                 f"median at {m.ratio:.3f})")
+                unsure = [ratio for ratio, _, verdict in alone_verdicts
+                          if verdict.startswith("undecided") and ratio is not None and ratio < 1.0]
+                for said, ratios in (("slower", slower), ("undecided: maybe slower", unsure)):
+                    if ratios:
+                        worst = min(ratios)  # type: ignore[type-var]
+                        m.verdict = (f"{said} in {len(ratios)} of {b.runs} new runs (the slowest at {worst:.3f}, the "
+                                     f"median at {m.ratio:.3f})" + (", one throughput pass each: noise unknown"
+                                                                    if said != "slower" else ""))
+                        break
         matches.append(m)
     return matches
 

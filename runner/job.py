@@ -101,7 +101,7 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
         "job": {
             "output_dir": str(info.output_dir),
             "num": info.num,
-            "sweep_dir": os.path.abspath(info.sweep_dir) if info.sweep_dir else None,  # as output_dir: absolute
+            "sweep_dir": info.sweep_dir,
             "started_at": started,
             "finished_at": None,
             "wall_time_s": None,
@@ -163,7 +163,7 @@ def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
 SLOW_DTYPE_RATIO = 4.0  # a dtype whose matrix multiplies run this many times slower than fp32's
 
 
-def _tell_if_host_is_busy(spec: RunSpec, result: dict[str, Any]) -> None:
+def _host_is_busy(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
     """Other work ready to run as the job begins, more than the cores this job does not need:
     its threads then share cores. On a 2-core host with one other busy process, torch's two
     threads wait for each other at every operation: a default CPU job read 35-108 requests/s
@@ -172,16 +172,16 @@ def _tell_if_host_is_busy(spec: RunSpec, result: dict[str, Any]) -> None:
     env = result["env"]
     others, cores = env.get("host_runnable_others_at_start"), env.get("cpu_count")
     if others is None or not cores:
-        return
+        return None
     mine, whose = (1, "its submitting thread") if spec.is_cuda else (env["torch_threads"], "torch's threads")
     if others + mine <= cores:
-        return
+        return None
     warning = (f"{BUSY_AT_START_SAID}: {others} other thread{'s' if others != 1 else ''} ready to run "
                f"on its {cores} cores, beside this job's {mine} ({whose}); sharing cores can slow a job many times "
                f"over, and steadily, so a low cv does not rule it out: measure on a quiet host"
                + ("" if spec.is_cuda else ", or with fewer threads (OMP_NUM_THREADS)"))
-    log.warning("%s", warning)
     result["warnings"].append(warning)
+    return warning
 
 
 def _tell_if_dtype_is_slow_here(spec: RunSpec, result: dict[str, Any]) -> None:
@@ -231,14 +231,16 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
     # not import is then one line, with no "job:" line naming a model that does not exist.
     locate_target(spec)
     log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
+    # Recorded now (a build that fails on a busy host keeps it), said once the model is built:
+    # a bad input the build finds is then the one line printed (the warning had preceded it).
+    busy = _host_is_busy(spec, result)
     if not spec.is_cuda and spec.dtype != "fp32":
         _tell_if_dtype_is_slow_here(spec, result)
     with failing_in("build"):
         workload = build(spec, probe_limit(spec))
     lap("build")
-    # Read as the job began (environment.collect), said once the model is built: a bad input
-    # the build finds is then the one line printed (the busy host's warning had preceded it).
-    _tell_if_host_is_busy(spec, result)
+    if busy:
+        log.warning("%s", busy)
     result["model_io"] = model_io(spec, workload)
     result["warnings"] += workload.warnings
     if workload.compile_fallback:

@@ -106,7 +106,8 @@ class Measurement:
     budget_left_s: Optional[float] = None  # the time the budget had left for it then (plus a pass)
     after_estimate_s: Optional[float] = None  # what it took: from the estimate to the end of measuring
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
-    kept_share_s: Optional[tuple[float, float]] = None  # (left, kept): the timed passes kept their share past the budget
+    # The timed passes kept their shares past the budget's end: (the throughput's, all of theirs).
+    kept_share_s: Optional[tuple[float, float]] = None
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
     phases_s: dict[str, float] = field(default_factory=dict)  # seconds each phase took
     skipped: dict[str, str] = field(default_factory=dict)  # passes the budget could not hold, and why
@@ -120,9 +121,10 @@ class Measurement:
 
 
 def kept_share_text(kept: tuple[float, float], budget_s: float) -> str:
-    left_s, share_s = kept
-    return (f"the phases before the timed passes left them {left_s:.1f} s of measure.budget_s={budget_s:g}: they kept "
-            f"their shares (the throughput's {share_s:.1f} s), past the budget's end, rather than time a few requests")
+    throughput_s, all_s = kept
+    shares = f"{all_s:.1f} s, the throughput's {throughput_s:.1f} s" if all_s > throughput_s + 0.05 else f"{all_s:.1f} s"
+    return (f"the phases before the timed passes overran their shares of measure.budget_s={budget_s:g}: the timed "
+            f"passes kept theirs ({shares}), past the budget's end")
 
 
 def _allocation_count(device: torch.device) -> int:
@@ -228,7 +230,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             # The phases before overran (a host slowed during the check): the timed passes keep
             # their shares (the baseline's and the ceiling's too), past the budget's end, rather
             # than time a few requests (a quick job's figure had rested on one request of 7 ms).
-            out.kept_share_s = (allowance, nominal)
+            out.kept_share_s = (budget.nominal("throughput"), budget.nominal("throughput", "ceiling", "baseline"))
             log.warning("%s", kept_share_text(out.kept_share_s, m.budget_s))
             allowance = nominal
         cap = min(max_s, allowance / m.min_repeats)
@@ -238,7 +240,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         kinds = 1 + m.ceiling + spec.baseline
         low = m.min_repeats * expected_pass * kinds
         # Within the time left, but never below one pass of each kind: those run even past the budget.
-        left_s = max(0.0, budget.end - time.perf_counter(), allowance)
+        left_s = max(0.0, budget.end - time.perf_counter(), out.kept_share_s[1] if out.kept_share_s else 0.0)
         out.estimate_s = max(kinds * turn_s, min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, left_s))
 
         allocations = 0

@@ -203,8 +203,8 @@ def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     bound = next((r.p99_bound_ms for r in held if r.p99_bound_ms), None)
     ax.set_ylabel("highest rate under the bound (requests/s)")
     title = f"Highest request rate with p99 <= {bound:g} ms\n{_device(held)}" if bound else _device(held)
-    none_held = [r for r in rows if r.status == "ok" and r.max_rate is None and r.baseline_max_rate is None
-                 and r.p99_bound_ms]
+    none_held = [r for r in rows if r.status == "ok" and r.rate_search and r.max_rate is None
+                 and r.baseline_max_rate is None and r.load.startswith("server: no rate held")]
     if none_held:  # a job with no bar would otherwise be left out without a word
         title += f"\nno rate held the bound: job{'s' * (len(none_held) > 1)} {', '.join('#' + r.job for r in none_held)}"
     ax.set_title(title)
@@ -222,11 +222,14 @@ def plot_load_curve(load: dict, path: Path, title: str) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for key, color in (("runner", "tab:blue"), ("baseline", "tab:gray")):
-        points = sorted((load.get(key) or {}).get("points") or [], key=lambda p: p["rate"])
+        def offered(point: dict) -> float:  # the rate its drawn arrivals offered
+            return point.get("offered") or point["rate"]
+
+        points = sorted((load.get(key) or {}).get("points") or [], key=offered)
         points = [p for p in points if p["latency_us"]["p99"] is not None]
         if not points:
             continue
-        rates = [p.get("offered") or p["rate"] for p in points]  # the rate the drawn arrivals offered
+        rates = [offered(p) for p in points]
         for q, style in (("p50", "--"), ("p99", "-")):
             ax.plot(rates, [p["latency_us"][q] / 1e3 for p in points], style, color=color, label=f"{key} {q}",
                     marker="." if q == "p50" else None)

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import re
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -74,7 +75,8 @@ class Row:
     max_rate_cut: bool = False  # the budget ended its rate search: max_rate is a floor, or a wide bracket
     lowest_invalid_rate: Optional[float] = None  # that search's lowest rate found invalid
     host_shared: str = ""  # what the job's warnings say of other work on its host ("" when nothing)
-    passes_cut: bool = False  # its warnings say the budget cut its throughput passes short
+    thin: str = ""  # what its closed-loop rate rests on, when less than measure asked ("" otherwise)
+    rate_search: bool = False  # a load.rate=max search
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:
@@ -200,7 +202,8 @@ def collect(paths: list[Path]) -> list[Row]:
                 max_rate_cut=((f.get("load") or {}).get("runner") or {}).get("stopped_by") == "budget",
                 lowest_invalid_rate=((f.get("load") or {}).get("runner") or {}).get("lowest_invalid_rate"),
                 host_shared=host_shared(result.get("warnings") or []),
-                passes_cut=any(PASSES_CUT_SAID in str(w) for w in result.get("warnings") or []),
+                thin=thin(result) if scenario is None or scenario == "offline" else "",
+                rate_search=scenario == "server" and (f.get("load") or {}).get("rate") == "max",
                 speedup_within_noise=f.get("speedup_vs_baseline_within_noise"),
                 efficiency_within_noise=f.get("efficiency_vs_ceiling_within_noise"),
             )
@@ -266,21 +269,34 @@ def shared_host_notes(rows: list[Row]) -> list[str]:
             "times too low whatever their cv; rerun them on a quiet host before comparing them"]
 
 
+_CUT = re.compile(rf"^(\d+) of (\d+){re.escape(PASSES_CUT_SAID)}")
+
+
+def thin(result: dict[str, Any]) -> str:
+    """What an ok closed-loop job's rate rests on where the budget gave it less than measure
+    asked: fewer passes than measure.min_repeats, or every pass cut short of its minimums."""
+    f = result.get("figures") or {}
+    if result.get("status") != "ok" or f.get("throughput_requests_per_s") is None:
+        return ""
+    passes = len(f.get("throughput_requests_per_s_repeats") or [])
+    least = ((result.get("config") or {}).get("measure") or {}).get("min_repeats") or 1
+    said = [f"{passes} pass{'es' * (passes != 1)} of measure.min_repeats={least}"] if passes < least else []
+    cut = [m for m in map(_CUT.match, map(str, result.get("warnings") or [])) if m]
+    if cut and cut[0].group(1) == cut[0].group(2):
+        said.append("every pass cut short")
+    return " and ".join(said)
+
+
 def thin_notes(rows: list[Row]) -> list[str]:
-    """Jobs whose rate rests on one throughput pass (no cv: the table's "-"), or on passes the
-    budget cut short of measure's minimums: their figures are rougher than their neighbours'."""
-    thin = [r for r in rows if r.status == "ok" and r.requests_per_s is not None and r.max_rate is None
-            and (r.passes < 2 or r.passes_cut)]
-    if not thin:
+    """Jobs whose rate rests on fewer passes than measure.min_repeats (one pass: no cv, the
+    table's "-"), or on passes the budget all cut short: rougher than their neighbours'."""
+    thin_rows = [r for r in rows if r.thin]
+    if not thin_rows:
         return []
-
-    def what(r: Row) -> str:
-        return " and ".join(said for said, on in (("one pass", r.passes < 2), ("passes cut short", r.passes_cut)) if on)
-
-    which = ", ".join(f"#{r.job} ({what(r)})" for r in thin)
-    return [f"sweep: the rate of job{'s' * (len(thin) > 1)} {which} rests on less than measure asked (see "
-            f"{'their' if len(thin) > 1 else 'its'} warnings): rougher than the others, its noise unknown with one "
-            "pass; raise measure.budget_s for them"]
+    which = ", ".join(f"#{r.job} ({r.thin})" for r in thin_rows)
+    return [f"sweep: the rate of job{'s' * (len(thin_rows) > 1)} {which} rests on less than measure asked (see "
+            f"{'their' if len(thin_rows) > 1 else 'its'} warnings): rougher than the others, with one pass its noise "
+            "unknown; raise measure.budget_s for them"]
 
 
 # A ratio whose interval covers 1.0 is marked in the tables, as the job's console says it.
@@ -478,7 +494,7 @@ def csv_text(rows: list[Row]) -> str:
     writer.writeheader()
     for row in rows:
         fields = {**asdict(row), "asked": json.dumps(list(row.asked))}  # the overrides, as a JSON list
-        if row.max_rate is None and row.p99_bound_ms is None:
+        if not row.rate_search:
             fields["max_rate_cut"] = ""  # no rate search: the flag says nothing (False read as "not cut")
         writer.writerow(fields)
     return buffer.getvalue()

@@ -103,7 +103,7 @@ class StagingConfig:
 
 @dataclass
 class MeasureConfig:
-    budget_s: float = 20.0  # the whole measurement (check, warm-up, every pass) ends by then
+    budget_s: float = 20.0  # the whole measurement (check, warm-up, every pass) ends by then (but see README: a pass's least, kept shares)
     warmup_ms: float = 300.0  # untimed schedule before the first timed pass (clocks ramp)
     min_requests: int = 200  # each pass runs at least this many requests...
     min_duration_ms: float = 500.0  # ...and at least this long...

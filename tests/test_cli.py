@@ -290,8 +290,12 @@ def test_two_job_multirun_records_each_job(tmp_path):
     assert sorted(r["config"]["model"]["batch"] for r in results) == [1, 2]
     assert all(r["status"] == "ok" for r in results)
     assert sorted(r["job"]["num"] for r in results) == [0, 1]
-    # The sweep's folder as output_dir is: absolute (it was relative, "outputs/sweeps/...").
+    # The sweep's folder as output_dir is: absolute (it was relative, "outputs/sweeps/..."), also
+    # when each job runs in its own folder (hydra.job.chdir=true).
     assert all(r["job"]["sweep_dir"] == str(p.parent.parent) for r, p in zip(results, paths, strict=True))
+    moved = run_cli(["-m", *QUICK, "model.batch=1", "hydra.job.chdir=true", "hydra.sweep.dir=relsw"], tmp_path)
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert json.loads((tmp_path / "relsw" / "0" / "result.json").read_text())["job"]["sweep_dir"] == str(tmp_path / "relsw")
 
 
 def test_notes_are_printed_once_and_help_describes_the_main_keys(tmp_path):

@@ -130,6 +130,16 @@ def test_a_bad_input_the_build_finds_is_not_preceded_by_the_busy_hosts_warning(m
     with pytest.raises(ConfigError, match="model.outputs"):
         run_job(make_cfg(*QUICK, "model.batch=2", "model.outputs=[nope]"), JobInfo(output_dir=tmp_path))
     assert not [r for r in caplog.records if "busy" in r.getMessage()]
+    # A build that fails on a busy host keeps the warning in its record (the sweep table names it).
+    from runner import job
+
+    def build_fails(*args, **kwargs):
+        raise RuntimeError("out of host memory")
+
+    monkeypatch.setattr(job, "build", build_fails)
+    failed = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path / "failed"))
+    assert failed["status"] == "failed" and "(in the build)" in failed["reason"]
+    assert [w for w in failed["warnings"] if w.startswith("the host was busy as the job began")]
 
 
 def test_runnable_threads_are_read_from_the_host():
@@ -504,6 +514,14 @@ def test_the_warnings_say_what_a_figure_rests_on(make_cfg):
             "budget (measure.budget_s=2): its p99 rests on 300 requests; raise measure.budget_s for more") in said
     m.baseline_latency_s = [1e-3] * 460  # nine tenths and more, 100 at least: its p99 is as good, nothing said
     assert not [w for w in summarize_measurement(spec, m).warnings if w.startswith("the baseline's latency pass")]
+    # Every request compared, far past the share: chunks sized by a pace the host did not keep,
+    # or only the first chunk, which always runs (a slow model, not a slower host).
+    m.check = CheckResult(40, 0, 0.0, 1e-5, requested=40, seconds=2.0, allowance_s=0.3)
+    assert ("the check took 2.0 s, past its 0.3 s share of measure.budget_s=2: the host ran slower than its first "
+            "requests promised") in summarize_measurement(spec, m).warnings
+    m.check = CheckResult(2, 0, 0.0, 1e-5, requested=2, seconds=3.0, allowance_s=0.4)
+    assert ("the check took 3.0 s, past its 0.4 s share of measure.budget_s=2: its first 2 request(s) always run, "
+            "each with its eager reference") in summarize_measurement(spec, m).warnings
 
 
 def test_a_check_that_overran_leaves_the_timed_passes_their_share(make_cfg, tmp_path):
@@ -520,8 +538,14 @@ def test_a_check_that_overran_leaves_the_timed_passes_their_share(make_cfg, tmp_
     assert f["measure_phases_s"]["throughput"] > 0.8 * nominal_s  # its share, not what the check left
     assert f["throughput_requests"] >= 20, f["throughput_requests_per_s_repeats"]
     assert any(w.startswith("the check took ") and "past its 0.3 s share of measure.budget_s=1" in w for w in said), said
-    assert any(w.startswith("the phases before the timed passes left them 0.0 s of measure.budget_s=1: they kept "
-                            f"their shares (the throughput's {nominal_s:.1f} s)") for w in said), said
+    assert ("the phases before the timed passes overran their shares of measure.budget_s=1: the timed passes kept "
+            f"theirs ({nominal_s:.1f} s), past the budget's end") in said, said
+    # Nothing ran past what the estimate allowed for: the kept shares are in the bound.
+    assert not [w for w in said if w.startswith("the timed phases took")], said
+    from runner.measure import kept_share_text
+    assert kept_share_text((0.7, 1.2), 2) == ("the phases before the timed passes overran their shares of "
+                                              "measure.budget_s=2: the timed passes kept theirs (1.2 s, the "
+                                              "throughput's 0.7 s), past the budget's end")
 
 
 def test_timed_phases_past_their_estimate_are_said(make_cfg, tmp_path):

@@ -66,7 +66,12 @@ def test_load_plots_say_what_they_draw(tmp_path, monkeypatch):
     from runner import plots
 
     kept = _KeptFigures()
-    rows = [row("0", max_rate=100.0, p99_bound_ms=1.0), row("1", max_rate=None, p99_bound_ms=1.0)]
+    rows = [row("0", max_rate=100.0, p99_bound_ms=1.0, rate_search=True),
+            row("1", max_rate=None, p99_bound_ms=1.0, rate_search=True, load="server: no rate held p99 <= 1 ms"),
+            # a fixed rate, and a search the budget ended before its first point: no "no rate held"
+            row("2", max_rate=None, p99_bound_ms=1.0, load="server: valid at load.rate=20/s"),
+            row("3", max_rate=None, p99_bound_ms=1.0, rate_search=True,
+                load="server: not measured (the budget ran out before its first point)")]
     plots._plot_max_rates(rows, tmp_path / "max_rate.png", kept)
     [ax] = kept.figures[-1].axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["runner"]

@@ -162,12 +162,12 @@ def test_compare_a_rate_from_one_pass_has_unknown_noise_not_none(sweep_dir, tmp_
     new["figures"]["throughput_cv"] = new["figures"]["throughput_cv_all_repeats"] = None
     ratio, noise, verdict = compare.judge(old, new, threshold=0.05, sigma=3)
     assert ratio == pytest.approx(5.5) and noise is None
-    assert verdict.startswith("undecided: the new run's rate rests on one throughput pass")
+    assert verdict.startswith("undecided: new rests on one throughput pass a run, so the noise is unknown")
     new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * 1.02
     assert compare.judge(old, new, threshold=0.05, sigma=3)[2] == "same"  # within the threshold: noise or not
     new["figures"]["throughput_requests_per_s"] = old["figures"]["throughput_requests_per_s"] * 0.5
     old["figures"]["throughput_cv"] = old["figures"]["throughput_cv_all_repeats"] = None
-    assert "the old and the new run's" in compare.judge(old, new, threshold=0.05, sigma=3)[2]
+    assert compare.judge(old, new, threshold=0.05, sigma=3)[2].startswith("undecided: old and new rest on one")
     code = compare.main([str(_write(tmp_path / "old", old)), str(_write(tmp_path / "new", new))])
     assert code == 1 and "undecided" in capsys.readouterr().out
     # Several old runs: their spread is the noise, and one pass on a side is then no bar.
@@ -179,6 +179,14 @@ def test_compare_a_rate_from_one_pass_has_unknown_noise_not_none(sweep_dir, tmp_
     one["figures"]["throughput_cv"] = one["figures"]["throughput_cv_all_repeats"] = None
     [m] = compare.compare(olds, [one], 0.05, 3)
     assert m.verdict.startswith("slower") and m.noise is not None
+    # One old run, three new of one pass each, one of them at 0.6: pooled, the median is the
+    # same, but that run alone may be slower, and the gate must not pass it (it had said "same").
+    news = [run(100.0), run(100.0), run(60.0)]
+    for r in news:
+        r["figures"]["throughput_cv"] = r["figures"]["throughput_cv_all_repeats"] = None
+    [m] = compare.compare([run(100.0)], news, 0.05, 3)
+    assert m.verdict == ("undecided: maybe slower in 1 of 3 new runs (the slowest at 0.600, the median at 1.000), one "
+                         "throughput pass each: noise unknown") and compare.is_regression(m)
 
 
 def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_dir, capsys):
@@ -557,18 +565,28 @@ def test_jobs_whose_rate_rests_on_less_than_asked_are_named_beside_the_table(swe
     254 for the same settings, with cv "-" and no note under the table."""
     from runner.report import collect, markdown, sweep_notes
 
-    one, cut, plain = _result(sweep_dir, 0), _result(sweep_dir, 1), _result(sweep_dir, 0)
+    one, cut, plain, last = (_result(sweep_dir, i) for i in (0, 1, 0, 1))
     one["figures"]["throughput_requests_per_s_repeats"] = [19.6]
+    one["config"]["measure"]["min_repeats"] = 2
     one["warnings"] = ["1 of 1 passes were cut to 1 request and at most 51 ms each (asked: ...)"]
     cut["warnings"] = ["3 of 3 passes were cut to 5-7 requests and at most 90 ms each (asked: ...)"]
     plain["warnings"] = []
-    rows = collect([_write(tmp_path / "a", one), _write(tmp_path / "b", cut), _write(tmp_path / "c", plain)])
+    # The budget's end cutting the last of 16 passes is no thin figure.
+    last["warnings"] = ["1 of 16 passes were cut to 5 requests and at most 90 ms each (asked: ...)"]
+    rows = collect([_write(tmp_path / d, r) for d, r in (("a", one), ("b", cut), ("c", plain), ("d", last))])
     notes = [n for n in sweep_notes(rows) if "rests on less" in n]
-    assert notes == ["sweep: the rate of jobs #0 (one pass and passes cut short), #1 (passes cut short) rests on less "
-                     "than measure asked (see their warnings): rougher than the others, its noise unknown with one "
-                     "pass; raise measure.budget_s for them"], notes
+    assert notes == ["sweep: the rate of jobs #0 (1 pass of measure.min_repeats=2 and every pass cut short), #1 (every "
+                     "pass cut short) rests on less than measure asked (see their warnings): rougher than the others, "
+                     "with one pass its noise unknown; raise measure.budget_s for them"], notes
     assert notes[0] in markdown(rows)
-    assert not [n for n in sweep_notes(collect([tmp_path / "c"])) if "rests on less" in n]
+    # One pass where one was asked (measure.min_repeats=1), or a server job (it has no passes): nothing to say.
+    one["config"]["measure"]["min_repeats"] = 1
+    one["warnings"] = []
+    server = _result(sweep_dir, 0)
+    server["figures"]["load"] = {"scenario": "server", "rate": 20}
+    server["figures"]["throughput_requests_per_s_repeats"] = None
+    rows = collect([_write(tmp_path / "e", one), _write(tmp_path / "f", server)])
+    assert not [n for n in sweep_notes(rows) if "rests on less" in n]
 
 
 def test_a_job_whose_figures_start_after_a_step_is_named_beside_the_table(sweep_dir, tmp_path):

@@ -423,7 +423,7 @@ class RunnerLauncher(Launcher):
                 overrides=_task_overrides(job.config),
                 multirun=True,
                 num=job.idx,
-                sweep_dir=str(job.config.hydra.sweep.dir),
+                sweep_dir=os.path.abspath(str(job.config.hydra.sweep.dir)),  # the launcher never changes folder
             )
             result = record_outside(task_cfg, info, status, reason, device_slot=job.slot)
         ret = JobReturn(overrides=job.overrides, working_dir=str(job.output_dir), task_name="runner")
