@@ -119,20 +119,20 @@ class Session:
         port.record()
         port.slot.free.release()  # the copy thread may now wait on this record and rewrite the slot
 
-    def launch_marked(self, port: Port, mark: Callable[[int], None]) -> None:
-        """`launch` with `mark(stage)` between its stages (0: before H2D, 1: after it, 2: after
-        compute, 3: after D2H); with the copies inside the graph only 0 and 3."""
+    def launch_marked(self, port: Port, marks: Sequence[Callable[[], None]]) -> None:
+        """`launch` with `marks[stage]()` between its stages (0: before H2D, 1: after it, 2:
+        after compute, 3: after D2H); with the copies inside the graph only 0 and 3."""
         port.select()
-        mark(0)
+        marks[0]()
         if port.h2d is None:
             port.enqueue()
         else:
             port.h2d()
-            mark(1)
+            marks[1]()
             port.compute()
-            mark(2)
+            marks[2]()
             port.d2h()
-        mark(3)
+        marks[3]()
         port.record()
         if self.threaded:
             port.slot.free.release()

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from runner.inputs import Size
-from runner.lanes import Lanes
+from runner.lanes import Lanes, _nothing
 from runner.load import Server
 from runner.protocol import serve
 
@@ -95,6 +95,10 @@ def enqueue_pass(
     return {"wait": wait_s[:done], "copy": copy_s[:done], "launch": launch_s[:done]}
 
 
+def _stamp(stamps: list[float], stage: int) -> None:
+    stamps[stage] = perf_counter()
+
+
 class Timeline:
     """Stage marks per request: CUDA events on a GPU, the host clock on the CPU.
 
@@ -122,17 +126,22 @@ class Timeline:
             torch.cuda.synchronize(device)
         self.stamps = [[float("nan")] * 4 for _ in range(requests)]
         self.host_origin_s = 0.0
+        # Each request's four marks, bound before the pass: a mark is then one call (a lambda
+        # per request and two calls per mark had run between a request's stages, where on an
+        # idle stream the host's time widens the stage the device times).
+        self.marks = [self._bind(j) for j in range(requests)]
+
+    def _bind(self, request: int) -> tuple[Callable[[], None], ...]:
+        if not self.cuda:
+            return tuple(functools.partial(_stamp, self.stamps[request], k) for k in range(4))
+        stream = self.streams[request % len(self.streams)]  # on the lane's stream, named: without one,
+        record = torch._C._CudaEventBase.record            # record() builds a Stream object per call
+        return tuple(_nothing if e is None else functools.partial(record, e, stream) for e in self.events[request])
 
     def start(self) -> None:
         if self.cuda:
             self.origin.record()
         self.host_origin_s = perf_counter()
-
-    def mark(self, request: int, stage: int) -> None:
-        if self.cuda:  # on the lane's stream, named: without one, record() builds a Stream object per call
-            self.events[request][stage].record(self.streams[request % len(self.streams)])
-        else:
-            self.stamps[request][stage] = perf_counter()
 
     def times_us(self, requests: int) -> list[list[float]]:
         """For the first `requests` requests (the ones marked), the four marks in microseconds
@@ -163,12 +172,12 @@ def latency_pass(
         staged = all(port.h2d is not None for port in session.ports)
         timeline = Timeline(requests, lanes.device, (0, 1, 2, 3) if staged else (0, 3),
                             [lane.stream for lane in lanes.lanes])
-        acquire, launch_marked, mark = session.acquire, session.launch_marked, timeline.mark
+        acquire, launch_marked, marks = session.acquire, session.launch_marked, timeline.marks
         timeline.start()
         for j in range(requests):
             port = acquire(j)
             t0 = perf_counter()
-            launch_marked(port, lambda stage, j=j: mark(j, stage))
+            launch_marked(port, marks[j])
             host[j][0] = t0
             host[j][1] = t1 = perf_counter()
             if t1 > deadline and j + 1 >= min_requests:
