@@ -16,7 +16,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -24,8 +24,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner.cli import exit_interrupted, interrupts
-from runner.errors import ConfigError, condense, is_folder_error
-from runner.record import plain_bool, sweep_started, undo_pending_sweep, undo_run_folder
+from runner.errors import ConfigError, condense, is_folder_error, usage_error
+from runner.record import config_origin, plain_bool, sweep_started, undo_pending_sweep, undo_run_folder
 from runner.schema import register
 
 register()
@@ -58,8 +58,8 @@ def hydra_entry(cfg: DictConfig) -> dict:
     params = OmegaConf.select(hc, "sweeper.params")
     if not multirun and params:  # an experiment preset that defines a sweep, run without -m
         swept = " ".join(f"{k}={v}" for k, v in params.items())
-        print(f"note: this config defines a sweep ({swept}); add -m to run it. Running one job with the "
-              "defaults instead.", file=sys.stderr, flush=True)
+        print(f"note: this config defines a sweep ({swept}); add -m to run it. Running one job instead, with "
+              "the preset's settings and the overrides given.", file=sys.stderr, flush=True)
     if "torch" not in sys.modules:
         # torch sets its loggers' levels when its import completes: a Ctrl-C before that left
         # them at the root's INFO, and torch's exit hook printed "FakeTensor cache stats". Not
@@ -87,6 +87,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
         # Absolute, as output_dir is: against where the command ran (hydra.job.chdir=true has
         # moved into the job's folder by now).
         sweep_dir=os.path.join(hc.runtime.cwd, str(hc.sweep.dir)) if multirun else None,
+        origin=config_origin(hc),
     )
     try:
         with _sigterm_as_interrupt():
@@ -168,9 +169,29 @@ def _run() -> None:
         sweep_started()
 
 
+def _option(argv: list[str], *names: str) -> Optional[str]:
+    """The value of a Hydra command-line option (--config-dir X, --config-dir=X, -cd X)."""
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(f"{name}="):
+                return arg[len(name) + 1:]
+    return None
+
+
 def _check_search_path(argv: list[str]) -> None:
     """A `hydra.searchpath` folder that does not exist: Hydra warns and then reports the
-    user's config option as missing from the bundled configs."""
+    user's config option as missing from the bundled configs. A --config-dir whose config.yaml
+    has the name of the runner's own config: Hydra reads the runner's (a run's .hydra/ given
+    this way ran the bundled default job, exit 0)."""
+    folder = _option(argv, "--config-dir", "-cd")
+    name = _option(argv, "--config-name", "-cn") or "config"
+    if folder and name in ("config", "config.yaml") and (Path(folder) / "config.yaml").is_file():
+        rerun = (" (to rerun a run, give the overrides its result.json records)"
+                 if Path(folder).name == ".hydra" else "")
+        raise ConfigError(f"--config-dir {folder}: its config.yaml has the name of the runner's own config, which "
+                          f"Hydra reads first; rename yours (DIR/NAME.yaml) and pass --config-name NAME{rerun}")
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key.lstrip("+") != "hydra.searchpath":
@@ -202,7 +223,8 @@ def main() -> None:
             # "cannot load module more than once per process" then)
             exit_interrupted()
         user_error = (isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf", "yaml")
-                      or is_folder_error(exc))  # a default or a config file's folder that cannot be made
+                      or is_folder_error(exc)  # a default or a config file's folder that cannot be made
+                      or bool(usage_error(exc)))  # a command line Hydra cannot take (some raise plain ValueErrors)
         if show_traceback:  # the traceback instead of the one line; the exit code stays what it says
             traceback.print_exc()
         else:

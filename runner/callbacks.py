@@ -63,7 +63,14 @@ class RunFolderGuard(Callback):
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
-        from runner.record import RESULT_FILE, folder_conflict, note_run_folder, read_result, resume_changes
+        from runner.record import (
+            RESULT_FILE,
+            config_origin,
+            folder_conflict,
+            note_run_folder,
+            read_result,
+            resume_changes,
+        )
 
         try:
             HydraConfig.instance().set_config(config)  # ${hydra:...} in the folder's name resolves (run_job sets it too)
@@ -79,7 +86,7 @@ class RunFolderGuard(Callback):
                   "sweep, add -m and hydra.sweep.dir=...; for a single run, name another folder", file=sys.stderr)
             raise SystemExit(2)
         note_run_folder(folder)  # what it holds before Hydra writes there: a refused run takes back only its own
-        conflict = folder_conflict(folder, overrides, resume)
+        conflict = folder_conflict(folder, overrides, resume, config_origin(config.hydra))
         if not conflict and resume:  # before Hydra rewrites the .hydra/ that belongs to the kept result
             try:
                 task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]),

@@ -22,7 +22,7 @@ class CompileError(Exception):
 
 _OVERRIDE = re.compile(r"(?:Error merging override|To append to your config use) \+*([\w.]+)=(.*)$", re.MULTILINE)
 _FULL_KEY = re.compile(r"^\s*full_key:\s*(\S*)\s*$", re.MULTILINE)
-_MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^']+)'")
+_MISSING_OPTION = re.compile(r"Could not find '([^'/]+)/([^']*)'")
 _AVAILABLE = re.compile(r"Available options in '[^']+':\n((?:\t[^\n]*\n?)+)")
 _MISSING_HINTS = {
     "model.inputs": "the model's config must name forward's inputs, e.g. `inputs: {x: {shape: [16]}}` in its file "
@@ -56,11 +56,42 @@ def _nested(path: list[str], value: str) -> str:
     return value
 
 
+# Hydra's words for command lines it cannot take, some raised as plain ValueErrors (which read
+# as a bug: exit 1 and the traceback hint), each with the fix on the runner's command line.
+_USAGE = (
+    (re.compile(r"Config group override must be a string or a list\. Got NoneType"),
+     "a config group (model, measure, experiment, peer) set to null: name one of its options, or drop the choice "
+     "with ~GROUP (experiment is unset by default: leave it out)"),
+    (re.compile(r"Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
+     "-m (--multirun) and --cfg or --info do not go together: drop -m to print the config, or --cfg/--info to run"),
+    (re.compile(r"Multiple values for (\w+)\. To override a value use 'override \1: ([^']*)'"),
+     r"+\1=\2: a config group is chosen without +: \1=\2"),
+    (re.compile(r"force-add of config groups is not supported: '\+\+(\w+)=([^']*)'"),
+     r"++\1=\2: a config group is chosen without ++: \1=\2"),
+    (re.compile(r"Primary config module '[^']*' not found"),
+     "--config-path names a folder inside the runner's package; for a folder of your own use --config-dir DIR "
+     "(and --config-name NAME for DIR/NAME.yaml)"),
+)
+
+
+def usage_error(exc: BaseException) -> str:
+    """The one line for a command line Hydra cannot take, or "" for other errors."""
+    text = str(exc)
+    for pattern, said in _USAGE:
+        found = pattern.search(text)
+        if found:
+            return found.expand(said)
+    return ""
+
+
 def condense(exc: BaseException) -> str:
     """One line for an exception raised while Hydra composes or parses the config."""
     if isinstance(exc, ConfigError):
         return str(exc)
     text = str(exc)
+    usage = usage_error(exc)
+    if usage:
+        return usage
     cause = exc.__cause__
     missing = _MISSING_OPTION.search(text)
     if missing:
@@ -68,6 +99,8 @@ def condense(exc: BaseException) -> str:
         available = _AVAILABLE.search(text)
         choices = ", ".join(o.strip() for o in available.group(1).splitlines()) if available else ""
         hint = f"choose one of: {choices}" if choices else "check configs/ for the valid names"
+        if not option:  # group= with nothing after it
+            return f"{group}=: no option named; {hint}"
         if group in ("model", "measure", "experiment"):  # the groups users add their own files to
             hint += f", or add your own as DIR/{group}/{option}.yaml with hydra.searchpath=[file://DIR]"
         return f"{group}={option}: no such {group} option; {hint}"

@@ -58,6 +58,7 @@ class JobInfo:
     multirun: bool = False
     num: Optional[int] = None
     sweep_dir: Optional[str] = None
+    origin: list[str] = field(default_factory=list)  # record.config_origin: what chose the config besides overrides
 
 
 def _now() -> str:
@@ -102,6 +103,7 @@ def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]
             "output_dir": str(info.output_dir),
             "num": info.num,
             "sweep_dir": info.sweep_dir,
+            "config_origin": list(info.origin),
             "started_at": started,
             "finished_at": None,
             "wall_time_s": None,
@@ -414,8 +416,8 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         _check_config_files()
         spec = resolve(cfg)
         result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices),
-                      method=method_for(spec.device, spec.effective()["staging"]), load=dict(spec.load.__dict__))
-        conflict = folder_conflict(info.output_dir, result["overrides"], spec.resume)
+                      method=method_for(spec.device, spec.effective()), load=dict(spec.load.__dict__))
+        conflict = folder_conflict(info.output_dir, result["overrides"], spec.resume, info.origin)
         if conflict:
             raise FolderTaken(conflict)
         if spec.resume:

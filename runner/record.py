@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ _LOAD_VALIDITY = (
 METHOD = {
     "schedule": (
         "requests go round-robin over the streams, and on each stream around a ring of "
-        "staging.slots pinned slots; per request: wait for the slot's previous request (its "
+        "staging.slots PINNED slots; per request: wait for the slot's previous request (its "
         "'done' event); in copy staging, copy the request from host memory into the slot (on a "
         "second host thread with staging.copy_thread); make the stream current; one async H2D copy "
         "of the request's inputs (packed in one buffer) into a static device buffer, graph replay "
@@ -43,17 +44,22 @@ METHOD = {
         "the slots, as by a server that deserializes into pinned memory: each slot serves the bytes it holds (one "
         "request per slot, read in each request's shape; each input at the same offset in every shape, so a smaller "
         "shape's single copy spans the gaps; inside a graph each input is copied alone), while copy "
-        "staging rotates over measure.input_pool requests. The check, every timed "
-        "pass and the profile serve requests through this one protocol (runner/protocol.py)"
+        "staging rotates over the request plan (measure.input_pool requests; with buckets, a longer "
+        "plan of drawn sizes, model_io.request_sizes). The check, the throughput, host-time, latency "
+        "and load passes and the profile serve requests through this one protocol (runner/protocol.py); "
+        "the ceiling replays the compute alone"
     ),
     "baseline": (
-        "eager model on the default stream with pageable memory, each request at its real size: "
-        "model(**{name: x.to(device)}), then .cpu() of each kept output leaf"
+        "eager model (uncompiled, whatever compile asks) on the default stream with pageable "
+        "memory, each request at its real size: model(**{name: x.to(device)}), then .cpu() of each "
+        "kept output leaf; its requests cycle over the request plan"
     ),
     "throughput": (
         "all slots in flight until measure.min_requests and measure.min_duration_ms are both "
-        "reached; host clock from a synchronized start to a synchronized end, garbage collector "
-        "off; the median of measure.repeats passes run back to back (then the ceiling's and the "
+        "reached (at most measure.max_pass_ms); host clock from a synchronized start to a "
+        "synchronized end, garbage collector off; the median of the passes, run back to back: at "
+        "least measure.min_repeats and at most measure.repeats, until the relative standard error "
+        "of their mean is under measure.stdrel or the budget ends (then the ceiling's and the "
         "baseline's passes, each block after a short warm-up; measure.interleave=true alternates "
         "them per repeat); cv = stdev / mean of the passes; samples/s counts real samples (padding "
         "rows excluded). After a step in the host's speed (every pass before it more than 5% and 4 "
@@ -69,7 +75,10 @@ METHOD = {
         "the median over repeats of the ratio of the two passes run back to back, its interval "
         "from the spread of those ratios)"
     ),
-    "ceiling": "the same compute (graphs, or eager forwards) replayed back to back across the streams, no copies, no host waits",
+    "ceiling": (
+        "the compute alone (the lanes' compute graphs, or eager forwards) replayed back to back across "
+        "the streams, no copies; the host waits only to keep at most three strides of replays queued"
+    ),
     "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s",
     "latency": (
         "a separate pass of measure.latency_requests with CUDA events before the H2D copy, after it, "
@@ -177,12 +186,38 @@ HOST_COPY_STAGING = {
 }
 
 
-def method_for(device: str | None, staging: str = "direct") -> dict[str, str]:
-    """How the figures were measured, in the words that fit the device and the staging that ran
-    them (on the CPU, copy staging adds a copy the direct words said was not there)."""
+# The latency pass's words where the copies are inside the graph: no marks between them.
+LATENCY_COPIES_IN_GRAPH = (
+    "a separate pass of measure.latency_requests with CUDA events before and after each request's "
+    "graph, which holds its copies (capture.copies_in_graph): latency_e2e_us only, the stages' "
+    "figures null; all slots in flight"
+)
+# host_copy_us where the submitting thread copies nothing.
+_NO_COPY = {
+    "direct": "no copy in direct staging: the request is in its slot; about 0.1 us, the host clock's own cost",
+    "copy_thread": "none on the submitting thread: the copy thread copies the request into its slot; about "
+                   "0.1 us, the host clock's own cost",
+}
+
+
+def method_for(device: str | None, ran: dict[str, Any] | None = None) -> dict[str, str]:
+    """How the figures were measured, in the words that fit the device and the settings that
+    ran them (`ran`: the result's `effective`): on the CPU, copy staging adds a copy the direct
+    words said was not there; on a GPU, the copies inside the graph leave the latency pass no
+    marks between them, and direct staging or the copy thread leave the submitting thread no copy."""
+    ran = ran or {}
+    staging = ran.get("staging", "direct")
     if device is not None and not device.startswith("cuda"):
         return {**METHOD, **HOST_METHOD, **(HOST_COPY_STAGING if staging == "copy" else {})}
-    return dict(METHOD)
+    method = dict(METHOD)
+    method["schedule"] = method["schedule"].replace("PINNED", "pinned" if ran.get("pinned", True) else "pageable")
+    if ran.get("copies_in_graph"):
+        method["latency"] = LATENCY_COPIES_IN_GRAPH
+    no_copy = _NO_COPY.get("copy_thread" if staging == "copy" and ran.get("copy_thread") else staging)
+    if no_copy:
+        method["host_time"] = method["host_time"].replace(
+            "the request's copy into the slot on the submitting thread: one memmove of its bytes", no_copy)
+    return method
 
 
 def _clean(value: Any) -> Any:
@@ -239,7 +274,7 @@ def write_own_result(output_dir: Path, result: dict[str, Any]) -> Path | None:
     """Write a job's result, unless the folder holds another job's (the job ended, failed or
     was stopped before its own check of the folder): then why it ended goes beside that result,
     in CONFLICT_FILE, which the sweep table reads as this job's, and None is returned."""
-    differ = other_overrides(output_dir, result["overrides"])
+    differ = other_overrides(output_dir, result["overrides"], (result.get("job") or {}).get("config_origin") or ())
     if differ is None:
         return write_result(output_dir, result)
     write_atomic(output_dir / CONFLICT_FILE,
@@ -337,11 +372,34 @@ def config_changes(before: Any, now: Any, limit: int = 3) -> list[str]:
     return changes[:limit] + ([f"{len(changes) - limit} more"] if len(changes) > limit else [])
 
 
-def other_overrides(folder: Path, overrides: list[str]) -> str | None:
+def config_origin(hydra: Any) -> list[str]:
+    """What chose the config besides the task's overrides, as command-line words: a primary
+    config of the user's (--config-dir, --config-name) and hydra.searchpath. With the overrides
+    they reproduce the run; without them the same overrides named another job (a --config-name
+    run and a default one both recorded no override, and the second overwrote the first)."""
+    try:
+        dirs = [f"--config-dir={s.path}" for s in hydra.runtime.config_sources if s.provider == "command-line"]
+        name = str(hydra.job.config_name)
+        paths = [str(p) for p in (hydra.searchpath or [])]
+    except Exception:  # noqa: BLE001 - no Hydra config to read (a job run from code): nothing chose it
+        return []
+    return dirs + ([f"--config-name={name}"] if name != "config" else []) + \
+        ([f"hydra.searchpath=[{','.join(paths)}]"] if paths else [])
+
+
+def other_overrides(folder: Path, overrides: list[str], origin: Sequence[str] = ()) -> str | None:
     """How the overrides of the result `folder` holds differ from these, or None when it holds
-    none or this job's (`resume` aside)."""
+    none or this job's (`resume` aside); `origin` (config_origin) counts as overrides."""
     previous = read_result(folder / RESULT_FILE)
-    if previous is None or same_job(previous.get("overrides") or [], overrides):
+    if previous is None:
+        return None
+    origin_there = list((previous.get("job") or {}).get("config_origin") or [])
+    if origin_there != list(origin):
+        def said(words: Sequence[str]) -> str:
+            return " ".join(words) or "the runner's own"
+
+        return f"config there: {said(origin_there)}; this job: {said(list(origin))}"
+    if same_job(previous.get("overrides") or [], overrides):
         return None
     there, here = without_resume(previous.get("overrides") or []), without_resume(overrides)
     only_there, only_here = [o for o in there if o not in here], [o for o in here if o not in there]
@@ -349,11 +407,11 @@ def other_overrides(folder: Path, overrides: list[str]) -> str | None:
             if only_there or only_here else "the same ones in another order")
 
 
-def folder_conflict(folder: Path, overrides: list[str], resume: bool) -> str | None:
+def folder_conflict(folder: Path, overrides: list[str], resume: bool, origin: Sequence[str] = ()) -> str | None:
     """Why a job must not write into `folder`, or None: it holds another job's result (other
-    overrides, `resume` aside). Whether resuming or not, a measured result is never overwritten;
-    the same overrides without resume=true measure again, in place."""
-    differ = other_overrides(folder, overrides)
+    overrides or config origin, `resume` aside). Whether resuming or not, a measured result is
+    never overwritten; the same overrides without resume=true measure again, in place."""
+    differ = other_overrides(folder, overrides, origin)
     if differ is None:
         return None
     if resume:

@@ -531,7 +531,9 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
     if seqs:
         _check(
             any(i.has_seq for i in inputs),
-            f"model.seq={_show(model.seq)}: no input shape uses seq; put seq in a shape or set model.seq=null",
+            f"model.seq={_show(model.seq)}: no input shape uses seq (the shapes: "
+            + ", ".join(f"model.inputs.{i.name}.shape={_show(list(i.shape))}" for i in inputs)
+            + "); put seq in a shape or set model.seq=null",
         )
     outputs = tuple(str(o) for o in model.outputs)
     _check(all(outputs), "model.outputs: an empty name; list output paths, e.g. model.outputs=[logits]")

@@ -97,6 +97,17 @@ BAD_INPUTS = {
     "unknown-model": (["model=nope"], "model=nope: no such model option; choose one of: bert, encoder, gpt2, "
                       "linear, mlp, mlp_wide, tiny_llm"),
     "unknown-measure": (["measure=nope"], "measure=nope: no such measure option"),
+    # Hydra's words for command lines it cannot take, several as plain ValueErrors (exit 1 and the
+    # traceback hint): each is one line with the runner's fix.
+    "group-null": (["experiment=null"], "a config group (model, measure, experiment, peer) set to null: name one of "
+                                        "its options, or drop the choice with ~GROUP"),
+    "group-plus": (["+experiment=recipe"], "+experiment=recipe: a config group is chosen without +: experiment=recipe"),
+    "group-empty": (["experiment="], "experiment=: no option named; choose one of: buckets, peers, recipe"),
+    "multirun-cfg": (["-m", "--cfg", "job"], "-m (--multirun) and --cfg or --info do not go together"),
+    "config-dir-shadowed": (["--config-dir", "conf"], "--config-dir conf: its config.yaml has the name of the "
+                                                      "runner's own config, which Hydra reads first; rename yours"),
+    "config-path": (["--config-path", "conf"], "--config-path names a folder inside the runner's package; for a "
+                                               "folder of your own use --config-dir DIR"),
     "unknown-experiment": (["experiment=nope"], "experiment=nope: no such experiment option"),
     "batch-negative": (["model.batch=-4"], "model.batch=-4: use a whole number >= 1"),
     "batch-type": (["model.batch=x"], "model.batch=x: use a whole number >= 1"),
@@ -202,6 +213,9 @@ BAD_INPUTS = {
     "default-dir-file": ([], "hydra.run.dir=outputs/runs/"),
 }
 USER_FILES = {
+    # A folder whose config.yaml Hydra never reads (the runner's own config has its name): a run's
+    # .hydra/ given this way ran the bundled default job, exit 0.
+    "config-dir-shadowed": {"conf/config.yaml": "streams: 2\n"},
     "file-bool": {"conf/experiment/boolnum.yaml": "# @package _global_\ngraph: 2\npinned: 0\n"},
     "file-output-number": {"conf/model/numbered.yaml": "module: {_target_: tests.io_models.DictOut}\nbatch: 2\n"
                            "inputs: {x: {shape: [8]}}\noutputs: [scores, 1.10]\n"},
@@ -636,7 +650,9 @@ def test_a_sweep_preset_run_without_m_says_so(tmp_path):
     """experiment=sweep_dtype without -m ran the single default job, silently."""
     done = run_cli([*QUICK, "experiment=sweep_dtype"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.startswith("note: this config defines a sweep (dtype=fp32,bf16,fp16 graph=false,true); add -m")
+    assert done.stderr.startswith("note: this config defines a sweep (dtype=fp32,bf16,fp16 graph=false,true); add -m "
+                                  "to run it. Running one job instead, with the preset's settings and the overrides "
+                                  "given.")  # it had said "with the defaults", of a job that ran the overrides given
     assert len(results_under(tmp_path / "outputs" / "runs")) == 1
 
 
@@ -697,6 +713,25 @@ def test_a_single_run_into_a_sweeps_folder_and_a_sweep_into_a_runs_are_refused(t
     assert into.stderr.strip().splitlines()[-1] == (f"error: hydra.sweep.dir={one} is a single run's folder (it holds "
                                                     "result.json); name another folder for the sweep")
     assert {p.relative_to(one): p.read_bytes() for p in one.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_records_the_config_it_came_from_and_another_config_may_not_overwrite_it(tmp_path):
+    """A --config-name run and a default one both recorded no override: the second silently
+    replaced the first's result, and the overrides alone could not reproduce either."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\n  - override model: linear\n")
+    mine = run_cli(["--config-dir", "conf", "--config-name", "mine", *QUICK, "hydra.run.dir=r"], tmp_path)
+    assert mine.returncode == 0, mine.stderr[-2000:]
+    kept = (tmp_path / "r" / "result.json").read_text()
+    assert json.loads(kept)["job"]["config_origin"] == [f"--config-dir={conf}", "--config-name=mine"]
+    other = run_cli([*QUICK, "hydra.run.dir=r"], tmp_path)
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"error: r holds a result for other overrides (config there: --config-dir={conf} --config-name=mine; this "
+        "job: the runner's own), which this job would overwrite; use another folder (hydra.run.dir, or "
+        "hydra.sweep.dir in a sweep), or remove it")
+    assert (tmp_path / "r" / "result.json").read_text() == kept
 
 
 def test_resume_into_a_result_of_other_settings_is_refused_before_hydra_writes(tmp_path):

@@ -600,6 +600,26 @@ def test_the_cpu_method_names_copy_stagings_copy(make_cfg, tmp_path):
     assert "already in place" in direct["method"]["host_time"] and "input pool" not in direct["method"]["schedule"]
 
 
+def test_the_gpu_method_says_what_ran():
+    """On a GPU the method said CUDA events between the copies (the default puts them inside the
+    graph: e2e only), a memmove on the submitting thread (none in direct staging or with the
+    copy thread), pinned slots for pageable ones, and the median of measure.repeats passes."""
+    from runner.record import method_for
+
+    ran = {"staging": "direct", "copy_thread": False, "copies_in_graph": True, "pinned": True}
+    default = method_for("cuda:0", ran)
+    assert "latency_e2e_us only" in default["latency"] and "after the D2H copy" not in default["latency"]
+    assert "no copy in direct staging" in default["host_time"] and "memmove" not in default["host_time"]
+    assert "ring of staging.slots pinned slots" in default["schedule"] and "PINNED" not in json.dumps(default)
+    assert "at most measure.repeats" in default["throughput"] and "measure.max_pass_ms" in default["throughput"]
+    assert "the ceiling replays the compute alone" in default["schedule"] and "no host waits" not in default["ceiling"]
+    copies = method_for("cuda:0", {**ran, "staging": "copy", "copies_in_graph": False, "pinned": False})
+    assert "after the D2H copy" in copies["latency"] and "one memmove of its bytes" in copies["host_time"]
+    assert "ring of staging.slots pageable slots" in copies["schedule"]
+    threaded = method_for("cuda:0", {**ran, "staging": "copy", "copy_thread": True})
+    assert "the copy thread copies the request" in threaded["host_time"]
+
+
 def test_a_job_beside_others_says_its_timings_interfere(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("RUNNER_CONCURRENT_JOBS", "2")
     result = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path))

@@ -662,7 +662,8 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
         ("model.batch=[8,1,8]", r"^model.batch=\[8, 1, 8\]: 8 given more than once; give each bucket size once, "
                                 r"e.g. model.batch=\[1,8\]$"),
         ("model.sizes.batch.values=[3]", r"model.sizes.batch: request sizes apply to buckets; make model.batch a list"),
-        ("model.seq=16", r"model.seq=16: no input shape uses seq"),
+        ("model.seq=16", r"^model.seq=16: no input shape uses seq \(the shapes: model.inputs.x.shape=\[256\]\); put seq "
+                         r"in a shape or set model.seq=null$"),
         ("model.inputs.x.shape=[seq]", r"model.inputs.x.shape=\['seq'\] uses seq, but model.seq is not set"),
         ("model.inputs.x.kind=int", r"model.inputs.x: low=0 high=0; int inputs need low < high"),
         ("model.inputs.x.random_lengths=2", r"model.inputs.x.random_lengths=2: not a boolean"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,7 +82,16 @@ def test_scheduler_rejects_double_release_and_duplicate_slots():
 
 def test_device_lists_and_cpu_shares(monkeypatch):
     assert resolve_devices(None) == [None]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     assert resolve_devices(["0", 1]) == ["0", "1"]
+    assert resolve_devices("GPU-8a1b") == ["GPU-8a1b"]  # a UUID, as CUDA_VISIBLE_DEVICES takes it
+    # Each job's CUDA_VISIBLE_DEVICES is its id: a typo hid every GPU, and the sweep measured the
+    # CPU without a word (exit 0); 1.5 failed with "'float' object is not iterable".
+    for typo, said in (("cuda:0", "'cuda:0' is no device id"), (True, "'true' is no device id"),
+                       (1.5, "'1.5' is no device id"), ("abc", "'abc' is no device id"), (-1, "'-1' is no device id"),
+                       ("[0,7]", "'[0' is no device id"), ([0, 7], "no GPU 7 (visible: 0, 1, 2, 3)")):
+        with pytest.raises(ConfigError, match=re.escape(f"hydra.launcher.devices: {said}; give GPU ids as")):
+            resolve_devices(typo)
     # A quoted "0,1" was one slot seeing both GPUs: jobs one at a time, with no word said.
     assert resolve_devices("0,1") == ["0", "1"] and resolve_devices("3") == ["3"] and resolve_devices(2) == ["2"]
     with pytest.raises(ConfigError, match="distinct device ids"):
@@ -93,6 +103,8 @@ def test_device_lists_and_cpu_shares(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(ConfigError, match="no CUDA devices are visible here; run without hydra/launcher=gpus"):
         resolve_devices("all")
+    with pytest.raises(ConfigError, match=re.escape("hydra.launcher.devices: no GPU 0 (no CUDA devices are visible here)")):
+        resolve_devices(0)
     alone = lambda cpu: frozenset({cpu})  # noqa: E731 - one thread per physical core
     assert cpu_shares(3, cpus=range(12), siblings=alone)[0] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert cpu_shares(3, cpus=range(8), siblings=alone)[0] == [[0, 1, 2], [3, 4, 5], [6, 7]]  # every core used once
@@ -270,10 +282,22 @@ def test_an_output_path_that_reads_as_another_number_stops_a_sweep(tmp_path):
     assert not (tmp_path / "sw").exists()
 
 
+def test_a_sweep_over_presets_that_sweep_is_refused(tmp_path):
+    """`-m experiment=sweep_modes,sweep_batch` ran one default job per preset, labelled with its
+    name, and dropped both presets' sweeps (exit 0)."""
+    done = sweep([*TINY, "experiment=sweep_modes,sweep_batch", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 2, done.stdout[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: its config defines a sweep of its own (streams=1,2,4,8 graph=false,true "
+                           "pinned=false,true), which a sweep over presets does not run: run that preset alone")
+    assert "(sweep job #0: " in line and "no job was started" in line
+    assert not (tmp_path / "sw").exists()
+
+
 def test_a_device_index_other_than_0_is_refused_when_each_job_gets_its_own_gpu(tmp_path):
     """Under hydra.launcher.devices a job's process sees its GPU alone, as cuda:0: cuda:1 would
     fail in every job, or land on another job's GPU."""
-    args = [*TINY[1:], "seed=1,2", "hydra.launcher.devices=[fake0,fake1]", "hydra.sweep.dir=sw"]
+    args = [*TINY[1:], "seed=1,2", "hydra.launcher.devices=[GPU-fake0,GPU-fake1]", "hydra.sweep.dir=sw"]
     done = sweep([*args, "device=cuda:1"], tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.startswith("error: device=cuda:1: with hydra.launcher.devices each job sees only its own GPU, "
@@ -508,12 +532,12 @@ def test_ctrl_c_while_the_sweep_starts_prints_no_traceback(tmp_path, delay_s):
 @pytest.mark.slow
 def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
     done = sweep([*TINY, "measure.min_duration_ms=300", "seed=1,2,3,4",
-                  "hydra.launcher.devices=[fake0,fake1]", "hydra.sweep.dir=sw"], tmp_path)
+                  "hydra.launcher.devices=[GPU-fake0,GPU-fake1]", "hydra.sweep.dir=sw"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     by_num = results(tmp_path / "sw")
     assert len(by_num) == 4 and all(r["status"] == "ok" for r in by_num.values())
     spans = [(r["job"]["launcher_device"], r["job"]["started_unix"], r["job"]["finished_unix"]) for r in by_num.values()]
-    assert {d for d, _, _ in spans} == {"fake0", "fake1"}
+    assert {d for d, _, _ in spans} == {"GPU-fake0", "GPU-fake1"}
     for r in by_num.values():
         assert r["env"]["cuda_visible_devices"] == r["job"]["launcher_device"]
         # Its share of the cores, and as many torch threads (set in the forked job: the server
@@ -521,7 +545,7 @@ def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
         cpus = r["job"]["launcher_cpus"].split(",")
         assert r["env"]["torch_threads"] == len(cpus)
         assert r["job"]["parallel_devices"] == 2  # on record: the other device's jobs ran beside it
-    for device in ("fake0", "fake1"):
+    for device in ("GPU-fake0", "GPU-fake1"):
         mine = sorted((a, b) for d, a, b in spans if d == device)
         assert all(b1 <= a2 for (_, b1), (a2, _) in zip(mine, mine[1:], strict=False))
     # The two devices worked at the same time.
@@ -535,8 +559,8 @@ def test_jobs_spread_over_fake_devices_one_job_per_device_at_a_time(tmp_path):
     md = (tmp_path / "sw" / "sweep.md").read_text()
     assert md.splitlines()[0].startswith("| job | overrides | gpu |")
     # They ran on the CPU: the note does not call the device ids GPUs.
-    assert "its jobs ran side by side on the CPU, one per entry of hydra.launcher.devices (fake0 (2 jobs); " \
-           "fake1 (2 jobs)), each on its own share of the host's cores" in md
+    assert "its jobs ran side by side on the CPU, one per entry of hydra.launcher.devices (GPU-fake0 (2 jobs); " \
+           "GPU-fake1 (2 jobs)), each on its own share of the host's cores" in md
 
 
 @pytest.mark.slow

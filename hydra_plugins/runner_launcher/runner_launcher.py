@@ -101,13 +101,31 @@ def resolve_devices(devices: Any) -> list[Optional[str]]:
             raise ConfigError("hydra.launcher.devices=all: no CUDA devices are visible here; run without "
                               "hydra/launcher=gpus, or set hydra.launcher.devices=null")
         return ids
-    if isinstance(devices, int):
-        return [str(devices)]
     # "0,1" (a quoted list, as CUDA_VISIBLE_DEVICES is written) is two devices, not one slot
     # that sees both and runs one job at a time.
-    ids = [d.strip() for d in devices.split(",")] if isinstance(devices, str) else [str(d) for d in devices]
+    if isinstance(devices, str):
+        ids = [d.strip() for d in devices.split(",")]
+    elif isinstance(devices, bool):
+        ids = [str(devices).lower()]
+    elif hasattr(devices, "__iter__"):
+        ids = [str(d) for d in devices]
+    else:  # a number (1.5 had failed with "'float' object is not iterable")
+        ids = [str(devices)]
+    usage = "give GPU ids as CUDA_VISIBLE_DEVICES names them (0, [0,2], GPU-<uuid>), 'all' or null"
     if not ids or "" in ids or len(set(ids)) != len(ids):
-        raise ConfigError(f"hydra.launcher.devices={ids}: give distinct device ids, 'all' or null")
+        raise ConfigError(f"hydra.launcher.devices={ids}: give distinct device ids; {usage}")
+    # Each job's CUDA_VISIBLE_DEVICES is set to its id: a typo there (cuda:0, abc, true) hid every
+    # GPU from the job, which then measured the CPU without a word.
+    bad = [d for d in ids if not (d.isdigit() or d.startswith(("GPU-", "MIG-")))]
+    if bad:
+        raise ConfigError(f"hydra.launcher.devices: {bad[0]!r} is no device id; {usage}")
+    numbered = [d for d in ids if d.isdigit()]
+    if numbered:
+        visible = visible_gpu_ids()
+        missing = [d for d in numbered if d not in visible]
+        if missing:
+            seen = f"visible: {', '.join(visible)}" if visible else "no CUDA devices are visible here"
+            raise ConfigError(f"hydra.launcher.devices: no GPU {missing[0]} ({seen}); {usage}")
     return ids
 
 
@@ -520,6 +538,7 @@ class RunnerLauncher(Launcher):
 
                 raise _refused(condense(exc), initial_job_idx + i, overrides, self.launched) from None
         typed = _task_overrides(self.config)  # unresolved: ${hydra:job.num} resolves in a job only
+        _refuse_swept_sweeps(self.config, jobs, self.launched)
         _refuse_bad_jobs(jobs, self.launched, one_gpu_each=slots != [None], typed=typed)
         _refuse_shared_folders(jobs, self.launched)
         if OmegaConf.select(self.config, "hydra.sweeper.max_batch_size") is None:  # every job is in this batch
@@ -584,6 +603,24 @@ class RunnerLauncher(Launcher):
         return [returns[job.idx] for job in jobs]
 
 
+def _refuse_swept_sweeps(config: DictConfig, jobs: list, earlier_jobs: int) -> None:
+    """A job whose preset defines a sweep of its own (hydra.sweeper.params) that this sweep's
+    config does not: `-m experiment=sweep_modes,sweep_batch` ran one default job per preset,
+    labelled with the preset's name, and dropped both sweeps without a word."""
+    def params(cfg: DictConfig) -> Any:
+        node = OmegaConf.select(cfg, "hydra.sweeper.params")
+        return OmegaConf.to_container(node, resolve=False) if node is not None else {}
+
+    base = params(config)
+    for job in jobs:
+        own = params(job.config)
+        if own != base:
+            swept = " ".join(f"{k}={v}" for k, v in own.items() if base.get(k) != v)
+            raise _refused(f"its config defines a sweep of its own ({swept}), which a sweep over presets does not run: "
+                           "run that preset alone, with -m and no other value for its group",
+                           job.idx, job.overrides, earlier_jobs)
+
+
 def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False, typed: Sequence[str] = ()) -> None:
     """Every job's config is checked before any job of the batch starts: a typo in one value of
     a long sweep is one line and exit 2 now, not a failed job after the others have run. The
@@ -592,7 +629,7 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False, 
     from hydra.core.hydra_config import HydraConfig
 
     from runner.errors import ConfigError
-    from runner.record import folder_conflict
+    from runner.record import config_origin, folder_conflict
     from runner.spec import check_file_booleans, check_output_overrides, check_overrides, validate
 
     hydra_config = HydraConfig.instance()
@@ -615,7 +652,8 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False, 
                 validate(config)
                 # A folder that holds another job's result (resume=true or not) is refused before
                 # anything runs: never overwritten, nor listed in this sweep's table as failed.
-                conflict = folder_conflict(job.output_dir, _task_overrides(job.config), bool(config.get("resume")))
+                conflict = folder_conflict(job.output_dir, _task_overrides(job.config), bool(config.get("resume")),
+                                           config_origin(job.config.hydra))
                 if conflict:
                     raise ConfigError(conflict)
                 device = str(config.get("device") or "")
