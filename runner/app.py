@@ -56,6 +56,10 @@ def hydra_entry(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     params = OmegaConf.select(hc, "sweeper.params")
+    launcher = OmegaConf.select(hc, "runtime.choices", default={}).get("hydra/launcher")
+    if not multirun and launcher not in (None, "runner"):  # hydra/launcher=gpus without -m: silently ignored
+        print(f"note: hydra/launcher={launcher} runs sweeps (-m); this single run ignores it", file=sys.stderr,
+              flush=True)
     if not multirun and params:  # an experiment preset that defines a sweep, run without -m
         swept = " ".join(f"{k}={v}" for k, v in params.items())
         print(f"note: this config defines a sweep ({swept}); add -m to run it. Running one job instead, with "

@@ -117,6 +117,11 @@ def condense(exc: BaseException) -> str:
     if composing:  # a config file of the user's (or a preset) holds the bad key or value
         source, cause_type, cause_text = composing.groups()
         said = _condensed(cause_type, cause_text, text)
+        group = source.partition("/")[0]
+        if said.startswith(f"{group}: unknown key") and group in ("experiment", "peer"):
+            # A preset without its package line lands under experiment: instead of the top level.
+            return (f"{source}.yaml: a preset sets top-level keys, and lacks `# @package _global_` as its first "
+                    "line (its keys landed under " + group + ":); add that line")
         return f"{said} (in the config file {source}.yaml)"
     if cause is None and _FULL_KEY.search(text):  # an OmegaConf error raised directly
         cause = exc

@@ -241,6 +241,12 @@ def check_overrides(overrides: list[str]) -> None:
     booleans = bool_keys()
     check_output_overrides(overrides)
     for override in overrides:
+        group = override.partition("=")[0]
+        if group in ("~model", "~measure"):
+            # The choice dropped: the schema's bare defaults ran instead (a 20 s budget after
+            # measure=quick, with no word).
+            raise ConfigError(f"{group}: the runner needs a {group[1:]} option; choose one ({group[1:]}=NAME) "
+                              "instead of dropping it")
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or not any(fnmatch.fnmatchcase(key, pattern) for pattern in booleans):
             continue

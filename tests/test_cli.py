@@ -180,6 +180,10 @@ BAD_INPUTS = {
     "file-no-inputs": (["hydra.searchpath=[file://conf]", "model=noinputs"],
                        "model.inputs: not set; the model's config must name forward's inputs, e.g. "),
     # A boolean written as a number in a config file: OmegaConf took graph: 2 for true.
+    # A preset without its package line: its keys landed under experiment:, read as "unknown key".
+    "preset-no-package": (["hydra.searchpath=[file://conf]", "experiment=nopkg"],
+                          "experiment/nopkg.yaml: a preset sets top-level keys, and lacks `# @package _global_` as "
+                          "its first line"),
     "file-bool": (["hydra.searchpath=[file://conf]", "experiment=boolnum"],
                   "graph: 2 is not a boolean (in the config file experiment/boolnum.yaml); write true or false"),
     "file-output-number": (["hydra.searchpath=[file://conf]", "model=numbered"],
@@ -217,6 +221,7 @@ USER_FILES = {
     # .hydra/ given this way ran the bundled default job, exit 0.
     "config-dir-shadowed": {"conf/config.yaml": "streams: 2\n"},
     "file-bool": {"conf/experiment/boolnum.yaml": "# @package _global_\ngraph: 2\npinned: 0\n"},
+    "preset-no-package": {"conf/experiment/nopkg.yaml": "streams: 2\n"},
     "file-output-number": {"conf/model/numbered.yaml": "module: {_target_: tests.io_models.DictOut}\nbatch: 2\n"
                            "inputs: {x: {shape: [8]}}\noutputs: [scores, 1.10]\n"},
     # A primary config of the user's (--config-name) that builds on the runner's.
@@ -654,6 +659,10 @@ def test_a_sweep_preset_run_without_m_says_so(tmp_path):
                                   "to run it. Running one job instead, with the preset's settings and the overrides "
                                   "given.")  # it had said "with the defaults", of a job that ran the overrides given
     assert len(results_under(tmp_path / "outputs" / "runs")) == 1
+    # A launcher chosen for a single run was ignored without a word.
+    done = run_cli([*QUICK, "hydra/launcher=gpus"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("note: hydra/launcher=gpus runs sweeps (-m); this single run ignores it")
 
 
 def test_an_interrupt_while_the_exit_unwinds_does_not_turn_130_into_minus_2():

@@ -658,6 +658,8 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
         ("model.batch='8'", r"model.batch: '8' is a string \(quoted .*\); write the number without quotes, "
                             r"e.g. model.batch=8$"),
         ("model.batch=[1,'8']", r"model.batch: '8' is a string"),
+        # measure=quick ~measure ran the schema's bare defaults (a 20 s budget) without a word.
+        ("~measure", r"^~measure: the runner needs a measure option; choose one \(measure=NAME\) instead of dropping it$"),
         # [1,1] had become the one bucket [1] without a word.
         ("model.batch=[8,1,8]", r"^model.batch=\[8, 1, 8\]: 8 given more than once; give each bucket size once, "
                                 r"e.g. model.batch=\[1,8\]$"),
