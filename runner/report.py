@@ -294,9 +294,10 @@ def thin_notes(rows: list[Row]) -> list[str]:
     if not thin_rows:
         return []
     which = ", ".join(f"#{r.job} ({r.thin})" for r in thin_rows)
+    one = "; with one pass, a rate's noise is unknown (cv -)" if any(r.passes < 2 for r in thin_rows) else ""
     return [f"sweep: the rate of job{'s' * (len(thin_rows) > 1)} {which} rests on less than measure asked (see "
-            f"{'their' if len(thin_rows) > 1 else 'its'} warnings): rougher than the others, with one pass its noise "
-            "unknown; raise measure.budget_s for them"]
+            f"{'their' if len(thin_rows) > 1 else 'its'} warnings): rougher than the others{one}; raise "
+            f"measure.budget_s for {'them' if len(thin_rows) > 1 else 'it'}"]
 
 
 # A ratio whose interval covers 1.0 is marked in the tables, as the job's console says it.

@@ -576,9 +576,13 @@ def test_jobs_whose_rate_rests_on_less_than_asked_are_named_beside_the_table(swe
     rows = collect([_write(tmp_path / d, r) for d, r in (("a", one), ("b", cut), ("c", plain), ("d", last))])
     notes = [n for n in sweep_notes(rows) if "rests on less" in n]
     assert notes == ["sweep: the rate of jobs #0 (1 pass of measure.min_repeats=2 and every pass cut short), #1 (every "
-                     "pass cut short) rests on less than measure asked (see their warnings): rougher than the others, "
-                     "with one pass its noise unknown; raise measure.budget_s for them"], notes
+                     "pass cut short) rests on less than measure asked (see their warnings): rougher than the others; "
+                     "with one pass, a rate's noise is unknown (cv -); raise measure.budget_s for them"], notes
     assert notes[0] in markdown(rows)
+    # Passes cut short alone: nothing said of one pass.
+    assert [n for n in sweep_notes(collect([tmp_path / "b"])) if "rests on less" in n] == [
+        "sweep: the rate of job #1 (every pass cut short) rests on less than measure asked (see its warnings): "
+        "rougher than the others; raise measure.budget_s for it"]
     # One pass where one was asked (measure.min_repeats=1), or a server job (it has no passes): nothing to say.
     one["config"]["measure"]["min_repeats"] = 1
     one["warnings"] = []
