@@ -184,7 +184,7 @@ def _option(argv: list[str], *names: str) -> Optional[str]:
     return None
 
 
-def _check_search_path(argv: list[str]) -> None:
+def _check_config_sources(argv: list[str]) -> None:
     """A `hydra.searchpath` folder that does not exist: Hydra warns and then reports the
     user's config option as missing from the bundled configs. A --config-dir whose config.yaml
     has the name of the runner's own config: Hydra reads the runner's (a run's .hydra/ given
@@ -217,7 +217,7 @@ def main() -> None:
     _show_traceback = show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us, to print them in one line
     try:
-        _check_search_path(sys.argv[1:])
+        _check_config_sources(sys.argv[1:])
         _run()
     except KeyboardInterrupt:
         exit_interrupted()

@@ -515,12 +515,11 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
                 slower = [ratio for ratio, _, verdict in alone_verdicts if verdict.startswith("slower")]
                 unsure = [ratio for ratio, _, verdict in alone_verdicts
                           if verdict.startswith("undecided") and ratio is not None and ratio < 1.0]
-                for said, ratios in (("slower", slower), ("undecided: maybe slower", unsure)):
+                for said, ratios, why in (("slower", slower, ""),
+                                          ("undecided: maybe slower", unsure, ", one throughput pass each: noise unknown")):
                     if ratios:
-                        worst = min(ratios)  # type: ignore[type-var]
-                        m.verdict = (f"{said} in {len(ratios)} of {b.runs} new runs (the slowest at {worst:.3f}, the "
-                                     f"median at {m.ratio:.3f})" + (", one throughput pass each: noise unknown"
-                                                                    if said != "slower" else ""))
+                        m.verdict = (f"{said} in {len(ratios)} of {b.runs} new runs (the slowest at {min(ratios):.3f}, "  # type: ignore[type-var]
+                                     f"the median at {m.ratio:.3f}){why}")
                         break
         matches.append(m)
     return matches

@@ -165,7 +165,7 @@ def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
 SLOW_DTYPE_RATIO = 4.0  # a dtype whose matrix multiplies run this many times slower than fp32's
 
 
-def _host_is_busy(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
+def _busy_host_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
     """Other work ready to run as the job begins, more than the cores this job does not need:
     its threads then share cores. On a 2-core host with one other busy process, torch's two
     threads wait for each other at every operation: a default CPU job read 35-108 requests/s
@@ -235,7 +235,7 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
     log.info("job: %s | %s | %s on %s", spec.model_name, spec.mode, spec.dtype, spec.device)
     # Recorded now (a build that fails on a busy host keeps it), said once the model is built:
     # a bad input the build finds is then the one line printed (the warning had preceded it).
-    busy = _host_is_busy(spec, result)
+    busy = _busy_host_warning(spec, result)
     if not spec.is_cuda and spec.dtype != "fp32":
         _tell_if_dtype_is_slow_here(spec, result)
     with failing_in("build"):

@@ -34,7 +34,7 @@ _LOAD_VALIDITY = (
 METHOD = {
     "schedule": (
         "requests go round-robin over the streams, and on each stream around a ring of "
-        "staging.slots PINNED slots; per request: wait for the slot's previous request (its "
+        "staging.slots {slot_memory} slots; per request: wait for the slot's previous request (its "
         "'done' event); in copy staging, copy the request from host memory into the slot (on a "
         "second host thread with staging.copy_thread); make the stream current; one async H2D copy "
         "of the request's inputs (packed in one buffer) into a static device buffer, graph replay "
@@ -86,8 +86,7 @@ METHOD = {
     ),
     "host_time": (
         "a separate pass of the throughput loop with the host clock between the protocol's steps: "
-        "host_wait_us (waiting for the slot: its event, or the copy thread), host_copy_us (the "
-        "request's copy into the slot on the submitting thread: one memmove of its bytes), "
+        "host_wait_us (waiting for the slot: its event, or the copy thread), host_copy_us ({host_copy}), "
         "host_launch_us (stream, copies, replay, event record); host_enqueue_us = copy + launch"
     ),
     "check": (
@@ -159,7 +158,7 @@ def plain_bool(override: str) -> str:
     return f"{key}={value.lower()}" if sep and value in ("True", "False") else override
 
 
-# How the warnings that other work shared a job's host begin (job._tell_if_host_is_busy,
+# How the warnings that other work shared a job's host begin (job._busy_host_warning,
 # summary._loops_disagree), for the sweep table to name those jobs (report.shared_host_notes).
 BUSY_AT_START_SAID = "the host was busy as the job began"
 LOOPS_APART_SAID = "the throughput passes ("
@@ -192,8 +191,9 @@ LATENCY_COPIES_IN_GRAPH = (
     "graph, which holds its copies (capture.copies_in_graph): latency_e2e_us only, the stages' "
     "figures null; all slots in flight"
 )
-# host_copy_us where the submitting thread copies nothing.
-_NO_COPY = {
+# What host_copy_us times on a GPU, by the staging that ran.
+_HOST_COPY = {
+    "copy": "the request's copy into the slot on the submitting thread: one memmove of its bytes",
     "direct": "no copy in direct staging: the request is in its slot; about 0.1 us, the host clock's own cost",
     "copy_thread": "none on the submitting thread: the copy thread copies the request into its slot; about "
                    "0.1 us, the host clock's own cost",
@@ -210,13 +210,11 @@ def method_for(device: str | None, ran: dict[str, Any] | None = None) -> dict[st
     if device is not None and not device.startswith("cuda"):
         return {**METHOD, **HOST_METHOD, **(HOST_COPY_STAGING if staging == "copy" else {})}
     method = dict(METHOD)
-    method["schedule"] = method["schedule"].replace("PINNED", "pinned" if ran.get("pinned", True) else "pageable")
+    method["schedule"] = METHOD["schedule"].format(slot_memory="pinned" if ran.get("pinned", True) else "pageable")
+    method["host_time"] = METHOD["host_time"].format(
+        host_copy=_HOST_COPY["copy_thread" if staging == "copy" and ran.get("copy_thread") else staging])
     if ran.get("copies_in_graph"):
         method["latency"] = LATENCY_COPIES_IN_GRAPH
-    no_copy = _NO_COPY.get("copy_thread" if staging == "copy" and ran.get("copy_thread") else staging)
-    if no_copy:
-        method["host_time"] = method["host_time"].replace(
-            "the request's copy into the slot on the submitting thread: one memmove of its bytes", no_copy)
     return method
 
 

@@ -134,8 +134,8 @@ class Timeline:
     def _bind(self, request: int) -> tuple[Callable[[], None], ...]:
         if not self.cuda:
             return tuple(functools.partial(_stamp, self.stamps[request], k) for k in range(4))
-        stream = self.streams[request % len(self.streams)]  # on the lane's stream, named: without one,
-        record = torch._C._CudaEventBase.record            # record() builds a Stream object per call
+        # On the lane's stream, named: without one, record() builds a Stream object per call.
+        stream, record = self.streams[request % len(self.streams)], torch._C._CudaEventBase.record
         return tuple(_nothing if e is None else functools.partial(record, e, stream) for e in self.events[request])
 
     def start(self) -> None:
