@@ -106,6 +106,7 @@ class Measurement:
     budget_left_s: Optional[float] = None  # the time the budget had left for it then (plus a pass)
     after_estimate_s: Optional[float] = None  # what it took: from the estimate to the end of measuring
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
+    side_cap_s: dict[str, float] = field(default_factory=dict)  # the same for the ceiling's and the baseline's
     # The timed passes kept their shares past the budget's end: (the throughput's, all of theirs).
     kept_share_s: Optional[tuple[float, float]] = None
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
@@ -234,7 +235,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             log.warning("%s", kept_share_text(out.kept_share_s, m.budget_s))
             allowance = nominal
         cap = min(max_s, allowance / m.min_repeats)
-        per_request_s = warm_s / max(1, warm_n)
+        per_request_s = warm_pace_s = warm_s / max(1, warm_n)
         turn_s = ring * per_request_s  # no pass is shorter than one turn of the ring, whatever the cap
         expected_pass = max(turn_s, min(cap, max(min_s, m.min_requests * per_request_s)))
         kinds = 1 + m.ceiling + spec.baseline
@@ -273,9 +274,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         def ceiling_stride(cap_s: float) -> int:
             """Requests between the ceiling's waits: a few per pass for a slow model, so that its
             two queued strides stay a small part of the pass."""
-            per_request_s = _seconds_per_request(out.throughput)
-            rate = 1 / max(1e-9, per_request_s) if per_request_s is not None else math.inf
-            return max(1, min(schedule.CEILING_STRIDE, int(rate * cap_s / 8)))
+            # Interleaved, its warm-up runs before any throughput pass: the warm-up's pace then.
+            per_request_s = _seconds_per_request(out.throughput) or warm_pace_s
+            if per_request_s <= 0:
+                return schedule.CEILING_STRIDE
+            return max(1, min(schedule.CEILING_STRIDE, int(cap_s / per_request_s / 8)))
 
         def ceiling(cap_s: float) -> None:
             with progress.phase("ceiling"):
@@ -289,10 +292,20 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                                                            device, m.min_requests, min(min_s, cap_s), cap_s))
             cursor["baseline"] += out.baseline[-1][0]
 
+        def warm_up(name: str, cap_s: float) -> None:
+            """Untimed: one turn of the ring at least, up to `cap_s`."""
+            with progress.phase(name):
+                if name == "ceiling":
+                    schedule.ceiling_pass(lanes, keys, 1, 0.0, cap_s, ceiling_stride(cap_s))
+                else:
+                    schedule.baseline_pass(forward, workload.baseline_sources, device, 1, 0.0, cap_s)
+
         end = time.perf_counter() + allowance
         if m.interleave:  # the window holds all three kinds of pass, taken in turn; none runs past its end
             cap = min(cap, (end - time.perf_counter()) / (m.min_repeats * kinds))
         out.pass_cap_s = cap
+        if m.interleave:
+            out.side_cap_s = dict.fromkeys(("ceiling", "baseline"), cap)
         # The repeats the throughput window fits, as `_stop` will count them (a repeat starts
         # while half a pass is left): one at least, even past the budget.
         per_pass_s = max(turn_s, min(expected_pass, cap))  # interleaved, the cap may have shrunk
@@ -314,6 +327,11 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         log.info("measuring: %s s more (measure.budget_s=%g: at least %d and at most %d repeats of "
                  "about %.2f s per pass%s)", span, m.budget_s, fitting, m.repeats, per_pass_s, fewer)
         if m.interleave:
+            # Each kind's first timed pass must not pay for its own first replays (a graph's
+            # upload) or a cold eager path: short untimed warm-ups, as in the blocks below.
+            for name, on in (("ceiling", m.ceiling), ("baseline", spec.baseline)):
+                if on:
+                    warm_up(name, cap / 4)
             while True:
                 if spec.baseline:
                     baseline(max(0.0, min(cap, end - time.perf_counter())))
@@ -335,12 +353,8 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 if out.kept_share_s is not None:  # as the throughput's passes: a ratio rests on both sides
                     share = max(share, budget.nominal(name))
                 per_pass = min(max_s, share / (count + 0.25))
-                if name == "ceiling":  # a short untimed warm-up of the block's own
-                    with progress.phase("ceiling"):
-                        schedule.ceiling_pass(lanes, keys, 1, 0.0, per_pass / 4, ceiling_stride(per_pass / 4))
-                else:
-                    with progress.phase("baseline"):
-                        schedule.baseline_pass(forward, workload.baseline_sources, device, 1, 0.0, per_pass / 4)
+                out.side_cap_s[name] = per_pass
+                warm_up(name, per_pass / 4)  # a short untimed warm-up of the block's own
                 for _ in range(count):
                     run(per_pass)
         out.steady_state_allocations = allocations if lanes.is_cuda else None
@@ -513,13 +527,13 @@ def _stop(out: Measurement, m, end: float, passes_per_repeat: int = 1) -> bool:
     the passes before it say nothing of the level now, and the repeats go on until the passes
     after it are enough."""
     rates = [n / s for n, s in out.throughput]
-    done = len(rates)
-    if done >= m.repeats:
-        out.stop_reason = "repeats"
-        return True
     steady = rates[steady_start(rates, host_speeds(out), m.min_repeats):]
+    # The target first: a last repeat that met it stopped the repeats as "stable", not as the cap.
     if len(steady) >= m.min_repeats and stdrel(steady) <= m.stdrel:
         out.stop_reason = "stdrel"
+        return True
+    if len(rates) >= m.repeats:
+        out.stop_reason = "repeats"
         return True
     last_s = out.throughput[-1][1]
     # A repeat starts while its last pass has half a pass of time: interleaved, the passes before

@@ -17,6 +17,16 @@ def _num(value: Optional[float], fmt: str = ",.0f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _noise(f: dict[str, Any], name: str) -> str:
+    """What the repeats say of a ratio's noise: within it, or unknown (one pass of a side)."""
+    within = f.get(f"{name}_within_noise")
+    return " (within noise)" if within else " (noise unknown: one pass of a side)" if within is None else ""
+
+
+def _us_or_dash(value: Optional[float]) -> str:
+    return "-" if value is None else _us(value)
+
+
 def _us(value: float) -> str:
     """Microseconds in at most 10 characters: 1 decimal below 100 ms, whole numbers above."""
     return f"{value:,.1f}" if value < 1e5 else f"{value:,.0f}"
@@ -67,9 +77,10 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
                      f"{'slack p99':>11}  verdict")
         for p in sorted(part["points"], key=lambda p: p["rate"]):
             lat, queue, slack = p["latency_us"], p["queue_us"], p.get("slack_us") or {}
-            lines.append(f"    {p['rate']:>10,.0f}{p['offered']:>10,.0f}{p['achieved']:>10,.0f}{_us(lat['p50'] or 0):>11}"
-                         f"{_us(lat['p99'] or 0):>11}{_us(queue['p99'] or 0):>11}"
-                         f"{'-' if slack.get('p99') is None else _us(slack['p99']):>11}  {'valid' if p['valid'] else p['why']}")
+            # Rates as everywhere (a slow model's 0.48/s is not "0"); a latency no request gave is "-", not 0.
+            lines.append(f"    {_num(p['rate']):>10}{_num(p['offered']):>10}{_num(p['achieved']):>10}{_us_or_dash(lat['p50']):>11}"
+                         f"{_us_or_dash(lat['p99']):>11}{_us_or_dash(queue['p99']):>11}"
+                         f"{_us_or_dash(slack.get('p99')):>11}  {'valid' if p['valid'] else p['why']}")
     runner, baseline = load.get("runner") or {}, load.get("baseline") or {}
     if runner.get("max_rate") and baseline.get("max_rate"):
         lines.append(f"  the runner holds {runner['max_rate'] / baseline['max_rate']:.2f}x the baseline's rate under the bound")
@@ -105,11 +116,9 @@ def render(result: dict[str, Any]) -> str:
                 )
         ratios = []
         if f.get("speedup_vs_baseline") is not None:
-            noise = " (within noise)" if f.get("speedup_vs_baseline_within_noise") else ""
-            ratios.append(f"speedup vs baseline {f['speedup_vs_baseline']:.2f}x{noise}")
+            ratios.append(f"speedup vs baseline {f['speedup_vs_baseline']:.2f}x{_noise(f, 'speedup_vs_baseline')}")
         if f.get("efficiency_vs_ceiling") is not None:
-            noise = " (within noise)" if f.get("efficiency_vs_ceiling_within_noise") else ""
-            ratios.append(f"efficiency vs ceiling {f['efficiency_vs_ceiling']:.0%}{noise}")
+            ratios.append(f"efficiency vs ceiling {f['efficiency_vs_ceiling']:.0%}{_noise(f, 'efficiency_vs_ceiling')}")
         if ratios:
             lines.append("  " + "   ".join(ratios))
     rows = [

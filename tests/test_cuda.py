@@ -519,3 +519,26 @@ def test_the_latency_pass_marks_each_request_on_its_lane_with_events_made_before
     torch.cuda.synchronize()
     [lane0, lane1] = [row[0] for row in timeline.times_us(2)]
     assert lane1 < 0.2 * lane0 and lane0 > 20_000, (lane0, lane1)
+
+
+def test_interleaved_ceiling_and_baseline_are_warmed_before_their_first_timed_pass(make_cfg, tmp_path, monkeypatch):
+    """Interleaved, the ceiling's first timed pass was the first replay of its compute graphs
+    (their upload inside the clock); the sequential blocks each had an untimed warm-up first."""
+    calls = []
+    for name in ("ceiling_pass", "baseline_pass"):
+        real = getattr(schedule, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            result = _real(*args, **kwargs)
+            calls.append(_name)
+            return result
+
+        monkeypatch.setattr(schedule, name, spy)
+    result = run_job(make_cfg(*QUICK, "model=mlp", "measure.interleave=true"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    f = result["figures"]
+    timed_ceiling, timed_baseline = len(f["ceiling_requests_per_s_repeats"]), len(f["baseline_requests_per_s_repeats"])
+    assert timed_ceiling >= 2 and timed_baseline >= 2
+    # One untimed pass of each kind, before every timed pass of either kind.
+    assert calls[:2] == ["ceiling_pass", "baseline_pass"]
+    assert calls.count("ceiling_pass") == timed_ceiling + 1 and calls.count("baseline_pass") == timed_baseline + 1

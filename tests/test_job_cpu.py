@@ -482,7 +482,7 @@ def test_a_ratio_whose_uncertainty_covers_one_is_within_noise():
     assert few["speedup_vs_baseline_within_noise"] is True
     err = math.hypot(1.25 * 0.02 / math.sqrt(3), 1.25 * 0.02 / math.sqrt(3))
     assert 1.06 * (1 - 2 * err) > 1.0  # what the 2-sigma interval said
-    assert few["speedup_vs_baseline_interval"][0] == pytest.approx(1.06 * (1 - 4.303 * err), rel=1e-3)
+    assert few["speedup_vs_baseline_interval"][0] == pytest.approx(1.06 * math.exp(-4.303 * err), rel=1e-3)
     many = ratio_figures("speedup_vs_baseline", 1.06, [1060.0, 1081.2, 1038.8] * 10, [1000.0, 1020.0, 980.0] * 10)
     assert many["speedup_vs_baseline_within_noise"] is False  # 30 passes a side: t is about 2
 
@@ -821,7 +821,7 @@ def test_a_step_in_speed_leaves_the_passes_before_it_out_of_the_figures(make_cfg
     # The interval: the spread of the three steady passes and of all five baseline passes.
     err = math.hypot(1.25 * f["throughput_cv"] / math.sqrt(3), 1.25 * f["baseline_cv"] / math.sqrt(5))
     t = 4.303  # Student's t for the fewer passes (3: 2 degrees of freedom)
-    assert f["speedup_vs_baseline_interval"] == pytest.approx([6.35 * (1 - t * err), 6.35 * (1 + t * err)])
+    assert f["speedup_vs_baseline_interval"] == pytest.approx([6.35 * math.exp(-t * err), 6.35 * math.exp(t * err)])
     [step] = [w for w in summary.warnings if w.startswith("throughput: passes 1-2 of 5 left out")]
     assert "the host's own speed moved -38% after them and the rate -36%; passes 3-5 have cv 2.5%" in step
     assert not [w for w in summary.warnings if w.startswith("throughput varied")]  # 2.5% is under cv_warn
@@ -866,7 +866,7 @@ def test_interleaved_passes_judge_the_speedup_by_the_spread_of_their_pairs(make_
     err = 1.25 * statistics.stdev(paired) / statistics.mean(paired) / 2
     low, high = f["speedup_vs_baseline_interval"]
     t = 3.182  # Student's t, 3 degrees of freedom
-    assert (low, high) == pytest.approx((f["speedup_vs_baseline"] * (1 - t * err), f["speedup_vs_baseline"] * (1 + t * err)))
+    assert (low, high) == pytest.approx((f["speedup_vs_baseline"] * math.exp(-t * err), f["speedup_vs_baseline"] * math.exp(t * err)))
     assert high - low < 0.5  # the rates' own spread (27% cv) would have made it 6 wide
 
 
@@ -891,6 +891,10 @@ def test_after_a_step_the_repeats_go_on_until_the_passes_after_it_are_enough():
     assert stops([1000, 1000, 650, 651, 649], host_step_at=99) == (False, None)  # the host held: all count
     assert stops([1000, 1002, 1001]) == (True, "stdrel")  # no step: all passes, as before
     assert stops([1000, 900, 1100, 950]) == (False, None)
+    # The last repeat allowed met the target: "stdrel" (it read "repeats", the cap, in review).
+    m.repeats = 3
+    assert stops([1000, 1030, 1010], host_step_at=99) == (True, "stdrel")
+    assert stops([1000, 1200, 1100], host_step_at=99) == (True, "repeats")
 
 
 def test_a_job_stopped_before_its_first_pass_has_its_throughput_keys_as_null(make_cfg):
@@ -1177,3 +1181,43 @@ def test_a_cpu_trace_names_requests_without_streams(make_cfg, tmp_path):
     trace = json.loads((tmp_path / result["files"]["trace"]).read_text())
     names = {e["name"] for e in trace["traceEvents"] if str(e.get("name", "")).startswith("request ")}
     assert names and "request 0" in names and not any("stream" in n for n in names)
+
+
+def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_data_holds(make_cfg):
+    """From a review of the summary: (1) passes cut by measure.max_pass_ms were blamed on the
+    budget; (2) an efficiency over 1.0 from one ceiling pass read "beyond noise" (its noise is
+    unknown); (3) a ratio's interval from two passes went below 0 (-3.45-6.04)."""
+    from runner.measure import Measurement
+    from runner.summary import ratio_figures, summarize_measurement
+
+    spec = resolve(make_cfg("measure=quick"), cuda_count=lambda: 1)  # a GPU job's spec: ceiling and baseline
+    passes = [(15, 0.3), (16, 0.3), (15, 0.3)]
+    capped = summarize_measurement(spec, Measurement(throughput=passes, pass_cap_s=0.3)).warnings
+    [cut] = [w for w in capped if " passes were cut to " in w]
+    assert cut.endswith("to fit in measure.max_pass_ms=300, the longest a pass may run"), cut
+    squeezed = summarize_measurement(spec, Measurement(throughput=[(15, 0.1)] * 3, pass_cap_s=0.1)).warnings
+    [cut] = [w for w in squeezed if " passes were cut to " in w]
+    assert cut.endswith("to fit in the budget (measure.budget_s=2)"), cut
+
+    # A slow baseline's passes cut to a few requests: the speedup rests on them, and nothing said so.
+    slow_base = Measurement(throughput=[(200, 0.2)] * 3, pass_cap_s=0.3, baseline=[(3, 0.1), (2, 0.1), (2, 0.1)],
+                            side_cap_s={"baseline": 0.1})
+    warnings = summarize_measurement(spec, slow_base).warnings
+    assert "3 of 3 baseline passes were cut to 2-3 requests and at most 100 ms each (asked: measure.min_requests=20) " \
+           "to fit in the budget (measure.budget_s=2)" in warnings
+    assert not any(w.startswith("3 of 3 passes were cut") for w in warnings)  # the throughput's were whole
+
+    one_ceiling = Measurement(throughput=[(120, 1.0), (121, 1.0), (119, 1.0)], ceiling=[(100, 1.0)])
+    summary = summarize_measurement(spec, one_ceiling)
+    assert summary.figures["efficiency_vs_ceiling_within_noise"] is None
+    assert not any("beyond noise" in w for w in summary.warnings)
+    assert any(w.startswith("the schedule measured 1.20 of its device-only ceiling, on one pass of a side: its noise "
+                            "is unknown") for w in summary.warnings)
+    beaten = Measurement(throughput=[(120, 1.0), (121, 1.0), (119, 1.0)], ceiling=[(100, 1.0), (101, 1.0), (99, 1.0)])
+    assert "the schedule beat its device-only ceiling beyond noise: the ceiling does not bound it" in \
+        summarize_measurement(spec, beaten).warnings
+
+    wide = ratio_figures("speedup_vs_baseline", 1.3, [100.0, 160.0], [100.0, 101.0])
+    low, high = wide["speedup_vs_baseline_interval"]
+    assert 0 < low < 1.0 < high and wide["speedup_vs_baseline_within_noise"] is True
+    assert low * high == pytest.approx(1.3 ** 2)  # symmetric on the log scale

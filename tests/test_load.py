@@ -322,6 +322,12 @@ def test_a_search_where_no_rate_held_the_bound_says_so_plainly():
     assert lines[-1] == "  baseline (eager): not measured: the budget ran out before its first point (search: budget, 0 points)"
     load["runner"]["max_rate"] = 437.0
     assert "  runner: highest rate 437 requests/s (search: budget, 2 points)" in _load_lines(load)
+    # A slow model's rates keep their digits, as in the line above them (they read "0" and "1"),
+    # and a point that served no request has no latency ("-", it read 0.0).
+    slow = {**point, "rate": 0.48, "offered": 0.48, "achieved": 0.5, "latency_us": {"p50": None, "p99": None},
+            "queue_us": {"p99": None}}
+    row = _load_lines({**load, "runner": {"max_rate": 0.48, "stopped_by": "budget", "points": [slow]}})[3].split()
+    assert row[:6] == ["0.48", "0.48", "0.5", "-", "-", "-"], row
 
 
 def test_fixed_rate_and_single_stream_jobs_fill_the_sweep_table(tmp_path):
