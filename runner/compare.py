@@ -40,7 +40,7 @@ from typing import Any, Optional
 
 from runner.printer import rate_text
 from runner.record import RESULT_FILE, read_result, result_problem, without_resume
-from runner.report import distinguishing, host_us
+from runner.report import distinguishing, host_shared, host_us
 
 
 @dataclass
@@ -210,6 +210,12 @@ def _beside(old: dict[str, Any], new: dict[str, Any]) -> str:
     """What ran beside either run, for a faster or slower verdict."""
     if _concurrent(old) or _concurrent(new):
         return " (ran beside other jobs of its sweep: their timings interfere)"
+    # Other work on the host, by the run's own warnings (runner.report names such jobs; compare
+    # had called a run slowed by it "slower" without a word).
+    shared = [(side, said) for side, r in (("old", old), ("new", new)) if (said := host_shared(r.get("warnings") or []))]
+    if shared:
+        return " (" + "; ".join(f"{side}'s host was shared with other work: {said}" for side, said in shared) + \
+            ": a rate can be many times too low; rerun on a quiet host)"
     spread_over = [_count(r, "parallel_devices") for r in (old, new)]
     if None not in spread_over and (spread_over[0] > 1) != (spread_over[1] > 1):  # type: ignore[operator]
         side = "old" if spread_over[0] > 1 else "new"  # type: ignore[operator]

@@ -283,7 +283,8 @@ def thin(result: dict[str, Any]) -> str:
     said = [f"{passes} pass{'es' * (passes != 1)} of measure.min_repeats={least}"] if passes < least else []
     cut = [m for m in map(_CUT.match, map(str, result.get("warnings") or [])) if m]
     if cut and cut[0].group(1) == cut[0].group(2):
-        said.append("every pass cut short")
+        by_cap = "measure.max_pass_ms=" in cut[0].string
+        said.append("every pass cut short by measure.max_pass_ms" if by_cap else "every pass cut short")
     return " and ".join(said)
 
 
@@ -295,9 +296,14 @@ def thin_notes(rows: list[Row]) -> list[str]:
         return []
     which = ", ".join(f"#{r.job} ({r.thin})" for r in thin_rows)
     one = "; with one pass, a rate's noise is unknown (cv -)" if any(r.passes < 2 for r in thin_rows) else ""
+    # A pass cut by measure.max_pass_ms is as long as a budget would give it: raising that cap
+    # (or lowering measure.min_requests) helps, raising the budget does not.
+    by_budget = any("measure.min_repeats" in r.thin or r.thin.endswith("every pass cut short") for r in thin_rows)
+    by_cap = any(r.thin.endswith("by measure.max_pass_ms") for r in thin_rows)
+    keys = ["measure.budget_s"] * by_budget + ["measure.max_pass_ms"] * by_cap
     return [f"sweep: the rate of job{'s' * (len(thin_rows) > 1)} {which} rests on less than measure asked (see "
             f"{'their' if len(thin_rows) > 1 else 'its'} warnings): rougher than the others{one}; raise "
-            f"measure.budget_s for {'them' if len(thin_rows) > 1 else 'it'}"]
+            f"{' or '.join(keys)} for {'them' if len(thin_rows) > 1 else 'it'}"]
 
 
 # A ratio whose interval covers 1.0 is marked in the tables, as the job's console says it.
@@ -305,14 +311,32 @@ NOISE_MARK = "~"
 NOISE_NOTE = f"{NOISE_MARK}: within noise (the ratio's 95% interval from the repeats covers 1.0)"
 
 
+# A ratio with no interval (one pass of a side: no spread to judge by) looks like any other
+# without a mark.
+UNKNOWN_MARK = "?"
+UNKNOWN_NOTE = f"{UNKNOWN_MARK}: noise unknown (one pass of a side: no interval)"
+
+
+def _ratio_noise(row: Row) -> dict[str, Optional[bool]]:
+    return {"speedup_vs_baseline": row.speedup_within_noise, "efficiency_vs_ceiling": row.efficiency_within_noise}
+
+
 def _cell(row: Row, attr: str, kind: str) -> str:
     text = _fmt(getattr(row, attr), kind)
-    noisy = {"speedup_vs_baseline": row.speedup_within_noise, "efficiency_vs_ceiling": row.efficiency_within_noise}
-    return NOISE_MARK + text if noisy.get(attr) and text != "-" else text
+    noise = _ratio_noise(row)
+    if attr not in noise or text == "-":
+        return text
+    return NOISE_MARK + text if noise[attr] else UNKNOWN_MARK + text if noise[attr] is None else text
 
 
 def _noisy(rows: list[Row]) -> bool:
     return any(r.speedup_within_noise or r.efficiency_within_noise for r in rows)
+
+
+def _noise_notes(rows: list[Row]) -> list[str]:
+    unknown = any(getattr(r, attr) is not None and within is None for r in rows
+                  for attr, within in _ratio_noise(r).items())
+    return [NOISE_NOTE] * _noisy(rows) + [UNKNOWN_NOTE] * unknown
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -422,7 +446,7 @@ def markdown(rows: list[Row]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     best = best_line(rows)
     notes = [f"\n{note}" for note in sweep_notes(rows)]  # as the console says them
-    noise = [f"\n{NOISE_NOTE}"] if _noisy(rows) else []
+    noise = [f"\n{note}" for note in _noise_notes(rows)]
     return "\n".join(lines + noise + ([f"\n**{best}**"] if best else []) + notes)
 
 
@@ -486,7 +510,7 @@ def text_table(rows: list[Row]) -> str:
         lines.append("  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)).rstrip())
     reasons = [f"  job {row.job}: {row.status}: {row.reason}" for row in rows if row.status != "ok" and row.reason]
     best = best_line(rows)
-    return "\n".join(lines + ([NOISE_NOTE] if _noisy(rows) else []) + reasons + ([best] if best else []))
+    return "\n".join(lines + _noise_notes(rows) + reasons + ([best] if best else []))
 
 
 def csv_text(rows: list[Row]) -> str:
@@ -545,7 +569,9 @@ def collapsed(rows: list[Row]) -> list[list[Row]]:
     for row in rows:
         if row.ran:
             groups.setdefault((row.model, row.ran, rest(row)), []).append(row)
-    return [g for g in groups.values() if len(g) > 1 and len({r.asked for r in g}) > 1]
+    # Asked differently: as sets (the same overrides in another order, or with resume=true, asked
+    # the same; two such runs had been said to have had their settings overruled).
+    return [g for g in groups.values() if len(g) > 1 and len({frozenset(without_resume(list(r.asked))) for r in g}) > 1]
 
 
 def collapse_notes(rows: list[Row]) -> list[str]:
@@ -672,12 +698,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(note)
         return 1
     out = args.out or args.dirs[0]
-    try:
-        written = write_report(rows, out, plots=not args.no_plots)
-    except OSError as exc:  # a read-only sweep folder: the table still comes out
-        written, unwritable = [], f"{exc.strerror or exc}"
-    else:
-        unwritable = ""
+    # A run's own folder holds its result, log and .hydra/: sweep files written there made it
+    # look like a sweep's folder (and a later report over its parent listed them as one).
+    own_run = args.out is None and _is_run_folder(out)
+    written, unwritable = [], ""
+    if not own_run:
+        try:
+            written = write_report(rows, out, plots=not args.no_plots)
+        except OSError as exc:  # a read-only sweep folder: the table still comes out
+            unwritable = f"{exc.strerror or exc}"
     print(text_table(rows))
     for note in [*sweep_notes(rows), *unstarted]:
         print(note)
@@ -685,9 +714,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: could not write the table files into {out} ({unwritable}); give another folder with --out DIR",
               file=sys.stderr)
         return 2
-    print(f"written: {', '.join(str(p) for p in written)}")
+    if own_run:
+        print(f"not written: {out} is one run's folder; give --out DIR to write sweep.csv, sweep.md and the plots")
+    else:
+        print(f"written: {', '.join(str(p) for p in written)}")
     bad = failures(rows)
     return 1 if bad or unstarted else 0
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """One job's own folder (its result or its .hydra/), not a sweep's nor a folder of runs."""
+    return not (folder / "multirun.yaml").is_file() and ((folder / "result.json").is_file() or (folder / ".hydra").is_dir())
 
 
 def sweep_folders(dirs: list[Path], depth: int = 3) -> list[Path]:
