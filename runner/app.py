@@ -207,6 +207,16 @@ def _check_config_sources(argv: list[str]) -> None:
                                   "folder that holds your config groups (model/, measure/, ...)")
 
 
+def _sweeper_params_error(argv: list[str], exc: BaseException) -> str:
+    """`hydra.sweeper.params` set on the command line where no config defines it (it is null
+    until a preset sets it): Hydra failed with "Unexpected type for root: NoneType", exit 1."""
+    given = [a for a in argv if a.partition("=")[0].lstrip("+~").startswith("hydra.sweeper.params")]
+    if not given or "NoneType" not in str(exc):
+        return ""
+    return (f"{given[0]}: no config here defines hydra.sweeper.params to change; sweep on the command line as "
+            "-m KEY=a,b (e.g. -m streams=1,2), or write the sweep in a preset's `hydra: sweeper: params:`")
+
+
 def main() -> None:
     # `_target_` may name a module of the project the user runs from, as under `python -m`:
     # the console script's own folder comes first on the path otherwise.
@@ -226,13 +236,14 @@ def main() -> None:
             # A Ctrl-C during config composition, or one that left an import half done (torch's
             # "cannot load module more than once per process" then)
             exit_interrupted()
+        params = _sweeper_params_error(sys.argv[1:], exc)
         user_error = (isinstance(exc, ConfigError) or type(exc).__module__.split(".")[0] in ("hydra", "omegaconf", "yaml")
                       or is_folder_error(exc)  # a default or a config file's folder that cannot be made
-                      or bool(usage_error(exc)))  # a command line Hydra cannot take (some raise plain ValueErrors)
+                      or bool(usage_error(exc)) or bool(params))  # a command line Hydra cannot take
         if show_traceback:  # the traceback instead of the one line; the exit code stays what it says
             traceback.print_exc()
         else:
             hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
-            print(f"error: {condense(exc)}{hint}", file=sys.stderr)
+            print(f"error: {params or condense(exc)}{hint}", file=sys.stderr)
         sys.exit(2 if user_error else 1)
     sys.exit(_exit_code)

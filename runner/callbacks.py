@@ -118,6 +118,13 @@ class SweepReport(Callback):
             print(f"error: hydra.sweep.dir={sweep_dir} is a single run's folder (it holds {RESULT_FILE}); name another "
                   "folder for the sweep", file=sys.stderr)
             raise SystemExit(2)
+        if sweep_dir is not None:
+            # Whichever launcher: Hydra's sweeper writes multirun.yaml next, and a launch that
+            # fails before any job (Slurm without sbatch, a bad override) puts the folder back
+            # as it was (runner.app), not holding that file alone or another sweep's overwritten.
+            from runner.record import sweep_pending
+
+            sweep_pending(sweep_dir)
         jobs = sweep_size(config)
         n = concurrent_jobs(config.hydra.launcher, jobs)
         if n > 1:

@@ -517,19 +517,37 @@ def undo_run_folder(folder: Path, names: set[str]) -> None:
 
 # A sweep folder as its launch found it, until the launch starts a job: Hydra's sweeper writes
 # multirun.yaml first and checks every job's overrides after, so a bad one fails in between.
-# (folder, its multirun.yaml then, the first of it and its parents that did not exist)
-_pending_sweep: tuple[Path, bytes | None, Path | None] | None = None
+# (folder, its multirun.yaml then, the first of it and its parents that did not exist, what
+# else it held then)
+_pending_sweep: tuple[Path, bytes | None, Path | None, frozenset] | None = None
+
+
+def _sweep_contents(folder: Path) -> frozenset:
+    """What a sweep folder holds besides multirun.yaml, two levels down (the jobs' folders and
+    their files), with the times they were written: a job that ran changes it."""
+    found = set()
+    try:
+        for entry in os.scandir(folder):
+            if entry.name == "multirun.yaml":
+                continue
+            found.add((entry.name, entry.stat(follow_symlinks=False).st_mtime_ns))
+            if entry.is_dir(follow_symlinks=False):
+                found.update((f"{entry.name}/{sub.name}", sub.stat(follow_symlinks=False).st_mtime_ns)
+                             for sub in os.scandir(entry.path))
+    except OSError:
+        pass
+    return frozenset(found)
 
 
 def sweep_pending(folder: Path) -> None:
     """Before a sweep's launch: note its folder, the multirun.yaml an earlier sweep left there,
-    and which folders the launch will create."""
+    which folders the launch will create, and what else the folder holds."""
     global _pending_sweep
     try:
         before: bytes | None = (folder / "multirun.yaml").read_bytes()
     except OSError:
         before = None
-    _pending_sweep = (Path(os.path.abspath(folder)), before, _first_missing(folder))
+    _pending_sweep = (Path(os.path.abspath(folder)), before, _first_missing(folder), _sweep_contents(folder))
 
 
 def sweep_started() -> None:
@@ -540,13 +558,17 @@ def sweep_started() -> None:
 def undo_pending_sweep() -> None:
     """A sweep refused before any job ran: its folder goes back to how the launch found it: the
     folders the launch created are removed while they hold nothing else, an earlier sweep's
-    multirun.yaml is put back, and one that was not there is removed."""
+    multirun.yaml is put back, and one that was not there is removed. A launcher that does not
+    say when its jobs start (Hydra's, joblib's, submitit's) may fail after some ran: then what
+    the folder holds has changed, and it is left as it is (multirun.yaml describes those jobs)."""
     global _pending_sweep
     if _pending_sweep is None:
         return
-    folder, before, created = _pending_sweep
+    folder, before, created, contents = _pending_sweep
     _pending_sweep = None
     try:
+        if _sweep_contents(folder) != contents:
+            return
         if before is not None:
             (folder / "multirun.yaml").write_bytes(before)
             return

@@ -44,8 +44,9 @@ class InputKind(Enum):
 @dataclass
 class InputConfig:
     # One sample's shape: the request adds the batch in front. An entry `seq` stands for the
-    # sequence size (model.seq).
-    shape: list[Any] = field(default_factory=list)
+    # sequence size (model.seq). Required ([] for one value per sample): left out, it had been
+    # [] without a word, and the model then failed on 1-D ids, or model.seq was blamed.
+    shape: Optional[list[Any]] = None
     kind: InputKind = InputKind.float
     vocab: int = 0  # tokens: ids lie in [0, vocab)
     low: int = 0  # int: values lie in [low, high)

@@ -414,7 +414,9 @@ def validate(cfg: DictConfig) -> Config:
         1 <= config.staging.slots <= 64,
         f"staging.slots={config.staging.slots}: out of range; use 1 to 64 slots per stream, e.g. staging.slots=2",
     )
-    _check(cap.warmup_iters >= 0, f"capture.warmup_iters={cap.warmup_iters}: out of range; use >= 0")
+    # Lazy init (cuBLAS workspaces, autotuning) must run before a capture, on its stream, not in it.
+    _check(cap.warmup_iters >= 1, f"capture.warmup_iters={cap.warmup_iters}: out of range; use 1 or more (default 3): "
+           "eager forwards on each capture stream keep lazy init (cuBLAS workspaces, autotuning) out of the capture")
     for name, minimum, example in (
         ("budget_s", None, 20),  # None: more than 0 (no time at all measures nothing)
         ("warmup_ms", 0, 300),
@@ -514,6 +516,8 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
     inputs = []
     for arg, inp in model.inputs.items():
         key = f"model.inputs.{arg}"
+        _check(inp.shape is not None, f"{key}.shape: missing; give one sample's shape (the batch goes in front), "
+                                      "e.g. [seq], [256] or [3,224,224], or [] for one value per sample")
         shape = tuple(inp.shape)
         _check(
             all(d == SEQ or (isinstance(d, int) and not isinstance(d, bool) and d >= 1) for d in shape),

@@ -104,6 +104,11 @@ BAD_INPUTS = {
     "group-plus": (["+experiment=recipe"], "+experiment=recipe: a config group is chosen without +: experiment=recipe"),
     "group-empty": (["experiment="], "experiment=: no option named; choose one of: buckets, peers, recipe"),
     "multirun-cfg": (["-m", "--cfg", "job"], "-m (--multirun) and --cfg or --info do not go together"),
+    # Hydra's "Unexpected type for root: NoneType", exit 1: no config sets the params to change.
+    "sweeper-params-add": (["-m", "+hydra.sweeper.params.streams='1,2'"], "+hydra.sweeper.params.streams='1,2': no "
+                           "config here defines hydra.sweeper.params to change; sweep on the command line as -m KEY=a,b"),
+    "sweeper-params-set": (["-m", "hydra.sweeper.params={streams:'1,2'}"], "hydra.sweeper.params={streams:'1,2'}: no "
+                           "config here defines hydra.sweeper.params"),
     "config-dir-shadowed": (["--config-dir", "conf"], "--config-dir conf: its config.yaml has the name of the "
                                                       "runner's own config, which Hydra reads first; rename yours"),
     "config-path": (["--config-path", "conf"], "--config-path names a folder inside the runner's package; for a "
@@ -117,6 +122,8 @@ BAD_INPUTS = {
     "budget-negative": (["measure.budget_s=-1"], "measure.budget_s=-1: out of range; use a finite number > 0"),
     "min-requests-type": (["measure.min_requests=many"], "measure.min_requests: Value 'many'"),
     "warmup-iters-range": (["capture.warmup_iters=-1"], "capture.warmup_iters=-1: out of range"),
+    # 0 had been taken: the capture itself then ran the lazy init the notes keep out of it.
+    "warmup-iters-zero": (["capture.warmup_iters=0"], "capture.warmup_iters=0: out of range; use 1 or more"),
     "capture-key": (["capture.nope=1"], "capture.nope: unknown key; valid keys in 'capture'"),
     "input-unknown": (["model.inputs.y.shape=[3]"], "model.inputs.y: the model's config has no input named y; fix the "
                       "name, or add it: '++model.inputs={y: {shape: [3]}}'"),
@@ -179,6 +186,9 @@ BAD_INPUTS = {
                         "model.module.in_features='abc': torch.nn.Linear takes an int there; write a number"),
     "file-no-inputs": (["hydra.searchpath=[file://conf]", "model=noinputs"],
                        "model.inputs: not set; the model's config must name forward's inputs, e.g. "),
+    # Left out, the shape had been [] without a word: model.seq was blamed (no shape uses seq).
+    "file-no-shape": (["hydra.searchpath=[file://conf]", "model=noshape"],
+                      "model.inputs.x.shape: missing; give one sample's shape (the batch goes in front)"),
     # A boolean written as a number in a config file: OmegaConf took graph: 2 for true.
     # A preset without its package line: its keys landed under experiment:, read as "unknown key".
     "preset-no-package": (["hydra.searchpath=[file://conf]", "experiment=nopkg"],
@@ -240,6 +250,8 @@ USER_FILES = {
                                   "    def forward(self, x):\n        y = x + 1\n"
                                   "        raise ValueError('always broken')\n"},
     "file-no-inputs": {"conf/model/noinputs.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\n"},
+    "file-no-shape": {"conf/model/noshape.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\nseq: 16\n"
+                      "inputs: {x: {kind: float}}\n"},
 }
 
 

@@ -310,7 +310,9 @@ def test_a_device_index_other_than_0_is_refused_when_each_job_gets_its_own_gpu(t
 
 
 @pytest.mark.parametrize("bad, said", [("streamz=1,2", "error: streamz: unknown key"),
-                                       ("model.inputs.x.shape=[8],16", "error: model.inputs.x.shape=16: this key takes a list")])
+                                       ("model.inputs.x.shape=[8],16", "error: model.inputs.x.shape=16: this key takes a list"),
+                                       # -1 had been taken: after Ctrl-C no job had time to record itself.
+                                       ("hydra.launcher.grace_s=-1", "error: hydra.launcher.grace_s=-1: give the seconds")])
 def test_a_sweep_hydra_refuses_leaves_its_folder_as_it_found_it(tmp_path, bad, said):
     """Hydra's sweeper writes multirun.yaml, then checks every job's overrides: a refused sweep
     left a folder holding only that file, or overwrote the multirun.yaml of the sweep before."""
@@ -325,6 +327,45 @@ def test_a_sweep_hydra_refuses_leaves_its_folder_as_it_found_it(tmp_path, bad, s
     again = sweep([*TINY, bad, "hydra.sweep.dir=sw"], tmp_path)
     assert again.returncode == 2 and again.stderr.startswith(said)
     assert (tmp_path / "sw" / "multirun.yaml").read_bytes() == before
+
+
+def test_a_sweep_refused_under_another_launcher_leaves_its_folder_as_it_found_it(tmp_path):
+    """Only the runner's launcher had put the folder back: under Hydra's basic launcher (and
+    joblib's, submitit's) a refused sweep left a folder holding only multirun.yaml, or
+    overwrote the multirun.yaml of the sweep before."""
+    basic = [*TINY, "hydra/launcher=basic"]
+    done = sweep([*basic, "streamz=1,2", "hydra.sweep.dir=out/sw"], tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("error: streamz: unknown key"), done.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+    assert sweep([*basic, "seed=1", "hydra.sweep.dir=sw"], tmp_path).returncode == 0
+    before = (tmp_path / "sw" / "multirun.yaml").read_bytes()
+    again = sweep([*basic, "streamz=1,2", "resume=true", "hydra.sweep.dir=sw"], tmp_path)
+    assert again.returncode == 2 and (tmp_path / "sw" / "multirun.yaml").read_bytes() == before
+
+
+def test_a_launch_that_fails_after_a_job_ran_keeps_the_sweeps_multirun_yaml(tmp_path):
+    """A launcher that does not say when its jobs start may fail after some ran (a Ctrl-C in
+    Hydra's basic launcher): the multirun.yaml describing them stays."""
+    from runner.record import sweep_pending, undo_pending_sweep
+
+    folder = tmp_path / "sw"
+    sweep_pending(folder)
+    folder.mkdir()
+    (folder / "multirun.yaml").write_text("this sweep\n")
+    (folder / "0").mkdir()
+    (folder / "0" / "result.json").write_text("{}")
+    undo_pending_sweep()
+    assert (folder / "multirun.yaml").read_text() == "this sweep\n"
+    sweep_pending(folder)  # a resumed sweep whose job rewrote its result
+    (folder / "multirun.yaml").write_text("the resumed sweep\n")
+    time.sleep(0.01)
+    (folder / "0" / "result.json").write_text('{"again": 1}')
+    undo_pending_sweep()
+    assert (folder / "multirun.yaml").read_text() == "the resumed sweep\n"
+    sweep_pending(folder)  # refused before any job: put back
+    (folder / "multirun.yaml").write_text("refused\n")
+    undo_pending_sweep()
+    assert (folder / "multirun.yaml").read_text() == "the resumed sweep\n"
 
 
 def test_the_check_before_the_sweep_resolves_hydra_interpolations_as_the_jobs_do(tmp_path):

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import copy
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -127,6 +128,17 @@ def resolve_devices(devices: Any) -> list[Optional[str]]:
             seen = f"visible: {', '.join(visible)}" if visible else "no CUDA devices are visible here"
             raise ConfigError(f"hydra.launcher.devices: no GPU {missing[0]} ({seen}); {usage}")
     return ids
+
+
+def _check_grace(grace_s: Any) -> None:
+    """After Ctrl-C the running jobs get `grace_s` to write what they measured: a negative or
+    infinite wait (-1 had been taken, and cut every job off before it could record itself)."""
+    from runner.errors import ConfigError
+
+    if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not 0 <= grace_s < math.inf:
+        shown = f"{grace_s:g}" if isinstance(grace_s, float) else grace_s
+        raise ConfigError(f"hydra.launcher.grace_s={shown}: give the seconds a job may take to write its result "
+                          "after Ctrl-C, 0 or more (default 15)")
 
 
 def _describe_exit(code: int) -> str:
@@ -522,6 +534,7 @@ class RunnerLauncher(Launcher):
             except Exception as exc:  # noqa: BLE001 - any failure: the jobs start afresh instead
                 print(f"[runner] warning: no fork server ({exc}); each job starts a fresh interpreter", flush=True)
         slots = resolve_devices(self.devices)
+        _check_grace(self.grace_s)
         parallel = len(slots) > 1
         shares, cut = cpu_shares(len(slots), near=nearest_cpus(slots)) if parallel and self.pin_cpus else (None, "")
         if parallel and self.pin_cpus and shares is None:
