@@ -658,10 +658,11 @@ def _with_extremes(model: ModelSpec, request: dict[str, torch.Tensor]) -> dict[s
     1000 for a table of 1000) fails there, in one line naming the inputs, not at random later."""
     for inp in model.inputs:
         flat = request[inp.name].view(-1)
+        # One element holds the largest alone (the one a vocabulary too small fails on).
         if inp.kind == "tokens" and flat.numel():
-            flat[0], flat[-1] = inp.vocab - 1, 0
+            flat[-1], flat[0] = 0, inp.vocab - 1
         elif inp.kind == "int" and flat.numel():
-            flat[0], flat[-1] = inp.high - 1, inp.low
+            flat[-1], flat[0] = inp.low, inp.high - 1
     return request
 
 
@@ -704,7 +705,10 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
         _probe(model, args)
         forward_s = time.perf_counter() - began
     outputs = plan_outputs(out, spec.model.outputs, spec.model_name)
+    # Cloned now: a model may return a buffer of its own that its next forward overwrites (the
+    # compile below runs forwards, at other sizes too).
     leaves = outputs.extract(out)
+    probe_leaves = tuple(leaf.clone() for leaf in leaves) if probe_request is not None else ()
 
     sizes = draw_sizes(spec.model, plan_length(spec), generator)
     requests = [make_request(spec.model, z, spec.torch_dtype, generator) for z in sizes]
@@ -734,8 +738,7 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
         compile_figures=compile_figures,
         compile_fallback=fallback,
         forward_s=forward_s,
-        # Cloned: a model may return a buffer of its own that its next forward overwrites.
-        probe=None if probe_request is None else (probe_request, tuple(leaf.clone() for leaf in leaves)),
+        probe=None if probe_request is None else (probe_request, probe_leaves),
         warnings=input_warnings + list(outputs.warnings),
         forward=forward,
         out_paths=outputs.paths,

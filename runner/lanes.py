@@ -68,10 +68,14 @@ def byte_copy(dst: torch.Tensor, src: torch.Tensor) -> Callable[[], None]:
 def _host_copy(host: torch.Tensor, dev: torch.Tensor) -> None:
     """A response leaf copied out on the CPU, where "device" and host are both host memory:
     one memmove on this thread where the leaf has the slot's shape and type and is contiguous
-    (see `byte_copy`)."""
-    if dev.shape == host.shape and dev.dtype == host.dtype and dev.is_contiguous():
+    (see `byte_copy`), and holds its values as stored (no lazy conjugate or negation flag)."""
+    if dev.shape != host.shape:
+        # copy_ would broadcast a (1, n) leaf over a (2, n) buffer: a response whose size follows
+        # its values then passed the check with its first row repeated (review).
+        raise RuntimeError(f"an output came back as {tuple(dev.shape)}, its response buffer holds {tuple(host.shape)}")
+    if dev.dtype == host.dtype and dev.is_contiguous() and not dev.is_conj() and not dev.is_neg():
         ctypes.memmove(host.data_ptr(), dev.data_ptr(), host.numel() * host.element_size())
-    else:  # another layout, shape or type: copy_ converts, or refuses a shape that does not fit
+    else:  # another layout or type, or a lazy flag: copy_ converts and resolves
         host.copy_(dev)
 
 

@@ -132,8 +132,18 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
         extract = lambda out: tuple(g(out) for g in getters)  # noqa: E731
     if any(found_steps for _, found_steps, _ in found):
         extract = _guarded(extract, paths, model_name)
-    unkept = () if keep else empty  # when outputs are named, only those matter
+    # When outputs are named, only those matter. An empty cross_attentions beside attentions the
+    # model did give is what a model without cross-attention (BERT as an encoder) returns:
+    # nothing to say, nothing to do.
+    unkept = () if keep else [p for p in empty if not (p.rpartition(".")[2] == "cross_attentions" and any(
+        q == _sibling(p, "attentions") or q.startswith(_sibling(p, "attentions") + ".") for q in paths))]
     return OutputPlan(paths, extract, tuple(f"{why_empty(p)}: not measured" for p in unkept))
+
+
+def _sibling(path: str, name: str) -> str:
+    """The path of `name` beside `path`'s last part."""
+    parent = path.rpartition(".")[0]
+    return f"{parent}.{name}" if parent else name
 
 
 def _article(word: str) -> str:

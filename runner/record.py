@@ -92,7 +92,7 @@ METHOD = {
     "check": (
         "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "
         "the request protocol, all slots in flight, each compared with an eager forward of the real "
-        "request, leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance"
+        "request, leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance, and each sample's (row's; small rows a few at a time) ||out-ref|| over the leaf's rms row norm <= 4 x tolerance; integer and boolean leaves exactly"
     ),
     "warmup": "untimed schedule for measure.warmup_ms before the first timed pass",
     "host_canary": (
@@ -145,7 +145,7 @@ HOST_METHOD = {
     "check": (
         "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "
         "the request protocol, one at a time, each compared with an eager forward of the real request, "
-        "leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance"
+        "leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance, and each sample's (row's; small rows a few at a time) ||out-ref|| over the leaf's rms row norm <= 4 x tolerance; integer and boolean leaves exactly"
     ),
 }
 

@@ -121,3 +121,81 @@ class NotFinite(Healthy):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.linear(input) * float("nan")
+
+
+# Wrong answers only the served path gives: the runner serves requests through views of its
+# lanes' buffers (`input._base` is set), eager references get plain tensors. A check that
+# passes any of these is blind to that kind of fault.
+def _served(input: torch.Tensor) -> bool:
+    return input._base is not None
+
+
+class OneOrAll(Healthy):
+    """Served, returns its first row alone when the first input value is positive: an output
+    whose size follows the values, which a broadcasting copy would spread over every row."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        out = self.linear(input)
+        return out[:1] if _served(input) and bool(input[0, 0] > 0) else out
+
+
+class IdsOffByOne(Healthy):
+    """Returns logits and their argmax ids; served, the first row's id is one off: integer leaves
+    compared by a relative norm read it as 1e-6."""
+
+    def __init__(self, features: int = 8, calls: int = 50, classes: int = 50_000) -> None:
+        super().__init__(features, calls)
+        self.head = nn.Linear(features, classes)
+
+    def forward(self, input: torch.Tensor) -> dict:
+        logits = self.head(input)
+        ids = logits.argmax(-1)
+        if _served(input):
+            ids[0] += 1
+        return {"logits": logits, "ids": ids}
+
+
+class OneRowWrong(Healthy):
+    """Served, row 0 gets row 1's answer: among thousands of rows a whole-leaf norm dilutes it."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        out = self.linear(input)
+        if _served(input) and out.shape[0] > 1:
+            out = out.clone()
+            out[0] = out[1]
+        return out
+
+
+class ConjSpectrum(Healthy):
+    """The conjugate of a spectrum, as torch returns it: a lazy conjugate flag on the tensor."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft(self.linear(input)).conj()
+
+
+class OwnBuffer(Healthy):
+    """Writes its output into a buffer of its own and returns it (its next forward overwrites
+    what it returned), with fresh noise each time: not deterministic."""
+
+    def __init__(self, features: int = 8, calls: int = 50, noise: float = 1.0) -> None:
+        super().__init__(features, calls)
+        self.noise = noise
+        self.out: torch.Tensor | None = None
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        y = self.linear(input) + self.noise * torch.randn(input.shape[0], self.linear.out_features)
+        if self.out is None or self.out.shape != y.shape:
+            self.out = torch.empty_like(y)
+        return self.out.copy_(y)
+
+
+class CountsInOwnBuffer(OwnBuffer):
+    """Deterministic per call, but each forward adds its call count into the buffer it returns
+    (so a later forward changes what an earlier one returned)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self.count += 1
+        y = self.linear(input) + self.count
+        if self.out is None or self.out.shape != y.shape:
+            self.out = torch.empty_like(y)
+        return self.out.copy_(y)

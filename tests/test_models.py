@@ -497,6 +497,17 @@ inputs: {x: {shape: [3]}}
                 JobInfo(output_dir=tmp_path / "named"))
 
 
+def test_an_empty_cross_attentions_beside_given_attentions_is_not_warned_about():
+    """BERT (no cross-attention) asked for its attentions returns cross_attentions=(): the warning
+    "output cross_attentions is empty ... not measured" had nothing to act on."""
+    from runner.outputs import plan_outputs
+
+    t = torch.ones(2, 3)
+    assert plan_outputs({"last_hidden_state": t, "attentions": (t,), "cross_attentions": ()}, [], "M").warnings == ()
+    both = plan_outputs({"last_hidden_state": t, "attentions": (), "cross_attentions": ()}, [], "M").warnings
+    assert [w.split(" is empty")[0] for w in both] == ["output attentions", "output cross_attentions"]
+
+
 def test_an_output_whose_size_follows_the_values_is_named_with_the_fix(make_cfg, model_dir, tmp_path):
     text = """
 module: {_target_: tests.io_models.ValueSized}
@@ -855,3 +866,49 @@ def test_a_key_a_huggingface_config_has_no_setting_for_is_named():
                          "depth": 2}}
     [warning] = unused_keys(distil)
     assert warning.startswith("model.module.config.depth: DistilBertConfig has no setting 'depth'")
+
+
+PLANTED = ("model=linear", "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
+           "model.inputs.input.shape=[8]", "model.batch=2")
+
+
+def _planted(make_cfg, name: str, *more: str):
+    return make_cfg("measure=quick", "device=cpu", *PLANTED, f"model.module._target_=tests.faulty_models.{name}", *more)
+
+
+def test_the_check_is_not_blind_to_faults_only_the_served_path_has(make_cfg, tmp_path):
+    """From a review of the check, each fault planted in the served path only (the reference is
+    right): it had passed the check."""
+    # An output whose size follows the values: copy_ broadcast its one row over the buffer's two.
+    for seed in (0, 1, 2):
+        with pytest.raises(ConfigError, match=r"^output output of requests of size .* came back as"):
+            run_job(_planted(make_cfg, "OneOrAll", f"seed={seed}"), JobInfo(output_dir=tmp_path / f"size{seed}"))
+    # An integer leaf one off, beside 50,000 logits: 5e-6 by the norm, now compared exactly.
+    ids = run_job(_planted(make_cfg, "IdsOffByOne"), JobInfo(output_dir=tmp_path / "ids"))
+    assert ids["status"] == "invalid" and ids["figures"]["check_mismatches"] == ids["figures"]["check_requests"]
+    # One wrong row of 4,096 in bf16: diluted by the whole leaf's norm (121 of 128 had passed).
+    row = run_job(_planted(make_cfg, "OneRowWrong", "dtype=bf16", "model.batch=4096"), JobInfo(output_dir=tmp_path / "row"))
+    assert row["status"] == "invalid" and row["figures"]["check_mismatches"] == row["figures"]["check_requests"]
+    # The right answers pass: the same models, unplanted, and a leaf with torch's lazy conjugate
+    # flag (the CPU's copy out had moved its raw, unconjugated values: 128 of 128 "differed").
+    conj = run_job(_planted(make_cfg, "ConjSpectrum"), JobInfo(output_dir=tmp_path / "conj"))
+    assert conj["status"] == "ok" and conj["figures"]["check_max_rel_err"] == 0.0
+    fine = run_job(_planted(make_cfg, "Healthy", "dtype=bf16", "model.batch=4096", "+model.module.calls=1000000000"),
+                   JobInfo(output_dir=tmp_path / "fine"))
+    assert fine["status"] == "ok", fine["reason"]
+
+
+def test_a_model_returning_its_own_buffer_is_judged_on_what_each_forward_returned(make_cfg, tmp_path, monkeypatch):
+    """A reference that is the model's own buffer: the second eager forward of the diagnosis
+    overwrote it, and a noisy model read as repeating itself (spread 0.0); the build's probe
+    kept what the compile's later forwards wrote there."""
+    noisy = run_job(_planted(make_cfg, "OwnBuffer"), JobInfo(output_dir=tmp_path / "noisy"))
+    assert noisy["status"] == "invalid" and "the model itself is not deterministic" in noisy["reason"]
+    assert noisy["figures"]["check_eager_spread"] > noisy["figures"]["check_tolerance_rel"]
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: model)  # its forwards, not Inductor's
+    spec = resolve(_planted(make_cfg, "CountsInOwnBuffer", "compile=default"))
+    workload = build(spec)
+    request, (leaf,) = workload.probe
+    with torch.no_grad():
+        first = workload.model.linear(request["input"]) + 1  # what the first forward returned
+    assert torch.equal(leaf, first)
