@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ class RunFolderGuard(Callback):
         writes the run's .hydra/ over the one that belongs to that result. (The job checks it
         again, for callers without this callback; a sweep's launcher checks its jobs.)"""
         from hydra.core.hydra_config import HydraConfig
-        from omegaconf import OmegaConf
 
         from runner.record import (
             RESULT_FILE,
@@ -118,6 +117,16 @@ class SweepReport(Callback):
             print(f"error: hydra.sweep.dir={sweep_dir} is a single run's folder (it holds {RESULT_FILE}); name another "
                   "folder for the sweep", file=sys.stderr)
             raise SystemExit(2)
+        given_dir = any(str(o).lstrip("+").partition("=")[0] == "hydra.sweep.dir"
+                        for o in OmegaConf.select(config, "hydra.overrides.hydra", default=None) or [])
+        if sweep_dir is not None and bool(config.get("resume")) and not given_dir \
+                and not (sweep_dir / "multirun.yaml").is_file():
+            # A new timestamped folder: nothing there to resume (a single run says so; a sweep
+            # had run afresh without a word).
+            print(f"error: resume=true: this sweep's folder {sweep_dir} is a new one (hydra.sweep.dir defaults to the "
+                  "time of day), with nothing to resume; name the sweep's folder with hydra.sweep.dir=..., or drop "
+                  "resume=true", file=sys.stderr)
+            raise SystemExit(2)
         if sweep_dir is not None:
             # Whichever launcher: Hydra's sweeper writes multirun.yaml next, and a launch that
             # fails before any job (Slurm without sbatch, a bad override) puts the folder back
@@ -136,23 +145,26 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop("RUNNER_CONCURRENT_JOBS", None)  # not for a later sweep in this process
-        from runner.report import collect, failures, sweep_notes, text_table, write_report
+        from runner.report import collect, failures, never_started, sweep_notes, text_table, write_report
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = collect([sweep_dir])
         if not rows:
             print(f"sweep: no job results under {sweep_dir}")
             return
-        written = write_report(rows, sweep_dir, plots=self.plots)
+        # Jobs a stopped sweep never began have no row: said under the table, in sweep.md too.
+        unstarted = [note] if (note := never_started(sweep_dir)) else []
+        written = write_report(rows, sweep_dir, plots=self.plots, more_notes=unstarted)
         print()
         print(f"sweep: {len(rows)} jobs in {sweep_dir}")
         print(text_table(rows))
-        for note in sweep_notes(rows):
+        for note in [*sweep_notes(rows), *unstarted]:
             print(note)
         print(f"written: {', '.join(p.name for p in written)}")
         bad = failures(rows)
         if bad:
             print(f"sweep: {len(bad)} of {len(rows)} jobs did not end ok: "
                   + ", ".join(f"#{r.job} {r.status}" for r in bad))
+        if bad or unstarted:
             # Hydra turns callback exceptions into warnings; only SystemExit sets the exit code.
             raise SystemExit(1)

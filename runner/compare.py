@@ -674,8 +674,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     both = {run_key(r) for r in old} & {run_key(r) for r in new} - {None}
     if both:
-        print(f"warning: {len(both)} of the runs are on both sides (the same result files): they are compared "
-              "with themselves", file=sys.stderr)
+        one = len(both) == 1
+        print(f"warning: {len(both)} of the runs {'is' if one else 'are'} on both sides (the same result files): "
+              f"{'it is compared with itself' if one else 'they are compared with themselves'}", file=sys.stderr)
     matches = compare(old, new, args.threshold, args.sigma)
     print(render(matches))
     if not any(m.old is not None and m.new is not None for m in matches):

@@ -487,6 +487,23 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     return result
 
 
+def _to_log_files(text: str) -> None:
+    """`text` into the log files the root logger writes (the job's runner.log), not the console."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(logging.LogRecord("runner.job", logging.INFO, __file__, 0, text, None, None))
+
+
+def append_to_log(folder: Path, text: str) -> None:
+    """A line at the end of a job's runner.log, written from outside the job (its process died)."""
+    log_file = next(iter(sorted(folder.glob("*.log"))), folder / "runner.log")  # Hydra's ${hydra.job.name}.log
+    try:
+        with open(log_file, "a") as f:
+            f.write(f"[{_now()}][runner] {text}\n")
+    except OSError:
+        pass
+
+
 def record_outside(
     cfg: DictConfig, info: JobInfo, status: str, reason: str, device_slot: Optional[str] = None
 ) -> dict[str, Any]:
@@ -501,6 +518,7 @@ def record_outside(
         pass
     result["job"].update(finished_at=_now(), started_unix=None, pid=None, launcher_device=device_slot)
     write_own_result(info.output_dir, result)
+    append_to_log(info.output_dir, f"status: {status.upper()}: {reason}")
     return result
 
 
@@ -515,7 +533,11 @@ def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> Optional[Path]:
 
 
 def _show(result: dict[str, Any], where: str) -> None:
-    """The human table, where the result lies, and last, the result as one JSON line."""
-    print(printer.render(result))
+    """The human table, where the result lies, and last, the result as one JSON line. The log
+    file gets the table and where too: it had stopped at the last repeat, saying neither how
+    the job ended nor its warnings."""
+    table = printer.render(result)
+    print(table)
     print(where)
+    _to_log_files(f"{table}\n{where}")
     print(to_json(result, indent=None), flush=True)

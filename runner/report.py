@@ -17,6 +17,7 @@ import os
 import re
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -261,12 +262,15 @@ def shared_host_notes(rows: list[Row]) -> list[str]:
     """Jobs whose host other work shared, by their own warnings: a job slowed many times over
     by another process reads a steady rate (a cv near 0), which the table alone presents as a
     result."""
-    shared = [r for r in rows if r.host_shared]
+    shared = [r for r in rows if r.host_shared and r.requests_per_s is not None]  # a job with no rate: nothing to doubt
     if not shared:
         return []
     which = ", ".join(f"#{r.job} ({r.host_shared})" for r in shared)
-    return [f"sweep: other work shared the host of job{'s' * (len(shared) > 1)} {which}: their rates can be many "
-            "times too low whatever their cv; rerun them on a quiet host before comparing them"]
+    if len(shared) == 1:
+        return [f"sweep: other work shared the host of job {which}: its rate can be many times too low whatever its "
+                "cv; rerun it on a quiet host before comparing it"]
+    return [f"sweep: other work shared the host of jobs {which}: their rates can be many times too low whatever their "
+            "cv; rerun them on a quiet host before comparing them"]
 
 
 _CUT = re.compile(rf"^(\d+) of (\d+){re.escape(PASSES_CUT_SAID)}")
@@ -433,7 +437,7 @@ def _status_cell(row: Row) -> str:
     return row.status if row.status == "ok" or not row.reason else f"{row.status}: {row.reason}"
 
 
-def markdown(rows: list[Row]) -> str:
+def markdown(rows: list[Row], more_notes: Sequence[str] = ()) -> str:
     columns = _columns(rows)
     header = "| " + " | ".join(title for title, _, _ in columns) + " |"
     rule = "| " + " | ".join("---:" if kind not in ("str",) else "---" for _, _, kind in columns) + " |"
@@ -445,7 +449,7 @@ def markdown(rows: list[Row]) -> str:
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     best = best_line(rows)
-    notes = [f"\n{note}" for note in sweep_notes(rows)]  # as the console says them
+    notes = [f"\n{note}" for note in [*sweep_notes(rows), *more_notes]]  # as the console says them
     noise = [f"\n{note}" for note in _noise_notes(rows)]
     return "\n".join(lines + noise + ([f"\n**{best}**"] if best else []) + notes)
 
@@ -525,12 +529,13 @@ def csv_text(rows: list[Row]) -> str:
     return buffer.getvalue()
 
 
-def write_report(rows: list[Row], out_dir: Path, plots: bool = True) -> list[Path]:
+def write_report(rows: list[Row], out_dir: Path, plots: bool = True, more_notes: Sequence[str] = ()) -> list[Path]:
+    """sweep.csv, sweep.md (with `more_notes` under its table: jobs that never started) and the plots."""
     from runner.record import write_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("sweep.csv", csv_text(rows)), ("sweep.md", markdown(rows) + "\n")):
+    for name, text in (("sweep.csv", csv_text(rows)), ("sweep.md", markdown(rows, more_notes) + "\n")):
         write_atomic(out_dir / name, text)
         written.append(out_dir / name)
     if plots and rows:
@@ -590,6 +595,11 @@ def collapse_notes(rows: list[Row]) -> list[str]:
         noise = ", so their differences are noise" if len(ok) > 1 else ""
         notes.append(f"sweep: {group[0].model} jobs {jobs}{also} ran the same settings ({mode} on "
                      f"{group[0].device or 'the same device'}): the machine overruled what they asked for{noise}")
+    if len(notes) > 1:  # said once, not once per group (a CPU sweep over batch x graph had said it five times)
+        groups = "; ".join(re.sub(r" jobs (.*) ran the same settings \((.*)\)$", r" \1: \2",
+                                  note.removeprefix("sweep: ").partition(": the machine")[0]) for note in notes)
+        return [f"sweep: jobs ran the same settings in {len(notes)} groups ({groups}): the machine overruled what "
+                "they asked for, so the differences within each group are noise"]
     return notes
 
 
@@ -704,7 +714,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     written, unwritable = [], ""
     if not own_run:
         try:
-            written = write_report(rows, out, plots=not args.no_plots)
+            written = write_report(rows, out, plots=not args.no_plots, more_notes=unstarted)
         except OSError as exc:  # a read-only sweep folder: the table still comes out
             unwritable = f"{exc.strerror or exc}"
     print(text_table(rows))
@@ -774,7 +784,7 @@ def never_started(sweep_dir: Path) -> Optional[str]:
     listed = ", ".join(f"#{n}" for n in missing[:10]) + (", ..." if len(missing) > 10 else "")
     return (f"sweep: {len(missing)} of its {planned} jobs never started ({listed}; the sweep stopped early): the "
             f"sweep's command again with resume=true hydra.sweep.dir={sweep_dir} runs "
-            f"{'it' if len(missing) == 1 else 'them'} and keeps the rest")
+            f"{'it' if len(missing) == 1 else 'them'} and any job that did not end ok, keeping the ok results")
 
 
 if __name__ == "__main__":

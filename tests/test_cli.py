@@ -104,6 +104,8 @@ BAD_INPUTS = {
     "group-plus": (["+experiment=recipe"], "+experiment=recipe: a config group is chosen without +: experiment=recipe"),
     "group-empty": (["experiment="], "experiment=: no option named; choose one of: buckets, peers, recipe"),
     "multirun-cfg": (["-m", "--cfg", "job"], "-m (--multirun) and --cfg or --info do not go together"),
+    # A sweep into its default, timestamped folder had run afresh without a word.
+    "resume-new-sweep": (["-m", "seed=1,2", "resume=true"], "resume=true: this sweep's folder outputs/sweeps/"),
     # Hydra's "Unexpected type for root: NoneType", exit 1: no config sets the params to change.
     "sweeper-params-add": (["-m", "+hydra.sweeper.params.streams='1,2'"], "+hydra.sweeper.params.streams='1,2': no "
                            "config here defines hydra.sweeper.params to change; sweep on the command line as -m KEY=a,b"),
@@ -426,6 +428,8 @@ def test_ctrl_c_in_a_single_run_keeps_the_repeats_that_finished(tmp_path, how):
     assert f"the {len(kept)} throughput repeat(s) that finished" in result["reason"]
     # What ran until the Ctrl-C, at least the repeats' 100 ms each (it read 0.0 s).
     assert result["figures"]["measure_time_s"] >= 0.1 * len(kept)
+    # The log says how the job ended, as the console did (it stopped at the last repeat).
+    assert "status: INTERRUPTED: interrupted (" in log.read_text() and f"result: {tmp_path / 'run'}" in log.read_text()
     # Where that is, and how to measure again, in the lines before the exit's own.
     said = err.strip().splitlines()
     assert said[-1] == "interrupted", err

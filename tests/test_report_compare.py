@@ -396,6 +396,12 @@ def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
     reordered = [row("0", ["model=vit", "measure=quick"]), row("1", ["measure=quick", "model=vit"]),
                  row("2", ["model=vit", "measure=quick", "resume=True"])]
     assert collapsed(reordered) == [] and collapse_notes(reordered) == []
+    # Several groups (batch x graph on a CPU): one note, not one per group.
+    grid = [row("0", ["model.batch=1", "graph=false"]), row("1", ["model.batch=1", "graph=true"]),
+            row("2", ["model.batch=8", "graph=false"]), row("3", ["model.batch=8", "graph=true"])]
+    assert collapse_notes(grid) == [
+        "sweep: jobs ran the same settings in 2 groups (MLP #0, #1: eager x1 pageable on cpu; MLP #2, #3: eager x1 "
+        "pageable on cpu): the machine overruled what they asked for, so the differences within each group are noise"]
     # experiment=peers on a CPU: +peer=graphs ran eager, as +peer=eager did.
     peers = [row("0", ["+peer=eager"]), row("1", ["+peer=graphs"]),
              row("2", ["+peer=compile"], ran='{"compile": "default", "graph": false, "streams": 1}')]
@@ -596,6 +602,13 @@ def test_jobs_whose_host_other_work_shared_are_named_beside_the_table(sweep_dir,
                      "before comparing them"], notes
     assert notes[0] in markdown(rows)
     assert not [n for n in sweep_notes(collect([tmp_path / "c"])) if "shared the host" in n]
+    # One job: "its rate"; a job stopped before it measured has no rate to doubt (it was named).
+    assert [n for n in sweep_notes(collect([tmp_path / "a"])) if "shared the host" in n] == [
+        "sweep: other work shared the host of job #0 (busy as it began): its rate can be many times too low whatever "
+        "its cv; rerun it on a quiet host before comparing it"]
+    stopped = copy.deepcopy(busy)
+    stopped["status"], stopped["figures"] = "interrupted", {}
+    assert not [n for n in sweep_notes(collect([_write(tmp_path / "d", stopped)])) if "shared the host" in n]
 
 
 def test_jobs_whose_rate_rests_on_less_than_asked_are_named_beside_the_table(sweep_dir, tmp_path):
@@ -895,7 +908,7 @@ def test_compare_and_report_say_what_they_left_out_and_refuse_bad_options(sweep_
     assert "left out: a copy of" in err and len(compare.load_results(tmp_path / "old")) == 1  # not a second run
     # The same runs on both sides, and sides that share no config, are said.
     assert compare.main([str(tmp_path / "old" / "0"), str(tmp_path / "old" / "0")]) == 0
-    assert "1 of the runs are on both sides" in capsys.readouterr().err
+    assert "1 of the runs is on both sides" in capsys.readouterr().err
     other = run(100.0)
     other["config"]["streams"] = 7
     assert compare.main([str(new), str(_write(tmp_path / "other", other))]) == 1
@@ -1077,7 +1090,10 @@ def test_a_rebuilt_table_names_the_jobs_a_stopped_sweep_never_started(sweep_dir,
     assert report.main([str(stopped), "--no-plots"]) == 1  # the one job there is ok; two never ran
     out = capsys.readouterr().out
     assert f"sweep: 2 of its 3 jobs never started (#1, #2; the sweep stopped early): the sweep's command again with " \
-           f"resume=true hydra.sweep.dir={stopped} runs them" in out
+           f"resume=true hydra.sweep.dir={stopped} runs them and any job that did not end ok, keeping the ok " \
+           "results" in out
+    # sweep.md says it too (it listed the one row as if the sweep had one job).
+    assert "sweep: 2 of its 3 jobs never started (#1, #2;" in (stopped / "sweep.md").read_text()
     (stopped / "1").symlink_to(sweep_dir / "1", target_is_directory=True)
     (stopped / "2").symlink_to(sweep_dir / "1", target_is_directory=True)
     assert report.never_started(stopped) is None

@@ -406,6 +406,10 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
     by_num = results(tmp_path / "sw")
     assert [by_num[i]["status"] for i in range(3)] == ["ok", "failed", "ok"]
     assert by_num[1]["reason"].startswith("the job's process died: killed by SIGKILL")
+    # Its log says so too (it ended where the process died), and the others' how they ended.
+    assert (tmp_path / "sw" / "1" / "runner.log").read_text().splitlines()[-1].endswith(
+        "[runner] status: FAILED: the job's process died: killed by SIGKILL (exit -9); nothing else in the sweep was affected")
+    assert "status: ok" in (tmp_path / "sw" / "0" / "runner.log").read_text()
     assert by_num[1]["mode"] == "eager x1 pageable direct/1" and by_num[1]["model"] == "DieAfter"  # what it was running
     assert by_num[2]["figures"]["throughput_requests_per_s"] > 0  # the job after the crash ran fully
     assert [r["status"] for r in table(tmp_path / "sw")] == ["ok", "failed", "ok"]
@@ -645,6 +649,31 @@ def test_resuming_a_sweep_into_the_folders_of_another_is_refused_and_reported(tm
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all("resume=true" in r["reason"] and "other overrides" in r["reason"] for r in rows)
     assert {name: (tmp_path / "sw" / name).read_bytes() for name in files[:2]} == {n: before[n] for n in files[:2]}
+
+
+@pytest.mark.slow
+def test_resuming_a_sweep_whose_settings_changed_is_refused_before_any_job(tmp_path):
+    """The same overrides, other settings (the user's model file edited): each job refused
+    itself, after Hydra had rewritten its .hydra/ and the sweep its multirun.yaml and table,
+    so runner.report read the kept results as failed and .hydra/ described settings they were
+    not measured with. Refused before any job now, the folder as it was."""
+    conf = tmp_path / "conf" / "model"
+    conf.mkdir(parents=True)
+    text = ("module: {_target_: torch.nn.Linear, in_features: 8, out_features: 8}\nbatch: 2\n"
+            "inputs: {input: {shape: [8]}}\n")
+    (conf / "mine.yaml").write_text(text)
+    args = [*TINY, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=mine", "seed=1,2", "hydra.sweep.dir=sw"]
+    assert sweep(args, tmp_path).returncode == 0
+    files = ["0/result.json", "0/.hydra/config.yaml", "1/.hydra/overrides.yaml", "sweep.md", "sweep.csv", "multirun.yaml"]
+    before = {name: (tmp_path / "sw" / name).read_bytes() for name in files}
+    (conf / "mine.yaml").write_text(text.replace("out_features: 8", "out_features: 4"))
+    again = sweep([*args, "resume=true"], tmp_path)
+    assert again.returncode == 2, again.stdout[-2000:]
+    [line] = again.stderr.strip().splitlines()
+    assert line.startswith("error: resume=true: ") and "measured with other settings (model.module.out_features: 8 there, 4 now" in line
+    assert "no job was started" in line
+    assert {name: (tmp_path / "sw" / name).read_bytes() for name in files} == before
+    assert not list((tmp_path / "sw").glob("*/resume_conflict.txt"))
 
 
 def test_two_jobs_that_would_share_a_folder_are_refused_before_any_starts(tmp_path):

@@ -642,7 +642,7 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False, 
     from hydra.core.hydra_config import HydraConfig
 
     from runner.errors import ConfigError
-    from runner.record import config_origin, folder_conflict
+    from runner.record import RESULT_FILE, config_origin, folder_conflict, read_result, resume_changes
     from runner.spec import check_file_booleans, check_output_overrides, check_overrides, validate
 
     hydra_config = HydraConfig.instance()
@@ -665,8 +665,15 @@ def _refuse_bad_jobs(jobs: list, earlier_jobs: int, one_gpu_each: bool = False, 
                 validate(config)
                 # A folder that holds another job's result (resume=true or not) is refused before
                 # anything runs: never overwritten, nor listed in this sweep's table as failed.
-                conflict = folder_conflict(job.output_dir, _task_overrides(job.config), bool(config.get("resume")),
+                resume = bool(config.get("resume"))
+                conflict = folder_conflict(job.output_dir, _task_overrides(job.config), resume,
                                            config_origin(job.config.hydra))
+                if not conflict and resume:
+                    # The same overrides, other settings (an edited model file, a changed preset):
+                    # refused in the job itself, it had left .hydra/, multirun.yaml and the table
+                    # rewritten around results they no longer described.
+                    task = OmegaConf.to_container(config, resolve=True, enum_to_str=True)
+                    conflict = resume_changes(job.output_dir, read_result(job.output_dir / RESULT_FILE), task)
                 if conflict:
                     raise ConfigError(conflict)
                 device = str(config.get("device") or "")
