@@ -213,9 +213,10 @@ def _largest_chunk(spec: RunSpec, ring: int) -> int:
 
 def first_chunk(spec: RunSpec, ring: int, requests: int) -> int:
     """Requests in the check's first chunk (`ring` slots), which always runs: every slot used
-    twice, every bucket at least once."""
-    buckets_ = len(buckets(spec.model)) if spec.model.bucketed else 0
-    return min(max(_largest_chunk(spec, ring), buckets_), requests, max(2 * ring, buckets_))
+    twice, and every bucket in every slot (a slot's graph of one bucket had gone unchecked
+    where the budget held the check to this chunk)."""
+    every = ring * len(buckets(spec.model)) if spec.model.bucketed else 0
+    return min(max(_largest_chunk(spec, ring), every), requests, max(2 * ring, every))
 
 
 def _probe_index(sizes: list[Size], workload: Workload, ring: int) -> Optional[int]:
@@ -257,7 +258,7 @@ def check_schedule(
     with torch.no_grad():
         while first < requests:
             count = min(chunk, requests - first)
-            sizes = draw_sizes(spec.model, count, generator, cover=first == 0)
+            sizes = draw_sizes(spec.model, count, generator, cover=first == 0, ring=len(lanes.ring))
             inputs = [make_request(spec.model, z, spec.torch_dtype, generator) for z in sizes]
             known: dict[int, tuple[torch.Tensor, ...]] = {}
             j = _probe_index(sizes, workload, len(lanes.ring)) if first == 0 else None

@@ -141,14 +141,18 @@ def _draw(dist: SizeDist, buckets_: tuple[int, ...], count: int, generator: torc
     return [int(v) for v in torch.randint(low, high + 1, (count,), generator=generator)]
 
 
-def draw_sizes(model: ModelSpec, count: int, generator: torch.Generator, cover: bool = False) -> list[Size]:
+def draw_sizes(model: ModelSpec, count: int, generator: torch.Generator, cover: bool = False,
+               ring: int = 1) -> list[Size]:
     """`count` request sizes from the configured distributions; with `cover`, the first ones
-    are each bucket's largest size, so every bucket is used."""
+    are each bucket's largest size, `ring` times in a row, so that every bucket is used in each
+    of the `ring` slots that requests go round (request j to slot j % ring): with the copies in
+    the graph each slot has a graph per bucket of its own."""
     batches = _draw(model.batch_sizes, model.batches, count, generator)
     seqs = _draw(model.seq_sizes, model.seqs, count, generator)
     sizes = [Size(b, s) for b, s in zip(batches, seqs, strict=True)]
     if cover and model.bucketed:
-        sizes[: len(buckets(model))] = buckets(model)[:count]
+        every = [bucket for bucket in buckets(model) for _ in range(ring)]
+        sizes[: len(every)] = every[:count]
     return sizes
 
 

@@ -90,7 +90,7 @@ METHOD = {
         "host_launch_us (stream, copies, replay, event record); host_enqueue_us = copy + launch"
     ),
     "check": (
-        "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "
+        "distinct random requests (sizes drawn as for the timed passes, every bucket covered in every slot first) through "
         "the request protocol, all slots in flight, each compared with an eager forward of the real "
         "request, leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance, and each sample's (row's; small rows a few at a time) ||out-ref|| over the leaf's rms row norm <= 4 x tolerance; integer and boolean leaves exactly"
     ),
@@ -143,7 +143,7 @@ HOST_METHOD = {
         f"during a forward waits for it: queueing), completion is the call's return; {_LOAD_VALIDITY}"
     ),
     "check": (
-        "distinct random requests (sizes drawn as for the timed passes, every bucket covered) through "
+        "distinct random requests (sizes drawn as for the timed passes, every bucket covered in every slot first) through "
         "the request protocol, one at a time, each compared with an eager forward of the real request, "
         "leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance, and each sample's (row's; small rows a few at a time) ||out-ref|| over the leaf's rms row norm <= 4 x tolerance; integer and boolean leaves exactly"
     ),

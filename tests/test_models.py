@@ -393,6 +393,22 @@ inputs: {x: {shape: [3]}}
     assert result.passed and result.requests == 64
 
 
+def test_the_checks_first_chunk_uses_every_bucket_in_every_slot(make_cfg):
+    """With the copies in the graph each slot has a graph per bucket: the first chunk (all a
+    tight budget may allow) used each bucket once, in one slot, leaving most of those graphs
+    unchecked."""
+    from runner.check import first_chunk
+
+    spec = resolve(make_cfg("measure=quick", "model.batch=[1,8,32]", "streams=4", "staging.slots=2"),
+                   cuda_count=lambda: 1)
+    ring = spec.streams * spec.slots
+    assert first_chunk(spec, ring, 128) == 3 * ring
+    sizes = draw_sizes(spec.model, first_chunk(spec, ring, 128), torch.Generator().manual_seed(0), cover=True, ring=ring)
+    pairs = {(j % ring, bucket_of(spec.model, z)) for j, z in enumerate(sizes)}
+    assert len(pairs) == ring * 3  # every (slot, bucket)
+    assert first_chunk(spec, ring, 10) == 10  # never more than asked
+
+
 def test_a_model_that_mixes_rows_fails_the_check_under_padding(make_cfg, model_dir):
     """Padding is only sound for models whose rows do not see each other: one that centres its
     batch answers differently once padded, and the check says so."""
