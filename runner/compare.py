@@ -206,6 +206,12 @@ def _concurrent(result: dict[str, Any]) -> bool:
     return (_count(result, "concurrent_jobs") or 1) > 1
 
 
+def _short(verdict: str) -> str:
+    """A slower or faster verdict without its parenthesized caveat (what ran beside it)."""
+    head, sep, _caveat = verdict.partition(" (")
+    return f"{head} (see above)" if sep and head in ("slower", "faster") else verdict
+
+
 def _beside(old: dict[str, Any], new: dict[str, Any]) -> str:
     """What ran beside either run, for a faster or slower verdict."""
     if _concurrent(old) or _concurrent(new):
@@ -317,6 +323,12 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         return None, None, "new not measured: its rate search ran out of budget before its first point"
     if _no_point(old):
         return None, None, "not compared: the old run's rate search ran out of budget before its first point"
+    # A search the budget cut before any rate held found no rate yet, not that none holds: a
+    # lower rate may (a quick job's one point had read "slower: no rate held").
+    cut = [side for side, r in (("old", old), ("new", new)) if _none_held(r) and _searched(r).get("stopped_by") == "budget"]
+    if cut:
+        return None, None, (f"undecided: {' and '.join(cut)}'s rate search{'es were' if len(cut) > 1 else ' was'} cut by "
+                            "the budget before any rate held the bound; raise measure.budget_s")
     none_held = [side for side, r in (("old", old), ("new", new)) if _none_held(r)]
     if none_held == ["old", "new"]:
         return None, None, f"not compared: no rate held {_bound(old)} in either run"
@@ -689,7 +701,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(note)
     regressions = [m for m in matches if is_regression(m)]
     if regressions:
-        print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {m.verdict}" for m in regressions))
+        # The verdicts' caveats are in the table above: here the verdict's first words.
+        print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {_short(m.verdict)}" for m in regressions))
         return 1
     if not any(m.ratio is not None or m.verdict.startswith("faster") for m in matches):  # a gate that compared nothing must not pass
         print("nothing was compared: no config has a rate in both runs (see the verdicts above)")

@@ -25,7 +25,8 @@ _LOAD_SCENARIOS = (
     "from the seed before the pass; "
 )
 _LOAD_VALIDITY = (
-    "latency = completion - arrival (queueing included); valid when the achieved issue rate is "
+    "latency = completion - arrival (queueing included); valid when the achieved issue rate (offered / "
+    "(1 + the least-squares growth of the requests' wait over the run)) is "
     "within 1% of the offered rate and p99 <= load.p99_ms. rate=max doubles the rate until a run is "
     "invalid, then bisects to load.resolution; every point is kept in figures.load"
 )

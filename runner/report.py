@@ -383,7 +383,11 @@ def _no_rate_held(search: dict[str, Any], p99_ms: Optional[float]) -> str:
         return "server: not measured (the budget ran out before its first point)"
     bound = f"p99 <= {p99_ms:g} ms" if p99_ms else "its bound"
     lowest = search.get("lowest_invalid_rate")
-    return f"server: no rate held {bound}" + (f" (lowest tried {rate_text(lowest)}/s)" if lowest else "")
+    tried = f"lowest tried {rate_text(lowest)}/s" if lowest else ""
+    if search.get("stopped_by") == "budget":  # a lower rate may hold: the search did not get there
+        return f"server: no rate held {bound} before the budget cut its search ({tried + '; ' if tried else ''}a lower " \
+               "rate may hold: raise measure.budget_s)"
+    return f"server: no rate held {bound}" + (f" ({tried})" if tried else "")
 
 
 def _columns(rows: list[Row]) -> tuple:

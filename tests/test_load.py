@@ -109,6 +109,34 @@ def test_above_capacity_the_run_is_invalid_and_the_queue_grows():
     assert all(d >= i >= a for a, i, d in zip(served.arrival_s, served.issue_s, served.done_s, strict=True))
 
 
+def test_a_completion_is_stamped_when_it_is_seen_not_before(virtual_clock):
+    """The loop read the clock once, then polled its busy servers: a server found done later
+    in that sweep got the earlier reading, before its work had ended (latency understated)."""
+    service = 0.002
+    served = open_loop(poisson_arrivals(3500.0, 0.5, seed=3, min_requests=200), [Later(service) for _ in range(8)])
+    assert min(d - i for i, d in zip(served.issue_s, served.done_s, strict=True)) >= service
+
+
+def test_the_achieved_rate_is_the_runs_not_its_last_requests():
+    """n / the last issue time let one request decide: a server holding its queue was invalid
+    whenever its last request happened to wait 1% of the run (a fifth of the points at 75% of
+    capacity, on the virtual clock). The wait's growth over the run decides."""
+    from runner.load import Served
+
+    arrivals = [0.005 * (k + 1) for k in range(200)]  # 200/s over 1 s
+    waits = [0.002 * (k % 3) for k in range(199)] + [0.02]  # a steady queue; the last one waited 2% of the run
+    issued = [a + w for a, w in zip(arrivals, waits, strict=True)]
+    served = Served(arrivals, issued, [i + 0.001 for i in issued], [w > 0 for w in waits], requests=200)
+    point = judge(200.0, served, p99_ms=None)
+    assert point.valid, point.why
+    assert point.achieved == pytest.approx(point.offered, rel=0.01)
+    # Falling behind by 3%: each request waits 3% of its arrival time longer than the one before.
+    behind = Served(arrivals, [a * 1.03 for a in arrivals], [a * 1.03 + 0.001 for a in arrivals], [True] * 200,
+                    requests=200)
+    point = judge(200.0, behind, p99_ms=None)
+    assert not point.valid and point.achieved == pytest.approx(point.offered / 1.03, rel=1e-6)
+
+
 @pytest.mark.parametrize("server", [Busy, Later])
 def test_an_overloaded_rate_ends_at_its_deadline_and_drops_its_queue(server):
     """A rate far above capacity queued more work than the time left: at 6x capacity a CPU job
@@ -363,6 +391,10 @@ def test_fixed_rate_and_single_stream_jobs_fill_the_sweep_table(tmp_path):
     assert "| server: INVALID at load.rate=2,000/s (2,044/s offered) |" in report.markdown(rows)
     assert "| server: no rate held p99 <= 5 ms (lowest tried 79/s) |" in report.markdown(rows)
     assert report._no_rate_held({"points": []}, 5.0) == "server: not measured (the budget ran out before its first point)"
+    # Cut by the budget after a point that failed: no rate held yet, a lower one may.
+    assert report._no_rate_held({"points": [{}], "lowest_invalid_rate": 2652.0, "stopped_by": "budget"}, 0.3) == (
+        "server: no rate held p99 <= 0.3 ms before the budget cut its search (lowest tried 2,652/s; a lower rate may "
+        "hold: raise measure.budget_s)")
 
 
 def test_requests_that_came_during_a_synchronous_request_count_as_queued_not_as_slack():

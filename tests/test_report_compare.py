@@ -143,6 +143,7 @@ def test_compare_finds_a_doctored_copy_slower_and_fails(sweep_dir, tmp_path, cap
     out = capsys.readouterr().out
     assert code == 1 and "slower (new's host was shared with other work: busy as it began: a rate can be many " \
         "times too low; rerun on a quiet host)" in out, out
+    assert out.rstrip().splitlines()[-1].endswith(": slower (see above)")  # the caveat once, in the table
 
 
 def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
@@ -526,6 +527,12 @@ def test_compare_gates_load_searches_on_their_highest_rate_and_never_passes_on_n
     assert "faster: no rate held p99 <= 2 ms in the old run (new holds 1,000/s)" in capsys.readouterr().out
     assert compare.main([load_result("i", none), load_result("j", none)]) == 1
     assert "not compared: no rate held p99 <= 2 ms in either run" in capsys.readouterr().out
+    # A search the budget cut after points that all failed found no rate yet, not that none
+    # holds (a quick job's one point had read "slower: no rate held"): undecided, the gate stops.
+    cut = {**none, "load": {**search["load"], "runner": {"points": [{}], "stopped_by": "budget"}}}
+    assert compare.main([load_result("m", search), load_result("n", cut)]) == 1
+    assert "undecided: new's rate search was cut by the budget before any rate held the bound; raise " \
+        "measure.budget_s" in capsys.readouterr().out
     # A search the budget ended before its first point measured nothing: a gate must not pass.
     unmeasured = {**none, "load": {**search["load"], "runner": {"points": [], "stopped_by": "budget"}}}
     assert compare.main([load_result("k", search), load_result("l", unmeasured)]) == 1
