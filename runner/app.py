@@ -207,6 +207,21 @@ def _check_config_sources(argv: list[str]) -> None:
                                   "folder that holds your config groups (model/, measure/, ...)")
 
 
+def _sweep_job(exc: BaseException) -> str:
+    """Which job of a sweep Hydra's sweeper refused while it checked a batch before launching
+    it (its composition errors named no job, where the launcher's own checks do)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "validate_batch_is_legal" and "overrides" in frame.f_locals:
+            overrides, batch = list(frame.f_locals["overrides"]), frame.f_locals.get("batch") or []
+            index = next((i for i, o in enumerate(batch) if list(o) == overrides), None)
+            number = f" #{index}" if index is not None and len(batch) > 1 else ""
+            return f" (sweep job{number}: {' '.join(map(str, overrides))}; no job of its batch was started)"
+        tb = tb.tb_next
+    return ""
+
+
 def _sweeper_params_error(argv: list[str], exc: BaseException) -> str:
     """`hydra.sweeper.params` set on the command line where no config defines it (it is null
     until a preset sets it): Hydra failed with "Unexpected type for root: NoneType", exit 1."""
@@ -244,6 +259,6 @@ def main() -> None:
             traceback.print_exc()
         else:
             hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
-            print(f"error: {params or condense(exc)}{hint}", file=sys.stderr)
+            print(f"error: {params or condense(exc)}{_sweep_job(exc)}{hint}", file=sys.stderr)
         sys.exit(2 if user_error else 1)
     sys.exit(_exit_code)

@@ -397,6 +397,8 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
         return Lanes(lanes, device, graph, capture_time_s, spec.staging, spec.copy_thread, reason)
 
     lanes = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
+    if device.type == "cuda" and len({lane.stream.cuda_stream for lane in lanes}) < len(lanes):  # type: ignore[union-attr]
+        raise RuntimeError(f"the {len(lanes)} lanes did not get distinct CUDA streams from torch's pool")
     if not spec.graph:
         return lanes_of(False, 0.0, lanes)
 
@@ -421,7 +423,24 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
         eager = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
         return lanes_of(False, 0.0, eager, message)
     torch.cuda.synchronize(device)
+    _refuse_shared_outputs(spec, lanes)
     return lanes_of(True, time.perf_counter() - start, lanes)
+
+
+def _refuse_shared_outputs(spec: RunSpec, lanes: Sequence[Lane]) -> None:
+    """A forward that returns a buffer of the model's own (written in place, not a new tensor)
+    is captured into every lane's graph at that one address: the lanes' graphs, replaying at
+    once on their streams, would write it over each other's responses. Refused by name."""
+    owner: dict[int, int] = {}
+    for lane in lanes:
+        for outs in lane.dev_out.values():
+            for path, out in zip(lane.out_paths, outs, strict=False):
+                first = owner.setdefault(out.data_ptr(), lane.index)
+                if first != lane.index:
+                    raise ConfigError(
+                        f"model {spec.model_name}: output {path} is one buffer of the model's own, the same in every "
+                        f"stream's graph (streams {first} and {lane.index}): replayed at once they would write each "
+                        "other's responses; return a new tensor from forward (e.g. out.clone()), or use streams=1")
 
 
 def graph_pool_bytes(device: torch.device) -> Optional[int]:

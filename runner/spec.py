@@ -576,6 +576,7 @@ def unused_input_settings(config: Config) -> list[str]:
 
 
 INT64_MAX = 2**63 - 1  # integer inputs are int64 tensors
+CUDA_STREAM_POOL = 32  # streams per device (and priority) torch.cuda.Stream() takes from: c10's kStreamsPerPool
 
 # A job whose least work takes over this many times its budget and this many seconds is
 # refused before it runs (measure.py applies it to the least work a first forward foretells;
@@ -716,6 +717,11 @@ def resolve(
         _check(supported(device), f"dtype=bf16: {device} cannot run bf16; use dtype=fp16 or fp32")
 
     streams, graph, pinned = config.streams, config.graph, config.pinned
+    # torch.cuda.Stream() hands out streams from a pool of 32 per device: lanes past it would
+    # share a stream with another, serialized, while the job reported them as concurrent.
+    _check(not device.startswith("cuda") or streams <= CUDA_STREAM_POOL,
+           f"streams={streams}: torch hands out {CUDA_STREAM_POOL} distinct CUDA streams per device (its stream pool), "
+           f"and lanes past them would share one with another; use streams <= {CUDA_STREAM_POOL}")
     copies_in_graph = config.capture.copies_in_graph
     staging, slots = config.staging.mode.value, config.staging.slots
     copy_thread = config.staging.copy_thread

@@ -542,3 +542,21 @@ def test_interleaved_ceiling_and_baseline_are_warmed_before_their_first_timed_pa
     # One untimed pass of each kind, before every timed pass of either kind.
     assert calls[:2] == ["ceiling_pass", "baseline_pass"]
     assert calls.count("ceiling_pass") == timed_ceiling + 1 and calls.count("baseline_pass") == timed_baseline + 1
+
+
+def test_a_model_returning_its_own_buffer_is_refused_before_its_graphs_race(make_cfg, tmp_path):
+    """Its graphs, one per stream, would all write the one buffer it returns: replayed at once,
+    each stream's response could be another's (a race the check catches only by timing)."""
+    planted = ("model=linear", "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
+               "model.inputs.input.shape=[8]", "model.module._target_=tests.faulty_models.OwnOutput",
+               "+model.module.calls=1000000000")
+    with pytest.raises(ConfigError, match=r"^model OwnOutput: output output is one buffer of the model's own, the "
+                                          r"same in every stream's graph \(streams 0 and 1\)"):
+        run_job(make_cfg(*QUICK, *planted, "streams=2"), JobInfo(output_dir=tmp_path / "two"))
+    one = run_job(make_cfg(*QUICK, *planted, "streams=1"), JobInfo(output_dir=tmp_path / "one"))
+    assert one["status"] == "ok", one["reason"]
+
+
+def test_every_lane_of_32_streams_gets_its_own_stream(make_cfg):
+    spec, workload, lanes = _setup(make_cfg, "model=linear", "streams=32", "staging.slots=1")
+    assert len({lane.stream.cuda_stream for lane in lanes.lanes}) == 32

@@ -128,3 +128,12 @@ def test_interleave_with_nothing_to_interleave_is_a_notice_and_off(make_cfg):
             "and neither runs here: the throughput's passes run back to back") in spec.notices
     spec = resolve(make_cfg("measure.interleave=true"), cuda_count=lambda: 1)
     assert spec.measure.interleave is True and not any("interleave" in n for n in spec.notices)
+
+
+def test_more_streams_than_torchs_pool_holds_are_refused_on_a_gpu(make_cfg):
+    """torch.cuda.Stream() takes streams from a pool of 32 per device: lane 33 had shared lane
+    1's stream, serialized, while the job reported 64 concurrent streams."""
+    with pytest.raises(ConfigError, match=r"^streams=64: torch hands out 32 distinct CUDA streams per device"):
+        resolve(make_cfg("streams=64"), cuda_count=lambda: 1)
+    assert resolve(make_cfg("streams=32"), cuda_count=lambda: 1).streams == 32
+    assert resolve(make_cfg("streams=64", "device=cpu")).streams == 1  # the CPU runs one stream anyway

@@ -329,6 +329,16 @@ def test_a_sweep_hydra_refuses_leaves_its_folder_as_it_found_it(tmp_path, bad, s
     assert (tmp_path / "sw" / "multirun.yaml").read_bytes() == before
 
 
+def test_a_job_hydras_sweeper_refuses_is_named(tmp_path):
+    """Hydra's sweeper composes every job before the launcher sees them: its refusal named no
+    job (the launcher's own checks do), and only the second of these two is wrong."""
+    done = sweep([*TINY, "model=mlp,linear", "model.inputs.x.shape=[8]", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 2, done.stdout[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: model.inputs.x: the model's config has no input named x"), line
+    assert line.endswith(" model=linear model.inputs.x.shape=[8]; no job of its batch was started)") and "(sweep job #1: " in line
+
+
 def test_a_sweep_refused_under_another_launcher_leaves_its_folder_as_it_found_it(tmp_path):
     """Only the runner's launcher had put the folder back: under Hydra's basic launcher (and
     joblib's, submitit's) a refused sweep left a folder holding only multirun.yaml, or
