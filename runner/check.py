@@ -298,3 +298,28 @@ def check_schedule(
     return CheckResult(first, mismatches, worst, tol, bad, requested=requests, reused_references=reused,
                        eager_spread=eager_spread, eager_finite=eager_finite, nonfinite_requests=nonfinite,
                        seconds=time.perf_counter() - start, allowance_s=max_duration_s)
+
+
+def check_compute_graphs(spec: RunSpec, workload: Workload, lanes: Lanes) -> Optional[str]:
+    """With the copies in the graph, requests replay each slot's own graph, and the lanes'
+    compute graphs (one per launch shape) are replayed by the ceiling alone: its figure rested
+    on graphs nothing compared with eager. Here each is replayed once on a request of its shape
+    and compared. Returns why one differs, or None."""
+    if not (lanes.graph and lanes.is_cuda and spec.copies_in_graph):
+        return None
+    generator = torch.Generator().manual_seed(spec.seed + 3)  # not the check's nor the timed inputs
+    tol = tolerance(spec)
+    for key in lanes.lanes[0].compute_graphs:
+        request = make_request(spec.model, key, spec.torch_dtype, generator)
+        flat = packed(request, workload.layout(key))
+        want = tuple(leaf.cpu() for leaf in workload.reference({k: v.to(lanes.device) for k, v in request.items()}))
+        for lane in lanes.lanes:
+            with torch.cuda.stream(lane.stream):
+                lane.dev_in[: flat.numel()].copy_(flat)
+                lane.compute_graphs[key].replay()
+            lane.stream.synchronize()  # type: ignore[union-attr]
+            err, _ = compare(tuple(out.cpu() for out in lane.dev_out[key]), want)
+            if not err <= tol:
+                return (f"the ceiling's compute graph of stream {lane.index} for requests of size {key} differs from "
+                        f"eager (error {err:.3g} > {tol:.0e}): the ceiling was not measured")
+    return None

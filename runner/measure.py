@@ -34,7 +34,7 @@ import torch
 from runner import environment, schedule
 from runner import spec as rules  # its REFUSE_* read at each use: tests scale them down
 from runner.build import ProbeLimit, Workload
-from runner.check import CheckResult, check_schedule, first_chunk, probe_reused
+from runner.check import CheckResult, check_compute_graphs, check_schedule, first_chunk, probe_reused
 from runner.cli import hold_interrupts, interrupts_restored
 from runner.errors import ConfigError
 from runner.inputs import bucket_of
@@ -198,9 +198,14 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
     _tell_if_slow(spec, workload, lanes.is_cuda, ring, checked, out)
 
     with torch.no_grad():
+        ceiling_on = m.ceiling
         if spec.check:
             with progress.phase("check"):
                 out.check = run_check(spec, workload, lanes, budget.allowance("check"))
+                differs = check_compute_graphs(spec, workload, lanes) if m.ceiling and offline else None
+            if differs:
+                ceiling_on, out.skipped["ceiling"] = False, differs
+                log.warning("%s", differs)
 
         warm_allowance = min(m.warmup_ms / 1e3, budget.allowance("warmup"))
         # Off CUDA there are no clocks to ramp nor graphs to upload: when the check has run the
@@ -238,7 +243,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         per_request_s = warm_pace_s = warm_s / max(1, warm_n)
         turn_s = ring * per_request_s  # no pass is shorter than one turn of the ring, whatever the cap
         expected_pass = max(turn_s, min(cap, max(min_s, m.min_requests * per_request_s)))
-        kinds = 1 + m.ceiling + spec.baseline
+        kinds = 1 + ceiling_on + spec.baseline
         low = m.min_repeats * expected_pass * kinds
         # Within the time left, but never below one pass of each kind: those run even past the budget.
         left_s = max(0.0, budget.end - time.perf_counter(), out.kept_share_s[1] if out.kept_share_s else 0.0)
@@ -329,14 +334,14 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         if m.interleave:
             # Each kind's first timed pass must not pay for its own first replays (a graph's
             # upload) or a cold eager path: short untimed warm-ups, as in the blocks below.
-            for name, on in (("ceiling", m.ceiling), ("baseline", spec.baseline)):
+            for name, on in (("ceiling", ceiling_on), ("baseline", spec.baseline)):
                 if on:
                     warm_up(name, cap / 4)
             while True:
                 if spec.baseline:
                     baseline(max(0.0, min(cap, end - time.perf_counter())))
                 throughput(end)
-                if m.ceiling:
+                if ceiling_on:
                     ceiling(max(0.0, min(cap, end - time.perf_counter())))
                 if _stop(out, m, end, kinds):
                     break
@@ -346,7 +351,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 if _stop(out, m, end):
                     break
             count = len(out.throughput)
-            for name, run, on in (("ceiling", ceiling, m.ceiling), ("baseline", baseline, spec.baseline)):
+            for name, run, on in (("ceiling", ceiling, ceiling_on), ("baseline", baseline, spec.baseline)):
                 if not on:
                     continue
                 share = budget.allowance(name)

@@ -77,7 +77,7 @@ METHOD = {
         "from the spread of those ratios)"
     ),
     "ceiling": (
-        "the compute alone (the lanes' compute graphs, or eager forwards) replayed back to back across "
+        "the compute alone (the lanes' compute graphs, checked against eager: by the requests' check, or with the copies in the graph each replayed once against eager after it; or eager forwards) replayed back to back across "
         "the streams, no copies; the host waits only to keep at most three strides of replays queued"
     ),
     "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s",

@@ -214,3 +214,22 @@ class OwnOutput(Healthy):
         if self.out.shape != y.shape:
             self.out = torch.empty_like(y)
         return self.out.copy_(y)
+
+
+class SkewedComputeGraph(Healthy):
+    """Right eagerly and in its slots' graphs, one off in the first capture of every `period`:
+    with the copies in the graph (a lane's compute graph, then one graph per slot, in turn),
+    those are the compute graphs, which only the ceiling replays."""
+
+    def __init__(self, features: int = 8, calls: int = 50, period: int = 3) -> None:
+        super().__init__(features, calls)
+        self.period, self.captures = period, 0
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        y = self.linear(input)
+        if torch.cuda.is_current_stream_capturing():
+            wrong = self.captures % self.period == 0
+            self.captures += 1
+            if wrong:
+                return y + 1
+        return y
