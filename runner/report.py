@@ -195,7 +195,9 @@ def collect(paths: list[Path]) -> list[Row]:
                 steady_from=int(f.get("throughput_steady_from_repeat") or 1),
                 passes=len(f.get("throughput_requests_per_s_repeats") or []),
                 cv_all=f.get("throughput_cv_all_repeats"),
-                samples_per_request=f.get("samples_per_request"),
+                # With buckets the plan's mean; else the batch itself (a rate search's row has no
+                # throughput to divide: its samples per request came from nowhere).
+                samples_per_request=f.get("samples_per_request") or _fixed_batch(result),
                 # The launcher's device id; without one (Slurm, a plain run) the GPU's UUID, cut.
                 gpu=str(job.get("launcher_device") or str(gpu.get("uuid") or "")[:8]),
                 gpu_uuid=str(gpu.get("uuid") or ""),
@@ -221,14 +223,45 @@ def host_us(figures: dict[str, Any]) -> Optional[float]:
     return statistics.median(steady) if steady else None
 
 
+def _fixed_batch(result: dict[str, Any]) -> Optional[float]:
+    batch = (((result.get("config") or {}).get("model") or {}).get("batch"))
+    return float(batch) if isinstance(batch, (int, float)) and not isinstance(batch, bool) else None
+
+
 def mark_best(rows: list[Row]) -> Optional[Row]:
-    """Mark the job that held the highest rate under its latency bound."""
+    """Mark the job that held the highest rate under its latency bound: none where the jobs'
+    bounds differ (a rate under 50 ms had been ranked above one under 5 ms), and by samples/s
+    where their requests carry different batch sizes (batch 1's 25k requests/s had ranked
+    above batch 256's 658, which carry 168k samples/s)."""
     held = [r for r in rows if r.status == "ok" and r.max_rate]
-    if not held:
+    if not held or len(_bounds(held)) > 1:
         return None
-    best = max(held, key=lambda r: r.max_rate)
+    best = max(held, key=lambda r: r.max_rate * _per_request(r)) if _mixed_search_batches(held) else \
+        max(held, key=lambda r: r.max_rate)
     best.best = "best"
     return best
+
+
+def _bounds(rows: list[Row]) -> list[float]:
+    return sorted({r.p99_bound_ms for r in rows if r.p99_bound_ms is not None})
+
+
+def _per_request(row: Row) -> float:
+    return row.samples_per_request or 1.0
+
+
+def _mixed_search_batches(rows: list[Row]) -> bool:
+    return len({round(_per_request(r), 3) for r in rows}) > 1
+
+
+def bound_notes(rows: list[Row]) -> list[str]:
+    """Rate searches under different p99 bounds: no best among them."""
+    held = [r for r in rows if r.status == "ok" and r.max_rate]
+    bounds = _bounds(held)
+    if len(bounds) < 2:
+        return []
+    return [f"sweep: no best: its rate searches ran under different p99 bounds ({', '.join(f'{b:g}' for b in bounds)} "
+            "ms), and a rate under one says nothing of another"]
 
 
 def best_line(rows: list[Row]) -> Optional[str]:
@@ -246,8 +279,10 @@ def best_line(rows: list[Row]) -> Optional[str]:
     if best.max_rate_cut:  # the budget ended its search: what the figure is known to be
         known = (f" or more, below {rate_text(best.lowest_invalid_rate)} (its search was cut short by the budget)"
                  if best.lowest_invalid_rate else " or more (its search was cut short by the budget)")
+    samples = (f" ({rate_text(best.max_rate * _per_request(best))} samples/s, the most of the jobs' differing batch "
+               "sizes)" if _mixed_search_batches([r for r in rows if r.status == "ok" and r.max_rate]) else "")
     return (f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} "
-            f"requests/s{known}{ahead}{noise}")
+            f"requests/s{samples}{known}{ahead}{noise}")
 
 
 # The job's own warnings that other work shared its host: the table's rates and cv do not show it.
@@ -678,7 +713,7 @@ def sweep_notes(rows: list[Row]) -> list[str]:
     whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
     spread over several."""
     return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + host_notes(rows) + shared_host_notes(rows)
-            + gpu_notes(rows))
+            + gpu_notes(rows) + bound_notes(rows))
 
 
 def failures(rows: list[Row]) -> list[Row]:

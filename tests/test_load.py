@@ -306,6 +306,34 @@ def _fake_job(folder, num, overrides, max_rate, baseline_rate):
     (folder / "result.json").write_text(json.dumps(result))
 
 
+def test_no_best_across_bounds_and_samples_across_batch_sizes(tmp_path):
+    """From a review: a rate under 50 ms was ranked above one under 5 ms, and batch 1's 25k
+    requests/s above batch 256's 658 (168k samples/s)."""
+    from runner.report import sweep_notes
+
+    _fake_job(tmp_path / "a" / "0", 0, ["load.p99_ms=5"], 1000.0, None)
+    _fake_job(tmp_path / "a" / "1", 1, ["load.p99_ms=50"], 3000.0, None)
+    for num, bound in ((0, 5.0), (1, 50.0)):
+        path = tmp_path / "a" / str(num) / "result.json"
+        result = json.loads(path.read_text())
+        result["figures"]["load"]["p99_ms"] = bound
+        path.write_text(json.dumps(result))
+    rows = collect([tmp_path / "a"])
+    assert [r.best for r in rows] == ["", ""]
+    assert "sweep: no best: its rate searches ran under different p99 bounds (5, 50 ms), and a rate under one says " \
+        "nothing of another" in sweep_notes(rows)
+    for num, batch, rate in ((0, 1, 24999.0), (1, 256, 658.0)):
+        _fake_job(tmp_path / "b" / str(num), num, [f"model.batch={batch}"], rate, None)
+        path = tmp_path / "b" / str(num) / "result.json"
+        result = json.loads(path.read_text())
+        result["config"] = {"model": {"batch": batch}}
+        path.write_text(json.dumps(result))
+    rows = collect([tmp_path / "b"])
+    assert [r.best for r in rows] == ["", "best"]
+    assert "best under p99 <= 2 ms: job 1 (model.batch=256) at 658 requests/s (168,448 samples/s, the most of the " \
+        "jobs' differing batch sizes)" in text_table(rows)
+
+
 def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp_path):
     _fake_job(tmp_path / "0", 0, ["streams=1", "graph=false"], 4000.0, 3900.0)
     _fake_job(tmp_path / "1", 1, ["streams=4", "graph=true"], 52000.0, 4100.0)

@@ -76,6 +76,11 @@ def test_load_plots_say_what_they_draw(tmp_path, monkeypatch):
     [ax] = kept.figures[-1].axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["runner"]
     assert ax.get_title().endswith("\nno rate held the bound: job #1")
+    assert ax.get_title().startswith("Highest request rate with p99 <= 1 ms")
+    # Bars under different bounds: the first job's bound had titled them all.
+    plots._plot_max_rates([row("0", max_rate=100.0, p99_bound_ms=5.0, rate_search=True),
+                           row("1", max_rate=300.0, p99_bound_ms=50.0, rate_search=True)], tmp_path / "two.png", kept)
+    assert kept.figures[-1].axes[0].get_title().startswith("Highest request rate under each job's p99 bound (5, 50 ms)")
     monkeypatch.setattr(plots, "_pyplot", lambda: kept)
     point = {"rate": 100.0, "offered": 96.5, "valid": False, "latency_us": {"p50": 500.0, "p99": 900.0}}
     plots.plot_load_curve({"runner": {"points": [point]}, "p99_ms": 1.0}, tmp_path / "curve.png", "job")

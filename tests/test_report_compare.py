@@ -543,7 +543,7 @@ def test_jobs_of_different_batch_sizes_get_a_samples_column(sweep_dir):
     """experiment=sweep_batch ranked batch 1 first on requests/s alone."""
     rows = report.collect([sweep_dir])
     assert "samples/s" not in report.text_table(rows)  # one batch size: requests/s says it all
-    rows[1].samples_per_s = rows[1].requests_per_s * 512
+    rows[1].samples_per_s, rows[1].samples_per_request = rows[1].requests_per_s * 512, 512.0
     header = report.text_table(rows).splitlines()[0].split()
     assert header[header.index("requests/s") + 1] == "samples/s"
     # Bucketed jobs of one plan serve slightly different mixes (7.559 and 7.612 samples per
