@@ -17,6 +17,18 @@ def _num(value: Optional[float], fmt: str = ",.0f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def search_ratio_known(runner_cut: bool, baseline_cut: bool) -> str:
+    """What a ratio of two rate searches' highest rates is known to be: a search the budget cut
+    found a floor (a bracket at best), so the ratio is a bound, or unknown."""
+    if runner_cut and baseline_cut:
+        return " (not known: both searches were cut by the budget, each rate a floor)"
+    if baseline_cut:
+        return " (at most: the baseline's search was cut by the budget, its rate a floor)"
+    if runner_cut:
+        return " (at least: the runner's search was cut by the budget, its rate a floor)"
+    return ""
+
+
 def _noise(f: dict[str, Any], name: str) -> str:
     """What the repeats say of a ratio's noise: within it, or unknown (one pass of a side)."""
     within = f.get(f"{name}_within_noise")
@@ -83,7 +95,9 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
                          f"{_us_or_dash(slack.get('p99')):>11}  {'valid' if p['valid'] else p['why']}")
     runner, baseline = load.get("runner") or {}, load.get("baseline") or {}
     if runner.get("max_rate") and baseline.get("max_rate"):
-        lines.append(f"  the runner holds {runner['max_rate'] / baseline['max_rate']:.2f}x the baseline's rate under the bound")
+        known = search_ratio_known(runner.get("stopped_by") == "budget", baseline.get("stopped_by") == "budget")
+        lines.append(f"  the runner holds {runner['max_rate'] / baseline['max_rate']:.2f}x the baseline's rate under the "
+                     f"bound{known}")
     return lines
 
 

@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import yaml
 
-from runner.printer import rate_text
+from runner.printer import rate_text, search_ratio_known
 from runner.record import (
     BUSY_AT_START_SAID,
     CONFLICT_FILE,
@@ -74,6 +74,7 @@ class Row:
     speedup_within_noise: Optional[bool] = None  # its 95% interval from the repeats covers 1.0 (None: no ratio)
     efficiency_within_noise: Optional[bool] = None
     max_rate_cut: bool = False  # the budget ended its rate search: max_rate is a floor, or a wide bracket
+    baseline_max_rate_cut: bool = False  # the same for its eager baseline's search
     lowest_invalid_rate: Optional[float] = None  # that search's lowest rate found invalid
     host_shared: str = ""  # what the job's warnings say of other work on its host ("" when nothing)
     thin: str = ""  # what its closed-loop rate rests on, when less than measure asked ("" otherwise)
@@ -203,6 +204,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 gpu_uuid=str(gpu.get("uuid") or ""),
                 host_us=host_us(f),
                 max_rate_cut=((f.get("load") or {}).get("runner") or {}).get("stopped_by") == "budget",
+                baseline_max_rate_cut=((f.get("load") or {}).get("baseline") or {}).get("stopped_by") == "budget",
                 lowest_invalid_rate=((f.get("load") or {}).get("runner") or {}).get("lowest_invalid_rate"),
                 host_shared=host_shared(result.get("warnings") or []),
                 thin=thin(result) if scenario is None or scenario == "offline" else "",
@@ -270,7 +272,7 @@ def best_line(rows: list[Row]) -> Optional[str]:
     if best is None:
         return None
     ahead = (f", {best.max_rate / best.baseline_max_rate:.2f}x its eager baseline's {rate_text(best.baseline_max_rate)}/s"
-             if best.baseline_max_rate else "")
+             f"{search_ratio_known(best.max_rate_cut, best.baseline_max_rate_cut)}" if best.baseline_max_rate else "")
     bound = f"p99 <= {best.p99_bound_ms:g} ms" if best.p99_bound_ms else "its bound"
     twins = next((g for g in collapsed(rows) if best in g), None)
     noise = (f" (jobs {', '.join('#' + r.job for r in twins)} ran the same settings: which of them is best is noise)"

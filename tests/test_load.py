@@ -347,6 +347,20 @@ def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp
     assert "**best under p99 <= 2 ms: job 1" in markdown(rows)
     # These fakes all record the same effective settings: which one is best is then noise.
     assert "(jobs #0, #1, #2 ran the same settings: which of them is best is noise)" in table
+    # The baseline's search cut by the budget found a floor: the ratio is at most that (review).
+    cut_base = json.loads((tmp_path / "1" / "result.json").read_text())
+    cut_base["figures"]["load"]["baseline"] = {"stopped_by": "budget"}
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "result.json").write_text(json.dumps(cut_base))
+    assert ("12.68x its eager baseline's 4,100/s (at most: the baseline's search was cut by the budget, its rate a "
+            "floor)") in text_table(collect([tmp_path / "cut"]))
+    from runner.printer import _load_lines
+
+    lines = _load_lines({"scenario": "server", "rate": "max", "p99_ms": 2.0,
+                         "runner": {"max_rate": 52000.0, "stopped_by": "budget", "points": []},
+                         "baseline": {"max_rate": 4100.0, "stopped_by": "resolution", "points": []}})
+    assert lines[-1] == ("  the runner holds 12.68x the baseline's rate under the bound (at least: the runner's search "
+                         "was cut by the budget, its rate a floor)")
     # A search the budget cut short found a floor (the job's own warning said so; the line did not).
     result = json.loads((tmp_path / "1" / "result.json").read_text())
     result["figures"]["load"]["runner"] = {"stopped_by": "budget", "lowest_invalid_rate": None}
