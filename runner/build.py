@@ -705,9 +705,9 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
         _probe(model, args)
         forward_s = time.perf_counter() - began
     outputs = plan_outputs(out, spec.model.outputs, spec.model_name)
+    leaves = outputs.extract(out)
     # Cloned now: a model may return a buffer of its own that its next forward overwrites (the
     # compile below runs forwards, at other sizes too).
-    leaves = outputs.extract(out)
     probe_leaves = tuple(leaf.clone() for leaf in leaves) if probe_request is not None else ()
 
     sizes = draw_sizes(spec.model, plan_length(spec), generator)

@@ -135,15 +135,17 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
     # When outputs are named, only those matter. An empty cross_attentions beside attentions the
     # model did give is what a model without cross-attention (BERT as an encoder) returns:
     # nothing to say, nothing to do.
-    unkept = () if keep else [p for p in empty if not (p.rpartition(".")[2] == "cross_attentions" and any(
-        q == _sibling(p, "attentions") or q.startswith(_sibling(p, "attentions") + ".") for q in paths))]
+    unkept = () if keep else [p for p in empty if not _no_cross_attention(p, paths)]
     return OutputPlan(paths, extract, tuple(f"{why_empty(p)}: not measured" for p in unkept))
 
 
-def _sibling(path: str, name: str) -> str:
-    """The path of `name` beside `path`'s last part."""
-    parent = path.rpartition(".")[0]
-    return f"{parent}.{name}" if parent else name
+def _no_cross_attention(path: str, paths: Sequence[str]) -> bool:
+    """An empty `cross_attentions` whose sibling `attentions` holds leaves."""
+    parent, _, name = path.rpartition(".")
+    if name != "cross_attentions":
+        return False
+    attentions = f"{parent}.attentions" if parent else "attentions"
+    return any(q == attentions or q.startswith(attentions + ".") for q in paths)
 
 
 def _article(word: str) -> str:

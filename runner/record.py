@@ -32,6 +32,12 @@ _LOAD_VALIDITY = (
 )
 
 
+# The check's requests and its rule, the same on every device.
+_CHECK_REQUESTS = ("distinct random requests (sizes drawn as for the timed passes, every bucket covered in every "
+                   "slot first)")
+_CHECK_RULE = ("leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance, and each sample's "
+               "(row's; small rows a few at a time) ||out-ref|| over the leaf's rms row norm <= 4 x tolerance; "
+               "integer and boolean leaves exactly")
 METHOD = {
     "schedule": (
         "requests go round-robin over the streams, and on each stream around a ring of "
@@ -77,8 +83,10 @@ METHOD = {
         "from the spread of those ratios)"
     ),
     "ceiling": (
-        "the compute alone (the lanes' compute graphs, checked against eager: by the requests' check, or with the copies in the graph each replayed once against eager after it; or eager forwards) replayed back to back across "
-        "the streams, no copies; the host waits only to keep at most three strides of replays queued"
+        "the compute alone (the lanes' compute graphs, checked against eager: by the requests' check, "
+        "or with the copies in the graph each replayed once against eager after it; or eager forwards) "
+        "replayed back to back across the streams, no copies; the host waits only to keep at most three "
+        "strides of replays queued"
     ),
     "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s",
     "latency": (
@@ -91,9 +99,8 @@ METHOD = {
         "host_launch_us (stream, copies, replay, event record); host_enqueue_us = copy + launch"
     ),
     "check": (
-        "distinct random requests (sizes drawn as for the timed passes, every bucket covered in every slot first) through "
-        "the request protocol, all slots in flight, each compared with an eager forward of the real "
-        "request, leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance, and each sample's (row's; small rows a few at a time) ||out-ref|| over the leaf's rms row norm <= 4 x tolerance; integer and boolean leaves exactly"
+        f"{_CHECK_REQUESTS} through the request protocol, all slots in flight, each compared with an eager "
+        f"forward of the real request, {_CHECK_RULE}"
     ),
     "warmup": "untimed schedule for measure.warmup_ms before the first timed pass",
     "host_canary": (
@@ -144,9 +151,8 @@ HOST_METHOD = {
         f"during a forward waits for it: queueing), completion is the call's return; {_LOAD_VALIDITY}"
     ),
     "check": (
-        "distinct random requests (sizes drawn as for the timed passes, every bucket covered in every slot first) through "
-        "the request protocol, one at a time, each compared with an eager forward of the real request, "
-        "leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance, and each sample's (row's; small rows a few at a time) ||out-ref|| over the leaf's rms row norm <= 4 x tolerance; integer and boolean leaves exactly"
+        f"{_CHECK_REQUESTS} through the request protocol, one at a time, each compared with an eager "
+        f"forward of the real request, {_CHECK_RULE}"
     ),
 }
 

@@ -621,27 +621,23 @@ def collapsed(rows: list[Row]) -> list[list[Row]]:
 
 
 def collapse_notes(rows: list[Row]) -> list[str]:
-    notes = []
+    # Per group: (model, its ok jobs, the others, what ran). Only jobs with figures have
+    # differences to call noise; jobs that all failed (say, a _target_ that does not import) may
+    # never have run the settings at all, and one interrupted before measuring is named apart.
+    groups = []
     for group in collapsed(rows):
-        mode = group[0].mode
-        # Only jobs with figures have differences to call noise; jobs that all failed (say, a
-        # _target_ that does not import) may never have run the settings at all, and one that
-        # was interrupted before measuring is named apart.
-        ok = [r for r in group if r.status == "ok"]
-        if not ok:
-            continue
-        jobs = ", ".join(f"#{r.job}" for r in ok)
-        others = [r for r in group if r.status != "ok"]
-        also = f" (and {', '.join(f'#{r.job}' for r in others)}, which did not end ok)" if others else ""
-        noise = ", so their differences are noise" if len(ok) > 1 else ""
-        notes.append(f"sweep: {group[0].model} jobs {jobs}{also} ran the same settings ({mode} on "
-                     f"{group[0].device or 'the same device'}): the machine overruled what they asked for{noise}")
-    if len(notes) > 1:  # said once, not once per group (a CPU sweep over batch x graph had said it five times)
-        groups = "; ".join(re.sub(r" jobs (.*) ran the same settings \((.*)\)$", r" \1: \2",
-                                  note.removeprefix("sweep: ").partition(": the machine")[0]) for note in notes)
-        return [f"sweep: jobs ran the same settings in {len(notes)} groups ({groups}): the machine overruled what "
+        ok = [f"#{r.job}" for r in group if r.status == "ok"]
+        if ok:
+            others = [f"#{r.job}" for r in group if r.status != "ok"]
+            also = f" (and {', '.join(others)}, which did not end ok)" if others else ""
+            groups.append((group[0].model, ", ".join(ok) + also, len(ok),
+                           f"{group[0].mode} on {group[0].device or 'the same device'}"))
+    if len(groups) > 1:  # said once, not once per group (a CPU sweep over batch x graph had said it five times)
+        listed = "; ".join(f"{model} {jobs}: {ran}" for model, jobs, _, ran in groups)
+        return [f"sweep: jobs ran the same settings in {len(groups)} groups ({listed}): the machine overruled what "
                 "they asked for, so the differences within each group are noise"]
-    return notes
+    return [f"sweep: {model} jobs {jobs} ran the same settings ({ran}): the machine overruled what they asked for"
+            + (", so their differences are noise" if n_ok > 1 else "") for model, jobs, n_ok, ran in groups]
 
 
 def step_notes(rows: list[Row]) -> list[str]:
@@ -775,7 +771,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _is_run_folder(folder: Path) -> bool:
     """One job's own folder (its result or its .hydra/), not a sweep's nor a folder of runs."""
-    return not (folder / "multirun.yaml").is_file() and ((folder / "result.json").is_file() or (folder / ".hydra").is_dir())
+    return not (folder / "multirun.yaml").is_file() and ((folder / RESULT_FILE).is_file() or (folder / ".hydra").is_dir())
 
 
 def sweep_folders(dirs: list[Path], depth: int = 3) -> list[Path]:

@@ -78,8 +78,7 @@ def _cut_passes(mq: Any, kind: str, passes: list[tuple[int, float]], cap_s: Opti
     # passes had been blamed on its budget, and raising the budget would not have helped).
     fit = (f"measure.max_pass_ms={mq.max_pass_ms:g}, the longest a pass may run"
            if cap_s >= mq.max_pass_ms / 1e3 * (1 - 1e-9) else f"the budget (measure.budget_s={mq.budget_s:g})")
-    said = PASSES_CUT_SAID if not kind else f"{kind}{PASSES_CUT_SAID}"
-    return (f"{len(short)} of {len(passes)}{said}{span} request{'s' if counts[-1] > 1 else ''} and at most "
+    return (f"{len(short)} of {len(passes)}{kind}{PASSES_CUT_SAID}{span} request{'s' if counts[-1] > 1 else ''} and at most "
             f"{longest_ms:,.0f} ms each (asked: {' and '.join(missed)}) to fit in {fit}")
 
 
