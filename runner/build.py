@@ -29,7 +29,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from torch import nn
 
-from runner.errors import CompileError, ConfigError, first_line
+from runner.errors import CompileError, ConfigError, ModelFault, first_line
 from runner.inputs import Layout, Size, bucket_of, draw_sizes, largest, make_request, packed, padding_waste
 from runner.outputs import OutputPlan, plan_outputs
 from runner.spec import ModelSpec, RunSpec
@@ -496,7 +496,7 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         if at is not None and isinstance(exc, CODE_FAULTS):
             # A name, attribute or key the code does not have (self.lni for self.lin): a fault
             # in the model or in the settings it was built with, whatever the inputs' shapes.
-            raise ConfigError(
+            raise ModelFault(
                 f"model {spec.model_name}: its forward raised {type(exc).__name__}: {reason} ({where.strip()}, on "
                 f"model.inputs {_describe_inputs(spec, size)}): a fault in the model's code or in its settings "
                 f"(model.module); fix it there, or {keys} if forward reads an input they do not give{also}"
@@ -504,7 +504,7 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         if at is not None and at[1]:
             # The model's own code raised (a `raise` line), not a torch op it called with these
             # inputs: say so, and where, rather than blame the inputs alone.
-            raise ConfigError(
+            raise ModelFault(
                 f"model {spec.model_name}: its forward raised {type(exc).__name__}: {reason} ({where.strip()}, on "
                 f"model.inputs {_describe_inputs(spec, size)}); {hint}fix {keys} to what forward takes, or the model "
                 f"if they are right{also}"

@@ -43,8 +43,9 @@ class CheckResult:
     seconds: Optional[float] = None  # how long the check took
     allowance_s: float = math.inf  # its share of the budget
     reused_references: int = 0  # references taken from the build's probe, not forwarded again
-    # On the first mismatch: how far a second eager forward of that request is from its
-    # reference (0: eager repeats itself; above the tolerance: the model is not deterministic).
+    # On the first mismatch: how far a second eager forward of that request (after one of
+    # another) is from its reference (0: eager repeats itself; above the tolerance: the model
+    # is not deterministic).
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None  # whether that request's eager output was finite
     nonfinite_requests: int = 0  # requests whose eager output held NaN or inf, matched in place
@@ -270,7 +271,12 @@ def check_schedule(
             flats = [packed(x, workload.layout(k)) for x, k in zip(inputs, keys, strict=True)]
             responses = serve_and_collect(lanes, flats, keys)
             reused += len(known)
-            for j, (x, got) in enumerate(zip(inputs, responses, strict=True)):
+            chunk_bad: list[int] = []
+            # References in the reverse order of the requests: a model whose answer lags its
+            # calls (a stale cache, the previous call's output) then differs on every request;
+            # in the same order each reference inherited the lag its response had, and matched.
+            for j in reversed(range(count)):
+                x, got = inputs[j], responses[j]
                 want = known[j] if j in known else eager(x)
                 err, matched_nonfinite = compare(got, want)
                 nonfinite += matched_nonfinite
@@ -280,12 +286,16 @@ def check_schedule(
                         # A reference may be a buffer the model's next forward overwrites (on the
                         # CPU .cpu() copies nothing): held apart, or it is compared with itself.
                         want = tuple(t.clone() for t in want)
+                        if count > 1:
+                            # Another request between the two: a model whose answer follows its
+                            # previous call (a stale cache) repeats itself on one request alone.
+                            eager(inputs[(j + 1) % count])
                         again = eager(x)
                         eager_spread = 0.0 if _same(again, want) else relative_error(again, want)
                         eager_finite = _finite(want)
                     mismatches += 1
-                    if len(bad) < 10:
-                        bad.append(first + j)
+                    chunk_bad.append(first + j)
+            bad = (bad + sorted(chunk_bad))[:10]
             first += count
             elapsed = time.perf_counter() - start
             left = max_duration_s - elapsed

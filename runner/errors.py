@@ -12,6 +12,11 @@ class ConfigError(Exception):
     """Bad input. The message is one line: the key, what is wrong, and the fix."""
 
 
+class ModelFault(ConfigError):
+    """The model's own code failed (a `raise` of its own, a name it does not have), not a
+    setting the runner was given: reported apart from bad settings."""
+
+
 class CaptureError(Exception):
     """A model could not be captured into a CUDA graph."""
 

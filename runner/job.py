@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import environment, printer
 from runner.build import build, locate_target
 from runner.cli import hold_interrupts, interrupts_restored
-from runner.errors import CaptureError, CompileError, ConfigError
+from runner.errors import CaptureError, CompileError, ConfigError, ModelFault
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import Measurement, measure, probe_limit
 from runner.plots import plot_load_curve
@@ -300,7 +300,8 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
             elif check.eager_spread is not None and check.eager_spread > check.tolerance_rel:
                 result["reason"] += (
                     f"; the model itself is not deterministic: two eager forwards of the same request differ by "
-                    f"{check.eager_spread:.3g} (randomness in its forward, e.g. torch.randn or dropout in training mode)"
+                    f"{check.eager_spread:.3g} (randomness in its forward, e.g. torch.randn or dropout in training mode, "
+                    f"or state kept from call to call, e.g. a cache)"
                 )
         else:
             result["status"] = "ok"
@@ -448,7 +449,8 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     except ConfigError as exc:
         if not info.multirun:
             raise
-        result["reason"] = f"bad config: {exc}"
+        # A fault in the model's own code is not a setting to fix: not called a bad config.
+        result["reason"] = str(exc) if isinstance(exc, ModelFault) else f"bad config: {exc}"
     except KeyboardInterrupt as exc:
         hold_interrupts()  # until the result is written (run_job's caller restores the handlers)
         result["status"] = "interrupted"

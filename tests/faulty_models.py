@@ -123,6 +123,21 @@ class NotFinite(Healthy):
         return self.linear(input) * float("nan")
 
 
+
+class Lagging(Healthy):
+    """Answers each call with the previous call's answer, as a stale cache would: served or
+    eager alike, so only the order of the calls can show it."""
+
+    def __init__(self, features: int = 8, calls: int = 50) -> None:
+        super().__init__(features, calls)
+        self.last = None
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        out = self.linear(input)
+        previous = self.last if self.last is not None and self.last.shape == out.shape else out
+        self.last = out.clone()
+        return previous
+
 # Wrong answers only the served path gives: the runner serves requests through views of its
 # lanes' buffers (`input._base` is set), eager references get plain tensors. A check that
 # passes any of these is blind to that kind of fault.

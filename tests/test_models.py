@@ -590,6 +590,13 @@ inputs: {x: {shape: [8]}}
                            "(at io_models.py:"), said
     assert "on model.inputs x float [4, 8]): a fault in the model's code or in its settings (model.module)" in said
     assert "do not fit" not in said
+    # In a sweep the job's reason is the fault, not "bad config: ..." (it had been, for a model
+    # whose own code raised); a bad setting is still called one.
+    swept = run_job(make_cfg(*QUICK, model_dir("typo", text), "model=typo"),
+                    JobInfo(output_dir=tmp_path / "swept", multirun=True))
+    assert swept["status"] == "failed" and swept["reason"] == said
+    bad = run_job(make_cfg(*QUICK, "streams=-1"), JobInfo(output_dir=tmp_path / "bad", multirun=True))
+    assert bad["reason"].startswith("bad config: streams=-1")
 
 
 def test_a_forward_that_takes_its_inputs_by_position_only_is_told_so(make_cfg, model_dir, tmp_path):
@@ -905,6 +912,13 @@ def test_the_check_is_not_blind_to_faults_only_the_served_path_has(make_cfg, tmp
     # One wrong row of 4,096 in bf16: diluted by the whole leaf's norm (121 of 128 had passed).
     row = run_job(_planted(make_cfg, "OneRowWrong", "dtype=bf16", "model.batch=4096"), JobInfo(output_dir=tmp_path / "row"))
     assert row["status"] == "invalid" and row["figures"]["check_mismatches"] == row["figures"]["check_requests"]
+    # A model answering with its previous call's answer (eager too): references computed in the
+    # requests' order inherited the lag and matched (2 of 128 differed); now all but one do (the
+    # first response is the answer to the build's probe, which the check reuses as a request).
+    lag = run_job(_planted(make_cfg, "Lagging"), JobInfo(output_dir=tmp_path / "lag"))
+    assert lag["status"] == "invalid" and lag["figures"]["check_mismatches"] >= lag["figures"]["check_requests"] - 1 > 2
+    assert lag["figures"]["check_bad_requests"] == sorted(lag["figures"]["check_bad_requests"])[:10]
+    assert "the model itself is not deterministic" in lag["reason"]
     # The right answers pass: the same models, unplanted, and a leaf with torch's lazy conjugate
     # flag (the CPU's copy out had moved its raw, unconjugated values: 128 of 128 "differed").
     conj = run_job(_planted(make_cfg, "ConjSpectrum"), JobInfo(output_dir=tmp_path / "conj"))
