@@ -5,7 +5,8 @@
 OLD and NEW are result.json files, run folders or sweep folders. Results are matched by what
 was asked for (model and its arguments, input, dtype, TF32, streams, graph, pinned, copies in
 graph); a match whose settings actually ran differently (another device type, an eager fallback)
-is flagged, not compared. Per match: ratio = NEW / OLD requests/s. A change counts only when it is larger than both
+or on other hardware (another GPU or host CPU model, another thread count on the CPU) is
+flagged, not compared. Per match: ratio = NEW / OLD requests/s. A change counts only when it is larger than both
 `--threshold` (|ratio - 1|) and `--sigma` times the combined noise of the two runs (their
 coefficients of variation across repeats, added in quadrature, against |ln ratio|: a halving
 and a doubling are as far from 1); otherwise the verdict is "same".
@@ -30,17 +31,20 @@ undecided, or when nothing was compared: usable as a CI gate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
 import sys
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 from runner.printer import rate_text
 from runner.record import RESULT_FILE, read_result, result_problem, without_resume
 from runner.report import distinguishing, host_shared, host_us
+from runner.schema import default_of
 
 
 @dataclass
@@ -81,7 +85,28 @@ def run_key(result: dict[str, Any]) -> Optional[tuple]:
     return (job.get("pid"), job.get("started_unix")) if job.get("started_unix") is not None else None
 
 
-_ASKED = ("streams", "graph", "pinned", "dtype", "tf32", "compile", "load")
+_ASKED = ("streams", "graph", "pinned", "dtype", "tf32", "compile")
+
+
+def _plain(value: Any) -> Any:
+    """A schema default as a result records it: enums by value, dataclasses as dicts."""
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+def _recorded(config: dict[str, Any], path: str) -> Any:
+    """A setting as the run recorded it; the schema's default where it recorded none (an older
+    result, from before the key existed: it ran as the default does). A key added to the
+    runner had set every older result apart from its new self."""
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _plain(default_of(path))
+        node = node[part]
+    return node
 
 
 def identity(result: dict[str, Any]) -> str:
@@ -89,19 +114,24 @@ def identity(result: dict[str, Any]) -> str:
     settings that define the experiment (not the measurement budget, seed or outputs)."""
     config = result.get("config") or {}
     model = config.get("model") or {}
+    load = _recorded(config, "load") or {}
     key = {
         "model": model.get("name", result.get("model")),
         "module": model.get("module"),
         "batch": model.get("batch"),
         "seq": model.get("seq"),
         "inputs": model.get("inputs"),
-        "outputs": model.get("outputs"),
-        "sizes": model.get("sizes"),
-        "copies_in_graph": (config.get("capture") or {}).get("copies_in_graph"),
-        "staging": config.get("staging"),
+        "outputs": _recorded(config, "model.outputs"),
+        "sizes": _recorded(config, "model.sizes"),
+        "copies_in_graph": _recorded(config, "capture.copies_in_graph"),
+        "staging": _recorded(config, "staging"),
         # device=cpu against a GPU is another experiment, not a rerun; auto is what it chose.
         "device": _device_type(result),
-        **{k: config.get(k) for k in _ASKED},
+        **{k: _recorded(config, k) for k in _ASKED},
+        # The scenario, and for a server its offered rate and bound: the rest (how long a point
+        # runs, how many single-stream requests) is the measurement's budget, as measure.* is.
+        "load": {k: load.get(k) for k in (("scenario", "rate", "p99_ms") if load.get("scenario") == "server"
+                                          else ("scenario",))},
     }
     return json.dumps(key, sort_keys=True, default=str)
 
@@ -123,13 +153,26 @@ def _device_type(result: dict[str, Any]) -> str:
     return asked.split(":")[0]
 
 
+def _hardware(result: dict[str, Any]) -> dict[str, Any]:
+    """What a run ran on, where it recorded it: the GPU's model, the host's CPU model and, on
+    the CPU, torch's threads. Runs on another GPU were judged as a change of the code."""
+    env = result.get("env") or {}
+    gpu = (env.get("gpu") or {}).get("name")
+    on_cpu = str((result.get("effective") or {}).get("device") or env.get("device") or "").startswith("cpu")
+    found = {"gpu": gpu, "host cpu": env.get("cpu_model"), "torch threads": env.get("torch_threads") if on_cpu else None}
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The settings two runs ran differently, among those both recorded (an older result may
-    lack a later key); "what ran" when one of them recorded none."""
+    lack a later key), then the hardware they ran on, each with its two values; "what ran"
+    when one of them recorded no settings."""
     before, after = _what_ran(a), _what_ran(b)
     if before is None or after is None:
         return [] if before is after else ["what ran: not recorded"]
-    return sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
+    settings = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
+    was, now = _hardware(a), _hardware(b)
+    return settings + [f"{k}: {was[k]} -> {now[k]}" for k in was if k in now and was[k] != now[k]]
 
 
 def label(result: dict[str, Any]) -> str:
@@ -497,8 +540,36 @@ def _floors(old: Pooled, new: Pooled) -> tuple[float, float]:
     return of(old), of(new)
 
 
+def _at_the_plans_mix(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """With buckets a run's passes serve their own part of the request plan (two runs of one
+    config served 16.4 and 8.3 samples a request, and a 2x in requests/s was the same work):
+    each run's requests/s put at the plan's mix, its samples/s over the plan's mean samples per
+    request, the same divisor for every run of the config. Unchanged unless every run with a
+    throughput recorded what its passes served."""
+    rated = [r for r in runs if (r.get("figures") or {}).get("throughput_requests_per_s")]
+    if not rated or not all((r["figures"].get("throughput_samples_per_request") and r["figures"].get("samples_per_request")
+                             and r["figures"].get("throughput_samples_per_s")) for r in rated):
+        return runs
+    plan = rated[0]["figures"]["samples_per_request"]
+
+    def at_mix(r: dict[str, Any]) -> dict[str, Any]:
+        f = r.get("figures") or {}
+        if not f.get("throughput_requests_per_s"):
+            return r
+        return {**r, "figures": {**f, "throughput_requests_per_s": f["throughput_samples_per_s"] / plan,
+                                 "at_the_plans_mix": plan}}
+
+    return [at_mix(r) for r in runs]
+
+
 def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: float, sigma: float) -> list[Match]:
     old_runs, new_runs = _by_identity(old, new)
+    for key in {*old_runs, *new_runs}:
+        both = _at_the_plans_mix([*old_runs.get(key, []), *new_runs.get(key, [])])
+        if key in old_runs:
+            old_runs[key] = both[:len(old_runs[key])]
+        if key in new_runs:
+            new_runs[key] = both[len(old_runs.get(key, [])):]
     new_by = {k: pool(v, "new") for k, v in new_runs.items()}
     old_by = {k: pool(v, "old", prefer=new_by[k].result if k in new_by else None) for k, v in old_runs.items()}
     matches = []
@@ -515,9 +586,9 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
             status = b.result.get("status")
             m.verdict = "only in new" if status == "ok" else f"new {status or 'unknown'} (only in new)" + _reason(b.result)
         elif b is None:
-            # A config no old run measured (none ok, none with a rate) is no coverage lost: said,
-            # not a regression.
-            measured = any(r.get("status") == "ok" or _rps(r) for r in old_runs[key])
+            # A config no old run measured (none ended ok: an invalid or interrupted run's rate
+            # is shown nowhere) is no coverage lost: said, not a regression.
+            measured = any(r.get("status") == "ok" for r in old_runs[key])
             m.verdict = "missing in new" if measured else \
                 f"missing in new (was {a.result.get('status') or 'unknown'} in old)"
         elif b.mixed:
@@ -553,6 +624,16 @@ def pooled_note(matches: list[Match]) -> Optional[str]:
     return (f"note: {len(pooled)} config(s) have several runs on a side (the runs column, old+new): a side's rate is "
             f"the median of its runs; {spread}; each new run is also judged alone, and one that failed, measured "
             "nothing or ran other settings decides its row")
+
+
+def mix_note(matches: list[Match]) -> Optional[str]:
+    """Says which rows were put at their plan's mix of request sizes."""
+    mixed = [m for m in matches if any(((r or {}).get("figures") or {}).get("at_the_plans_mix") for r in (m.old, m.new))]
+    if not mixed:
+        return None
+    return (f"note: {len(mixed)} config(s) serve a mix of request sizes (buckets), and a run's passes serve their own "
+            "part of it: their r/s are at the plan's mix (a run's samples/s over the plan's mean samples per request), "
+            "so that runs compare the work done per second")
 
 
 def single_runs_note(matches: list[Match]) -> Optional[str]:
@@ -695,7 +776,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("note: old and new share no config (matched by what was asked: the model, its arguments and input, "
               "dtype, TF32, streams, graph, pinned, copies in graph, staging, compile, load, device): nothing to compare; "
               "each config of old is then missing in new, and counts as a regression")
-    for note in (pooled_note(matches), single_runs_note(matches), common_shift(matches, args.threshold),
+    for note in (mix_note(matches), pooled_note(matches), single_runs_note(matches), common_shift(matches, args.threshold),
                  host_shift(matches)):
         if note:
             print(note)

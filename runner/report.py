@@ -70,6 +70,7 @@ class Row:
     gpu: str = ""  # the device id the launcher gave the job (hydra.launcher.devices), else the GPU's UUID, cut
     gpu_uuid: str = ""  # the GPU that ran it
     host_us: Optional[float] = None  # the host canary's median over the passes its figures use (the host's speed)
+    machine: str = ""  # the host's name and CPU model: canaries of two machines are not one host's speed
     samples_per_request: Optional[float] = None  # with buckets: the mean real batch of the job's request plan
     speedup_within_noise: Optional[bool] = None  # its 95% interval from the repeats covers 1.0 (None: no ratio)
     efficiency_within_noise: Optional[bool] = None
@@ -142,11 +143,15 @@ def collect(paths: list[Path]) -> list[Row]:
     # carry it and its kept ones do not, which would set them apart in every label.
     labels = distinguishing([without_resume(r.get("overrides") or []) for r in results])
     # Jobs of several sweeps in one table: each named by its folder under theirs (a/0, b/0),
-    # since their numbers repeat.
+    # since their numbers repeat; so are jobs of several sweeps copied into one folder (two
+    # had both been "#0").
+    nums = [(r.get("job") or {}).get("num") for r in results]
+    numbers = [d.name if num is None else str(num) for d, num in zip(dirs, nums, strict=True)]
     sweeps = {d.parent for d in dirs}
-    root = Path(os.path.commonpath([str(d) for d in dirs])) if len(sweeps) > 1 else None
+    root = Path(os.path.commonpath([str(d) for d in dirs])) \
+        if len(sweeps) > 1 or len(set(numbers)) < len(numbers) else None
     rows = []
-    for job_dir, result, label in zip(dirs, results, labels, strict=True):
+    for job_dir, result, label, number in zip(dirs, results, labels, numbers, strict=True):
         f = result.get("figures") or {}
         e2e, rate, load = f.get("latency_e2e_us") or {}, f.get("throughput_requests_per_s"), ""
         scenario = (f.get("load") or {}).get("scenario")
@@ -170,8 +175,7 @@ def collect(paths: list[Path]) -> list[Row]:
         effective = result.get("effective") or {}
         rows.append(
             Row(
-                job=str(job_dir.relative_to(root)) if root is not None else
-                str(job.get("num") if job.get("num") is not None else job_dir.name),
+                job=str(job_dir.relative_to(root)) if root is not None else number,
                 overrides=label,
                 model=str(result.get("model") or "?"),
                 mode=str(result.get("mode") or "?"),
@@ -203,6 +207,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 gpu=str(job.get("launcher_device") or str(gpu.get("uuid") or "")[:8]),
                 gpu_uuid=str(gpu.get("uuid") or ""),
                 host_us=host_us(f),
+                machine=f"{env.get('host') or ''} {env.get('cpu_model') or ''}".strip(),
                 max_rate_cut=((f.get("load") or {}).get("runner") or {}).get("stopped_by") == "budget",
                 baseline_max_rate_cut=((f.get("load") or {}).get("baseline") or {}).get("stopped_by") == "budget",
                 lowest_invalid_rate=((f.get("load") or {}).get("runner") or {}).get("lowest_invalid_rate"),
@@ -680,14 +685,17 @@ def host_notes(rows: list[Row]) -> list[str]:
     """Jobs that ran while the host's Python was clearly slower than in the sweep's fastest
     job: a config bound by the host reads lower there whatever its settings, with no step
     inside the job (and so no cv) to show it. A sweep spread over several devices is judged
-    per device: each device's jobs ran on their own share of the cores."""
+    per device: each device's jobs ran on their own share of the cores; jobs of several
+    machines (a table of results gathered from two hosts) per machine: one host's canary says
+    nothing of another's speed (a job from another host had been "2.0x slower")."""
     spread = len(gpus_used(rows)) > 1
-    groups: dict[str, list[Row]] = {}
+    machines = len({row.machine for row in rows if row.status == "ok" and row.host_us}) > 1
+    groups: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
         if row.status == "ok" and row.host_us:
-            groups.setdefault(row.gpu if spread else "", []).append(row)
+            groups.setdefault((row.machine if machines else "", row.gpu if spread else ""), []).append(row)
     notes = []
-    for gpu, timed in groups.items():
+    for (machine, gpu), timed in groups.items():
         if len(timed) < 2:
             continue
         fastest = min(r.host_us for r in timed)  # type: ignore[type-var]
@@ -698,6 +706,8 @@ def host_notes(rows: list[Row]) -> list[str]:
         by = f"{min(ratios):.1f}x" if round(min(ratios), 1) == round(max(ratios), 1) else f"{min(ratios):.1f}-{max(ratios):.1f}x"
         canaries = ", ".join(f"#{r.job} {r.host_us:.0f}" for r in slow)
         among = f"of gpu {gpu}'s jobs" if gpu else "job"
+        if machine:
+            among += f" on {machine}"
         notes.append(f"sweep: job{'s' * (len(slow) > 1)} {', '.join('#' + r.job for r in slow)} ran while the host's "
                      f"Python was {by} slower than in its fastest {among} (the canary timed before every pass, in us: "
                      f"{canaries}; fastest {fastest:.0f}). A config bound by the host (eager, or a small model in graphs "

@@ -222,6 +222,23 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
     fallback["effective"]["graph"] = not fallback["effective"]["graph"]  # e.g. a capture fallback
     [m] = compare.compare([a], [fallback], 0.05, 3)
     assert m.verdict == "ran differently (graph)" and compare.is_regression(m)
+    # The same settings on another GPU (or CPU, or thread count): not a change of the code.
+    for where, value in (("gpu", {"name": "NVIDIA H200", "uuid": "GPU-2"}), ("cpu_model", "Intel Xeon"),
+                         ("torch_threads", 64)):
+        old, new = copy.deepcopy(a), copy.deepcopy(a)
+        new["job"]["started_unix"] += 1
+        if where == "gpu":
+            old["env"]["gpu"] = {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1"}
+        new["env"][where] = value
+        new["figures"]["throughput_requests_per_s"] *= 1.5
+        [m] = compare.compare([old], [new], 0.05, 3)
+        said = {"gpu": "gpu: NVIDIA H100 80GB HBM3 -> NVIDIA H200",
+                "cpu_model": f"host cpu: {a['env']['cpu_model']} -> Intel Xeon",
+                "torch_threads": f"torch threads: {a['env']['torch_threads']} -> 64"}[where]
+        assert m.verdict == f"ran differently ({said})" and compare.is_regression(m), m.verdict
+        # Pooled in old, a run on the other hardware is left out, not taken for spread.
+        [m] = compare.compare([old, new], [old], 0.05, 3)
+        assert m.runs == (1, 1) and m.verdict == "same"
     matches = compare.compare([a, b], [a], 0.05, 3)
     assert [m.verdict for m in matches] == ["same", "missing in new"]
     assert compare.is_regression(matches[1])
@@ -229,12 +246,76 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
     failed = {**copy.deepcopy(b), "status": "failed", "reason": "RuntimeError: boom (in the check)", "figures": {}}
     matches = compare.compare([a, failed], [a], 0.05, 3)
     assert matches[1].verdict == "missing in new (was failed in old)" and not compare.is_regression(matches[1])
+    # Nor one that was invalid: its rate came from outputs that differed from eager (it had
+    # counted as measured, and failed the gate).
+    invalid = {**copy.deepcopy(b), "status": "invalid", "reason": "128 of 128 requests differ from eager"}
+    matches = compare.compare([a, invalid], [a], 0.05, 3)
+    assert matches[1].verdict == "missing in new (was invalid in old)" and not compare.is_regression(matches[1])
     # One old run of it was ok (the last failed): measured once, so its absence is a regression.
     matches = compare.compare([a, b, failed], [a], 0.05, 3)
     assert matches[1].verdict == "missing in new" and compare.is_regression(matches[1])
     [m] = compare.compare([a, a], [a], 0.05, 3)  # two runs of a config on a side are pooled
     assert m.runs == (2, 1) and m.verdict == "same"
 
+
+
+def test_configs_with_buckets_compare_the_work_done_not_the_requests(sweep_dir, tmp_path, capsys):
+    """Two runs of one bucketed config served 16 and 8 samples a request: 100 and 200
+    requests/s were the same 1,600 samples/s, and compare had called the second 2x faster
+    (and the reverse a regression)."""
+    a = _result(sweep_dir, 0)
+
+    def bucketed(rate: float, served: float, start: int) -> dict:
+        r = copy.deepcopy(a)
+        r["job"]["started_unix"] = start
+        r["figures"].update(throughput_requests_per_s=rate, throughput_samples_per_s=rate * served,
+                            throughput_samples_per_request=served, samples_per_request=7.5,
+                            throughput_cv=0.01, throughput_cv_all_repeats=0.01)
+        return r
+
+    for old, new in ((bucketed(100, 16, 1), bucketed(200, 8, 2)), (bucketed(200, 8, 2), bucketed(100, 16, 1))):
+        [m] = compare.compare([old], [new], 0.05, 3)
+        assert m.verdict == "same" and m.ratio == pytest.approx(1.0), (m.verdict, m.ratio)
+        assert m.old["figures"]["throughput_requests_per_s"] == pytest.approx(1600 / 7.5)  # at the plan's mix
+    # The same work done faster is still faster; a run that did not record what it served
+    # leaves the config in requests/s.
+    [m] = compare.compare([bucketed(100, 16, 1)], [bucketed(400, 8, 2)], 0.05, 3)
+    assert m.verdict == "faster" and m.ratio == pytest.approx(2.0)
+    older = bucketed(100, 16, 1)
+    del older["figures"]["throughput_samples_per_request"]
+    [m] = compare.compare([older], [bucketed(200, 8, 2)], 0.05, 3)
+    assert m.ratio == pytest.approx(2.0)
+    assert compare.main([str(_write(tmp_path / "old", bucketed(100, 16, 1))),
+                         str(_write(tmp_path / "new", bucketed(200, 8, 2)))]) == 0
+    assert "note: 1 config(s) serve a mix of request sizes (buckets)" in capsys.readouterr().out
+
+
+def test_configs_pair_across_runner_versions_and_measurement_settings(sweep_dir):
+    """An older result without the keys added since (staging, compile, load, capture), and an
+    offline run with another load.duration_s (which no offline job reads), had each been
+    'missing in new' beside 'only in new': a 40% slowdown between them went unseen."""
+    a = _result(sweep_dir, 0)
+    older = copy.deepcopy(a)
+    for key in ("staging", "compile", "load", "capture"):
+        del older["config"][key]
+    del older["config"]["model"]["sizes"], older["config"]["model"]["outputs"]
+    slower = copy.deepcopy(a)
+    slower["job"]["started_unix"] += 1
+    slower["config"]["load"]["duration_s"] = 2.0
+    slower["figures"]["throughput_requests_per_s"] *= 0.6
+    slower["figures"]["throughput_cv"] = slower["figures"]["throughput_cv_all_repeats"] = 0.01
+    for old in (older, a):
+        old["figures"]["throughput_cv"] = old["figures"]["throughput_cv_all_repeats"] = 0.01
+        [m] = compare.compare([old], [slower], 0.05, 3)
+        assert m.verdict.startswith("slower") and m.ratio == pytest.approx(0.6), m.verdict
+    # What a server run offers and bounds still tells configs apart.
+    server = copy.deepcopy(a)
+    server["config"]["load"].update(scenario="server", rate="max", p99_ms=2.0)
+    bound = copy.deepcopy(server)
+    bound["config"]["load"]["p99_ms"] = 5.0
+    assert compare.identity(server) != compare.identity(bound)
+    bound["config"]["load"].update(p99_ms=2.0, duration_s=3.0)
+    assert compare.identity(server) == compare.identity(bound)
 
 def _runs_of(base: dict):
     started = iter(range(1, 1 << 20))
@@ -604,7 +685,8 @@ def test_jobs_whose_host_other_work_shared_are_named_beside_the_table(sweep_dir,
     quiet["warnings"] = []
     rows = collect([_write(tmp_path / "a", busy), _write(tmp_path / "b", changed), _write(tmp_path / "c", quiet)])
     notes = [n for n in sweep_notes(rows) if "shared the host" in n]
-    assert notes == ["sweep: other work shared the host of jobs #0 (busy as it began), #1 (its load changed during "
+    # Jobs of several runs in one folder, their numbers repeating (0, 1, 0): named by folder.
+    assert notes == ["sweep: other work shared the host of jobs #a (busy as it began), #b (its load changed during "
                      "the job): their rates can be many times too low whatever their cv; rerun them on a quiet host "
                      "before comparing them"], notes
     assert notes[0] in markdown(rows)
@@ -633,7 +715,7 @@ def test_jobs_whose_rate_rests_on_less_than_asked_are_named_beside_the_table(swe
     last["warnings"] = ["1 of 16 passes were cut to 5 requests and at most 90 ms each (asked: ...)"]
     rows = collect([_write(tmp_path / d, r) for d, r in (("a", one), ("b", cut), ("c", plain), ("d", last))])
     notes = [n for n in sweep_notes(rows) if "rests on less" in n]
-    assert notes == ["sweep: the rate of jobs #0 (1 pass of measure.min_repeats=2 and every pass cut short), #1 (every "
+    assert notes == ["sweep: the rate of jobs #a (1 pass of measure.min_repeats=2 and every pass cut short), #b (every "
                      "pass cut short) rests on less than measure asked (see their warnings): rougher than the others; "
                      "with one pass, a rate's noise is unknown (cv -); raise measure.budget_s for them"], notes
     assert notes[0] in markdown(rows)
@@ -703,6 +785,14 @@ def test_jobs_that_ran_on_a_slower_host_are_named_beside_the_table(sweep_dir, tm
         "sweep: job #1 ran while the host's Python was 1.6x slower than in its fastest of gpu 1's jobs"]
     for row in rows:
         row.gpu = ""
+    # Jobs gathered from two machines: each judged against its own host's fastest (a job of
+    # another host had been named "slower" by a canary of another machine).
+    here = rows[0].machine
+    assert here and all(r.machine == here for r in rows)
+    rows[1].machine = "other Intel Xeon"
+    assert [n.split(" (")[0] for n in host_notes(rows)] == [
+        f"sweep: job #2 ran while the host's Python was 1.9x slower than in its fastest job on {here}"]
+    rows[1].machine = here
     # Every job in one state, or a job without a canary (older results): nothing to say.
     assert host_notes([rows[0], rows[3]]) == []
     rows[1].host_us = rows[2].host_us = None
@@ -943,6 +1033,10 @@ def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_p
     rows = report.collect([tmp_path])
     assert [r.job for r in rows] == ["a/0", "a/1", "b/0", "b/1"]
     assert [r.job for r in report.collect([tmp_path / "a"])] == ["0", "1"]  # one sweep: its numbers
+    # Jobs of two sweeps copied into one folder: their numbers repeat (both had been "0").
+    for name, num in (("a0", "0"), ("b0", "0"), ("a1", "1")):
+        shutil.copytree(sweep_dir / num, tmp_path / "together" / name)
+    assert [r.job for r in report.collect([tmp_path / "together"])] == ["a0", "a1", "b0"]
     with open(tmp_path / "out.csv", "w") as f:
         f.write(report.csv_text(rows))
     with open(tmp_path / "out.csv") as f:
