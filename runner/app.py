@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.cli import exit_interrupted, interrupts
 from runner.errors import ConfigError, condense, is_folder_error, usage_error
-from runner.record import config_origin, plain_bool, sweep_started, undo_pending_sweep, undo_run_folder
+from runner.record import as_written, config_origin, sweep_started, undo_pending_sweep, undo_run_folder
 from runner.schema import register
 
 register()
@@ -85,7 +85,7 @@ def hydra_entry(cfg: DictConfig) -> dict:
         raise
     info = JobInfo(
         output_dir=Path(hc.runtime.output_dir),
-        overrides=[plain_bool(str(o)) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)],
+        overrides=[as_written(str(o)) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)],
         multirun=multirun,
         num=hc.job.num if multirun else None,
         # Absolute, as output_dir is: against where the command ran (hydra.job.chdir=true has

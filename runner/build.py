@@ -482,13 +482,20 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             finally:
                 model.to(spec.torch_dtype)
         # Token ids past the vocabulary, or sequences past the positions, fail as an index out of range.
-        indexing = isinstance(exc, IndexError) or re.search(r"index|out of range|out of bounds|length|position|seq|device-side assert",
-                                                           reason, re.IGNORECASE)
+        # ("positional", as in "missing 1 required positional argument", is no position.)
+        indexing = isinstance(exc, IndexError) or re.search(
+            r"index|out of range|out of bounds|length|position(?!al)|seq|device-side assert", reason, re.IGNORECASE)
         hint = ("token ids must stay below the model's vocabulary and sequences within its length; "
                 if not floats and indexing else "")
         if not floats and re.search(r"dtype|scalar type", reason, re.IGNORECASE):
             # An integer or bool tensor where the model computes in floats (a float MLP's x as kind=int).
             hint = "an input of kind int, bool, mask or tokens where the model wants floating point takes kind: float; "
+        missing = re.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: (.+)", reason)
+        if isinstance(exc, TypeError) and missing:
+            # forward's own signature names what it lacks: that, not the inputs' shapes.
+            names = re.findall(r"'(\w+)'", missing.group(1))
+            hint = (f"forward needs {', '.join(names)}, which model.inputs do not give: add "
+                    f"{'it' if len(names) == 1 else 'them'} (model.inputs.{names[0]}: {{shape: [...]}}); ") if names else hint
         keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
         also = _not_given(spec, model)
         at = _raised_at(exc)

@@ -49,6 +49,10 @@ class CheckResult:
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None  # whether that request's eager output was finite
     nonfinite_requests: int = 0  # requests whose eager output held NaN or inf, matched in place
+    # Requests unlike the first of their size, and those of them whose floating-point leaves
+    # came back the same as its: all of them means the answer does not follow the input.
+    distinct_requests: int = 0
+    same_responses: int = 0
 
     @property
     def passed(self) -> bool:
@@ -246,6 +250,8 @@ def check_schedule(
     device = lanes.device
     tol = tolerance(spec)
     mismatches, worst, bad, reused, nonfinite = 0, 0.0, [], 0, 0
+    firsts: dict[Size, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}  # per size: its first request, response
+    distinct = same = 0
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None
     largest = _largest_chunk(spec, len(lanes.ring))
@@ -271,6 +277,13 @@ def check_schedule(
             flats = [packed(x, workload.layout(k)) for x, k in zip(inputs, keys, strict=True)]
             responses = serve_and_collect(lanes, flats, keys)
             reused += len(known)
+            for flat, got, key in zip(flats, responses, keys, strict=True):
+                seen = firsts.setdefault(key, (flat, got))
+                if seen[0] is flat or torch.equal(flat, seen[0]):
+                    continue  # the first of its size, or the same request drawn again
+                distinct += 1
+                pairs = [(a, b) for a, b in zip(got, seen[1], strict=True) if a.is_floating_point() or a.is_complex()]
+                same += bool(pairs) and all(torch.equal(a, b) for a, b in pairs)
             chunk_bad: list[int] = []
             # References in the reverse order of the requests: a model whose answer lags its
             # calls (a stale cache, the previous call's output) then differs on every request;
@@ -307,6 +320,7 @@ def check_schedule(
             chunk = int(max(len(lanes.ring), min(largest, 0.5 * left / per_request)))
     return CheckResult(first, mismatches, worst, tol, bad, requested=requests, reused_references=reused,
                        eager_spread=eager_spread, eager_finite=eager_finite, nonfinite_requests=nonfinite,
+                       distinct_requests=distinct, same_responses=same,
                        seconds=time.perf_counter() - start, allowance_s=max_duration_s)
 
 

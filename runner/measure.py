@@ -329,8 +329,14 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         out.estimate_most_s, out.budget_left_s = most_s, left_s + per_pass_s
         estimated_at = time.perf_counter()
         span = f"about {out.estimate_s:.1f}" if most_s <= 1.2 * out.estimate_s else f"{out.estimate_s:.1f} to {most_s:.1f}"
-        log.info("measuring: %s s more (measure.budget_s=%g: at least %d and at most %d repeats of "
-                 "about %.2f s per pass%s)", span, m.budget_s, fitting, m.repeats, per_pass_s, fewer)
+        # At most: as many as the window holds, plus the one a pass may start near its end (a
+        # GPT-2's "at most 3 repeats of about 3.38 s" came with "3.4 to 4.3 s more").
+        most_repeats = m.repeats if per_repeat_s <= 0 else \
+            min(m.repeats, max(fitting, int(window_s / per_repeat_s) + 1))
+        repeats = f"{fitting} repeat{'s' * (fitting > 1)}" if most_repeats == fitting else \
+            f"at least {fitting} and at most {most_repeats} repeats"
+        log.info("measuring: %s s more (measure.budget_s=%g: %s of about %.2f s per pass%s)",
+                 span, m.budget_s, repeats, per_pass_s, fewer)
         if m.interleave:
             # Each kind's first timed pass must not pay for its own first replays (a graph's
             # upload) or a cold eager path: short untimed warm-ups, as in the blocks below.

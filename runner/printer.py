@@ -169,7 +169,9 @@ def render(result: dict[str, Any]) -> str:
     if f.get("capture_time_ms") is not None:
         setup.append(f"capture {f['capture_time_ms']:.0f} ms")
     if f.get("warmup_time_ms") is not None:
-        setup.append(f"warm-up {f['warmup_time_ms']:.0f} ms")
+        # None ran (skipped, or measure.warmup_ms=0): not "warm-up 0 ms" beside "warm-up skipped".
+        ran = f["warmup_time_ms"] > 0 or "warmup" in (f.get("measure_phases_s") or {})
+        setup.append(f"warm-up {f['warmup_time_ms']:.0f} ms" if ran else "no warm-up")
     if f.get("measure_time_s") is not None:
         stop = {"stdrel": "stable", "repeats": "at measure.repeats", "budget": "budget reached"}.get(
             f.get("repeats_stop_reason"))

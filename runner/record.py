@@ -158,11 +158,15 @@ HOST_METHOD = {
 }
 
 
-def plain_bool(override: str) -> str:
-    """graph=False -> graph=false: Hydra's sweepers write a swept boolean as Python prints it,
-    the user wrote it in YAML's words (Hydra reads both as the same value); tables, labels and
-    records show what the user wrote, whichever launcher ran the job."""
+def as_written(override: str) -> str:
+    """An override as the user wrote it, from what Hydra's sweepers hand a job: graph=False ->
+    graph=false (a swept boolean as Python prints it; Hydra reads both alike), and
+    ~model.module.bias=null -> ~model.module.bias (a deletion given no value: with one, Hydra
+    deletes only a key holding that value, so the record could not be pasted back). Tables,
+    labels and records show what the user wrote, whichever launcher ran the job."""
     key, sep, value = override.partition("=")
+    if key.startswith("~") and sep and value == "null":
+        return key
     return f"{key}={value.lower()}" if sep and value in ("True", "False") else override
 
 

@@ -527,6 +527,9 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
         if SEQ in shape:
             _check(bool(seqs), f"{key}.shape={list(shape)} uses seq, but model.seq is not set; set it, e.g. model.seq=128")
         if kind == "tokens":
+            # Unset, it reads 0 (the schema's default): not said as a value the user gave.
+            _check(inp.vocab != 0, f"{key}.vocab=0 (or not set): kind tokens needs the vocabulary's size, in "
+                                   f"1..2**63-1, e.g. {key}.vocab=50257 (token ids are drawn below it)")
             _check(1 <= inp.vocab <= INT64_MAX, f"{key}.vocab={inp.vocab}: token inputs need a vocab in 1..2**63-1")
         if kind == "int":
             _check(inp.high > inp.low, f"{key}: low={inp.low} high={inp.high}; int inputs need low < high")

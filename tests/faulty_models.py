@@ -138,6 +138,29 @@ class Lagging(Healthy):
         self.last = out.clone()
         return previous
 
+
+class FirstAnswer(Healthy):
+    """Keeps its first answer and returns it for every request after: eager does too, so the
+    check matches; the answer just does not follow the input."""
+
+    def __init__(self, features: int = 8, calls: int = 50) -> None:
+        super().__init__(features, calls)
+        self.first = None
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.first is None or self.first.shape != input.shape:
+            self.first = self.linear(input).detach().clone()
+        return self.first.clone()
+
+
+class EveryOther(Healthy):
+    """Row 0 is off by one on every other call: two calls apart it repeats itself."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self.count += 1
+        out = self.linear(input)
+        return torch.cat([out[:1] + 1.0, out[1:]]) if self.count % 2 else out
+
 # Wrong answers only the served path gives: the runner serves requests through views of its
 # lanes' buffers (`input._base` is set), eager references get plain tensors. A check that
 # passes any of these is blind to that kind of fault.

@@ -155,7 +155,8 @@ BAD_INPUTS = {
     "input-name": (["model=linear", "~model.inputs.input", "++model.inputs={x:{shape:[512]}}"],
                    "model.inputs.x: Linear.forward has no argument 'x' (it takes: input)"),
     "tokens-vocab": (["model=tiny_llm", "model.inputs.tokens.vocab=0"],
-                     "model.inputs.tokens.vocab=0: token inputs need a vocab in 1..2**63-1"),
+                     "model.inputs.tokens.vocab=0 (or not set): kind tokens needs the vocabulary's size, in 1..2**63-1, "
+                     "e.g. model.inputs.tokens.vocab=50257 (token ids are drawn below it)"),
     "input-add-by-key": (["++model.inputs.foo={shape: [256]}"],
                          "model.inputs.foo: a new input cannot be added by its own key; add it to the map: "
                          "'++model.inputs={foo: {shape: [256]}}'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import statistics
@@ -509,6 +510,13 @@ def test_the_warnings_say_what_a_figure_rests_on(make_cfg):
     assert noise and all("its 95% interval" in w and "2-sigma" not in w for w in noise), said
     assert ("the check compared 40 of measure.check_requests=64 requests before its share of the budget ran out "
             "(it took 18.1 s; its share: 5.3 s)") in said
+    # Past a whole quick check (128), a note: the README's default CPU job warned of it every time.
+    m.check = CheckResult(1373, 0, 0.0, 1e-5, requested=2048, seconds=5.0, allowance_s=5.0)
+    summary = summarize_measurement(spec, m)
+    assert not [w for w in summary.warnings if w.startswith("the check compared")]
+    assert summary.notes == ["the check compared 1373 of measure.check_requests=2048 requests before its share of the "
+                             "budget ran out (it took 5.0 s; its share: 5.0 s)"]
+    m.check = CheckResult(40, 0, 0.0, 1e-5, requested=64, seconds=18.1, allowance_s=5.3)
     assert ("the latency pass served 40 of measure.latency_requests=500 requests in its share of the budget "
             "(measure.budget_s=2): its p99 lies between its two largest latencies; raise measure.budget_s for more") in said
     assert ("the baseline's latency pass served 300 of measure.latency_requests=500 requests in its share of the "
@@ -667,14 +675,20 @@ SLOW = ("model=linear", "~model.module.in_features", "~model.module.out_features
         "model.inputs.input.shape=[8]", "model.module._target_=tests.faulty_models.Slow")
 
 
-def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg, tmp_path):
+def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg, tmp_path, caplog, capsys):
     """200 ms per request and 0.4 s of budget: the latency passes' floor (two turns of the
     ring) does not fit their share, so they are skipped and the result says so, instead of the job
     running far past its budget."""
     cfg = make_cfg(*QUICK, *SLOW, "+model.module.calls=200", "measure.budget_s=0.4", "measure.warmup_ms=0")
-    result = run_job(cfg, JobInfo(output_dir=tmp_path))
+    with caplog.at_level(logging.INFO, logger="runner"):
+        result = run_job(cfg, JobInfo(output_dir=tmp_path))
     f = result["figures"]
     assert result["status"] == "ok" and f["throughput_requests_per_s"] < 6
+    # The estimate counts the repeats the budget holds, not measure.repeats ("at most 3 repeats of
+    # about 3.38 s per pass" had come with "3.4 to 4.3 s more"); no "warm-up 0 ms" for none.
+    [estimate] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("measuring: ")]
+    assert re.search(r"\(measure.budget_s=0.4: 1 repeat of about 0\.2\d s per pass, fewer than", estimate), estimate
+    assert "no warm-up" in capsys.readouterr().out
     assert f["latency_e2e_us"] is None and f["latency_clock"] is None and f["host_launch_us"] is None
     assert "enqueue" not in f["measure_phases_s"] and "latency" not in f["measure_phases_s"]
     assert any(w.startswith("latency and host time per step not measured") and "measure.budget_s=0.4" in w
@@ -1196,6 +1210,12 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
     capped = summarize_measurement(spec, Measurement(throughput=passes, pass_cap_s=0.3)).warnings
     [cut] = [w for w in capped if " passes were cut to " in w]
     assert cut.endswith("to fit in measure.max_pass_ms=300, the longest a pass may run"), cut
+    # One request longer than the cap (a GPT-2 on a CPU): not cut "to fit" in it.
+    overran = summarize_measurement(spec, Measurement(throughput=[(1, 4.4)] * 3, pass_cap_s=0.3)).warnings
+    [cut] = [w for w in overran if " passes were cut to " in w]
+    assert cut.endswith("at most 4,400 ms each (asked: measure.min_requests=20) under "
+                        "measure.max_pass_ms=300, the longest a pass may run: the least a pass runs (a turn of the "
+                        "ring, each slot once) took longer than that"), cut
     squeezed = summarize_measurement(spec, Measurement(throughput=[(15, 0.1)] * 3, pass_cap_s=0.1)).warnings
     [cut] = [w for w in squeezed if " passes were cut to " in w]
     assert cut.endswith("to fit in the budget (measure.budget_s=2)"), cut

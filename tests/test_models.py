@@ -599,6 +599,22 @@ inputs: {x: {shape: [8]}}
     assert bad["reason"].startswith("bad config: streams=-1")
 
 
+
+def test_an_input_forward_needs_and_the_config_lacks_is_named(make_cfg, model_dir, tmp_path):
+    """forward(input_ids, attention_mask, flags) given input_ids alone: "missing 2 required
+    positional arguments" drew the token ids hint ("positional" read as a position)."""
+    text = """
+module: {_target_: tests.io_models.Masked, vocab: 50, dim: 4}
+batch: 2
+seq: 4
+inputs:
+  input_ids: {kind: tokens, shape: [seq], vocab: 50}
+"""
+    said = _refusal(make_cfg, model_dir, tmp_path, "lacks", text)
+    assert "forward needs attention_mask, flags, which model.inputs do not give: add them " \
+           "(model.inputs.attention_mask: {shape: [...]})" in said, said
+    assert "token ids must stay below" not in said
+
 def test_a_forward_that_takes_its_inputs_by_position_only_is_told_so(make_cfg, model_dir, tmp_path):
     """forward(self, x, /) was said to have no argument 'x' (it takes: no named arguments)."""
     text = """
@@ -919,6 +935,17 @@ def test_the_check_is_not_blind_to_faults_only_the_served_path_has(make_cfg, tmp
     assert lag["status"] == "invalid" and lag["figures"]["check_mismatches"] >= lag["figures"]["check_requests"] - 1 > 2
     assert lag["figures"]["check_bad_requests"] == sorted(lag["figures"]["check_bad_requests"])[:10]
     assert "the model itself is not deterministic" in lag["reason"]
+    # Wrong every other call, on the CPU: the reason says where a difference can come from there.
+    odd = run_job(_planted(make_cfg, "EveryOther"), JobInfo(output_dir=tmp_path / "odd"))
+    assert odd["status"] == "invalid" and odd["reason"].endswith(
+        "on the CPU each request is served by this same eager forward, on a copy of it in the model's input buffer: "
+        "the difference lies in those copies, or in state the model keeps between calls (an answer that changes with "
+        "the calls before it)"), odd["reason"]
+    # A model answering every request with its first answer: eager does too, so it matches; said.
+    first = run_job(_planted(make_cfg, "FirstAnswer"), JobInfo(output_dir=tmp_path / "first"))
+    assert first["status"] == "ok" and first["figures"]["check_same_responses"] >= 3
+    assert any(w.startswith(f"each of the check's {first['figures']['check_same_responses']} requests that differ from "
+                            "the first of their size got the same response as it") for w in first["warnings"])
     # The right answers pass: the same models, unplanted, and a leaf with torch's lazy conjugate
     # flag (the CPU's copy out had moved its raw, unconjugated values: 128 of 128 "differed").
     conj = run_job(_planted(make_cfg, "ConjSpectrum"), JobInfo(output_dir=tmp_path / "conj"))
@@ -926,6 +953,7 @@ def test_the_check_is_not_blind_to_faults_only_the_served_path_has(make_cfg, tmp
     fine = run_job(_planted(make_cfg, "Healthy", "dtype=bf16", "model.batch=4096", "+model.module.calls=1000000000"),
                    JobInfo(output_dir=tmp_path / "fine"))
     assert fine["status"] == "ok", fine["reason"]
+    assert fine["figures"]["check_same_responses"] == 0 and not any("same response" in w for w in fine["warnings"])
 
 
 def test_a_model_returning_its_own_buffer_is_judged_on_what_each_forward_returned(make_cfg, tmp_path, monkeypatch):

@@ -278,9 +278,9 @@ class RunnerLauncher(Launcher):
     # --- preparing jobs ----------------------------------------------------------------
     def _prepare(self, overrides: Sequence[str], idx: int) -> _Job:
         assert self.hydra_context is not None and self.config is not None
-        from runner.record import plain_bool
+        from runner.record import as_written
 
-        overrides = [plain_bool(o) for o in overrides]
+        overrides = [as_written(o) for o in overrides]
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(config):
             config.hydra.job.id = idx
