@@ -232,6 +232,13 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
             mistyped = _mistyped_argument(target, dict(spec.model.module))
             if mistyped:
                 raise ConfigError(f"{mistyped} ({reason})") from exc
+            unexpected = re.search(r"unexpected keyword argument '(\w+)'", reason)
+            near = _nearest_argument(target, unexpected.group(1)) if unexpected else None
+            if unexpected and near:  # a misspelt argument (+model.module.dept=3 for depth)
+                raise ConfigError(
+                    f"model.module.{unexpected.group(1)}: {target.rpartition('.')[2]} takes no argument "
+                    f"{unexpected.group(1)!r}; did you mean model.module.{near}?"
+                ) from exc
             raise ConfigError(
                 f"model.module: the arguments do not fit {target} ({reason}); "
                 "fix the keys under model.module"
@@ -307,6 +314,16 @@ def unused_keys(node: Any, key: str = "model.module") -> list[str]:
         for i, value in enumerate(node):
             warnings += unused_keys(value, f"{key}.{i}")
     return warnings
+
+
+def _nearest_argument(target: str, name: str) -> Optional[str]:
+    """The argument of `target`'s constructor (or function) a wrong name most likely meant."""
+    try:
+        params = inspect.signature(_locate(target)).parameters
+    except Exception:  # noqa: BLE001 - no signature to read: no guess
+        return None
+    named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return _nearest_setting(name, named)
 
 
 def _nearest_setting(name: str, settings: set[str]) -> Optional[str]:

@@ -789,6 +789,12 @@ def resolve(
             "with it, or compile=default with graph=true for graphs over several streams",
         )
 
+    if config.compile_cache is not None and compile_mode == "none":
+        # Said, not checked: a folder for nothing (the README lists an unusable one as bad input,
+        # and compile=none took /proc/x without a word).
+        notices.append(f"compile_cache={config.compile_cache} applies to compile=default and the other compile "
+                       "modes: with compile=none nothing is compiled, and the folder is not used")
+
     m = config.measure
     if config.timestamps.value != "none" and (m.latency_requests == 0 or config.load.scenario.value != "offline"):
         # The timestamps are the latency pass's marks: without that pass there are none to write.

@@ -970,3 +970,14 @@ def test_a_model_returning_its_own_buffer_is_judged_on_what_each_forward_returne
     with torch.no_grad():
         first = workload.model.linear(request["input"]) + 1  # what the first forward returned
     assert torch.equal(leaf, first)
+
+
+def test_a_misspelt_constructor_argument_gets_the_nearest_one(make_cfg):
+    """+model.module.dept=3 said "the arguments do not fit ... fix the keys under model.module"."""
+    from runner.build import instantiate_model
+
+    with pytest.raises(ConfigError) as refused:
+        instantiate_model(resolve(make_cfg(*QUICK, "model=mlp", "+model.module.dept=3")))
+    assert str(refused.value) == "model.module.dept: MLP takes no argument 'dept'; did you mean model.module.depth?"
+    with pytest.raises(ConfigError, match=r"^model.module: the arguments do not fit runner.models.mlp.MLP .*'zzz'"):
+        instantiate_model(resolve(make_cfg(*QUICK, "model=mlp", "+model.module.zzz=3")))  # nothing near: as before

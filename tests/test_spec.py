@@ -91,6 +91,11 @@ def test_a_compile_cache_that_cannot_be_a_folder_is_refused_with_its_key(make_cf
     made = tmp_path / "cache" / "inductor"
     assert resolve(make_cfg("device=cpu", "compile=default", f"compile_cache={made}")).compile_cache == str(made)
     assert made.is_dir()
+    # With compile=none the folder is not used: said (it had been taken without a word).
+    spec = resolve(make_cfg("device=cpu", "compile_cache=/proc/nope"))
+    assert "compile_cache=/proc/nope applies to compile=default and the other compile modes: with compile=none " \
+           "nothing is compiled, and the folder is not used" in spec.notices
+    assert not [n for n in resolve(make_cfg("device=cpu")).notices if "compile_cache" in n]
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(make_cfg):
