@@ -233,7 +233,11 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
             if mistyped:
                 raise ConfigError(f"{mistyped} ({reason})") from exc
             unexpected = re.search(r"unexpected keyword argument '(\w+)'", reason)
-            near = _nearest_argument(target, unexpected.group(1)) if unexpected else None
+            # Only a key the config gave the target itself: the same TypeError from a nested
+            # _target_ or from the model's own code names no key of model.module.
+            given = unexpected is not None and unexpected.group(1) in spec.model.module and \
+                re.match(rf"{re.escape(target.rpartition('.')[2])}(\.__init__)?\(\)", reason) is not None
+            near = _nearest_argument(target, unexpected.group(1), spec.model.module) if given else None  # type: ignore[union-attr]
             if unexpected and near:  # a misspelt argument (+model.module.dept=3 for depth)
                 raise ConfigError(
                     f"model.module.{unexpected.group(1)}: {target.rpartition('.')[2]} takes no argument "
@@ -316,14 +320,18 @@ def unused_keys(node: Any, key: str = "model.module") -> list[str]:
     return warnings
 
 
-def _nearest_argument(target: str, name: str) -> Optional[str]:
-    """The argument of `target`'s constructor (or function) a wrong name most likely meant."""
+def _nearest_argument(target: str, name: str, given: Any) -> Optional[str]:
+    """The argument of `target`'s constructor (or function) a wrong name most likely meant;
+    None unless it is the only key given that the target does not take (several such keys are
+    another model's arguments: model.module._target_=torch.nn.Linear under the MLP's keys had
+    offered in_features for hidden_features)."""
     try:
         params = inspect.signature(_locate(target)).parameters
     except Exception:  # noqa: BLE001 - no signature to read: no guess
         return None
     named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return _nearest_setting(name, named)
+    unknown = [k for k in given if not str(k).startswith("_") and k not in named]
+    return _nearest_setting(name, named) if unknown == [name] else None
 
 
 def _nearest_setting(name: str, settings: set[str]) -> Optional[str]:
@@ -507,7 +515,7 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         if not floats and re.search(r"dtype|scalar type", reason, re.IGNORECASE):
             # An integer or bool tensor where the model computes in floats (a float MLP's x as kind=int).
             hint = "an input of kind int, bool, mask or tokens where the model wants floating point takes kind: float; "
-        missing = re.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: (.+)", reason)
+        missing = re.search(r"\bforward\(\) missing \d+ required (?:positional |keyword-only )?arguments?: (.+)", reason)
         if isinstance(exc, TypeError) and missing:
             # forward's own signature names what it lacks: that, not the inputs' shapes.
             names = re.findall(r"'(\w+)'", missing.group(1))

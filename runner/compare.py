@@ -5,7 +5,7 @@
 OLD and NEW are result.json files, run folders or sweep folders. Results are matched by what
 was asked for (model and its arguments, input, dtype, TF32, streams, graph, pinned, copies in
 graph); a match whose settings actually ran differently (another device type, an eager fallback)
-or on other hardware (another GPU or host CPU model, another thread count on the CPU) is
+or on other hardware (another GPU model; on the CPU another CPU model or thread count) is
 flagged, not compared. Per match: ratio = NEW / OLD requests/s. A change counts only when it is larger than both
 `--threshold` (|ratio - 1|) and `--sigma` times the combined noise of the two runs (their
 coefficients of variation across repeats, added in quadrature, against |ln ratio|: a halving
@@ -153,13 +153,18 @@ def _device_type(result: dict[str, Any]) -> str:
     return asked.split(":")[0]
 
 
-def _hardware(result: dict[str, Any]) -> dict[str, Any]:
-    """What a run ran on, where it recorded it: the GPU's model, the host's CPU model and, on
-    the CPU, torch's threads. Runs on another GPU were judged as a change of the code."""
+def _on_cpu(result: dict[str, Any]) -> bool:
     env = result.get("env") or {}
-    gpu = (env.get("gpu") or {}).get("name")
-    on_cpu = str((result.get("effective") or {}).get("device") or env.get("device") or "").startswith("cpu")
-    found = {"gpu": gpu, "host cpu": env.get("cpu_model"), "torch threads": env.get("torch_threads") if on_cpu else None}
+    return str((result.get("effective") or {}).get("device") or env.get("device") or "").startswith("cpu")
+
+
+def _hardware(result: dict[str, Any]) -> dict[str, Any]:
+    """What a run's figures ran on, where it recorded it: the GPU's model; on the CPU, its model
+    and torch's threads. Runs on another GPU were judged as a change of the code. (A GPU run's
+    host CPU is said beside a verdict, not ruled on: `_beside`.)"""
+    env = result.get("env") or {}
+    found = {"host cpu": env.get("cpu_model"), "torch threads": env.get("torch_threads")} if _on_cpu(result) else \
+        {"gpu": (env.get("gpu") or {}).get("name")}
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -256,7 +261,11 @@ def _short(verdict: str) -> str:
 
 
 def _beside(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """What ran beside either run, for a faster or slower verdict."""
+    """What ran beside either run, or under it, for a faster or slower verdict."""
+    hosts = [(r.get("env") or {}).get("cpu_model") for r in (old, new)]
+    if None not in hosts and hosts[0] != hosts[1] and not _on_cpu(new):
+        # The same GPU under another host CPU: a config bound by the host's Python moves with it.
+        return f" (on another host CPU: {hosts[0]} -> {hosts[1]}; a config bound by the host moves with it)"
     if _concurrent(old) or _concurrent(new):
         return " (ran beside other jobs of its sweep: their timings interfere)"
     # Other work on the host, by the run's own warnings (runner.report names such jobs; compare

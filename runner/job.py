@@ -304,7 +304,7 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
                     f"{check.eager_spread:.3g} (randomness in its forward, e.g. torch.randn or dropout in training mode, "
                     f"or state kept from call to call, e.g. a cache)"
                 )
-            elif not spec.is_cuda:
+            elif not spec.is_cuda and result["effective"].get("compile", "none") == "none":
                 # RareRow (one row wrong every other call) read "126 of 128 differ" and no more.
                 result["reason"] += (
                     "; on the CPU each request is served by this same eager forward, on a copy of it in the model's "

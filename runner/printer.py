@@ -114,11 +114,15 @@ def render(result: dict[str, Any]) -> str:
     reason = f": {result['reason']}" if result.get("reason") else ""
     lines.append(f"status: {status.upper() if status != 'ok' else status}{reason}")
     if "check_requests" in f:
-        verdict = "match eager" if not f.get("check_mismatches") else f"{f['check_mismatches']} DIFFER from eager"
+        verdict = "match eager" if not f.get("check_mismatches") else "DIFFER from eager"
+        counted = f"{f['check_mismatches']} of {f['check_requests']}" if f.get("check_mismatches") else f["check_requests"]
         err = f.get("check_max_rel_err")
+        # None with requests that differ: an error past every number (NaN, inf, or a response of
+        # another shape), which result.json cannot hold; the log above had said "inf".
+        shown = format(err, ".1e") if err is not None else ("inf" if f.get("check_mismatches") else "-")
         lines.append(
-            f"check: {f['check_requests']} requests {verdict} "
-            f"(max rel err {'-' if err is None else format(err, '.1e')}, tolerance {f['check_tolerance_rel']:.0e})"
+            f"check: {counted} requests {verdict} "
+            f"(max rel err {shown}, tolerance {f['check_tolerance_rel']:.0e})"
         )
     if f.get("throughput_requests_per_s") is not None:
         lines.append(f"{'':24}{'requests/s':>12}{'samples/s':>14}{'cv':>8}")

@@ -161,8 +161,8 @@ HOST_METHOD = {
 def as_written(override: str) -> str:
     """An override as the user wrote it, from what Hydra's sweepers hand a job: graph=False ->
     graph=false (a swept boolean as Python prints it; Hydra reads both alike), and
-    ~model.module.bias=null -> ~model.module.bias (a deletion given no value: with one, Hydra
-    deletes only a key holding that value, so the record could not be pasted back). Tables,
+    ~model.module.bias=null -> ~model.module.bias (a deletion given no value, as the sweeper
+    writes it; Hydra reads both alike, but the first reads as "delete it if it is null"). Tables,
     labels and records show what the user wrote, whichever launcher ran the job."""
     key, sep, value = override.partition("=")
     if key.startswith("~") and sep and value == "null":

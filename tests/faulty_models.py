@@ -153,13 +153,23 @@ class FirstAnswer(Healthy):
         return self.first.clone()
 
 
-class EveryOther(Healthy):
-    """Row 0 is off by one on every other call: two calls apart it repeats itself."""
+class PingPong(Healthy):
+    """Adds one on every other call: two calls apart it repeats itself."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self.count += 1
-        out = self.linear(input)
-        return torch.cat([out[:1] + 1.0, out[1:]]) if self.count % 2 else out
+        return self.linear(input) + (self.count % 2)
+
+
+class IdsAndScale(Healthy):
+    """Returns the ids of the largest logit, which follow the input, and a constant scale."""
+
+    def __init__(self, features: int = 8, calls: int = 50) -> None:
+        super().__init__(features, calls)
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, input: torch.Tensor) -> tuple:
+        return self.linear(input).argmax(-1), self.scale.detach().expand(input.shape[0]).clone()
 
 # Wrong answers only the served path gives: the runner serves requests through views of its
 # lanes' buffers (`input._base` is set), eager references get plain tensors. A check that

@@ -194,3 +194,29 @@ class NumpyOut(nn.Module):
 
     def forward(self, x: torch.Tensor):
         return (x * 2).numpy()
+
+
+class InnerTypo(nn.Module):
+    """A typo in the model's own constructor: nn.Linear(..., bais=...)."""
+
+    def __init__(self, features: int = 8, bias: bool = True) -> None:
+        super().__init__()
+        self.lin = nn.Linear(features, features, bais=bias)  # type: ignore[call-arg]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+class InnerMissing(nn.Module):
+    """forward calls a helper of its own without an argument it needs: a fault in the code, no
+    input missing."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.lin = nn.Linear(features, features)
+
+    def scale(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+        return x * factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale(self.lin(x))  # type: ignore[call-arg]

@@ -232,6 +232,8 @@ def test_a_model_that_does_not_repeat_itself_is_invalid_and_told_so(make_cfg, tm
     not_finite = run_job(make_cfg(*QUICK, *nan), JobInfo(output_dir=tmp_path / "nan"))
     assert not_finite["status"] == "invalid" and "not deterministic" not in not_finite["reason"]
     assert not_finite["reason"].endswith("; eager's own output is not finite (NaN or inf) for the first of them")
+    # Its error is past every number: the console says inf, as the log did ("-" had read as unknown).
+    assert "check: 128 of 128 requests DIFFER from eager (max rel err inf, tolerance 1e-05)" in render(not_finite)
     healthy = run_job(make_cfg(*QUICK, *FAULTY, "+model.module.calls=100000"), JobInfo(output_dir=tmp_path / "ok"))
     assert healthy["status"] == "ok" and "check_eager_spread" not in healthy["figures"]
 
@@ -1216,6 +1218,12 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
     assert cut.endswith("at most 4,400 ms each (asked: measure.min_requests=20) under "
                         "measure.max_pass_ms=300, the longest a pass may run: the least a pass runs (a turn of the "
                         "ring, each slot once) took longer than that"), cut
+    # Passes of more than a turn (8 requests here) that overshot the cap by their last request
+    # fit in it as well as they could (the default CPU job's 4 requests of 333 ms had read as
+    # one turn outrunning it).
+    overshot = summarize_measurement(spec, Measurement(throughput=[(12, 0.333)] * 3, pass_cap_s=0.3)).warnings
+    [cut] = [w for w in overshot if " passes were cut to " in w]
+    assert cut.endswith("to fit in measure.max_pass_ms=300, the longest a pass may run"), cut
     squeezed = summarize_measurement(spec, Measurement(throughput=[(15, 0.1)] * 3, pass_cap_s=0.1)).warnings
     [cut] = [w for w in squeezed if " passes were cut to " in w]
     assert cut.endswith("to fit in the budget (measure.budget_s=2)"), cut

@@ -222,13 +222,15 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
     fallback["effective"]["graph"] = not fallback["effective"]["graph"]  # e.g. a capture fallback
     [m] = compare.compare([a], [fallback], 0.05, 3)
     assert m.verdict == "ran differently (graph)" and compare.is_regression(m)
-    # The same settings on another GPU (or CPU, or thread count): not a change of the code.
+    # The same settings on another GPU (or, on the CPU, another CPU or thread count): not a
+    # change of the code.
     for where, value in (("gpu", {"name": "NVIDIA H200", "uuid": "GPU-2"}), ("cpu_model", "Intel Xeon"),
                          ("torch_threads", 64)):
         old, new = copy.deepcopy(a), copy.deepcopy(a)
         new["job"]["started_unix"] += 1
         if where == "gpu":
             old["env"]["gpu"] = {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1"}
+            old["effective"]["device"] = new["effective"]["device"] = "cuda:0"
         new["env"][where] = value
         new["figures"]["throughput_requests_per_s"] *= 1.5
         [m] = compare.compare([old], [new], 0.05, 3)
@@ -239,6 +241,18 @@ def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_
         # Pooled in old, a run on the other hardware is left out, not taken for spread.
         [m] = compare.compare([old, new], [old], 0.05, 3)
         assert m.runs == (1, 1) and m.verdict == "same"
+    # A GPU run under another host CPU: compared, the host named beside the verdict.
+    old, new = copy.deepcopy(a), copy.deepcopy(a)
+    new["job"]["started_unix"] += 1
+    for r in (old, new):
+        r["effective"]["device"] = "cuda:0"
+        r["env"]["gpu"] = {"name": "NVIDIA H200", "uuid": "GPU-2"}
+        r["figures"]["throughput_cv"] = r["figures"]["throughput_cv_all_repeats"] = 0.01
+    new["env"]["cpu_model"] = "Intel Xeon"
+    new["figures"]["throughput_requests_per_s"] *= 1.5
+    [m] = compare.compare([old], [new], 0.05, 3)
+    assert m.verdict == (f"faster (on another host CPU: {a['env']['cpu_model']} -> Intel Xeon; a config bound by the "
+                         "host moves with it)") and not compare.is_regression(m), m.verdict
     matches = compare.compare([a, b], [a], 0.05, 3)
     assert [m.verdict for m in matches] == ["same", "missing in new"]
     assert compare.is_regression(matches[1])

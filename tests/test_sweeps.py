@@ -240,8 +240,8 @@ def test_three_job_sweep_with_one_failure_has_three_rows_and_exits_nonzero(tmp_p
     assert len({r["job"]["pid"] for r in by_num.values()}) == 3
     assert all("hydra.sweep.dir=sw" in r["env"]["argv"] and "-m" in r["env"]["argv"] for r in by_num.values())
     assert "forked from a preloaded server" in done.stdout
-    # Deletions as written: Hydra's sweeper hands a job ~key=null, which deletes only a key that
-    # holds null, so the record (and .hydra/overrides.yaml) could not be run again.
+    # Deletions as written: Hydra's sweeper hands a job ~key=null (which Hydra reads as ~key, but
+    # a reader as "delete it if it is null"), in the record and .hydra/overrides.yaml.
     for r in by_num.values():
         assert "~model.module.in_features" in r["overrides"] and not any(o.endswith("=null") for o in r["overrides"])
     assert "=null" not in (tmp_path / "sw" / "0" / ".hydra" / "overrides.yaml").read_text()
