@@ -95,6 +95,8 @@ class Measurement:
     host_s: dict[str, list[float]] = field(default_factory=dict)  # wait, copy, launch per request
     samples_per_request: Optional[float] = None  # real samples per request over the timed plan
     throughput_samples: list[int] = field(default_factory=list)  # real samples each throughput pass served
+    baseline_samples: list[int] = field(default_factory=list)  # the same for the baseline's passes
+    ceiling_samples: list[int] = field(default_factory=list)  # and the ceiling's
     padding_waste: Optional[float] = None  # padded elements per real element (buckets only)
     latency: Optional[dict] = None  # from schedule.latency_pass
     baseline_latency_s: list[float] = field(default_factory=list)
@@ -289,12 +291,14 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             with progress.phase("ceiling"):
                 out.ceiling.append(schedule.ceiling_pass(lanes, _from(keys, cursor["ceiling"]), m.min_requests,
                                                          min(min_s, cap_s), cap_s, ceiling_stride(cap_s)))
+            out.ceiling_samples.append(_served(batches, cursor["ceiling"], out.ceiling[-1][0]))
             cursor["ceiling"] += out.ceiling[-1][0]
 
         def baseline(cap_s: float) -> None:
             with progress.phase("baseline"):
                 out.baseline.append(schedule.baseline_pass(forward, _from(workload.baseline_sources, cursor["baseline"]),
                                                            device, m.min_requests, min(min_s, cap_s), cap_s))
+            out.baseline_samples.append(_served(batches, cursor["baseline"], out.baseline[-1][0]))
             cursor["baseline"] += out.baseline[-1][0]
 
         def warm_up(name: str, cap_s: float) -> None:

@@ -81,7 +81,8 @@ METHOD = {
     "speedup_vs_baseline": (
         "median runner requests/s / median baseline requests/s (with measure.interleave=true: "
         "the median over repeats of the ratio of the two passes run back to back, its interval "
-        "from the spread of those ratios)"
+        "from the spread of those ratios); with buckets in samples/s, each side's of the sizes its "
+        "passes served"
     ),
     "ceiling": (
         "the compute alone (the lanes' compute graphs, checked against eager: by the requests' check, "
@@ -89,7 +90,8 @@ METHOD = {
         "replayed back to back across the streams, no copies; the host waits only to keep at most three "
         "strides of replays queued"
     ),
-    "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s",
+    "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s (with buckets, samples/s, each "
+                             "side's of the sizes its passes served)",
     "latency": (
         "a separate pass of measure.latency_requests with CUDA events before the H2D copy, after it, "
         "after compute and after the D2H copy of every request, all slots in flight"

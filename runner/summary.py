@@ -240,32 +240,42 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     start = steady_start(rates, speeds, spec.measure.min_repeats)
     steady = rates[start:]
     fig.update(dict.fromkeys(THROUGHPUT_KEYS))  # None when no pass finished (a Ctrl-C, say), or none ran (load)
-    # The throughput's samples are those its passes served (a pass serves part of the plan);
-    # the plan's mean for the baseline and the ceiling.
-    served = sum(n for n, _ in m.throughput[start:])
-    if served and len(m.throughput_samples) == len(m.throughput):
-        batch_served = sum(m.throughput_samples[start:]) / served
-    else:
-        batch_served = batch
-    fig.update(_rate_figures("throughput", m.throughput, batch_served, start))
-    fig.update(_rate_figures("baseline", m.baseline, batch))
-    fig.update(_rate_figures("ceiling", m.ceiling, batch))
+    # Each kind of pass serves its own part of the plan (with buckets, its own mix of sizes): its
+    # samples are those it served; the plan's mean where a pass's were not recorded.
+    def served_batch(passes: list[Pass], samples: list[int], first: int = 0) -> float:
+        served = sum(n for n, _ in passes[first:])
+        return sum(samples[first:]) / served if served and len(samples) == len(passes) else batch
 
+    fig.update(_rate_figures("throughput", m.throughput, served_batch(m.throughput, m.throughput_samples, start), start))
+    fig.update(_rate_figures("baseline", m.baseline, served_batch(m.baseline, m.baseline_samples)))
+    fig.update(_rate_figures("ceiling", m.ceiling, served_batch(m.ceiling, m.ceiling_samples)))
+    # The speedup and the efficiency compare work done: with buckets, samples/s of what each kind
+    # served (its requests/s are of another mix; the same divisor a pass without buckets), pass by
+    # pass for their intervals.
+    mixed = spec.model.bucketed and all(len(samples) == len(passes) for passes, samples in (
+        (m.throughput, m.throughput_samples), (m.baseline, m.baseline_samples), (m.ceiling, m.ceiling_samples)))
+    unit = "samples" if mixed else "requests"
+
+    def per_pass(passes: list[Pass], samples: list[int]) -> list[float]:
+        return [k / sec for (_, sec), k in zip(passes, samples, strict=True)] if mixed else _rates(passes)
+
+    work = per_pass(m.throughput, m.throughput_samples)
     if m.baseline and m.throughput:
+        base = per_pass(m.baseline, m.baseline_samples)
         if spec.measure.interleave:
             # Paired per repeat (the passes ran back to back), then the median of the ratios.
-            paired = [t / b for t, b in zip(rates, _rates(m.baseline), strict=False)]
+            paired = [t / b for t, b in zip(work, base, strict=False)]
             fig["speedup_vs_baseline"] = median(paired)
             fig["speedup_vs_baseline_repeats"] = paired
             # The pairs' own spread: a step in the host's speed moves both passes of a pair.
             fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"], paired))
         else:
-            fig["speedup_vs_baseline"] = fig["throughput_requests_per_s"] / fig["baseline_requests_per_s"]
-            fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"], steady, _rates(m.baseline)))
+            fig["speedup_vs_baseline"] = fig[f"throughput_{unit}_per_s"] / fig[f"baseline_{unit}_per_s"]
+            fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"], work[start:], base))
     if m.ceiling and m.throughput:
         fig.update(ratio_figures("efficiency_vs_ceiling",
-                                 fig["throughput_requests_per_s"] / fig["ceiling_requests_per_s"],
-                                 steady, _rates(m.ceiling)))
+                                 fig[f"throughput_{unit}_per_s"] / fig[f"ceiling_{unit}_per_s"],
+                                 work[start:], per_pass(m.ceiling, m.ceiling_samples)))
 
     if m.latency is not None:
         stages = STAGES if spec.is_cuda else HOST_STAGES
@@ -276,7 +286,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             fig["buckets"] = _bucket_figures(m.latency, spec.is_cuda)
     if spec.model.bucketed:
         fig["samples_per_request"] = batch  # the plan's mean
-        fig["throughput_samples_per_request"] = batch_served  # what the throughput's passes served
+        fig["throughput_samples_per_request"] = served_batch(m.throughput, m.throughput_samples, start)  # what its passes served
         fig["padding_waste"] = m.padding_waste if spec.graph else 0.0  # eager runs the real sizes
     host = m.host_s or {"wait": [], "copy": [], "launch": []}
     for step in ("wait", "copy", "launch"):

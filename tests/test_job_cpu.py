@@ -1250,3 +1250,27 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
     low, high = wide["speedup_vs_baseline_interval"]
     assert 0 < low < 1.0 < high and wide["speedup_vs_baseline_within_noise"] is True
     assert low * high == pytest.approx(1.3 ** 2)  # symmetric on the log scale
+
+
+def test_with_buckets_the_speedup_and_efficiency_compare_samples_each_kind_served(make_cfg):
+    """Each kind of pass serves its own part of the plan: the schedule's passes 16 samples a
+    request, the baseline's 8 (a slow baseline's short passes), and the speedup had divided
+    requests/s of the two mixes: 2x, where the work done per second was 4x."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg("experiment=buckets", "measure=quick"), cuda_count=lambda: 1)
+    assert spec.model.bucketed
+    m = Measurement(throughput=[(100, 1.0), (102, 1.0), (98, 1.0)], throughput_samples=[1600, 1632, 1568],
+                    baseline=[(50, 1.0), (51, 1.0), (49, 1.0)], baseline_samples=[400, 408, 392],
+                    ceiling=[(200, 1.0), (204, 1.0), (196, 1.0)], ceiling_samples=[3200, 3264, 3136],
+                    samples_per_request=7.5)
+    f = summarize_measurement(spec, m).figures
+    assert f["baseline_samples_per_s"] == pytest.approx(400) and f["ceiling_samples_per_s"] == pytest.approx(3200)
+    assert f["speedup_vs_baseline"] == pytest.approx(4.0) and f["efficiency_vs_ceiling"] == pytest.approx(0.5)
+    low, high = f["speedup_vs_baseline_interval"]
+    assert low < 4.0 < high and not f["speedup_vs_baseline_within_noise"]
+    # Passes that did not record what they served: requests/s, as before.
+    m.baseline_samples = []
+    f = summarize_measurement(spec, m).figures
+    assert f["speedup_vs_baseline"] == pytest.approx(2.0) and f["baseline_samples_per_s"] == pytest.approx(50 * 7.5)
