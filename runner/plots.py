@@ -52,8 +52,21 @@ def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
 
     rate, rate_label = _throughput(rows)
     lines: dict[str, list[Row]] = defaultdict(list)
+    devices = len({r.device for r in rows}) > 1
     for r in rows:
-        lines[_line_label(r)].append(r)
+        lines[_line_label(r) + (f" ({literal(r.device)})" if devices else "")].append(r)
+    for label in list(lines):
+        members = lines[label]
+        if len({r.streams for r in members}) == len(members):
+            continue
+        # Two jobs at one x (two presets of one model class, two sweeps of one config): a line
+        # per preset and sweep folder (per job where that is not enough), never a zigzag.
+        del lines[label]
+        series = {id(r): " ".join(filter(None, (*[o for o in r.asked if o.startswith("model=")],
+                                               Path(r.path).parent.name))) for r in members}
+        clash = len({(series[id(r)], r.streams) for r in members}) < len(members)
+        for r in members:
+            lines[f"{label} [{literal(f'#{r.job}' if clash else series[id(r)])}]"].append(r)
     for label, members in sorted(lines.items()):
         members.sort(key=lambda r: r.streams)
         xs = [r.streams for r in members]
@@ -88,12 +101,20 @@ def _plot_per_job(axes, col: int, model: str, rows: list[Row]) -> None:
     xs = range(len(rows))
     rate, rate_label = _throughput(rows)
     axes[0][col].bar(xs, [getattr(r, rate) for r in rows], color="tab:blue")
-    axes[1][col].bar(xs, [r.latency_p99_us or 0.0 for r in rows], color="tab:orange")
+    # A job without a latency pass gets no bar, not one of 0 us, and says so.
+    p99 = [r.latency_p99_us if r.latency_p99_us is not None else float("nan") for r in rows]
+    axes[1][col].bar(xs, p99, color="tab:orange")
+    for x, r in zip(xs, rows, strict=True):
+        if r.latency_p99_us is None:
+            axes[1][col].annotate("no latency\nmeasured", (x, 0), ha="center", va="bottom", fontsize=7)
+    modes = sorted({r.mode for r in rows})
+    # The mode they share; where it differs, the labels' overrides say it (row 0's had titled all).
+    mode = modes[0] if len(modes) == 1 else "modes differ: see each job's overrides"
     for row, (ylabel, title) in enumerate(
         ((rate_label, "throughput"), ("p99 latency, end to end (us)", "p99 latency"))
     ):
         ax = axes[row][col]
-        ax.set_title(literal(f"{model}: {title} per job\n{rows[0].mode}"))  # one line ran past the figure's edge
+        ax.set_title(literal(f"{model}: {title} per job\n{mode}"))  # one line ran past the figure's edge
         ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
@@ -120,7 +141,7 @@ def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
     ok = [r for r in rows if r.status == "ok" and r.requests_per_s is not None and r.streams is not None]
     written: list[Path] = []
     for name, draw, members in (("max_rate.png", _plot_max_rates, rows),
-                                ("throughput_latency.png", _plot_throughput_latency, ok),
+                                ("throughput_latency.png", _plot_throughput_latency, rows),
                                 ("speedup.png", _plot_speedup, ok)):
         try:
             written += draw(members, out_dir / name, plt)
@@ -140,9 +161,12 @@ def not_drawn(what: str, exc: BaseException) -> None:
     print(f"warning: {what} not written: {type(exc).__name__}" + (f": {reason}" if reason else ""), file=sys.stderr)
 
 
-def _plot_throughput_latency(ok: list[Row], path: Path, plt) -> list[Path]:
+def _plot_throughput_latency(every: list[Row], path: Path, plt) -> list[Path]:
     """Throughput and p99 latency against streams, a column per model (or per job, where
     every job ran on as many streams)."""
+    # Closed-loop throughput only: a fixed-rate server job's rate is the rate it was offered (an
+    # invalid one had been drawn as an ordinary bar), and its latency includes queueing.
+    ok = [r for r in every if r.status == "ok" and r.requests_per_s is not None and r.streams is not None and not r.load]
     if not ok:
         return []
     models = sorted({r.model for r in ok})
@@ -154,7 +178,10 @@ def _plot_throughput_latency(ok: list[Row], path: Path, plt) -> list[Path]:
             _plot_against_streams(axes, col, model, members_of_model)
         else:  # every job ran on as many streams (say, on a CPU): label the jobs by their overrides
             _plot_per_job(axes, col, model, members_of_model)
-    fig.suptitle(f"Sweep on {_device(ok)}")
+    left_out = [r for r in every if r not in ok]
+    # Jobs with nothing to draw (failed, invalid, a latency-only scenario) are named, not dropped.
+    fig.suptitle(f"Sweep on {_device(ok)}" + (f"\nnot drawn (see the table): {', '.join('#' + r.job for r in left_out)}"
+                                              if left_out else ""))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
@@ -166,16 +193,25 @@ def _plot_speedup(ok: list[Row], path: Path, plt) -> list[Path]:
         return []
     several_models = len({r.model for r in ok}) > 1
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(bars) + 2), 5))
-    names = [r.overrides or r.mode for r in bars]  # what tells the jobs apart
+    names = [f"#{r.job}: {r.overrides or r.mode}" for r in bars]  # what tells the jobs apart
     labels = [literal(f"{r.model}\n{n}" if several_models else n) for r, n in zip(bars, names, strict=True)]
     values = [r.speedup_vs_baseline for r in bars]
-    ax.bar(range(len(bars)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
+    # As the table marks them: within noise (~) grey, noise unknown (?) hatched; green or red
+    # only for a speedup or a slowdown beyond the repeats' noise.
+    colors = ["tab:gray" if r.speedup_within_noise else ("tab:green" if v >= 1 else "tab:red")
+              for r, v in zip(bars, values, strict=True)]
+    drawn = ax.bar(range(len(bars)), values, color=colors)
+    for bar, r in zip(drawn, bars, strict=True):
+        if r.speedup_within_noise is None:
+            bar.set_hatch("//")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("speedup over the eager baseline (x)")
-    ax.set_title(f"Speedup over the eager baseline, per config\n{_device(ok)}")
-    for i, v in enumerate(values):
-        ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_title(f"Speedup over the eager baseline, per config\n{_device(ok)}\n"
+                 "grey ~: within the repeats' noise; hatched ?: noise unknown (one pass)", fontsize=9)
+    for i, (v, r) in enumerate(zip(values, bars, strict=True)):
+        mark = "~" if r.speedup_within_noise else ("?" if r.speedup_within_noise is None else "")
+        ax.text(i, v, f"{mark}{v:.2f}", ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -185,31 +221,47 @@ def _plot_speedup(ok: list[Row], path: Path, plt) -> list[Path]:
 def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     """load.rate=max sweeps: each job's highest rate under the bound, its eager baseline's
     beside it, the best job marked."""
+    from runner.report import _mixed_search_batches, _per_request  # report imports this module
+
     held = [r for r in rows if r.status == "ok" and (r.max_rate is not None or r.baseline_max_rate is not None)]
     if not held:
         return []
+    # Samples/s where the jobs' requests carry different batch sizes, as the best is ranked
+    # (its bar had been the shortest, in requests/s).
+    per = _per_request if _mixed_search_batches(held) else (lambda r: 1.0)
+    unit = "samples/s" if _mixed_search_batches(held) else "requests/s"
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(held) + 2), 5))
     xs = range(len(held))
-    ax.bar([x - 0.2 for x in xs], [r.max_rate or 0 for r in held], width=0.4, label="runner",
+    ax.bar([x - 0.2 for x in xs], [(r.max_rate or 0) * per(r) for r in held], width=0.4, label="runner",
            color=["tab:orange" if r.best else "tab:blue" for r in held])
     if any(r.baseline_max_rate for r in held):  # else a legend entry with no bars (the CPU measures no baseline)
-        ax.bar([x + 0.2 for x in xs], [r.baseline_max_rate or 0 for r in held], width=0.4, label="eager baseline",
-               color="tab:gray")
+        ax.bar([x + 0.2 for x in xs], [(r.baseline_max_rate or 0) * per(r) for r in held], width=0.4,
+               label="eager baseline", color="tab:gray")
     for x, r in zip(xs, held, strict=True):
+        said = []
+        if r.max_rate is None:
+            said.append("no rate\nheld")  # a runner bar of 0 had gone unexplained
+        elif r.max_rate_cut:
+            said.append(">=")  # the budget cut its search: a floor, as the table's "or more"
         if r.best:
-            ahead = f"\n{r.max_rate / r.baseline_max_rate:.1f}x eager" if r.baseline_max_rate else ""
-            ax.annotate(f"best{ahead}", (x - 0.2, r.max_rate), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(list(xs), [literal(r.overrides or r.mode) for r in held], rotation=60, ha="right", fontsize=8)
-    bounds = sorted({r.p99_bound_ms for r in held if r.p99_bound_ms})
-    ax.set_ylabel("highest rate under the bound (requests/s)")
+            said.append("best" + (f"\n{r.max_rate / r.baseline_max_rate:.1f}x eager" if r.baseline_max_rate else ""))
+        if said:
+            ax.annotate("\n".join(said), (x - 0.2, (r.max_rate or 0) * per(r)), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(xs), [literal(f"#{r.job}: {r.overrides or r.mode}") for r in held], rotation=60, ha="right",
+                  fontsize=8)
+    # Every search's bound, not only those of the jobs that held a rate.
+    bounds = sorted({r.p99_bound_ms for r in rows if r.status == "ok" and r.rate_search and r.p99_bound_ms})
+    ax.set_ylabel(f"highest rate under the bound ({unit})")
     if len(bounds) > 1:  # each bar under its own job's bound (the first job's had titled them all)
         title = f"Highest request rate under each job's p99 bound ({', '.join(f'{b:g}' for b in bounds)} ms)\n{_device(held)}"
     else:
         title = f"Highest request rate with p99 <= {bounds[0]:g} ms\n{_device(held)}" if bounds else _device(held)
+    # Jobs with no bar at all (neither side held a rate, or the budget ran out first).
     none_held = [r for r in rows if r.status == "ok" and r.rate_search and r.max_rate is None
-                 and r.baseline_max_rate is None and r.load.startswith("server: no rate held")]
+                 and r.baseline_max_rate is None]
     if none_held:  # a job with no bar would otherwise be left out without a word
-        title += f"\nno rate held the bound: job{'s' * (len(none_held) > 1)} {', '.join('#' + r.job for r in none_held)}"
+        title += (f"\nno rate held the bound, or none was measured: job{'s' * (len(none_held) > 1)} "
+                  f"{', '.join('#' + r.job for r in none_held)}")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

@@ -75,7 +75,7 @@ def test_load_plots_say_what_they_draw(tmp_path, monkeypatch):
     plots._plot_max_rates(rows, tmp_path / "max_rate.png", kept)
     [ax] = kept.figures[-1].axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["runner"]
-    assert ax.get_title().endswith("\nno rate held the bound: job #1")
+    assert ax.get_title().endswith("\nno rate held the bound, or none was measured: jobs #1, #3")
     assert ax.get_title().startswith("Highest request rate with p99 <= 1 ms")
     # Bars under different bounds: the first job's bound had titled them all.
     plots._plot_max_rates([row("0", max_rate=100.0, p99_bound_ms=5.0, rate_search=True),
@@ -88,6 +88,57 @@ def test_load_plots_say_what_they_draw(tmp_path, monkeypatch):
     assert [list(line.get_xdata()) for line in ax.get_lines()[:2]] == [[96.5], [96.5]]
     assert ax.get_title() == "job\ncircles on the p99 lines: filled valid, open invalid"
 
+
+
+def test_plots_draw_what_the_table_says(tmp_path):
+    """From a review of the plots: two presets of one model class (or two sweeps of one config)
+    drawn as one zigzag line; a per-job panel titled with the first job's mode and a missing p99
+    drawn as 0 us; speedups within noise coloured as gains and losses; the best rate search (by
+    samples/s) marked on the shortest bar (in requests/s); a best ranked across p99 bounds where
+    only one of the searches held a rate."""
+    from runner import plots
+
+    kept = _KeptFigures()
+    presets = [row(str(i), model="MLP", streams=st, asked=(f"model={m}", f"streams={st}"))
+               for i, (m, st) in enumerate((("mlp", 1), ("mlp", 4), ("mlp_wide", 1), ("mlp_wide", 4)))]
+    for r in presets:
+        r.overrides, r.path = f"model={r.asked[0][6:]} streams={r.streams}", f"/s/{r.job}"
+    plots._plot_throughput_latency(presets, tmp_path / "t.png", kept)
+    lines = kept.figures[-1].axes[0].get_lines()
+    assert len(lines) == 2 and all(sorted(line.get_xdata()) == [1, 4] for line in lines)
+    assert sorted(line.get_label().rsplit("[", 1)[1] for line in lines) == ["model=mlp s]", "model=mlp_wide s]"]
+
+    modes = [row("0"), row("1", latency_p99_us=None)]
+    modes[1].mode = "graph x1 pinned direct/2"
+    modes.append(row("2", requests_per_s=None))
+    modes[2].status = "failed"
+    modes.append(row("3", load="server: INVALID at load.rate=20,000/s"))  # an offered rate is no throughput
+    plots._plot_throughput_latency(modes, tmp_path / "m.png", kept)
+    fig = kept.figures[-1]
+    assert fig.axes[0].get_title().endswith("modes differ: see each job's overrides")
+    assert [t.get_text() for t in fig.axes[1].texts] == ["no latency\nmeasured"]
+    assert fig.get_suptitle().endswith("not drawn (see the table): #2, #3")
+
+    noise = [row("0", speedup_vs_baseline=1.01, speedup_within_noise=True),
+             row("1", speedup_vs_baseline=3.0, speedup_within_noise=False),
+             row("2", speedup_vs_baseline=0.5, speedup_within_noise=None)]
+    plots._plot_speedup(noise, tmp_path / "s.png", kept)
+    [ax] = kept.figures[-1].axes
+    assert [t.get_text() for t in ax.texts] == ["~1.01", "3.00", "?0.50"]
+    assert [bar.get_hatch() for bar in ax.patches] == [None, None, "//"]
+
+    searches = [row("0", max_rate=25_000.0, samples_per_request=1.0, p99_bound_ms=5.0, rate_search=True),
+                row("1", max_rate=900.0, samples_per_request=256.0, p99_bound_ms=5.0, rate_search=True)]
+    report.mark_best(searches)
+    plots._plot_max_rates(searches, tmp_path / "r.png", kept)
+    [ax] = kept.figures[-1].axes
+    assert ax.get_ylabel() == "highest rate under the bound (samples/s)"
+    assert [bar.get_height() for bar in ax.patches] == [25_000.0, 900.0 * 256]
+    assert searches[1].best == "best"
+
+    bounds = [row("0", max_rate=None, p99_bound_ms=5.0, rate_search=True),
+              row("1", max_rate=300.0, p99_bound_ms=50.0, rate_search=True)]
+    assert report.mark_best(bounds) is None and report.bound_notes(bounds)
 
 def test_literal_escapes_every_dollar_and_keeps_a_backslash():
     import matplotlib
