@@ -62,11 +62,15 @@ def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
         # Two jobs at one x (two presets of one model class, two sweeps of one config): a line
         # per preset and sweep folder (per job where that is not enough), never a zigzag.
         del lines[label]
-        series = {id(r): " ".join(filter(None, (*[o for o in r.asked if o.startswith("model=")],
-                                               Path(r.path).parent.name))) for r in members}
-        clash = len({(series[id(r)], r.streams) for r in members}) < len(members)
+
+        def apart(series: dict[int, str], members: list[Row] = members) -> bool:
+            return len({(series[id(r)], r.streams) for r in members}) == len(members)
+
+        preset = {id(r): " ".join(o for o in r.asked if o.startswith("model=")) for r in members}
+        folder = {id(r): " ".join(filter(None, (preset[id(r)], Path(r.path).parent.name))) for r in members}
+        series = preset if apart(preset) else folder if apart(folder) else {id(r): f"#{r.job}" for r in members}
         for r in members:
-            lines[f"{label} [{literal(f'#{r.job}' if clash else series[id(r)])}]"].append(r)
+            lines[f"{label} [{literal(series[id(r)])}]"].append(r)
     for label, members in sorted(lines.items()):
         members.sort(key=lambda r: r.streams)
         xs = [r.streams for r in members]

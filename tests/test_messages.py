@@ -106,7 +106,14 @@ def test_plots_draw_what_the_table_says(tmp_path):
     plots._plot_throughput_latency(presets, tmp_path / "t.png", kept)
     lines = kept.figures[-1].axes[0].get_lines()
     assert len(lines) == 2 and all(sorted(line.get_xdata()) == [1, 4] for line in lines)
-    assert sorted(line.get_label().rsplit("[", 1)[1] for line in lines) == ["model=mlp s]", "model=mlp_wide s]"]
+    assert sorted(line.get_label().rsplit("[", 1)[1] for line in lines) == ["model=mlp]", "model=mlp_wide]"]
+    # Two sweeps of the same config: a line per sweep folder.
+    for r, folder in zip(presets, ("a", "a", "b", "b"), strict=True):
+        r.asked, r.overrides, r.path = (f"streams={r.streams}",), f"streams={r.streams}", f"/{folder}/{r.job}"
+    plots._plot_throughput_latency(presets, tmp_path / "t2.png", kept)
+    lines = kept.figures[-1].axes[0].get_lines()
+    assert sorted(line.get_label().rsplit("[", 1)[1] for line in lines) == ["a]", "b]"]
+    assert all(sorted(line.get_xdata()) == [1, 4] for line in lines)
 
     modes = [row("0"), row("1", latency_p99_us=None)]
     modes[1].mode = "graph x1 pinned direct/2"
