@@ -449,6 +449,10 @@ def _columns(rows: list[Row]) -> tuple:
         columns = _after(columns, "overrides", ("model", "model", "str"))
     if len(gpus_used(rows)) > 1:  # a sweep spread over several GPUs: which one ran each job
         columns = _after(columns, "overrides", ("gpu", "gpu", "str"))
+    elif len({r.device for r in rows if r.device}) > 1:
+        # Results of several devices in one table (a CPU run beside a GPU run): their rows had
+        # read alike, the same mode and overrides.
+        columns = _after(columns, "overrides", ("device", "device", "str"))
     return columns + ((("load", "load", "str"),) if any(r.load for r in rows) else ())
 
 

@@ -143,6 +143,12 @@ def test_plots_draw_what_the_table_says(tmp_path):
     assert [bar.get_height() for bar in ax.patches] == [25_000.0, 900.0 * 256]
     assert searches[1].best == "best"
 
+    # Results of two devices in one table: a device column (the rows had read alike).
+    devices = [row("0"), row("1")]
+    devices[1].device = "NVIDIA H200"
+    header = report.text_table(devices).splitlines()[0].split()
+    assert "device" in header and "device" not in report.text_table([row("0"), row("1")]).splitlines()[0].split()
+
     bounds = [row("0", max_rate=None, p99_bound_ms=5.0, rate_search=True),
               row("1", max_rate=300.0, p99_bound_ms=50.0, rate_search=True)]
     assert report.mark_best(bounds) is None and report.bound_notes(bounds)
