@@ -232,17 +232,17 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
             mistyped = _mistyped_argument(target, dict(spec.model.module))
             if mistyped:
                 raise ConfigError(f"{mistyped} ({reason})") from exc
-            unexpected = re.search(r"unexpected keyword argument '(\w+)'", reason)
-            # Only a key the config gave the target itself: the same TypeError from a nested
-            # _target_ or from the model's own code names no key of model.module.
-            given = unexpected is not None and unexpected.group(1) in spec.model.module and \
-                re.match(rf"{re.escape(target.rpartition('.')[2])}(\.__init__)?\(\)", reason) is not None
-            near = _nearest_argument(target, unexpected.group(1), spec.model.module) if given else None  # type: ignore[union-attr]
-            if unexpected and near:  # a misspelt argument (+model.module.dept=3 for depth)
-                raise ConfigError(
-                    f"model.module.{unexpected.group(1)}: {target.rpartition('.')[2]} takes no argument "
-                    f"{unexpected.group(1)!r}; did you mean model.module.{near}?"
-                ) from exc
+            # A misspelt argument (+model.module.dept=3 for depth), named by the target's own
+            # TypeError: the same error from a nested _target_ or from the model's own code
+            # names no key of model.module.
+            name = target.rpartition(".")[2]
+            unexpected = re.match(rf"{re.escape(name)}(?:\.__init__)?\(\) got an unexpected keyword argument '(\w+)'",
+                                  reason)
+            key = unexpected.group(1) if unexpected else ""
+            near = _nearest_argument(target, key, spec.model.module) if key else None
+            if near:
+                raise ConfigError(f"model.module.{key}: {name} takes no argument {key!r}; "
+                                  f"did you mean model.module.{near}?") from exc
             raise ConfigError(
                 f"model.module: the arguments do not fit {target} ({reason}); "
                 "fix the keys under model.module"

@@ -49,8 +49,9 @@ class CheckResult:
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None  # whether that request's eager output was finite
     nonfinite_requests: int = 0  # requests whose eager output held NaN or inf, matched in place
-    # Requests unlike the first of their size, and those of them whose floating-point leaves
-    # came back the same as its: all of them means the answer does not follow the input.
+    # Requests unlike the first of their size, and those of them whose every leaf (a floating
+    # one among them) came back the same as its: all of them means the answer does not follow
+    # the input.
     distinct_requests: int = 0
     same_responses: int = 0
 

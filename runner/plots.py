@@ -225,15 +225,21 @@ def _plot_speedup(ok: list[Row], path: Path, plt) -> list[Path]:
 def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     """load.rate=max sweeps: each job's highest rate under the bound, its eager baseline's
     beside it, the best job marked."""
-    from runner.report import _mixed_search_batches, _per_request  # report imports this module
+    from runner.report import (  # report imports this module
+        _bounds,
+        _mixed_search_batches,
+        _per_request,
+        _searches,
+    )
 
     held = [r for r in rows if r.status == "ok" and (r.max_rate is not None or r.baseline_max_rate is not None)]
     if not held:
         return []
     # Samples/s where the jobs' requests carry different batch sizes, as the best is ranked
     # (its bar had been the shortest, in requests/s).
-    per = _per_request if _mixed_search_batches(held) else (lambda r: 1.0)
-    unit = "samples/s" if _mixed_search_batches(held) else "requests/s"
+    mixed = _mixed_search_batches(held)
+    per = _per_request if mixed else (lambda r: 1.0)
+    unit = "samples/s" if mixed else "requests/s"
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(held) + 2), 5))
     xs = range(len(held))
     ax.bar([x - 0.2 for x in xs], [(r.max_rate or 0) * per(r) for r in held], width=0.4, label="runner",
@@ -254,7 +260,7 @@ def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     ax.set_xticks(list(xs), [literal(f"#{r.job}: {r.overrides or r.mode}") for r in held], rotation=60, ha="right",
                   fontsize=8)
     # Every search's bound, not only those of the jobs that held a rate.
-    bounds = sorted({r.p99_bound_ms for r in rows if r.status == "ok" and r.rate_search and r.p99_bound_ms})
+    bounds = _bounds(_searches(rows))
     ax.set_ylabel(f"highest rate under the bound ({unit})")
     if len(bounds) > 1:  # each bar under its own job's bound (the first job's had titled them all)
         title = f"Highest request rate under each job's p99 bound ({', '.join(f'{b:g}' for b in bounds)} ms)\n{_device(held)}"

@@ -240,7 +240,7 @@ def mark_best(rows: list[Row]) -> Optional[Row]:
     bounds differ (a rate under 50 ms had been ranked above one under 5 ms), and by samples/s
     where their requests carry different batch sizes (batch 1's 25k requests/s had ranked
     above batch 256's 658, which carry 168k samples/s)."""
-    held = [r for r in rows if r.status == "ok" and r.max_rate]
+    held = _held(rows)
     # The bounds of every search, not only of those that held a rate: one under 5 ms that held
     # none beside one under 50 ms that held one had made the latter "best under 50 ms".
     if not held or len(_bounds(_searches(rows))) > 1:
@@ -249,6 +249,11 @@ def mark_best(rows: list[Row]) -> Optional[Row]:
         max(held, key=lambda r: r.max_rate)
     best.best = "best"
     return best
+
+
+def _held(rows: list[Row]) -> list[Row]:
+    """The rate searches that held a rate under their bound."""
+    return [r for r in rows if r.status == "ok" and r.max_rate]
 
 
 def _searches(rows: list[Row]) -> list[Row]:
@@ -292,7 +297,7 @@ def best_line(rows: list[Row]) -> Optional[str]:
         known = (f" or more, below {rate_text(best.lowest_invalid_rate)} (its search was cut short by the budget)"
                  if best.lowest_invalid_rate else " or more (its search was cut short by the budget)")
     samples = (f" ({rate_text(best.max_rate * _per_request(best))} samples/s, the most of the jobs' differing batch "
-               "sizes)" if _mixed_search_batches([r for r in rows if r.status == "ok" and r.max_rate]) else "")
+               "sizes)" if _mixed_search_batches(_held(rows)) else "")
     return (f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} "
             f"requests/s{samples}{known}{ahead}{noise}")
 

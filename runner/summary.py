@@ -246,7 +246,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         served = sum(n for n, _ in passes[first:])
         return sum(samples[first:]) / served if served and len(samples) == len(passes) else batch
 
-    fig.update(_rate_figures("throughput", m.throughput, served_batch(m.throughput, m.throughput_samples, start), start))
+    throughput_batch = served_batch(m.throughput, m.throughput_samples, start)
+    fig.update(_rate_figures("throughput", m.throughput, throughput_batch, start))
     fig.update(_rate_figures("baseline", m.baseline, served_batch(m.baseline, m.baseline_samples)))
     fig.update(_rate_figures("ceiling", m.ceiling, served_batch(m.ceiling, m.ceiling_samples)))
     # The speedup and the efficiency compare work done: with buckets, samples/s of what each kind
@@ -286,7 +287,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             fig["buckets"] = _bucket_figures(m.latency, spec.is_cuda)
     if spec.model.bucketed:
         fig["samples_per_request"] = batch  # the plan's mean
-        fig["throughput_samples_per_request"] = served_batch(m.throughput, m.throughput_samples, start)  # what its passes served
+        fig["throughput_samples_per_request"] = throughput_batch  # what the throughput's passes served
         fig["padding_waste"] = m.padding_waste if spec.graph else 0.0  # eager runs the real sizes
     host = m.host_s or {"wait": [], "copy": [], "launch": []}
     for step in ("wait", "copy", "launch"):
@@ -319,7 +320,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             # (or a parameter) read 279k requests/s as ok.
             warnings.append(
                 f"each of the check's {m.check.distinct_requests} requests that differ from the first of their size "
-                "got the same response as it (every floating-point output equal): the model's answer does not follow "
+                "got the same response as it (every output equal): the model's answer does not follow "
                 "its input (a cached first answer, a constant, a parameter returned?); the figures time that"
             )
         fig["check_max_rel_err"] = m.check.max_rel_err if math.isfinite(m.check.max_rel_err) else None
