@@ -26,6 +26,7 @@ from runner.schema import Config, bool_keys, keys_under
 
 COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 OWN_GRAPHS = ("reduce-overhead", "max-autotune")  # modes in which torch records CUDA graphs itself
+CPU_COMPILE = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}  # each, without its graphs
 MAPS = ("model.inputs",)  # schema maps whose keys the user names
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:(\d+))$")
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # torch's names; torch is imported
@@ -776,7 +777,11 @@ def resolve(
 
     compile_mode = config.compile
     if compile_mode in OWN_GRAPHS and device == "cpu":
-        notices.append(f"compile={compile_mode}: no CUDA graphs on the CPU; Inductor's kernels only")
+        # The same Inductor kernels as the mode without torch's graphs: run (and record) as that
+        # mode, so a sweep over both says the two jobs ran the same settings.
+        compile_mode = CPU_COMPILE[compile_mode]
+        notices.append(f"compile={config.compile}: no CUDA graphs on the CPU: running compile={compile_mode} "
+                       "(Inductor's kernels only)")
     elif compile_mode in OWN_GRAPHS:
         _check(
             not graph,

@@ -46,6 +46,14 @@ def test_combinations_that_cannot_work_are_refused_in_one_line(make_cfg, overrid
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(("asked", "ran"), [("reduce-overhead", "default"),
+                                             ("max-autotune", "max-autotune-no-cudagraphs")])
+def test_on_the_cpu_a_mode_with_torchs_graphs_runs_and_records_as_the_mode_without(make_cfg, asked, ran):
+    spec = resolve(make_cfg("device=cpu", f"compile={asked}"))
+    assert spec.compile == ran and spec.effective()["compile"] == ran
+    assert f"compile={asked}: no CUDA graphs on the CPU: running compile={ran} (Inductor's kernels only)" in spec.notices
+
+
 def test_torchs_own_graphs_are_allowed_on_one_stream_and_graph_false(make_cfg):
     spec = resolve(make_cfg("compile=reduce-overhead", "graph=false", "streams=1"), cuda_count=lambda: 1,
                    bf16_supported=lambda d: True)
@@ -78,9 +86,14 @@ def test_the_peers_preset_runs_as_one_sweep_with_one_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [json.loads((out / str(n) / "result.json").read_text()) for n in range(5)]
     assert [r["status"] for r in results] == ["ok"] * 5
-    assert [r["effective"]["compile"] for r in results] == ["none", "default", "reduce-overhead", "none", "default"]
+    # On the CPU reduce-overhead is the default mode without torch's graphs: it runs as that, and
+    # the sweep says the jobs that ran the same settings (eager and graphs, compile and reduce-overhead).
+    assert [r["effective"]["compile"] for r in results] == ["none", "default", "default", "none", "default"]
+    assert any("compile=reduce-overhead: no CUDA graphs on the CPU: running compile=default" in n
+               for n in results[2]["notices"])
     table = (out / "sweep.md").read_text()
     assert table.count("| ok |") == 5 and "+peer=graphs_compiled" in table
+    assert "ran the same settings in 2 groups" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("model, kinds", [
