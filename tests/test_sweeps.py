@@ -638,6 +638,10 @@ def test_other_launchers_end_in_the_same_table(tmp_path, launcher):
     assert [r["overrides"] for r in rows] == ["graph=false", "graph=true"]
     # What each job ran beside: submitit's local launcher starts both jobs at once.
     expected = {"basic": 1, "submitit_local": 2, "joblib": 1}[launcher]
+    warned = [line for line in done.stderr.splitlines() if "timings interfere" in line]
+    assert warned == (["warning: hydra/launcher=submitit_local runs all 2 jobs at once: their timings interfere with "
+                       "each other; for figures you compare, use the default runner launcher (one job at a time)"]
+                      if expected > 1 else [])
     assert [json.loads((tmp_path / "sw" / str(i) / "result.json").read_text())["job"]["concurrent_jobs"]
             for i in (0, 1)] == [expected, expected]
 
