@@ -261,21 +261,25 @@ _SCALARS = {"int": int, "float": float, "bool": bool}
 
 
 def _mistyped_argument(target: str, given: dict[str, Any]) -> Optional[str]:
-    """The first argument given as text where the constructor takes a number or a boolean (by
-    its annotation, else its default's type): "model.module.ch='abc': ..." names the key that a
-    TypeError deep in the constructor does not."""
+    """The first argument given as text where the constructor takes a number or a boolean, or
+    as a float where it takes an int (by its annotation, else its default's type):
+    "model.module.ch='abc': ..." names the key that a TypeError deep in the constructor does not."""
     try:
         parameters = inspect.signature(_locate(target)).parameters
     except Exception:  # noqa: BLE001 - no signature to read: no hint
         return None
     for name, value in given.items():
         param = parameters.get(name)
-        if param is None or not isinstance(value, str):
+        if param is None or not isinstance(value, (str, float)):
             continue
         wanted = _SCALARS.get(param.annotation) if isinstance(param.annotation, str) else \
             (param.annotation if param.annotation in _SCALARS.values() else None)
         if wanted is None and type(param.default) in _SCALARS.values():
             wanted = type(param.default)
+        if isinstance(value, float):
+            if wanted is int:  # depth=3.5 (or 3.0): range() and nn.Linear take no float
+                return f"model.module.{name}={value!r}: {target} takes an int there; write a whole number"
+            continue
         if wanted is not None:
             return (f"model.module.{name}={value!r}: {target} takes {'a' if wanted is not int else 'an'} "
                     f"{wanted.__name__} there; write a {'number' if wanted is not bool else 'true or false'}")

@@ -187,6 +187,9 @@ BAD_INPUTS = {
                        "model if they are right"),
     "module-arg-type": (["model=linear", "model.module.in_features=abc"],
                         "model.module.in_features='abc': torch.nn.Linear takes an int there; write a number"),
+    # A float where the constructor counts (range(3.5)): its TypeError named no key.
+    "module-arg-float": (["model.module.depth=3.5"],
+                         "model.module.depth=3.5: runner.models.mlp.MLP takes an int there; write a whole number"),
     "file-no-inputs": (["hydra.searchpath=[file://conf]", "model=noinputs"],
                        "model.inputs: not set; the model's config must name forward's inputs, e.g. "),
     # Left out, the shape had been [] without a word: model.seq was blamed (no shape uses seq).
