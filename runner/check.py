@@ -54,6 +54,7 @@ class CheckResult:
     # the input.
     distinct_requests: int = 0
     same_responses: int = 0
+    padded_requests: int = 0  # requests launched in a larger bucket than their own size
 
     @property
     def passed(self) -> bool:
@@ -257,7 +258,7 @@ def check_schedule(
     tol = tolerance(spec)
     mismatches, worst, bad, reused, nonfinite = 0, 0.0, [], 0, 0
     firsts: dict[Size, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}  # per size: its first request, response
-    distinct = same = 0
+    distinct = same = padded = 0
     eager_spread: Optional[float] = None
     eager_finite: Optional[bool] = None
     largest = _largest_chunk(spec, len(lanes.ring))
@@ -280,6 +281,7 @@ def check_schedule(
                 # that request's reference (on the CPU, one forward less, seconds for big models).
                 inputs[j], known[j] = workload.probe  # type: ignore[misc]
             keys = [launch_key(spec, z) for z in sizes]
+            padded += sum(k != z for k, z in zip(keys, sizes, strict=True))
             flats = [packed(x, workload.layout(k)) for x, k in zip(inputs, keys, strict=True)]
             responses = serve_and_collect(lanes, flats, keys)
             reused += len(known)
@@ -333,7 +335,7 @@ def check_schedule(
             chunk = int(max(len(lanes.ring), min(largest, 0.5 * left / per_request)))
     return CheckResult(first, mismatches, worst, tol, bad, requested=requests, reused_references=reused,
                        eager_spread=eager_spread, eager_finite=eager_finite, nonfinite_requests=nonfinite,
-                       distinct_requests=distinct, same_responses=same,
+                       distinct_requests=distinct, same_responses=same, padded_requests=padded,
                        seconds=time.perf_counter() - start, allowance_s=max_duration_s)
 
 

@@ -141,17 +141,43 @@ def _draw(dist: SizeDist, buckets_: tuple[int, ...], count: int, generator: torc
     return [int(v) for v in torch.randint(low, high + 1, (count,), generator=generator)]
 
 
+def _smallest_in(dist: SizeDist, buckets_: tuple[int, ...], bucket: int) -> int:
+    """The smallest size the distribution draws that pads to `bucket` (above the bucket below
+    it); the bucket itself where it draws none smaller."""
+    if len(buckets_) <= 1:
+        return bucket
+    below = max((b for b in buckets_ if b < bucket), default=0)
+    if dist.values:
+        weights = dist.weights or (1.0,) * len(dist.values)
+        drawn = [v for v, w in zip(dist.values, weights, strict=True) if w > 0 and below < v <= bucket]
+        return min(drawn, default=bucket)
+    low, high = (dist.low, dist.high) if dist.high else (1, buckets_[-1])
+    smallest = max(low, below + 1)
+    return smallest if smallest <= min(high, bucket) else bucket
+
+
+def padded_size(model: ModelSpec, bucket: Size) -> Size:
+    """The request of `bucket` with the most padding the distributions draw (the bucket itself
+    where they draw nothing smaller in it)."""
+    seq = _smallest_in(model.seq_sizes, model.seqs, bucket.seq) if model.seqs else bucket.seq
+    return Size(_smallest_in(model.batch_sizes, model.batches, bucket.batch), seq)
+
+
 def draw_sizes(model: ModelSpec, count: int, generator: torch.Generator, cover: bool = False,
                ring: int = 1) -> list[Size]:
     """`count` request sizes from the configured distributions; with `cover`, the first ones
-    are each bucket's largest size, `ring` times in a row, so that every bucket is used in each
-    of the `ring` slots that requests go round (request j to slot j % ring): with the copies in
-    the graph each slot has a graph per bucket of its own."""
+    are each bucket's, `ring` times in a row, so that every bucket is used in each of the `ring`
+    slots that requests go round (request j to slot j % ring): with the copies in the graph
+    each slot has a graph per bucket of its own. Of those, the even slots get the bucket's most
+    padded size the distributions draw, the odd ones its own size: a check the budget holds to
+    its first chunk compares padded requests too (with the bucket's size alone, a model that
+    padding breaks had passed it)."""
     batches = _draw(model.batch_sizes, model.batches, count, generator)
     seqs = _draw(model.seq_sizes, model.seqs, count, generator)
     sizes = [Size(b, s) for b, s in zip(batches, seqs, strict=True)]
     if cover and model.bucketed:
-        every = [bucket for bucket in buckets(model) for _ in range(ring)]
+        every = [padded_size(model, bucket) if i % 2 == 0 else bucket
+                 for bucket in buckets(model) for i in range(ring)]
         sizes[: len(every)] = every[:count]
     return sizes
 

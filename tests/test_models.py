@@ -422,6 +422,25 @@ inputs: {input: {shape: [3]}}
     as_graph, workload, lanes = _padded_lanes(spec)
     result = check_schedule(as_graph, workload, lanes, 32)
     assert not result.passed
+    # Held to its first chunk (what a tight budget leaves), the check still compares padded
+    # requests: it had covered each bucket at its own size alone, and passed this model.
+    cut = check_schedule(as_graph, workload, lanes, 32, max_duration_s=0.0)
+    assert cut.requests < 32 and cut.padded_requests > 0 and not cut.passed
+
+
+def test_the_checks_first_chunk_pads_each_bucket_as_far_as_the_sizes_go(make_cfg):
+    from runner.check import first_chunk
+
+    spec = resolve(make_cfg("measure=quick", "model.batch=[2,8,32]", "model.sizes.batch.values=[3,5,20,32]",
+                            "streams=2", "staging.slots=2"), cuda_count=lambda: 1)
+    ring = spec.streams * spec.slots
+    sizes = draw_sizes(spec.model, first_chunk(spec, ring, 128), torch.Generator().manual_seed(0), cover=True, ring=ring)
+    # Buckets largest first, each in every slot: the smallest size drawn in it in the even
+    # slots, its own size in the odd ones; bucket 2, which no size drawn pads to, at its own.
+    assert [z.batch for z in sizes[: 3 * ring]] == [20, 32, 20, 32, 3, 8, 3, 8, 2, 2, 2, 2]
+    ranged = resolve(make_cfg("measure=quick", "model.batch=[4,16]", "model.sizes.batch.low=2",
+                              "model.sizes.batch.high=16", "staging.slots=1", "streams=1"), cuda_count=lambda: 1)
+    assert [z.batch for z in draw_sizes(ranged.model, 2, torch.Generator(), cover=True)] == [5, 2]
 
 
 def test_sequence_buckets_check_real_positions_of_a_mask_aware_model(make_cfg, model_dir):
