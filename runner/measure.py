@@ -108,6 +108,7 @@ class Measurement:
     budget_left_s: Optional[float] = None  # the time the budget had left for it then (plus a pass)
     after_estimate_s: Optional[float] = None  # what it took: from the estimate to the end of measuring
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
+    throughput_caps_s: list[float] = field(default_factory=list)  # what each could run: less at the budget's end
     side_cap_s: dict[str, float] = field(default_factory=dict)  # the same for the ceiling's and the baseline's
     # The timed passes kept their shares past the budget's end: (the throughput's, all of theirs).
     kept_share_s: Optional[tuple[float, float]] = None
@@ -135,7 +136,8 @@ def _allocation_count(device: torch.device) -> int:
 
 
 def stdrel(rates: list[float]) -> float:
-    """Relative standard error of the mean of the passes (nvbench's stdrel criterion)."""
+    """Relative standard error of the mean of the passes: cv / sqrt(n) (nvbench's stdrel
+    criterion stops on the cv itself)."""
     if len(rates) < 2:
         return math.inf
     return statistics.stdev(rates) / statistics.fmean(rates) / math.sqrt(len(rates))
@@ -265,9 +267,10 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             ticks = environment.cpu_ticks()
             left = end - time.perf_counter()
             first = cursor["throughput"]
+            out.throughput_caps_s.append(max(0.0, min(cap, left)))
             with progress.phase("throughput"):
                 out.throughput.append(schedule.throughput_pass(lanes, _from(sources, first), _from(keys, first),
-                                                               m.min_requests, min(min_s, cap), max(0.0, min(cap, left))))
+                                                               m.min_requests, min(min_s, cap), out.throughput_caps_s[-1]))
             cursor["throughput"] += out.throughput[-1][0]
             out.throughput_samples.append(_served(batches, first, out.throughput[-1][0]))
             out.host_stolen.append(environment.stolen_fraction(ticks, environment.cpu_ticks()))

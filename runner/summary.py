@@ -61,12 +61,19 @@ def _step_warning(rates: list[float], speeds: list[float], start: int) -> str:
             "(every pass is in throughput_requests_per_s_repeats)")
 
 
-def _cut_passes(mq: Any, kind: str, passes: list[tuple[int, float]], cap_s: Optional[float], least: int = 1) -> str:
+def _cut_passes(mq: Any, kind: str, passes: list[tuple[int, float]], cap_s: Optional[float], least: int = 1,
+                caps_s: Optional[list[float]] = None) -> str:
     """The passes of one kind ("" for the throughput's, " ceiling", " baseline") that their cap
     ended before both minimums were met (a pass runs at least one turn of the ring, so under a
     cap shorter than that it may still meet them): what they were, and which cap. A speedup
-    rests on the baseline's passes as much as on the throughput's."""
-    short = [(n, sec) for n, sec in passes if n < mq.min_requests or sec * 1e3 < mq.min_duration_ms]
+    rests on the baseline's passes as much as on the throughput's. `caps_s`: what each pass
+    could run, less than `cap_s` for one started near the budget's end."""
+    short_at = [i for i, (n, sec) in enumerate(passes) if n < mq.min_requests or sec * 1e3 < mq.min_duration_ms]
+    short = [passes[i] for i in short_at]
+    # Started with less than a pass of time left: the budget's end cut it, not the cap (a 900 ms
+    # pass had been said cut "to fit in measure.max_pass_ms=2000").
+    at_end = sum(1 for i in short_at if caps_s is not None and i < len(caps_s) and cap_s is not None
+                 and caps_s[i] < cap_s * (1 - 1e-6))
     if cap_s is None or not short:
         return ""
     counts = sorted(n for n, _ in short)
@@ -85,6 +92,12 @@ def _cut_passes(mq: Any, kind: str, passes: list[tuple[int, float]], cap_s: Opti
     outran = any(n <= least and sec > cap_s * 1.05 for n, sec in short)
     within = f"under {fit}: the least a pass runs (a turn of the ring, each slot once) took longer than that" \
         if outran else f"to fit in {fit}"
+    end = (f"the budget's end (measure.budget_s={mq.budget_s:g}): {'they' if at_end > 1 else 'it'} started with less "
+           "than a pass of time left")
+    if at_end == len(short):
+        within = f"at {end}"
+    elif at_end:
+        within += f"; {at_end} of them at {end}"
     return (f"{len(short)} of {len(passes)}{kind}{PASSES_CUT_SAID}{span} request{'s' if counts[-1] > 1 else ''} and at most "
             f"{longest_ms:,.0f} ms each (asked: {' and '.join(missed)}) {within}")
 
@@ -394,10 +407,11 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     # The least a pass runs: a turn of the ring (the ceiling replays each lane; the baseline is one
     # request at a time).
     ring = spec.streams * spec.slots
-    for name, passes, cap_s, least in (("", m.throughput, m.pass_cap_s, ring),
-                                       (" ceiling", m.ceiling, m.side_cap_s.get("ceiling"), spec.streams),
-                                       (" baseline", m.baseline, m.side_cap_s.get("baseline"), 1)):
-        cut = _cut_passes(spec.measure, name, passes, cap_s, least)
+    for name, passes, cap_s, least, caps_s in (
+            ("", m.throughput, m.pass_cap_s, ring, m.throughput_caps_s),
+            (" ceiling", m.ceiling, m.side_cap_s.get("ceiling"), spec.streams, None),
+            (" baseline", m.baseline, m.side_cap_s.get("baseline"), 1, None)):
+        cut = _cut_passes(spec.measure, name, passes, cap_s, least, caps_s)
         warnings += [cut] if cut else []
     if m.stop_reason == "budget":
         warnings.append(

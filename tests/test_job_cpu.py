@@ -1257,6 +1257,16 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
     squeezed = summarize_measurement(spec, Measurement(throughput=[(15, 0.1)] * 3, pass_cap_s=0.1)).warnings
     [cut] = [w for w in squeezed if " passes were cut to " in w]
     assert cut.endswith("to fit in the budget (measure.budget_s=2)"), cut
+    # A last pass started with less than a pass of time left: the budget's end cut it, not the
+    # cap (it had read "to fit in measure.max_pass_ms=300", a 120 ms pass under a 300 ms cap).
+    ended = Measurement(throughput=[(60, 0.3), (61, 0.3), (15, 0.12)], pass_cap_s=0.3, throughput_caps_s=[0.3, 0.3, 0.12])
+    [cut] = [w for w in summarize_measurement(spec, ended).warnings if " passes were cut to " in w]
+    assert cut == ("1 of 3 passes were cut to 15 requests and at most 120 ms each (asked: measure.min_requests=20) at "
+                   "the budget's end (measure.budget_s=2): it started with less than a pass of time left"), cut
+    both = Measurement(throughput=[(15, 0.3), (16, 0.3), (10, 0.2)], pass_cap_s=0.3, throughput_caps_s=[0.3, 0.3, 0.2])
+    [cut] = [w for w in summarize_measurement(spec, both).warnings if " passes were cut to " in w]
+    assert cut.endswith("to fit in measure.max_pass_ms=300, the longest a pass may run; 1 of them at the budget's end "
+                        "(measure.budget_s=2): it started with less than a pass of time left"), cut
 
     # A slow baseline's passes cut to a few requests: the speedup rests on them, and nothing said so.
     slow_base = Measurement(throughput=[(200, 0.2)] * 3, pass_cap_s=0.3, baseline=[(3, 0.1), (2, 0.1), (2, 0.1)],
