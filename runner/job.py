@@ -249,6 +249,7 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
         result["notices"].append(f"{workload.compile_fallback}: ran uncompiled instead (capture.fallback_eager=true)")
         result["effective"].update(compile="none")
         result["mode"] = mode_name(result["effective"])
+        result["method"] = method_for(spec.device, result["effective"])
     with failing_in("capture" if spec.graph else "lanes"):
         lanes = build_lanes(spec, workload)
     lap("capture")
@@ -257,6 +258,7 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
             result["notices"].append(f"{lanes.fallback_reason}: ran eager instead (capture.fallback_eager=true)")
             result["effective"].update(graph=False, copies_in_graph=False)
             result["mode"] = mode_name(result["effective"])
+            result["method"] = method_for(spec.device, result["effective"])  # it had described the graphs
         figures = {
             "capture_time_ms": lanes.capture_time_s * 1e3 if lanes.graph else None,
             "graph_pool_bytes": graph_pool_bytes(lanes.device) if lanes.graph else None,

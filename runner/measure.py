@@ -101,6 +101,7 @@ class Measurement:
     latency: Optional[dict] = None  # from schedule.latency_pass
     baseline_latency_s: list[float] = field(default_factory=list)
     steady_state_allocations: Optional[int] = None  # device allocations during timed passes
+    graphs_ran: Optional[bool] = None  # whether those passes replayed graphs
     buffers_moved: Optional[bool] = None  # did any static buffer change address?
     stop_reason: Optional[str] = None  # why the repeats stopped: stdrel, repeats, budget
     estimate_s: Optional[float] = None  # the timed phase's duration, as estimated before it (its least)
@@ -376,6 +377,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 for _ in range(count):
                     run(per_pass)
         out.steady_state_allocations = allocations if lanes.is_cuda else None
+        out.graphs_ran = lanes.graph  # not after a capture that fell back to eager
 
         if m.latency_requests:
             share = budget.allowance("latency")

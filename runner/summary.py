@@ -466,7 +466,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         elif fig.get("efficiency_vs_ceiling_within_noise") is None:
             warnings.append(f"the schedule measured {fig['efficiency_vs_ceiling']:.2f} of its device-only ceiling, "
                             "on one pass of a side: its noise is unknown, more repeats would tell")
-    if m.steady_state_allocations and spec.graph:
+    if m.steady_state_allocations and spec.graph and m.graphs_ran is not False:  # eager allocates as it goes
         warnings.append(f"{m.steady_state_allocations} device allocations during the timed graph passes")
     if m.buffers_moved:
         warnings.append("a static buffer changed address during the run")

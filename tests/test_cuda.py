@@ -213,6 +213,12 @@ def test_uncapturable_model_falls_back_to_eager_when_asked(make_cfg, tmp_path):
     assert result["status"] == "ok"
     assert result["effective"]["graph"] is False
     assert any("capture" in n and "ran eager instead" in n for n in result["notices"])
+    # The method and the warnings say what ran: eager forwards with their marks between the
+    # copies (they had described copies inside graphs), and no "allocations during the timed
+    # graph passes" (an eager forward allocates).
+    assert result["effective"]["copies_in_graph"] is False
+    assert "latency_e2e_us only" not in result["method"]["latency"]
+    assert not any("during the timed graph passes" in w for w in result["warnings"])
 
 
 def test_out_of_memory_is_a_clear_failed_result(make_cfg, tmp_path):

@@ -1268,6 +1268,12 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
     assert cut.endswith("to fit in measure.max_pass_ms=300, the longest a pass may run; 1 of them at the budget's end "
                         "(measure.budget_s=2): it started with less than a pass of time left"), cut
 
+    # Device allocations in the timed passes are a graph job's fault, not an eager fallback's.
+    replayed = Measurement(throughput=passes, steady_state_allocations=5, graphs_ran=True)
+    assert "5 device allocations during the timed graph passes" in summarize_measurement(spec, replayed).warnings
+    fell_back = Measurement(throughput=passes, steady_state_allocations=5, graphs_ran=False)
+    assert not any("allocations" in w for w in summarize_measurement(spec, fell_back).warnings)
+
     # A slow baseline's passes cut to a few requests: the speedup rests on them, and nothing said so.
     slow_base = Measurement(throughput=[(200, 0.2)] * 3, pass_cap_s=0.3, baseline=[(3, 0.1), (2, 0.1), (2, 0.1)],
                             side_cap_s={"baseline": 0.1})
