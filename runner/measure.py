@@ -121,6 +121,9 @@ class Measurement:
     host_stolen: list[Optional[float]] = field(default_factory=list)
     # Per throughput pass, seconds of a fixed Python loop timed just before it (the host's speed).
     host_canary_s: list[float] = field(default_factory=list)
+    # The same before each ceiling and baseline pass: in blocks, a ratio of two blocks run in two
+    # host states is the host's as much as the schedule's.
+    side_canary_s: dict[str, list[float]] = field(default_factory=dict)
     interrupted: Optional[KeyboardInterrupt] = None  # Ctrl-C (or SIGTERM, raised as one): what finished is kept
     elapsed_s: float = 0.0
 
@@ -292,6 +295,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             return max(1, min(schedule.CEILING_STRIDE, int(cap_s / per_request_s / 8)))
 
         def ceiling(cap_s: float) -> None:
+            out.side_canary_s.setdefault("ceiling", []).append(environment.canary_s())  # untimed, as the throughput's
             with progress.phase("ceiling"):
                 out.ceiling.append(schedule.ceiling_pass(lanes, _from(keys, cursor["ceiling"]), m.min_requests,
                                                          min(min_s, cap_s), cap_s, ceiling_stride(cap_s)))
@@ -299,6 +303,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             cursor["ceiling"] += out.ceiling[-1][0]
 
         def baseline(cap_s: float) -> None:
+            out.side_canary_s.setdefault("baseline", []).append(environment.canary_s())
             with progress.phase("baseline"):
                 out.baseline.append(schedule.baseline_pass(forward, _from(workload.baseline_sources, cursor["baseline"]),
                                                            device, m.min_requests, min(min_s, cap_s), cap_s))

@@ -102,6 +102,33 @@ def _cut_passes(mq: Any, kind: str, passes: list[tuple[int, float]], cap_s: Opti
             f"{longest_ms:,.0f} ms each (asked: {' and '.join(missed)}) {within}")
 
 
+# The host canary's medians of two blocks this far apart (1.25x: the host's two states on the
+# H200 VMs were 1.6-1.9x apart, a state's own spread a few percent) ran in two host states.
+HOST_STATES_APART = 1.25
+
+
+def _host_apart(spec: RunSpec, fig: dict[str, Any], throughput_canary_s: list[float],
+                side_canary_s: dict[str, list[float]]) -> list[str]:
+    """The ratios whose two blocks of passes ran while the host ran Python at speeds this far
+    apart: their intervals see each block's spread, not the step between them. Records each
+    side's median canary. Interleaved passes run in turn: a pair shares the host's state."""
+    said = []
+    for side, ratio, what in (("baseline", "speedup_vs_baseline", "speedup"),
+                              ("ceiling", "efficiency_vs_ceiling", "efficiency")):
+        canary = side_canary_s.get(side) or []
+        fig[f"host_canary_us_{side}"] = median(canary) * 1e6 if canary else None
+        if spec.measure.interleave or not canary or not throughput_canary_s or fig.get(ratio) is None:
+            continue
+        own, theirs = median(throughput_canary_s), median(canary)
+        apart = max(own, theirs) / min(own, theirs) if min(own, theirs) > 0 else 1.0
+        if apart >= HOST_STATES_APART:
+            said.append(f"the host ran Python {apart:.2f}x {'slower' if theirs > own else 'faster'} during the "
+                        f"{side}'s passes than during the throughput's (host canary {theirs * 1e6:.0f} us against "
+                        f"{own * 1e6:.0f} us): the {what} compares two host states, whatever its interval; "
+                        "measure.interleave=true runs the passes in turn")
+    return said
+
+
 def _stage_us(latency: dict, marks: tuple[int, int]) -> list[float]:
     a, b = marks
     return [row[b] - row[a] for row in latency["device_us"]]
@@ -387,6 +414,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["host_canary_correlation"] = correlation(rates, speeds) if speeds else None
     if start:
         warnings.append(_step_warning(rates, speeds or [], start))
+    warnings += _host_apart(spec, fig, canary_s[start:], m.side_canary_s)
     threshold = spec.measure.cv_warn
     for name in ("throughput", "baseline", "ceiling"):
         value: Optional[float] = fig.get(f"{name}_cv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -1267,6 +1268,18 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
     [cut] = [w for w in summarize_measurement(spec, both).warnings if " passes were cut to " in w]
     assert cut.endswith("to fit in measure.max_pass_ms=300, the longest a pass may run; 1 of them at the budget's end "
                         "(measure.budget_s=2): it started with less than a pass of time left"), cut
+
+    # The baseline's block ran while the host ran Python 1.8x slower: the speedup's interval sees
+    # each block's spread, not that (an mlp's eager read 8k or 4.7k requests/s by the host's state).
+    def blocks(baseline_canary_s: float, interleave: bool = False) -> list[str]:
+        timed = dataclasses.replace(spec, measure=dataclasses.replace(spec.measure, interleave=interleave))
+        return summarize_measurement(timed, Measurement(
+            throughput=passes, baseline=[(20, 0.2)] * 3, host_canary_s=[1e-4] * 3,
+            side_canary_s={"baseline": [baseline_canary_s] * 3})).warnings
+    assert ("the host ran Python 1.80x slower during the baseline's passes than during the throughput's (host canary "
+            "180 us against 100 us): the speedup compares two host states, whatever its interval; "
+            "measure.interleave=true runs the passes in turn") in blocks(1.8e-4)
+    assert not any("host states" in w for w in blocks(1.1e-4) + blocks(1.8e-4, interleave=True))
 
     # Device allocations in the timed passes are a graph job's fault, not an eager fallback's.
     replayed = Measurement(throughput=passes, steady_state_allocations=5, graphs_ran=True)
