@@ -139,8 +139,11 @@ def render(result: dict[str, Any]) -> str:
             ratios.append(f"efficiency vs ceiling {f['efficiency_vs_ceiling']:.0%}{_noise(f, 'efficiency_vs_ceiling')}")
         if ratios:
             lines.append("  " + "   ".join(ratios))
+    on_device = f.get("latency_clock") == "cuda events"
     rows = [
-        ("end to end", "latency_e2e_us"),
+        # On a GPU the events time the request on its stream, from its H2D copy's start: its wait
+        # behind the stream's previous request and the host's enqueue are not in it.
+        ("device: H2D to D2H" if on_device else "end to end", "latency_e2e_us"),
         ("  H2D", "latency_h2d_us"),
         ("  copy in", "latency_copy_in_us"),
         ("  compute", "latency_compute_us"),
@@ -149,7 +152,7 @@ def render(result: dict[str, Any]) -> str:
         ("host: wait for slot", "host_wait_us"),
         ("host: copy request", "host_copy_us"),
         ("host: launch", "host_launch_us"),
-        ("baseline request", "baseline_latency_us"),
+        ("baseline, host clock" if on_device else "baseline request", "baseline_latency_us"),
     ]
     rows = [(label, f[key]) for label, key in rows if f.get(key)]
     rows += [(f"bucket {b} ({v['requests']} req)", v["latency_e2e_us"])

@@ -55,6 +55,14 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
         s = f[f"latency_{stage}_us"]
         assert 0 < s["n"] <= 200 and 0 <= s["min"] <= s["p50"] <= s["p99"] <= s["max"]
     assert f["latency_e2e_us"]["p50"] >= f["latency_compute_us"]["p50"]
+    # The console names the clock: the host's around each request here; on a GPU the events time
+    # a request from its stream's start on its copy, which "end to end" beside the baseline's
+    # host-clock request had overstated.
+    lat = {"p50": 10.0, "p90": 11.0, "p99": 12.0, "max": 13.0}
+    on_gpu = render({"status": "ok", "figures": {"latency_e2e_us": lat, "baseline_latency_us": lat,
+                                                 "latency_clock": "cuda events", "measure_time_s": 1.0}})
+    assert "device: H2D to D2H" in on_gpu and "baseline, host clock" in on_gpu and "end to end" not in on_gpu
+    assert "  end to end" in render(on_disk)
     method = json.dumps(on_disk["method"])
     assert "CUDA" not in method and "H2D" not in method and "host-clock" in on_disk["method"]["latency"]
     assert "polled" not in method  # the load method spoke of "the slot's event polled between issues"
