@@ -20,9 +20,11 @@ With `copies_in_graph` every slot has a graph of its own per bucket (the slot's 
 addresses are baked into it). Within one lane, all graphs of one kind share one pool: the
 compute graphs of every bucket share one, and the slot graphs of every slot and bucket share
 another. That is safe because a lane's graphs replay strictly one after another on the lane's
-stream, and each keeps its outputs alive (compute graphs) or ends with its own D2H copy (slot
-graphs), so no graph reads memory that another one's replay may have reused. Buckets are
-captured largest first, so the smaller ones fit in memory the largest already reserved.
+stream, and a graph's outputs are read right after its own replay, on that stream (its D2H
+copy, inside a slot graph or just after the compute graph; the check's and the latency pass's
+reads the same): buckets are captured largest first, so the smaller ones fit in memory the
+largest already reserved, and a smaller bucket's static outputs may lie in what a larger
+bucket's replay uses as scratch. Read `dev_out[key]` only right after replaying `key`'s graph.
 """
 
 from __future__ import annotations
