@@ -875,8 +875,12 @@ def test_a_step_in_speed_leaves_the_passes_before_it_out_of_the_figures(make_cfg
     assert f["baseline_cv"] == pytest.approx(statistics.stdev([200, 100, 100, 100, 100]) / 120)
     assert f["speedup_vs_baseline"] == pytest.approx(6.35)
     # The interval: the spread of the three steady passes and of all five baseline passes.
-    err = math.hypot(1.25 * f["throughput_cv"] / math.sqrt(3), 1.25 * f["baseline_cv"] / math.sqrt(5))
-    t = 4.303  # Student's t for the fewer passes (3: 2 degrees of freedom)
+    # Each median's error for its n (1.160 and 1.198 sigma / sqrt(n) for 3 and 5); the baseline's
+    # is most of it, so the Welch-Satterthwaite degrees of freedom are near its own 4: 4.06.
+    ours, theirs = 1.160 * f["throughput_cv"] / math.sqrt(3), 1.198 * f["baseline_cv"] / math.sqrt(5)
+    err = math.hypot(ours, theirs)
+    assert (ours ** 2 + theirs ** 2) ** 2 / (ours ** 4 / 2 + theirs ** 4 / 4) == pytest.approx(4.055, abs=1e-3)
+    t = 2.776  # Student's t at 97.5% for 4 degrees of freedom
     assert f["speedup_vs_baseline_interval"] == pytest.approx([6.35 * math.exp(-t * err), 6.35 * math.exp(t * err)])
     [step] = [w for w in summary.warnings if w.startswith("throughput: passes 1-2 of 5 left out")]
     assert "the host's own speed moved -38% after them and the rate -36%; passes 3-5 have cv 2.5%" in step
@@ -919,7 +923,7 @@ def test_interleaved_passes_judge_the_speedup_by_the_spread_of_their_pairs(make_
     f = summarize_measurement(spec, Measurement(throughput=runner_passes, baseline=baseline)).figures
     paired = [10.0, 10.0, 10.1, 590 / 60]
     assert f["speedup_vs_baseline_repeats"] == pytest.approx(paired)
-    err = 1.25 * statistics.stdev(paired) / statistics.mean(paired) / 2
+    err = 1.092 * statistics.stdev(paired) / statistics.mean(paired) / 2  # the median of 4: 1.092 sigma / sqrt(4)
     low, high = f["speedup_vs_baseline_interval"]
     t = 3.182  # Student's t, 3 degrees of freedom
     assert (low, high) == pytest.approx((f["speedup_vs_baseline"] * math.exp(-t * err), f["speedup_vs_baseline"] * math.exp(t * err)))
