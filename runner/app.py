@@ -184,6 +184,9 @@ def _option(argv: list[str], *names: str) -> Optional[str]:
     return None
 
 
+LIST_REFUSED_GROUPS = ("model", "measure", "experiment", "peer")  # config groups a job takes one option of
+
+
 def _check_config_sources(argv: list[str]) -> None:
     """A `hydra.searchpath` folder that does not exist: Hydra warns and then reports the
     user's config option as missing from the bundled configs. A --config-dir whose config.yaml
@@ -198,6 +201,12 @@ def _check_config_sources(argv: list[str]) -> None:
                           f"Hydra reads first; rename yours (DIR/NAME.yaml) and pass --config-name NAME{rerun}")
     for arg in argv:
         key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in LIST_REFUSED_GROUPS and value.strip().startswith("["):
+            # Hydra selects every option of the list and merges them into one config: two
+            # measure presets ran as one job, and model=[a,b] blamed a's arguments on b's class.
+            group = key.lstrip("+")
+            raise ConfigError(f"{arg}: a list selects several {group} options at once, merged into one config; "
+                              f"choose one ({group}=NAME), or sweep them with -m {group}=a,b")
         if not sep or key.lstrip("+") != "hydra.searchpath":
             continue
         for item in value.strip().strip("[]").split(","):

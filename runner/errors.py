@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import Any, Optional
 
 from runner.schema import default_of, keys_under, type_of
 
@@ -26,7 +27,7 @@ class CompileError(Exception):
 
 
 _OVERRIDE = re.compile(r"(?:Error merging override|To append to your config use) \+*([\w.]+)=(.*)$", re.MULTILINE)
-_FULL_KEY = re.compile(r"^\s*full_key:\s*(\S*)\s*$", re.MULTILINE)
+_FULL_KEY = re.compile(r"^[ \t]*full_key:[ \t]*(\S*)[ \t]*$", re.MULTILINE)  # an empty key is not the next line
 _MISSING_OPTION = re.compile(r"Could not find '([^'/]+)/([^']*)'")
 _AVAILABLE = re.compile(r"Available options in '[^']+':\n((?:\t[^\n]*\n?)+)")
 _MISSING_HINTS = {
@@ -121,7 +122,7 @@ def condense(exc: BaseException) -> str:
     composing = _COMPOSING.match(text)
     if composing:  # a config file of the user's (or a preset) holds the bad key or value
         source, cause_type, cause_text = composing.groups()
-        said = _condensed(cause_type, cause_text, text)
+        said = _condensed(cause_type, cause_text, text, _merging_key(exc))
         group = source.partition("/")[0]
         if said.startswith(f"{group}: unknown key") and group in ("experiment", "peer"):
             # A preset without its package line lands under experiment: instead of the top level.
@@ -244,13 +245,74 @@ def _yaml_error(exc: BaseException) -> str:
     return f"{where.name}, line {where.line + 1}: not valid YAML ({said}); fix the file's syntax"
 
 
-def _condensed(cause_type: str, cause_text: str, text: str) -> str:
+def _merging_key(exc: BaseException) -> str:
+    """The dotted key OmegaConf was merging when it failed, from the frames of its merge: a
+    config file's section given a list or a value fails at the root, its full_key empty."""
+    keys: list[str] = []
+    seen: set[int] = set()
+    error: Optional[BaseException] = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        tb, here = error.__traceback__, []
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "_map_merge" and "omegaconf" in frame.f_code.co_filename:
+                here.append(str(frame.f_locals.get("key", "")))
+            tb = tb.tb_next
+        keys = max(keys, here, key=len)
+        error = error.__cause__ or error.__context__
+    return ".".join(keys)
+
+
+# A section or a map (load, capture, model.inputs, an input, model.module) given a list or a
+# plain value: OmegaConf's words name types, not the fix.
+_SECTION_GIVEN = re.compile(r"Cannot merge DictConfig with ListConfig|(?:Invalid type assigned|Merge error): \w+ is not a "
+                            r"subclass of (?:\w+Config\b|Dict\[)|Cannot assign \w+ to Dict\[")
+
+
+def _section_given(key: str, value: Optional[str]) -> str:
+    """The one line for a section or a map of the schema given `value` (None: from a file)."""
+    node = type_of(key)
+    if key == "model.module":
+        fix = (f"model.module._target_={value}" if value and not value.startswith("[") else
+               "module: {_target_: package.Class, argument: value}")
+        return f"model.module: the model's _target_ and its arguments, a map, not a value; write {fix}"
+    name = key.rpartition(".")[2]
+    if isinstance(node, tuple):  # a map of the user's names: model.inputs
+        fix = f"'{key}={{x: {{shape: [...]}}}}'" if value is not None else f"{name}: {{x: {{shape: [...]}}}}"
+        return (f"{key}: maps each input's name to its settings, not a list or a value; write {fix} (one entry per "
+                "forward argument)")
+    fields = getattr(node, "__dataclass_fields__", {})
+    if not fields:
+        return ""
+    if key.startswith("model.inputs.") and key.count(".") == 2:  # one input: its shape is what a list meant
+        shape = value if value and value.startswith("[") else f"[{value}]" if value and value.isdigit() else "[...]"
+        fix = f"{key}.shape={shape}" if value is not None else f"{name}: {{shape: {shape}}}"
+        return f"{key}: an input's settings, a map, not a list or a value; write {fix}"
+    # load=server: the value of one of its keys (load.scenario), named.
+    meant = [name for name in fields if value and value in _choices(type_of(f"{key}.{name}"))]
+    hint = f"did you mean {key}.{meant[0]}={value}?" if meant else _give_a_value(f"{key}", "set one of them")
+    return f"{key}: a section of settings ({', '.join(sorted(fields))}), not a value; {hint}"
+
+
+def _choices(kind: Any) -> list[str]:
+    """The values an enum key takes, as written in a config ([] for another type)."""
+    members = getattr(kind, "__members__", None)
+    return [str(getattr(m, "value", name)) for name, m in members.items()] if members is not None else []
+
+
+def _condensed(cause_type: str, cause_text: str, text: str, merging: str = "") -> str:
     """One line for OmegaConf's error `cause_type` with message `cause_text`, raised while
-    Hydra composed the config (whose own message is `text`)."""
+    Hydra composed the config (whose own message is `text`); `merging`: the key being merged."""
     key_match = _FULL_KEY.search(cause_text)
-    key = key_match.group(1) if key_match else ""
+    key = (key_match.group(1) if key_match else "") or merging
     reason = first_line(cause_text)
     given = _OVERRIDE.search(text)
+    if key and _SECTION_GIVEN.search(reason):
+        value = given.group(2) if given and given.group(1).lstrip("+~") == key else None
+        said = _section_given(key, value)
+        if said:
+            return said
     if given and given.group(1).startswith("model.inputs.") and (
         "not in struct" in reason or "is not a subclass of InputConfig" in reason
     ):  # an input the model's config does not have (OmegaConf cannot add one to the typed map by key)

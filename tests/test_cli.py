@@ -187,6 +187,25 @@ BAD_INPUTS = {
                        "model if they are right"),
     "module-arg-type": (["model=linear", "model.module.in_features=abc"],
                         "model.module.in_features='abc': torch.nn.Linear takes an int there; write a number"),
+    # A section or a map given a list or a value: OmegaConf's words named types ("Cannot merge
+    # DictConfig with ListConfig"), and in a config file no key ("object_type=Config: ...").
+    "section-input": (["model.inputs.x=[16]"], "model.inputs.x: an input's settings, a map, not a list or a value; "
+                      "write model.inputs.x.shape=[16]"),
+    "section-load": (["load=server"], "load: a section of settings (duration_s, p99_ms, rate, requests, resolution, "
+                     "scenario), not a value; did you mean load.scenario=server?"),
+    "section-module": (["model.module=runner.models.mlp.MLP"], "model.module: the model's _target_ and its arguments, "
+                       "a map, not a value; write model.module._target_=runner.models.mlp.MLP"),
+    "file-section-input": (["hydra.searchpath=[file://conf]", "model=listinput"],
+                           "model.inputs.x: an input's settings, a map, not a list or a value; write x: {shape: [...]} "
+                           "(in the config file model/listinput.yaml)"),
+    "file-section-inputs": (["hydra.searchpath=[file://conf]", "model=listinputs"],
+                            "model.inputs: maps each input's name to its settings, not a list or a value; write inputs: "
+                            "{x: {shape: [...]}} (one entry per forward argument) (in the config file model/listinputs.yaml)"),
+    # A list for a config group merges its options into one config (two measure presets ran as
+    # one job, exit 0); measure=[1] failed inside Hydra, exit 1.
+    "group-list": (["model=[mlp,linear]"], "model=[mlp,linear]: a list selects several model options at once, merged "
+                   "into one config; choose one (model=NAME), or sweep them with -m model=a,b"),
+    "group-list-number": (["measure=[1]"], "measure=[1]: a list selects several measure options at once"),
     # A float where the constructor counts (range(3.5)): its TypeError named no key.
     "module-arg-float": (["model.module.depth=3.5"],
                          "model.module.depth=3.5: runner.models.mlp.MLP takes an int there; write a whole number"),
@@ -255,6 +274,8 @@ USER_FILES = {
                        "mine.py": "from torch import nn\n\n\nclass Raises(nn.Module):\n"
                                   "    def forward(self, x):\n        y = x + 1\n"
                                   "        raise ValueError('always broken')\n"},
+    "file-section-input": {"conf/model/listinput.yaml": "module: {_target_: runner.models.mlp.MLP}\ninputs: {x: [256]}\n"},
+    "file-section-inputs": {"conf/model/listinputs.yaml": "module: {_target_: runner.models.mlp.MLP}\ninputs: [x]\n"},
     "file-no-inputs": {"conf/model/noinputs.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\n"},
     "file-no-shape": {"conf/model/noshape.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\nseq: 16\n"
                       "inputs: {x: {kind: float}}\n"},
