@@ -529,6 +529,13 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         also = _not_given(spec, model)
         at = _raised_at(exc)
         where = f" at {at[0]}" if at else ""
+        if re.search(r"does not require grad and does not have a grad_fn|doesn't require grad", reason):
+            # torch.autograd.grad in forward, under the runner's no_grad: not the inputs' fault.
+            raise ModelFault(
+                f"model {spec.model_name}: its forward needs autograd ({reason}{';' if where else ''}{where}); the runner "
+                "runs every forward under torch.no_grad(), as inference: wrap what needs gradients in "
+                "`with torch.enable_grad():` inside forward"
+            ) from exc
         if at is not None and isinstance(exc, CODE_FAULTS):
             # A name, attribute or key the code does not have (self.lni for self.lin): a fault
             # in the model or in the settings it was built with, whatever the inputs' shapes.

@@ -201,6 +201,12 @@ BAD_INPUTS = {
     "file-section-inputs": (["hydra.searchpath=[file://conf]", "model=listinputs"],
                             "model.inputs: maps each input's name to its settings, not a list or a value; write inputs: "
                             "{x: {shape: [...]}} (one entry per forward argument) (in the config file model/listinputs.yaml)"),
+    # autograd inside forward, under the runner's no_grad: the inputs had been blamed.
+    "forward-autograd": (["hydra.searchpath=[file://conf]", "model=needsgrad"],
+                         "model NeedsGrad: its forward needs autograd (element 0 of tensors does not require grad and "
+                         "does not have a grad_fn; at mine.py:7 in forward); the runner runs every forward under "
+                         "torch.no_grad(), as inference: wrap what needs gradients in `with torch.enable_grad():` "
+                         "inside forward"),
     # A list for a config group merges its options into one config (two measure presets ran as
     # one job, exit 0); measure=[1] failed inside Hydra, exit 1.
     "group-list": (["model=[mlp,linear]"], "model=[mlp,linear]: a list selects several model options at once, merged "
@@ -276,6 +282,10 @@ USER_FILES = {
                                   "        raise ValueError('always broken')\n"},
     "file-section-input": {"conf/model/listinput.yaml": "module: {_target_: runner.models.mlp.MLP}\ninputs: {x: [256]}\n"},
     "file-section-inputs": {"conf/model/listinputs.yaml": "module: {_target_: runner.models.mlp.MLP}\ninputs: [x]\n"},
+    "forward-autograd": {"conf/model/needsgrad.yaml": "module: {_target_: mine.NeedsGrad}\nbatch: 2\n"
+                                                       "inputs: {x: {shape: [8]}}\n",
+                         "mine.py": "import torch\nfrom torch import nn\n\n\nclass NeedsGrad(nn.Module):\n"
+                                    "    def forward(self, x):\n        return torch.autograd.grad((x * x).sum(), x)[0]\n"},
     "file-no-inputs": {"conf/model/noinputs.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\n"},
     "file-no-shape": {"conf/model/noshape.yaml": "module: {_target_: runner.models.mlp.MLP}\nbatch: 2\nseq: 16\n"
                       "inputs: {x: {kind: float}}\n"},
