@@ -623,17 +623,19 @@ _RUN_KEYS = ("streams", "graph", "pinned", "tf32", "device", "capture.copies_in_
              "peer")  # a peer is a set of the keys before it (experiment=peers)
 
 
+def _not_run_keys(row: Row) -> tuple[str, ...]:
+    """A job's overrides of what it measures (not of how it runs: `_RUN_KEYS`)."""
+    # resume=true says how a job was run, not what it measured (a resumed sweep's rerun jobs carry it).
+    return tuple(sorted(o for o in without_resume(list(row.asked)) if o.lstrip("+~").partition("=")[0] not in _RUN_KEYS))
+
+
 def collapsed(rows: list[Row]) -> list[list[Row]]:
     """Groups of two or more jobs that asked for different run settings but ran the same:
     the same model, the same effective settings, and overrides that differ only in `_RUN_KEYS`."""
-    def rest(row: Row) -> tuple[str, ...]:
-        # resume=true says how a job was run, not what it measured (a resumed sweep's rerun jobs carry it).
-        return tuple(sorted(o for o in without_resume(list(row.asked)) if o.lstrip("+~").partition("=")[0] not in _RUN_KEYS))
-
     groups: dict[tuple, list[Row]] = {}
     for row in rows:
         if row.ran:
-            groups.setdefault((row.model, row.ran, rest(row)), []).append(row)
+            groups.setdefault((row.model, row.ran, _not_run_keys(row)), []).append(row)
     # Asked differently: as sets (the same overrides in another order, or with resume=true, asked
     # the same; two such runs had been said to have had their settings overruled).
     return [g for g in groups.values() if len(g) > 1 and len({frozenset(without_resume(list(r.asked))) for r in g}) > 1]
@@ -644,13 +646,19 @@ def collapse_notes(rows: list[Row]) -> list[str]:
     # differences to call noise; jobs that all failed (say, a _target_ that does not import) may
     # never have run the settings at all, and one interrupted before measuring is named apart.
     groups = []
-    for group in collapsed(rows):
+    found = collapsed(rows)
+    # What tells the groups apart (model.batch=8 from model.batch=16): their overrides of what
+    # they measure that not every group shares (five groups had all read "eager x1 ... on cpu").
+    shared = set.intersection(*(set(_not_run_keys(g[0])) for g in found)) if found else set()
+    for group in found:
         ok = [f"#{r.job}" for r in group if r.status == "ok"]
         if ok:
             others = [f"#{r.job}" for r in group if r.status != "ok"]
             also = f" (and {', '.join(others)}, which did not end ok)" if others else ""
+            apart = " ".join(o for o in _not_run_keys(group[0]) if o not in shared)
             groups.append((group[0].model, ", ".join(ok) + also, len(ok),
-                           f"{group[0].mode} on {group[0].device or 'the same device'}"))
+                           (f"{apart}, " if apart and len(found) > 1 else "")
+                           + f"{group[0].mode} on {group[0].device or 'the same device'}"))
     if len(groups) > 1:  # said once, not once per group (a CPU sweep over batch x graph had said it five times)
         listed = "; ".join(f"{model} {jobs}: {ran}" for model, jobs, _, ran in groups)
         return [f"sweep: jobs ran the same settings in {len(groups)} groups ({listed}): the machine overruled what "

@@ -492,12 +492,16 @@ def test_jobs_that_ran_the_same_settings_are_said_to_collapse():
     reordered = [row("0", ["model=vit", "measure=quick"]), row("1", ["measure=quick", "model=vit"]),
                  row("2", ["model=vit", "measure=quick", "resume=True"])]
     assert collapsed(reordered) == [] and collapse_notes(reordered) == []
-    # Several groups (batch x graph on a CPU): one note, not one per group.
-    grid = [row("0", ["model.batch=1", "graph=false"]), row("1", ["model.batch=1", "graph=true"]),
-            row("2", ["model.batch=8", "graph=false"]), row("3", ["model.batch=8", "graph=true"])]
+    # Several groups (batch x graph on a CPU): one note, not one per group, each group named by
+    # what tells it from the others (every group had read "eager x1 pageable on cpu").
+    grid = [row("0", ["model.batch=1", "graph=false", "measure=quick"]),
+            row("1", ["model.batch=1", "graph=true", "measure=quick"]),
+            row("2", ["model.batch=8", "graph=false", "measure=quick"]),
+            row("3", ["model.batch=8", "graph=true", "measure=quick"])]
     assert collapse_notes(grid) == [
-        "sweep: jobs ran the same settings in 2 groups (MLP #0, #1: eager x1 pageable on cpu; MLP #2, #3: eager x1 "
-        "pageable on cpu): the machine overruled what they asked for, so the differences within each group are noise"]
+        "sweep: jobs ran the same settings in 2 groups (MLP #0, #1: model.batch=1, eager x1 pageable on cpu; MLP #2, "
+        "#3: model.batch=8, eager x1 pageable on cpu): the machine overruled what they asked for, so the differences "
+        "within each group are noise"]
     # experiment=peers on a CPU: +peer=graphs ran eager, as +peer=eager did.
     peers = [row("0", ["+peer=eager"]), row("1", ["+peer=graphs"]),
              row("2", ["+peer=compile"], ran='{"compile": "default", "graph": false, "streams": 1}')]
