@@ -171,8 +171,8 @@ class Port:
                  if out.numel() > flat.numel()]
         if unfit:
             path, flat, out = unfit[0]
-            raise ConfigError(f"output {path} of a request of size {self.key} has {out.numel()} elements, more than "
-                              f"the {flat.numel()} it had at the largest size (the first forward): "
+            raise ConfigError(f"output '{path}' of a request of size {self.key} has {out.numel()} elements, more than "
+                              f"the {flat.numel()} it had in the first forward (a request of the largest size): "
                               + _unfit([p for p, _, _ in unfit], paths))
         self.host_out = tuple(flat[: out.numel()].view(out.shape) for flat, out in zip(flats, outs, strict=False))
         return self.host_out
@@ -186,7 +186,7 @@ class Port:
         if not changed:
             return None
         path, host, dev = changed[0]
-        return ConfigError(f"output {path} of requests of size {self.key} came back as {tuple(host.shape)}, then "
+        return ConfigError(f"output '{path}' of requests of size {self.key} came back as {tuple(host.shape)}, then "
                            f"as {tuple(dev.shape)}: " + _unfit([p for p, _, _ in changed], paths))
 
     def bind_eager(self) -> None:
@@ -440,7 +440,7 @@ def _refuse_shared_outputs(spec: RunSpec, lanes: Sequence[Lane]) -> None:
                 first = owner.setdefault(out.data_ptr(), lane.index)
                 if first != lane.index:
                     raise ConfigError(
-                        f"model {spec.model_name}: output {path} is one buffer of the model's own, the same in every "
+                        f"model {spec.model_name}: output '{path}' is one buffer of the model's own, the same in every "
                         f"stream's graph (streams {first} and {lane.index}): replayed at once they would write each "
                         "other's responses; return a new tensor from forward (e.g. out.clone()), or use streams=1")
 

@@ -59,7 +59,7 @@ def why_empty(path: str) -> str:
     if path.rpartition(".")[2] == "attentions":
         hint = ("; transformers' default attention (sdpa) returns none: "
                 "+model.module.config.attn_implementation=eager returns them")
-    return f"output {path} is empty (the model returned no tensor there){hint}"
+    return f"output '{path}' is empty (the model returned no tensor there){hint}"
 
 
 def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str],
@@ -108,7 +108,7 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
     for path, _, value in found:
         if not isinstance(value, torch.Tensor):
             tensors = [p for p, _, v in found if isinstance(v, torch.Tensor)]
-            what = f"model {model_name}: output {path} is {_article(type(value).__name__)} {type(value).__name__}, not a tensor"
+            what = f"model {model_name}: output '{path}' is {_article(type(value).__name__)} {type(value).__name__}, not a tensor"
             if "Cache" in type(value).__name__:  # a HuggingFace model's key/value cache
                 off = ("turn the cache off (a HuggingFace model: +model.module.config.use_cache=false, without the + "
                        "where its config file sets use_cache)")

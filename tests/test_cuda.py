@@ -560,7 +560,7 @@ def test_a_model_returning_its_own_buffer_is_refused_before_its_graphs_race(make
     planted = ("model=linear", "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
                "model.inputs.input.shape=[8]", "model.module._target_=tests.faulty_models.OwnOutput",
                "+model.module.calls=1000000000")
-    with pytest.raises(ConfigError, match=r"^model OwnOutput: output output is one buffer of the model's own, the "
+    with pytest.raises(ConfigError, match=r"^model OwnOutput: output 'output' is one buffer of the model's own, the "
                                           r"same in every stream's graph \(streams 0 and 1\)"):
         run_job(make_cfg(*QUICK, *planted, "streams=2"), JobInfo(output_dir=tmp_path / "two"))
     one = run_job(make_cfg(*QUICK, *planted, "streams=1"), JobInfo(output_dir=tmp_path / "one"))

@@ -178,7 +178,7 @@ inputs: {x: {shape: [4]}}
     with pytest.raises(ConfigError) as err:
         build(spec)
     message = str(err.value)
-    assert "\n" not in message and "output 1 is a str, not a tensor" in message and "model.outputs" in message
+    assert "\n" not in message and "output '1' is a str, not a tensor" in message and "model.outputs" in message
     # Keeping only the tensor makes it runnable.
     spec = resolve(make_cfg(*QUICK, model_dir("nat", text), "model=nat", "model.outputs=[0]"))
     assert build(spec).out_paths == ("0",)
@@ -187,7 +187,7 @@ inputs: {x: {shape: [4]}}
     spec = resolve(make_cfg(*QUICK, model_dir("np", text.replace("NotATensor", "NumpyOut")), "model=np"))
     with pytest.raises(ConfigError) as err:
         build(spec)
-    assert str(err.value) == ("model NumpyOut: output output is a ndarray, not a tensor, and it returns no tensor beside "
+    assert str(err.value) == ("model NumpyOut: output 'output' is a ndarray, not a tensor, and it returns no tensor beside "
                               "it; the runner times tensors: wrap the model in a module whose forward returns them "
                               "(torch.as_tensor)")
 
@@ -524,10 +524,10 @@ inputs: {x: {shape: [3]}}
 """
     result = run_job(make_cfg(*QUICK, model_dir("empty", text), "model=empty"), JobInfo(output_dir=tmp_path))
     assert result["status"] == "ok" and result["model_io"]["outputs"] == ["last_hidden_state"]
-    assert ("output attentions is empty (the model returned no tensor there); transformers' default attention "
+    assert ("output 'attentions' is empty (the model returned no tensor there); transformers' default attention "
             "(sdpa) returns none: +model.module.config.attn_implementation=eager returns them: not measured"
             ) in result["warnings"]
-    with pytest.raises(ConfigError, match=r"^model.outputs: output attentions is empty \(the model returned no "):
+    with pytest.raises(ConfigError, match=r"^model.outputs: output 'attentions' is empty \(the model returned no "):
         run_job(make_cfg(*QUICK, model_dir("empty", text), "model=empty", "model.outputs=[attentions]"),
                 JobInfo(output_dir=tmp_path / "named"))
 
@@ -540,7 +540,7 @@ def test_an_empty_cross_attentions_beside_given_attentions_is_not_warned_about()
     t = torch.ones(2, 3)
     assert plan_outputs({"last_hidden_state": t, "attentions": (t,), "cross_attentions": ()}, [], "M").warnings == ()
     both = plan_outputs({"last_hidden_state": t, "attentions": (), "cross_attentions": ()}, [], "M").warnings
-    assert [w.split(" is empty")[0] for w in both] == ["output attentions", "output cross_attentions"]
+    assert [w.split(" is empty")[0] for w in both] == ["output 'attentions'", "output 'cross_attentions'"]
 
 
 def test_an_output_whose_size_follows_the_values_is_named_with_the_fix(make_cfg, model_dir, tmp_path):
@@ -552,7 +552,8 @@ inputs: {x: {shape: [16]}}
     result = run_job(make_cfg(*QUICK, model_dir("valued", text), "model=valued"),
                      JobInfo(output_dir=tmp_path, multirun=True))
     assert result["status"] == "failed"
-    assert result["reason"].startswith("bad config: output positive of ")
+    # The output's name quoted: a model's output named "output" had read "output output of".
+    assert result["reason"].startswith("bad config: output 'positive' of requests of size 4 came back as ")
     assert ("an output whose size follows the input's values, or grows as requests shrink, does not fit the "
             "response buffers; leave it out with model.outputs=[y]") in result["reason"]
     kept = run_job(make_cfg(*QUICK, model_dir("valued", text), "model=valued", "model.outputs=[y]"),
@@ -947,7 +948,7 @@ def test_the_check_is_not_blind_to_faults_only_the_served_path_has(make_cfg, tmp
     right): it had passed the check."""
     # An output whose size follows the values: copy_ broadcast its one row over the buffer's two.
     for seed in (0, 1, 2):
-        with pytest.raises(ConfigError, match=r"^output output of requests of size .* came back as"):
+        with pytest.raises(ConfigError, match=r"^output 'output' of requests of size .* came back as"):
             run_job(_planted(make_cfg, "OneOrAll", f"seed={seed}"), JobInfo(output_dir=tmp_path / f"size{seed}"))
     # An integer leaf one off, beside 50,000 logits: 5e-6 by the norm, now compared exactly.
     ids = run_job(_planted(make_cfg, "IdsOffByOne"), JobInfo(output_dir=tmp_path / "ids"))
