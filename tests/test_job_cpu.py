@@ -1262,11 +1262,12 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
                         "measure.max_pass_ms=300, the longest a pass may run: the least a pass runs (a turn of the "
                         "ring, each slot once) took longer than that"), cut
     # Passes of more than a turn (8 requests here) that overshot the cap by their last request
-    # fit in it as well as they could (the default CPU job's 4 requests of 333 ms had read as
-    # one turn outrunning it).
+    # (the default CPU job's 4 requests of 333 ms had read as one turn outrunning it; then as
+    # "at most 333 ms each ... to fit in measure.max_pass_ms=300").
     overshot = summarize_measurement(spec, Measurement(throughput=[(12, 0.333)] * 3, pass_cap_s=0.3)).warnings
     [cut] = [w for w in overshot if " passes were cut to " in w]
-    assert cut.endswith("to fit in measure.max_pass_ms=300, the longest a pass may run"), cut
+    assert cut.endswith("at most 333 ms each (asked: measure.min_requests=20) under measure.max_pass_ms=300, the "
+                        "longest a pass may run: a pass ends with the request that crosses it"), cut
     squeezed = summarize_measurement(spec, Measurement(throughput=[(15, 0.1)] * 3, pass_cap_s=0.1)).warnings
     [cut] = [w for w in squeezed if " passes were cut to " in w]
     assert cut.endswith("to fit in the budget (measure.budget_s=2)"), cut
