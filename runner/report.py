@@ -245,10 +245,22 @@ def mark_best(rows: list[Row]) -> Optional[Row]:
     # none beside one under 50 ms that held one had made the latter "best under 50 ms".
     if not held or len(_bounds(_searches(rows))) > 1:
         return None
-    best = max(held, key=lambda r: r.max_rate * _per_request(r)) if _mixed_search_batches(held) else \
-        max(held, key=lambda r: r.max_rate)
-    best.best = "best"
-    return best
+    found = None
+    for network in _networks(held).values():  # two models' requests are not one work: a best each
+        best = max(network, key=lambda r: r.max_rate * _per_request(r)) if _mixed_search_batches(network) else \
+            max(network, key=lambda r: r.max_rate)
+        best.best = "best"
+        found = found or best
+    return found
+
+
+def _networks(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    """Rows by the network they ran: the model class and its preset (model=...)."""
+    out: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        preset = " ".join(o for o in row.asked if o.startswith("model="))
+        out.setdefault((row.model, preset), []).append(row)
+    return out
 
 
 def _held(rows: list[Row]) -> list[Row]:
@@ -282,10 +294,19 @@ def bound_notes(rows: list[Row]) -> list[str]:
 
 
 def best_line(rows: list[Row]) -> Optional[str]:
-    """The sweep's answer to "which configuration holds the highest rate under the bound"."""
-    best = next((r for r in rows if r.best), None)
-    if best is None:
-        return None
+    """The sweep's answer to "which configuration holds the highest rate under the bound": one
+    per network where the sweep ran several (a request of one model is not one of another)."""
+    networks = _networks(_held(rows))
+    said = []
+    for (model, preset), group in networks.items():
+        best = next((r for r in group if r.best), None)
+        if best is not None:
+            of = f" of {model}" + (f" ({preset})" if preset else "") if len(networks) > 1 else ""
+            said.append(_best_of(best, rows, group, of))
+    return "; ".join(said) or None
+
+
+def _best_of(best: Row, rows: list[Row], group: list[Row], of: str) -> str:
     ahead = (f", {best.max_rate / best.baseline_max_rate:.2f}x its eager baseline's {rate_text(best.baseline_max_rate)}/s"
              f"{search_ratio_known(best.max_rate_cut, best.baseline_max_rate_cut)}" if best.baseline_max_rate else "")
     bound = f"p99 <= {best.p99_bound_ms:g} ms" if best.p99_bound_ms else "its bound"
@@ -297,8 +318,8 @@ def best_line(rows: list[Row]) -> Optional[str]:
         known = (f" or more, below {rate_text(best.lowest_invalid_rate)} (its search was cut short by the budget)"
                  if best.lowest_invalid_rate else " or more (its search was cut short by the budget)")
     samples = (f" ({rate_text(best.max_rate * _per_request(best))} samples/s, the most of the jobs' differing batch "
-               "sizes)" if _mixed_search_batches(_held(rows)) else "")
-    return (f"best under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} "
+               "sizes)" if _mixed_search_batches(group) else "")
+    return (f"best{of} under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} "
             f"requests/s{samples}{known}{ahead}{noise}")
 
 

@@ -334,6 +334,21 @@ def test_no_best_across_bounds_and_samples_across_batch_sizes(tmp_path):
         "jobs' differing batch sizes)" in text_table(rows)
 
 
+def test_a_sweep_over_models_names_a_best_per_model(tmp_path):
+    """Two models' requests are not one work: a sweep over model=a,b had named one "best" of both."""
+    for num, (preset, rate) in enumerate((("model=mlp", 14000.0), ("model=mlp", 9000.0), ("model=bert", 800.0))):
+        _fake_job(tmp_path / str(num), num, [preset, f"streams={num + 1}"], rate, None)
+        path = tmp_path / str(num) / "result.json"
+        result = json.loads(path.read_text())
+        result["model"] = "MLP" if preset == "model=mlp" else "BertModel"
+        result["effective"]["streams"] = num + 1
+        path.write_text(json.dumps(result))
+    rows = collect([tmp_path])
+    assert [r.best for r in rows] == ["best", "", "best"]
+    assert ("best of MLP (model=mlp) under p99 <= 2 ms: job 0 (model=mlp streams=1) at 14,000 requests/s; best of "
+            "BertModel (model=bert) under p99 <= 2 ms: job 2 (model=bert streams=3) at 800 requests/s") in text_table(rows)
+
+
 def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp_path):
     _fake_job(tmp_path / "0", 0, ["streams=1", "graph=false"], 4000.0, 3900.0)
     _fake_job(tmp_path / "1", 1, ["streams=4", "graph=true"], 52000.0, 4100.0)
