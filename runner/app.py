@@ -8,6 +8,7 @@ the full traceback instead).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -242,6 +243,10 @@ def _sweeper_params_error(argv: list[str], exc: BaseException) -> str:
 
 
 def main() -> None:
+    # A model whose code crashes the interpreter (a segfault in an extension) ends the process
+    # before anything can be recorded: Python's own fatal-error report then says where, in the
+    # model's code, instead of the shell's bare "Segmentation fault".
+    faulthandler.enable()
     # `_target_` may name a module of the project the user runs from, as under `python -m`:
     # the console script's own folder comes first on the path otherwise.
     if "" not in sys.path and os.getcwd() not in sys.path:

@@ -281,3 +281,12 @@ class SkewedComputeGraph(Healthy):
             if wrong:
                 return y + 1
         return y
+
+
+class Segfaults(Healthy):
+    """Reads address 0 after `calls` forwards: a crash in native code, as a broken extension's."""
+
+    def fail(self, x: torch.Tensor) -> None:
+        import ctypes
+
+        ctypes.string_at(0)

@@ -339,6 +339,17 @@ def test_full_error_shows_the_traceback(tmp_path):
     assert "Traceback" in done.stderr and "ConfigError" in done.stderr
 
 
+def test_a_crash_in_the_models_native_code_says_where(tmp_path):
+    """A segfault ends the process before anything is recorded: the shell's bare "Segmentation
+    fault" had been all a single run left; Python's fatal-error report names the model's line."""
+    done = run_cli([*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.Segfaults",
+                    "+model.module.calls=0"], tmp_path)
+    assert done.returncode == -11, done.stderr[-2000:]
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert re.search(r'faulty_models\.py", line \d+ in fail\n.*faulty_models\.py", line \d+ in forward', done.stderr), \
+        done.stderr[-3000:]
+
+
 def test_runtime_failure_exits_nonzero_with_a_failed_result(tmp_path):
     done = run_cli([*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.FailAfter",
                     "+model.module.calls=30"], tmp_path)
