@@ -246,7 +246,8 @@ def main() -> None:
     # A model whose code crashes the interpreter (a segfault in an extension) ends the process
     # before anything can be recorded: Python's own fatal-error report then says where, in the
     # model's code, instead of the shell's bare "Segmentation fault".
-    faulthandler.enable()
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # a stderr with no file (captured) reports nothing
+        faulthandler.enable()
     # `_target_` may name a module of the project the user runs from, as under `python -m`:
     # the console script's own folder comes first on the path otherwise.
     if "" not in sys.path and os.getcwd() not in sys.path:

@@ -10,6 +10,7 @@ same job with the pickled payload on stdin instead (a plain subprocess)."""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import sys
@@ -95,7 +96,8 @@ def run_forked(data: bytes, env: dict[str, str], cpus: Optional[list[int]], cons
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.close(fd)
-        faulthandler.enable()  # a crash in the model's code: where, on the job's console (its record says it died)
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a stderr with no file reports nothing
+            faulthandler.enable()  # a crash in the model's code: where, on the job's console (its record says it died)
         os.environ.update(env)
         if cpus:
             import torch
