@@ -802,6 +802,9 @@ def test_a_ctrl_c_while_the_fork_server_starts_is_held_not_lost(monkeypatch):
         runner_launcher.fork_context()
     assert signal.getsignal(signal.SIGINT) is handler  # the launcher is as it was
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    # ...and holds nothing back any more: the Ctrl-C had come before the section's count went
+    # down, and a SIGTERM after it (SIGINT ignored) was held back for good.
+    assert runner_launcher._deferred == [0, False]
 
 
 @pytest.mark.slow

@@ -831,10 +831,15 @@ def _ctrl_c_deferred() -> Any:
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        # The count first: a Ctrl-C held back raises KeyboardInterrupt as soon as SIGINT is
+        # unblocked, and one raised before the count went down left the section "open" for
+        # good (a later SIGTERM, SIGINT ignored, was then held back forever).
         _deferred[0] -= 1
-        if not _deferred[0] and _deferred[1]:  # a SIGTERM taken for a Ctrl-C while SIGINT is ignored
+        terminated = not _deferred[0] and _deferred[1]  # a SIGTERM taken for a Ctrl-C while SIGINT is ignored
+        if terminated:
             _deferred[1] = False
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if terminated:
             raise KeyboardInterrupt
 
 
