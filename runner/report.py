@@ -297,11 +297,13 @@ def best_line(rows: list[Row]) -> Optional[str]:
     """The sweep's answer to "which configuration holds the highest rate under the bound": one
     per network where the sweep ran several (a request of one model is not one of another)."""
     networks = _networks(_held(rows))
+    # Named by its model wherever the searches ran several, whether or not each held a rate.
+    several = len(_networks(_searches(rows))) > 1
     said = []
     for (model, preset), group in networks.items():
         best = next((r for r in group if r.best), None)
         if best is not None:
-            of = f" of {model}" + (f" ({preset})" if preset else "") if len(networks) > 1 else ""
+            of = f" of {model}" + (f" ({preset})" if preset else "") if several else ""
             said.append(_best_of(best, rows, group, of))
     return "; ".join(said) or None
 

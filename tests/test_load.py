@@ -347,6 +347,11 @@ def test_a_sweep_over_models_names_a_best_per_model(tmp_path):
     assert [r.best for r in rows] == ["best", "", "best"]
     assert ("best of MLP (model=mlp) under p99 <= 2 ms: job 0 (model=mlp streams=1) at 14,000 requests/s; best of "
             "BertModel (model=bert) under p99 <= 2 ms: job 2 (model=bert streams=3) at 800 requests/s") in text_table(rows)
+    # A model whose search held no rate: the other's best is still named by its model.
+    bert = json.loads((tmp_path / "2" / "result.json").read_text())
+    bert["figures"]["server_max_rate"] = None
+    (tmp_path / "2" / "result.json").write_text(json.dumps(bert))
+    assert "best of MLP (model=mlp) under p99 <= 2 ms: job 0" in text_table(collect([tmp_path]))
 
 
 def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp_path):
