@@ -55,6 +55,10 @@ class Layout:
 
     def __init__(self, model: ModelSpec, size: Size, dtype: torch.dtype) -> None:
         self.size = size
+        # What padding holds per input: zeros, but an int input's low where zero is out of its
+        # range (1-based ids a model shifts down would index -1 in the padded rows: on a GPU a
+        # device assert that ends the job).
+        self.fill = {inp.name: inp.low for inp in model.inputs if inp.kind == "int" and inp.low > 0}
         top = largest(model)
         # name, offset, bytes, dtype, shape of each input
         self.fields: list[tuple[str, int, int, torch.dtype, tuple[int, ...]]] = []
@@ -101,12 +105,13 @@ def make_request(model: ModelSpec, size: Size, dtype: torch.dtype, generator: to
 
 
 def pack(request: dict[str, torch.Tensor], layout: Layout, flat: torch.Tensor) -> None:
-    """Write `request` into `flat` in `layout`, padded: real rows and positions first, zeros after."""
+    """Write `request` into `flat` in `layout`, padded: real rows and positions first, zeros after
+    (an int input whose range excludes zero: its low)."""
     views = layout.views(flat)
     for name, value in request.items():
         target = views[name]
         if target.shape != value.shape:
-            target.zero_()
+            target.fill_(layout.fill.get(name, 0))
             target = target[tuple(slice(0, n) for n in value.shape)]
         target.copy_(value)
 

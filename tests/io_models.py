@@ -53,6 +53,19 @@ class AffineRows(nn.Module):
         return 2 * x + 1
 
 
+class OneBased(nn.Module):
+    """Embeds 1-based ids (shifted down to index): an id of 0 indexes -1, an error."""
+
+    def __init__(self, vocab: int = 10, dim: int = 4) -> None:
+        super().__init__()
+        self.table = nn.Embedding(vocab, dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if (ids < 1).any():
+            raise IndexError("an id of 0: these ids start at 1")
+        return self.table(ids - 1)
+
+
 class Masked(nn.Module):
     """Token embeddings summed over the positions the mask keeps: padding never counts.
     forward(input_ids, attention_mask, flags) -> {'pooled': (B, D), 'per_token': (B, T, D)}."""

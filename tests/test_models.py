@@ -428,6 +428,21 @@ inputs: {input: {shape: [3]}}
     assert cut.requests < 32 and cut.padded_requests > 0 and not cut.passed
 
 
+def test_padding_keeps_an_int_input_within_its_range(make_cfg, model_dir):
+    """Padded rows held zeros whatever the input's range: 1-based ids (kind int, low 1) then
+    read 0 in them, an index of -1 for a model that shifts them down (on a GPU, a device assert)."""
+    text = """
+module: {_target_: tests.io_models.OneBased, vocab: 10}
+batch: [2, 8]
+sizes: {batch: {values: [3, 5]}}
+inputs: {ids: {shape: [6], kind: int, low: 1, high: 11}}
+"""
+    spec = resolve(make_cfg(*QUICK, model_dir("onebased", text), "model=onebased"))
+    as_graph, workload, lanes = _padded_lanes(spec)
+    result = check_schedule(as_graph, workload, lanes, 16)
+    assert result.passed and result.padded_requests > 0
+
+
 def test_the_checks_first_chunk_pads_each_bucket_as_far_as_the_sizes_go(make_cfg):
     from runner.check import first_chunk
 
