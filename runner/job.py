@@ -154,7 +154,7 @@ def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
         "outputs_selected": bool(model.outputs),  # by model.outputs (else every tensor leaf)
         "batch_buckets": list(model.batches),
         "seq_buckets": list(model.seqs) or None,
-        "request_sizes": len(workload.plan) if model.bucketed else None,  # sizes the timed passes cycle through
+        "plan_requests": len(workload.plan) if model.bucketed else None,  # requests of drawn sizes the timed passes cycle through
         # What was built, as a check on the config: a misspelt key of a model's config can
         # leave the default size in place (12 layers where 1 was meant), without an error.
         "parameters": sum(p.numel() for p in workload.model.parameters()),

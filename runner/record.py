@@ -53,7 +53,7 @@ METHOD = {
         "request per slot, read in each request's shape; each input at the same offset in every shape, so a smaller "
         "shape's single copy spans the gaps; inside a graph each input is copied alone), while copy "
         "staging rotates over the request plan (measure.input_pool requests; with buckets, a longer "
-        "plan of drawn sizes, model_io.request_sizes). The check, the throughput, host-time, latency "
+        "plan of drawn sizes, model_io.plan_requests of them). The check, the throughput, host-time, latency "
         "and load passes and the profile serve requests through this one protocol (runner/protocol.py); "
         "the ceiling replays the compute alone"
     ),

@@ -734,6 +734,8 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
     assert result["status"] == "ok", result["reason"]
     f = result["figures"]
     assert result["model_io"]["batch_buckets"] == [4, 8, 16]
+    # The plan the timed passes cycle through: a count of requests (it was called request_sizes).
+    assert result["model_io"]["plan_requests"] >= 16 and "request_sizes" not in result["model_io"]
     # Real samples per request: the mean of 3, 8 and 12 as drawn, never the bucket's 16.
     assert 3 < f["samples_per_request"] < 12 and 3 <= f["throughput_samples_per_request"] <= 12
     # samples/s counts the requests the passes served (a short pass serves part of the plan).
