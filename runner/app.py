@@ -185,7 +185,9 @@ def _option(argv: list[str], *names: str) -> Optional[str]:
     return None
 
 
-LIST_REFUSED_GROUPS = ("model", "measure", "experiment", "peer")  # config groups a job takes one option of
+# Config groups a job takes one option of (experiment presets are overlays: a list of them
+# composes, experiment=[buckets,sweep_modes]).
+LIST_REFUSED_GROUPS = ("model", "measure", "peer")
 
 
 def _check_config_sources(argv: list[str]) -> None:

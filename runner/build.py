@@ -229,12 +229,9 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
             raise _import_error(f"model.module.{where.group(1)}" if where else "model.module", nested.group(1),
                                 cause) from exc
         if isinstance(cause, TypeError):
-            mistyped = _mistyped_argument(target, dict(spec.model.module))
-            if mistyped:
-                raise ConfigError(f"{mistyped} ({reason})") from exc
             # A misspelt argument (+model.module.dept=3 for depth), named by the target's own
             # TypeError: the same error from a nested _target_ or from the model's own code
-            # names no key of model.module.
+            # names no key of model.module. First: a mistyped guess must not hide it.
             name = target.rpartition(".")[2]
             unexpected = re.match(rf"{re.escape(name)}(?:\.__init__)?\(\) got an unexpected keyword argument '(\w+)'",
                                   reason)
@@ -243,6 +240,9 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
             if near:
                 raise ConfigError(f"model.module.{key}: {name} takes no argument {key!r}; "
                                   f"did you mean model.module.{near}?") from exc
+            mistyped = _mistyped_argument(target, dict(spec.model.module), floats="float" in reason)
+            if mistyped:
+                raise ConfigError(f"{mistyped} ({reason})") from exc
             raise ConfigError(
                 f"model.module: the arguments do not fit {target} ({reason}); "
                 "fix the keys under model.module"
@@ -260,10 +260,12 @@ HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_convert_", "_recursive_")
 _SCALARS = {"int": int, "float": float, "bool": bool}
 
 
-def _mistyped_argument(target: str, given: dict[str, Any]) -> Optional[str]:
-    """The first argument given as text where the constructor takes a number or a boolean, or
-    as a float where it takes an int (by its annotation, else its default's type):
-    "model.module.ch='abc': ..." names the key that a TypeError deep in the constructor does not."""
+def _mistyped_argument(target: str, given: dict[str, Any], floats: bool = False) -> Optional[str]:
+    """The first argument given as text where the constructor takes a number or a boolean (by
+    its annotation, else its default's type), or, with `floats` (the TypeError spoke of a
+    float), as a float where it is annotated int: "model.module.ch='abc': ..." names the key
+    that a TypeError deep in the constructor does not. (An int default alone does not make a
+    float wrong: scale=1 takes 0.5.)"""
     try:
         parameters = inspect.signature(_locate(target)).parameters
     except Exception:  # noqa: BLE001 - no signature to read: no hint
@@ -277,7 +279,8 @@ def _mistyped_argument(target: str, given: dict[str, Any]) -> Optional[str]:
         if wanted is None and type(param.default) in _SCALARS.values():
             wanted = type(param.default)
         if isinstance(value, float):
-            if wanted is int:  # depth=3.5 (or 3.0): range() and nn.Linear take no float
+            declared = param.annotation in ("int", int)
+            if floats and declared:  # depth=3.5 (or 3.0): range() and nn.Linear take no float
                 return f"model.module.{name}={value!r}: {target} takes an int there; write a whole number"
             continue
         if wanted is not None:

@@ -275,6 +275,7 @@ def _section_given(key: str, value: Optional[str]) -> str:
     node = type_of(key)
     if key == "model.module":
         fix = (f"model.module._target_={value}" if value and not value.startswith("[") else
+               "model.module._target_=package.Class" if value is not None else
                "module: {_target_: package.Class, argument: value}")
         return f"model.module: the model's _target_ and its arguments, a map, not a value; write {fix}"
     name = key.rpartition(".")[2]
@@ -289,10 +290,13 @@ def _section_given(key: str, value: Optional[str]) -> str:
         shape = value if value and value.startswith("[") else f"[{value}]" if value and value.isdigit() else "[...]"
         fix = f"{key}.shape={shape}" if value is not None else f"{name}: {{shape: {shape}}}"
         return f"{key}: an input's settings, a map, not a list or a value; write {fix}"
-    # load=server: the value of one of its keys (load.scenario), named.
+    # load=server: the value of one of its keys (load.scenario), named; a list, its list key
+    # (model.sizes.batch=[1,2]: model.sizes.batch.values).
     meant = [name for name in fields if value and value in _choices(type_of(f"{key}.{name}"))]
+    if not meant and value and value.startswith("["):
+        meant = [name for name in sorted(fields) if str(type_of(f"{key}.{name}")).startswith("list")]
     hint = f"did you mean {key}.{meant[0]}={value}?" if meant else _give_a_value(f"{key}", "set one of them")
-    return f"{key}: a section of settings ({', '.join(sorted(fields))}), not a value; {hint}"
+    return f"{key}: a section of settings ({', '.join(sorted(fields))}), not a list or a value; {hint}"
 
 
 def _choices(kind: Any) -> list[str]:

@@ -58,7 +58,7 @@ class Layout:
         # What padding holds per input: zeros, but an int input's low where zero is out of its
         # range (1-based ids a model shifts down would index -1 in the padded rows: on a GPU a
         # device assert that ends the job).
-        self.fill = {inp.name: inp.low for inp in model.inputs if inp.kind == "int" and inp.low > 0}
+        self.fill = {inp.name: inp.low for inp in model.inputs if inp.kind == "int" and not inp.low <= 0 < inp.high}
         top = largest(model)
         # name, offset, bytes, dtype, shape of each input
         self.fields: list[tuple[str, int, int, torch.dtype, tuple[int, ...]]] = []
@@ -174,9 +174,9 @@ def draw_sizes(model: ModelSpec, count: int, generator: torch.Generator, cover: 
     are each bucket's, `ring` times in a row, so that every bucket is used in each of the `ring`
     slots that requests go round (request j to slot j % ring): with the copies in the graph
     each slot has a graph per bucket of its own. Of those, the even slots get the bucket's most
-    padded size the distributions draw, the odd ones its own size: a check the budget holds to
-    its first chunk compares padded requests too (with the bucket's size alone, a model that
-    padding breaks had passed it)."""
+    padded size the distributions draw, the odd ones its own size (a ring of one: the padded
+    size alone): a check the budget holds to its first chunk compares padded requests too
+    (with the bucket's size alone, a model that padding breaks had passed it)."""
     batches = _draw(model.batch_sizes, model.batches, count, generator)
     seqs = _draw(model.seq_sizes, model.seqs, count, generator)
     sizes = [Size(b, s) for b, s in zip(batches, seqs, strict=True)]

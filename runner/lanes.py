@@ -330,8 +330,12 @@ def _make_lane(index: int, spec: RunSpec, workload: Workload, device: torch.devi
         # Direct staging serves what the slots hold: distinct requests, one per slot, until the
         # check writes its own there (with buckets, a slot's bytes are read in each request's
         # shape: every input sits where it does in the largest, so they are that input's values).
-        source = plan[(k * spec.streams + index) % len(plan)].flat
-        host_in[: source.numel()].copy_(source)
+        # Under a smaller request, the largest one's: values in every input's range, where zeros
+        # were not (1-based ids, read in a larger bucket's shape by the capture's warm-up).
+        host_in[: first.numel()].copy_(first)
+        entry = plan[(k * spec.streams + index) % len(plan)]
+        for _, offset, field_bytes, _, _ in workload.layout(entry.key).fields:  # its inputs, not the gaps between
+            host_in[offset : offset + field_bytes].copy_(entry.flat[offset : offset + field_bytes])
         host_out = tuple(torch.empty(n, dtype=dt, pin_memory=pinned) for n, dt in workload.out_numel_dtypes)
         done = torch.cuda.Event() if stream is not None else None  # the CPU is synchronous
         slots.append(Slot(lane, k, host_in, host_out, done))

@@ -111,6 +111,7 @@ class Measurement:
     pass_cap_s: Optional[float] = None  # the longest a throughput pass could run, after the budget
     throughput_caps_s: list[float] = field(default_factory=list)  # what each could run: less at the budget's end
     side_cap_s: dict[str, float] = field(default_factory=dict)  # the same for the ceiling's and the baseline's
+    side_caps_s: dict[str, list[float]] = field(default_factory=dict)  # what each of theirs could run
     # The timed passes kept their shares past the budget's end: (the throughput's, all of theirs).
     kept_share_s: Optional[tuple[float, float]] = None
     load: Optional[dict] = None  # single_stream and server scenarios: see measure_load
@@ -296,6 +297,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 
         def ceiling(cap_s: float) -> None:
             out.side_canary_s.setdefault("ceiling", []).append(environment.canary_s())  # untimed, as the throughput's
+            out.side_caps_s.setdefault("ceiling", []).append(cap_s)
             with progress.phase("ceiling"):
                 out.ceiling.append(schedule.ceiling_pass(lanes, _from(keys, cursor["ceiling"]), m.min_requests,
                                                          min(min_s, cap_s), cap_s, ceiling_stride(cap_s)))
@@ -304,6 +306,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
 
         def baseline(cap_s: float) -> None:
             out.side_canary_s.setdefault("baseline", []).append(environment.canary_s())
+            out.side_caps_s.setdefault("baseline", []).append(cap_s)
             with progress.phase("baseline"):
                 out.baseline.append(schedule.baseline_pass(forward, _from(workload.baseline_sources, cursor["baseline"]),
                                                            device, m.min_requests, min(min_s, cap_s), cap_s))
@@ -355,6 +358,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             # upload) or a cold eager path: short untimed warm-ups, as in the blocks below.
             for name, on in (("ceiling", ceiling_on), ("baseline", spec.baseline)):
                 if on:
+                    out.side_cap_s[name] = cap  # as the throughput's: a pass cut short is said, and by what
                     warm_up(name, cap / 4)
             while True:
                 if spec.baseline:

@@ -35,7 +35,8 @@ _LOAD_VALIDITY = (
 
 # The check's requests and its rule, the same on every device.
 _CHECK_REQUESTS = ("distinct random requests (sizes drawn as for the timed passes, every bucket covered in every "
-                   "slot first, at its own size and at the most padded size drawn in it)")
+                   "slot first: at the most padded size drawn in it, and in every other slot of a ring of several "
+                   "at its own size; padded only where graphs launch buckets)")
 _CHECK_RULE = ("leaf by leaf on its real rows and positions: max ||out-ref||/||ref|| <= tolerance, and each sample's "
                "(row's; small rows a few at a time) ||out-ref|| over the leaf's rms row norm <= 4 x tolerance; "
                "integer and boolean leaves exactly")

@@ -179,10 +179,11 @@ def ratio_figures(name: str, ratio: float, numerator: list[float],
     """A ratio of two medians with its 95% interval (on the log scale; Student's t for the
     Welch-Satterthwaite degrees of freedom of the two sides' errors); `within_noise` when it
     covers 1.0. Without a denominator, `numerator` holds the ratios themselves (paired passes).
-    Simulated (tests/test_summary.py), equal rates read "beyond noise" in at most 5% of runs:
+    Simulated (tests/test_job_cpu.py, test_the_ratios_interval_holds_95_percent_in_simulation),
+    equal rates read "beyond noise" in at most 5% of runs:
     about 4% at ten passes a side, 2% at three, 0.7% at two (the other side's spread, estimated
     from two passes, is most of what it knows). With the fewer passes of the two sides as the
-    degrees of freedom and 1.25 sigma / sqrt(n) per median, 0.5% at two and 0.6% at three, and a
+    degrees of freedom and 1.25 sigma / sqrt(n) per median, 0.5% at two and 0.7% at three, and a
     real 1.5x at 5% cv over two passes a side had read "within noise" in 77% of runs (66% now);
     the sum of the two sides' degrees of freedom reads 10% beyond noise at two passes when their
     cvs differ 5x (a graph job beside its eager baseline). A 2-sigma interval: 12.7% at two."""
@@ -443,8 +444,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     ring = spec.streams * spec.slots
     for name, passes, cap_s, least, caps_s in (
             ("", m.throughput, m.pass_cap_s, ring, m.throughput_caps_s),
-            (" ceiling", m.ceiling, m.side_cap_s.get("ceiling"), spec.streams, None),
-            (" baseline", m.baseline, m.side_cap_s.get("baseline"), 1, None)):
+            (" ceiling", m.ceiling, m.side_cap_s.get("ceiling"), spec.streams, m.side_caps_s.get("ceiling")),
+            (" baseline", m.baseline, m.side_cap_s.get("baseline"), 1, m.side_caps_s.get("baseline"))):
         cut = _cut_passes(spec.measure, name, passes, cap_s, least, caps_s)
         warnings += [cut] if cut else []
     if m.stop_reason == "budget":

@@ -233,3 +233,15 @@ class InnerMissing(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale(self.lin(x))  # type: ignore[call-arg]
+
+
+class Scaled(nn.Module):
+    """A Linear layer scaled by a number whose default is an int (scale=1 takes 0.5)."""
+
+    def __init__(self, features: int = 8, scale=1) -> None:
+        super().__init__()
+        self.linear = nn.Linear(features, features)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.scale

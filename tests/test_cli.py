@@ -192,7 +192,9 @@ BAD_INPUTS = {
     "section-input": (["model.inputs.x=[16]"], "model.inputs.x: an input's settings, a map, not a list or a value; "
                       "write model.inputs.x.shape=[16]"),
     "section-load": (["load=server"], "load: a section of settings (duration_s, p99_ms, rate, requests, resolution, "
-                     "scenario), not a value; did you mean load.scenario=server?"),
+                     "scenario), not a list or a value; did you mean load.scenario=server?"),
+    "section-sizes-list": (["model.sizes.batch=[1,2]"], "model.sizes.batch: a section of settings (high, low, values, "
+                           "weights), not a list or a value; did you mean model.sizes.batch.values=[1,2]?"),
     "section-module": (["model.module=runner.models.mlp.MLP"], "model.module: the model's _target_ and its arguments, "
                        "a map, not a value; write model.module._target_=runner.models.mlp.MLP"),
     "file-section-input": (["hydra.searchpath=[file://conf]", "model=listinput"],
@@ -207,6 +209,13 @@ BAD_INPUTS = {
                          "does not have a grad_fn; at mine.py:7 in forward); the runner runs every forward under "
                          "torch.no_grad(), as inference: wrap what needs gradients in `with torch.enable_grad():` "
                          "inside forward"),
+    # A float given where the default is an int is no fault of its own (scale=1 takes 0.5): the
+    # misspelt key beside it is named, not the float.
+    "module-arg-misspelt-beside-float": (["model=linear", "model.module._target_=tests.io_models.Scaled",
+                                          "~model.module.in_features", "~model.module.out_features",
+                                          "+model.module.scale=0.5", "+model.module.feature=3"],
+                                         "model.module.feature: Scaled takes no argument 'feature'; did you mean "
+                                         "model.module.features?"),
     # A list for a config group merges its options into one config (two measure presets ran as
     # one job, exit 0); measure=[1] failed inside Hydra, exit 1.
     "group-list": (["model=[mlp,linear]"], "model=[mlp,linear]: a list selects several model options at once, merged "
@@ -854,3 +863,15 @@ def test_a_sigterm_handler_someone_else_set_is_left_to_them():
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_list_of_experiment_presets_composes_where_a_list_of_models_is_refused():
+    """Experiment presets are overlays (buckets beside a sweep preset): a list of them composes,
+    as Hydra reads it. A list of models or measure presets merges two of a kind into one job."""
+    from runner.app import _check_config_sources
+    from runner.errors import ConfigError
+
+    _check_config_sources(["experiment=[recipe,buckets]"])
+    for given in ("model=[mlp,linear]", "measure=[quick,short]", "+peer=[eager,graphs]"):
+        with pytest.raises(ConfigError, match="a list selects several"):
+            _check_config_sources([given])

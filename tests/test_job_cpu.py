@@ -1294,6 +1294,14 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
             "measure.interleave=true runs the passes in turn") in blocks(1.8e-4)
     assert not any("host states" in w for w in blocks(1.1e-4) + blocks(1.8e-4, interleave=True))
 
+    # Interleaved, a baseline pass started near the window's end is cut by it, not by the cap.
+    late = Measurement(throughput=[(60, 0.3)] * 3, pass_cap_s=0.3, baseline=[(60, 0.3), (61, 0.3), (5, 0.1)],
+                       side_cap_s={"baseline": 0.3}, side_caps_s={"baseline": [0.3, 0.3, 0.1]})
+    [cut] = [w for w in summarize_measurement(spec, late).warnings if " baseline passes were cut to " in w]
+    assert cut == ("1 of 3 baseline passes were cut to 5 requests and at most 100 ms each (asked: "
+                   "measure.min_requests=20) at the budget's end (measure.budget_s=2): it started with less than a "
+                   "pass of time left"), cut
+
     # Device allocations in the timed passes are a graph job's fault, not an eager fallback's.
     replayed = Measurement(throughput=passes, steady_state_allocations=5, graphs_ran=True)
     assert "5 device allocations during the timed graph passes" in summarize_measurement(spec, replayed).warnings

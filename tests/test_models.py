@@ -441,6 +441,16 @@ inputs: {ids: {shape: [6], kind: int, low: 1, high: 11}}
     as_graph, workload, lanes = _padded_lanes(spec)
     result = check_schedule(as_graph, workload, lanes, 16)
     assert result.passed and result.padded_requests > 0
+    # A slot's bytes, read in the largest bucket's shape (the capture's warm-up, direct staging
+    # before the check): a small request's own bucket left zeros past it, now the largest
+    # request's values.
+    small = spec.model.__class__(**{**spec.model.__dict__, "batch_sizes": dataclasses.replace(
+        spec.model.batch_sizes, values=(1,), weights=())})
+    as_small = dataclasses.replace(as_graph, model=small)
+    small_lanes = build_lanes(dataclasses.replace(spec, model=small), build(as_small))
+    top = build(as_small).layout(Size(8, 0))
+    for slot in small_lanes.lanes[0].slots:
+        assert (top.views(slot.host_in)["ids"] >= 1).all()
 
 
 def test_the_checks_first_chunk_pads_each_bucket_as_far_as_the_sizes_go(make_cfg):
