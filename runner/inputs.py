@@ -73,6 +73,15 @@ class Layout:
             offset += _aligned(math.prod((top.batch, *inp.sample_shape(top.seq))) * element)
         self.nbytes = _aligned(end)
 
+    def fill_gaps(self, flat: torch.Tensor) -> None:
+        """Each filled input's whole region in `flat` (up to the next input, or the end) set to
+        its fill: a larger size's view of these bytes (a slot, written by this size, read in a
+        larger bucket's shape) then reads that input's fill, never zeros out of its range."""
+        for i, (name, offset, _, dt, _) in enumerate(self.fields):
+            if name in self.fill:
+                end = self.fields[i + 1][1] if i + 1 < len(self.fields) else flat.numel()
+                flat[offset : end - (end - offset) % dt.itemsize].view(dt).fill_(self.fill[name])
+
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Typed views of `flat` (uint8, at least nbytes long), keyed by forward's argument."""
         return {name: flat[offset : offset + nbytes].view(dt).view(shape)
@@ -107,6 +116,8 @@ def make_request(model: ModelSpec, size: Size, dtype: torch.dtype, generator: to
 def pack(request: dict[str, torch.Tensor], layout: Layout, flat: torch.Tensor) -> None:
     """Write `request` into `flat` in `layout`, padded: real rows and positions first, zeros after
     (an int input whose range excludes zero: its low)."""
+    if layout.fill:
+        layout.fill_gaps(flat)
     views = layout.views(flat)
     for name, value in request.items():
         target = views[name]

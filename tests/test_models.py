@@ -451,6 +451,13 @@ inputs: {ids: {shape: [6], kind: int, low: 1, high: 11}}
     top = build(as_small).layout(Size(8, 0))
     for slot in small_lanes.lanes[0].slots:
         assert (top.views(slot.host_in)["ids"] >= 1).all()
+    # A request packed at a small bucket (as the check and copy staging write it into a slot),
+    # read in the largest bucket's shape: its alignment gap had held zeros.
+    flat = packed(make_request(small, Size(1, 0), torch.float32, torch.Generator()), build(as_small).layout(Size(2, 0)))
+    wide = torch.zeros(top.nbytes, dtype=torch.uint8)
+    wide[: flat.numel()].copy_(flat)
+    read = top.views(wide)["ids"]
+    assert (read[: flat.numel() // 48] >= 1).all()  # every row the small flat's bytes reach
 
 
 def test_the_checks_first_chunk_pads_each_bucket_as_far_as_the_sizes_go(make_cfg):
