@@ -274,15 +274,14 @@ def _mistyped_argument(target: str, given: dict[str, Any], floats: bool = False)
         param = parameters.get(name)
         if param is None or not isinstance(value, (str, float)):
             continue
+        if isinstance(value, float):
+            if floats and param.annotation in ("int", int):  # depth=3.5 (or 3.0): range() and nn.Linear take no float
+                return f"model.module.{name}={value!r}: {target} takes an int there; write a whole number"
+            continue
         wanted = _SCALARS.get(param.annotation) if isinstance(param.annotation, str) else \
             (param.annotation if param.annotation in _SCALARS.values() else None)
         if wanted is None and type(param.default) in _SCALARS.values():
             wanted = type(param.default)
-        if isinstance(value, float):
-            declared = param.annotation in ("int", int)
-            if floats and declared:  # depth=3.5 (or 3.0): range() and nn.Linear take no float
-                return f"model.module.{name}={value!r}: {target} takes an int there; write a whole number"
-            continue
         if wanted is not None:
             return (f"model.module.{name}={value!r}: {target} takes {'a' if wanted is not int else 'an'} "
                     f"{wanted.__name__} there; write a {'number' if wanted is not bool else 'true or false'}")

@@ -295,7 +295,7 @@ def _section_given(key: str, value: Optional[str]) -> str:
     meant = [name for name in fields if value and value in _choices(type_of(f"{key}.{name}"))]
     if not meant and value and value.startswith("["):
         meant = [name for name in sorted(fields) if str(type_of(f"{key}.{name}")).startswith("list")]
-    hint = f"did you mean {key}.{meant[0]}={value}?" if meant else _give_a_value(f"{key}", "set one of them")
+    hint = f"did you mean {key}.{meant[0]}={value}?" if meant else _give_a_value(key, "set one of them")
     return f"{key}: a section of settings ({', '.join(sorted(fields))}), not a list or a value; {hint}"
 
 

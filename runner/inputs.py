@@ -122,7 +122,8 @@ def pack(request: dict[str, torch.Tensor], layout: Layout, flat: torch.Tensor) -
     for name, value in request.items():
         target = views[name]
         if target.shape != value.shape:
-            target.fill_(layout.fill.get(name, 0))
+            if name not in layout.fill:  # a filled input's padding: fill_gaps set its whole region
+                target.zero_()
             target = target[tuple(slice(0, n) for n in value.shape)]
         target.copy_(value)
 

@@ -50,6 +50,8 @@ def _throughput(rows: list[Row]) -> tuple[str, str]:
 def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
     from matplotlib.ticker import ScalarFormatter
 
+    from runner.report import preset_of  # report imports this module
+
     rate, rate_label = _throughput(rows)
     lines: dict[str, list[Row]] = defaultdict(list)
     devices = len({r.device for r in rows}) > 1
@@ -66,7 +68,7 @@ def _plot_against_streams(axes, col: int, model: str, rows: list[Row]) -> None:
         def apart(series: dict[int, str], members: list[Row] = members) -> bool:
             return len({(series[id(r)], r.streams) for r in members}) == len(members)
 
-        preset = {id(r): " ".join(o for o in r.asked if o.startswith("model=")) for r in members}
+        preset = {id(r): preset_of(r) for r in members}
         folder = {id(r): " ".join(filter(None, (preset[id(r)], Path(r.path).parent.name))) for r in members}
         series = preset if apart(preset) else folder if apart(folder) else {id(r): f"#{r.job}" for r in members}
         for r in members:

@@ -254,12 +254,16 @@ def mark_best(rows: list[Row]) -> Optional[Row]:
     return found
 
 
+def preset_of(row: Row) -> str:
+    """The model preset a job asked for ("model=mlp"; "" for the default)."""
+    return " ".join(o for o in row.asked if o.startswith("model="))
+
+
 def _networks(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
     """Rows by the network they ran: the model class and its preset (model=...)."""
     out: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
-        preset = " ".join(o for o in row.asked if o.startswith("model="))
-        out.setdefault((row.model, preset), []).append(row)
+        out.setdefault((row.model, preset_of(row)), []).append(row)
     return out
 
 
