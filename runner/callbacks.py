@@ -140,8 +140,7 @@ class SweepReport(Callback):
             # Jobs share the host's cores and the GPU: each one's timings slow the others down.
             os.environ["RUNNER_CONCURRENT_JOBS"] = str(n)
             at_once = f"all {n} jobs at once" if n >= jobs else f"up to {n} jobs at a time"
-            name = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
-            name = name.get("hydra/launcher") if hasattr(name, "get") else None
+            name = OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher", default=None)
             which = f"hydra/launcher={name}" if name else "this launcher"
             print(f"warning: {which} runs {at_once}: their timings interfere with each other; "
                   "for figures you compare, use the default runner launcher (one job at a time)", file=sys.stderr)
