@@ -490,6 +490,24 @@ def _not_given(spec: RunSpec, model: nn.Module) -> str:
             f"model.inputs.{missing[0]} if the model needs it")
 
 
+def _input_wants_fp32(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], reason: str,
+                      exc: Exception) -> None:
+    """After a failed forward in bf16 or fp16: the float input (of the run's dtype) that, alone
+    in fp32 with the model as it is, lets the forward run, named with the key that keeps it so
+    (a timestep or a bias some models take in fp32 whatever their own dtype)."""
+    for inp in spec.model.inputs:
+        if inp.kind != "float" or inp.dtype is not None:
+            continue
+        try:
+            _probe(model, {**args, inp.name: args[inp.name].float()})
+        except Exception:
+            continue
+        raise ConfigError(
+            f"model.inputs.{inp.name}: model {spec.model_name} takes it in fp32, not {spec.dtype} ({reason}); "
+            f"set model.inputs.{inp.name}.dtype=fp32 (its own dtype; the model stays {spec.dtype})"
+        ) from exc
+
+
 def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], size: Size) -> Any:
     """One eager forward before anything else: tells a bad shape from an unsupported dtype."""
     try:
@@ -500,6 +518,7 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         floats = any(i.kind == "float" for i in spec.model.inputs)
         if spec.dtype != "fp32":
+            _input_wants_fp32(spec, model, args, reason, exc)
             try:  # does it run in fp32? then the dtype, not the inputs, is the problem
                 _probe(model.float(), {k: v.float() if v.is_floating_point() else v for k, v in args.items()})
                 raise ConfigError(

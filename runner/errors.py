@@ -28,7 +28,7 @@ class CompileError(Exception):
 
 _OVERRIDE = re.compile(r"(?:Error merging override|To append to your config use) \+*([\w.]+)=(.*)$", re.MULTILINE)
 _FULL_KEY = re.compile(r"^[ \t]*full_key:[ \t]*(\S*)[ \t]*$", re.MULTILINE)  # an empty key is not the next line
-_MISSING_OPTION = re.compile(r"Could not find '([^'/]+)/([^']*)'")
+_MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^'/]*)'")  # the group up to the last slash: hydra/launcher
 _AVAILABLE = re.compile(r"Available options in '[^']+':\n((?:\t[^\n]*\n?)+)")
 _MISSING_HINTS = {
     "model.inputs": "the model's config must name forward's inputs, e.g. `inputs: {x: {shape: [16]}}` in its file "

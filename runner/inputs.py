@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from runner.spec import ModelSpec, SizeDist
+from runner.spec import TORCH_DTYPES, InputSpec, ModelSpec, SizeDist
 
 ALIGN_BYTES = 256  # every input starts at a multiple of this (the CUDA allocator's alignment)
 INT_DTYPES = {"tokens": torch.int64, "mask": torch.int64, "int": torch.int64, "bool": torch.bool}
@@ -36,6 +36,14 @@ class Size:
 
     def __str__(self) -> str:
         return f"{self.batch}x{self.seq}" if self.seq else str(self.batch)
+
+
+def input_dtype(inp: InputSpec, run: torch.dtype) -> torch.dtype:
+    """What an input's tensor holds: int64 or bool by its kind; a float input its own dtype
+    where it has one, else the run's (`run`)."""
+    if inp.kind in INT_DTYPES:
+        return INT_DTYPES[inp.kind]
+    return getattr(torch, TORCH_DTYPES[inp.dtype]) if inp.dtype else run
 
 
 def _aligned(nbytes: int) -> int:
@@ -64,7 +72,7 @@ class Layout:
         self.fields: list[tuple[str, int, int, torch.dtype, tuple[int, ...]]] = []
         offset = end = 0
         for inp in model.inputs:
-            dt = INT_DTYPES.get(inp.kind, dtype)
+            dt = input_dtype(inp, dtype)
             element = torch.empty((), dtype=dt).element_size()
             shape = (size.batch, *inp.sample_shape(size.seq))
             nbytes = math.prod(shape) * element
@@ -109,7 +117,7 @@ def make_request(model: ModelSpec, size: Size, dtype: torch.dtype, generator: to
                 mask = (mask * keep).to(torch.int64)
             out[inp.name] = mask
         else:
-            out[inp.name] = torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype)
+            out[inp.name] = torch.randn(shape, generator=generator, dtype=torch.float32).to(input_dtype(inp, dtype))
     return out
 
 

@@ -23,6 +23,7 @@ from runner import environment, printer
 from runner.build import build, locate_target
 from runner.cli import hold_interrupts, interrupts_restored
 from runner.errors import CaptureError, CompileError, ConfigError, ModelFault
+from runner.inputs import input_dtype
 from runner.lanes import Lanes, build_lanes, graph_pool_bytes
 from runner.measure import Measurement, measure, probe_limit
 from runner.plots import plot_load_curve
@@ -149,7 +150,9 @@ def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
     """What a request holds and what comes back, for the record."""
     model = spec.model
     return {
-        "inputs": {i.name: {"kind": i.kind, "shape": ["batch", *i.shape]} for i in model.inputs},
+        "inputs": {i.name: {"kind": i.kind, "shape": ["batch", *i.shape],
+                            "dtype": str(input_dtype(i, spec.torch_dtype)).removeprefix("torch.")}
+                   for i in model.inputs},
         "outputs": list(workload.out_paths),  # the leaves copied back and checked
         "outputs_selected": bool(model.outputs),  # by model.outputs (else every tensor leaf)
         "batch_buckets": list(model.batches),

@@ -52,6 +52,9 @@ class InputConfig:
     low: int = 0  # int: values lie in [low, high)
     high: int = 0
     random_lengths: bool = False  # mask: each sample's ones end at a random length, zeros after
+    # float: this input's own dtype (a timestep or a bias kept in fp32 beside a bf16 model);
+    # null: the run's dtype
+    dtype: Optional[DType] = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -47,6 +48,7 @@ class InputSpec:
     low: int = 0
     high: int = 0
     random_lengths: bool = False
+    dtype: Optional[str] = None  # a float input's own dtype ("fp32", "bf16", "fp16"); None: the run's
 
     def sample_shape(self, seq: int) -> tuple[int, ...]:
         return tuple(seq if d == SEQ else d for d in self.shape)
@@ -541,7 +543,8 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
                 len(shape) >= 1,
                 f"{key}.random_lengths: a mask needs a length dimension; give it a shape, e.g. [seq]",
             )
-        inputs.append(InputSpec(str(arg), shape, kind, inp.vocab, inp.low, inp.high, inp.random_lengths))
+        own = inp.dtype.value if inp.dtype is not None and kind == "float" else None
+        inputs.append(InputSpec(str(arg), shape, kind, inp.vocab, inp.low, inp.high, inp.random_lengths, own))
     if seqs:
         _check(
             any(i.has_seq for i in inputs),
@@ -571,8 +574,9 @@ def unused_input_settings(config: Config) -> list[str]:
     for arg, inp in config.model.inputs.items():
         kind = inp.kind.value
         for setting, used_by, unset in (("random_lengths", "mask", False), ("vocab", "tokens", 0),
-                                        ("low", "int", 0), ("high", "int", 0)):
+                                        ("low", "int", 0), ("high", "int", 0), ("dtype", "float", None)):
             value = getattr(inp, setting)
+            value = value.value if isinstance(value, Enum) else value
             if kind != used_by and value != unset:
                 said.append(f"model.inputs.{arg}.{setting}={_show(value)}: only inputs of kind {used_by} use it "
                             f"(this one is {kind}): not used")
@@ -716,9 +720,12 @@ def resolve(
         device = _cuda_device(config.device, count)
 
     dtype = config.dtype.value
-    if device.startswith("cuda") and dtype == "bf16":
+    if device.startswith("cuda"):
         supported = bf16_supported or (lambda d: torch.cuda.is_bf16_supported())
-        _check(supported(device), f"dtype=bf16: {device} cannot run bf16; use dtype=fp16 or fp32")
+        _check(dtype != "bf16" or supported(device), f"dtype=bf16: {device} cannot run bf16; use dtype=fp16 or fp32")
+        for arg, inp in config.model.inputs.items():
+            _check(inp.dtype is None or inp.dtype.value != "bf16" or inp.kind.value != "float" or supported(device),
+                   f"model.inputs.{arg}.dtype=bf16: {device} cannot run bf16; use fp16 or fp32")
 
     streams, graph, pinned = config.streams, config.graph, config.pinned
     # torch.cuda.Stream() hands out streams from a pool of 32 per device: lanes past it would

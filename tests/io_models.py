@@ -253,3 +253,31 @@ class OneBasedShift(OneBased):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.table(ids - 1)
+
+
+class Timestepped(nn.Module):
+    """A denoiser's step: `x` in the model's dtype, `t` taken in fp32 only (its sinusoidal
+    features need the precision), as some diffusion models keep their timestep."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        self.register_buffer("freqs", torch.linspace(0.1, 4.0, width))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if t.dtype != torch.float32:
+            raise TypeError(f"t must be float32, got {t.dtype}")
+        return self.linear(x + torch.sin(t[:, None] * self.freqs.float()).to(x.dtype))
+
+
+class Misfit(nn.Module):
+    """Two layers whose widths do not meet (16 out, 32 in): no input fits it."""
+
+    def __init__(self, features: int = 8, hidden: int = 16, second_in: int = 32) -> None:
+        super().__init__()
+        self.first = nn.Linear(features, hidden)
+        self.second = nn.Linear(second_in, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.first(x))
+        return self.second(h)

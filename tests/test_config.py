@@ -131,13 +131,15 @@ def test_tokens_need_a_vocab(make_cfg):
         ("foo=1", "foo: unknown key; valid keys in the top level: baseline, capture"),
         ("model.foo=1", "model.foo: unknown key; valid keys in 'model': batch, inputs, module, name, outputs, seq, sizes"),
         ("model.inputs.x.foo=1",
-         "model.inputs.x.foo: unknown key; valid keys in 'model.inputs.x': high, kind, low, random_lengths, shape, vocab"),
+         "model.inputs.x.foo: unknown key; valid keys in 'model.inputs.x': dtype, high, kind, low, random_lengths, shape, vocab"),
         ("model=nope", "model=nope: no such model option; choose one of: bert, encoder, gpt2, linear, mlp, "
                        "mlp_wide, tiny_llm"),
         ("measure=nope", "measure=nope: no such measure option; choose one of: default, quick"),
         ("model=llama", "model=llama: no such model option; choose one of: bert, encoder, gpt2, linear, mlp, mlp_wide, "
                         "tiny_llm, or add your own as DIR/model/llama.yaml with hydra.searchpath=[file://DIR]"),
         ("streams=[", "could not parse the command line"),
+        # A nested group keeps its whole name (it read "hydra=launcher/nope: no such hydra option").
+        ("hydra/launcher=nope", "hydra/launcher=nope: no such hydra/launcher option; choose one of: basic, gpus, "),
     ],
 )
 def test_composition_errors_condense_to_one_line(make_cfg, override, expected):

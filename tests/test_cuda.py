@@ -586,3 +586,22 @@ def test_the_ceilings_compute_graphs_are_compared_with_eager_before_it_is_timed(
     assert any(w.startswith("the ceiling's compute graph of stream 0 for requests of size ") and "differs from eager"
                in w and w.endswith("the ceiling was not measured") for w in result["warnings"]), result["warnings"]
     assert f["baseline_requests_per_s"] > 0 and f["speedup_vs_baseline"] is not None
+
+
+@pytest.mark.parametrize("staging", ["direct-3-in-graph", "copy-thread-2"])
+def test_an_fp32_input_beside_a_bf16_model_is_captured_and_matches_eager_over_buckets(make_cfg, tmp_path, staging):
+    """Two dtypes in one request buffer: each input at its own offset in its own dtype, padded
+    per bucket, through graphs on four streams."""
+    folder = tmp_path / "conf" / "model"
+    folder.mkdir(parents=True)
+    (folder / "stepped.yaml").write_text(
+        "module: {_target_: tests.io_models.Timestepped, width: 64}\n"
+        "batch: [2, 8, 32]\ninputs:\n  x: {shape: [64]}\n  t: {shape: [], dtype: fp32}\n"
+    )
+    spec, workload, lanes = _setup(make_cfg, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=stepped",
+                                   "dtype=bf16", "streams=4", *STAGING[staging])
+    ports = _ports(lanes)
+    assert len(ports) == 3 * len(lanes.ring)  # a port per slot and bucket
+    assert all(p.args["t"].dtype == torch.float32 and p.args["x"].dtype == torch.bfloat16 for p in ports)
+    result = _check(spec, workload, lanes, 2_000)
+    assert lanes.graph and result.passed and result.padded_requests > 0

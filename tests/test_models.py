@@ -1076,3 +1076,42 @@ def test_a_compiled_job_that_differs_is_not_told_to_look_at_the_copies(make_cfg,
                      JobInfo(output_dir=tmp_path))
     assert result["status"] == "invalid" and result["effective"]["compile"] == "default", result["reason"]
     assert "same eager forward" not in result["reason"]
+
+
+TIMESTEPPED = """
+module: {_target_: tests.io_models.Timestepped, width: 8}
+batch: 4
+inputs:
+  x: {shape: [8]}
+  t: {shape: [], dtype: fp32}
+"""
+
+
+def test_a_float_input_of_its_own_dtype_is_made_laid_out_and_recorded_in_it(make_cfg, model_dir, tmp_path):
+    spec = resolve(make_cfg(*QUICK, model_dir("stepped", TIMESTEPPED), "model=stepped", "dtype=bf16"))
+    request = make_request(spec.model, Size(4, 0), spec.torch_dtype, torch.Generator().manual_seed(0))
+    assert request["x"].dtype == torch.bfloat16 and request["t"].dtype == torch.float32
+    layout = Layout(spec.model, Size(4, 0), spec.torch_dtype)
+    views = layout.views(packed(request, layout))
+    assert views["t"].dtype == torch.float32 and torch.equal(views["t"], request["t"])  # 4 bytes a value
+    assert views["x"].dtype == torch.bfloat16 and torch.equal(views["x"], request["x"])
+    result = run_job(make_cfg(*QUICK, model_dir("stepped", TIMESTEPPED), "model=stepped", "dtype=bf16"),
+                     JobInfo(output_dir=tmp_path / "own"))
+    assert result["status"] == "ok" and result["figures"]["check_requests"] >= 2
+    assert result["model_io"]["inputs"]["t"]["dtype"] == "float32"
+    assert result["model_io"]["inputs"]["x"]["dtype"] == "bfloat16"
+    # Without its own dtype the forward fails in bf16: the input and the key that fixes it are named.
+    with pytest.raises(ConfigError, match=r"^model\.inputs\.t: model Timestepped takes it in fp32, not bf16 \(t must be "
+                                          r"float32, got torch\.bfloat16\); set model\.inputs\.t\.dtype=fp32 "):
+        run_job(make_cfg(*QUICK, model_dir("stepped", TIMESTEPPED), "model=stepped", "dtype=bf16", "model.inputs.t.dtype=null"),
+                JobInfo(output_dir=tmp_path / "run"))
+    assert not (tmp_path / "run" / RESULT_FILE).exists()
+
+
+def test_an_own_dtype_on_an_input_that_is_not_float_is_a_notice_and_bf16_needs_the_gpu_to_have_it(make_cfg, model_dir):
+    spec = resolve(make_cfg("device=cpu", "model.inputs.x.kind=int", "model.inputs.x.high=4", "model.inputs.x.dtype=fp16"))
+    assert "model.inputs.x.dtype=fp16: only inputs of kind float use it (this one is int): not used" in spec.notices
+    assert spec.model.inputs[0].dtype is None  # an int input stays int64
+    with pytest.raises(ConfigError, match=r"^model\.inputs\.t\.dtype=bf16: cuda:0 cannot run bf16; use fp16 or fp32$"):
+        resolve(make_cfg(model_dir("stepped", TIMESTEPPED), "model=stepped", "model.inputs.t.dtype=bf16"),
+                cuda_count=lambda: 1, bf16_supported=lambda d: False)
