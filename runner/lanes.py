@@ -406,6 +406,7 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
     if device.type == "cuda" and len({lane.stream.cuda_stream for lane in lanes}) < len(lanes):  # type: ignore[union-attr]
         raise RuntimeError(f"the {len(lanes)} lanes did not get distinct CUDA streams from torch's pool")
     if not spec.graph:
+        _refuse_shared_eager_outputs(spec, workload, lanes)
         return lanes_of(False, 0.0, lanes)
 
     start = time.perf_counter()
@@ -427,26 +428,49 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
                 "data-dependent control flow), or set capture.fallback_eager=true or graph=false"
             ) from exc
         eager = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
+        _refuse_shared_eager_outputs(spec, workload, eager)
         return lanes_of(False, 0.0, eager, message)
     torch.cuda.synchronize(device)
-    _refuse_shared_outputs(spec, lanes)
+    _refuse_shared_outputs(spec, [lane.dev_out.values() for lane in lanes], lanes, "every stream's graph",
+                           "replayed at once")
     return lanes_of(True, time.perf_counter() - start, lanes)
 
 
-def _refuse_shared_outputs(spec: RunSpec, lanes: Sequence[Lane]) -> None:
+def _refuse_shared_eager_outputs(spec: RunSpec, workload: Workload, lanes: Sequence[Lane]) -> None:
+    """Eager over several CUDA streams: one request of the largest size through each lane,
+    all in flight at once, untimed; each port holds its lane's response, so two lanes' outputs
+    at one address, both alive, are one buffer of the model's own. Their forwards would write it
+    over each other's responses while the copies out read it: a race the check, which serves
+    requests on every stream at once too, catches only when the timing falls that way."""
+    if len(lanes) < 2 or lanes[0].stream is None:
+        return
+    ports = [lane.slots[0].port(workload.largest) for lane in lanes]
+    try:
+        for port in ports:
+            port.select()
+            port.enqueue()
+            port.record()
+    finally:
+        torch.cuda.set_stream(torch.cuda.default_stream(lanes[0].dev_in.device))
+    torch.cuda.synchronize(lanes[0].dev_in.device)
+    _refuse_shared_outputs(spec, [[port.dev_out] for port in ports], lanes, "every stream's forward", "run at once")
+
+
+def _refuse_shared_outputs(spec: RunSpec, outputs: Sequence[Any], lanes: Sequence[Lane], where: str, when: str) -> None:
     """A forward that returns a buffer of the model's own (written in place, not a new tensor)
-    is captured into every lane's graph at that one address: the lanes' graphs, replaying at
-    once on their streams, would write it over each other's responses. Refused by name."""
+    is captured into every lane's graph at that one address (`outputs`: per lane, its output
+    tuples): the lanes' graphs, replaying at once on their streams, would write it over each
+    other's responses. Refused by name."""
     owner: dict[int, int] = {}
-    for lane in lanes:
-        for outs in lane.dev_out.values():
+    for lane, tuples in zip(lanes, outputs, strict=True):
+        for outs in tuples:
             for path, out in zip(lane.out_paths, outs, strict=False):
                 first = owner.setdefault(out.data_ptr(), lane.index)
                 if first != lane.index:
                     raise ConfigError(
-                        f"model {spec.model_name}: output '{path}' is one buffer of the model's own, the same in every "
-                        f"stream's graph (streams {first} and {lane.index}): replayed at once they would write each "
-                        "other's responses; return a new tensor from forward (e.g. out.clone()), or use streams=1")
+                        f"model {spec.model_name}: output '{path}' is one buffer of the model's own, the same in {where} "
+                        f"(streams {first} and {lane.index}): {when} they would write each other's responses; return a "
+                        "new tensor from forward (e.g. out.clone()), or use streams=1")
 
 
 def graph_pool_bytes(device: torch.device) -> Optional[int]:

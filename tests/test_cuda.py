@@ -563,6 +563,13 @@ def test_a_model_returning_its_own_buffer_is_refused_before_its_graphs_race(make
     with pytest.raises(ConfigError, match=r"^model OwnOutput: output 'output' is one buffer of the model's own, the "
                                           r"same in every stream's graph \(streams 0 and 1\)"):
         run_job(make_cfg(*QUICK, *planted, "streams=2"), JobInfo(output_dir=tmp_path / "two"))
+    # Eager over several streams: the same race, between forwards (their copies out read it).
+    with pytest.raises(ConfigError, match=r"^model OwnOutput: output 'output' is one buffer of the model's own, the "
+                                          r"same in every stream's forward \(streams 0 and 1\): run at once"):
+        run_job(make_cfg(*QUICK, *planted, "streams=3", "graph=false"), JobInfo(output_dir=tmp_path / "eager"))
+    assert not (tmp_path / "eager" / "result.json").exists()
+    eager = run_job(make_cfg(*QUICK, "streams=3", "graph=false"), JobInfo(output_dir=tmp_path / "healthy"))
+    assert eager["status"] == "ok", eager["reason"]  # a model of new tensors runs over several streams
     one = run_job(make_cfg(*QUICK, *planted, "streams=1"), JobInfo(output_dir=tmp_path / "one"))
     assert one["status"] == "ok", one["reason"]
 
