@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -573,6 +573,18 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
                 f"model.inputs {_describe_inputs(spec, size)}); {hint}fix {keys} to what forward takes, or the model "
                 f"if they are right{also}"
             ) from exc
+        if isinstance(exc, RuntimeError) and not hint and at is not None \
+                and _reads_none_of(at[2], (i.name for i in spec.model.inputs)):
+            # A torch op refused what the model computed (`return self.second(h)`): the inputs
+            # may be right and the model's layers not fit each other (a width under
+            # model.module); or the inputs' shapes led there. (Python's own errors, an unpacking
+            # of a shape, and out-of-range ids keep the inputs' message and hint.)
+            raise ConfigError(
+                f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name}, or its layers do not "
+                f"fit each other ({_named(exc, reason)};{where}, a line that reads none of the inputs itself: "
+                f"`{at[2][:80]}`); {hint}fix {keys} to what forward takes, or the model's settings (model.module) "
+                f"where the inputs are right{also}"
+            ) from exc
         raise ConfigError(
             f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name} "
             f"({_named(exc, reason)}{';' if where else ''}{where}); {hint}fix {keys} to what forward takes{also}"
@@ -589,11 +601,11 @@ def _named(exc: BaseException, reason: str) -> str:
     return reason if type(exc) is RuntimeError else f"{type(exc).__name__}: {reason}"
 
 
-def _raised_at(exc: BaseException) -> Optional[tuple[str, bool]]:
+def _raised_at(exc: BaseException) -> Optional[tuple[str, bool, str]]:
     """Where an exception came from, outside torch: "file.py:line in function" of the last
-    frame that is not torch's own, and whether that line is a `raise` of the model's own (not
-    an op that refused its arguments, in torch's Python or in C, where a CUDA error surfaces
-    too). None when every frame is torch's."""
+    frame that is not torch's own, whether that line is a `raise` of the model's own (not an op
+    that refused its arguments, in torch's Python or in C, where a CUDA error surfaces too), and
+    the line's text. None when every frame is torch's."""
     torch_dir = os.path.dirname(torch.__file__) + os.sep
     frames = list(traceback.walk_tb(exc.__traceback__))
     for depth in range(len(frames) - 1, -1, -1):
@@ -601,9 +613,15 @@ def _raised_at(exc: BaseException) -> Optional[tuple[str, bool]]:
         path = frame.f_code.co_filename
         if not path.startswith(torch_dir) and path != __file__:  # this module's probe is no model code
             innermost = depth == len(frames) - 1
-            raised = innermost and linecache.getline(path, line).lstrip().startswith("raise")
-            return f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}", raised
-    return None
+            text = linecache.getline(path, line).strip()
+            return f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}", innermost and text.startswith("raise"), text
+
+
+def _reads_none_of(text: str, names: Iterable[str]) -> bool:
+    """Whether a line of code names none of `names` (forward's inputs) as a word: an op there
+    took what the model computed, and a model whose layers do not fit each other fails there
+    whatever its inputs."""
+    return bool(text) and not any(re.search(rf"\b{re.escape(name)}\b", text) for name in names)
 
 
 def request_bytes(spec: RunSpec) -> int:

@@ -653,6 +653,26 @@ inputs: {x: {shape: [8]}}
 
 
 
+def test_layers_that_do_not_fit_each_other_are_named_beside_the_inputs(make_cfg, model_dir, tmp_path):
+    """A torch op on what the model computed (`return self.second(h)`) had been said as the
+    inputs' fault alone; an op on an input itself still is."""
+    text = """
+module: {_target_: tests.io_models.Misfit}
+batch: 4
+inputs: {x: {shape: [8]}}
+"""
+    said = _refusal(make_cfg, model_dir, tmp_path, "misfit", text)
+    assert said.startswith("model.inputs (x float [4, 8]) do not fit model Misfit, or its layers do not fit each other "
+                           "(mat1 and mat2 shapes cannot be multiplied (4x16 and 32x8); at io_models.py:"), said
+    assert said.endswith("a line that reads none of the inputs itself: `return self.second(h)`); fix model.inputs and "
+                         "model.batch to what forward takes, or the model's settings (model.module) where the inputs "
+                         "are right"), said
+    wide = _refusal(make_cfg, model_dir, tmp_path / "wide", "misfit", text.replace("[8]", "[9]"))
+    assert wide.startswith("model.inputs (x float [4, 9]) do not fit model Misfit (mat1 and mat2 shapes cannot be "
+                           "multiplied (4x9 and 8x16); at io_models.py:"), wide
+    assert "layers" not in wide and wide.endswith("in forward); fix model.inputs and model.batch to what forward takes")
+
+
 def test_an_input_forward_needs_and_the_config_lacks_is_named(make_cfg, model_dir, tmp_path):
     """forward(input_ids, attention_mask, flags) given input_ids alone: "missing 2 required
     positional arguments" drew the token ids hint ("positional" read as a position)."""
