@@ -268,6 +268,11 @@ def test_single_stream_reports_pure_latency(make_cfg, tmp_path):
     f = result["figures"]
     assert f["throughput_requests_per_s"] is None  # no closed-loop pass ran: null, never missing
     assert set(f) >= {"baseline_single_stream_latency_us", "single_stream_speedup"}
+    # Every headline key of every scenario, null where not measured (the closed loop's speedup
+    # and latency stages had been missing: a KeyError for a script reading results of both).
+    for key in ("speedup_vs_baseline", "efficiency_vs_ceiling_interval", "latency_e2e_us", "baseline_requests",
+                "throughput_cv_all_repeats", "server_max_rate", "server_valid"):
+        assert key in f and f[key] is None, key
 
 
 @pytest.mark.parametrize(
