@@ -781,7 +781,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.report", description="Rebuild a sweep's table and plots.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders, run folders, or folders holding them")
     parser.add_argument("--out", type=Path, default=None, help="where to write sweep.csv, sweep.md and plots")
-    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-plots", action="store_true", help="write the tables (sweep.csv, sweep.md) only")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
