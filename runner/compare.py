@@ -31,20 +31,18 @@ undecided, or when nothing was compared: usable as a CI gate.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
 import sys
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 from runner.printer import rate_text
 from runner.record import RESULT_FILE, read_result, result_problem, without_resume
 from runner.report import distinguishing, host_shared, host_us
-from runner.schema import default_of
+from runner.schema import keys_under, recorded_default
 
 
 @dataclass
@@ -88,15 +86,6 @@ def run_key(result: dict[str, Any]) -> Optional[tuple]:
 _ASKED = ("streams", "graph", "pinned", "dtype", "tf32", "compile")
 
 
-def _plain(value: Any) -> Any:
-    """A schema default as a result records it: enums by value, dataclasses as dicts."""
-    if isinstance(value, Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    return [_plain(v) for v in value] if isinstance(value, list) else value
-
-
 def _recorded(config: dict[str, Any], path: str) -> Any:
     """A setting as the run recorded it; the schema's default where it recorded none (an older
     result, from before the key existed: it ran as the default does). A key added to the
@@ -104,7 +93,7 @@ def _recorded(config: dict[str, Any], path: str) -> Any:
     node: Any = config
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
-            return _plain(default_of(path))
+            return recorded_default(path)
         node = node[part]
     return node
 
@@ -120,7 +109,11 @@ def identity(result: dict[str, Any]) -> str:
         "module": model.get("module"),
         "batch": model.get("batch"),
         "seq": model.get("seq"),
-        "inputs": model.get("inputs"),
+        # Each input with every key the schema gives it: one recorded before a key existed
+        # (an input's own dtype) ran as its default does.
+        "inputs": {name: {**{k: recorded_default(f"model.inputs.{name}.{k}") for k in keys_under(f"model.inputs.{name}")},
+                          **inp} if isinstance(inp, dict) else inp
+                   for name, inp in (model.get("inputs") or {}).items()},
         "outputs": _recorded(config, "model.outputs"),
         "sizes": _recorded(config, "model.sizes"),
         "copies_in_graph": _recorded(config, "capture.copies_in_graph"),

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.schema import recorded_default, type_of
+
 RESULT_FILE = "result.json"
 TRACEBACK_FILE = "traceback.txt"  # a failed job's traceback, beside its result
 CONFLICT_FILE = "resume_conflict.txt"  # a sweep job refused to write into another job's folder
@@ -373,11 +375,17 @@ def config_changes(before: Any, now: Any, limit: int = 3) -> list[str]:
     `limit` of them: the same overrides can resolve to other settings when a preset changed."""
     changes: list[str] = []
 
+    def at(node: dict, k: Any, path: str) -> Any:
+        # A schema key one config lacks (written before the key existed) ran as its default.
+        # (Not a model's own arguments, under model.module: absent there is the constructor's default.)
+        return node[k] if k in node else recorded_default(path) if type_of(path) not in (None, Any) else "<absent>"
+
     def walk(a: Any, b: Any, key: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b), key=str):
+                path = f"{key}.{k}" if key else str(k)
                 if not (key == "" and k == "resume"):
-                    walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else str(k))
+                    walk(at(a, k, path), at(b, k, path), path)
         elif _typed(a) != _typed(b):
             changes.append(f"{key}: {json.dumps(a, default=repr)} there, {json.dumps(b, default=repr)} now")
 

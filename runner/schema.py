@@ -213,6 +213,20 @@ def default_of(path: str) -> Any:
     return _node_at(path)[1]
 
 
+def recorded_default(path: str) -> Any:
+    """The schema's default for a dotted path as a result records it (enums by value,
+    dataclasses as dicts): what a result written before the key existed ran with."""
+    return _plain(default_of(path))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
 def bool_keys() -> list[str]:
     """Dotted paths of every boolean key: OmegaConf takes any integer for a bool (graph=2 would
     mean true), so the overrides of these keys are checked by `runner.spec.check_overrides`."""

@@ -290,3 +290,13 @@ class Segfaults(Healthy):
         import ctypes
 
         ctypes.string_at(0)
+
+
+class InferenceOnly(Healthy):
+    """Raises when a forward runs with autograd on: every forward of a job is inference (and a
+    compiled model's guards include the grad mode: one with it on compiles again)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            raise RuntimeError("a forward ran with autograd on")
+        return self.linear(input)

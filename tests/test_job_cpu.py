@@ -282,6 +282,30 @@ def test_resume_refuses_a_result_of_the_same_overrides_with_other_settings(make_
     assert (tmp_path / RESULT_FILE).read_bytes() == before
 
 
+def test_every_forward_of_a_cpu_job_runs_without_autograd(make_cfg, tmp_path):
+    result = run_job(make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.InferenceOnly"),
+                     JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+
+
+def test_resume_keeps_a_result_written_before_a_key_existed(make_cfg, tmp_path):
+    """A key added to the schema (an input's own dtype) is absent from older results: they ran
+    as its default does, and resuming them had been refused as 'measured with other settings'."""
+    info = JobInfo(output_dir=tmp_path, overrides=["measure=quick"])
+    run_job(make_cfg(*QUICK, "model.batch=2"), info)
+    older = json.loads((tmp_path / RESULT_FILE).read_text())
+    del older["config"]["model"]["inputs"]["x"]["dtype"], older["config"]["capture"]["fallback_eager"]
+    (tmp_path / RESULT_FILE).write_text(json.dumps(older))
+    again = run_job(make_cfg(*QUICK, "model.batch=2", "resume=true"), info)
+    assert again["status"] == "skipped"
+    # A key set apart from its default is still a change, and a model's own argument absent there is too.
+    with pytest.raises(FolderTaken, match=r"model\.inputs\.x\.dtype: null there, \"bf16\" now"):
+        run_job(make_cfg(*QUICK, "model.batch=2", "model.inputs.x.dtype=bf16", "resume=true"), info)
+    from runner.record import config_changes
+    assert config_changes({"model": {"module": {"a": 1}}}, {"model": {"module": {"a": 1, "b": None}}}) == \
+        ['model.module.b: "<absent>" there, null now']
+
+
 @pytest.mark.parametrize("how", ["bad config", "Ctrl-C"])
 def test_a_job_that_ends_before_its_folder_check_keeps_another_jobs_result(make_cfg, tmp_path, monkeypatch, how):
     """A sweep into a folder of other results: a job that fails on its config, or is stopped,

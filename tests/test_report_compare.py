@@ -313,6 +313,8 @@ def test_configs_pair_across_runner_versions_and_measurement_settings(sweep_dir)
     for key in ("staging", "compile", "load", "capture"):
         del older["config"][key]
     del older["config"]["model"]["sizes"], older["config"]["model"]["outputs"]
+    for inp in older["config"]["model"]["inputs"].values():
+        del inp["dtype"]  # an input's own dtype: recorded since 2895ad9, null by default
     slower = copy.deepcopy(a)
     slower["job"]["started_unix"] += 1
     slower["config"]["load"]["duration_s"] = 2.0
