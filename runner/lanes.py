@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -427,13 +428,18 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
                 f"{message}; make the forward capturable (no .item(), host syncs or "
                 "data-dependent control flow), or set capture.fallback_eager=true or graph=false"
             ) from exc
-        eager = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
-        _refuse_shared_eager_outputs(spec, workload, eager)
-        return lanes_of(False, 0.0, eager, message)
-    torch.cuda.synchronize(device)
-    _refuse_shared_outputs(spec, [lane.dev_out.values() for lane in lanes], lanes, "every stream's graph",
-                           "replayed at once")
-    return lanes_of(True, time.perf_counter() - start, lanes)
+    else:
+        torch.cuda.synchronize(device)
+        _refuse_shared_outputs(spec, workload, [lane.dev_out.values() for lane in lanes], lanes, "every stream's graph",
+                               "replayed at once")
+        return lanes_of(True, time.perf_counter() - start, lanes)
+    # The eager fallback, outside the handler: the failed lanes' graphs and pools (held by them
+    # and by the exception's frames) are freed before the eager lanes' first forwards.
+    lanes = ()
+    gc.collect()
+    eager = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
+    _refuse_shared_eager_outputs(spec, workload, eager)
+    return lanes_of(False, 0.0, eager, message)
 
 
 def _refuse_shared_eager_outputs(spec: RunSpec, workload: Workload, lanes: Sequence[Lane]) -> None:
@@ -446,25 +452,32 @@ def _refuse_shared_eager_outputs(spec: RunSpec, workload: Workload, lanes: Seque
         return
     ports = [lane.slots[0].port(workload.largest) for lane in lanes]
     try:
-        for port in ports:
-            port.select()
-            port.enqueue()
-            port.record()
+        with torch.no_grad():  # as every forward of the job (a compiled model's guards include grad mode)
+            for port in ports:
+                port.select()
+                port.enqueue()
+                port.record()
     finally:
         torch.cuda.set_stream(torch.cuda.default_stream(lanes[0].dev_in.device))
     torch.cuda.synchronize(lanes[0].dev_in.device)
-    _refuse_shared_outputs(spec, [[port.dev_out] for port in ports], lanes, "every stream's forward", "run at once")
+    _refuse_shared_outputs(spec, workload, [[port.dev_out] for port in ports], lanes, "every stream's forward",
+                           "run at once")
 
 
-def _refuse_shared_outputs(spec: RunSpec, outputs: Sequence[Any], lanes: Sequence[Lane], where: str, when: str) -> None:
+def _refuse_shared_outputs(spec: RunSpec, workload: Workload, outputs: Sequence[Any], lanes: Sequence[Lane], where: str,
+                           when: str) -> None:
     """A forward that returns a buffer of the model's own (written in place, not a new tensor)
     is captured into every lane's graph at that one address (`outputs`: per lane, its output
     tuples): the lanes' graphs, replaying at once on their streams, would write it over each
-    other's responses. Refused by name."""
+    other's responses. Refused by name. Not an empty leaf (no memory: address 0 in every lane)
+    nor a parameter of the model (read, never written: nothing to race on)."""
+    parameters = {p.untyped_storage().data_ptr() for p in workload.model.parameters()}
     owner: dict[int, int] = {}
     for lane, tuples in zip(lanes, outputs, strict=True):
         for outs in tuples:
             for path, out in zip(lane.out_paths, outs, strict=False):
+                if out.numel() == 0 or out.untyped_storage().data_ptr() in parameters:
+                    continue
                 first = owner.setdefault(out.data_ptr(), lane.index)
                 if first != lane.index:
                     raise ConfigError(

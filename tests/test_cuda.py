@@ -221,6 +221,14 @@ def test_uncapturable_model_falls_back_to_eager_when_asked(make_cfg, tmp_path):
     assert not any("during the timed graph passes" in w for w in result["warnings"])
 
 
+@pytest.mark.parametrize("graph", ["true", "false"])
+def test_every_forward_of_a_job_runs_without_autograd(make_cfg, tmp_path, graph):
+    """The eager streams' setup forwards had run with autograd on."""
+    result = run_job(make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.InferenceOnly",
+                              f"graph={graph}", "streams=2"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+
+
 def test_out_of_memory_is_a_clear_failed_result(make_cfg, tmp_path):
     cfg = make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.Hog")
     result = run_job(cfg, JobInfo(output_dir=tmp_path))

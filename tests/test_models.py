@@ -1135,3 +1135,24 @@ def test_an_own_dtype_on_an_input_that_is_not_float_is_a_notice_and_bf16_needs_t
     with pytest.raises(ConfigError, match=r"^model\.inputs\.t\.dtype=bf16: cuda:0 cannot run bf16; use fp16 or fp32$"):
         resolve(make_cfg(model_dir("stepped", TIMESTEPPED), "model=stepped", "model.inputs.t.dtype=bf16"),
                 cuda_count=lambda: 1, bf16_supported=lambda d: False)
+
+
+def test_only_a_written_buffer_shared_by_two_lanes_is_refused():
+    """Two lanes' outputs at one address race when both write it. An empty leaf (address 0 in
+    every lane: a detector's boxes of a request with none) and a parameter returned as it is
+    (read, never written) do not, and had been refused as 'one buffer of the model's own'."""
+    from types import SimpleNamespace
+
+    from runner.lanes import _refuse_shared_outputs
+
+    model = torch.nn.Linear(2, 2)
+    buffer = torch.zeros(3)
+    lanes = [SimpleNamespace(index=i, out_paths=("boxes", "weight", "y")) for i in range(2)]
+    spec = SimpleNamespace(model_name="Detector")
+    fine = [[(torch.empty(0, 4), model.weight, torch.ones(3))] for _ in lanes]
+    assert fine[0][0][0].data_ptr() == fine[1][0][0].data_ptr() == 0
+    _refuse_shared_outputs(spec, SimpleNamespace(model=model), fine, lanes, "every stream's graph", "replayed at once")
+    shared = [[(torch.empty(0, 4), model.weight, buffer)] for _ in lanes]
+    with pytest.raises(ConfigError, match=r"^model Detector: output 'y' is one buffer of the model's own, the same in "
+                                          r"every stream's graph \(streams 0 and 1\)"):
+        _refuse_shared_outputs(spec, SimpleNamespace(model=model), shared, lanes, "every stream's graph", "replayed at once")
