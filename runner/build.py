@@ -31,7 +31,7 @@ from torch import nn
 
 from runner.errors import CompileError, ConfigError, ModelFault, first_line
 from runner.inputs import Layout, Size, bucket_of, draw_sizes, largest, make_request, packed, padding_waste
-from runner.outputs import OutputPlan, plan_outputs
+from runner.outputs import OutputPlan, leaves, plan_outputs
 from runner.spec import ModelSpec, RunSpec
 
 BUCKETED_PLAN = 256  # request sizes a bucketed run cycles through (when the host memory allows)
@@ -466,7 +466,7 @@ def _probe(model: nn.Module, args: dict[str, torch.Tensor]) -> Any:
 def _describe_inputs(spec: RunSpec, size: Size) -> str:
     parts = []
     for inp in spec.model.inputs:
-        extra = f", vocab {inp.vocab}" if inp.kind == "tokens" else ""
+        extra = f", vocab {inp.vocab}" if inp.kind == "tokens" else f", {inp.dtype}" if inp.dtype else ""
         parts.append(f"{inp.name} {inp.kind} {list((size.batch, *inp.sample_shape(size.seq)))}{extra}")
     return "; ".join(parts)
 
@@ -490,22 +490,50 @@ def _not_given(spec: RunSpec, model: nn.Module) -> str:
             f"model.inputs.{missing[0]} if the model needs it")
 
 
-def _input_wants_fp32(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], reason: str,
-                      exc: Exception) -> None:
-    """After a failed forward in bf16 or fp16: the float input (of the run's dtype) that, alone
-    in fp32 with the model as it is, lets the forward run, named with the key that keeps it so
-    (a timestep or a bias some models take in fp32 whatever their own dtype)."""
+# A failed forward's words that may be about a tensor's dtype: only then are inputs retried in
+# another dtype (each retry a whole forward, which a shape error should not pay for).
+DTYPE_WORDS = re.compile(r"dtype|scalar type|float|half|double|precision", re.IGNORECASE)
+
+
+def _input_dtype_fault(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], reason: str,
+                       exc: Exception) -> None:
+    """After a forward failed on what may be a dtype: the one float input whose dtype is at
+    fault, named with the key that fixes it. An input given its own dtype is tried in the run's
+    (the model may not take it); in bf16 or fp16, an input of the run's dtype is tried in fp32
+    alone, the model as it is (a timestep some models take in fp32), and named only where the
+    outputs stay in the run's dtype (an fp32 input that promotes the whole forward would turn
+    the run into fp32 under a bf16 label: the dtype= message then says so)."""
+    if not DTYPE_WORDS.search(reason):
+        return
+    run = spec.torch_dtype
+    for inp in spec.model.inputs:
+        if inp.kind != "float" or inp.dtype is None or args[inp.name].dtype == run:
+            continue
+        if _runs(model, {**args, inp.name: args[inp.name].to(run)}, run):
+            raise ConfigError(
+                f"model.inputs.{inp.name}.dtype={inp.dtype}: model {spec.model_name} takes it in {spec.dtype}, the run's "
+                f"dtype ({reason}); drop its own dtype (model.inputs.{inp.name}.dtype=null)"
+            ) from exc
+    if spec.dtype == "fp32":
+        return
     for inp in spec.model.inputs:
         if inp.kind != "float" or inp.dtype is not None:
             continue
-        try:
-            _probe(model, {**args, inp.name: args[inp.name].float()})
-        except Exception:
-            continue
-        raise ConfigError(
-            f"model.inputs.{inp.name}: model {spec.model_name} takes it in fp32, not {spec.dtype} ({reason}); "
-            f"set model.inputs.{inp.name}.dtype=fp32 (its own dtype; the model stays {spec.dtype})"
-        ) from exc
+        if _runs(model, {**args, inp.name: args[inp.name].float()}, run):
+            raise ConfigError(
+                f"model.inputs.{inp.name}: model {spec.model_name} takes it in fp32, not {spec.dtype} ({reason}); "
+                f"set model.inputs.{inp.name}.dtype=fp32 (its own dtype; the model stays {spec.dtype})"
+            ) from exc
+
+
+def _runs(model: nn.Module, args: dict[str, torch.Tensor], dtype: torch.dtype) -> bool:
+    """Whether a forward of `args` runs and answers in `dtype` (every floating output leaf)."""
+    try:
+        out = _probe(model, args)
+    except Exception:
+        return False
+    return all(leaf.dtype == dtype for _, _, leaf in leaves(out)
+               if isinstance(leaf, torch.Tensor) and leaf.is_floating_point())
 
 
 def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], size: Size) -> Any:
@@ -517,8 +545,8 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         floats = any(i.kind == "float" for i in spec.model.inputs)
+        _input_dtype_fault(spec, model, args, reason, exc)
         if spec.dtype != "fp32":
-            _input_wants_fp32(spec, model, args, reason, exc)
             try:  # does it run in fp32? then the dtype, not the inputs, is the problem
                 _probe(model.float(), {k: v.float() if v.is_floating_point() else v for k, v in args.items()})
                 raise ConfigError(

@@ -281,3 +281,51 @@ class Misfit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.first(x))
         return self.second(h)
+
+
+class Promoting(nn.Module):
+    """Needs fp32 arithmetic after its first op: an fp32 `x` times its (bf16) scale promotes the
+    whole forward to fp32, so the forward runs, but not in the run's dtype."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * self.scale
+        if y.dtype != torch.float32:
+            raise TypeError(f"needs float32 precision, got {y.dtype}")
+        return y
+
+
+class SplitCall(nn.Module):
+    """A call split over lines: the statement that fails reads the input on its second line."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.first = nn.Linear(features, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.first(
+            x
+        )
+
+
+class _Inner(nn.Module):
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(features, features)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.lin(h))
+
+
+class Wrapper(nn.Module):
+    """An inner module that calls the request's `x` by its own name, `h`."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.inner = _Inner(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)

@@ -1128,6 +1128,25 @@ def test_a_float_input_of_its_own_dtype_is_made_laid_out_and_recorded_in_it(make
     assert not (tmp_path / "run" / RESULT_FILE).exists()
 
 
+def test_an_input_dtype_at_fault_is_named_only_where_the_run_keeps_its_dtype(make_cfg, model_dir, tmp_path):
+    """An input given its own dtype that the model does not take is named by that key (the run's
+    dtype had been blamed: "cannot run in fp16 ... use dtype=fp32"); an fp32 input that lets a
+    forward run only by promoting it all to fp32 is not offered as the fix (the run would be
+    fp32 under a bf16 label): the run's dtype is."""
+    with pytest.raises(ConfigError, match=r"^model\.inputs\.x\.dtype=fp16: model MLP takes it in bf16, the run's dtype "
+                                          r"\(.*\); drop its own dtype \(model\.inputs\.x\.dtype=null\)$"):
+        run_job(make_cfg(*QUICK, "dtype=bf16", "model.inputs.x.dtype=fp16"), JobInfo(output_dir=tmp_path / "own"))
+    text = """
+module: {_target_: tests.io_models.Promoting}
+batch: 4
+inputs: {x: {shape: [8]}}
+"""
+    with pytest.raises(ConfigError, match=r"^dtype=bf16: model Promoting cannot run in bf16 on cpu \(needs float32 "
+                                          r"precision, got torch\.bfloat16\); use dtype=fp32"):
+        run_job(make_cfg(*QUICK, model_dir("promoting", text), "model=promoting", "dtype=bf16"),
+                JobInfo(output_dir=tmp_path / "bf16"))
+
+
 def test_an_own_dtype_on_an_input_that_is_not_float_is_a_notice_and_bf16_needs_the_gpu_to_have_it(make_cfg, model_dir):
     spec = resolve(make_cfg("device=cpu", "model.inputs.x.kind=int", "model.inputs.x.high=4", "model.inputs.x.dtype=fp16"))
     assert "model.inputs.x.dtype=fp16: only inputs of kind float use it (this one is int): not used" in spec.notices
