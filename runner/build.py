@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -576,8 +576,8 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
                     f"{'it' if len(names) == 1 else 'them'} (model.inputs.{names[0]}: {{shape: [...]}}); ") if names else hint
         keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
         also = _not_given(spec, model)
-        at = _raised_at(exc)
-        where = f" at {at[0]}" if at else ""
+        at = _raised_at(exc, args)
+        where = f" at {at.where}" if at else ""
         if re.search(r"does not require grad and does not have a grad_fn|doesn't require grad", reason):
             # torch.autograd.grad in forward, under the runner's no_grad: not the inputs' fault.
             raise ModelFault(
@@ -593,7 +593,7 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
                 f"model.inputs {_describe_inputs(spec, size)}): a fault in the model's code or in its settings "
                 f"(model.module); fix it there, or {keys} if forward reads an input they do not give{also}"
             ) from exc
-        if at is not None and at[1]:
+        if at is not None and at.raised:
             # The model's own code raised (a `raise` line), not a torch op it called with these
             # inputs: say so, and where, rather than blame the inputs alone.
             raise ModelFault(
@@ -601,16 +601,15 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
                 f"model.inputs {_describe_inputs(spec, size)}); {hint}fix {keys} to what forward takes, or the model "
                 f"if they are right{also}"
             ) from exc
-        if isinstance(exc, RuntimeError) and not hint and at is not None \
-                and _reads_none_of(at[2], (i.name for i in spec.model.inputs)):
+        if isinstance(exc, RuntimeError) and not hint and at is not None and _reads_no_input(at):
             # A torch op refused what the model computed (`return self.second(h)`): the inputs
             # may be right and the model's layers not fit each other (a width under
             # model.module); or the inputs' shapes led there. (Python's own errors, an unpacking
             # of a shape, and out-of-range ids keep the inputs' message and hint.)
             raise ConfigError(
                 f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name}, or its layers do not "
-                f"fit each other ({_named(exc, reason)};{where}, a line that reads none of the inputs itself: "
-                f"`{at[2][:80]}`); {hint}fix {keys} to what forward takes, or the model's settings (model.module) "
+                f"fit each other ({_named(exc, reason)};{where}, a statement that reads none of the inputs itself: "
+                f"`{at.statement[:80]}`); {hint}fix {keys} to what forward takes, or the model's settings (model.module) "
                 f"where the inputs are right{also}"
             ) from exc
         raise ConfigError(
@@ -629,27 +628,56 @@ def _named(exc: BaseException, reason: str) -> str:
     return reason if type(exc) is RuntimeError else f"{type(exc).__name__}: {reason}"
 
 
-def _raised_at(exc: BaseException) -> Optional[tuple[str, bool, str]]:
-    """Where an exception came from, outside torch: "file.py:line in function" of the last
-    frame that is not torch's own, whether that line is a `raise` of the model's own (not an op
-    that refused its arguments, in torch's Python or in C, where a CUDA error surfaces too), and
-    the line's text. None when every frame is torch's."""
+@dataclass(frozen=True)
+class RaisedAt:
+    """Where an exception came from, outside torch (see `_raised_at`)."""
+
+    where: str  # "file.py:line in function"
+    raised: bool  # that line is a `raise` of the model's own
+    statement: str  # the statement there, its lines joined
+    names: frozenset[str]  # the frame's local names that hold one of forward's inputs (or a view of it)
+
+
+def _raised_at(exc: BaseException, args: Optional[dict[str, torch.Tensor]] = None) -> Optional[RaisedAt]:
+    """The last frame of an exception that is not torch's own: where it is, whether its line is
+    a `raise` of the model's own (not an op that refused its arguments, in torch's Python or in
+    C, where a CUDA error surfaces too), its statement, and which of its locals hold one of
+    `args` (an inner module's `h` may be the request's `x`). None when every frame is torch's."""
     torch_dir = os.path.dirname(torch.__file__) + os.sep
     frames = list(traceback.walk_tb(exc.__traceback__))
+    inputs = {t.untyped_storage().data_ptr() for t in (args or {}).values() if t.numel()}
     for depth in range(len(frames) - 1, -1, -1):
         frame, line = frames[depth]
         path = frame.f_code.co_filename
         if not path.startswith(torch_dir) and path != __file__:  # this module's probe is no model code
             innermost = depth == len(frames) - 1
             text = linecache.getline(path, line).strip()
-            return f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}", innermost and text.startswith("raise"), text
+            names = frozenset(name for name, value in frame.f_locals.items()
+                              if isinstance(value, torch.Tensor) and value.numel()
+                              and value.untyped_storage().data_ptr() in inputs)
+            return RaisedAt(f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}",
+                            innermost and text.startswith("raise"), _statement(path, line), names)
+    return None
 
 
-def _reads_none_of(text: str, names: Iterable[str]) -> bool:
-    """Whether a line of code names none of `names` (forward's inputs) as a word: an op there
-    took what the model computed, and a model whose layers do not fit each other fails there
-    whatever its inputs."""
-    return bool(text) and not any(re.search(rf"\b{re.escape(name)}\b", text) for name in names)
+def _statement(path: str, line: int, most: int = 8) -> str:
+    """The statement that starts at `line`: its lines until the brackets opened there close (a
+    call split over lines read as its first line alone)."""
+    text, depth = "", 0
+    for n in range(line, line + most):
+        part = linecache.getline(path, n).strip()
+        text = f"{text} {part}".strip()
+        depth += sum(part.count(c) for c in "([{") - sum(part.count(c) for c in ")]}")
+        if depth <= 0 or not part:
+            break
+    return text
+
+
+def _reads_no_input(at: RaisedAt) -> bool:
+    """Whether the statement that failed names none of the frame's locals that hold an input:
+    an op there took what the model computed, and a model whose layers do not fit each other
+    fails there whatever its inputs."""
+    return bool(at.statement) and not any(re.search(rf"\b{re.escape(name)}\b", at.statement) for name in at.names)
 
 
 def request_bytes(spec: RunSpec) -> int:

@@ -664,13 +664,20 @@ inputs: {x: {shape: [8]}}
     said = _refusal(make_cfg, model_dir, tmp_path, "misfit", text)
     assert said.startswith("model.inputs (x float [4, 8]) do not fit model Misfit, or its layers do not fit each other "
                            "(mat1 and mat2 shapes cannot be multiplied (4x16 and 32x8); at io_models.py:"), said
-    assert said.endswith("a line that reads none of the inputs itself: `return self.second(h)`); fix model.inputs and "
-                         "model.batch to what forward takes, or the model's settings (model.module) where the inputs "
+    assert said.endswith("a statement that reads none of the inputs itself: `return self.second(h)`); fix model.inputs "
+                         "and model.batch to what forward takes, or the model's settings (model.module) where the inputs "
                          "are right"), said
     wide = _refusal(make_cfg, model_dir, tmp_path / "wide", "misfit", text.replace("[8]", "[9]"))
     assert wide.startswith("model.inputs (x float [4, 9]) do not fit model Misfit (mat1 and mat2 shapes cannot be "
                            "multiplied (4x9 and 8x16); at io_models.py:"), wide
     assert "layers" not in wide and wide.endswith("in forward); fix model.inputs and model.batch to what forward takes")
+    # An input read on a statement's second line, or by an inner module under its own name (h
+    # for x), is read: the inputs' message alone.
+    for name in ("SplitCall", "Wrapper"):
+        other = _refusal(make_cfg, model_dir, tmp_path / name, name.lower(),
+                         text.replace("Misfit", name).replace("[8]", "[9]"))
+        assert other.startswith(f"model.inputs (x float [4, 9]) do not fit model {name} (mat1 and mat2 shapes"), other
+        assert "layers" not in other, other
 
 
 def test_an_input_forward_needs_and_the_config_lacks_is_named(make_cfg, model_dir, tmp_path):
