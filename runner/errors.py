@@ -29,6 +29,7 @@ class CompileError(Exception):
 _OVERRIDE = re.compile(r"(?:Error merging override|To append to your config use) \+*([\w.]+)=(.*)$", re.MULTILINE)
 _FULL_KEY = re.compile(r"^[ \t]*full_key:[ \t]*(\S*)[ \t]*$", re.MULTILINE)  # an empty key is not the next line
 _MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^'/]*)'")  # the group up to the last slash: hydra/launcher
+_AVAILABLE_IN = re.compile(r"Available options in '([^']+)'")
 _AVAILABLE = re.compile(r"Available options in '[^']+':\n((?:\t[^\n]*\n?)+)")
 _MISSING_HINTS = {
     "model.inputs": "the model's config must name forward's inputs, e.g. `inputs: {x: {shape: [16]}}` in its file "
@@ -103,6 +104,9 @@ def condense(exc: BaseException) -> str:
     if missing:
         group, option = missing.groups()
         available = _AVAILABLE.search(text)
+        named = _AVAILABLE_IN.search(text)
+        if named and f"{group}/{option}".startswith(f"{named.group(1)}/"):  # Hydra names the group: model=foo/bar is model's
+            group, option = named.group(1), f"{group}/{option}"[len(named.group(1)) + 1:]
         choices = ", ".join(o.strip() for o in available.group(1).splitlines()) if available else ""
         hint = f"choose one of: {choices}" if choices else "check configs/ for the valid names"
         if not option:  # group= with nothing after it

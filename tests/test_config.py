@@ -140,6 +140,7 @@ def test_tokens_need_a_vocab(make_cfg):
         ("streams=[", "could not parse the command line"),
         # A nested group keeps its whole name (it read "hydra=launcher/nope: no such hydra option").
         ("hydra/launcher=nope", "hydra/launcher=nope: no such hydra/launcher option; choose one of: basic, gpus, "),
+        ("model=foo/bar", "model=foo/bar: no such model option; choose one of: bert, "),  # an option's own slash
     ],
 )
 def test_composition_errors_condense_to_one_line(make_cfg, override, expected):
