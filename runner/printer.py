@@ -113,7 +113,7 @@ def render(result: dict[str, Any]) -> str:
     status = result.get("status", "?")
     reason = f": {result['reason']}" if result.get("reason") else ""
     lines.append(f"status: {status.upper() if status != 'ok' else status}{reason}")
-    if "check_requests" in f:
+    if f.get("check_requests") is not None:  # null: no check ran (check=false)
         verdict = "match eager" if not f.get("check_mismatches") else "DIFFER from eager"
         counted = f"{f['check_mismatches']} of {f['check_requests']}" if f.get("check_mismatches") else f["check_requests"]
         err = f.get("check_max_rel_err")

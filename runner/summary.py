@@ -527,6 +527,8 @@ def figure_keys() -> list[str]:
     for name in ("speedup_vs_baseline", "efficiency_vs_ceiling"):
         keys += [name, f"{name}_interval", f"{name}_within_noise"]
     keys += [f"latency_{stage}_us" for stage in {**STAGES, **HOST_STAGES}] + ["latency_clock"]
+    keys += [f"check_{k}" for k in ("requests", "mismatches", "same_responses", "padded_requests", "max_rel_err",
+                                    "tolerance_rel", "bad_requests", "nonfinite_requests")]  # null with check=false
     return list(dict.fromkeys(keys + list(SINGLE_STREAM_KEYS) + list(SERVER_KEYS)))
 
 

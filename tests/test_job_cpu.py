@@ -1258,6 +1258,7 @@ def test_each_pass_goes_on_in_the_plan_where_the_one_before_ended(make_cfg, monk
     assert f["throughput_samples_per_request"] == pytest.approx(sum(out.throughput_samples) / sum(done))
     assert f["throughput_samples_per_s"] == pytest.approx(f["throughput_requests_per_s"] * f["throughput_samples_per_request"])
     assert f["samples_per_request"] == pytest.approx(sum(batches) / len(batches))  # the plan's: alike across jobs
+    assert "check_requests" in f and f["check_requests"] is None  # check=false: null, never missing
 
 
 def test_a_cpu_trace_names_requests_without_streams(make_cfg, tmp_path):
