@@ -9,6 +9,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import io
 import linecache
 import logging
 import math
@@ -31,7 +32,8 @@ from torch import nn
 
 from runner.errors import CompileError, ConfigError, ModelFault, first_line
 from runner.inputs import Layout, Size, bucket_of, draw_sizes, largest, make_request, packed, padding_waste
-from runner.outputs import OutputPlan, leaves, plan_outputs
+from runner.outputs import OutputPlan, plan_outputs
+from runner.outputs import leaves as output_leaves
 from runner.spec import ModelSpec, RunSpec
 
 BUCKETED_PLAN = 256  # request sizes a bucketed run cycles through (when the host memory allows)
@@ -532,7 +534,7 @@ def _runs(model: nn.Module, args: dict[str, torch.Tensor], dtype: torch.dtype) -
         out = _probe(model, args)
     except Exception:
         return False
-    return all(leaf.dtype == dtype for _, _, leaf in leaves(out)
+    return all(leaf.dtype == dtype for _, _, leaf in output_leaves(out)
                if isinstance(leaf, torch.Tensor) and leaf.is_floating_point())
 
 
@@ -804,6 +806,19 @@ def _with_extremes(model: ModelSpec, request: dict[str, torch.Tensor]) -> dict[s
     return request
 
 
+def _printing(spec: RunSpec, text: str) -> list[str]:
+    """A forward that prints: every request prints as much, on the submitting thread, inside
+    the timed passes (a terminal's or a log's write per request), and floods the console."""
+    if not text:
+        return []
+    first = text.strip().splitlines()[0][:60] if text.strip() else repr(text[:20])
+    warning = (f"model {spec.model_name}: its forward printed {len(text):,} characters in one forward (\"{first}\"): "
+               "every request prints as much, inside the timed passes, and the figures include the writes; remove "
+               "the prints from forward to measure the model alone")
+    log.warning("%s", warning)
+    return [warning]
+
+
 def _forward(model: nn.Module, out: OutputPlan) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]:
     extract = out.extract
 
@@ -833,9 +848,14 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
     # copy of the probe's request is taken before the forward.
     probe_request = {k: v.clone() for k, v in first.items()} if device.type != "cuda" else None
     began = time.perf_counter()
-    with _stopped_after(probe_limit if device.type != "cuda" else None):
-        out = check_forward(spec, model, args, top)
+    printed = io.StringIO()
+    try:
+        with _stopped_after(probe_limit if device.type != "cuda" else None), contextlib.redirect_stdout(printed):
+            out = check_forward(spec, model, args, top)
+    finally:
+        sys.stdout.write(printed.getvalue())  # the user sees it, as without the capture
     forward_s = time.perf_counter() - began
+    input_warnings += _printing(spec, printed.getvalue())
     if device.type == "cuda":
         # On CUDA the first forward pays one-time costs (libraries, kernels loading): a second
         # one tells how long a forward takes (milliseconds for most models).

@@ -652,7 +652,6 @@ inputs: {x: {shape: [8]}}
     assert bad["reason"].startswith("bad config: streams=-1")
 
 
-
 def test_layers_that_do_not_fit_each_other_are_named_beside_the_inputs(make_cfg, model_dir, tmp_path):
     """A torch op on what the model computed (`return self.second(h)`) had been said as the
     inputs' fault alone; an op on an input itself still is."""
@@ -1182,3 +1181,21 @@ def test_only_a_written_buffer_shared_by_two_lanes_is_refused():
     with pytest.raises(ConfigError, match=r"^model Detector: output 'y' is one buffer of the model's own, the same in "
                                           r"every stream's graph \(streams 0 and 1\)"):
         _refuse_shared_outputs(spec, SimpleNamespace(model=model), shared, lanes, "every stream's graph", "replayed at once")
+
+
+def test_a_forward_that_prints_is_warned_about_and_still_seen(make_cfg, model_dir, tmp_path, capsys):
+    """Its prints flood the console and are timed with every request: said once, in a warning."""
+    text = """
+module: {_target_: tests.io_models.Printing}
+batch: 4
+inputs: {x: {shape: [8]}}
+"""
+    result = run_job(make_cfg(*QUICK, model_dir("printing", text), "model=printing"), JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok"
+    said = [w for w in result["warnings"] if w.startswith("model Printing: its forward printed")]
+    assert said == ['model Printing: its forward printed 18 characters in one forward ("forward on (4, 8)"): every '
+                    "request prints as much, inside the timed passes, and the figures include the writes; remove the "
+                    "prints from forward to measure the model alone"]
+    assert capsys.readouterr().out.startswith("forward on (4, 8)\n")  # the first forward's print, shown as printed
+    quiet = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path / "quiet"))
+    assert not [w for w in quiet["warnings"] if "printed" in w]
