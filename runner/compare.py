@@ -113,7 +113,7 @@ def identity(result: dict[str, Any]) -> str:
         # (an input's own dtype) ran as its default does.
         "inputs": {name: {**{k: recorded_default(f"model.inputs.{name}.{k}") for k in keys_under(f"model.inputs.{name}")},
                           **inp} if isinstance(inp, dict) else inp
-                   for name, inp in (model.get("inputs") or {}).items()},
+                   for name, inp in model["inputs"].items()} if isinstance(model.get("inputs"), dict) else model.get("inputs"),
         "outputs": _recorded(config, "model.outputs"),
         "sizes": _recorded(config, "model.sizes"),
         "copies_in_graph": _recorded(config, "capture.copies_in_graph"),

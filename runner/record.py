@@ -377,8 +377,14 @@ def config_changes(before: Any, now: Any, limit: int = 3) -> list[str]:
 
     def at(node: dict, k: Any, path: str) -> Any:
         # A schema key one config lacks (written before the key existed) ran as its default.
-        # (Not a model's own arguments, under model.module: absent there is the constructor's default.)
-        return node[k] if k in node else recorded_default(path) if type_of(path) not in (None, Any) else "<absent>"
+        # Not a model's own argument (under model.module: absent there is the constructor's
+        # default), an entry of a map (an input of one config only), nor a key with none.
+        if k in node:
+            return node[k]
+        parent = type_of(path.rpartition(".")[0])
+        default = recorded_default(path)
+        known = type_of(path) is not None and not isinstance(parent, tuple) and default != "???"
+        return default if known and not path.startswith("model.module") else "<absent>"
 
     def walk(a: Any, b: Any, key: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):

@@ -304,6 +304,9 @@ def test_resume_keeps_a_result_written_before_a_key_existed(make_cfg, tmp_path):
     from runner.record import config_changes
     assert config_changes({"model": {"module": {"a": 1}}}, {"model": {"module": {"a": 1, "b": None}}}) == \
         ['model.module.b: "<absent>" there, null now']
+    assert config_changes({"model": {"batch": 2}}, {"model": {"batch": 2, "seq": None}}) == []  # an Any-typed key too
+    assert config_changes({"model": {"inputs": {}}}, {"model": {"inputs": {"t": {"shape": []}}}}) == \
+        ['model.inputs.t: "<absent>" there, {"shape": []} now']  # an input of one config only
 
 
 @pytest.mark.parametrize("how", ["bad config", "Ctrl-C"])
