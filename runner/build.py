@@ -9,7 +9,6 @@ import functools
 import importlib
 import importlib.util
 import inspect
-import io
 import linecache
 import logging
 import math
@@ -494,7 +493,7 @@ def _not_given(spec: RunSpec, model: nn.Module) -> str:
 
 # A failed forward's words that may be about a tensor's dtype: only then are inputs retried in
 # another dtype (each retry a whole forward, which a shape error should not pay for).
-DTYPE_WORDS = re.compile(r"dtype|scalar type|float|half|double|precision", re.IGNORECASE)
+DTYPE_WORDS = re.compile(r"dtype|scalar type|precision|\b(?:b?float(?:16|32|64)?|half|double)\b", re.IGNORECASE)
 
 
 def _input_dtype_fault(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], reason: str,
@@ -637,29 +636,56 @@ class RaisedAt:
     where: str  # "file.py:line in function"
     raised: bool  # that line is a `raise` of the model's own
     statement: str  # the statement there, its lines joined
-    names: frozenset[str]  # the frame's local names that hold one of forward's inputs (or a view of it)
+    names: frozenset[str]  # the frame's local names that hold one of forward's inputs, and the inputs' own names
+
+
+def storage_address(t: Any) -> Optional[int]:
+    """Where a tensor's memory starts (a view's, its base's), or None where it has none to give
+    (an empty tensor; sparse ones, nested ones and wrapper subclasses raise when asked)."""
+    try:
+        return t.untyped_storage().data_ptr() if isinstance(t, torch.Tensor) and t.numel() else None
+    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+        return None
 
 
 def _raised_at(exc: BaseException, args: Optional[dict[str, torch.Tensor]] = None) -> Optional[RaisedAt]:
     """The last frame of an exception that is not torch's own: where it is, whether its line is
     a `raise` of the model's own (not an op that refused its arguments, in torch's Python or in
     C, where a CUDA error surfaces too), its statement, and which of its locals hold one of
-    `args` (an inner module's `h` may be the request's `x`). None when every frame is torch's."""
-    torch_dir = os.path.dirname(torch.__file__) + os.sep
-    frames = list(traceback.walk_tb(exc.__traceback__))
-    inputs = {t.untyped_storage().data_ptr() for t in (args or {}).values() if t.numel()}
-    for depth in range(len(frames) - 1, -1, -1):
-        frame, line = frames[depth]
-        path = frame.f_code.co_filename
-        if not path.startswith(torch_dir) and path != __file__:  # this module's probe is no model code
-            innermost = depth == len(frames) - 1
-            text = linecache.getline(path, line).strip()
-            names = frozenset(name for name, value in frame.f_locals.items()
-                              if isinstance(value, torch.Tensor) and value.numel()
-                              and value.untyped_storage().data_ptr() in inputs)
-            return RaisedAt(f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}",
-                            innermost and text.startswith("raise"), _statement(path, line), names)
+    `args`, as a tensor or in a dict, list or tuple (an inner module's `h` may be the request's
+    `x`). None when every frame is torch's, or when reading them fails: this only words the
+    error, and must never stand in for it."""
+    try:
+        torch_dir = os.path.dirname(torch.__file__) + os.sep
+        frames = list(traceback.walk_tb(exc.__traceback__))
+        inputs = {storage_address(t) for t in (args or {}).values()} - {None}
+        for depth in range(len(frames) - 1, -1, -1):
+            frame, line = frames[depth]
+            path = frame.f_code.co_filename
+            if not path.startswith(torch_dir) and path != __file__:  # this module's probe is no model code
+                innermost = depth == len(frames) - 1
+                text = linecache.getline(path, line).strip()
+                names = frozenset(name for name, value in frame.f_locals.items() if _holds(value, inputs))
+                return RaisedAt(f"{os.path.basename(path)}:{line} in {frame.f_code.co_name}",
+                                innermost and text.startswith("raise"), _statement(path, line),
+                                names | {name for name in (args or {}) if name in frame.f_locals})
+    except Exception:  # noqa: BLE001 - a diagnosis that fails is no diagnosis
+        return None
     return None
+
+
+def _holds(value: Any, inputs: set[int]) -> bool:
+    """Whether a local is one of the inputs (or a view of one), or a dict, list or tuple that
+    holds one (forward(**kw) reads kw["x"])."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return any(storage_address(v) in inputs for v in value[:64])
+    return storage_address(value) in inputs
+
+
+# A string literal or a comment: their brackets are not the statement's.
+_LITERAL_OR_COMMENT = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|#.*$")
 
 
 def _statement(path: str, line: int, most: int = 8) -> str:
@@ -669,16 +695,17 @@ def _statement(path: str, line: int, most: int = 8) -> str:
     for n in range(line, line + most):
         part = linecache.getline(path, n).strip()
         text = f"{text} {part}".strip()
-        depth += sum(part.count(c) for c in "([{") - sum(part.count(c) for c in ")]}")
+        code = _LITERAL_OR_COMMENT.sub("", part)
+        depth += sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
         if depth <= 0 or not part:
             break
     return text
 
 
 def _reads_no_input(at: RaisedAt) -> bool:
-    """Whether the statement that failed names none of the frame's locals that hold an input:
-    an op there took what the model computed, and a model whose layers do not fit each other
-    fails there whatever its inputs."""
+    """Whether the statement that failed names none of the frame's locals that hold an input
+    (nor an input by its own name): an op there took what the model computed, and a model
+    whose layers do not fit each other fails there whatever its inputs."""
     return bool(at.statement) and not any(re.search(rf"\b{re.escape(name)}\b", at.statement) for name in at.names)
 
 
@@ -806,15 +833,46 @@ def _with_extremes(model: ModelSpec, request: dict[str, torch.Tensor]) -> dict[s
     return request
 
 
-def _printing(spec: RunSpec, text: str) -> list[str]:
-    """A forward that prints: every request prints as much, on the submitting thread, inside
-    the timed passes (a terminal's or a log's write per request), and floods the console."""
-    if not text:
+class _CountedStdout:
+    """sys.stdout as it is (every write goes through at once; fileno, buffer, isatty and the
+    rest are the stream's own), counting what is written meanwhile, its first line kept."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.chars = 0
+        self.head = ""
+
+    def write(self, text: str) -> Any:
+        self.chars += len(text)
+        if len(self.head) < 120:
+            self.head += text[:120]
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _counting_stdout() -> Iterator[_CountedStdout]:
+    counted = _CountedStdout(sys.stdout)
+    if sys.stdout is None:  # no stream to write through (pythonw): nothing counted
+        yield counted
+        return
+    with contextlib.redirect_stdout(counted):  # type: ignore[type-var]
+        yield counted
+
+
+def _printing(spec: RunSpec, first: _CountedStdout, second: Optional[_CountedStdout]) -> list[str]:
+    """A forward that prints (its first, and on CUDA its second too: a notice printed once,
+    at a lazy initialisation, is no cost per request) prints on every request, on the
+    submitting thread, inside the timed passes, and floods the console."""
+    if not first.chars or (second is not None and not second.chars):
         return []
-    first = text.strip().splitlines()[0][:60] if text.strip() else repr(text[:20])
-    warning = (f"model {spec.model_name}: its forward printed {len(text):,} characters in one forward (\"{first}\"): "
-               "every request prints as much, inside the timed passes, and the figures include the writes; remove "
-               "the prints from forward to measure the model alone")
+    line = first.head.strip().splitlines()[0][:60] if first.head.strip() else repr(first.head[:20])
+    warning = (f"model {spec.model_name}: its {'forwards print' if second else 'first forward printed'} "
+               f"{first.chars:,} characters (\"{line}\"): a forward that prints on every request does so inside the "
+               "timed passes, and the figures include the writes; remove the prints from forward to measure the "
+               "model alone")
     log.warning("%s", warning)
     return [warning]
 
@@ -848,20 +906,18 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
     # copy of the probe's request is taken before the forward.
     probe_request = {k: v.clone() for k, v in first.items()} if device.type != "cuda" else None
     began = time.perf_counter()
-    printed = io.StringIO()
-    try:
-        with _stopped_after(probe_limit if device.type != "cuda" else None), contextlib.redirect_stdout(printed):
-            out = check_forward(spec, model, args, top)
-    finally:
-        sys.stdout.write(printed.getvalue())  # the user sees it, as without the capture
+    with _stopped_after(probe_limit if device.type != "cuda" else None), _counting_stdout() as printed:
+        out = check_forward(spec, model, args, top)
     forward_s = time.perf_counter() - began
-    input_warnings += _printing(spec, printed.getvalue())
+    again = None
     if device.type == "cuda":
         # On CUDA the first forward pays one-time costs (libraries, kernels loading): a second
         # one tells how long a forward takes (milliseconds for most models).
         began = time.perf_counter()
-        _probe(model, args)
+        with _counting_stdout() as again:
+            _probe(model, args)
         forward_s = time.perf_counter() - began
+    input_warnings += _printing(spec, printed, again)
     outputs = plan_outputs(out, spec.model.outputs, spec.model_name)
     leaves = outputs.extract(out)
     # Cloned now: a model may return a buffer of its own that its next forward overwrites (the

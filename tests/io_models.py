@@ -341,3 +341,43 @@ class Printing(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         print("forward on", tuple(x.shape))
         return self.linear(x)
+
+
+class PrintOnce(Printing):
+    """Prints a notice in its first forward only, as a lazy initialisation would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not getattr(self, "said", False):
+            self.said = True
+            print("initialised")
+        return self.linear(x)
+
+
+class StreamUser(Printing):
+    """Reads the stream's own attributes in forward (its binary buffer, whether it is a tty)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import sys
+
+        sys.stdout.buffer.flush()
+        sys.stdout.isatty()
+        return self.linear(x)
+
+
+class Kwargs(nn.Module):
+    """Reads its input out of **kwargs."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, 4)
+
+    def forward(self, **kw: torch.Tensor) -> torch.Tensor:
+        return self.fc(kw["x"])
+
+
+class SparseLocal(SplitCall):
+    """Holds a sparse tensor (no storage to ask for) where its forward fails."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        adjacency = torch.eye(2).to_sparse()  # noqa: F841 - a local of the failing frame
+        return self.first(x)

@@ -620,3 +620,18 @@ def test_an_fp32_input_beside_a_bf16_model_is_captured_and_matches_eager_over_bu
     assert all(p.args["t"].dtype == torch.float32 and p.args["x"].dtype == torch.bfloat16 for p in ports)
     result = _check(spec, workload, lanes, 2_000)
     assert lanes.graph and result.passed and result.padded_requests > 0
+
+
+def test_a_forward_that_prints_on_every_request_is_told_from_one_that_printed_once(make_cfg, tmp_path):
+    """On CUDA the second probe forward tells them apart: a lazy initialisation's notice is no
+    cost per request."""
+    said = {}
+    for name in ("Printing", "PrintOnce"):
+        result = run_job(make_cfg(*QUICK, *FAULTY, f"model.module._target_=tests.io_models.{name}",
+                                  "~model.module.features", "+model.module.features=8",
+                                  "~model.inputs.input", "++model.inputs={x: {shape: [8]}}"),
+                         JobInfo(output_dir=tmp_path / name))
+        assert result["status"] == "ok", result["reason"]
+        said[name] = [w for w in result["warnings"] if " print" in w]
+    assert said["Printing"] and said["Printing"][0].startswith("model Printing: its forwards print 18 characters")
+    assert said["PrintOnce"] == []

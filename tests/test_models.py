@@ -672,7 +672,9 @@ inputs: {x: {shape: [8]}}
     assert "layers" not in wide and wide.endswith("in forward); fix model.inputs and model.batch to what forward takes")
     # An input read on a statement's second line, or by an inner module under its own name (h
     # for x), is read: the inputs' message alone.
-    for name in ("SplitCall", "Wrapper"):
+    # So is one read out of **kwargs; and a local with no storage to ask for (a sparse tensor)
+    # leaves the message as it was (asking had raised in its place).
+    for name in ("SplitCall", "Wrapper", "Kwargs", "SparseLocal"):
         other = _refusal(make_cfg, model_dir, tmp_path / name, name.lower(),
                          text.replace("Misfit", name).replace("[8]", "[9]"))
         assert other.startswith(f"model.inputs (x float [4, 9]) do not fit model {name} (mat1 and mat2 shapes"), other
@@ -1192,10 +1194,15 @@ inputs: {x: {shape: [8]}}
 """
     result = run_job(make_cfg(*QUICK, model_dir("printing", text), "model=printing"), JobInfo(output_dir=tmp_path))
     assert result["status"] == "ok"
-    said = [w for w in result["warnings"] if w.startswith("model Printing: its forward printed")]
-    assert said == ['model Printing: its forward printed 18 characters in one forward ("forward on (4, 8)"): every '
-                    "request prints as much, inside the timed passes, and the figures include the writes; remove the "
-                    "prints from forward to measure the model alone"]
-    assert capsys.readouterr().out.startswith("forward on (4, 8)\n")  # the first forward's print, shown as printed
+    said = [w for w in result["warnings"] if w.startswith("model Printing: its")]
+    assert said == ['model Printing: its first forward printed 18 characters ("forward on (4, 8)"): a forward that '
+                    "prints on every request does so inside the timed passes, and the figures include the writes; "
+                    "remove the prints from forward to measure the model alone"]
+    assert capsys.readouterr().out.startswith("forward on (4, 8)\n")  # written through as it was printed
     quiet = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path / "quiet"))
     assert not [w for w in quiet["warnings"] if "printed" in w]
+    # The stream is the real one meanwhile: a forward that reads its buffer runs (a StringIO in
+    # its place had failed it).
+    user = run_job(make_cfg(*QUICK, model_dir("user", text.replace("Printing", "StreamUser")), "model=user"),
+                   JobInfo(output_dir=tmp_path / "user"))
+    assert user["status"] == "ok", user["reason"]
