@@ -39,7 +39,7 @@ from typing import Any, Optional
 
 import torch
 
-from runner.build import Workload
+from runner.build import Workload, storage_address
 from runner.errors import CaptureError, ConfigError
 from runner.inputs import Size, buckets
 from runner.spec import RunSpec
@@ -413,8 +413,7 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
     start = time.perf_counter()
     current = torch.cuda.current_stream(device)
     try:
-        for lane in lanes:
-            capture_lane(lane, buckets(spec.model), spec.warmup_iters, spec.copies_in_graph)
+        _capture_lanes(spec, lanes)
     except Exception as exc:
         # A failed capture leaves its stream current (graph.__exit__ raises before restoring).
         torch.cuda.set_stream(current)
@@ -440,6 +439,13 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
     eager = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
     _refuse_shared_eager_outputs(spec, workload, eager)
     return lanes_of(False, 0.0, eager, message)
+
+
+def _capture_lanes(spec: RunSpec, lanes: Sequence[Lane]) -> None:
+    """Each lane's graphs (a function of its own: after a failed capture no loop variable
+    of the caller's holds the failed lane, its graphs or its pools)."""
+    for lane in lanes:
+        capture_lane(lane, buckets(spec.model), spec.warmup_iters, spec.copies_in_graph)
 
 
 def _refuse_shared_eager_outputs(spec: RunSpec, workload: Workload, lanes: Sequence[Lane]) -> None:
@@ -471,12 +477,12 @@ def _refuse_shared_outputs(spec: RunSpec, workload: Workload, outputs: Sequence[
     tuples): the lanes' graphs, replaying at once on their streams, would write it over each
     other's responses. Refused by name. Not an empty leaf (no memory: address 0 in every lane)
     nor a parameter of the model (read, never written: nothing to race on)."""
-    parameters = {p.untyped_storage().data_ptr() for p in workload.model.parameters()}
+    parameters = {storage_address(p) for p in workload.model.parameters()} - {None}  # None: a wrapper subclass's
     owner: dict[int, int] = {}
     for lane, tuples in zip(lanes, outputs, strict=True):
         for outs in tuples:
             for path, out in zip(lane.out_paths, outs, strict=False):
-                if out.numel() == 0 or out.untyped_storage().data_ptr() in parameters:
+                if out.numel() == 0 or storage_address(out) in parameters:
                     continue
                 first = owner.setdefault(out.data_ptr(), lane.index)
                 if first != lane.index:
