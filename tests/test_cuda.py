@@ -124,8 +124,10 @@ def test_shared_pool_race_is_caught_by_the_same_check(make_cfg):
     assert _check(spec, workload, lanes, 2_000).passed
 
 
-@pytest.mark.parametrize("staging", ["direct-2", "copy-1", "copy-thread-2"])
+@pytest.mark.parametrize("staging", ["direct-2", "copy-1", "copy-thread-2", "direct-3-in-graph", "copy-thread-2-in-graph"])
 def test_a_slot_rewritten_before_its_event_completed_is_caught_by_the_same_check(make_cfg, staging):
+    # In the graph too: its H2D reads the pinned slot when it replays, so a slot rewritten
+    # before then serves another request's bytes (token ids of the same vocabulary: no fault).
     # tiny_llm: compute (~0.6 ms a request) outlasts the host's enqueue, so copies queue up.
     spec, workload, lanes = _setup(make_cfg, "model=tiny_llm", "streams=4", *STAGING[staging])
     ports = _ports(lanes)
