@@ -506,6 +506,16 @@ def _input_dtype_fault(spec: RunSpec, model: nn.Module, args: dict[str, torch.Te
     the run into fp32 under a bf16 label: the dtype= message then says so)."""
     if not DTYPE_WORDS.search(reason):
         return
+    try:
+        _name_input_dtype_fault(spec, model, args, reason, exc)
+    except _ProbeStopped:
+        # The first forward's time limit ran out in a retry (a slow model): no diagnosis, and
+        # the error is said as it was, not as the limit's "ran without ending".
+        return
+
+
+def _name_input_dtype_fault(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor], reason: str,
+                            exc: Exception) -> None:
     run = spec.torch_dtype
     for inp in spec.model.inputs:
         if inp.kind != "float" or inp.dtype is None or args[inp.name].dtype == run:

@@ -381,3 +381,19 @@ class SparseLocal(SplitCall):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         adjacency = torch.eye(2).to_sparse()  # noqa: F841 - a local of the failing frame
         return self.first(x)
+
+
+class SlowInFp32(nn.Module):
+    """Refuses anything but fp32 at once, and takes half a second when it runs."""
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(features, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            raise TypeError(f"needs float32, got {x.dtype}")
+        import time
+
+        time.sleep(0.5)
+        return self.linear(x.to(self.linear.weight.dtype))

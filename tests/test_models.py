@@ -1155,6 +1155,21 @@ inputs: {x: {shape: [8]}}
                 JobInfo(output_dir=tmp_path / "bf16"))
 
 
+def test_a_time_limit_that_runs_out_in_a_dtype_retry_leaves_the_error_as_it_was(make_cfg, model_dir):
+    """The first forward failed at once on its dtype; a retry of it in another dtype outran the
+    first forward's time limit, whose refusal ("ran without ending") had replaced the error."""
+    from runner.build import ProbeLimit, build
+
+    text = """
+module: {_target_: tests.io_models.SlowInFp32}
+batch: 4
+inputs: {x: {shape: [8]}}
+"""
+    spec = resolve(make_cfg(*QUICK, model_dir("slow32", text), "model=slow32", "dtype=bf16"))
+    with pytest.raises(ConfigError, match=r"^dtype=bf16: model SlowInFp32 cannot run in bf16 on cpu \(needs float32"):
+        build(spec, ProbeLimit(0.1, lambda ran_s: "the limit's refusal"))
+
+
 def test_an_own_dtype_on_an_input_that_is_not_float_is_a_notice_and_bf16_needs_the_gpu_to_have_it(make_cfg, model_dir):
     spec = resolve(make_cfg("device=cpu", "model.inputs.x.kind=int", "model.inputs.x.high=4", "model.inputs.x.dtype=fp16"))
     assert "model.inputs.x.dtype=fp16: only inputs of kind float use it (this one is int): not used" in spec.notices
