@@ -98,6 +98,15 @@ def _recorded(config: dict[str, Any], path: str) -> Any:
     return node
 
 
+def _with_defaults(inputs: Any) -> Any:
+    """Each input with every key the schema gives it: one recorded before a key existed (an
+    input's own dtype) ran as its default does. Anything but a map of maps, as it is."""
+    if not isinstance(inputs, dict):
+        return inputs
+    return {name: {**{k: recorded_default(f"model.inputs.{name}.{k}") for k in keys_under(f"model.inputs.{name}")}, **inp}
+            if isinstance(inp, dict) else inp for name, inp in inputs.items()}
+
+
 def identity(result: dict[str, Any]) -> str:
     """What was asked for, as a stable key: the model with its arguments and input, and the
     settings that define the experiment (not the measurement budget, seed or outputs)."""
@@ -109,11 +118,7 @@ def identity(result: dict[str, Any]) -> str:
         "module": model.get("module"),
         "batch": model.get("batch"),
         "seq": model.get("seq"),
-        # Each input with every key the schema gives it: one recorded before a key existed
-        # (an input's own dtype) ran as its default does.
-        "inputs": {name: {**{k: recorded_default(f"model.inputs.{name}.{k}") for k in keys_under(f"model.inputs.{name}")},
-                          **inp} if isinstance(inp, dict) else inp
-                   for name, inp in model["inputs"].items()} if isinstance(model.get("inputs"), dict) else model.get("inputs"),
+        "inputs": _with_defaults(model.get("inputs")),
         "outputs": _recorded(config, "model.outputs"),
         "sizes": _recorded(config, "model.sizes"),
         "copies_in_graph": _recorded(config, "capture.copies_in_graph"),

@@ -709,6 +709,7 @@ def resolve(
     import torch
 
     config = validate(cfg)
+    model = model_spec(config, OmegaConf.to_container(cfg.model.module, resolve=True))  # type: ignore[arg-type]
     count = (cuda_count or torch.cuda.device_count)()
     notices: list[str] = unused_input_settings(config)
 
@@ -723,9 +724,9 @@ def resolve(
     if device.startswith("cuda"):
         supported = bf16_supported or (lambda d: torch.cuda.is_bf16_supported())
         _check(dtype != "bf16" or supported(device), f"dtype=bf16: {device} cannot run bf16; use dtype=fp16 or fp32")
-        for arg, inp in config.model.inputs.items():
-            _check(inp.dtype is None or inp.dtype.value != "bf16" or inp.kind.value != "float" or supported(device),
-                   f"model.inputs.{arg}.dtype=bf16: {device} cannot run bf16; use fp16 or fp32")
+        for inp in model.inputs:  # a float input's own dtype (InputSpec.dtype is None for the other kinds)
+            _check(inp.dtype != "bf16" or supported(device),
+                   f"model.inputs.{inp.name}.dtype=bf16: {device} cannot run bf16; use fp16 or fp32")
 
     streams, graph, pinned = config.streams, config.graph, config.pinned
     # torch.cuda.Stream() hands out streams from a pool of 32 per device: lanes past it would
@@ -815,7 +816,7 @@ def resolve(
         notices.append(f"timestamps={config.timestamps.value}: written from the latency pass, which {why} does not "
                        "run: no timestamps file")
     return RunSpec(
-        model=model_spec(config, OmegaConf.to_container(cfg.model.module, resolve=True)),  # type: ignore[arg-type]
+        model=model,
         device=device,
         dtype=dtype,
         tf32=tf32,

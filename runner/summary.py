@@ -505,7 +505,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         warnings.append(f"{m.steady_state_allocations} device allocations during the timed graph passes")
     if m.buffers_moved:
         warnings.append("a static buffer changed address during the run")
-    for key in figure_keys():  # a figure not measured is null, never missing (reading it raised KeyError)
+    for key in FIGURE_KEYS:  # a figure not measured is null, never missing (reading it raised KeyError)
         fig.setdefault(key, None)
     return Summary(fig, warnings, notes)
 
@@ -515,11 +515,7 @@ SERVER_KEYS = ("server_max_rate", "baseline_server_max_rate", "server_max_rate_v
 SINGLE_STREAM_KEYS = ("single_stream_latency_us", "baseline_single_stream_latency_us", "single_stream_speedup")
 
 
-def figure_keys() -> list[str]:
-    """The headline figures every result holds, whatever its scenario and device: null where not
-    measured (a latency pass the budget skipped, no baseline, the CPU's ceiling, the closed-loop
-    passes of a load scenario, the other device's names of the latency stages), so a script that
-    reads one key over many results never meets a KeyError."""
+def _figure_keys() -> tuple[str, ...]:
     keys = list(THROUGHPUT_KEYS)
     for prefix in ("throughput", "baseline", "ceiling"):
         keys += [f"{prefix}_{k}" for k in ("requests_per_s", "samples_per_s", "requests_per_s_repeats", "cv", "requests")]
@@ -529,7 +525,14 @@ def figure_keys() -> list[str]:
     keys += [f"latency_{stage}_us" for stage in {**STAGES, **HOST_STAGES}] + ["latency_clock"]
     keys += [f"check_{k}" for k in ("requests", "mismatches", "same_responses", "padded_requests", "max_rel_err",
                                     "tolerance_rel", "bad_requests", "nonfinite_requests")]  # null with check=false
-    return list(dict.fromkeys(keys + list(SINGLE_STREAM_KEYS) + list(SERVER_KEYS)))
+    return tuple(dict.fromkeys(keys + list(SINGLE_STREAM_KEYS) + list(SERVER_KEYS)))
+
+
+# The headline figures every result holds, whatever its scenario and device: null where not
+# measured (a latency pass the budget skipped, no baseline, the CPU's ceiling, the closed-loop
+# passes of a load scenario, the other device's names of the latency stages), so a script that
+# reads one key over many results never meets a KeyError.
+FIGURE_KEYS = _figure_keys()
 
 
 def _p99_basis(n: int) -> str:

@@ -3,6 +3,8 @@ dataclasses, None leaves, a leaf that is not a tensor, a batch-dependent computa
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -357,8 +359,6 @@ class StreamUser(Printing):
     """Reads the stream's own attributes in forward (its binary buffer, whether it is a tty)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import sys
-
         sys.stdout.buffer.flush()
         sys.stdout.isatty()
         return self.linear(x)
@@ -393,7 +393,5 @@ class SlowInFp32(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32:
             raise TypeError(f"needs float32, got {x.dtype}")
-        import time
-
         time.sleep(0.5)
         return self.linear(x.to(self.linear.weight.dtype))
