@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import re
 
 import pytest
@@ -12,7 +11,7 @@ from runner import schedule
 from runner.build import build
 from runner.check import check_schedule
 from runner.errors import CaptureError, ConfigError
-from runner.job import JobInfo, run_job
+from runner.job import JobInfo, _release_memory, run_job
 from runner.lanes import build_lanes
 from runner.spec import resolve
 
@@ -247,9 +246,10 @@ def test_a_device_that_does_not_exist_is_refused(make_cfg):
 
 
 def test_graph_job_reports_setup_apart_from_steady_state(make_cfg, tmp_path):
-    # Lanes an earlier test built hold reference cycles (slot <-> lane): collected inside this
-    # job (it collects before its passes), they had read as memory this job returned twice.
-    gc.collect()
+    # Start from what the job leaves behind: lanes an earlier test built hold reference cycles
+    # (slot <-> lane), and cuBLAS keeps a workspace for every stream an earlier test used; the
+    # job collects the one and clears the other, which had read as memory it returned twice.
+    _release_memory("cuda")
     allocated_before = torch.cuda.memory_allocated()
     result = run_job(make_cfg(*QUICK, "streams=4", "capture.copies_in_graph=false"), JobInfo(output_dir=tmp_path))
     f = result["figures"]
