@@ -414,8 +414,11 @@ def test_without_the_fork_server_each_job_starts_a_fresh_interpreter(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
+    # A search path of the user's (how a model of their own is plugged in): the launcher's record
+    # of the dead job had lacked it, and resume then refused the folder as another job's.
+    (tmp_path / "conf").mkdir()
     args = [*TINY, *FAULTY, "model.module._target_=tests.faulty_models.DieAfter",
-            "+model.module.calls=1000000,60,2000000", "hydra.sweep.dir=sw"]
+            "+model.module.calls=1000000,60,2000000", "hydra.sweep.dir=sw", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
     done = sweep(args, tmp_path)
     assert done.returncode == 1, done.stderr[-2000:]
     by_num = results(tmp_path / "sw")
@@ -426,6 +429,8 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
         "[runner] status: FAILED: the job's process died: killed by SIGKILL (exit -9); nothing else in the sweep was affected")
     assert "status: ok" in (tmp_path / "sw" / "0" / "runner.log").read_text()
     assert by_num[1]["mode"] == "eager x1 pageable direct/1" and by_num[1]["model"] == "DieAfter"  # what it was running
+    assert by_num[1]["job"]["config_origin"] == by_num[0]["job"]["config_origin"] == [
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
     assert by_num[2]["figures"]["throughput_requests_per_s"] > 0  # the job after the crash ran fully
     assert [r["status"] for r in table(tmp_path / "sw")] == ["ok", "failed", "ok"]
 

@@ -419,7 +419,7 @@ class RunnerLauncher(Launcher):
 
     # --- finishing jobs ----------------------------------------------------------------
     def _finish(self, job: _Job, code: int, interrupted: bool = False, how: str = "Ctrl-C") -> JobReturn:
-        from runner.record import CONFLICT_FILE, read_result  # no torch: the launcher never imports it
+        from runner.record import CONFLICT_FILE, config_origin, read_result  # no torch: the launcher never imports it
 
         if job.console is not None:
             job.console.close()
@@ -454,6 +454,10 @@ class RunnerLauncher(Launcher):
                 multirun=True,
                 num=job.idx,
                 sweep_dir=os.path.abspath(str(job.config.hydra.sweep.dir)),  # the launcher never changes folder
+                # What chose the config besides the overrides, as the job's own record has it:
+                # without it a resume (or a rerun) of a --config-name sweep took this record for
+                # another job's and refused the folder.
+                origin=config_origin(job.config.hydra),
             )
             result = record_outside(task_cfg, info, status, reason, device_slot=job.slot)
         ret = JobReturn(overrides=job.overrides, working_dir=str(job.output_dir), task_name="runner")
