@@ -437,7 +437,10 @@ def build_lanes(spec: RunSpec, workload: Workload) -> Lanes:
     lanes = ()
     gc.collect()
     eager = tuple(_make_lane(i, spec, workload, device) for i in range(spec.streams))
-    _refuse_shared_eager_outputs(spec, workload, eager)
+    try:
+        _refuse_shared_eager_outputs(spec, workload, eager)
+    except ConfigError as exc:  # the capture's failure first: it is why eager was tried
+        raise ConfigError(f"{message}; its eager fallback (capture.fallback_eager=true) is refused too: {exc}") from None
     return lanes_of(False, 0.0, eager, message)
 
 

@@ -264,6 +264,15 @@ class OwnOutput(Healthy):
         return self.out.copy_(y)
 
 
+class OwnOutputSyncs(OwnOutput):
+    """OwnOutput that reads a value back to the host in every forward: its capture fails, and
+    its eager fallback over several streams would race on the one buffer."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        float(input.sum())  # a host sync: not allowed while a stream captures
+        return super().forward(input)
+
+
 class SkewedComputeGraph(Healthy):
     """Right eagerly and in its slots' graphs, one off in the first capture of every `period`:
     with the copies in the graph (a lane's compute graph, then one graph per slot, in turn),

@@ -582,6 +582,13 @@ def test_a_model_returning_its_own_buffer_is_refused_before_its_graphs_race(make
     assert eager["status"] == "ok", eager["reason"]  # a model of new tensors runs over several streams
     one = run_job(make_cfg(*QUICK, *planted, "streams=1"), JobInfo(output_dir=tmp_path / "one"))
     assert one["status"] == "ok", one["reason"]
+    # A capture that failed first: the refusal of its eager fallback says why eager was tried.
+    syncs = [o.replace("OwnOutput", "OwnOutputSyncs") for o in planted]
+    with pytest.raises(ConfigError, match=r"^capture of model OwnOutputSyncs into a CUDA graph failed: .+; its eager "
+                                          r"fallback \(capture.fallback_eager=true\) is refused too: model OwnOutputSyncs: "
+                                          r"output 'output' is one buffer of the model's own, the same in every stream's forward"):
+        run_job(make_cfg(*QUICK, *syncs, "streams=2", "capture.fallback_eager=true"), JobInfo(output_dir=tmp_path / "fb"))
+    assert not (tmp_path / "fb" / "result.json").exists()
 
 
 def test_every_lane_of_32_streams_gets_its_own_stream(make_cfg):
