@@ -73,7 +73,7 @@ METHOD = {
         "of their mean is under measure.stdrel or the budget ends (then the ceiling's and the "
         "baseline's passes, each block after a short warm-up; measure.interleave=true alternates "
         "them per repeat); cv = stdev / mean of the passes; samples/s counts real samples (padding "
-        "rows excluded). After a step in the host's speed (every pass before it more than 5% and 4 "
+        "rows excluded; the median of the passes' own samples/s). After a step in the host's speed (every pass before it more than 5% and 4 "
         "cv off the mean of the passes after it, which are at least max(3, measure.min_repeats) "
         "and half of all; and the host canary's speed moved the same way, by at least 5% and half "
         "as much), the throughput's median, cv and stopping rule use the passes after the step: "
@@ -84,8 +84,8 @@ METHOD = {
     "speedup_vs_baseline": (
         "median runner requests/s / median baseline requests/s (with measure.interleave=true: "
         "the median over repeats of the ratio of the two passes run back to back, its interval "
-        "from the spread of those ratios); with buckets in samples/s, each side's of the sizes its "
-        "passes served"
+        "from the spread of those ratios); with buckets in samples/s, each side's the median of its "
+        "passes' own samples/s (the sizes each pass served over its time)"
     ),
     "ceiling": (
         "the compute alone (the lanes' compute graphs, checked against eager: by the requests' check, "
@@ -93,8 +93,9 @@ METHOD = {
         "replayed back to back across the streams, no copies; the host waits only to keep at most three "
         "strides of replays queued"
     ),
-    "efficiency_vs_ceiling": "throughput_requests_per_s / ceiling_requests_per_s (with buckets, samples/s, each "
-                             "side's of the sizes its passes served)",
+    "efficiency_vs_ceiling": ("throughput_requests_per_s / ceiling_requests_per_s (with buckets, samples/s, each "
+                              "side's the median of its passes' own; with measure.interleave=true the median over "
+                              "repeats of the ratio of the two passes run back to back, as the speedup's)"),
     "latency": (
         "a separate pass of measure.latency_requests with CUDA events before the H2D copy, after it, "
         "after compute and after the D2H copy of every request, all slots in flight"

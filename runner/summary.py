@@ -30,14 +30,27 @@ def _rates(passes: list[Pass]) -> list[float]:
     return [requests / seconds for requests, seconds in passes]
 
 
-def _rate_figures(prefix: str, passes: list[Pass], batch: int, start: int = 0) -> dict[str, Any]:
+def _sample_rates(passes: list[Pass], samples: list[int]) -> Optional[list[float]]:
+    """Each pass's samples/s (the samples it served over its own time); None where the passes
+    did not record what they served."""
+    if not passes or len(samples) != len(passes):
+        return None
+    return [k / seconds for (_, seconds), k in zip(passes, samples, strict=True)]
+
+
+def _rate_figures(prefix: str, passes: list[Pass], batch: float, start: int = 0,
+                  samples: Optional[list[int]] = None) -> dict[str, Any]:
     rates = _rates(passes)
     if not rates:
         return {}
     rps = median(rates[start:])
+    # With buckets each pass serves its own mix of sizes: the median of the passes' own
+    # samples/s, the figures the ratios' intervals are drawn from (the median of requests/s
+    # times the pooled mean batch had put a ratio off the centre of its own interval).
+    sample_rates = _sample_rates(passes, samples or [])
     figures = {
         f"{prefix}_requests_per_s": rps,
-        f"{prefix}_samples_per_s": rps * batch,
+        f"{prefix}_samples_per_s": median(sample_rates[start:]) if sample_rates else rps * batch,
         f"{prefix}_requests_per_s_repeats": rates,
         f"{prefix}_cv": cv(rates[start:]),
         f"{prefix}_requests": sum(r for r, _ in passes),
@@ -318,9 +331,9 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         return sum(samples[first:]) / served if served and len(samples) == len(passes) else batch
 
     throughput_batch = served_batch(m.throughput, m.throughput_samples, start)
-    fig.update(_rate_figures("throughput", m.throughput, throughput_batch, start))
-    fig.update(_rate_figures("baseline", m.baseline, served_batch(m.baseline, m.baseline_samples)))
-    fig.update(_rate_figures("ceiling", m.ceiling, served_batch(m.ceiling, m.ceiling_samples)))
+    fig.update(_rate_figures("throughput", m.throughput, throughput_batch, start, m.throughput_samples))
+    fig.update(_rate_figures("baseline", m.baseline, served_batch(m.baseline, m.baseline_samples), 0, m.baseline_samples))
+    fig.update(_rate_figures("ceiling", m.ceiling, served_batch(m.ceiling, m.ceiling_samples), 0, m.ceiling_samples))
     # The speedup and the efficiency compare work done: with buckets, samples/s of what each kind
     # served (its requests/s are of another mix; the same divisor a pass without buckets), pass by
     # pass for their intervals.
@@ -329,7 +342,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     unit = "samples" if mixed else "requests"
 
     def per_pass(passes: list[Pass], samples: list[int]) -> list[float]:
-        return [k / sec for (_, sec), k in zip(passes, samples, strict=True)] if mixed else _rates(passes)
+        return (_sample_rates(passes, samples) or []) if mixed else _rates(passes)
 
     work = per_pass(m.throughput, m.throughput_samples)
     if m.baseline and m.throughput:
@@ -345,9 +358,18 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             fig["speedup_vs_baseline"] = fig[f"throughput_{unit}_per_s"] / fig[f"baseline_{unit}_per_s"]
             fig.update(ratio_figures("speedup_vs_baseline", fig["speedup_vs_baseline"], work[start:], base))
     if m.ceiling and m.throughput:
-        fig.update(ratio_figures("efficiency_vs_ceiling",
-                                 fig[f"throughput_{unit}_per_s"] / fig[f"ceiling_{unit}_per_s"],
-                                 work[start:], per_pass(m.ceiling, m.ceiling_samples)))
+        ceiling = per_pass(m.ceiling, m.ceiling_samples)
+        if spec.measure.interleave:
+            # Paired as the speedup is: each ceiling pass ran beside its throughput pass, in the
+            # same state of the host (the throughput's steady passes against every ceiling pass
+            # had compared two windows across a step).
+            paired = [t / c for t, c in zip(work, ceiling, strict=False)]
+            fig["efficiency_vs_ceiling_repeats"] = paired
+            fig.update(ratio_figures("efficiency_vs_ceiling", median(paired), paired))
+        else:
+            fig.update(ratio_figures("efficiency_vs_ceiling",
+                                     fig[f"throughput_{unit}_per_s"] / fig[f"ceiling_{unit}_per_s"],
+                                     work[start:], ceiling))
 
     if m.latency is not None:
         stages = STAGES if spec.is_cuda else HOST_STAGES

@@ -958,6 +958,30 @@ def test_interleaved_passes_judge_the_speedup_by_the_spread_of_their_pairs(make_
     assert high - low < 0.5  # the rates' own spread (27% cv) would have made it 6 wide
 
 
+def test_interleaved_passes_judge_the_efficiency_by_its_pairs_across_a_step(make_cfg):
+    """Each ceiling pass ran beside its throughput pass: across a step in the host's speed the
+    throughput's steady passes against every ceiling pass had read 0.60 where every pair is 0.50."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg("measure=quick", "measure.interleave=true", "measure.min_repeats=3"), cuda_count=lambda: 1)
+    m = Measurement(throughput=[(r, 1.0) for r in (100, 101, 99, 150, 151, 149)],
+                    ceiling=[(r, 1.0) for r in (200, 202, 198, 300, 302, 298)],
+                    baseline=[(r, 1.0) for r in (50, 50.5, 49.5, 75, 75.5, 74.5)],
+                    host_canary_s=[2e-4] * 3 + [1.33e-4] * 3)  # the host 1.5x faster from pass 4
+    f = summarize_measurement(spec, m).figures
+    assert f["throughput_steady_from_repeat"] == 4  # the step is found
+    assert f["efficiency_vs_ceiling"] == pytest.approx(0.5)
+    assert f["efficiency_vs_ceiling_repeats"] == pytest.approx([0.5] * 6)
+    low, high = f["efficiency_vs_ceiling_interval"]
+    assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
+    assert f["speedup_vs_baseline"] == pytest.approx(2.0)
+    # In blocks the ceiling's passes ran apart: the ratio of the medians, as before.
+    blocks = resolve(make_cfg("measure=quick", "measure.min_repeats=3"), cuda_count=lambda: 1)
+    f = summarize_measurement(blocks, Measurement(throughput=[(150, 1.0)] * 3, ceiling=[(200, 1.0)] * 3)).figures
+    assert f["efficiency_vs_ceiling"] == pytest.approx(0.75) and "efficiency_vs_ceiling_repeats" not in f
+
+
 def test_after_a_step_the_repeats_go_on_until_the_passes_after_it_are_enough():
     """The stopping rule judges the steady passes: a step does not end the repeats early (five
     passes across a step are never "stable"), nor keep them going once the level after it is known."""
@@ -1259,7 +1283,9 @@ def test_each_pass_goes_on_in_the_plan_where_the_one_before_ended(make_cfg, monk
     assert out.throughput_samples[1] == sum(batches[(done[0] + i) % len(plan)] for i in range(done[1]))
     f = summarize_measurement(spec, out).figures
     assert f["throughput_samples_per_request"] == pytest.approx(sum(out.throughput_samples) / sum(done))
-    assert f["throughput_samples_per_s"] == pytest.approx(f["throughput_requests_per_s"] * f["throughput_samples_per_request"])
+    # samples/s: the median of the passes' own (each served its own part of the plan).
+    assert f["throughput_samples_per_s"] == pytest.approx(
+        statistics.median(k / sec for (_, sec), k in zip(out.throughput, out.throughput_samples, strict=True)))
     assert f["samples_per_request"] == pytest.approx(sum(batches) / len(batches))  # the plan's: alike across jobs
     assert "check_requests" in f and f["check_requests"] is None  # check=false: null, never missing
 
@@ -1379,6 +1405,15 @@ def test_with_buckets_the_speedup_and_efficiency_compare_samples_each_kind_serve
     assert f["speedup_vs_baseline"] == pytest.approx(4.0) and f["efficiency_vs_ceiling"] == pytest.approx(0.5)
     low, high = f["speedup_vs_baseline_interval"]
     assert low < 4.0 < high and not f["speedup_vs_baseline_within_noise"]
+    # Passes of different mixes at one speed in samples (800/s, 400/s): the ratio is the one its
+    # interval is drawn from. The median of requests/s times the pooled mean batch had read 600
+    # samples/s and a speedup of 1.5, "beyond noise", outside its own interval.
+    mixes = Measurement(throughput=[(100, 1.0), (200, 1.0), (100, 1.0)], throughput_samples=[800] * 3,
+                        baseline=[(50, 1.0)] * 3, baseline_samples=[400] * 3, samples_per_request=7.5)
+    f = summarize_measurement(spec, mixes).figures
+    assert f["throughput_samples_per_s"] == pytest.approx(800) and f["speedup_vs_baseline"] == pytest.approx(2.0)
+    low, high = f["speedup_vs_baseline_interval"]
+    assert low == pytest.approx(2.0) and high == pytest.approx(2.0)
     # Passes that did not record what they served: requests/s, as before.
     m.baseline_samples = []
     f = summarize_measurement(spec, m).figures

@@ -783,8 +783,10 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
     assert result["model_io"]["plan_requests"] >= 16 and "request_sizes" not in result["model_io"]
     # Real samples per request: the mean of 3, 8 and 12 as drawn, never the bucket's 16.
     assert 3 < f["samples_per_request"] < 12 and 3 <= f["throughput_samples_per_request"] <= 12
-    # samples/s counts the requests the passes served (a short pass serves part of the plan).
-    assert f["throughput_samples_per_s"] == pytest.approx(f["throughput_samples_per_request"] * f["throughput_requests_per_s"])
+    # samples/s counts the real samples the passes served (3 to 12 a request, never the bucket's
+    # 16; the median of the passes' own: tests/test_job_cpu.py has it exactly).
+    rates = f["throughput_requests_per_s_repeats"]
+    assert 3 * min(rates) <= f["throughput_samples_per_s"] <= 12 * max(rates)
     assert f["padding_waste"] == 0.0  # the CPU runs eager: every request at its real size
     assert set(f["buckets"]) <= {"4", "8", "16"} and sum(b["requests"] for b in f["buckets"].values()) == f["latency_e2e_us"]["n"]
     assert f["check_mismatches"] == 0
