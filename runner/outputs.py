@@ -54,6 +54,14 @@ def empty_paths(value: Any, path: str = "") -> list[str]:
     return [p for name, _, child in children for p in empty_paths(child, f"{path}.{name}" if path else name)]
 
 
+def none_paths(value: Any, path: str = "") -> list[str]:
+    """Paths of the None leaves in an output (skipped: nothing of them is kept)."""
+    if value is None:
+        return [path or "output"]
+    children = _children(value) or []
+    return [p for name, _, child in children for p in none_paths(child, f"{path}.{name}" if path else name)]
+
+
 def why_empty(path: str) -> str:
     hint = ""
     if path.rpartition(".")[2] == "attentions":
@@ -63,7 +71,7 @@ def why_empty(path: str) -> str:
 
 
 def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str],
-           empty: Sequence[str] = ()) -> list[tuple[str, tuple[Step, ...], Any]]:
+           empty: Sequence[str] = (), none: Sequence[str] = ()) -> list[tuple[str, tuple[Step, ...], Any]]:
     """The leaves named by `keep` (a path, or a prefix of paths: 'hidden_states' keeps them all)."""
     if not keep:
         return found
@@ -72,6 +80,9 @@ def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str],
         match = [leaf for leaf in found if leaf[0] == want or leaf[0].startswith(want + ".")]
         if not match and want in empty:
             raise ConfigError(f"model.outputs: {why_empty(want)}")
+        if not match and want in none:
+            raise ConfigError(f"model.outputs: output {want!r} is None (the model returned no tensor there; None "
+                              "leaves are skipped); keep another output, or make forward return a tensor there")
         if not match:
             available = ", ".join(path for path, _, _ in found) or "none"
             raise ConfigError(f"model.outputs: no output {want!r}; the model's outputs are: {available}")
@@ -104,7 +115,7 @@ class OutputPlan:
 def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
     """Find the leaves of one forward's output; refuse a kept leaf that is not a tensor."""
     empty = empty_paths(out)
-    found = select(leaves(out), keep, empty)
+    found = select(leaves(out), keep, empty, none_paths(out))
     for path, _, value in found:
         if not isinstance(value, torch.Tensor):
             tensors = [p for p, _, v in found if isinstance(v, torch.Tensor)]

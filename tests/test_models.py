@@ -154,6 +154,11 @@ inputs:
     assert result["status"] == "ok", result["reason"]
     assert result["model_io"]["outputs"] == ["first"]
     assert result["model_io"]["inputs"]["scale"]["kind"] == "int"
+    # The None field asked for by name: said to be None, not missing from a list without it.
+    spec = resolve(make_cfg(*QUICK, model_dir("dc", text), "model=dc", "model.outputs=[second]"))
+    with pytest.raises(ConfigError, match=r"^model.outputs: output 'second' is None \(the model returned no tensor "
+                                          r"there; None leaves are skipped\); keep another output"):
+        build(spec)
 
 
 def test_an_lstm_answers_a_tuple_holding_a_tuple(make_cfg, model_dir, tmp_path):

@@ -419,7 +419,8 @@ class RunnerLauncher(Launcher):
 
     # --- finishing jobs ----------------------------------------------------------------
     def _finish(self, job: _Job, code: int, interrupted: bool = False, how: str = "Ctrl-C") -> JobReturn:
-        from runner.record import CONFLICT_FILE, config_origin, read_result  # no torch: the launcher never imports it
+        # No torch: the launcher never imports it.
+        from runner.record import CONFLICT_FILE, config_origin, read_result
 
         if job.console is not None:
             job.console.close()
