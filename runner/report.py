@@ -3,8 +3,8 @@
     python -m runner.report DIR [DIR ...] [--out OUT] [--no-plots]
 
 DIR is a sweep folder (its job folders are read), a single run folder, or any folder holding
-run folders. Writes sweep.csv, sweep.md and the plots into OUT (default: the first DIR) and
-prints the table.
+run folders. Writes sweep.csv, sweep.md and the plots into OUT (default: the DIR, when one is
+given and it is not one run's own folder) and prints the table.
 """
 
 from __future__ import annotations
@@ -807,8 +807,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     # A run's own folder holds its result, log and .hydra/: sweep files written there made it
     # look like a sweep's folder (and a later report over its parent listed them as one).
     own_run = args.out is None and _is_run_folder(out)
+    # Several folders: the first one's own table and plots (a sweep's) had been replaced by the
+    # combined ones, beside plots of its own that were not redrawn.
+    several = args.out is None and len({d.resolve() for d in args.dirs}) > 1
     written, unwritable = [], ""
-    if not own_run:
+    if not own_run and not several:
         try:
             written = write_report(rows, out, plots=not args.no_plots, more_notes=unstarted)
         except OSError as exc:  # a read-only sweep folder: the table still comes out
@@ -822,6 +825,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if own_run:
         print(f"not written: {out} is one run's folder; give --out DIR to write sweep.csv, sweep.md and the plots")
+    elif several:
+        print(f"not written: {len(args.dirs)} folders given, and {out}'s own table stays its own; give --out DIR to "
+              "write the combined sweep.csv, sweep.md and plots")
     else:
         print(f"written: {', '.join(str(p) for p in written)}")
     bad = failures(rows)

@@ -1044,7 +1044,7 @@ def test_compare_and_report_say_what_they_left_out_and_refuse_bad_options(sweep_
     assert "give the folder that holds a result.json" in capsys.readouterr().err
 
 
-def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_path):
+def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_path, capsys):
     import shutil
 
     for name in ("a", "b"):
@@ -1057,6 +1057,14 @@ def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_p
     for name, num in (("a0", "0"), ("b0", "0"), ("a1", "1")):
         shutil.copytree(sweep_dir / num, tmp_path / "together" / name)
     assert [r.job for r in report.collect([tmp_path / "together"])] == ["a0", "a1", "b0"]
+    # Two sweeps without --out: printed, and neither sweep's own table replaced by the combined one.
+    (tmp_path / "a" / "sweep.md").write_text("a's own table\n")
+    assert report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots"]) == 0
+    assert (tmp_path / "a" / "sweep.md").read_text() == "a's own table\n" and not (tmp_path / "b" / "sweep.md").exists()
+    said = capsys.readouterr().out
+    assert "a/1" in said and "not written: 2 folders given" in said and "give --out DIR" in said
+    assert report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots", "--out", str(tmp_path / "both")]) == 0
+    assert (tmp_path / "both" / "sweep.md").read_text().count("| ok ") == 4
     with open(tmp_path / "out.csv", "w") as f:
         f.write(report.csv_text(rows))
     with open(tmp_path / "out.csv") as f:
