@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 
@@ -133,10 +133,17 @@ def process_age_s() -> Optional[float]:
         return None
 
 
-def cpu_ticks() -> Optional[tuple[int, int]]:
-    """(busy, stolen) clock ticks of all CPUs since boot, from /proc/stat (Linux; None
-    elsewhere). Stolen: time a virtual machine's CPUs wanted to run and the hypervisor ran
-    something else."""
+class CpuTicks(NamedTuple):
+    busy: int  # clock ticks all CPUs were busy since boot, the hypervisor's steal time included
+    stolen: int  # of those, the steal time
+    own_s: float  # CPU seconds this process has run (all its threads)
+    at_s: float  # the monotonic clock when read
+
+
+def cpu_ticks() -> Optional[CpuTicks]:
+    """Busy and stolen clock ticks of all CPUs since boot, from /proc/stat (Linux; None
+    elsewhere), with this process's own CPU time beside them. Stolen: time a virtual
+    machine's CPUs wanted to run and the hypervisor ran something else."""
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()
@@ -145,7 +152,7 @@ def cpu_ticks() -> Optional[tuple[int, int]]:
     if not fields or fields[0] != "cpu" or len(fields) < 9:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    return user + nice + system + irq + softirq + steal, steal
+    return CpuTicks(user + nice + system + irq + softirq + steal, steal, time.process_time(), time.monotonic())
 
 
 def runnable_others(samples: int = 5, gap_s: float = 0.005) -> Optional[int]:
@@ -172,6 +179,18 @@ def stolen_fraction(before: Optional[tuple[int, int]], after: Optional[tuple[int
     if before is None or after is None or after[0] - before[0] < 10:  # too few ticks to tell
         return None
     return (after[1] - before[1]) / (after[0] - before[0])
+
+
+def others_cores(before: Optional[CpuTicks], after: Optional[CpuTicks]) -> Optional[tuple[float, float]]:
+    """(CPU seconds other processes ran between two `cpu_ticks`, the seconds between them): the
+    host's busy time less the hypervisor's and this process's own. A job slowed many times over
+    by another process reads a steady rate; this is what shows it (the clock ticks are 10 ms:
+    a share, not an exact figure, over a pass or more)."""
+    if before is None or after is None or after.at_s <= before.at_s:
+        return None
+    tick_s = 1 / os.sysconf("SC_CLK_TCK")
+    host_s = ((after.busy - after.stolen) - (before.busy - before.stolen)) * tick_s
+    return max(0.0, host_s - (after.own_s - before.own_s)), after.at_s - before.at_s
 
 
 CANARY_ITERATIONS = 2000  # about 0.1 ms of Python on a current core

@@ -30,6 +30,7 @@ from runner.plots import plot_load_curve
 from runner.progress import failing_in
 from runner.record import (
     BUSY_AT_START_SAID,
+    BUSY_DURING_SAID,
     CONFLICT_FILE,
     RESULT_FILE,
     SCHEMA,
@@ -168,6 +169,35 @@ def model_io(spec: RunSpec, workload: Any) -> dict[str, Any]:
 SLOW_DTYPE_RATIO = 4.0  # a dtype whose matrix multiplies run this many times slower than fp32's
 
 
+def _threads_needed(spec: RunSpec, env: dict[str, Any]) -> tuple[int, str]:
+    """The threads this job keeps busy, and whose they are, as its warnings say it."""
+    if spec.is_cuda:
+        return (2, "its submitting and copy threads") if spec.copy_thread else (1, "its submitting thread")
+    return env["torch_threads"], "torch's threads"
+
+
+# Other processes' CPU over the throughput passes, in cores beyond those this job leaves free,
+# that is said: the /proc/stat ticks are 10 ms, and quiet hosts read 0.004-0.008 cores (a 2-core
+# VM) and 0-0.1 (a 16-core GPU host, its driver's kernel threads among the others).
+OTHERS_MARGIN_CORES = 0.25
+
+
+def _busy_during_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
+    """Other processes that kept more cores busy during the throughput passes than this job
+    leaves free. The check at start sees only what runs then: a job another process slowed
+    300x from its middle on read "ok" at a steady rate, with no warning."""
+    env, figures = result["env"], result.get("figures") or {}
+    others, cores = figures.get("host_others_cores"), env.get("cpu_count")
+    if others is None or not cores:
+        return None
+    mine, whose = _threads_needed(spec, env)
+    if others <= max(0, cores - mine) + OTHERS_MARGIN_CORES:
+        return None
+    return (f"{BUSY_DURING_SAID}: they kept {others:.1f} of the host's {cores} cores busy on average "
+            f"(host_others_cores), beside this job's {mine} ({whose}); sharing cores can slow a job many times over, "
+            "and steadily, so a low cv does not rule it out: measure on a quiet host")
+
+
 def _busy_host_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
     """Other work ready to run as the job begins, more than the cores this job does not need:
     its threads then share cores. On a 2-core host with one other busy process, torch's two
@@ -178,7 +208,7 @@ def _busy_host_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
     others, cores = env.get("host_runnable_others_at_start"), env.get("cpu_count")
     if others is None or not cores:
         return None
-    mine, whose = (1, "its submitting thread") if spec.is_cuda else (env["torch_threads"], "torch's threads")
+    mine, whose = _threads_needed(spec, env)
     if others + mine <= cores:
         return None
     warning = (f"{BUSY_AT_START_SAID}: {others} other thread{'s' if others != 1 else ''} ready to run "
@@ -283,6 +313,9 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
         result["figures"] = figures
         result["warnings"] += summary.warnings
         result["notices"] += summary.notes
+        busy_during = _busy_during_warning(spec, result)
+        if busy_during:
+            result["warnings"].append(busy_during)
         result["env"]["load_average_at_end"] = environment.load_average()
         if result["job"]["concurrent_jobs"] > 1:
             result["warnings"].append(

@@ -120,6 +120,8 @@ class Measurement:
     slow: Optional[str] = None  # said before measuring when the least this job can do overruns its budget
     # Per throughput pass, the share of busy CPU time the hypervisor took (a VM's steal time).
     host_stolen: list[Optional[float]] = field(default_factory=list)
+    # Per throughput pass, (CPU seconds other processes ran, the pass's seconds) (environment.others_cores).
+    host_others: list[Optional[tuple[float, float]]] = field(default_factory=list)
     # Per throughput pass, seconds of a fixed Python loop timed just before it (the host's speed).
     host_canary_s: list[float] = field(default_factory=list)
     # The same before each ceiling and baseline pass: in blocks, a ratio of two blocks run in two
@@ -278,7 +280,9 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                                                                m.min_requests, min(min_s, cap), out.throughput_caps_s[-1]))
             cursor["throughput"] += out.throughput[-1][0]
             out.throughput_samples.append(_served(batches, first, out.throughput[-1][0]))
-            out.host_stolen.append(environment.stolen_fraction(ticks, environment.cpu_ticks()))
+            ticks_after = environment.cpu_ticks()
+            out.host_stolen.append(environment.stolen_fraction(ticks, ticks_after))
+            out.host_others.append(environment.others_cores(ticks, ticks_after))
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
             n, s = out.throughput[-1]

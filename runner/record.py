@@ -177,8 +177,9 @@ def as_written(override: str) -> str:
 
 
 # How the warnings that other work shared a job's host begin (job._busy_host_warning,
-# summary._loops_disagree), for the sweep table to name those jobs (report.shared_host_notes).
+# job._busy_during_warning, summary._loops_disagree), for the sweep table to name those jobs (report.shared_host_notes).
 BUSY_AT_START_SAID = "the host was busy as the job began"
+BUSY_DURING_SAID = "other processes ran during the throughput passes"
 LOOPS_APART_SAID = "the throughput passes ("
 # What the warning on throughput passes the budget cut short says (after their count), for the
 # sweep table to name jobs whose figure rests on less than was asked (report.thin_notes).

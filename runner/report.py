@@ -27,6 +27,7 @@ import yaml
 from runner.printer import rate_text, search_ratio_known
 from runner.record import (
     BUSY_AT_START_SAID,
+    BUSY_DURING_SAID,
     CONFLICT_FILE,
     LOOPS_APART_SAID,
     PASSES_CUT_SAID,
@@ -330,7 +331,8 @@ def _best_of(best: Row, rows: list[Row], group: list[Row], of: str) -> str:
 
 
 # The job's own warnings that other work shared its host: the table's rates and cv do not show it.
-SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", LOOPS_APART_SAID: "its load changed during the job"}
+SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
+               LOOPS_APART_SAID: "its load changed during the job"}
 
 
 def host_shared(warnings: list[str]) -> str:

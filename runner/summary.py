@@ -436,6 +436,11 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     stolen = [x for x in m.host_stolen if x is not None]
     fig["host_stolen_repeats"] = list(m.host_stolen) or None
     fig["host_stolen_max"] = max(stolen) if stolen else None
+    # Cores' worth of CPU other processes kept busy during the throughput passes: per pass, and
+    # over them all (job._busy_host_warning weighs it against the cores this job needs).
+    others = [x for x in m.host_others[: len(rates)] if x is not None]
+    fig["host_others_cores_repeats"] = [None if x is None else x[0] / x[1] for x in m.host_others[: len(rates)]] or None
+    fig["host_others_cores"] = sum(s for s, _ in others) / sum(w for _, w in others) if others else None
     # How fast the host ran Python before each throughput pass: a host-bound schedule follows it.
     canary_s = list(m.host_canary_s[: len(rates)])  # an interrupted pass has its canary, not its rate
     fig["host_canary_us_repeats"] = [s * 1e6 for s in canary_s] or None

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import statistics
 import time
@@ -151,6 +152,59 @@ def test_a_bad_input_the_build_finds_is_not_preceded_by_the_busy_hosts_warning(m
     failed = run_job(make_cfg(*QUICK, "model.batch=2"), JobInfo(output_dir=tmp_path / "failed"))
     assert failed["status"] == "failed" and "(in the build)" in failed["reason"]
     assert [w for w in failed["warnings"] if w.startswith("the host was busy as the job began")]
+
+
+def test_other_processes_busy_during_the_passes_are_measured_and_said(make_cfg, tmp_path):
+    """The check at start sees only what runs then: a job another process slowed 300x from its
+    middle on read "ok" at a steady rate. Two spinning processes beside the timed passes: the
+    cores they took are measured from /proc/stat, less this process's own CPU time, and said."""
+    import subprocess
+    import sys
+
+    from runner import environment
+
+    if environment.cpu_ticks() is None:
+        pytest.skip("no /proc/stat")
+    cores = os.cpu_count() or 1
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.3)  # spinning
+        result = run_job(make_cfg(*QUICK, "model.batch=2", "measure.min_repeats=3"), JobInfo(output_dir=tmp_path))
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert result["status"] == "ok", result["reason"]
+    f = result["figures"]
+    # Each spinner wants a whole core: over the passes they had about half of them (they share
+    # the cores with this job's threads), never more than the host has.
+    assert 0.25 * cores <= f["host_others_cores"] <= cores + 0.1
+    assert len(f["host_others_cores_repeats"]) == len(f["throughput_requests_per_s_repeats"])
+    threads = result["env"]["torch_threads"]
+    if f["host_others_cores"] > cores - threads + 0.25:
+        [said] = [w for w in result["warnings"] if w.startswith("other processes ran during the throughput passes")]
+        assert said.startswith(f"other processes ran during the throughput passes: they kept {f['host_others_cores']:.1f} "
+                               f"of the host's {cores} cores busy on average (host_others_cores), beside this job's "
+                               f"{threads} (torch's threads)")
+
+
+def test_other_processes_cpu_is_the_hosts_busy_time_less_steal_and_this_process(make_cfg):
+    from runner.environment import CpuTicks, others_cores
+
+    tick_s = 1 / os.sysconf("SC_CLK_TCK")
+    before = CpuTicks(busy=1000, stolen=10, own_s=5.0, at_s=100.0)
+    after = CpuTicks(busy=1000 + round(3.0 / tick_s), stolen=10 + round(0.5 / tick_s), own_s=6.0, at_s=101.0)
+    assert others_cores(before, after) == pytest.approx((1.5, 1.0))  # 3 s busy, 0.5 s stolen, 1 s this process's
+    assert others_cores(before, before._replace(busy=1001, own_s=9.0, at_s=100.5)) == pytest.approx((0.0, 0.5))  # never below 0
+    assert others_cores(None, after) is None and others_cores(after, before) is None
+    # Over the passes: seconds over seconds (a short pass weighs less), per pass beside it.
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    m = Measurement(throughput=[(100, 1.0), (100, 1.0), (300, 3.0)], host_others=[(1.0, 1.0), None, (0.5, 3.0)])
+    f = summarize_measurement(resolve(make_cfg(*QUICK)), m).figures
+    assert f["host_others_cores"] == pytest.approx(1.5 / 4.0)
+    assert f["host_others_cores_repeats"] == pytest.approx([1.0, None, 0.5 / 3])
 
 
 def test_runnable_threads_are_read_from_the_host():

@@ -144,6 +144,11 @@ def test_compare_finds_a_doctored_copy_slower_and_fails(sweep_dir, tmp_path, cap
     assert code == 1 and "slower (new's host was shared with other work: busy as it began: a rate can be many " \
         "times too low; rerun on a quiet host)" in out, out
     assert out.rstrip().splitlines()[-1].endswith(": slower (see above)")  # the caveat once, in the table
+    # Other processes during its passes (the check at start had not seen them): said alike.
+    new["warnings"] = ["other processes ran during the throughput passes: they kept 1.8 of the host's 2 cores busy"]
+    code = compare.main([str(_write(tmp_path / "quiet2", old)), str(_write(tmp_path / "busy2", new))])
+    out = capsys.readouterr().out
+    assert code == 1 and "slower (new's host was shared with other work: other processes ran during its passes" in out
 
 
 def test_compare_calls_a_change_inside_the_noise_same(sweep_dir):
