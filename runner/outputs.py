@@ -55,11 +55,28 @@ def empty_paths(value: Any, path: str = "") -> list[str]:
 
 
 def none_paths(value: Any, path: str = "") -> list[str]:
-    """Paths of the None leaves in an output (skipped: nothing of them is kept)."""
+    """Paths of the None leaves in an output (skipped: nothing of them is kept), with the None
+    fields a HuggingFace ModelOutput leaves out of its keys (`attentions` when not asked for)."""
     if value is None:
         return [path or "output"]
     children = _children(value) or []
-    return [p for name, _, child in children for p in none_paths(child, f"{path}.{name}" if path else name)]
+    found = [p for name, _, child in children for p in none_paths(child, f"{path}.{name}" if path else name)]
+    if isinstance(value, Mapping) and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        found += [f"{path}.{f.name}" if path else f.name for f in dataclasses.fields(value)
+                  if f.name not in value and getattr(value, f.name, None) is None]
+    return found
+
+
+def _none_hint(path: str) -> str:
+    """How to get a tensor where the model returned None: a HuggingFace model returns its hidden
+    states and attentions only when its config asks for them."""
+    name = path.rpartition(".")[2]
+    if name == "hidden_states":
+        return "a HuggingFace model returns them when asked: +model.module.config.output_hidden_states=true"
+    if name in ("attentions", "cross_attentions"):
+        return ("a HuggingFace model returns them when asked: +model.module.config.output_attentions=true "
+                "+model.module.config.attn_implementation=eager")
+    return "keep another output, or make forward return a tensor there"
 
 
 def why_empty(path: str) -> str:
@@ -82,7 +99,7 @@ def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str],
             raise ConfigError(f"model.outputs: {why_empty(want)}")
         if not match and want in none:
             raise ConfigError(f"model.outputs: output {want!r} is None (the model returned no tensor there; None "
-                              "leaves are skipped); keep another output, or make forward return a tensor there")
+                              f"leaves are skipped); {_none_hint(want)}")
         if not match:
             available = ", ".join(path for path, _, _ in found) or "none"
             raise ConfigError(f"model.outputs: no output {want!r}; the model's outputs are: {available}")

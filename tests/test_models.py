@@ -142,6 +142,24 @@ def test_an_unknown_output_name_lists_the_outputs(make_cfg, model_dir):
         build(spec)
 
 
+def test_a_none_field_a_huggingface_output_leaves_out_of_its_keys_is_said_to_be_none():
+    """A ModelOutput omits its None fields from its keys: `model.outputs=[attentions]` without
+    asking the model for them read "no output 'attentions'", as if the name were wrong."""
+    transformers = pytest.importorskip("transformers")
+    from runner.outputs import plan_outputs
+
+    out = transformers.modeling_outputs.BaseModelOutput(last_hidden_state=torch.zeros(2, 3, 4))
+    with pytest.raises(ConfigError, match=r"^model.outputs: output 'attentions' is None \(the model returned no "
+                                          r"tensor there; None leaves are skipped\); a HuggingFace model returns "
+                                          r"them when asked: \+model.module.config.output_attentions=true"):
+        plan_outputs(out, ["attentions"], "Bert")
+    with pytest.raises(ConfigError, match=r"output 'hidden_states' is None .*output_hidden_states=true$"):
+        plan_outputs(out, ["hidden_states"], "Bert")
+    with pytest.raises(ConfigError, match=r"^model.outputs: no output 'nope'; the model's outputs are: last_hidden_state$"):
+        plan_outputs(out, ["nope"], "Bert")
+    assert plan_outputs(out, ["last_hidden_state"], "Bert").paths == ("last_hidden_state",)
+
+
 def test_a_dataclass_output_with_none_and_two_kinds_of_input(make_cfg, model_dir, tmp_path):
     text = """
 module: {_target_: tests.io_models.DataclassOut, features: 8}
