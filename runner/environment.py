@@ -138,21 +138,33 @@ class CpuTicks(NamedTuple):
     stolen: int  # of those, the steal time
     own_s: float  # CPU seconds this process has run (all its threads)
     at_s: float  # the monotonic clock when read
+    job_busy: int = 0  # ticks the CPUs this process may run on were busy, their steal time left out
+    job_cpus: int = 0  # how many CPUs those are (its affinity: a container's cpuset, taskset, pin_cpus)
 
 
 def cpu_ticks() -> Optional[CpuTicks]:
     """Busy and stolen clock ticks of all CPUs since boot, from /proc/stat (Linux; None
-    elsewhere), with this process's own CPU time beside them. Stolen: time a virtual
-    machine's CPUs wanted to run and the hypervisor ran something else."""
+    elsewhere), those of the CPUs this process may run on, and its own CPU time beside them.
+    Stolen: time a virtual machine's CPUs wanted to run and the hypervisor ran something else."""
     try:
         with open("/proc/stat") as f:
-            fields = f.readline().split()
+            lines = [line.split() for line in f if line.startswith("cpu")]
     except OSError:
         return None
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
+    if not lines or lines[0][0] != "cpu" or len(lines[0]) < 9:
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    return CpuTicks(user + nice + system + irq + softirq + steal, steal, time.process_time(), time.monotonic())
+    try:
+        mine = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    except (AttributeError, OSError):  # not Linux: every CPU
+        mine = {fields[0] for fields in lines[1:]}
+
+    def busy(fields: list[str]) -> tuple[int, int]:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+        return user + nice + system + irq + softirq + steal, steal
+
+    total, stolen = busy(lines[0])
+    job = [busy(fields) for fields in lines[1:] if fields[0] in mine and len(fields) >= 9]
+    return CpuTicks(total, stolen, time.process_time(), time.monotonic(), sum(b - st for b, st in job), len(job))
 
 
 def runnable_others(samples: int = 5, gap_s: float = 0.005) -> Optional[int]:
@@ -181,16 +193,25 @@ def stolen_fraction(before: Optional[tuple[int, int]], after: Optional[tuple[int
     return (after[1] - before[1]) / (after[0] - before[0])
 
 
-def others_cores(before: Optional[CpuTicks], after: Optional[CpuTicks]) -> Optional[tuple[float, float]]:
-    """(CPU seconds other processes ran between two `cpu_ticks`, the seconds between them): the
-    host's busy time less the hypervisor's and this process's own. A job slowed many times over
-    by another process reads a steady rate; this is what shows it (the clock ticks are 10 ms:
-    a share, not an exact figure, over a pass or more)."""
-    if before is None or after is None or after.at_s <= before.at_s:
+def tick_seconds() -> float:
+    """The clock tick /proc/stat counts in (USER_HZ: 10 ms nearly everywhere)."""
+    try:
+        return 1 / os.sysconf("SC_CLK_TCK")
+    except (AttributeError, ValueError, OSError):
+        return 0.01
+
+
+def others_cores(before: Optional[CpuTicks], after: Optional[CpuTicks]) -> Optional[tuple[float, float, int]]:
+    """(CPU seconds other processes ran between two `cpu_ticks` on the CPUs this process may
+    run on, the seconds between them, how many CPUs those are): their busy time less the
+    hypervisor's and this process's own. A job slowed many times over by another process reads a
+    steady rate; this is what shows it. Signed: the ticks are 10 ms, sampled, and this process's
+    time exact, so a reading is off by up to a tick per busy CPU at each end (a quiet pass can
+    read below 0); summed over passes those errors cancel, clamped they would not."""
+    if before is None or after is None or after.at_s <= before.at_s or not after.job_cpus:
         return None
-    tick_s = 1 / os.sysconf("SC_CLK_TCK")
-    host_s = ((after.busy - after.stolen) - (before.busy - before.stolen)) * tick_s
-    return max(0.0, host_s - (after.own_s - before.own_s)), after.at_s - before.at_s
+    job_s = (after.job_busy - before.job_busy) * tick_seconds()
+    return job_s - (after.own_s - before.own_s), after.at_s - before.at_s, after.job_cpus
 
 
 CANARY_ITERATIONS = 2000  # about 0.1 ms of Python on a current core

@@ -177,25 +177,35 @@ def _threads_needed(spec: RunSpec, env: dict[str, Any]) -> tuple[int, str]:
 
 
 # Other processes' CPU over the throughput passes, in cores beyond those this job leaves free,
-# that is said: the /proc/stat ticks are 10 ms, and quiet hosts read 0.004-0.008 cores (a 2-core
-# VM) and 0-0.1 (a 16-core GPU host, its driver's kernel threads among the others).
+# that is said (beside the ticks' grain): quiet hosts read 0.004-0.008 cores (a 2-core VM) and
+# 0-0.1 (a 16-core GPU host, its driver's kernel threads among the others).
 OTHERS_MARGIN_CORES = 0.25
 
 
 def _busy_during_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
-    """Other processes that kept more cores busy during the throughput passes than this job
-    leaves free. The check at start sees only what runs then: a job another process slowed
-    300x from its middle on read "ok" at a steady rate, with no warning."""
+    """Other processes that kept more of this job's CPUs busy during the throughput passes its
+    figures rest on than it leaves free. The check at start sees only what runs then: a job
+    another process slowed 300x from its middle on read "ok" at a steady rate, with no warning.
+    Not in a sweep that runs jobs side by side: its other jobs are the other processes, and a
+    warning of its own says so."""
     env, figures = result["env"], result.get("figures") or {}
-    others, cores = figures.get("host_others_cores"), env.get("cpu_count")
-    if others is None or not cores:
+    others, cpus = figures.get("host_others_cores"), figures.get("host_others_cpus")
+    if others is None or not cpus or (result.get("job") or {}).get("concurrent_jobs", 1) > 1:
         return None
     mine, whose = _threads_needed(spec, env)
-    if others <= max(0, cores - mine) + OTHERS_MARGIN_CORES:
+    # Each busy CPU's count may be a tick off at each end of a pass: (mine + 1) busy CPUs' worth.
+    grain = (mine + 1) * (figures.get("host_others_tick_cores") or 0.0)
+    if others <= max(0, cpus - mine) + OTHERS_MARGIN_CORES + grain:
         return None
-    return (f"{BUSY_DURING_SAID}: they kept {others:.1f} of the host's {cores} cores busy on average "
-            f"(host_others_cores), beside this job's {mine} ({whose}); sharing cores can slow a job many times over, "
+    return (f"{BUSY_DURING_SAID}: they kept {others:.1f} of this job's {cpus} CPUs busy on average "
+            f"(host_others_cores), beside its {mine} ({whose}); sharing cores can slow a job many times over, "
             "and steadily, so a low cv does not rule it out: measure on a quiet host")
+
+
+def _say_busy_during(spec: RunSpec, result: dict[str, Any]) -> None:
+    warning = _busy_during_warning(spec, result)
+    if warning:
+        result["warnings"].append(warning)
 
 
 def _busy_host_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
@@ -313,9 +323,7 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
         result["figures"] = figures
         result["warnings"] += summary.warnings
         result["notices"] += summary.notes
-        busy_during = _busy_during_warning(spec, result)
-        if busy_during:
-            result["warnings"].append(busy_during)
+        _say_busy_during(spec, result)
         result["env"]["load_average_at_end"] = environment.load_average()
         if result["job"]["concurrent_jobs"] > 1:
             result["warnings"].append(
@@ -506,6 +514,7 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                 summary = summarize_measurement(spec, measurement)
                 result["figures"] = summary.figures
                 result["warnings"] += summary.warnings
+                _say_busy_during(spec, result)
             except Exception:  # noqa: BLE001 - a partial measurement the summary cannot read: the keys, null
                 pass
         if spec is not None and spec.load.scenario == "offline":  # stopped before measuring: the keys, null

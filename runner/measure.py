@@ -120,8 +120,9 @@ class Measurement:
     slow: Optional[str] = None  # said before measuring when the least this job can do overruns its budget
     # Per throughput pass, the share of busy CPU time the hypervisor took (a VM's steal time).
     host_stolen: list[Optional[float]] = field(default_factory=list)
-    # Per throughput pass, (CPU seconds other processes ran, the pass's seconds) (environment.others_cores).
-    host_others: list[Optional[tuple[float, float]]] = field(default_factory=list)
+    # Per throughput pass, (CPU seconds other processes ran on this job's CPUs, the pass's seconds,
+    # how many CPUs) (environment.others_cores).
+    host_others: list[Optional[tuple[float, float, int]]] = field(default_factory=list)
     # Per throughput pass, seconds of a fixed Python loop timed just before it (the host's speed).
     host_canary_s: list[float] = field(default_factory=list)
     # The same before each ceiling and baseline pass: in blocks, a ratio of two blocks run in two

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from runner.check import first_chunk
+from runner.environment import tick_seconds
 from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel
 from runner.printer import rate_text
 from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID
@@ -436,11 +437,18 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     stolen = [x for x in m.host_stolen if x is not None]
     fig["host_stolen_repeats"] = list(m.host_stolen) or None
     fig["host_stolen_max"] = max(stolen) if stolen else None
-    # Cores' worth of CPU other processes kept busy during the throughput passes: per pass, and
-    # over them all (job._busy_host_warning weighs it against the cores this job needs).
-    others = [x for x in m.host_others[: len(rates)] if x is not None]
-    fig["host_others_cores_repeats"] = [None if x is None else x[0] / x[1] for x in m.host_others[: len(rates)]] or None
-    fig["host_others_cores"] = sum(s for s, _ in others) / sum(w for _, w in others) if others else None
+    # Cores' worth of CPU other processes kept busy on this job's CPUs during the throughput
+    # passes: per pass (signed: the ticks' rounding), and over the passes the figures rest on,
+    # summed before it is clamped (job._busy_during_warning weighs it against the cores this job
+    # needs, and the ticks' resolution).
+    per_pass_others = m.host_others[: len(rates)]
+    fig["host_others_cores_repeats"] = [None if x is None else x[0] / x[1] for x in per_pass_others] or None
+    others = [x for x in per_pass_others[start:] if x is not None]
+    wall_s = sum(w for _, w, _ in others)
+    fig["host_others_cores"] = max(0.0, sum(s for s, _, _ in others) / wall_s) if others else None
+    fig["host_others_cpus"] = others[-1][2] if others else None
+    # A tick per busy CPU at each end of each pass, in cores over those passes: the figure's grain.
+    fig["host_others_tick_cores"] = 2 * len(others) * tick_seconds() / wall_s if others else None
     # How fast the host ran Python before each throughput pass: a host-bound schedule follows it.
     canary_s = list(m.host_canary_s[: len(rates)])  # an interrupted pass has its canary, not its rate
     fig["host_canary_us_repeats"] = [s * 1e6 for s in canary_s] or None

@@ -158,6 +158,9 @@ def test_a_none_field_a_huggingface_output_leaves_out_of_its_keys_is_said_to_be_
     with pytest.raises(ConfigError, match=r"^model.outputs: no output 'nope'; the model's outputs are: last_hidden_state$"):
         plan_outputs(out, ["nope"], "Bert")
     assert plan_outputs(out, ["last_hidden_state"], "Bert").paths == ("last_hidden_state",)
+    # A nest of Nones asked for by its prefix: None too, not "no output".
+    with pytest.raises(ConfigError, match=r"^model.outputs: output 'past' is None"):
+        plan_outputs({"y": torch.zeros(2), "past": [None, None]}, ["past"], "M")
 
 
 def test_a_dataclass_output_with_none_and_two_kinds_of_input(make_cfg, model_dir, tmp_path):
