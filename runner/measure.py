@@ -95,10 +95,6 @@ class Measurement:
     host_s: dict[str, list[float]] = field(default_factory=dict)  # wait, copy, launch per request
     samples_per_request: Optional[float] = None  # real samples per request over the timed plan
     throughput_samples: list[int] = field(default_factory=list)  # real samples each throughput pass served
-    # With buckets each pass serves its own stretch of the plan, its own mix of sizes: the passes'
-    # spread, the stopping rule and the step rule judge their samples/s (a slow model's passes of
-    # 5-40 requests read 22% apart in requests/s and 1-2% in samples/s).
-    rates_in_samples: bool = False
     baseline_samples: list[int] = field(default_factory=list)  # the same for the baseline's passes
     ceiling_samples: list[int] = field(default_factory=list)  # and the ceiling's
     padding_waste: Optional[float] = None  # padded elements per real element (buckets only)
@@ -200,7 +196,6 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
     device = lanes.device
     sources, keys, forward = workload.sources, workload.keys, workload.reference  # the baseline is uncompiled
     out.samples_per_request, out.padding_waste = workload.mean_batch, workload.padding_waste
-    out.rates_in_samples = spec.model.bucketed
     pointers = [lane.buffer_pointers() for lane in lanes]
     offline = spec.load.scenario == "offline"
     phases = [p for p, on in (("check", spec.check), ("warmup", True), ("throughput", offline),
@@ -550,14 +545,6 @@ def _fits(requests: int, passes: list[Pass], allowance_s: float, what: str, m: A
     return False
 
 
-def throughput_rates(out: Measurement) -> list[float]:
-    """The throughput passes' rates as the repeats are judged: samples/s with buckets (each pass
-    its own mix of sizes), where every pass recorded what it served; else requests/s."""
-    if out.rates_in_samples and len(out.throughput_samples) == len(out.throughput):
-        return [k / s for (_, s), k in zip(out.throughput, out.throughput_samples, strict=True)]
-    return [n / s for n, s in out.throughput]
-
-
 def host_speeds(m: Measurement) -> Optional[list[float]]:
     """The host's speed before each throughput pass (1 / the canary's time), or None where a
     pass has none (an interrupted pass has its canary, not its rate)."""
@@ -573,7 +560,7 @@ def _stop(out: Measurement, m, end: float, passes_per_repeat: int = 1) -> bool:
     that of the steady passes: after a step in the host's speed (its canary moved with the rate)
     the passes before it say nothing of the level now, and the repeats go on until the passes
     after it are enough."""
-    rates = throughput_rates(out)
+    rates = [n / s for n, s in out.throughput]
     steady = rates[steady_start(rates, host_speeds(out), m.min_repeats):]
     # The target first: a last repeat that met it stopped the repeats as "stable", not as the cap.
     if len(steady) >= m.min_repeats and stdrel(steady) <= m.stdrel:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from runner.check import first_chunk
 from runner.environment import tick_seconds
-from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel, throughput_rates
+from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel
 from runner.printer import rate_text
 from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID
 from runner.spec import RunSpec
@@ -40,27 +40,25 @@ def _sample_rates(passes: list[Pass], samples: list[int]) -> Optional[list[float
 
 
 def _rate_figures(prefix: str, passes: list[Pass], batch: float, start: int = 0,
-                  samples: Optional[list[int]] = None, in_samples: bool = False) -> dict[str, Any]:
+                  samples: Optional[list[int]] = None) -> dict[str, Any]:
     rates = _rates(passes)
     if not rates:
         return {}
     rps = median(rates[start:])
     # With buckets each pass serves its own mix of sizes: the median of the passes' own
     # samples/s, the figures the ratios' intervals are drawn from (the median of requests/s
-    # times the pooled mean batch had put a ratio off the centre of its own interval); their
-    # spread is that of samples/s too (`in_samples`: Measurement.rates_in_samples).
+    # times the pooled mean batch had put a ratio off the centre of its own interval).
     sample_rates = _sample_rates(passes, samples or [])
-    judged = sample_rates if in_samples and sample_rates else rates
     figures = {
         f"{prefix}_requests_per_s": rps,
         f"{prefix}_samples_per_s": median(sample_rates[start:]) if sample_rates else rps * batch,
         f"{prefix}_requests_per_s_repeats": rates,
-        f"{prefix}_cv": cv(judged[start:]),
+        f"{prefix}_cv": cv(rates[start:]),
         f"{prefix}_requests": sum(r for r, _ in passes),
     }
     if prefix == "throughput":
         # The passes the median and cv are taken over: from this one (1-based) to the last.
-        figures.update(throughput_steady_from_repeat=start + 1, throughput_cv_all_repeats=cv(judged))
+        figures.update(throughput_steady_from_repeat=start + 1, throughput_cv_all_repeats=cv(rates))
     return figures
 
 
@@ -322,7 +320,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     notes: list[str] = []
     # After a step in the host's speed, the throughput's figures are those of the passes after
     # it (stats.steady_start); the baseline's and the ceiling's have no witness of the host.
-    rates = throughput_rates(m)  # as the repeats were judged: with buckets, samples/s
+    rates = _rates(m.throughput)
     speeds = host_speeds(m)
     start = steady_start(rates, speeds, spec.measure.min_repeats)
     steady = rates[start:]
@@ -334,12 +332,9 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         return sum(samples[first:]) / served if served and len(samples) == len(passes) else batch
 
     throughput_batch = served_batch(m.throughput, m.throughput_samples, start)
-    in_samples = m.rates_in_samples
-    fig.update(_rate_figures("throughput", m.throughput, throughput_batch, start, m.throughput_samples, in_samples))
-    fig.update(_rate_figures("baseline", m.baseline, served_batch(m.baseline, m.baseline_samples), 0, m.baseline_samples,
-                             in_samples))
-    fig.update(_rate_figures("ceiling", m.ceiling, served_batch(m.ceiling, m.ceiling_samples), 0, m.ceiling_samples,
-                             in_samples))
+    fig.update(_rate_figures("throughput", m.throughput, throughput_batch, start, m.throughput_samples))
+    fig.update(_rate_figures("baseline", m.baseline, served_batch(m.baseline, m.baseline_samples), 0, m.baseline_samples))
+    fig.update(_rate_figures("ceiling", m.ceiling, served_batch(m.ceiling, m.ceiling_samples), 0, m.ceiling_samples))
     # The speedup and the efficiency compare work done: with buckets, samples/s of what each kind
     # served (its requests/s are of another mix; the same divisor a pass without buckets), pass by
     # pass for their intervals.

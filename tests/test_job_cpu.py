@@ -1053,35 +1053,6 @@ def test_interleaved_passes_judge_the_speedup_by_the_spread_of_their_pairs(make_
     assert high - low < 0.5  # the rates' own spread (27% cv) would have made it 6 wide
 
 
-def test_with_buckets_the_repeats_are_judged_by_their_samples_per_second(make_cfg):
-    """Each pass serves its own stretch of the plan: a slow bucketed model's passes of 9, 13 and
-    5 requests read 22% apart in requests/s while their samples/s held within 2% (CPU, tiny_llm),
-    and the stopping rule, the cv and its warning had judged requests/s."""
-    from types import SimpleNamespace
-
-    from runner.measure import Measurement, _stop
-    from runner.summary import summarize_measurement
-
-    spec = resolve(make_cfg("experiment=buckets", "measure=quick"), cuda_count=lambda: 1)
-
-    def passes(in_samples: bool) -> Measurement:
-        return Measurement(throughput=[(9, 1.0), (13, 1.0), (5, 1.0)], throughput_samples=[90, 91, 89],
-                           samples_per_request=7.5, rates_in_samples=in_samples)
-
-    judged = passes(True)
-    f = summarize_measurement(spec, judged).figures
-    assert f["throughput_cv"] == pytest.approx(statistics.stdev([90, 91, 89]) / 90)
-    assert f["throughput_cv_all_repeats"] == f["throughput_cv"]
-    assert f["throughput_requests_per_s_repeats"] == [9, 13, 5]  # the requests/s stay recorded as they were
-    assert not [w for w in summarize_measurement(spec, judged).warnings if w.startswith("throughput varied")]
-    m = SimpleNamespace(repeats=10, min_repeats=3, stdrel=0.01)
-    assert _stop(judged, m, time.perf_counter() + 60) and judged.stop_reason == "stdrel"
-    # Judged in requests/s (no buckets to mix): the same passes are 44% apart, and go on.
-    plain = passes(False)
-    assert summarize_measurement(spec, plain).figures["throughput_cv"] == pytest.approx(statistics.stdev([9, 13, 5]) / 9)
-    assert not _stop(plain, m, time.perf_counter() + 60)
-
-
 def test_interleaved_passes_judge_the_efficiency_by_its_pairs_across_a_step(make_cfg):
     """Each ceiling pass ran beside its throughput pass: across a step in the host's speed the
     throughput's steady passes against every ceiling pass had read 0.60 where every pair is 0.50."""
