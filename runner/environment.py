@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -138,13 +139,56 @@ class CpuTicks(NamedTuple):
     stolen: int  # of those, the steal time
     own_s: float  # CPU seconds this process has run (all its threads)
     at_s: float  # the monotonic clock when read
-    job_busy: int = 0  # ticks the CPUs this process may run on were busy, their steal time left out
-    job_cpus: int = 0  # how many CPUs those are (its affinity: a container's cpuset, taskset, pin_cpus)
+    # Per CPU this process may run on ("cpuN"): ticks it was busy, its steal time left out.
+    job_busy: Optional[dict[str, int]] = None
 
 
-def cpu_ticks() -> Optional[CpuTicks]:
+def _cpu_list(text: str) -> set[int]:
+    """'0-3,8' -> {0, 1, 2, 3, 8}."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def process_cpus() -> Optional[set[int]]:
+    """The CPUs any thread of this process may run on: the union of its threads' affinities.
+    An OpenMP runtime told to bind (OMP_PROC_BIND, KMP_AFFINITY) pins the main thread to one CPU
+    and torch's workers to the others: the main thread's mask alone had watched one CPU."""
+    cpus: set[int] = set()
+    try:
+        tasks = list(os.scandir("/proc/self/task"))
+    except OSError:
+        tasks = []
+    for task in tasks:
+        try:
+            with open(os.path.join(task.path, "status")) as f:
+                line = next((x for x in f if x.startswith("Cpus_allowed_list:")), None)
+        except OSError:
+            continue  # a thread that has ended
+        if line:
+            cpus |= _cpu_list(line.split(":", 1)[1].strip())
+    if cpus:
+        return cpus
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def watched_cpus(listed: set[str], cpus: Optional[set[int]]) -> set[str]:
+    """The /proc/stat lines ("cpuN") of `cpus`. Where some of them are not listed, /proc/stat is
+    a container's view that numbers its own CPUs from 0 (LXCFS): every line it lists is then one
+    of this process's."""
+    names = {f"cpu{i}" for i in cpus} if cpus else set(listed)
+    return names if names <= listed else set(listed)
+
+
+def cpu_ticks(watch: Optional[Collection[str]] = None) -> Optional[CpuTicks]:
     """Busy and stolen clock ticks of all CPUs since boot, from /proc/stat (Linux; None
-    elsewhere), those of the CPUs this process may run on, and its own CPU time beside them.
+    elsewhere), those of each CPU this process may run on (or of `watch`: the CPUs an earlier
+    reading watched, so that a pass is read over one set), and its own CPU time beside them.
     Stolen: time a virtual machine's CPUs wanted to run and the hypervisor ran something else."""
     try:
         with open("/proc/stat") as f:
@@ -153,18 +197,16 @@ def cpu_ticks() -> Optional[CpuTicks]:
         return None
     if not lines or lines[0][0] != "cpu" or len(lines[0]) < 9:
         return None
-    try:
-        mine = {f"cpu{i}" for i in os.sched_getaffinity(0)}
-    except (AttributeError, OSError):  # not Linux: every CPU
-        mine = {fields[0] for fields in lines[1:]}
 
     def busy(fields: list[str]) -> tuple[int, int]:
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
         return user + nice + system + irq + softirq + steal, steal
 
     total, stolen = busy(lines[0])
-    job = [busy(fields) for fields in lines[1:] if fields[0] in mine and len(fields) >= 9]
-    return CpuTicks(total, stolen, time.process_time(), time.monotonic(), sum(b - st for b, st in job), len(job))
+    per_cpu = {fields[0]: busy(fields) for fields in lines[1:] if len(fields) >= 9}
+    names = set(watch) if watch is not None else watched_cpus(set(per_cpu), process_cpus())
+    job = {name: per_cpu[name][0] - per_cpu[name][1] for name in names if name in per_cpu}
+    return CpuTicks(total, stolen, time.process_time(), time.monotonic(), job)
 
 
 def runnable_others(samples: int = 5, gap_s: float = 0.005) -> Optional[int]:
@@ -205,13 +247,16 @@ def others_cores(before: Optional[CpuTicks], after: Optional[CpuTicks]) -> Optio
     """(CPU seconds other processes ran between two `cpu_ticks` on the CPUs this process may
     run on, the seconds between them, how many CPUs those are): their busy time less the
     hypervisor's and this process's own. A job slowed many times over by another process reads a
-    steady rate; this is what shows it. Signed: the ticks are 10 ms, sampled, and this process's
-    time exact, so a reading is off by up to a tick per busy CPU at each end (a quiet pass can
-    read below 0); summed over passes those errors cancel, clamped they would not."""
-    if before is None or after is None or after.at_s <= before.at_s or not after.job_cpus:
+    steady rate; this is what shows it. Signed: the ticks are 10 ms and sampled, this process's
+    time exact, so a quiet pass can read below 0; summed over passes those errors cancel, clamped
+    they would not. Over the CPUs both readings watched (a CPU taken offline between them drops out)."""
+    if before is None or after is None or after.at_s <= before.at_s or not before.job_busy or not after.job_busy:
         return None
-    job_s = (after.job_busy - before.job_busy) * tick_seconds()
-    return job_s - (after.own_s - before.own_s), after.at_s - before.at_s, after.job_cpus
+    common = before.job_busy.keys() & after.job_busy.keys()
+    if not common:
+        return None
+    job_s = sum(after.job_busy[n] - before.job_busy[n] for n in common) * tick_seconds()
+    return job_s - (after.own_s - before.own_s), after.at_s - before.at_s, len(common)
 
 
 CANARY_ITERATIONS = 2000  # about 0.1 ms of Python on a current core

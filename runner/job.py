@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import math
 import os
 import sys
 import time
@@ -186,15 +187,16 @@ def _busy_during_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]
     """Other processes that kept more of this job's CPUs busy during the throughput passes its
     figures rest on than it leaves free. The check at start sees only what runs then: a job
     another process slowed 300x from its middle on read "ok" at a steady rate, with no warning.
-    Not in a sweep that runs jobs side by side: its other jobs are the other processes, and a
-    warning of its own says so."""
+    Not when the sweep's launcher ran several jobs at a time (joblib, submitit): its other jobs
+    are the other processes, and a warning of its own says so."""
     env, figures = result["env"], result.get("figures") or {}
     others, cpus = figures.get("host_others_cores"), figures.get("host_others_cpus")
     if others is None or not cpus or (result.get("job") or {}).get("concurrent_jobs", 1) > 1:
         return None
     mine, whose = _threads_needed(spec, env)
-    # Each busy CPU's count may be a tick off at each end of a pass: (mine + 1) busy CPUs' worth.
-    grain = (mine + 1) * (figures.get("host_others_tick_cores") or 0.0)
+    # Each busy CPU's count may be a tick off at each end of a pass, independently: the job's
+    # threads and the reader's, at most as many as the CPUs watched.
+    grain = math.sqrt(min(mine + 1, cpus)) * (figures.get("host_others_tick_cores") or 0.0)
     if others <= max(0, cpus - mine) + OTHERS_MARGIN_CORES + grain:
         return None
     return (f"{BUSY_DURING_SAID}: they kept {others:.1f} of this job's {cpus} CPUs busy on average "

@@ -95,7 +95,7 @@ def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str],
     chosen = []
     for want in keep:
         match = [leaf for leaf in found if leaf[0] == want or leaf[0].startswith(want + ".")]
-        if not match and want in empty:
+        if not match and any(p == want or p.startswith(want + ".") for p in empty):
             raise ConfigError(f"model.outputs: {why_empty(want)}")
         if not match and any(p == want or p.startswith(want + ".") for p in none):  # a None, or a nest of them
             raise ConfigError(f"model.outputs: output {want!r} is None (the model returned no tensor there; None "

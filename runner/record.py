@@ -119,14 +119,15 @@ METHOD = {
         "followed it; a low r does not show the host was quiet"
     ),
     "host_others": (
-        "around each throughput pass, untimed: the busy time of the CPUs this process may run on "
-        "(/proc/stat, 10 ms ticks, the hypervisor's steal left out) less this process's own CPU time "
-        "(all its threads), over the pass's time: the cores other processes kept busy there "
-        "(host_others_cores_repeats, signed: a tick per busy CPU at each end of a pass; "
+        "around each throughput pass, untimed: the busy time of the CPUs any thread of this process "
+        "may run on (/proc/stat, 10 ms ticks, the hypervisor's steal left out) less this process's own "
+        "CPU time (all its threads), over the pass's time: the cores other processes kept busy there "
+        "(host_others_cores_repeats, signed: about a tick per busy CPU at each end of a pass; "
         "host_others_cores over the passes the throughput's figures rest on, summed, then clamped at "
-        "0; host_others_tick_cores that grain per busy CPU). Warned about above the CPUs this job leaves "
-        "free + 0.25 + the grain of its busy threads, unless the sweep ran jobs side by side. Not "
-        "measured around the baseline's, the ceiling's or the load's passes"
+        "0; host_others_tick_cores that grain per busy CPU, a root sum of squares over the passes). "
+        "Warned about above the CPUs this job leaves free + 0.25 + the grain of its busy threads, unless "
+        "the sweep's launcher ran several jobs at a time. Not measured around the baseline's, the "
+        "ceiling's or the load's passes"
     ),
     "load": (
         f"{_LOAD_SCENARIOS}each request issued at its arrival to the first free slot (queued while all "
