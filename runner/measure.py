@@ -281,7 +281,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                                                                m.min_requests, min(min_s, cap), out.throughput_caps_s[-1]))
             cursor["throughput"] += out.throughput[-1][0]
             out.throughput_samples.append(_served(batches, first, out.throughput[-1][0]))
-            ticks_after = environment.cpu_ticks(ticks.job_busy.keys() if ticks and ticks.job_busy else None)
+            ticks_after = environment.cpu_ticks(ticks.job_busy if ticks else None)  # the same CPUs as before the pass
             out.host_stolen.append(environment.stolen_fraction(ticks, ticks_after))
             out.host_others.append(environment.others_cores(ticks, ticks_after))
             if lanes.is_cuda:

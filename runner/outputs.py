@@ -92,12 +92,16 @@ def select(found: list[tuple[str, tuple[Step, ...], Any]], keep: Sequence[str],
     """The leaves named by `keep` (a path, or a prefix of paths: 'hidden_states' keeps them all)."""
     if not keep:
         return found
+
+    def under(path: str, want: str) -> bool:  # the path itself, or one below it
+        return path == want or path.startswith(want + ".")
+
     chosen = []
     for want in keep:
-        match = [leaf for leaf in found if leaf[0] == want or leaf[0].startswith(want + ".")]
-        if not match and any(p == want or p.startswith(want + ".") for p in empty):
+        match = [leaf for leaf in found if under(leaf[0], want)]
+        if not match and any(under(p, want) for p in empty):
             raise ConfigError(f"model.outputs: {why_empty(want)}")
-        if not match and any(p == want or p.startswith(want + ".") for p in none):  # a None, or a nest of them
+        if not match and any(under(p, want) for p in none):  # a None, or a nest of them
             raise ConfigError(f"model.outputs: output {want!r} is None (the model returned no tensor there; None "
                               f"leaves are skipped); {_none_hint(want)}")
         if not match:

@@ -73,8 +73,8 @@ METHOD = {
         "of their mean is under measure.stdrel or the budget ends (then the ceiling's and the "
         "baseline's passes, each block after a short warm-up; measure.interleave=true alternates "
         "them per repeat); cv = stdev / mean of the passes; samples/s counts real samples (padding "
-        "rows excluded; the median of the passes' own samples/s). After a step in the host's speed (every pass before it more than 5% and 4 "
-        "cv off the mean of the passes after it, which are at least max(3, measure.min_repeats) "
+        "rows excluded; the median of the passes' own samples/s). After a step in the host's speed "
+        "(every pass before it more than 5% and 4 cv off the mean of the passes after it, which are at least max(3, measure.min_repeats) "
         "and half of all; and the host canary's speed moved the same way, by at least 5% and half "
         "as much), the throughput's median, cv and stopping rule use the passes after the step: "
         "throughput_steady_from_repeat names the first, throughput_cv_all_repeats is the cv of "
@@ -188,7 +188,8 @@ def as_written(override: str) -> str:
 
 
 # How the warnings that other work shared a job's host begin (job._busy_host_warning,
-# job._busy_during_warning, summary._loops_disagree), for the sweep table to name those jobs (report.shared_host_notes).
+# job._busy_during_warning, summary._loops_disagree), for the sweep table to name those jobs
+# (report.shared_host_notes).
 BUSY_AT_START_SAID = "the host was busy as the job began"
 BUSY_DURING_SAID = "other processes ran during the throughput passes"
 LOOPS_APART_SAID = "the throughput passes ("
