@@ -207,6 +207,26 @@ def draw_sizes(model: ModelSpec, count: int, generator: torch.Generator, cover: 
     return sizes
 
 
+# The golden ratio's fractional part: (k * it) mod 1 for k = 1, 2, ... spreads evenly over [0, 1)
+# however many terms are taken, from wherever they start (the three-gap theorem).
+GOLDEN_STEP = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def spread_order(costs: list) -> list[int]:
+    """An order of the requests whose `costs` (sortable) are given: the i-th position holds
+    the request whose cost ranks where (i + 1) * GOLDEN_STEP mod 1 ranks among all positions'.
+    Any stretch of consecutive positions then holds about the whole list's mix of costs,
+    wherever it starts (256 sizes uniform over 1..32: the mean of 20 in a row within 9% of the
+    list's, against 29% in drawn order): a pass that serves part of the plan serves its mix, not
+    its stretch's chance one."""
+    ranked = sorted(range(len(costs)), key=lambda i: (costs[i], i))
+    positions = sorted(range(len(costs)), key=lambda p: ((p + 1) * GOLDEN_STEP) % 1.0)
+    order = [0] * len(costs)
+    for rank, position in enumerate(positions):
+        order[position] = ranked[rank]
+    return order
+
+
 def largest(model: ModelSpec) -> Size:
     return Size(*model.largest)
 

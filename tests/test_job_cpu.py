@@ -1446,6 +1446,30 @@ def test_each_pass_goes_on_in_the_plan_where_the_one_before_ended(make_cfg, monk
     assert "check_requests" in f and f["check_requests"] is None  # check=false: null, never missing
 
 
+def test_a_bucketed_plan_spreads_its_sizes_so_every_stretch_holds_its_mix(make_cfg):
+    """Each pass serves its own stretch of the plan: drawn in order, 20 requests in a row had
+    a mean batch up to 30% off the plan's, and a slow model's passes (5-40 requests) read 22%
+    apart for their mix alone. Spread, any stretch holds about the plan's mix; the sizes and
+    their requests (the plan's and the baseline's) move together."""
+    from runner.inputs import spread_order
+
+    order = spread_order([5, 1, 4, 1, 3])
+    assert sorted(order) == list(range(5))
+    ranks = sorted(range(5), key=lambda p: ((p + 1) * 0.6180339887) % 1.0)
+    assert [[5, 1, 4, 1, 3][i] for i in order] == [sorted([5, 1, 4, 1, 3])[ranks.index(p)] for p in range(5)]
+
+    spec = resolve(make_cfg(*QUICK, "experiment=buckets"))
+    workload = build(spec)
+    batches = [r.size.batch for r in workload.plan]
+    mean, n = statistics.fmean(batches), 20
+    stretches = [statistics.fmean(batches[(s + i) % len(batches)] for i in range(n)) / mean for s in range(len(batches))]
+    # In drawn order their spread was 0.20 (a pass of 20 requests read the mix of its stretch); spread, 0.075.
+    assert len(batches) >= 128 and len(set(batches)) >= 6 and statistics.pstdev(stretches) < 0.12
+    assert [x["x"].shape[0] for x in workload.baseline_sources] == batches
+    for r in workload.plan:  # each request's bytes are its own size's
+        assert workload.layout(r.key).views(r.flat)["x"].shape[0] == r.key.batch
+
+
 def test_a_cpu_trace_names_requests_without_streams(make_cfg, tmp_path):
     """The CPU's method says "no streams"; its trace labelled every request "(stream 0)"."""
     result = run_job(make_cfg(*QUICK, "model.batch=2", "profile=true"), JobInfo(output_dir=tmp_path))
