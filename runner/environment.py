@@ -190,11 +190,15 @@ def cpu_ticks(watch: Optional[Collection[str]] = None) -> Optional[CpuTicks]:
     elsewhere), those of each CPU this process may run on (or of `watch`: the CPUs an earlier
     reading watched, so that a pass is read over one set), and its own CPU time beside them.
     Stolen: time a virtual machine's CPUs wanted to run and the hypervisor ran something else."""
+    # The threads' affinities first: scanning them takes this process a millisecond of CPU, which
+    # between the two readings below would count as another's.
+    cpus = process_cpus() if watch is None else None
     try:
         with open("/proc/stat") as f:
             lines = [line.split() for line in f if line.startswith("cpu")]
     except OSError:
         return None
+    own_s, at_s = time.process_time(), time.monotonic()
     if not lines or lines[0][0] != "cpu" or len(lines[0]) < 9:
         return None
 
@@ -204,9 +208,9 @@ def cpu_ticks(watch: Optional[Collection[str]] = None) -> Optional[CpuTicks]:
 
     total, stolen = busy(lines[0])
     per_cpu = {fields[0]: busy(fields) for fields in lines[1:] if len(fields) >= 9}
-    names = set(watch) if watch is not None else watched_cpus(set(per_cpu), process_cpus())
+    names = set(watch) if watch is not None else watched_cpus(set(per_cpu), cpus)
     job = {name: per_cpu[name][0] - per_cpu[name][1] for name in names if name in per_cpu}
-    return CpuTicks(total, stolen, time.process_time(), time.monotonic(), job)
+    return CpuTicks(total, stolen, own_s, at_s, job)
 
 
 def runnable_others(samples: int = 5, gap_s: float = 0.005) -> Optional[int]:

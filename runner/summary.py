@@ -447,8 +447,10 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     wall_s = sum(w for _, w, _ in others)
     fig["host_others_cores"] = max(0.0, sum(s for s, _, _ in others) / wall_s) if others else None
     fig["host_others_cpus"] = others[-1][2] if others else None
-    # The figure's grain per busy CPU, in cores over those passes: a tick at each end of each
-    # pass, independent from pass to pass, so adding up as a root sum of squares.
+    # The figure's grain per busy CPU, in cores over those passes: up to a tick at each end of a
+    # pass (the kernel charges a tick to what runs when it fires: sampled, so taken as two ticks
+    # a pass, not the one a rounded count would be off by), independent from pass to pass, so
+    # adding up over them as a root sum of squares.
     fig["host_others_tick_cores"] = 2 * math.sqrt(len(others)) * tick_seconds() / wall_s if others else None
     # How fast the host ran Python before each throughput pass: a host-bound schedule follows it.
     canary_s = list(m.host_canary_s[: len(rates)])  # an interrupted pass has its canary, not its rate
