@@ -122,6 +122,9 @@ def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
     inner = cause.__cause__ or cause.__context__ or cause  # Hydra's ImportError wraps the real one
     reason = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
     module_path, _, name = target.rpartition(".")
+    broken = _broken_import(target, inner)
+    if broken:
+        return ConfigError(f"{key}._target_={target}: cannot be imported ({reason}); {broken}")
     try:
         if module_path and name and module_path in sys.modules and not hasattr(sys.modules[module_path], name):
             reason = f"{module_path} has no {name}"  # Python's own words: "'...' is not a package"
@@ -131,6 +134,35 @@ def _import_error(key: str, target: str, cause: BaseException) -> ConfigError:
     hint = f"did you mean {close}?" if close else \
         "name an importable class or function, e.g. torch.nn.Linear or runner.models.mlp.MLP"
     return ConfigError(f"{key}._target_={target}: cannot be imported ({reason}); {hint}")
+
+
+def _broken_import(target: str, inner: BaseException) -> Optional[str]:
+    """What to do when the name may be right and its package is not: the package is found but
+    raised while importing (a torchvision built for another torch: "operator torchvision::nms
+    does not exist"; a user's module with an error), or it needs a module that is not installed.
+    None for a name that is wrong (the closest one is looked for then)."""
+    package = target.partition(".")[0]
+    try:
+        spec = importlib.util.find_spec(package) if package else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return None
+    if isinstance(inner, ModuleNotFoundError):
+        needed = (inner.name or "").partition(".")[0]
+        if needed and needed != package:
+            return f"{package} is found but needs {needed}, which is not installed: pip install it (its package may be named otherwise)"
+        return None  # a module of the package itself, misspelt
+    # Raised by the package's own code as it was imported (a frame in its files, or a syntax
+    # error in one), not by the import machinery about the name.
+    home = os.path.dirname(spec.origin) if spec.submodule_search_locations else spec.origin
+    files = [frame.filename for frame in traceback.extract_tb(inner.__traceback__)]
+    if isinstance(inner, SyntaxError) and inner.filename:
+        files.append(inner.filename)
+    if not any(os.path.abspath(f) == home or os.path.abspath(f).startswith(home + os.sep) for f in files):
+        return None
+    return (f"{package} is found but raised that while importing: fix it, or reinstall it (a package "
+            f"built for another torch than this {torch.__version__} fails so)")
 
 
 def _closest_target(target: str) -> Optional[str]:

@@ -298,6 +298,36 @@ def test_a_constructor_key_no_argument_takes_is_said_with_the_closest_name(make_
     assert unused_keys({"_target_": "torch.nn.RNN", "input_size": 2, "hidden_size": 2, "nonlinearity": "relu"}) == []
 
 
+def test_a_package_that_fails_to_import_is_named_broken_not_the_name_wrong(make_cfg, tmp_path, monkeypatch):
+    """A torchvision built for another torch raises as it is imported ("operator torchvision::nms
+    does not exist"): the error had told the user to name an importable class, as if the name
+    were wrong. A package that raises, or needs a module that is not installed, is said to be so;
+    a wrong name is still one."""
+    (tmp_path / "brokenpkg").mkdir()
+    (tmp_path / "brokenpkg" / "__init__.py").write_text('raise RuntimeError("operator brokenpkg::nms does not exist")\n')
+    (tmp_path / "needy.py").write_text("import a_module_nobody_installed\n")
+    (tmp_path / "fine.py").write_text("import torch\nNet = torch.nn.Identity\n")
+    (tmp_path / "typo.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def error(target: str) -> str:
+        with pytest.raises(ConfigError) as raised:
+            build(resolve(make_cfg(*QUICK, f"model.module._target_={target}")))
+        return str(raised.value)
+
+    assert error("brokenpkg.Net") == (
+        "model.module._target_=brokenpkg.Net: cannot be imported (operator brokenpkg::nms does not exist); brokenpkg is "
+        f"found but raised that while importing: fix it, or reinstall it (a package built for another torch than this "
+        f"{torch.__version__} fails so)")
+    assert error("needy.Net").endswith("needy is found but needs a_module_nobody_installed, which is not installed: "
+                                       "pip install it (its package may be named otherwise)")
+    assert error("typo.Net").startswith("model.module._target_=typo.Net: cannot be imported (invalid syntax")
+    assert "typo is found but raised that while importing" in error("typo.Net")
+    assert error("fine.Nett").endswith("did you mean fine.Net?")
+    assert error("fine.sub.Net").startswith("model.module._target_=fine.sub.Net: cannot be imported (No module named")
+    assert "is found but" not in error("fine.sub.Net")
+
+
 def test_a_misspelt_target_names_its_key_and_the_closest_name(make_cfg):
     """With transformers installed, a typo is a typo, not a missing package; a nested _target_
     (the model's config) is named by its own key."""
