@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from runner.printer import rate_text
-from runner.record import RESULT_FILE, read_result, result_problem, without_resume
-from runner.report import distinguishing, host_shared, host_us
+from runner.record import RESULT_FILE, host_shared, read_result, result_problem, without_resume
+from runner.report import distinguishing, host_us
 from runner.schema import keys_under, recorded_default
 
 

@@ -37,6 +37,7 @@ from runner.record import (
     SCHEMA,
     TRACEBACK_FILE,
     folder_conflict,
+    host_shared,
     method_for,
     read_result,
     resume_changes,
@@ -490,7 +491,12 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
             (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # the result is this job's
             if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
-                _show(previous, f"result (kept, resume=true): {info.output_dir / RESULT_FILE}")
+                shared = host_shared(previous.get("warnings") or [])
+                if shared:  # kept as asked, but not silently: its own warnings doubt its figures
+                    log.warning("resume kept a result measured while the host was shared (%s): run without "
+                                "resume=true to measure it again", shared)
+                _show(previous, f"result (kept, resume=true{'; measured while the host was shared: ' + shared if shared else ''})"
+                                f": {info.output_dir / RESULT_FILE}")
                 previous["status"] = "skipped"
                 return previous
         _execute(spec, result, measurement)

@@ -196,6 +196,14 @@ LOOPS_APART_SAID = "the throughput passes ("
 # What the warning on throughput passes the budget cut short says (after their count), for the
 # sweep table to name jobs whose figure rests on less than was asked (report.thin_notes).
 PASSES_CUT_SAID = " passes were cut to "
+# The job's own warnings that other work shared its host: the table's rates and cv do not show it.
+SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
+               LOOPS_APART_SAID: "its load changed during the job"}
+
+
+def host_shared(warnings: list[str]) -> str:
+    """What a job's `warnings` say of other work on its host, in a few words ("" when nothing)."""
+    return "; ".join(said for start, said in SHARED_HOST.items() if any(str(w).startswith(start) for w in warnings))
 
 
 # On the CPU in copy staging: the request's copy from the pool into the slot, before the rest.

@@ -26,12 +26,10 @@ import yaml
 
 from runner.printer import rate_text, search_ratio_known
 from runner.record import (
-    BUSY_AT_START_SAID,
-    BUSY_DURING_SAID,
     CONFLICT_FILE,
-    LOOPS_APART_SAID,
     PASSES_CUT_SAID,
     RESULT_FILE,
+    host_shared,
     read_result,
     result_problem,
     without_resume,
@@ -328,15 +326,6 @@ def _best_of(best: Row, rows: list[Row], group: list[Row], of: str) -> str:
                "sizes)" if _mixed_search_batches(group) else "")
     return (f"best{of} under {bound}: job {best.job} ({best.overrides or best.mode}) at {rate_text(best.max_rate)} "
             f"requests/s{samples}{known}{ahead}{noise}")
-
-
-# The job's own warnings that other work shared its host: the table's rates and cv do not show it.
-SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
-               LOOPS_APART_SAID: "its load changed during the job"}
-
-
-def host_shared(warnings: list[str]) -> str:
-    return "; ".join(said for start, said in SHARED_HOST.items() if any(str(w).startswith(start) for w in warnings))
 
 
 def shared_host_notes(rows: list[Row]) -> list[str]:

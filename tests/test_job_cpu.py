@@ -443,6 +443,29 @@ def test_resume_skips_a_job_with_an_ok_result(make_cfg, tmp_path):
     assert first["figures"] == again["figures"]
 
 
+def test_resume_says_when_the_result_it_keeps_was_measured_on_a_shared_host(make_cfg, tmp_path, capsys, caplog):
+    """A result whose own warnings say other processes shared its host (116 requests/s against
+    665 quiet) was kept by resume=true as "result (kept, resume=true)", nothing more."""
+    from runner.record import BUSY_DURING_SAID
+
+    info = JobInfo(output_dir=tmp_path, overrides=["measure=quick"])
+    run_job(make_cfg(*QUICK, "model.batch=2"), info)
+    on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
+    on_disk["warnings"] = [w for w in on_disk["warnings"] if not w.startswith(BUSY_DURING_SAID)]
+    (tmp_path / RESULT_FILE).write_text(json.dumps(on_disk))
+    capsys.readouterr()
+    run_job(make_cfg(*QUICK, "model.batch=2", "resume=true"), info)
+    assert f"result (kept, resume=true): {tmp_path / RESULT_FILE}" in capsys.readouterr().out  # a quiet host's: as before
+    on_disk["warnings"].append(f"{BUSY_DURING_SAID}: they kept 1.0 of this job's 2 CPUs busy on average")
+    (tmp_path / RESULT_FILE).write_text(json.dumps(on_disk))
+    with caplog.at_level(logging.WARNING):
+        again = run_job(make_cfg(*QUICK, "model.batch=2", "resume=true"), info)
+    assert again["status"] == "skipped"
+    assert ("result (kept, resume=true; measured while the host was shared: other processes ran during its passes): "
+            f"{tmp_path / RESULT_FILE}") in capsys.readouterr().out
+    assert any("run without resume=true to measure it again" in r.getMessage() for r in caplog.records)
+
+
 def test_resume_refuses_a_result_of_the_same_overrides_with_other_settings(make_cfg, tmp_path):
     """A preset edited between the runs: the overrides match, what they resolve to does not."""
     info = JobInfo(output_dir=tmp_path, overrides=["measure=quick"])

@@ -440,6 +440,8 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
     after = {i: (tmp_path / "sw" / str(i) / "result.json").stat().st_mtime_ns for i in range(3)}
     assert after[0] == mtimes[0] and after[2] == mtimes[2]  # ok results: skipped
     assert after[1] != mtimes[1]  # the crashed job ran again (and died again)
+    # The launcher's line for a kept job says it was kept, not "ok in 0.2s" as if measured.
+    assert "#0: kept (ok, resume=true) in" in again.stdout and "#1: failed in" in again.stdout, again.stdout
     # Its label is what sets it apart from the others, not that it was resumed.
     assert [r["overrides"] for r in table(tmp_path / "sw")] == [f"+model.module.calls={c}" for c in (1000000, 60, 2000000)]
 

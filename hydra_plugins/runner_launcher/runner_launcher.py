@@ -240,6 +240,7 @@ class _Job:
     result_mtime: Optional[int] = None  # result.json's mtime before the job started
     conflict_mtime: Optional[int] = None  # and resume_conflict.txt's: one left by an earlier run is not this job's
     console: Any = None  # the console.log of a job that does not print to the terminal
+    kept: bool = False  # resume=true kept its earlier ok result: nothing was measured
 
 
 def _mtime(path: Path) -> Optional[int]:
@@ -437,6 +438,7 @@ class RunnerLauncher(Launcher):
         conflict = job.output_dir / CONFLICT_FILE
         if not fresh and _mtime(conflict) not in (None, job.conflict_mtime):  # it refused another job's folder
             result = {"status": "failed", "reason": conflict.read_text().strip()}
+        job.kept = keep and result is not None and result.get("status") == "ok"
         if result is None:
             from runner.job import JobInfo, record_outside  # torch, but only for a job that died
 
@@ -603,6 +605,8 @@ class RunnerLauncher(Launcher):
                         stopped = code == -signal.SIGTERM and stopped_by[0] == "SIGTERM"
                         returns[job.idx] = self._finish(job, code, interrupted=stopped, how=stopped_by[0])
                     status_text = returns[job.idx].return_value.get("status", "?")
+                    if job.kept:
+                        status_text = "kept (ok, resume=true)"
                     done = len(returns)
                     elapsed = time.monotonic() - start
                     left = elapsed / done * (total - done)
