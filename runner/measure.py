@@ -262,6 +262,10 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         out.estimate_s = max(kinds * turn_s, min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, left_s))
 
         allocations = 0
+        # The repeats the progress lines say there may be: what the estimate below finds the
+        # window holds (it had said "at most 5 repeats", then "repeat 1 (at most 10)"), never
+        # fewer than have run.
+        most_said = [m.repeats]
         # Where each kind of pass goes on in the plan: every pass starts where the one of its
         # kind before it ended, so that over the repeats each serves the whole plan (with
         # buckets, a short pass from the plan's start each time would serve only its first sizes).
@@ -287,9 +291,10 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
             n, s = out.throughput[-1]
+            done, most = len(out.throughput), max(most_said[0], len(out.throughput))
             log.info("repeat %d (at most %d): %s requests/s, %.1f s of %g s budget",
-                     len(out.throughput), m.repeats, rate_text(n / s), budget.elapsed(), m.budget_s, extra=PROGRESS)
-            progress.show(f"repeat {len(out.throughput)} (at most {m.repeats}): {rate_text(n / s)} requests/s")
+                     done, most, rate_text(n / s), budget.elapsed(), m.budget_s, extra=PROGRESS)
+            progress.show(f"repeat {done} (at most {most}): {rate_text(n / s)} requests/s")
 
         def ceiling_stride(cap_s: float) -> int:
             """Requests between the ceiling's waits: a few per pass for a slow model, so that its
@@ -356,6 +361,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             min(m.repeats, max(fitting, int(window_s / per_repeat_s) + 1))
         repeats = f"{fitting} repeat{'s' * (fitting > 1)}" if most_repeats == fitting else \
             f"at least {fitting} and at most {most_repeats} repeats"
+        most_said[0] = most_repeats
         log.info("measuring: %s s more (measure.budget_s=%g: %s of about %.2f s per pass%s)",
                  span, m.budget_s, repeats, per_pass_s, fewer)
         if m.interleave:

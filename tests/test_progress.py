@@ -21,7 +21,7 @@ class Terminal(io.StringIO):
         return True
 
 
-def _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr: io.StringIO) -> tuple[str, str, dict]:
+def _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr: io.StringIO, *extra: str) -> tuple[str, str, dict]:
     """Run a quick job with a console handler on `stderr` (as Hydra's is on the terminal) and a
     log-file handler; what each received, and the result."""
     monkeypatch.setattr(sys, "stderr", stderr)
@@ -33,7 +33,7 @@ def _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr: io.StringIO) -> 
     root.addHandler(console)
     root.addHandler(logfile)
     try:
-        result = run_job(make_cfg(*QUICK), JobInfo(output_dir=tmp_path, overrides=list(QUICK)))
+        result = run_job(make_cfg(*QUICK, *extra), JobInfo(output_dir=tmp_path, overrides=[*QUICK, *extra]))
     finally:
         root.removeHandler(console)
         root.removeHandler(logfile)
@@ -47,19 +47,27 @@ def test_on_a_terminal_a_bar_stands_for_the_repeat_lines(make_cfg, tmp_path, mon
     console, logfile, result = _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr)
     assert result["status"] == "ok"
     bar = stderr.getvalue()
-    assert "measuring" in bar and "s budget" in bar and "repeat 1 (at most 3)" in bar and "requests/s" in bar
+    assert "measuring" in bar and "s budget" in bar and re.search(r"repeat 1 \(at most \d+\)", bar) and "requests/s" in bar
     assert "\r" in bar  # redrawn in place
     # The repeat lines go to the log file only; other lines still reach the console.
-    assert "repeat 1 (at most 3)" in logfile and "repeat 1 (at most 3)" not in console
+    assert re.search(r"repeat 1 \(at most \d+\)", logfile) and "repeat 1 (at most" not in console
     assert "check:" in console and re.search(r"measuring: (about [\d.]+|[\d.]+ to [\d.]+) s more", console)
 
 
 def test_elsewhere_plain_lines_and_no_bar(make_cfg, tmp_path, monkeypatch):
     stderr = io.StringIO()
-    console, logfile, result = _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr)
+    # More repeats asked than the quick budget holds.
+    console, logfile, result = _run_with_handlers(make_cfg, tmp_path, monkeypatch, stderr, "measure.repeats=50")
     assert result["status"] == "ok"
     assert "measuring" not in stderr.getvalue()
-    assert "repeat 1 (at most 3)" in console and "repeat 1 (at most 3)" in logfile
+    assert re.search(r"repeat 1 \(at most \d+\)", console) and re.search(r"repeat 1 \(at most \d+\)", logfile)
+    # The repeat lines' "at most" is the estimate's (it had said "at most 5 repeats", then
+    # "repeat 1 (at most 10)"), never below the repeats that ran.
+    said = re.search(r"measuring: .*?(?:at most (\d+) repeats|(\d+) repeats?) of about", console)
+    most = int(said.group(1) or said.group(2))
+    lines = [int(x) for x in re.findall(r"repeat \d+ \(at most (\d+)\)", console)]
+    ran = len(result["figures"]["throughput_requests_per_s_repeats"])
+    assert lines and lines[0] == most and lines[-1] == max(most, ran)
 
 
 def test_the_record_says_where_the_time_went(make_cfg, tmp_path):
