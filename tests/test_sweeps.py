@@ -542,6 +542,23 @@ def _ended(pid: int) -> bool:
 
 
 @pytest.mark.slow
+def test_timeout_s_int_is_one_interrupt_not_a_second_ctrl_c(tmp_path):
+    """`timeout -s INT` signals the launcher, then its whole group: the launcher again. Taken for
+    a second Ctrl-C, it stopped the running job at once ("stopping the running job(s) now"),
+    which then lost what it had measured. Here the launcher's echo comes 30 ms after."""
+    proc = _sweep_measuring_its_second_job(tmp_path)
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.03)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopping the running job(s) now" not in err and "[runner] interrupted (Ctrl-C): waiting" in err, err[-2000:]
+    by_num = results(tmp_path / "sw")
+    assert by_num[0]["status"] == "ok" and by_num[1]["status"] == "interrupted"
+    assert "before the job wrote its result" not in by_num[1]["reason"]  # the job recorded itself
+
+
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_results_and_marks_the_running_job(tmp_path):
     proc = _sweep_measuring_its_second_job(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does

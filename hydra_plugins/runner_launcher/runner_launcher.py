@@ -45,6 +45,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from hydra_plugins.runner_launcher.topology import cpu_shares, nearest_cpus, visible_gpu_ids
 
 log = logging.getLogger(__name__)
+# A SIGINT this soon after the one that began an interrupt is the same interrupt, sent twice
+# (`timeout -s INT` signals its child, then the child's group); a second Ctrl-C is later.
+SAME_INTERRUPT_S = 0.1
 
 
 @dataclass
@@ -495,24 +498,38 @@ class RunnerLauncher(Launcher):
         # ... unless the sweep's own SIGTERM (sent to its whole group) ended it during its imports.
         stopped_codes = (None, 130, -signal.SIGINT) + ((-signal.SIGTERM,) if how == "SIGTERM" else ())
         second = "Ctrl-C again" if how == "Ctrl-C" else "Ctrl-C (SIGINT)"
-        print(f"\n[runner] interrupted ({how}): waiting up to {self.grace_s:.0f}s for {len(running)} running job(s) to "
-              f"record what they measured ({second}: stop now)", file=sys.stderr, flush=True)
-        deadline = time.monotonic() + self.grace_s
-        again = False
-        try:
-            time.sleep(0.5)  # a terminal's Ctrl-C (a scheduler's SIGTERM) reaches the jobs themselves too
-            for job in running.values():
-                assert job.process is not None
-                if job.process.returncode is None:
-                    job.process.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
-            for job in running.values():
-                assert job.process is not None
-                try:
-                    job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass  # stopped below
-        except KeyboardInterrupt:
-            again = True
+        began = time.monotonic()
+        deadline = began + self.grace_s
+        forward_at = began + 0.5  # a terminal's Ctrl-C (a scheduler's SIGTERM) reaches the jobs themselves too
+        said = again = False
+        forwarded: set[int] = set()
+        while True:  # each step below may be retaken: an echo of the first SIGINT resumes them
+            try:
+                if not said:
+                    print(f"\n[runner] interrupted ({how}): waiting up to {self.grace_s:.0f}s for {len(running)} running "
+                          f"job(s) to record what they measured ({second}: stop now)", file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(max(0.0, forward_at - time.monotonic()))
+                for job in running.values():
+                    assert job.process is not None
+                    if job.process.returncode is None and job.idx not in forwarded:
+                        job.process.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
+                    forwarded.add(job.idx)
+                for job in running.values():
+                    assert job.process is not None
+                    try:
+                        job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass  # stopped below
+                break
+            except KeyboardInterrupt:
+                # `timeout -s INT` signals the launcher, then its whole group, the launcher again:
+                # one interrupt, not a second Ctrl-C (it had stopped the jobs at once, their
+                # finished repeats lost). A person's second Ctrl-C comes later than this.
+                if time.monotonic() - began < SAME_INTERRUPT_S:
+                    continue
+                again = True
+                break
         # From here on, further Ctrl-Cs wait until what the jobs left is recorded and said.
         with _ctrl_c_deferred():
             if again:
