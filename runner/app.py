@@ -202,6 +202,8 @@ def _check_config_sources(argv: list[str]) -> None:
                  if Path(folder).name == ".hydra" else "")
         raise ConfigError(f"--config-dir {folder}: its config.yaml has the name of the runner's own config, which "
                           f"Hydra reads first; rename yours (DIR/NAME.yaml) and pass --config-name NAME{rerun}")
+    if name not in ("config", "config.yaml"):
+        _check_primary_builds_on_ours(argv, folder, name)
     for arg in argv:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+") in LIST_REFUSED_GROUPS and value.strip().startswith("["):
@@ -217,6 +219,63 @@ def _check_config_sources(argv: list[str]) -> None:
             if item.startswith("file://") and not Path(item[len("file://"):]).is_dir():
                 raise ConfigError(f"hydra.searchpath: {item}: no such folder (seen from {os.getcwd()}); name the "
                                   "folder that holds your config groups (model/, measure/, ...)")
+
+
+def _searchpath_folders(argv: list[str]) -> list[Path]:
+    folders = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") == "hydra.searchpath":
+            folders += [Path(item[len("file://"):]) for item in (x.strip().strip("'\"") for x in value.strip().strip("[]").split(","))
+                        if item.startswith("file://")]
+    return folders
+
+
+def _check_primary_builds_on_ours(argv: list[str], folder: Optional[str], name: str) -> None:
+    """A primary config of the user's (--config-name) whose defaults do not include the runner's
+    `config` has none of its keys or groups: Hydra then said "measure is not in the defaults
+    list" (measure=quick) or "model is not in the defaults list" (the file's own override), and
+    one that composed failed on a key it lacks ("~baseline: cannot be deleted"). Its defaults
+    are followed through the user's own configs of the same folder (a base of theirs that starts
+    from `config` is fine); a file not found is left to Hydra."""
+    import yaml
+
+    stem = name[:-5] if name.endswith(".yaml") else name
+    folders = ([Path(folder)] if folder else []) + _searchpath_folders(argv)
+    home = next((f for f in folders if (f / f"{stem}.yaml").is_file()), None)
+    if home is None:
+        return
+    seen: set[str] = set()
+
+    def reaches_ours(config: str) -> Optional[bool]:  # None: cannot tell (unreadable, unusual)
+        if config in seen:
+            return False
+        seen.add(config)
+        try:
+            data = yaml.safe_load((home / f"{config}.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return None
+        defaults = data.get("defaults") if isinstance(data, dict) else None
+        if defaults is None:
+            return False
+        if not isinstance(defaults, list):
+            return None
+        for entry in defaults:
+            if not isinstance(entry, str):
+                continue  # a group's option (model: mha) or an override
+            entry = entry.strip().lstrip("/")
+            if entry == "config":
+                return True
+            if entry != "_self_" and (home / f"{entry}.yaml").is_file():
+                below = reaches_ours(entry)
+                if below is None or below:
+                    return below
+        return False
+
+    if reaches_ours(stem) is False:
+        raise ConfigError(f"--config-name {stem}: {home / (stem + '.yaml')} does not build on the runner's config, so "
+                          "none of its keys and groups (model, measure, ...) are there; start its defaults with it: "
+                          "defaults: [config, _self_, ...] (README: a primary config of your own)")
 
 
 def _sweep_job(exc: BaseException) -> str:

@@ -241,6 +241,14 @@ BAD_INPUTS = {
                            "1.1; quote it: '1.10'"),
     "file-bool-primary": (["--config-dir", "conf", "--config-name", "mine"],
                           "pinned: 0 is not a boolean (in the config file mine.yaml); write true or false"),
+    # A primary config of the user's that does not build on the runner's: Hydra had said
+    # "measure is not in the defaults list" (or "~baseline: cannot be deleted" once composed).
+    "primary-not-ours": (["--config-dir", "conf", "--config-name", "alone", "measure=quick"],
+                         "--config-name alone: conf/alone.yaml does not build on the runner's config, so none of its "
+                         "keys and groups (model, measure, ...) are there; start its defaults with it: "
+                         "defaults: [config, _self_, ...] (README: a primary config of your own)"),
+    "primary-not-ours-searchpath": (["hydra.searchpath=[file://conf]", "--config-name", "based"],
+                                    "--config-name based: conf/based.yaml does not build on the runner's config"),
     "file-bool-nested": (["hydra.searchpath=[file://conf]", "model=lengths"],
                          "model.inputs.input.random_lengths: 1 is not a boolean (in the config file "
                          "model/lengths.yaml); write true or false"),
@@ -277,6 +285,9 @@ USER_FILES = {
     # A primary config of the user's (--config-name) that builds on the runner's.
     "file-bool-primary": {"conf/mine.yaml": "defaults:\n  - config\n  - _self_\n  - override model: linear\n  - "
                           "override measure: quick\npinned: 0\n"},
+    "primary-not-ours": {"conf/alone.yaml": "defaults:\n  - _self_\n  - override model: linear\n"},
+    # Through a base of the user's that does not start from the runner's config either.
+    "primary-not-ours-searchpath": {"conf/based.yaml": "defaults:\n  - base\n  - _self_\n", "conf/base.yaml": "streams: 1\n"},
     "file-bool-nested": {"conf/model/lengths.yaml": "module: {_target_: torch.nn.Linear, in_features: 8, "
                          "out_features: 4}\nbatch: 2\ninputs: {input: {shape: [8], random_lengths: 1}}\n"},
     **{name: {"afile": ""} for name in ("run-dir-file", "run-dir-under-file", "sweep-dir-file")},
