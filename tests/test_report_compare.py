@@ -560,6 +560,39 @@ def test_plots_of_a_sweep_without_latency_warn_nothing(tmp_path, recwarn):
     assert logging.getLogger("matplotlib").getEffectiveLevel() >= logging.WARNING
 
 
+def test_the_sweep_plot_draws_each_rate_with_its_spread(tmp_path, monkeypatch):
+    """A job of cv 14.7% was drawn 20% above the others with nothing showing its spread: the
+    rates are drawn with +-1 standard deviation of their passes, per job and against streams."""
+    import matplotlib.axes
+
+    from runner.plots import plot_sweep
+    from runner.report import Row
+
+    drawn: dict[str, list] = {}
+    for name in ("bar", "errorbar"):
+        real = getattr(matplotlib.axes.Axes, name)
+
+        def recording(self, *args, _real=real, _name=name, **kwargs):
+            if "yerr" in kwargs:
+                drawn.setdefault(_name, []).append(list(kwargs["yerr"]))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, name, recording)
+
+    def row(job, streams, rate, cv):
+        return Row(job=job, overrides=f"seed={job}", model="MLP", mode=f"eager x{streams}", status="ok", reason="",
+                   requests_per_s=rate, samples_per_s=4 * rate, latency_p50_us=None, latency_p99_us=None,
+                   speedup_vs_baseline=None, efficiency_vs_ceiling=None, throughput_cv=cv, streams=streams,
+                   device="cpu", path="")
+
+    plot_sweep([row("0", 1, 800.0, 0.147), row("1", 1, 660.0, 0.01), row("2", 1, 650.0, None)], tmp_path / "a")
+    assert drawn["bar"] == [[pytest.approx(117.6), pytest.approx(6.6), 0.0]]
+    drawn.clear()
+    plot_sweep([row("0", 1, 1000.0, 0.02), row("1", 2, 2000.0, 0.1)], tmp_path / "b")
+    assert sorted(x for bars in drawn["errorbar"] for x in bars) == [pytest.approx(20.0), pytest.approx(200.0)]
+    assert "bar" not in drawn  # points against streams, not bars
+
+
 def test_a_per_job_plot_with_long_labels_warns_nothing(tmp_path, recwarn):
     """Many jobs on one stream count (a CPU sweep), labelled by long overrides: matplotlib's
     tight layout gave up on them ("Tight layout not applied") and the title ran off the figure."""
