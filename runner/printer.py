@@ -140,6 +140,11 @@ def render(result: dict[str, Any]) -> str:
         if ratios:
             lines.append("  " + "   ".join(ratios))
     on_device = f.get("latency_clock") == "cuda events"
+    # Off CUDA one request runs at a time on the submitting thread: no slot to wait for, a copy
+    # only in copy staging, and the "launch" is the whole request (the method says so; the
+    # console's rows had named a GPU's steps: "launch 1,484.8 us").
+    host_only = str(eff.get("device") or "").partition(":")[0] not in ("cuda", "")
+    staged = eff.get("staging") == "copy"
     rows = [
         # On a GPU the events time the request on its stream, from its H2D copy's start: its wait
         # behind the stream's previous request and the host's enqueue are not in it.
@@ -149,9 +154,9 @@ def render(result: dict[str, Any]) -> str:
         ("  compute", "latency_compute_us"),
         ("  D2H", "latency_d2h_us"),
         ("  copy out", "latency_copy_out_us"),
-        ("host: wait for slot", "host_wait_us"),
-        ("host: copy request", "host_copy_us"),
-        ("host: launch", "host_launch_us"),
+        *((("host: wait for slot", "host_wait_us"), ("host: copy request", "host_copy_us"),
+           ("host: launch", "host_launch_us")) if not host_only else
+          ((("host: copy request", "host_copy_us"),) if staged else ()) + (("host: whole request", "host_launch_us"),)),
         ("baseline, host clock" if on_device else "baseline request", "baseline_latency_us"),
     ]
     rows = [(label, f[key]) for label, key in rows if f.get(key)]

@@ -65,6 +65,14 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
                                                  "latency_clock": "cuda events", "measure_time_s": 1.0}})
     assert "device: H2D to D2H" in on_gpu and "baseline, host clock" in on_gpu and "end to end" not in on_gpu
     assert "  end to end" in render(on_disk)
+    # The host-time rows name the CPU's own steps: no slot to wait for, no copy in direct
+    # staging, and the "launch" is the whole request (they had named a GPU's).
+    shown = render(on_disk)
+    assert "host: whole request" in shown and "host: wait for slot" not in shown and "host: copy request" not in shown
+    assert "host: copy request" in render(dict(on_disk, effective=dict(on_disk["effective"], staging="copy")))
+    on_cuda = render({"status": "ok", "effective": {"device": "cuda:0", "staging": "direct"},
+                      "figures": {"host_wait_us": lat, "host_copy_us": lat, "host_launch_us": lat, "measure_time_s": 1.0}})
+    assert all(row in on_cuda for row in ("host: wait for slot", "host: copy request", "host: launch"))
     method = json.dumps(on_disk["method"])
     assert "CUDA" not in method and "H2D" not in method and "host-clock" in on_disk["method"]["latency"]
     assert "polled" not in method  # the load method spoke of "the slot's event polled between issues"
