@@ -104,16 +104,17 @@ def test_plots_draw_what_the_table_says(tmp_path):
     for r in presets:
         r.overrides, r.path = f"model={r.asked[0][6:]} streams={r.streams}", f"/s/{r.job}"
     plots._plot_throughput_latency(presets, tmp_path / "t.png", kept)
-    lines = kept.figures[-1].axes[0].get_lines()
-    assert len(lines) == 2 and all(sorted(line.get_xdata()) == [1, 4] for line in lines)
+    # A line per label, drawn with its error bars: each an errorbar container (its label, its data line).
+    lines = kept.figures[-1].axes[0].containers
+    assert len(lines) == 2 and all(sorted(line.lines[0].get_xdata()) == [1, 4] for line in lines)
     assert sorted(line.get_label().rsplit("[", 1)[1] for line in lines) == ["model=mlp]", "model=mlp_wide]"]
     # Two sweeps of the same config: a line per sweep folder.
     for r, folder in zip(presets, ("a", "a", "b", "b"), strict=True):
         r.asked, r.overrides, r.path = (f"streams={r.streams}",), f"streams={r.streams}", f"/{folder}/{r.job}"
     plots._plot_throughput_latency(presets, tmp_path / "t2.png", kept)
-    lines = kept.figures[-1].axes[0].get_lines()
+    lines = kept.figures[-1].axes[0].containers
     assert sorted(line.get_label().rsplit("[", 1)[1] for line in lines) == ["a]", "b]"]
-    assert all(sorted(line.get_xdata()) == [1, 4] for line in lines)
+    assert all(sorted(line.lines[0].get_xdata()) == [1, 4] for line in lines)
 
     modes = [row("0"), row("1", latency_p99_us=None)]
     modes[1].mode = "graph x1 pinned direct/2"
@@ -122,7 +123,9 @@ def test_plots_draw_what_the_table_says(tmp_path):
     modes.append(row("3", load="server: INVALID at load.rate=20,000/s"))  # an offered rate is no throughput
     plots._plot_throughput_latency(modes, tmp_path / "m.png", kept)
     fig = kept.figures[-1]
-    assert fig.axes[0].get_title().endswith("modes differ: see each job's overrides")
+    assert fig.axes[0].get_title().endswith("modes differ: see each job's overrides\n"
+                                            "error bars: +-1 standard deviation of each job's throughput passes")
+    assert fig.axes[1].get_title().endswith("modes differ: see each job's overrides")  # p99: no error bars
     assert [t.get_text() for t in fig.axes[1].texts] == ["no latency\nmeasured"]
     assert fig.get_suptitle().endswith("not drawn (see the table): #2, #3")
 
