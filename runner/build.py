@@ -982,8 +982,9 @@ def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
         # Drawn sizes, spread over the plan: each pass serves its own stretch of it (the next
         # goes on where it ended), and a short pass's mix of sizes had been its stretch's
         # chance one (a slow model's passes of 5-40 requests read 22% apart for that alone).
-        # The costs: the launch shape's (a graph's follows its bucket), then the real size's.
-        order = spread_order([(launch_key(spec, z).elements(), z.elements()) for z in sizes])
+        # The costs: the launch shape's (a graph's follows its bucket), then the real size's;
+        # each turn of the ring, and each slot over a few turns, also holds the mix.
+        order = spread_order([(launch_key(spec, z).elements(), z.elements()) for z in sizes], spec.streams * spec.slots)
         sizes, requests = [sizes[i] for i in order], [requests[i] for i in order]
     plan = []
     for size, request in zip(sizes, requests, strict=True):

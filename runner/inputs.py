@@ -212,15 +212,27 @@ def draw_sizes(model: ModelSpec, count: int, generator: torch.Generator, cover: 
 GOLDEN_STEP = (math.sqrt(5.0) - 1.0) / 2.0
 
 
-def spread_order(costs: list) -> list[int]:
-    """An order of the requests whose `costs` (sortable) are given: the i-th position holds
-    the request whose cost ranks where (i + 1) * GOLDEN_STEP mod 1 ranks among all positions'.
-    Any stretch of consecutive positions then holds about the whole list's mix of costs,
-    wherever it starts (256 sizes uniform over 1..32: the mean of 20 in a row within 9% of the
-    list's, against 29% in drawn order): a pass that serves part of the plan serves its mix, not
-    its stretch's chance one."""
+def spread_order(costs: list, ring: int = 1) -> list[int]:
+    """An order of the requests whose `costs` (sortable) are given, for a ring of `ring` slots
+    that requests go round (request j to slot j % ring). The costs' ranks are cut into `ring`
+    strata; each turn of the ring holds one request of each stratum, each slot moves to another
+    stratum every turn (by a stride near ring x the golden ratio, prime to it), and within a
+    stratum the ranks are taken at golden-ratio steps. Any stretch of whole turns then holds
+    about the whole list's mix of costs, wherever it starts, and so does each slot over a few
+    turns (256 sizes drawn as experiment=buckets draws them, a ring of 8: the mean of 40 in a row
+    spread 4.8% over where they start, against 16% in drawn order; the busiest slot of those 40
+    carried 1.43x the mean slot's cost, against 1.77x). A pass that serves part of the plan serves its
+    mix, not its stretch's chance one."""
+    stride = max(1, round(ring * GOLDEN_STEP))
+    while math.gcd(stride, ring) != 1:
+        stride += 1
+
+    def place(p: int) -> float:  # where position p's cost ranks, in [0, 1)
+        turn, slot = divmod(p, ring)
+        return ((slot + turn * stride) % ring + ((turn + 1) * GOLDEN_STEP) % 1.0) / ring
+
     ranked = sorted(range(len(costs)), key=lambda i: (costs[i], i))
-    positions = sorted(range(len(costs)), key=lambda p: ((p + 1) * GOLDEN_STEP) % 1.0)
+    positions = sorted(range(len(costs)), key=place)
     order = [0] * len(costs)
     for rank, position in enumerate(positions):
         order[position] = ranked[rank]

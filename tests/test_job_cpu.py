@@ -1508,6 +1508,13 @@ def test_a_bucketed_plan_spreads_its_sizes_so_every_stretch_holds_its_mix(make_c
     assert sorted(order) == list(range(5))
     ranks = sorted(range(5), key=lambda p: ((p + 1) * 0.6180339887) % 1.0)
     assert [[5, 1, 4, 1, 3][i] for i in order] == [sorted([5, 1, 4, 1, 3])[ranks.index(p)] for p in range(5)]
+    # A ring of 8 slots: every turn holds one request of each eighth of the costs, and each
+    # slot's requests go round the eighths (a golden step alone had given slot 0 costs 20, 18,
+    # 16, ... in a row).
+    costs = list(range(64))
+    ring = [costs[i] for i in spread_order(costs, 8)]
+    assert all(sorted(c // 8 for c in ring[t:t + 8]) == list(range(8)) for t in range(0, 64, 8))
+    assert all(len({ring[s + 8 * t] // 8 for t in range(8)}) == 8 for s in range(8))
 
     spec = resolve(make_cfg(*QUICK, "experiment=buckets"))
     workload = build(spec)
