@@ -262,10 +262,6 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         out.estimate_s = max(kinds * turn_s, min(low + (m.latency_requests > 0) * 0.15 * m.budget_s, left_s))
 
         allocations = 0
-        # The repeats the progress lines say there may be: what the estimate below finds the
-        # window holds (it had said "at most 5 repeats", then "repeat 1 (at most 10)"), never
-        # fewer than have run.
-        most_said = [m.repeats]
         # Where each kind of pass goes on in the plan: every pass starts where the one of its
         # kind before it ended, so that over the repeats each serves the whole plan (with
         # buckets, a short pass from the plan's start each time would serve only its first sizes).
@@ -291,7 +287,10 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             if lanes.is_cuda:
                 allocations += _allocation_count(device) - before
             n, s = out.throughput[-1]
-            done, most = len(out.throughput), max(most_said[0], len(out.throughput))
+            # The repeats there may be at this pace, as `_stop` will allow them (the asked
+            # measure.repeats had followed "at most 5 repeats" as "repeat 1 (at most 10)").
+            done = len(out.throughput)
+            most = min(m.repeats, done + _more_repeats(end - time.perf_counter(), s, kinds if m.interleave else 1))
             log.info("repeat %d (at most %d): %s requests/s, %.1f s of %g s budget",
                      done, most, rate_text(n / s), budget.elapsed(), m.budget_s, extra=PROGRESS)
             progress.show(f"repeat {done} (at most {most}): {rate_text(n / s)} requests/s")
@@ -361,7 +360,6 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
             min(m.repeats, max(fitting, int(window_s / per_repeat_s) + 1))
         repeats = f"{fitting} repeat{'s' * (fitting > 1)}" if most_repeats == fitting else \
             f"at least {fitting} and at most {most_repeats} repeats"
-        most_said[0] = most_repeats
         log.info("measuring: %s s more (measure.budget_s=%g: %s of about %.2f s per pass%s)",
                  span, m.budget_s, repeats, per_pass_s, fewer)
         if m.interleave:
@@ -558,6 +556,15 @@ def host_speeds(m: Measurement) -> Optional[list[float]]:
     if len(canary_s) != len(m.throughput) or not all(s > 0 for s in canary_s):
         return None
     return [1 / s for s in canary_s]
+
+
+def _more_repeats(left_s: float, pass_s: float, passes_per_repeat: int) -> int:
+    """How many more repeats `_stop` lets start in `left_s` when each pass takes `pass_s`: one
+    starts while its last pass has half a pass of time."""
+    first_s = (passes_per_repeat - 0.5) * pass_s  # what the next repeat needs to start
+    if pass_s <= 0 or left_s < first_s:
+        return 0 if pass_s > 0 else 1
+    return int((left_s - first_s) // (passes_per_repeat * pass_s)) + 1
 
 
 def _stop(out: Measurement, m, end: float, passes_per_repeat: int = 1) -> bool:

@@ -61,13 +61,14 @@ def test_elsewhere_plain_lines_and_no_bar(make_cfg, tmp_path, monkeypatch):
     assert result["status"] == "ok"
     assert "measuring" not in stderr.getvalue()
     assert re.search(r"repeat 1 \(at most \d+\)", console) and re.search(r"repeat 1 \(at most \d+\)", logfile)
-    # The repeat lines' "at most" is the estimate's (it had said "at most 5 repeats", then
-    # "repeat 1 (at most 10)"), never below the repeats that ran.
+    # The repeat lines' "at most" is what the window holds at the pace measured, as the estimate
+    # before them (it had said "at most 5 repeats", then "repeat 1 (at most 50)", the asked).
     said = re.search(r"measuring: .*?(?:at most (\d+) repeats|(\d+) repeats?) of about", console)
     most = int(said.group(1) or said.group(2))
-    lines = [int(x) for x in re.findall(r"repeat \d+ \(at most (\d+)\)", console)]
+    lines = [(int(k), int(x)) for k, x in re.findall(r"repeat (\d+) \(at most (\d+)\)", console)]
     ran = len(result["figures"]["throughput_requests_per_s_repeats"])
-    assert lines and lines[0] == most and lines[-1] == max(most, ran)
+    assert lines and most < 50 and all(k <= x < 50 for k, x in lines) and lines[0][1] <= 2 * most
+    assert len(lines) == ran
 
 
 def test_the_record_says_where_the_time_went(make_cfg, tmp_path):
