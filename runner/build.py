@@ -146,20 +146,26 @@ def _broken_import(target: str, inner: BaseException) -> Optional[str]:
         spec = importlib.util.find_spec(package) if package else None
     except (ImportError, ValueError):
         spec = None
-    if spec is None or not spec.origin:
+    if spec is None:
         return None
     if isinstance(inner, ModuleNotFoundError):
-        needed = (inner.name or "").partition(".")[0]
-        if needed and needed != package:
-            return f"{package} is found but needs {needed}, which is not installed: pip install it (its package may be named otherwise)"
-        return None  # a module of the package itself, misspelt
+        needed = inner.name or ""
+        if not needed or target == needed or target.startswith(needed + "."):
+            return None  # the target's own path stops there: a name misspelt
+        top = needed.partition(".")[0]
+        if top != package:
+            return f"{package} is found but needs {top}, which is not installed: pip install it (its package may be named otherwise)"
+        return f"{package} is found but its code imports {needed}, which it does not have: fix that import"
     # Raised by the package's own code as it was imported (a frame in its files, or a syntax
-    # error in one), not by the import machinery about the name.
-    home = os.path.dirname(spec.origin) if spec.submodule_search_locations else spec.origin
-    files = [frame.filename for frame in traceback.extract_tb(inner.__traceback__)]
+    # error in one), not by the import machinery about the name (whose frames are Hydra's and
+    # this module's: runner.models.mlp.MLP. had read as a broken runner).
+    homes = list(spec.submodule_search_locations or []) or ([spec.origin] if spec.origin else [])
+    files = [frame.filename for frame in traceback.extract_tb(inner.__traceback__)
+             if os.path.abspath(frame.filename) != os.path.abspath(__file__)]
     if isinstance(inner, SyntaxError) and inner.filename:
         files.append(inner.filename)
-    if not any(os.path.abspath(f) == home or os.path.abspath(f).startswith(home + os.sep) for f in files):
+    if not any(os.path.abspath(f) == os.path.abspath(home) or os.path.abspath(f).startswith(os.path.abspath(home) + os.sep)
+               for f in files for home in homes):
         return None
     return (f"{package} is found but raised that while importing: fix it, or reinstall it (a package "
             f"built for another torch than this {torch.__version__} fails so)")

@@ -308,6 +308,13 @@ def test_a_package_that_fails_to_import_is_named_broken_not_the_name_wrong(make_
     (tmp_path / "needy.py").write_text("import a_module_nobody_installed\n")
     (tmp_path / "fine.py").write_text("import torch\nNet = torch.nn.Identity\n")
     (tmp_path / "typo.py").write_text("def f(:\n")
+    # A folder of models without __init__.py (a namespace package), and a package whose module
+    # imports a module of its own that is not there.
+    (tmp_path / "nsmods").mkdir()
+    (tmp_path / "nsmods" / "net.py").write_text('raise RuntimeError("boom")\n')
+    (tmp_path / "relpkg").mkdir()
+    (tmp_path / "relpkg" / "__init__.py").write_text("")
+    (tmp_path / "relpkg" / "relmiss.py").write_text("from .helpers_gone import f\n")
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def error(target: str) -> str:
@@ -323,6 +330,13 @@ def test_a_package_that_fails_to_import_is_named_broken_not_the_name_wrong(make_
                                        "pip install it (its package may be named otherwise)")
     assert error("typo.Net").startswith("model.module._target_=typo.Net: cannot be imported (invalid syntax")
     assert "typo is found but raised that while importing" in error("typo.Net")
+    assert error("nsmods.net.Net").endswith("(boom); nsmods is found but raised that while importing: fix it, or "
+                                            f"reinstall it (a package built for another torch than this {torch.__version__} "
+                                            "fails so)")
+    assert error("relpkg.relmiss.Net").endswith("relpkg is found but its code imports relpkg.helpers_gone, which it "
+                                                "does not have: fix that import")
+    # Hydra's own refusal of a malformed name, raised through this module's frames: not a broken runner.
+    assert "is found but" not in error("runner.models.mlp.MLP.")
     assert error("fine.Nett").endswith("did you mean fine.Net?")
     assert error("fine.sub.Net").startswith("model.module._target_=fine.sub.Net: cannot be imported (No module named")
     assert "is found but" not in error("fine.sub.Net")
