@@ -231,51 +231,90 @@ def _searchpath_folders(argv: list[str]) -> list[Path]:
     return folders
 
 
+OURS = ("config", "runner_schema")  # the runner's primary config, and the schema it starts from
+
+
 def _check_primary_builds_on_ours(argv: list[str], folder: Optional[str], name: str) -> None:
     """A primary config of the user's (--config-name) whose defaults do not include the runner's
     `config` has none of its keys or groups: Hydra then said "measure is not in the defaults
     list" (measure=quick) or "model is not in the defaults list" (the file's own override), and
     one that composed failed on a key it lacks ("~baseline: cannot be deleted"). Its defaults
-    are followed through the user's own configs of the same folder (a base of theirs that starts
-    from `config` is fine); a file not found is left to Hydra."""
+    are followed through the user's own configs (--config-dir, hydra.searchpath folders); where
+    one names something else (a package's config), or the file sets its own search path, it is
+    left to Hydra. Also refused: `_self_` listed before `config` in a file that sets keys, which
+    the runner's config then overrides without a word."""
     import yaml
 
     stem = name[:-5] if name.endswith(".yaml") else name
     folders = ([Path(folder)] if folder else []) + _searchpath_folders(argv)
-    home = next((f for f in folders if (f / f"{stem}.yaml").is_file()), None)
-    if home is None:
-        return
-    seen: set[str] = set()
 
-    def reaches_ours(config: str) -> Optional[bool]:  # None: cannot tell (unreadable, unusual)
-        if config in seen:
-            return False
-        seen.add(config)
+    def find(config: str) -> Optional[Path]:
+        return next((f / f"{config}.yaml" for f in folders if (f / f"{config}.yaml").is_file()), None)
+
+    def load(path: Path) -> Any:  # the file's mapping ({} when empty); None where it is not one
         try:
-            data = yaml.safe_load((home / f"{config}.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError):
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
             return None
-        defaults = data.get("defaults") if isinstance(data, dict) else None
+        return {} if data is None else data if isinstance(data, dict) else None
+
+    def entry_name(entry: str) -> str:  # "/config@_here_" -> "config", "base.yaml" -> "base"
+        entry = entry.strip().lstrip("/").partition("@")[0].strip()
+        return entry[:-5] if entry.endswith(".yaml") else entry
+
+    primary = find(stem)
+    if primary is None:
+        return
+    seen: set[Path] = set()
+
+    def reaches_ours(path: Path) -> Optional[bool]:  # None: cannot tell
+        if path in seen:
+            return False
+        seen.add(path)
+        data = load(path)
+        if data is None:
+            return None  # Hydra will say what is wrong with it
+        if isinstance(data.get("hydra"), dict) and "searchpath" in data["hydra"]:
+            return None  # bases found where Hydra looks then
+        defaults = data.get("defaults")
         if defaults is None:
             return False
         if not isinstance(defaults, list):
             return None
+        unknown = False
         for entry in defaults:
             if not isinstance(entry, str):
                 continue  # a group's option (model: mha) or an override
-            entry = entry.strip().lstrip("/")
-            if entry == "config":
+            config = entry_name(entry)
+            if config in OURS:
                 return True
-            if entry != "_self_" and (home / f"{entry}.yaml").is_file():
-                below = reaches_ours(entry)
-                if below is None or below:
-                    return below
-        return False
+            if config in ("_self_", ""):
+                continue
+            base = find(config)
+            if base is None:
+                unknown = True  # not a file of the user's folders: cannot tell
+                continue
+            below = reaches_ours(base)
+            if below is None:
+                unknown = True
+            elif below:
+                return True
+        return None if unknown else False
 
-    if reaches_ours(stem) is False:
-        raise ConfigError(f"--config-name {stem}: {home / (stem + '.yaml')} does not build on the runner's config, so "
-                          "none of its keys and groups (model, measure, ...) are there; start its defaults with it: "
-                          "defaults: [config, _self_, ...] (README: a primary config of your own)")
+    where = f"--config-name {stem}: {primary}"
+    if reaches_ours(primary) is False:
+        raise ConfigError(f"{where} does not build on the runner's config, so none of its keys and groups (model, "
+                          "measure, ...) are there; start its defaults with it: defaults: [config, _self_, ...] "
+                          "(README: a primary config of your own)")
+    data = load(primary) or {}
+    defaults = data.get("defaults")
+    if isinstance(defaults, list):
+        names = [entry_name(e) if isinstance(e, str) else None for e in defaults]
+        own_keys = sorted(k for k in data if k not in ("defaults", "hydra"))
+        if "_self_" in names and "config" in names and names.index("_self_") < names.index("config") and own_keys:
+            raise ConfigError(f"{where} lists _self_ before config in its defaults, so the runner's config overrides "
+                              f"what it sets ({', '.join(own_keys[:3])}{', ...' if len(own_keys) > 3 else ''}); "
+                              "list config first: defaults: [config, _self_, ...]")
 
 
 def _sweep_job(exc: BaseException) -> str:

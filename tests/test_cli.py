@@ -249,6 +249,10 @@ BAD_INPUTS = {
                          "defaults: [config, _self_, ...] (README: a primary config of your own)"),
     "primary-not-ours-searchpath": (["hydra.searchpath=[file://conf]", "--config-name", "based"],
                                     "--config-name based: conf/based.yaml does not build on the runner's config"),
+    "primary-self-first": (["--config-dir", "conf", "--config-name", "selffirst"],
+                           "--config-name selffirst: conf/selffirst.yaml lists _self_ before config in its defaults, "
+                           "so the runner's config overrides what it sets (streams); list config first: "
+                           "defaults: [config, _self_, ...]"),
     "file-bool-nested": (["hydra.searchpath=[file://conf]", "model=lengths"],
                          "model.inputs.input.random_lengths: 1 is not a boolean (in the config file "
                          "model/lengths.yaml); write true or false"),
@@ -288,6 +292,7 @@ USER_FILES = {
     "primary-not-ours": {"conf/alone.yaml": "defaults:\n  - _self_\n  - override model: linear\n"},
     # Through a base of the user's that does not start from the runner's config either.
     "primary-not-ours-searchpath": {"conf/based.yaml": "defaults:\n  - base\n  - _self_\n", "conf/base.yaml": "streams: 1\n"},
+    "primary-self-first": {"conf/selffirst.yaml": "defaults:\n  - _self_\n  - config\nstreams: 1\n"},
     "file-bool-nested": {"conf/model/lengths.yaml": "module: {_target_: torch.nn.Linear, in_features: 8, "
                          "out_features: 4}\nbatch: 2\ninputs: {input: {shape: [8], random_lengths: 1}}\n"},
     **{name: {"afile": ""} for name in ("run-dir-file", "run-dir-under-file", "sweep-dir-file")},
@@ -886,3 +891,33 @@ def test_a_list_of_experiment_presets_composes_where_a_list_of_models_is_refused
     for given in ("model=[mlp,linear]", "measure=[quick,short]", "+peer=[eager,graphs]"):
         with pytest.raises(ConfigError, match="a list selects several"):
             _check_config_sources([given])
+
+
+def test_a_primary_config_that_builds_on_ours_is_not_refused(tmp_path, monkeypatch):
+    """The check that a user's primary config builds on the runner's follows what Hydra
+    accepts (review): a copy of the runner's config (defaults from its schema), config@_here_,
+    config.yaml, a base in another searchpath folder, a base it cannot follow (left to Hydra)."""
+    from runner.app import _check_config_sources
+    from runner.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    files = {
+        "conf/copied.yaml": "defaults:\n  - runner_schema\n  - _self_\n  - model: mlp\nstreams: 1\n",
+        "conf/here.yaml": "defaults:\n  - config@_here_\n  - _self_\n",
+        "conf/dotted.yaml": "defaults:\n  - /config.yaml\n  - _self_\n",
+        "conf/usesb.yaml": "defaults:\n  - baseb\n  - _self_\n",
+        "other/baseb.yaml": "defaults:\n  - config\n  - _self_\n",
+        "conf/elsewhere.yaml": "defaults:\n  - some_package_config\n  - _self_\n",
+        "conf/alone.yaml": "defaults:\n  - _self_\nstreams: 1\n",
+        "conf/empty.yaml": "",
+    }
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    for name in ("copied", "here", "dotted", "elsewhere"):
+        _check_config_sources(["--config-dir", "conf", "--config-name", name])
+    _check_config_sources(["--config-dir", "conf", "--config-name", "usesb", "hydra.searchpath=[file://other]"])
+    for name in ("alone", "empty"):
+        with pytest.raises(ConfigError, match=f"--config-name {name}: conf/{name}.yaml does not build on the runner's"):
+            _check_config_sources(["--config-dir", "conf", "--config-name", name])
+    _check_config_sources(["--config-dir", "conf", "--config-name", "usesb"])  # its base not found: Hydra's to say
