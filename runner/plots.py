@@ -49,9 +49,14 @@ def _throughput(rows: list[Row]) -> tuple[str, str]:
 
 def _spread(rows: list[Row], rate: str) -> list[float]:
     """Each job's rate's spread to draw: one standard deviation of its throughput passes (cv x
-    the rate; 0 where it has one pass). A point or a bar alone had shown a job of cv 14.7% as
-    plainly 20% above the others."""
-    return [(getattr(r, rate) or 0.0) * (r.throughput_cv or 0.0) for r in rows]
+    the rate; 0 where it has one pass), in the unit drawn (with buckets a pass's samples/s moves
+    apart from its requests/s). A point or a bar alone had shown a job of cv 14.7% as plainly
+    20% above the others."""
+    def spread_cv(r: Row) -> float:
+        own = r.samples_cv if rate == "samples_per_s" and r.samples_cv is not None else r.throughput_cv
+        return own or 0.0
+
+    return [(getattr(r, rate) or 0.0) * spread_cv(r) for r in rows]
 
 
 SPREAD_SAID = "error bars: +-1 standard deviation of each job's throughput passes"

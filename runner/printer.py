@@ -141,8 +141,9 @@ def render(result: dict[str, Any]) -> str:
             lines.append("  " + "   ".join(ratios))
     on_device = f.get("latency_clock") == "cuda events"
     # Off CUDA one request runs at a time on the submitting thread: no slot to wait for, a copy
-    # only in copy staging, and the "launch" is the whole request (the method says so; the
-    # console's rows had named a GPU's steps: "launch 1,484.8 us").
+    # only in copy staging, and the "launch" is the rest of the request: the whole request is
+    # the copy and the launch, host_enqueue_us (the method says so; the console's rows had named
+    # a GPU's steps: "launch 1,484.8 us").
     host_only = str(eff.get("device") or "").partition(":")[0] not in ("cuda", "")
     staged = eff.get("staging") == "copy"
     rows = [
@@ -156,7 +157,7 @@ def render(result: dict[str, Any]) -> str:
         ("  copy out", "latency_copy_out_us"),
         *((("host: wait for slot", "host_wait_us"), ("host: copy request", "host_copy_us"),
            ("host: launch", "host_launch_us")) if not host_only else
-          ((("host: copy request", "host_copy_us"),) if staged else ()) + (("host: whole request", "host_launch_us"),)),
+          ((("host: copy request", "host_copy_us"),) if staged else ()) + (("host: whole request", "host_enqueue_us"),)),
         ("baseline, host clock" if on_device else "baseline request", "baseline_latency_us"),
     ]
     rows = [(label, f[key]) for label, key in rows if f.get(key)]

@@ -56,6 +56,7 @@ class Row:
     streams: Optional[int]
     device: str
     path: str
+    samples_cv: Optional[float] = None  # the cv of its passes' samples/s (with buckets, not requests/s's)
     ran: str = ""  # the effective settings, as JSON: jobs with the same ran the same code
     asked: tuple[str, ...] = ()  # all of the job's overrides
     max_rate: Optional[float] = None  # load.rate=max: the highest rate whose p99 held the bound
@@ -187,6 +188,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 speedup_vs_baseline=f.get("speedup_vs_baseline"),
                 efficiency_vs_ceiling=f.get("efficiency_vs_ceiling"),
                 throughput_cv=f.get("throughput_cv"),
+                samples_cv=f.get("throughput_samples_cv"),
                 streams=effective.get("streams"),
                 device=str(gpu.get("name") or effective.get("device") or ""),
                 path=str(job_dir),

@@ -70,6 +70,8 @@ def test_cpu_job_writes_a_complete_result(make_cfg, tmp_path, capsys):
     shown = render(on_disk)
     assert "host: whole request" in shown and "host: wait for slot" not in shown and "host: copy request" not in shown
     assert "host: copy request" in render(dict(on_disk, effective=dict(on_disk["effective"], staging="copy")))
+    whole = next(line for line in shown.splitlines() if "host: whole request" in line)
+    assert f"{f['host_enqueue_us']['p50']:,.1f}" in whole  # the copy and the launch: the request
     on_cuda = render({"status": "ok", "effective": {"device": "cuda:0", "staging": "direct"},
                       "figures": {"host_wait_us": lat, "host_copy_us": lat, "host_launch_us": lat, "measure_time_s": 1.0}})
     assert all(row in on_cuda for row in ("host: wait for slot", "host: copy request", "host: launch"))
@@ -1492,8 +1494,9 @@ def test_each_pass_goes_on_in_the_plan_where_the_one_before_ended(make_cfg, monk
     f = summarize_measurement(spec, out).figures
     assert f["throughput_samples_per_request"] == pytest.approx(sum(out.throughput_samples) / sum(done))
     # samples/s: the median of the passes' own (each served its own part of the plan).
-    assert f["throughput_samples_per_s"] == pytest.approx(
-        statistics.median(k / sec for (_, sec), k in zip(out.throughput, out.throughput_samples, strict=True)))
+    own = [k / sec for (_, sec), k in zip(out.throughput, out.throughput_samples, strict=True)]
+    assert f["throughput_samples_per_s"] == pytest.approx(statistics.median(own))
+    assert f["throughput_samples_cv"] == pytest.approx(statistics.stdev(own) / statistics.fmean(own))  # its own cv
     assert f["samples_per_request"] == pytest.approx(sum(batches) / len(batches))  # the plan's: alike across jobs
     assert "check_requests" in f and f["check_requests"] is None  # check=false: null, never missing
 

@@ -587,6 +587,13 @@ def test_the_sweep_plot_draws_each_rate_with_its_spread(tmp_path, monkeypatch):
 
     plot_sweep([row("0", 1, 800.0, 0.147), row("1", 1, 660.0, 0.01), row("2", 1, 650.0, None)], tmp_path / "a")
     assert drawn["bar"] == [[pytest.approx(117.6), pytest.approx(6.6), 0.0]]
+    # On a samples/s axis (jobs of other batches), each job's samples/s cv: a bucketed job's
+    # passes' samples/s spread apart from their requests/s.
+    drawn.clear()
+    mixed = [row("0", 1, 800.0, 0.04), row("1", 1, 600.0, 0.01)]
+    mixed[0].samples_per_s, mixed[0].samples_cv = 6000.0, 0.1
+    plot_sweep(mixed, tmp_path / "c")
+    assert drawn["bar"] == [[pytest.approx(600.0), pytest.approx(24.0)]]
     drawn.clear()
     plot_sweep([row("0", 1, 1000.0, 0.02), row("1", 2, 2000.0, 0.1)], tmp_path / "b")
     assert sorted(x for bars in drawn["errorbar"] for x in bars) == [pytest.approx(20.0), pytest.approx(200.0)]
