@@ -450,6 +450,14 @@ def validate(cfg: DictConfig) -> Config:
         math.isfinite(m.cv_warn) and m.cv_warn > 0,
         f"measure.cv_warn={m.cv_warn}: out of range; use a fraction > 0, e.g. 0.05",
     )
+    # The mean's relative standard error to stop at, a fraction: 1 already stops at min_repeats
+    # whatever the spread; more reads as a percentage given as a number (measure.stdrel=2 had
+    # been taken as 200%).
+    _check(
+        m.stdrel <= 1,
+        f"measure.stdrel={m.stdrel:g}: out of range; use a fraction, at most 1 (the mean's relative standard error "
+        "at which the repeats stop; 0: never before measure.repeats), e.g. measure.stdrel=0.005 for 0.5%",
+    )
     return config
 
 

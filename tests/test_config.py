@@ -92,6 +92,8 @@ def test_each_key_overrides(make_cfg, override):
         ("measure.check_requests=0", "measure.check_requests"),
         ("measure.input_pool=0", "measure.input_pool"),
         ("measure.cv_warn=0", "measure.cv_warn"),
+        ("measure.stdrel=2", "measure.stdrel"),
+        ("measure.stdrel=1.5", "measure.stdrel"),
         ("capture.warmup_iters=-1", "capture.warmup_iters"),
         ("seed=-1", "seed"),
         ("seed=100000000000000000000000", "seed"),
