@@ -32,6 +32,7 @@ from runner.progress import failing_in
 from runner.record import (
     BUSY_AT_START_SAID,
     BUSY_DURING_SAID,
+    BUSY_SIDES_SAID,
     CONFLICT_FILE,
     RESULT_FILE,
     SCHEMA,
@@ -192,23 +193,50 @@ def _busy_during_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]
     are the other processes, and a warning of its own says so."""
     env, figures = result["env"], result.get("figures") or {}
     others, cpus = figures.get("host_others_cores"), figures.get("host_others_cpus")
-    if others is None or not cpus or (result.get("job") or {}).get("concurrent_jobs", 1) > 1:
+    if not _too_busy(spec, result, others, figures.get("host_others_tick_cores")):
         return None
     mine, whose = _threads_needed(spec, env)
-    # Each busy CPU's count may be a tick off at each end of a pass, independently: the job's
-    # threads and the reader's, at most as many as the CPUs watched.
-    grain = math.sqrt(min(mine + 1, cpus)) * (figures.get("host_others_tick_cores") or 0.0)
-    if others <= max(0, cpus - mine) + OTHERS_MARGIN_CORES + grain:
-        return None
     return (f"{BUSY_DURING_SAID}: they kept {others:.1f} of this job's {cpus} CPUs busy on average "
             f"(host_others_cores), beside its {mine} ({whose}); sharing cores can slow a job many times over, "
             "and steadily, so a low cv does not rule it out: measure on a quiet host")
+
+
+def _too_busy(spec: RunSpec, result: dict[str, Any], others: Optional[float], tick_cores: Optional[float]) -> bool:
+    """Whether other processes' `others` cores over some passes are more than this job leaves
+    free, beside the ticks' grain; never when the sweep's launcher ran jobs side by side."""
+    env, figures = result["env"], result.get("figures") or {}
+    cpus = figures.get("host_others_cpus")
+    if others is None or not cpus or (result.get("job") or {}).get("concurrent_jobs", 1) > 1:
+        return False
+    mine, _ = _threads_needed(spec, env)
+    # Each busy CPU's count may be a tick off at each end of a pass, independently: the job's
+    # threads and the reader's, at most as many as the CPUs watched.
+    grain = math.sqrt(min(mine + 1, cpus)) * (tick_cores or 0.0)
+    return others > max(0, cpus - mine) + OTHERS_MARGIN_CORES + grain
+
+
+def _busy_sides_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
+    """Other processes busy during the baseline's or the ceiling's passes (not the
+    throughput's: that warning says so for every figure): the ratio over them reads higher than
+    it is (a slowed baseline, a larger speedup)."""
+    figures = result.get("figures") or {}
+    said = []
+    for side, ratio in (("baseline", "the speedup over it"), ("ceiling", "the efficiency against it")):
+        others = figures.get(f"host_others_cores_{side}")
+        if _too_busy(spec, result, others, figures.get(f"host_others_tick_cores_{side}")):
+            said.append(f"the {side}'s ({others:.1f} of {figures['host_others_cpus']} CPUs, "
+                        f"host_others_cores_{side}: {ratio} reads higher than it is)")
+    if not said:
+        return None
+    return f"{BUSY_SIDES_SAID}: {'; '.join(said)}; measure on a quiet host"
 
 
 def _say_busy_during(spec: RunSpec, result: dict[str, Any]) -> None:
     warning = _busy_during_warning(spec, result)
     if warning:
         result["warnings"].append(warning)
+    elif (sides := _busy_sides_warning(spec, result)):
+        result["warnings"].append(sides)
 
 
 def _busy_host_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:

@@ -128,6 +128,9 @@ class Measurement:
     # The same before each ceiling and baseline pass: in blocks, a ratio of two blocks run in two
     # host states is the host's as much as the schedule's.
     side_canary_s: dict[str, list[float]] = field(default_factory=dict)
+    # And other processes' CPU around each ceiling and baseline pass, as `host_others`: a busy
+    # host during the baseline's passes alone reads as a larger speedup.
+    side_others: dict[str, list[Optional[tuple[float, float, int]]]] = field(default_factory=dict)
     interrupted: Optional[KeyboardInterrupt] = None  # Ctrl-C (or SIGTERM, raised as one): what finished is kept
     elapsed_s: float = 0.0
 
@@ -307,18 +310,22 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
         def ceiling(cap_s: float) -> None:
             out.side_canary_s.setdefault("ceiling", []).append(environment.canary_s())  # untimed, as the throughput's
             out.side_caps_s.setdefault("ceiling", []).append(cap_s)
+            ticks = environment.cpu_ticks()
             with progress.phase("ceiling"):
                 out.ceiling.append(schedule.ceiling_pass(lanes, _from(keys, cursor["ceiling"]), m.min_requests,
                                                          min(min_s, cap_s), cap_s, ceiling_stride(cap_s)))
+            _watch_others(out, "ceiling", ticks)
             out.ceiling_samples.append(_served(batches, cursor["ceiling"], out.ceiling[-1][0]))
             cursor["ceiling"] += out.ceiling[-1][0]
 
         def baseline(cap_s: float) -> None:
             out.side_canary_s.setdefault("baseline", []).append(environment.canary_s())
             out.side_caps_s.setdefault("baseline", []).append(cap_s)
+            ticks = environment.cpu_ticks()
             with progress.phase("baseline"):
                 out.baseline.append(schedule.baseline_pass(forward, _from(workload.baseline_sources, cursor["baseline"]),
                                                            device, m.min_requests, min(min_s, cap_s), cap_s))
+            _watch_others(out, "baseline", ticks)
             out.baseline_samples.append(_served(batches, cursor["baseline"], out.baseline[-1][0]))
             cursor["baseline"] += out.baseline[-1][0]
 
@@ -556,6 +563,12 @@ def host_speeds(m: Measurement) -> Optional[list[float]]:
     if len(canary_s) != len(m.throughput) or not all(s > 0 for s in canary_s):
         return None
     return [1 / s for s in canary_s]
+
+
+def _watch_others(out: Measurement, side: str, ticks: Optional[environment.CpuTicks]) -> None:
+    """After a ceiling or baseline pass: other processes' CPU since `ticks`, on the same CPUs."""
+    after = environment.cpu_ticks(ticks.job_busy if ticks else None)
+    out.side_others.setdefault(side, []).append(environment.others_cores(ticks, after))
 
 
 def _more_repeats(left_s: float, pass_s: float, passes_per_repeat: int) -> int:

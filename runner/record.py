@@ -126,8 +126,10 @@ METHOD = {
         "host_others_cores over the passes the throughput's figures rest on, summed, then clamped at "
         "0; host_others_tick_cores that grain per busy CPU, a root sum of squares over the passes). "
         "Warned about above the CPUs this job leaves free + 0.25 + the grain of its busy threads, unless "
-        "the sweep's launcher ran several jobs at a time. Not measured around the baseline's, the "
-        "ceiling's or the load's passes"
+        "the sweep's launcher ran several jobs at a time. The same around the baseline's and the "
+        "ceiling's passes (host_others_cores_baseline, _ceiling, with their grains), warned about so "
+        "where the throughput's is not: a busy baseline reads as a larger speedup. Not measured around "
+        "a load's passes"
     ),
     "load": (
         f"{_LOAD_SCENARIOS}each request issued at its arrival to the first free slot (queued while all "
@@ -188,16 +190,18 @@ def as_written(override: str) -> str:
 
 
 # How the warnings that other work shared a job's host begin (job._busy_host_warning,
-# job._busy_during_warning, summary._loops_disagree), for the sweep table to name those jobs
+# job._busy_during_warning, job._busy_sides_warning, summary._loops_disagree), for the sweep table to name those jobs
 # (report.shared_host_notes).
 BUSY_AT_START_SAID = "the host was busy as the job began"
 BUSY_DURING_SAID = "other processes ran during the throughput passes"
+BUSY_SIDES_SAID = "other processes ran during the passes a ratio compares with"
 LOOPS_APART_SAID = "the throughput passes ("
 # What the warning on throughput passes the budget cut short says (after their count), for the
 # sweep table to name jobs whose figure rests on less than was asked (report.thin_notes).
 PASSES_CUT_SAID = " passes were cut to "
 # The job's own warnings that other work shared its host: the table's rates and cv do not show it.
 SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
+               BUSY_SIDES_SAID: "other processes ran during its baseline's or ceiling's passes",
                LOOPS_APART_SAID: "its load changed during the job"}
 
 

@@ -65,6 +65,22 @@ def _rate_figures(prefix: str, passes: list[Pass], batch: float, start: int = 0,
     return figures
 
 
+def _others_figures(passes: list[Optional[tuple[float, float, int]]]) -> tuple[Optional[float], Optional[int],
+                                                                                  Optional[float]]:
+    """Over `passes` (environment.others_cores per pass): the cores other processes kept busy,
+    summed before it is clamped at 0 (signed per pass: the ticks' rounding); the CPUs watched;
+    and the figure's grain per busy CPU, in cores over those passes: up to a tick at each end
+    of a pass (the kernel charges a tick to what runs when it fires: sampled, so taken as two
+    ticks a pass, not the one a rounded count would be off by), independent from pass to pass,
+    so adding up over them as a root sum of squares."""
+    others = [x for x in passes if x is not None]
+    wall_s = sum(w for _, w, _ in others)
+    if not others or wall_s <= 0:
+        return None, None, None
+    return (max(0.0, sum(s for s, _, _ in others) / wall_s), others[-1][2],
+            2 * math.sqrt(len(others)) * tick_seconds() / wall_s)
+
+
 def _step_warning(rates: list[float], speeds: list[float], start: int) -> str:
     """Which passes a step in speed left out of the throughput's figures, and how far the rate
     and the host moved."""
@@ -446,15 +462,13 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     # needs, and the ticks' resolution).
     per_pass_others = m.host_others[: len(rates)]
     fig["host_others_cores_repeats"] = [None if x is None else x[0] / x[1] for x in per_pass_others] or None
-    others = [x for x in per_pass_others[start:] if x is not None]
-    wall_s = sum(w for _, w, _ in others)
-    fig["host_others_cores"] = max(0.0, sum(s for s, _, _ in others) / wall_s) if others else None
-    fig["host_others_cpus"] = others[-1][2] if others else None
-    # The figure's grain per busy CPU, in cores over those passes: up to a tick at each end of a
-    # pass (the kernel charges a tick to what runs when it fires: sampled, so taken as two ticks
-    # a pass, not the one a rounded count would be off by), independent from pass to pass, so
-    # adding up over them as a root sum of squares.
-    fig["host_others_tick_cores"] = 2 * math.sqrt(len(others)) * tick_seconds() / wall_s if others else None
+    fig["host_others_cores"], fig["host_others_cpus"], fig["host_others_tick_cores"] = \
+        _others_figures(per_pass_others[start:])
+    # The same around the baseline's and the ceiling's passes (all of them, as their figures):
+    # other work during the baseline's alone reads as a larger speedup.
+    for side in ("baseline", "ceiling"):
+        cores, _, grain = _others_figures((m.side_others.get(side) or [])[: len(getattr(m, side))])
+        fig[f"host_others_cores_{side}"], fig[f"host_others_tick_cores_{side}"] = cores, grain
     # How fast the host ran Python before each throughput pass: a host-bound schedule follows it.
     canary_s = list(m.host_canary_s[: len(rates)])  # an interrupted pass has its canary, not its rate
     fig["host_canary_us_repeats"] = [s * 1e6 for s in canary_s] or None

@@ -209,6 +209,39 @@ def test_other_processes_busy_during_the_passes_are_measured_and_said(make_cfg, 
         assert said == []
 
 
+def test_other_processes_during_the_baseline_or_ceiling_passes_are_measured_and_said(make_cfg):
+    """Only the throughput passes were watched: another process busy during the baseline's
+    passes alone slows the baseline and reads as a larger speedup, with no warning. The
+    baseline's and the ceiling's passes are watched alike (a GPU job's: here from recorded
+    readings), and said where the throughput's are not."""
+    from runner.job import _busy_sides_warning, _say_busy_during
+    from runner.measure import Measurement
+    from runner.record import BUSY_SIDES_SAID, host_shared
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg("measure=quick"), cuda_count=lambda: 1)  # a GPU job: ceiling and baseline run
+    quiet = [(0.001, 0.3, 16)] * 3  # (others' CPU seconds, the pass's seconds, CPUs watched)
+    busy = [(4.8, 0.3, 16), (4.78, 0.3, 16), (4.77, 0.3, 16)]  # every core but this job's thread's, and more
+    m = Measurement(throughput=[(300, 0.3)] * 3, baseline=[(30, 0.3)] * 3, ceiling=[(400, 0.3)] * 3,
+                    host_others=list(quiet), side_others={"baseline": list(busy), "ceiling": list(quiet)})
+    f = summarize_measurement(spec, m).figures
+    assert f["host_others_cores_baseline"] == pytest.approx((4.8 + 4.78 + 4.77) / 0.9)
+    assert f["host_others_cores_ceiling"] == pytest.approx(0.001 / 0.3)
+    assert f["host_others_tick_cores_baseline"] == pytest.approx(2 * math.sqrt(3) * 0.01 / 0.9)
+    result = {"env": {"torch_threads": 8}, "figures": f, "job": {"concurrent_jobs": 1}, "warnings": []}
+    said = _busy_sides_warning(spec, result)
+    assert said is not None and said.startswith(BUSY_SIDES_SAID) and "the baseline's (15.9 of 16 CPUs" in said
+    assert "the speedup over it reads higher than it is" in said and "ceiling" not in said
+    _say_busy_during(spec, result)
+    assert result["warnings"] == [said] and host_shared(result["warnings"])
+    # Quiet sides (a pass below 0 from the ticks' rounding, summed before the clamp): nothing
+    # said; side by side in a sweep: the launcher's own warning says it.
+    m.side_others["baseline"] = [(0.002, 0.3, 16), (-0.004, 0.3, 16), (0.001, 0.3, 16)]
+    assert summarize_measurement(spec, m).figures["host_others_cores_baseline"] == 0.0
+    assert _busy_sides_warning(spec, dict(result, figures=summarize_measurement(spec, m).figures)) is None
+    assert _busy_sides_warning(spec, dict(result, job={"concurrent_jobs": 2})) is None
+
+
 def _cpu_quota() -> bool:
     """Whether a CFS quota applies to this process: cgroup v2's cpu.max or v1's
     cpu.cfs_quota_us, in its own cgroup or any above it (the root's alone missed v1 hosts and
