@@ -42,6 +42,7 @@ from runner.record import (
     method_for,
     read_result,
     resume_changes,
+    sides_shared,
     to_json,
     write_atomic,
     write_own_result,
@@ -201,14 +202,17 @@ def _busy_during_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]
             "and steadily, so a low cv does not rule it out: measure on a quiet host")
 
 
-def _too_busy(spec: RunSpec, result: dict[str, Any], others: Optional[float], tick_cores: Optional[float]) -> bool:
+def _too_busy(spec: RunSpec, result: dict[str, Any], others: Optional[float], tick_cores: Optional[float],
+              mine: Optional[int] = None) -> bool:
     """Whether other processes' `others` cores over some passes are more than this job leaves
-    free, beside the ticks' grain; never when the sweep's launcher ran jobs side by side."""
+    free (it keeps `mine` threads busy then: by default the throughput's), beside the ticks'
+    grain; never when the sweep's launcher ran jobs side by side."""
     env, figures = result["env"], result.get("figures") or {}
     cpus = figures.get("host_others_cpus")
     if others is None or not cpus or (result.get("job") or {}).get("concurrent_jobs", 1) > 1:
         return False
-    mine, _ = _threads_needed(spec, env)
+    if mine is None:
+        mine, _ = _threads_needed(spec, env)
     # Each busy CPU's count may be a tick off at each end of a pass, independently: the job's
     # threads and the reader's, at most as many as the CPUs watched.
     grain = math.sqrt(min(mine + 1, cpus)) * (tick_cores or 0.0)
@@ -223,7 +227,8 @@ def _busy_sides_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
     said = []
     for side, ratio in (("baseline", "the speedup over it"), ("ceiling", "the efficiency against it")):
         others = figures.get(f"host_others_cores_{side}")
-        if _too_busy(spec, result, others, figures.get(f"host_others_tick_cores_{side}")):
+        # Their passes run on the submitting thread alone (the copy thread stages the schedule's).
+        if _too_busy(spec, result, others, figures.get(f"host_others_tick_cores_{side}"), mine=1):
             said.append(f"the {side}'s ({others:.1f} of {figures['host_others_cpus']} CPUs, "
                         f"host_others_cores_{side}: {ratio} reads higher than it is)")
     if not said:
@@ -519,7 +524,8 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
             (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # the result is this job's
             if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
-                shared = host_shared(previous.get("warnings") or [])
+                shared = "; ".join(filter(None, (host_shared(previous.get("warnings") or []),
+                                                 sides_shared(previous.get("warnings") or []))))
                 if shared:  # kept as asked, but not silently: its own warnings doubt its figures
                     log.warning("resume kept a result measured while the host was shared (%s): run without "
                                 "resume=true to measure it again", shared)

@@ -201,8 +201,15 @@ LOOPS_APART_SAID = "the throughput passes ("
 PASSES_CUT_SAID = " passes were cut to "
 # The job's own warnings that other work shared its host: the table's rates and cv do not show it.
 SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
-               BUSY_SIDES_SAID: "other processes ran during its baseline's or ceiling's passes",
                LOOPS_APART_SAID: "its load changed during the job"}
+# Other work during the baseline's or the ceiling's passes alone: the rate stands, a ratio over
+# them reads higher than it is.
+SIDES_SHARED = "other processes ran during its baseline's or ceiling's passes"
+
+
+def sides_shared(warnings: list[str]) -> str:
+    """SIDES_SHARED where a job's `warnings` say so ("" otherwise)."""
+    return SIDES_SHARED if any(str(w).startswith(BUSY_SIDES_SAID) for w in warnings) else ""
 
 
 def host_shared(warnings: list[str]) -> str:

@@ -32,6 +32,7 @@ from runner.record import (
     host_shared,
     read_result,
     result_problem,
+    sides_shared,
     without_resume,
 )
 
@@ -78,6 +79,7 @@ class Row:
     baseline_max_rate_cut: bool = False  # the same for its eager baseline's search
     lowest_invalid_rate: Optional[float] = None  # that search's lowest rate found invalid
     host_shared: str = ""  # what the job's warnings say of other work on its host ("" when nothing)
+    sides_shared: str = ""  # the same of its baseline's or ceiling's passes alone: its ratios, not its rate
     thin: str = ""  # what its closed-loop rate rests on, when less than measure asked ("" otherwise)
     rate_search: bool = False  # a load.rate=max search
 
@@ -213,6 +215,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 baseline_max_rate_cut=((f.get("load") or {}).get("baseline") or {}).get("stopped_by") == "budget",
                 lowest_invalid_rate=((f.get("load") or {}).get("runner") or {}).get("lowest_invalid_rate"),
                 host_shared=host_shared(result.get("warnings") or []),
+                sides_shared=sides_shared(result.get("warnings") or []),
                 thin=thin(result) if scenario is None or scenario == "offline" else "",
                 rate_search=scenario == "server" and (f.get("load") or {}).get("rate") == "max",
                 speedup_within_noise=f.get("speedup_vs_baseline_within_noise"),
@@ -343,6 +346,18 @@ def shared_host_notes(rows: list[Row]) -> list[str]:
                 "cv; rerun it on a quiet host before comparing it"]
     return [f"sweep: other work shared the host of jobs {which}: their rates can be many times too low whatever their "
             "cv; rerun them on a quiet host before comparing them"]
+
+
+def sides_shared_notes(rows: list[Row]) -> list[str]:
+    """Jobs whose baseline's or ceiling's passes alone other work shared: their rates stand, the
+    speedup and the efficiency over those passes read higher than they are."""
+    sides = [r for r in rows if r.sides_shared and not r.host_shared]
+    if not sides:
+        return []
+    which = ", ".join(f"#{r.job}" for r in sides)
+    return [f"sweep: other processes ran during the baseline's or the ceiling's passes of job{'s' * (len(sides) > 1)} "
+            f"{which}: {'its' if len(sides) == 1 else 'their'} speedup and efficiency read higher than they are (the "
+            "rates stand); rerun on a quiet host before comparing them"]
 
 
 _CUT = re.compile(rf"^(\d+) of (\d+){re.escape(PASSES_CUT_SAID)}")
@@ -762,7 +777,7 @@ def sweep_notes(rows: list[Row]) -> list[str]:
     """What the table's reader must know beside it: jobs that ran the same settings, jobs
     whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
     spread over several."""
-    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + host_notes(rows) + shared_host_notes(rows)
+    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + host_notes(rows) + shared_host_notes(rows) + sides_shared_notes(rows)
             + gpu_notes(rows) + bound_notes(rows))
 
 

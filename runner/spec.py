@@ -450,9 +450,9 @@ def validate(cfg: DictConfig) -> Config:
         math.isfinite(m.cv_warn) and m.cv_warn > 0,
         f"measure.cv_warn={m.cv_warn}: out of range; use a fraction > 0, e.g. 0.05",
     )
-    # The mean's relative standard error to stop at, a fraction: 1 already stops at min_repeats
-    # whatever the spread; more reads as a percentage given as a number (measure.stdrel=2 had
-    # been taken as 200%).
+    # The mean's relative standard error to stop at, a fraction: 1 already stops as soon as that
+    # error is known (min_repeats passes, two at least) whatever the spread; more reads as a
+    # percentage given as a number (measure.stdrel=2 had been taken as 200%).
     _check(
         m.stdrel <= 1,
         f"measure.stdrel={m.stdrel:g}: out of range; use a fraction, at most 1 (the mean's relative standard error "

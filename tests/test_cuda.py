@@ -263,7 +263,7 @@ def test_graph_job_reports_setup_apart_from_steady_state(make_cfg, tmp_path):
     # Other processes' CPU is read around the baseline's and the ceiling's passes too (a quiet
     # test host: well under the CPUs this job leaves free).
     for side in ("", "_baseline", "_ceiling"):
-        assert 0 <= f[f"host_others_cores{side}"] < f["host_others_cpus"] - 1 and f[f"host_others_tick_cores{side}"] > 0
+        assert 0 <= f[f"host_others_cores{side}"] < f["host_others_cpus"] and f[f"host_others_tick_cores{side}"] > 0
     e2e, h2d, comp, d2h = (f[f"latency_{s}_us"]["p50"] for s in ("e2e", "h2d", "compute", "d2h"))
     assert h2d > 0 and comp > 0 and d2h > 0 and e2e >= comp
     assert result["env"]["gpu"]["name"]

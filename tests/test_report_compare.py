@@ -763,6 +763,13 @@ def test_jobs_whose_host_other_work_shared_are_named_beside_the_table(sweep_dir,
     stopped = copy.deepcopy(busy)
     stopped["status"], stopped["figures"] = "interrupted", {}
     assert not [n for n in sweep_notes(collect([_write(tmp_path / "d", stopped)])) if "shared the host" in n]
+    # Other work during the baseline's passes alone: the rate stands, the ratios over them do not.
+    sides = copy.deepcopy(quiet)
+    sides["warnings"] = ["other processes ran during the passes a ratio compares with: the baseline's (15.9 of 16 ..."]
+    notes = sweep_notes(collect([_write(tmp_path / "e", sides)]))
+    assert not [n for n in notes if "shared the host" in n]
+    assert ("sweep: other processes ran during the baseline's or the ceiling's passes of job #0: its speedup and "
+            "efficiency read higher than they are (the rates stand); rerun on a quiet host before comparing them") in notes
 
 
 def test_jobs_whose_rate_rests_on_less_than_asked_are_named_beside_the_table(sweep_dir, tmp_path):
