@@ -126,10 +126,7 @@ METHOD = {
         "host_others_cores over the passes the throughput's figures rest on, summed, then clamped at "
         "0; host_others_tick_cores that grain per busy CPU, a root sum of squares over the passes). "
         "Warned about above the CPUs this job leaves free + 0.25 + the grain of its busy threads, unless "
-        "the sweep's launcher ran several jobs at a time. The same around the baseline's and the "
-        "ceiling's passes (host_others_cores_baseline, _ceiling, with their grains), warned about so "
-        "where the throughput's is not: a busy baseline reads as a larger speedup. Not measured around "
-        "a load's passes"
+        "the sweep's launcher ran several jobs at a time. {sides}Not measured around a load's passes"
     ),
     "load": (
         f"{_LOAD_SCENARIOS}each request issued at its arrival to the first free slot (queued while all "
@@ -140,6 +137,13 @@ METHOD = {
 
 
 # What changes on the CPU, where the same words would claim what did not run.
+# Where a baseline and a ceiling run (a GPU), their passes are watched too.
+_OTHERS_SIDES = ("The same around the baseline's and the ceiling's passes (host_others_cores_baseline, _ceiling, "
+                 "with their grains; their passes keep the submitting thread alone busy), warned about so where the "
+                 "throughput's is not: a busy baseline reads as a larger speedup. ")
+_OTHERS_TEMPLATE = METHOD["host_others"]
+METHOD["host_others"] = _OTHERS_TEMPLATE.format(sides=_OTHERS_SIDES)
+
 HOST_METHOD = {
     "schedule": (
         "on the CPU: one request at a time on the submitting thread: the request is copied (host "
@@ -148,6 +152,7 @@ HOST_METHOD = {
     ),
     "baseline": "not measured on the CPU: it would run the same code as the schedule",
     "ceiling": "not measured on the CPU: it would run the same code as the schedule",
+    "host_others": _OTHERS_TEMPLATE.format(sides=""),
     "efficiency_vs_ceiling": "not measured on the CPU",
     "speedup_vs_baseline": "not measured on the CPU",
     "latency": (

@@ -248,6 +248,11 @@ def test_other_processes_during_the_baseline_or_ceiling_passes_are_measured_and_
     assert summarize_measurement(spec, m).figures["host_others_cores_baseline"] == 0.0
     assert _busy_sides_warning(spec, dict(result, figures=summarize_measurement(spec, m).figures)) is None
     assert _busy_sides_warning(spec, dict(result, job={"concurrent_jobs": 2})) is None
+    # The method says so where they run: not on the CPU, which measures neither.
+    from runner.record import method_for
+
+    assert "the ceiling's passes" in method_for("cuda:0")["host_others"]
+    assert "baseline" not in method_for("cpu")["host_others"] and "ceiling" not in method_for("cpu")["host_others"]
 
 
 def _cpu_quota() -> bool:
