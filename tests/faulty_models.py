@@ -93,11 +93,15 @@ class Slow(Healthy):
 
 
 class SlowAfter(Healthy):
-    """Takes 15 ms more per forward (a sleep) once `calls` have run: a host that slows down in
-    the middle of the check, after its first requests set the pace."""
+    """Takes `delay_s` more per forward (a sleep) once `calls` have run: a host that slows down
+    in the middle of the check, after its first requests set the pace."""
+
+    def __init__(self, features: int = 8, calls: int = 50, delay_s: float = 0.015) -> None:
+        super().__init__(features, calls)
+        self.delay_s = delay_s
 
     def fail(self, x: torch.Tensor) -> None:
-        time.sleep(0.015)
+        time.sleep(self.delay_s)
 
 
 class InPlace(Healthy):

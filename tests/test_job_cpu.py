@@ -862,15 +862,19 @@ def test_a_check_that_overran_leaves_the_timed_passes_their_share(make_cfg, tmp_
     """A host that slowed during the check (its first requests set the pace of its later
     chunks) had left the throughput one pass of one request (7 ms) behind an ok status: the
     timed passes keep their share past the budget's end, and the overrun is said."""
+    # 50 ms a forward once slowed: the check overruns the budget however many requests the
+    # host's pace before it sized its chunks for (on a busy host 15-17 of the 24, all of them on
+    # a quiet one; with 15 ms and 40 requests the test had failed beside another process).
     cfg = make_cfg(*QUICK, *SLOW[:-1], "model.module._target_=tests.faulty_models.SlowAfter", "+model.module.calls=4",
-                   "measure.budget_s=1", "measure.check_requests=40", "measure.warmup_ms=0")
+                   "+model.module.delay_s=0.05", "measure.budget_s=1", "measure.check_requests=24",
+                   "measure.warmup_ms=0")
     result = run_job(cfg, JobInfo(output_dir=tmp_path))
     f, said = result["figures"], result["warnings"]
-    assert result["status"] == "ok" and f["check_requests"] == 40
+    assert result["status"] == "ok" and 10 <= f["check_requests"] <= 24
     nominal_s = 1.0 * 0.35 / (0.20 + 0.05 + 0.35 + 0.15)  # throughput's share of the CPU job's phases
     assert f["measure_phases_s"]["check"] > 1.0  # the check alone ran past the budget
     assert f["measure_phases_s"]["throughput"] > 0.8 * nominal_s  # its share, not what the check left
-    assert f["throughput_requests"] >= 20, f["throughput_requests_per_s_repeats"]
+    assert f["throughput_requests"] >= 5, f["throughput_requests_per_s_repeats"]  # its share's worth (50 ms each), not one
     assert any(w.startswith("the check took ") and "past its 0.3 s share of measure.budget_s=1" in w for w in said), said
     assert ("the phases before the timed passes overran their shares of measure.budget_s=1: the timed passes kept "
             f"theirs ({nominal_s:.1f} s), past the budget's end") in said, said
