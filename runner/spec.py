@@ -203,7 +203,13 @@ def mode_name(settings: Mapping[str, Any]) -> str:
 
 
 def _show(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """A value as the user would write it: true/false, and a float as short as it reads
+    (model.batch=1e12 had been echoed as 1000000000000.0)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and "e" in format(value, "g"):
+        return format(value, "g")  # exact digits otherwise: repr
+    return str(value)
 
 
 def _check(ok: bool, message: str) -> None:

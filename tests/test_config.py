@@ -75,6 +75,14 @@ def test_each_key_overrides(make_cfg, override):
     validate(cfg)
 
 
+def test_a_float_is_echoed_as_short_as_it_reads():
+    """model.batch=1e12 was echoed as 1000000000000.0 in its error."""
+    from runner.spec import _show
+
+    assert [_show(v) for v in (1e12, 2.5, 0.123456789, 1.5e-7, True, 3)] == ["1e+12", "2.5", "0.123456789", "1.5e-07",
+                                                                              "true", "3"]
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
