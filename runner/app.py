@@ -214,20 +214,25 @@ def _check_config_sources(argv: list[str]) -> None:
                               f"choose one ({group}=NAME), or sweep them with -m {group}=a,b")
         if not sep or key.lstrip("+") != "hydra.searchpath":
             continue
-        for item in value.strip().strip("[]").split(","):
-            item = item.strip().strip("'\"")
-            if item.startswith("file://") and not Path(item[len("file://"):]).is_dir():
+        for item in _file_items(value):
+            if not Path(item[len("file://"):]).is_dir():
                 raise ConfigError(f"hydra.searchpath: {item}: no such folder (seen from {os.getcwd()}); name the "
                                   "folder that holds your config groups (model/, measure/, ...)")
 
 
+def _file_items(searchpath: str) -> list[str]:
+    """The `file://` entries of a hydra.searchpath value, as written."""
+    items = (item.strip().strip("'\"") for item in searchpath.strip().strip("[]").split(","))
+    return [item for item in items if item.startswith("file://")]
+
+
 def _searchpath_folders(argv: list[str]) -> list[Path]:
+    """The folders hydra.searchpath names on the command line."""
     folders = []
     for arg in argv:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+") == "hydra.searchpath":
-            folders += [Path(item[len("file://"):]) for item in (x.strip().strip("'\"") for x in value.strip().strip("[]").split(","))
-                        if item.startswith("file://")]
+            folders += [Path(item[len("file://"):]) for item in _file_items(value)]
     return folders
 
 

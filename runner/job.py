@@ -524,8 +524,8 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
             (info.output_dir / CONFLICT_FILE).unlink(missing_ok=True)  # the result is this job's
             if previous and previous.get("status") == "ok":
                 log.info("resume: %s already holds an ok result; skipped", info.output_dir)
-                shared = "; ".join(filter(None, (host_shared(previous.get("warnings") or []),
-                                                 sides_shared(previous.get("warnings") or []))))
+                warned = previous.get("warnings") or []
+                shared = "; ".join(filter(None, (host_shared(warned), sides_shared(warned))))
                 if shared:  # kept as asked, but not silently: its own warnings doubt its figures
                     log.warning("resume kept a result measured while the host was shared (%s): run without "
                                 "resume=true to measure it again", shared)

@@ -144,8 +144,12 @@ def render(result: dict[str, Any]) -> str:
     # only in copy staging, and the "launch" is the rest of the request: the whole request is
     # the copy and the launch, host_enqueue_us (the method says so; the console's rows had named
     # a GPU's steps: "launch 1,484.8 us").
-    host_only = str(eff.get("device") or "").partition(":")[0] not in ("cuda", "")
-    staged = eff.get("staging") == "copy"
+    if str(eff.get("device") or "").partition(":")[0] in ("cuda", ""):
+        host_rows = [("host: wait for slot", "host_wait_us"), ("host: copy request", "host_copy_us"),
+                     ("host: launch", "host_launch_us")]
+    else:
+        host_rows = [("host: copy request", "host_copy_us")] if eff.get("staging") == "copy" else []
+        host_rows.append(("host: whole request", "host_enqueue_us"))
     rows = [
         # On a GPU the events time the request on its stream, from its H2D copy's start: its wait
         # behind the stream's previous request and the host's enqueue are not in it.
@@ -155,9 +159,7 @@ def render(result: dict[str, Any]) -> str:
         ("  compute", "latency_compute_us"),
         ("  D2H", "latency_d2h_us"),
         ("  copy out", "latency_copy_out_us"),
-        *((("host: wait for slot", "host_wait_us"), ("host: copy request", "host_copy_us"),
-           ("host: launch", "host_launch_us")) if not host_only else
-          ((("host: copy request", "host_copy_us"),) if staged else ()) + (("host: whole request", "host_enqueue_us"),)),
+        *host_rows,
         ("baseline, host clock" if on_device else "baseline request", "baseline_latency_us"),
     ]
     rows = [(label, f[key]) for label, key in rows if f.get(key)]

@@ -136,7 +136,6 @@ METHOD = {
 }
 
 
-# What changes on the CPU, where the same words would claim what did not run.
 # Where a baseline and a ceiling run (a GPU), their passes are watched too.
 _OTHERS_SIDES = ("The same around the baseline's and the ceiling's passes (host_others_cores_baseline, _ceiling, "
                  "with their grains; their passes keep the submitting thread alone busy), warned about so where the "
@@ -144,6 +143,7 @@ _OTHERS_SIDES = ("The same around the baseline's and the ceiling's passes (host_
 _OTHERS_TEMPLATE = METHOD["host_others"]
 METHOD["host_others"] = _OTHERS_TEMPLATE.format(sides=_OTHERS_SIDES)
 
+# What changes on the CPU, where the same words would claim what did not run.
 HOST_METHOD = {
     "schedule": (
         "on the CPU: one request at a time on the submitting thread: the request is copied (host "
@@ -195,8 +195,8 @@ def as_written(override: str) -> str:
 
 
 # How the warnings that other work shared a job's host begin (job._busy_host_warning,
-# job._busy_during_warning, job._busy_sides_warning, summary._loops_disagree), for the sweep table to name those jobs
-# (report.shared_host_notes).
+# job._busy_during_warning, job._busy_sides_warning, summary._loops_disagree), for the sweep
+# table to name those jobs (report.shared_host_notes, report.sides_shared_notes).
 BUSY_AT_START_SAID = "the host was busy as the job began"
 BUSY_DURING_SAID = "other processes ran during the throughput passes"
 BUSY_SIDES_SAID = "other processes ran during the passes a ratio compares with"

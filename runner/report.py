@@ -777,8 +777,8 @@ def sweep_notes(rows: list[Row]) -> list[str]:
     """What the table's reader must know beside it: jobs that ran the same settings, jobs
     whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
     spread over several."""
-    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + host_notes(rows) + shared_host_notes(rows) + sides_shared_notes(rows)
-            + gpu_notes(rows) + bound_notes(rows))
+    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + host_notes(rows) + shared_host_notes(rows)
+            + sides_shared_notes(rows) + gpu_notes(rows) + bound_notes(rows))
 
 
 def failures(rows: list[Row]) -> list[Row]:
