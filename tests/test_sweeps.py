@@ -442,6 +442,10 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
     assert after[1] != mtimes[1]  # the crashed job ran again (and died again)
     # The launcher's line for a kept job says it was kept, not "ok in 0.2s" as if measured.
     assert "#0: kept (ok, resume=true) in" in again.stdout and "#1: failed in" in again.stdout, again.stdout
+    # No time left is guessed from kept jobs alone (their 0.2 s is not the pace of the others);
+    # once a job has run, its pace is.
+    lines = {m.group(1): m.group(0) for m in re.finditer(r"^\[runner\] job \d/3 #(\d): .*$", again.stdout, re.M)}
+    assert "left" not in lines["0"] and "left" in lines["1"], again.stdout
     # Its label is what sets it apart from the others, not that it was resumed.
     assert [r["overrides"] for r in table(tmp_path / "sw")] == [f"+model.module.calls={c}" for c in (1000000, 60, 2000000)]
 

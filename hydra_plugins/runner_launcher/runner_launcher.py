@@ -599,6 +599,7 @@ class RunnerLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
         start = time.monotonic()
         started = 0
+        kept_s = 0.0  # wall time of the jobs whose earlier results were kept (resume=true)
         with _sigterm_as_ctrl_c() as stopped_by:  # SIGTERM stops the sweep as a Ctrl-C does
             try:
                 while pending or running:
@@ -622,15 +623,19 @@ class RunnerLauncher(Launcher):
                         stopped = code == -signal.SIGTERM and stopped_by[0] == "SIGTERM"
                         returns[job.idx] = self._finish(job, code, interrupted=stopped, how=stopped_by[0])
                     status_text = returns[job.idx].return_value.get("status", "?")
+                    job_s = time.monotonic() - job.started
                     if job.kept:
                         status_text = "kept (ok, resume=true)"
+                        kept_s += job_s
                     done = len(returns)
                     elapsed = time.monotonic() - start
-                    left = elapsed / done * (total - done)
+                    # The pace of the jobs that ran: a kept result takes a fraction of a second,
+                    # and counted in it made a resumed sweep's "left" read a fraction of the truth.
+                    measured = done - sum(1 for j in jobs if j.kept)
+                    left = max(elapsed - kept_s / len(slots), 0.0) / measured * (total - done) if measured else None
                     print(
-                        f"[runner] job {done}/{total} #{job.idx}: {status_text} in "
-                        f"{time.monotonic() - job.started:.1f}s | elapsed {_clock(elapsed)}"
-                        + (f", about {_clock(left)} left" if total > done else ""),
+                        f"[runner] job {done}/{total} #{job.idx}: {status_text} in {job_s:.1f}s | elapsed {_clock(elapsed)}"
+                        + (f", about {_clock(left)} left" if total > done and left is not None else ""),
                         flush=True,
                     )
             except BaseException as exc:
