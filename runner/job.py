@@ -32,6 +32,7 @@ from runner.progress import failing_in
 from runner.record import (
     BUSY_AT_START_SAID,
     BUSY_DURING_SAID,
+    BUSY_LOAD_SAID,
     BUSY_SIDES_SAID,
     CONFLICT_FILE,
     RESULT_FILE,
@@ -193,12 +194,15 @@ def _busy_during_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]
     Not when the sweep's launcher ran several jobs at a time (joblib, submitit): its other jobs
     are the other processes, and a warning of its own says so."""
     env, figures = result["env"], result.get("figures") or {}
-    others, cpus = figures.get("host_others_cores"), figures.get("host_others_cpus")
-    if not _too_busy(spec, result, others, figures.get("host_others_tick_cores")):
+    # A load's figures rest on its own passes (no throughput pass runs then).
+    key, said = ("host_others_cores", BUSY_DURING_SAID) if spec.load.scenario == "offline" else (
+        "host_others_cores_load", BUSY_LOAD_SAID)
+    others, cpus = figures.get(key), figures.get("host_others_cpus")
+    if not _too_busy(spec, result, others, figures.get(key.replace("_cores", "_tick_cores"))):
         return None
     mine, whose = _threads_needed(spec, env)
-    return (f"{BUSY_DURING_SAID}: they kept {others:.1f} of this job's {cpus} CPUs busy on average "
-            f"(host_others_cores), beside its {mine} ({whose}); sharing cores can slow a job many times over, "
+    return (f"{said}: they kept {others:.1f} of this job's {cpus} CPUs busy on average "
+            f"({key}), beside its {mine} ({whose}); sharing cores can slow a job many times over, "
             "and steadily, so a low cv does not rule it out: measure on a quiet host")
 
 
@@ -225,11 +229,13 @@ def _busy_sides_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]:
     it is (a slowed baseline, a larger speedup)."""
     figures = result.get("figures") or {}
     said = []
-    for side, ratio in (("baseline", "the speedup over it"), ("ceiling", "the efficiency against it")):
+    for side, whose, ratio in (("baseline", "the baseline's", "the speedup over it"),
+                               ("ceiling", "the ceiling's", "the efficiency against it"),
+                               ("load_baseline", "the load's baseline's", "the load's ratio over it")):
         others = figures.get(f"host_others_cores_{side}")
         # Their passes run on the submitting thread alone (the copy thread stages the schedule's).
         if _too_busy(spec, result, others, figures.get(f"host_others_tick_cores_{side}"), mine=1):
-            said.append(f"the {side}'s ({others:.1f} of {figures['host_others_cpus']} CPUs, "
+            said.append(f"{whose} ({others:.1f} of {figures['host_others_cpus']} CPUs, "
                         f"host_others_cores_{side}: {ratio} reads higher than it is)")
     if not said:
         return None

@@ -129,7 +129,8 @@ class Measurement:
     # host states is the host's as much as the schedule's.
     side_canary_s: dict[str, list[float]] = field(default_factory=dict)
     # And other processes' CPU around each ceiling and baseline pass, as `host_others`: a busy
-    # host during the baseline's passes alone reads as a larger speedup.
+    # host during the baseline's passes alone reads as a larger speedup. A load's passes (each
+    # point of a server's, a single stream's one) under "load" and "load_baseline".
     side_others: dict[str, list[Optional[tuple[float, float, int]]]] = field(default_factory=dict)
     interrupted: Optional[KeyboardInterrupt] = None  # Ctrl-C (or SIGTERM, raised as one): what finished is kept
     elapsed_s: float = 0.0
@@ -566,7 +567,8 @@ def host_speeds(m: Measurement) -> Optional[list[float]]:
 
 
 def _watch_others(out: Measurement, side: str, ticks: Optional[environment.CpuTicks]) -> None:
-    """After a ceiling or baseline pass: other processes' CPU since `ticks`, on the same CPUs."""
+    """After a ceiling's, a baseline's or a load's pass (`side`: "ceiling", "baseline", "load",
+    "load_baseline"): other processes' CPU since `ticks`, on the same CPUs."""
     after = environment.cpu_ticks(ticks.job_busy if ticks else None)
     out.side_others.setdefault(side, []).append(environment.others_cores(ticks, after))
 
@@ -615,13 +617,17 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
     sources, keys, forward, base = workload.sources, workload.keys, workload.reference, workload.baseline_sources
     if load.scenario == "single_stream":
         share = budget.allowance("load")
+        ticks = environment.cpu_ticks()
         with progress.phase("single_stream", "single stream"):
             runner_s = schedule.single_stream_pass(lanes, sources, keys, load.requests, share, min(load.requests, 10))
+        _watch_others(out, "load", ticks)
         found: dict[str, Any] = {"scenario": "single_stream", "runner": _stats_us(runner_s)}
         if spec.baseline:
+            ticks = environment.cpu_ticks()
             with progress.phase("baseline_single_stream", "baseline single stream"):
                 found["baseline"] = _stats_us(schedule.baseline_latency_pass(
                     forward, base, device, load.requests, budget.allowance("load_baseline"), min(load.requests, 10)))
+            _watch_others(out, "load_baseline", ticks)
         return found
 
     points = 0
@@ -632,11 +638,13 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         duration = least_length_s(rate, load.duration_s)
         arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003 + points, MIN_REQUESTS)
         label = f"{name.replace('_', ' ')}: server at {rate:,.0f}/s"
+        ticks = environment.cpu_ticks()
         with progress.phase(name, label), no_gc(), servers_of() as servers:
             # Every arrival is admitted (the deadline is never before the last, which lies past
             # `duration` when MIN_REQUESTS needed more); past the share's end, an overloaded
             # rate's queue is dropped rather than served.
             served = open_loop(arrivals, servers, max(end - time.perf_counter(), arrivals[-1]))
+        _watch_others(out, name, ticks)  # every point's figures: the search's steps follow each
         point = judge(rate, served, load.p99_ms)
         p99_us = point.latency_us["p99"]
         log.info("server at %s requests/s: p99 %s us, %s", rate_text(rate), "-" if p99_us is None else f"{p99_us:,.1f}",

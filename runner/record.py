@@ -126,7 +126,8 @@ METHOD = {
         "host_others_cores over the passes the throughput's figures rest on, summed, then clamped at "
         "0; host_others_tick_cores that grain per busy CPU, a root sum of squares over the passes). "
         "Warned about above the CPUs this job leaves free + 0.25 + the grain of its busy threads, unless "
-        "the sweep's launcher ran several jobs at a time. {sides}Not measured around a load's passes"
+        "the sweep's launcher ran several jobs at a time. {sides}A load's passes (each point of a server's, a "
+        "single stream's one) alike, whose figures they are: host_others_cores_load, host_others_tick_cores_load{load_sides}"
     ),
     "load": (
         f"{_LOAD_SCENARIOS}each request issued at its arrival to the first free slot (queued while all "
@@ -141,7 +142,8 @@ _OTHERS_SIDES = ("The same around the baseline's and the ceiling's passes (host_
                  "with their grains; their passes keep the submitting thread alone busy), warned about so where the "
                  "throughput's is not: a busy baseline reads as a larger speedup. ")
 _OTHERS_TEMPLATE = METHOD["host_others"]
-METHOD["host_others"] = _OTHERS_TEMPLATE.format(sides=_OTHERS_SIDES)
+METHOD["host_others"] = _OTHERS_TEMPLATE.format(
+    sides=_OTHERS_SIDES, load_sides="; its baseline's as a ratio's side (host_others_cores_load_baseline)")
 
 # What changes on the CPU, where the same words would claim what did not run.
 HOST_METHOD = {
@@ -152,7 +154,7 @@ HOST_METHOD = {
     ),
     "baseline": "not measured on the CPU: it would run the same code as the schedule",
     "ceiling": "not measured on the CPU: it would run the same code as the schedule",
-    "host_others": _OTHERS_TEMPLATE.format(sides=""),
+    "host_others": _OTHERS_TEMPLATE.format(sides="", load_sides=""),
     "efficiency_vs_ceiling": "not measured on the CPU",
     "speedup_vs_baseline": "not measured on the CPU",
     "latency": (
@@ -195,10 +197,11 @@ def as_written(override: str) -> str:
 
 
 # How the warnings that other work shared a job's host begin (job._busy_host_warning,
-# job._busy_during_warning, job._busy_sides_warning, summary._loops_disagree), for the sweep
+# job._busy_during_warning (throughput's or load's), job._busy_sides_warning, summary._loops_disagree), for the sweep
 # table to name those jobs (report.shared_host_notes, report.sides_shared_notes).
 BUSY_AT_START_SAID = "the host was busy as the job began"
 BUSY_DURING_SAID = "other processes ran during the throughput passes"
+BUSY_LOAD_SAID = "other processes ran during the load's passes"
 BUSY_SIDES_SAID = "other processes ran during the passes a ratio compares with"
 LOOPS_APART_SAID = "the throughput passes ("
 # What the warning on throughput passes the budget cut short says (after their count), for the
@@ -206,6 +209,7 @@ LOOPS_APART_SAID = "the throughput passes ("
 PASSES_CUT_SAID = " passes were cut to "
 # The job's own warnings that other work shared its host: the table's rates and cv do not show it.
 SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
+               BUSY_LOAD_SAID: "other processes ran during its load's passes",
                LOOPS_APART_SAID: "its load changed during the job"}
 # Other work during the baseline's or the ceiling's passes alone: the rate stands, a ratio over
 # them reads higher than it is.

@@ -469,6 +469,12 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     for side in ("baseline", "ceiling"):
         cores, _, grain = _others_figures((m.side_others.get(side) or [])[: len(getattr(m, side))])
         fig[f"host_others_cores_{side}"], fig[f"host_others_tick_cores_{side}"] = cores, grain
+    # A load's figures rest on its own passes (no throughput pass runs then): watched alike,
+    # over all its points (a search's next step follows each).
+    for side in ("load", "load_baseline"):
+        cores, cpus, grain = _others_figures(m.side_others.get(side) or [])
+        fig[f"host_others_cores_{side}"], fig[f"host_others_tick_cores_{side}"] = cores, grain
+        fig["host_others_cpus"] = fig["host_others_cpus"] or cpus
     # How fast the host ran Python before each throughput pass: a host-bound schedule follows it.
     canary_s = list(m.host_canary_s[: len(rates)])  # an interrupted pass has its canary, not its rate
     fig["host_canary_us_repeats"] = [s * 1e6 for s in canary_s] or None

@@ -255,6 +255,39 @@ def test_other_processes_during_the_baseline_or_ceiling_passes_are_measured_and_
     assert "baseline" not in method_for("cpu")["host_others"] and "ceiling" not in method_for("cpu")["host_others"]
 
 
+def test_other_processes_during_a_loads_passes_are_measured_and_said(make_cfg):
+    """A load job runs no throughput pass: its figures rest on the load's passes, which went
+    unwatched (a server's max rate halved by another process read "ok" without a word). They
+    are watched alike, and said as the throughput's are; its baseline's as a ratio's side."""
+    from runner.job import _busy_during_warning, _busy_sides_warning
+    from runner.measure import Measurement
+    from runner.record import BUSY_LOAD_SAID, host_shared, sides_shared
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg("measure=quick", "load.scenario=server", "load.rate=max", "load.p99_ms=5"),
+                   cuda_count=lambda: 1)
+    points = {"runner": {"points": [], "max_rate": 900.0}, "baseline": {"points": [], "max_rate": 300.0}}
+    load = {"scenario": "server", "rate": "max", "p99_ms": 5.0, **points}
+    busy = [(1.55, 0.1, 16), (3.1, 0.2, 16)]  # 15.5 of 16 CPUs busy over both points: more than it leaves
+    quiet = [(0.0005, 0.1, 16), (-0.001, 0.2, 16)]
+    m = Measurement(load=load, side_others={"load": list(busy), "load_baseline": list(quiet)})
+    f = summarize_measurement(spec, m).figures
+    assert f["host_others_cores_load"] == pytest.approx(4.65 / 0.3) and f["host_others_cpus"] == 16
+    assert f["host_others_cores_load_baseline"] == 0.0 and f["host_others_cores"] is None
+    result = {"env": {"torch_threads": 8}, "figures": f, "job": {"concurrent_jobs": 1}, "warnings": []}
+    said = _busy_during_warning(spec, result)
+    assert said is not None and said.startswith(BUSY_LOAD_SAID) and "(host_others_cores_load)" in said
+    assert host_shared([said]) == "other processes ran during its load's passes"
+    assert _busy_sides_warning(spec, result) is None
+    # Busy during its baseline's points alone: the ratio over it reads higher, the rate stands.
+    m.side_others = {"load": list(quiet), "load_baseline": list(busy)}
+    result["figures"] = summarize_measurement(spec, m).figures
+    assert _busy_during_warning(spec, result) is None
+    sides = _busy_sides_warning(spec, result)
+    assert sides is not None and "the load's baseline's (15.5 of 16 CPUs, host_others_cores_load_baseline" in sides
+    assert sides_shared([sides]) and not host_shared([sides])
+
+
 def _cpu_quota() -> bool:
     """Whether a CFS quota applies to this process: cgroup v2's cpu.max or v1's
     cpu.cfs_quota_us, in its own cgroup or any above it (the root's alone missed v1 hosts and

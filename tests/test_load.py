@@ -252,6 +252,11 @@ def test_a_server_job_on_the_cpu_records_its_points_and_curve(make_cfg, tmp_path
     assert point["dropped"] == 0 or not point["valid"]
     assert f["server_valid"] is point["valid"] and f["server_latency_us"]["p99"] > 0
     assert f["server_max_rate"] is None and f["throughput_requests_per_s"] is None  # not of this job: null
+    # Other processes are watched around the load's passes, whose figures these are (no
+    # throughput pass ran to watch): a reading over this job's CPUs, its grain beside it.
+    assert f["host_others_cores_load"] is not None and f["host_others_cores_load"] >= 0
+    assert f["host_others_tick_cores_load"] > 0 and f["host_others_cpus"] >= 1
+    assert f["host_others_cores"] is None  # the throughput's: none ran
     assert (tmp_path / "load_curve.png").stat().st_size > 0 and result["files"]["load_curve"] == "load_curve.png"
     assert result["load"]["scenario"] == "server"
     on_disk = json.loads((tmp_path / "result.json").read_text())
@@ -267,6 +272,7 @@ def test_single_stream_reports_pure_latency(make_cfg, tmp_path):
     assert s["n"] == 50 and 0 < s["p50"] <= s["p99"] <= s["max"]
     f = result["figures"]
     assert f["throughput_requests_per_s"] is None  # no closed-loop pass ran: null, never missing
+    assert f["host_others_cores_load"] is not None and f["host_others_tick_cores_load"] > 0  # its one pass watched
     assert set(f) >= {"baseline_single_stream_latency_us", "single_stream_speedup"}
     # Every headline key of every scenario, null where not measured (the closed loop's speedup
     # and latency stages had been missing: a KeyError for a script reading results of both).
