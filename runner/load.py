@@ -193,12 +193,19 @@ class Point:
         return dict(self.__dict__)
 
 
+def offered_rate(arrival_s: Sequence[float]) -> float:
+    """The rate the arrivals came at: (n - 1) / the last one's time. The time to the nth of a
+    Poisson process's arrivals is a sum of n gaps, so n over it reads high by 1 / (n - 1) on
+    average (0.5% at 200 arrivals, 5% at 20); 0 for fewer than two."""
+    n = len(arrival_s)
+    return (n - 1) / arrival_s[-1] if n > 1 and arrival_s[-1] > 0 else 0.0
+
+
 def judge(rate: float, served: Served, p99_ms: Optional[float]) -> Point:
     """LoadGen's valid Server run: the achieved rate within 1% of the offered one, and the p99
     latency within the bound (if one is set)."""
     n = served.requests
-    last_arrival = served.arrival_s[-1] if n else 0.0
-    offered = n / last_arrival if last_arrival > 0 else 0.0
+    offered = offered_rate(served.arrival_s[:n])
     achieved = offered / (1.0 + max(0.0, _wait_growth(served)))
     latency = _percentiles(served.latency_us())
     why = []

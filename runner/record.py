@@ -29,7 +29,8 @@ _LOAD_SCENARIOS = (
 _LOAD_VALIDITY = (
     "latency = completion - arrival (queueing included); valid when the achieved issue rate (offered / "
     "(1 + the least-squares growth of the requests' wait over the run)) is "
-    "within 1% of the offered rate and p99 <= load.p99_ms (the load's percentiles by nearest rank, as "
+    "within 1% of the offered rate ((arrivals - 1) / the last one's time), no request was still queued when "
+    "the point's time ran out, and p99 <= load.p99_ms (the load's percentiles by nearest rank, as "
     "LoadGen's: a latency some request had; the other figures' interpolate). rate=max doubles the rate until a run is "
     "invalid, then bisects to load.resolution; every point is kept in figures.load"
 )

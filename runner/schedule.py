@@ -72,8 +72,8 @@ def enqueue_pass(
     min_requests: int = 1,
 ) -> dict[str, list[float]]:
     """The throughput loop with a host clock between the protocol's steps. Returns seconds per
-    request spent waiting for the slot, copying the request into it (0 in direct staging, and
-    with the copy thread, which copies off this thread), and launching it. Stops early after
+    request spent waiting for the slot, copying the request into it (no copy in direct staging,
+    nor with the copy thread, which copies off this thread: the clock's own cost), and launching it. Stops early after
     `max_duration_s` (at least one request)."""
     wait_s, copy_s, launch_s = [0.0] * requests, [0.0] * requests, [0.0] * requests
     done = requests
