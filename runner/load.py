@@ -247,13 +247,14 @@ class Search:
 
 def search_rate(run: Callable[[float], Point], start: float, resolution: float, deadline: float,
                 floor: float = 1.0, least_s: Callable[[float], float] = lambda rate: 0.0) -> Search:
-    """Find the highest rate `run` judges valid, starting at `start` requests/s. A point after
-    the first starts only when its least length (`least_s(rate)`: its arrivals take that long
-    at the least) fits before the deadline: halving toward a low rate makes points long."""
+    """Find the highest rate `run` judges valid, starting at `start` requests/s. The first point
+    runs whatever the time (a search measures one point at least, as a pass runs its least); a
+    point after it starts only when its least length (`least_s(rate)`: its arrivals take that
+    long at the least) fits before the deadline: halving toward a low rate makes points long."""
     found = Search()
     rate = start
     while True:
-        if perf_counter() >= deadline or (found.points and perf_counter() + least_s(rate) > deadline):
+        if found.points and perf_counter() + least_s(rate) > deadline:
             found.stopped_by = "budget"
             return found
         point = run(rate)

@@ -469,6 +469,19 @@ def _seconds_per_request(passes: list[Pass]) -> Optional[float]:
     return sum(s for _, s in passes) / done if done else None
 
 
+def _refuse_long_first_point(spec: RunSpec, label: str, rate: float, least_s: float) -> None:
+    """A rate search's first point runs whole (a search has one point at least): refused where
+    it would run past what a fixed load.rate is refused for (rules.refused_past_s)."""
+    budget_s = spec.measure.budget_s
+    if least_s > rules.refused_past_s(budget_s):
+        raise ConfigError(
+            f"load.rate=max: the {label}'s rate search starts at half the closed loop's rate, {rate_text(rate)}/s, and "
+            f"its first point needs {MIN_REQUESTS} arrivals at least, {least_s:.0f} s at that rate, over "
+            f"{rules.REFUSE_FACTOR:g} times measure.budget_s={budget_s:g}: not measured; raise measure.budget_s to "
+            f"{math.ceil(least_s * 1.5)} or more, or measure a fixed load.rate, or make a forward cheaper "
+            "(model.batch, model.seq, dtype)")
+
+
 def _overruns(estimate_s: float, allowance_s: float, budget_s: float) -> bool:
     return estimate_s > OVERRUN_ALLOWED * allowance_s + OVERRUN_SLACK * budget_s
 
@@ -486,14 +499,19 @@ def _tell_if_slow(spec: RunSpec, workload: Workload, is_cuda: bool, ring: int, c
     if least_s > rules.refused_past_s(budget_s):
         # Minutes past a budget of seconds: the user's time, spent on what they did not ask for.
         raise ConfigError(
-            f"measure.budget_s={budget_s:g}: one forward at the largest size took {first_s:.1f} s, so the least this "
+            f"measure.budget_s={budget_s:g}: one forward at the largest size took {_short_s(first_s)}, so the least this "
             f"job can do ({what}) takes about {least_s:.0f} s, over {rules.REFUSE_FACTOR:g} times its budget: not measured; "
             f"raise measure.budget_s to {math.ceil(least_s * 1.2)} or more to measure it anyway, or make a forward "
             "cheaper (model.batch, model.seq, dtype)"
         )
-    out.slow = (f"one forward at the largest size took {first_s:.1f} s: if the others are as slow, the least "
+    out.slow = (f"one forward at the largest size took {_short_s(first_s)}: if the others are as slow, the least "
                 f"this job can do ({what}) takes about {least_s:.0f} s, past measure.budget_s={budget_s:g}")
     log.warning("%s", out.slow)
+
+
+def _short_s(seconds: float) -> str:
+    """A forward's time as read: milliseconds below a tenth of a second (5 ms had read "0.0 s")."""
+    return f"{seconds * 1e3:.0f} ms" if seconds < 0.1 else f"{seconds:.1f} s"
 
 
 def _least_work(spec: RunSpec, is_cuda: bool, ring: int, checked: int, has_probe: bool) -> tuple[int, str]:
@@ -506,6 +524,12 @@ def _least_work(spec: RunSpec, is_cuda: bool, ring: int, checked: int, has_probe
         "their eager references"
     check = f"the check's {checked} request{'s' if checked != 1 else ''} with {references}, " if checked else ""
     check += f"a warm-up of {warm} request{'s' if warm > 1 else ''}, " if warm else ""
+    if spec.load.scenario == "server" and spec.load.search:
+        # Its first point, at half the closed loop's rate: MIN_REQUESTS arrivals take twice as
+        # many forwards' time (a CPU serves one at a time). tiny_llm on 2 cores: 200 s of it,
+        # against a 2 s budget, and nothing said.
+        return (2 * checked - reused + warm + 2 * MIN_REQUESTS,
+                f"{check}the rate search's first point: {MIN_REQUESTS} arrivals at half the closed loop's rate")
     return 2 * checked - reused + ring + warm, f"{check}one timed pass of {ring} request{'s' if ring > 1 else ''}"
 
 
@@ -624,8 +648,23 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
     """The single_stream or server scenario, for the runner and (if asked) the eager baseline."""
     load, device = spec.load, lanes.device
     sources, keys, forward, base = workload.sources, workload.keys, workload.reference, workload.baseline_sources
+
+    def share_of(name: str, label: str) -> float:
+        """The load's share of what is left; its whole share where the phases before overran
+        (a slow check), as the timed passes keep theirs, rather than measure next to nothing
+        (a BERT search had ended "not measured: the budget ran out before its first point",
+        status ok)."""
+        share, nominal = budget.allowance(name), budget.nominal(name)
+        if share >= 0.5 * nominal:
+            return share
+        out.skipped[f"{name} share"] = (
+            f"the phases before the {label} overran their shares of measure.budget_s={spec.measure.budget_s:g}: "
+            f"the {label} kept its {nominal:.1f} s, past the budget's end")
+        log.warning("%s", out.skipped[f"{name} share"])
+        return nominal
+
     if load.scenario == "single_stream":
-        share = budget.allowance("load")
+        share = share_of("load", "single stream")
         ticks = environment.cpu_ticks()
         with progress.phase("single_stream", "single stream"):
             runner_s = schedule.single_stream_pass(lanes, sources, keys, load.requests, share, min(load.requests, 10))
@@ -635,7 +674,8 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
             ticks = environment.cpu_ticks()
             with progress.phase("baseline_single_stream", "baseline single stream"):
                 found["baseline"] = _stats_us(schedule.baseline_latency_pass(
-                    forward, base, device, load.requests, budget.allowance("load_baseline"), min(load.requests, 10)))
+                    forward, base, device, load.requests, share_of("load_baseline", "baseline's single stream"),
+                    min(load.requests, 10)))
             _watch_others(out, "load_baseline", ticks)
         return found
 
@@ -670,7 +710,17 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         yield [schedule.BaselineServer(forward, base, device)]
 
     def scenario(name: str, servers_of: Any, start_rate: float) -> dict[str, Any]:
-        share = budget.allowance(name)
+        label = name.replace("_", " ")
+        share = share_of(name, label)
+        if load.search:
+            first_s = least_length_s(max(1.0, start_rate), load.duration_s)
+            _refuse_long_first_point(spec, label, max(1.0, start_rate), first_s)
+            if _overruns(first_s, share, spec.measure.budget_s):  # it runs whole: said before, not after
+                out.skipped[f"{name} length"] = (
+                    f"{label}: the rate search's first point, at half the closed loop's rate ({rate_text(start_rate)}/s), "
+                    f"runs {first_s:.1f} s at least ({MIN_REQUESTS} arrivals), past its {share:.1f} s share of "
+                    f"measure.budget_s={spec.measure.budget_s:g}; it runs whole")
+                log.warning("%s", out.skipped[f"{name} length"])
         end = time.perf_counter() + share
         run = functools.partial(run_at, name, servers_of, end)
         if not load.search:

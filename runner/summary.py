@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from runner.check import first_chunk
 from runner.environment import tick_seconds
+from runner.load import MIN_REQUESTS
 from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel, weighed_rates
 from runner.printer import rate_text
 from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID
@@ -311,10 +312,13 @@ def _load_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
         else:
             known = f"no rate tried held the bound (the lowest, {rate_text(failed)} requests/s, did not)" \
                 if failed is not None else "no point fit in the time left"
-        points = len(part.get("points") or [])
+        points = part.get("points") or []
+        # A shorter load.duration_s shortens only points it sets the length of: not those whose
+        # MIN_REQUESTS arrivals take longer (it had been offered where it could not help).
+        shorter = any(spec.load.duration_s * (p.get("rate") or 0) > MIN_REQUESTS for p in points)
         said.append(f"load: the budget (measure.budget_s={spec.measure.budget_s:g}) ended the {who}'s rate search "
-                    f"after {points} point{'s' if points != 1 else ''}, short of load.resolution="
-                    f"{spec.load.resolution:g}: {known}; raise measure.budget_s, or lower load.duration_s")
+                    f"after {len(points)} point{'s' if len(points) != 1 else ''}, short of load.resolution="
+                    f"{spec.load.resolution:g}: {known}; raise measure.budget_s" + (", or lower load.duration_s" if shorter else ""))
     return said
 
 

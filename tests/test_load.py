@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 import types
@@ -243,6 +244,11 @@ def test_a_search_point_that_cannot_fit_in_the_time_left_is_not_started(monkeypa
     clock[0] = 0.0
     first = search_rate(run, start=10.0, resolution=0.05, deadline=1.0, least_s=least)
     assert calls == [10.0] and first.stopped_by == "budget"
+    # Even when the phases before left no time at all (a slow check): one point, not none.
+    calls.clear()
+    clock[0] = 5.0
+    late = search_rate(run, start=10.0, resolution=0.05, deadline=1.0, least_s=least)
+    assert calls == [10.0] and late.stopped_by == "budget" and len(late.points) == 1
 
 
 QUICK = ("measure=quick", "device=cpu", "model.batch=2")
@@ -505,7 +511,9 @@ def test_a_search_the_budget_cut_short_says_what_its_figure_is_known_to_be(make_
     spec = resolve(make_cfg(*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=50"))
 
     def search(points: int, best, failed) -> dict:
-        return {"points": [{}] * points, "max_rate": best, "lowest_invalid_rate": failed, "stopped_by": "budget"}
+        rates = [r for r in (best, failed) if r is not None]
+        return {"points": [{"rate": rates[i % len(rates)]} for i in range(points)], "max_rate": best,
+                "lowest_invalid_rate": failed, "stopped_by": "budget"}
 
     load = {"scenario": "server", "rate": "max", "p99_ms": 50.0, "runner": search(2, 400.0, 800.0),
             "baseline": search(1, 100.0, None)}
@@ -515,6 +523,9 @@ def test_a_search_the_budget_cut_short_says_what_its_figure_is_known_to_be(make_
                       "load.resolution=0.05: the highest valid rate is between 400 and 800 requests/s; raise "
                       "measure.budget_s, or lower load.duration_s")
     assert "baseline's rate search after 1 point," in baseline and "100 requests/s or more" in baseline
+    # Its one point at 100/s ran 200 arrivals, 2 s, past load.duration_s=1: a shorter one would
+    # not shorten it, and is not offered.
+    assert baseline.endswith("raise measure.budget_s")
     load["runner"]["stopped_by"] = "resolution"
     load["baseline"] = search(3, None, 50.0)
     [only] = [w for w in summarize_measurement(spec, Measurement(load=load)).warnings if w.startswith("load:")]
@@ -592,3 +603,60 @@ def test_a_latency_pass_makes_no_more_records_than_its_time_can_fill(make_cfg, t
     n = result["figures"]["latency_e2e_us"]["n"]  # and the cut is said, with what its p99 rests on
     assert any(w.startswith(f"the latency pass served {n} of measure.latency_requests=1000000000 requests in its "
                             "share of the budget") for w in result["warnings"]), result["warnings"]
+
+
+SLOW_MODEL = ("model=linear", "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
+              "model.inputs.input.shape=[8]", "model.module._target_=tests.faulty_models.Slow")
+
+
+def test_a_rate_search_whose_first_point_is_far_past_the_budget_is_refused(make_cfg, tmp_path, monkeypatch):
+    """A search starts at half the closed loop's rate, and its first point waits for 200
+    arrivals: tiny_llm on 2 cores ran 118 s of a 2 s budget in silence (about 200 s to go).
+    Counted in the least this job can do, it is refused before measuring; and after the
+    warm-up, with the rate measured, refused there too (here scaled down: 20 ms forwards)."""
+    from runner import measure
+    from runner import spec as rules
+
+    monkeypatch.setattr(rules, "REFUSE_FACTOR", 1.5)
+    monkeypatch.setattr(rules, "REFUSE_MIN_S", 0.1)
+    import runner.job as job
+
+    monkeypatch.setattr(job, "probe_limit", lambda spec: None)
+    cfg = make_cfg(*QUICK, *SLOW_MODEL, "+model.module.calls=20", "measure.budget_s=0.4", "measure.warmup_ms=0",
+                   "load.scenario=server", "load.rate=max", "load.p99_ms=500", "load.duration_s=0.1")
+    with pytest.raises(ConfigError) as refused:
+        run_job(cfg, JobInfo(output_dir=tmp_path / "before"))
+    assert "the rate search's first point: 200 arrivals at half the closed loop's rate) takes about" in str(refused.value)
+    # Past that estimate (it had said nothing), from the rate the warm-up measured.
+    monkeypatch.setattr(measure, "_tell_if_slow", lambda *args: None)
+    with pytest.raises(ConfigError) as refused:
+        run_job(cfg, JobInfo(output_dir=tmp_path / "after"))
+    assert re.match(r"load\.rate=max: the load's rate search starts at half the closed loop's rate, [\d.]+/s, and its "
+                    r"first point needs 200 arrivals at least, \d+ s at that rate, over 1\.5 times measure\.budget_s=0\.4: "
+                    r"not measured; raise measure\.budget_s to \d+ or more", str(refused.value)), str(refused.value)
+    assert not (tmp_path / "after" / "result.json").exists()
+
+
+def test_a_rate_search_keeps_its_share_and_runs_one_point_at_least(make_cfg, tmp_path, monkeypatch):
+    """A BERT search whose check overran its share ended "not measured: the budget ran out before
+    its first point" with status ok. The load keeps its share past the budget's end, as the
+    timed passes do, and a search measures one point at least; a first point longer than its
+    share is said before it runs."""
+    from runner import measure
+
+    real = measure.Budget.allowance
+    # The phases before ate the load's time (its share of what is left: none).
+    monkeypatch.setattr(measure.Budget, "allowance", lambda self, *names: 0.0 if names == ("load",) else real(self, *names))
+    cfg = make_cfg(*QUICK, *SLOW_MODEL, "+model.module.calls=5", "measure.budget_s=1", "measure.warmup_ms=0",
+                   "load.scenario=server", "load.rate=max", "load.p99_ms=500", "load.duration_s=0.1")
+    result = run_job(cfg, JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    points = result["figures"]["load"]["runner"]["points"]
+    assert len(points) >= 1 and result["figures"]["load"]["runner"]["stopped_by"] != "budget" or len(points) >= 1
+    said = result["warnings"]
+    assert any(w.startswith("the phases before the load overran their shares of measure.budget_s=1: the load kept its ")
+               for w in said), said
+    # 200 arrivals at half of about 200/s: 2 s at least, past its share: said before it ran.
+    assert any(re.match(r"load: the rate search's first point, at half the closed loop's rate \([\d.]+/s\), runs "
+                        r"[\d.]+ s at least \(200 arrivals\), past its [\d.]+ s share of measure\.budget_s=1; it runs "
+                        r"whole$", w) for w in said), said
