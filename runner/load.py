@@ -33,7 +33,9 @@ SLEEP_AHEAD_S = 0.002  # gaps longer than this are slept through (less 1 ms), sh
 
 def poisson_arrivals(rate: float, duration_s: float, seed: int, min_requests: int = 1) -> list[float]:
     """Arrival times (s from the start) of a Poisson process at `rate` per second over
-    `duration_s`, at least `min_requests` of them. Reproducible from `seed`."""
+    `duration_s`, at least `min_requests` of them. Reproducible from `seed`; one seed at two
+    rates gives the same gaps scaled by the rates' ratio (each gap is one uniform draw's
+    -log(1 - u) / rate), so a search's points differ in their rate alone."""
     draw = random.Random(seed)
     times, t = [], 0.0
     while True:

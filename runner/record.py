@@ -24,7 +24,8 @@ STATUSES = ("ok", "invalid", "failed", "interrupted", "skipped")
 _LOAD_SCENARIOS = (
     "load.scenario=offline: the closed-loop passes above. single_stream: one request at a time, "
     "issue to completion on the host clock. server: Poisson arrivals at the offered rate, drawn "
-    "from the seed before the pass; "
+    "from the seed before the pass (one draw for every point, the runner's and the baseline's, its gaps scaled "
+    "to each point's rate); "
 )
 _LOAD_VALIDITY = (
     "latency = completion - arrival (queueing included); valid when the achieved issue rate (offered / "

@@ -88,6 +88,23 @@ def test_poisson_arrivals_have_the_mean_rate_and_come_back_from_the_seed():
     assert poisson_arrivals(2000.0, 5.0, seed=7) == arrivals
     assert poisson_arrivals(2000.0, 5.0, seed=8) != arrivals
     assert len(poisson_arrivals(10.0, 0.1, seed=1, min_requests=200)) >= 200
+    # One seed at two rates: the same gaps, scaled (a search's points differ in their rate alone).
+    slow, fast = poisson_arrivals(1000.0, 0.0, seed=7, min_requests=300), poisson_arrivals(3000.0, 0.0, seed=7, min_requests=300)
+    assert fast == pytest.approx([t / 3 for t in slow], rel=1e-12)
+
+
+def test_a_searchs_points_share_one_draw_of_arrivals(make_cfg, tmp_path):
+    """Each point had drawn its own arrivals: their offered rates strayed 6-7% from the rate asked,
+    more than the search's 5% steps, and a rate offered 253/s held where a higher one, offered
+    236/s, failed. One draw for all, scaled: every point offers its rate times the same factor."""
+    overrides = [*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=1000", "load.duration_s=0.05",
+                 "measure.budget_s=4"]
+    result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    assert result["status"] == "ok", result["reason"]
+    points = [p for p in result["figures"]["load"]["runner"]["points"] if not p["dropped"]]
+    assert len(points) >= 2, points
+    factors = [p["offered"] / p["rate"] for p in points]
+    assert factors == pytest.approx([factors[0]] * len(factors), rel=1e-9)
 
 
 def test_the_offered_rate_is_read_without_bias_from_the_arrivals():
