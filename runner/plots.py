@@ -281,10 +281,11 @@ def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     # Every search's bound, not only those of the jobs that held a rate.
     bounds = _bounds(_searches(rows))
     ax.set_ylabel(f"highest rate under the bound ({unit})")
+    what = "sample rate" if mixed else "request rate"  # as the bars are drawn (the title had said requests over samples)
     if len(bounds) > 1:  # each bar under its own job's bound (the first job's had titled them all)
-        title = f"Highest request rate under each job's p99 bound ({', '.join(f'{b:g}' for b in bounds)} ms)\n{_device(held)}"
+        title = f"Highest {what} under each job's p99 bound ({', '.join(f'{b:g}' for b in bounds)} ms)\n{_device(held)}"
     else:
-        title = f"Highest request rate with p99 <= {bounds[0]:g} ms\n{_device(held)}" if bounds else _device(held)
+        title = f"Highest {what} with p99 <= {bounds[0]:g} ms\n{_device(held)}" if bounds else _device(held)
     # Jobs with no bar at all (neither side held a rate, or the budget ran out first).
     none_held = [r for r in rows if r.status == "ok" and r.rate_search and r.max_rate is None
                  and r.baseline_max_rate is None]

@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import re
 import statistics
@@ -251,11 +252,59 @@ def mark_best(rows: list[Row]) -> Optional[Row]:
         return None
     found = None
     for network in _networks(held).values():  # two models' requests are not one work: a best each
-        best = max(network, key=lambda r: r.max_rate * _per_request(r)) if _mixed_search_batches(network) else \
-            max(network, key=lambda r: r.max_rate)
+        per = _per_request if _mixed_search_batches(network) else (lambda r: 1.0)
+        best = max(network, key=lambda r: r.max_rate * per(r))
+        if _rivals(best, network, per):
+            continue  # a rival's true rate may lie above it: undecided (rival_notes says so)
         best.best = "best"
         found = found or best
     return found
+
+
+def _top(row: Row) -> float:
+    """The most a search's true rate may be: the lowest rate it found invalid, or no limit
+    where the budget ended it before any failed (its figure a floor)."""
+    if row.max_rate_cut:
+        return row.lowest_invalid_rate or math.inf
+    return row.lowest_invalid_rate or row.max_rate
+
+
+def _rivals(best: Row, network: list[Row], per: Any) -> list[Row]:
+    """The other searches whose true rate may lie above `best`'s figure: a floor, or a bracket
+    reaching past it from a search the budget cut. Two floors had been ranked by their figures,
+    the higher called best "or more", the other's "or more" unsaid. Searches that finished
+    within load.resolution of each other are ranked as before."""
+    return [r for r in network if r is not best and r.max_rate_cut and _top(r) * per(r) > best.max_rate * per(best)]
+
+
+def _known_rate(row: Row, per: float) -> str:
+    """What a search's figure is known to be, in its unit (`per`: samples a request, or 1)."""
+    rate = rate_text(row.max_rate * per)
+    if not row.max_rate_cut:
+        return rate
+    return f"{rate} or more" + (f", below {rate_text(row.lowest_invalid_rate * per)}" if row.lowest_invalid_rate else "")
+
+
+def rival_notes(rows: list[Row]) -> list[str]:
+    """Networks whose highest rate is not decided: searches the budget cut whose true rates may
+    lie above the highest figure."""
+    held = _held(rows)
+    if not held or len(_bounds(_searches(rows))) > 1:
+        return []
+    notes = []
+    for network in _networks(held).values():
+        mixed = _mixed_search_batches(network)
+        per = _per_request if mixed else (lambda r: 1.0)
+        unit = "samples/s" if mixed else "requests/s"
+        top = max(network, key=lambda r: r.max_rate * per(r))
+        rivals = _rivals(top, network, per)
+        if not rivals:
+            continue
+
+        said = "; ".join(f"job {r.job} ({r.overrides or r.mode}) {_known_rate(r, per(r))}" for r in [top, *rivals])
+        notes.append(f"sweep: no best: the budget cut the rate searches short, and their {unit} overlap ({said}); "
+                     "raise measure.budget_s to tell them apart")
+    return notes
 
 
 def preset_of(row: Row) -> str:
@@ -778,7 +827,7 @@ def sweep_notes(rows: list[Row]) -> list[str]:
     whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
     spread over several."""
     return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + host_notes(rows) + shared_host_notes(rows)
-            + sides_shared_notes(rows) + gpu_notes(rows) + bound_notes(rows))
+            + sides_shared_notes(rows) + gpu_notes(rows) + bound_notes(rows) + rival_notes(rows))
 
 
 def failures(rows: list[Row]) -> list[Row]:

@@ -14,7 +14,7 @@ from runner.errors import ConfigError
 from runner.job import JobInfo, run_job
 from runner.load import Point, Server, judge, open_loop, poisson_arrivals, search_rate
 from runner.record import SCHEMA
-from runner.report import collect, markdown, text_table
+from runner.report import collect, markdown, sweep_notes, text_table
 from runner.spec import resolve
 
 
@@ -435,6 +435,33 @@ def test_the_sweep_table_marks_the_configuration_that_holds_the_highest_rate(tmp
     result["figures"]["load"]["runner"] = {"stopped_by": "budget", "lowest_invalid_rate": 80000.0}
     (tmp_path / "1" / "result.json").write_text(json.dumps(result))
     assert "at 52,000 requests/s or more, below 80,000 (its search was cut short" in text_table(collect([tmp_path]))
+
+
+def test_no_best_among_searches_whose_floors_and_brackets_overlap(tmp_path):
+    """Two searches the budget cut before any rate failed (floors): the higher figure was named
+    best "or more", where the other's true rate may lie higher still (new-user walk: 246 vs 661
+    requests/s, both floors). A bracket of a cut search reaching past the best's figure leaves it
+    undecided too; one wholly below it does not."""
+    _fake_job(tmp_path / "0", 0, ["streams=1"], 4000.0, 3900.0)
+    _fake_job(tmp_path / "1", 1, ["streams=4"], 52000.0, 4100.0)
+
+    def cut(job: str, lowest_invalid) -> None:
+        result = json.loads((tmp_path / job / "result.json").read_text())
+        result["figures"]["load"]["runner"] = {"stopped_by": "budget", "lowest_invalid_rate": lowest_invalid}
+        (tmp_path / job / "result.json").write_text(json.dumps(result))
+
+    cut("0", None)  # 4,000 or more: it may hold more than job 1's 52,000
+    rows = collect([tmp_path])
+    assert [r.best for r in rows] == ["", ""]
+    assert "best under" not in text_table(rows)
+    assert ("sweep: no best: the budget cut the rate searches short, and their requests/s overlap (job 1 (streams=4) "
+            "52,000; job 0 (streams=1) 4,000 or more); raise measure.budget_s to tell them apart") in sweep_notes(rows)
+    assert "sweep: no best: the budget cut" in markdown(rows)
+    cut("0", 60000.0)  # below 60,000: still maybe above 52,000
+    assert [r.best for r in collect([tmp_path])] == ["", ""]
+    cut("0", 8000.0)  # below 8,000: job 1 holds more
+    rows = collect([tmp_path])
+    assert [r.best for r in rows] == ["", "best"] and not [n for n in sweep_notes(rows) if "no best" in n]
 
 
 def test_a_search_where_no_rate_held_the_bound_says_so_plainly():

@@ -143,6 +143,7 @@ def test_plots_draw_what_the_table_says(tmp_path):
     plots._plot_max_rates(searches, tmp_path / "r.png", kept)
     [ax] = kept.figures[-1].axes
     assert ax.get_ylabel() == "highest rate under the bound (samples/s)"
+    assert ax.get_title().startswith("Highest sample rate with p99 <= 5 ms")  # as its bars: not "request rate"
     assert [bar.get_height() for bar in ax.patches] == [25_000.0, 900.0 * 256]
     assert searches[1].best == "best"
 
