@@ -253,13 +253,16 @@ def _concurrent(result: dict[str, Any]) -> bool:
 
 
 def _short(verdict: str) -> str:
-    """A slower or faster verdict without its parenthesized caveat (what ran beside it)."""
+    """A slower or faster verdict without its parenthesized caveat (what ran beside it); an
+    undecided one to its first clause (the table holds what to do)."""
+    if verdict.startswith("undecided"):
+        return verdict.partition("; ")[0]
     head, sep, _caveat = verdict.partition(" (")
     return f"{head} (see above)" if sep and head in ("slower", "faster") else verdict
 
 
 def _beside(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """What ran beside either run, or under it, for a faster or slower verdict."""
+    """What ran beside either run, or under it, for a faster, slower or too noisy verdict."""
     hosts = [(r.get("env") or {}).get("cpu_model") for r in (old, new)]
     if None not in hosts and hosts[0] != hosts[1] and not _on_cpu(new):
         # The same GPU under another host CPU: a config bound by the host's Python moves with it.
@@ -353,6 +356,11 @@ def _cv(result: dict[str, Any]) -> Optional[float]:
     return float(max(cv or 0.0 for cv in cvs))
 
 
+# Noise that would hide a change of this factor or more (at --sigma) leaves a ratio past the
+# threshold undecided, not "same".
+BLIND_FACTOR = 2.0
+
+
 def _within_threshold(ratio: float, threshold: float) -> bool:
     """A change too small to count, alike both ways (100 to 95.2 and 95.2 to 100: |ratio - 1|
     had let the first pass as "same" and called the second "faster")."""
@@ -444,6 +452,11 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
                                   f"{wb:.0%} (new) above its figure)")
         return ratio, noise, "same"
     if not beyond(ratio):
+        if not _within_threshold(ratio, threshold) and sigma * noise > math.log(BLIND_FACTOR):
+            # Noise that hides a 2x change is no evidence of none: a 9.3x was called "same"
+            # beside 76% of noise (a run on a shared host).
+            return ratio, noise, (f"undecided: {noise:.0%} of noise hides any change under "
+                                  f"{math.exp(sigma * noise):.1f}x{_beside(old, new)}; rerun the noisy side on a quiet host")
         return ratio, noise, "same"
     return ratio, noise, ("faster" if ratio > 1 else "slower") + _beside(old, new)
 
@@ -823,7 +836,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     regressions = [m for m in matches if is_regression(m)]
     if regressions:
         # The verdicts' caveats are in the table above: here the verdict's first words.
-        print(f"{len(regressions)} regression(s): " + "; ".join(f"{m.label}: {_short(m.verdict)}" for m in regressions))
+        # What got worse, apart from what could not be told (a self-compare of noisy searches
+        # had read "4 regression(s)"): the gate stops on both.
+        unsure = [m for m in regressions if m.verdict.startswith("undecided")]
+        worse = [m for m in regressions if m not in unsure]
+        if worse:
+            print(f"{len(worse)} regression(s): " + "; ".join(f"{m.label}: {_short(m.verdict)}" for m in worse))
+        if unsure:
+            print(f"{len(unsure)} undecided (the gate stops on what it cannot tell): "
+                  + "; ".join(f"{m.label}: {_short(m.verdict)}" for m in unsure))
         return 1
     if not any(m.ratio is not None or m.verdict.startswith("faster") for m in matches):  # a gate that compared nothing must not pass
         print("nothing was compared: no config has a rate in both runs (see the verdicts above)")
