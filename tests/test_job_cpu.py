@@ -874,6 +874,11 @@ def test_the_warnings_say_what_a_figure_rests_on(make_cfg):
     assert not [w for w in summary.warnings if w.startswith("the check compared")]
     assert summary.notes == ["the check compared 1373 of measure.check_requests=2048 requests before its share of the "
                              "budget ran out (it took 5.0 s; its share: 5.0 s)"]
+    # Most of a quick check (124 of its 128): a note too (a warning on nearly every quick CPU job).
+    m.check = CheckResult(124, 0, 0.0, 1e-5, requested=128, seconds=0.5, allowance_s=0.5)
+    summary = summarize_measurement(spec, m)
+    assert not [w for w in summary.warnings if w.startswith("the check compared")]
+    assert [n for n in summary.notes if n.startswith("the check compared 124 of measure.check_requests=128")]
     m.check = CheckResult(40, 0, 0.0, 1e-5, requested=64, seconds=18.1, allowance_s=5.3)
     assert ("the latency pass served 40 of measure.latency_requests=500 requests in its share of the budget "
             "(measure.budget_s=2): its p99 lies between its two largest latencies; raise measure.budget_s for more") in said
