@@ -669,6 +669,8 @@ def csv_text(rows: list[Row]) -> str:
         fields = {**asdict(row), "asked": json.dumps(list(row.asked))}  # the overrides, as a JSON list
         if not row.rate_search:
             fields["max_rate_cut"] = ""  # no rate search: the flag says nothing (False read as "not cut")
+        if not row.rate_search or (row.baseline_max_rate is None and not row.baseline_max_rate_cut):
+            fields["baseline_max_rate_cut"] = ""  # nor where no baseline search held a rate (none ran on the CPU)
         writer.writerow(fields)
     return buffer.getvalue()
 

@@ -462,6 +462,17 @@ def test_no_best_among_searches_whose_floors_and_brackets_overlap(tmp_path):
     cut("0", 8000.0)  # below 8,000: job 1 holds more
     rows = collect([tmp_path])
     assert [r.best for r in rows] == ["", "best"] and not [n for n in sweep_notes(rows) if "no best" in n]
+    # sweep.csv: a search's flags say what they know; no baseline search held a rate (on the CPU
+    # none runs): its flag empty, not "False" (new-user walk).
+    import csv
+    import io
+
+    from runner.report import csv_text
+
+    _fake_job(tmp_path / "2", 2, ["streams=8"], 9000.0, None)
+    cells = {r["job"]: (r["max_rate_cut"], r["baseline_max_rate_cut"])
+             for r in csv.DictReader(io.StringIO(csv_text(collect([tmp_path]))))}
+    assert cells == {"0": ("True", "False"), "1": ("False", "False"), "2": ("False", "")}
 
 
 def test_a_search_where_no_rate_held_the_bound_says_so_plainly():

@@ -773,6 +773,7 @@ def test_a_ratio_within_noise_is_marked_in_the_tables(sweep_dir, tmp_path):
     assert flags == [("", ""), ("", "")]
     # So is a job with no rate search: its max_rate_cut says nothing ("False" read as "not cut").
     assert [r["max_rate_cut"] for r in csv_module.DictReader(io.StringIO(report.csv_text(rows)))] == ["", ""]
+    assert [r["baseline_max_rate_cut"] for r in csv_module.DictReader(io.StringIO(report.csv_text(rows)))] == ["", ""]
     # Nothing within noise: no mark, no note.
     rows = report.collect([tmp_path / "clear"])
     assert report.NOISE_NOTE not in report.text_table(rows) and "~" not in report.text_table(rows)
