@@ -529,7 +529,9 @@ def _no_rate_held(search: dict[str, Any], p99_ms: Optional[float]) -> str:
 def _columns(rows: list[Row]) -> tuple:
     """The load search's columns join the table when a job ran it; a `load` column when a job
     ran a fixed-rate server or a single stream (the rate and latency columns then hold those)."""
-    columns = COLUMNS + (LOAD_COLUMNS if any(r.max_rate is not None or r.baseline_max_rate is not None for r in rows) else ())
+    # Every search's: a sweep in which no rate held any bound had shown no max rate column at all.
+    columns = COLUMNS + (LOAD_COLUMNS if any(r.rate_search or r.max_rate is not None or r.baseline_max_rate is not None
+                                             for r in rows) else ())
     # Jobs of different batch sizes: requests/s alone ranks batch 1 first (5,149 against batch
     # 512's 75 requests/s, which carry 38k samples/s); samples/s joins the table after it.
     if mixed_batches(rows):

@@ -93,17 +93,28 @@ def test_poisson_arrivals_have_the_mean_rate_and_come_back_from_the_seed():
     assert fast == pytest.approx([t / 3 for t in slow], rel=1e-12)
 
 
-def test_a_searchs_points_share_one_draw_of_arrivals(make_cfg, tmp_path):
+def test_a_searchs_points_share_one_draw_of_arrivals(make_cfg, tmp_path, monkeypatch):
     """Each point had drawn its own arrivals: their offered rates strayed 6-7% from the rate asked,
     more than the search's 5% steps, and a rate offered 253/s held where a higher one, offered
     236/s, failed. One draw for all, scaled: every point offers its rate times the same factor."""
+    from runner import measure
+
+    seeds = []
+
+    def drawn(rate, duration_s, seed, min_requests=1):
+        seeds.append(seed)
+        return poisson_arrivals(rate, duration_s, seed, min_requests)
+
+    monkeypatch.setattr(measure, "poisson_arrivals", drawn)
     overrides = [*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=1000", "load.duration_s=0.05",
-                 "measure.budget_s=4"]
+                 "measure.budget_s=6"]
     result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
     assert result["status"] == "ok", result["reason"]
-    points = [p for p in result["figures"]["load"]["runner"]["points"] if not p["dropped"]]
-    assert len(points) >= 2, points
-    factors = [p["offered"] / p["rate"] for p in points]
+    points = result["figures"]["load"]["runner"]["points"]
+    assert len(points) == len(seeds) >= 2 and len(set(seeds)) == 1, seeds
+    # Points that served every arrival offer their rate times one factor (a busy host's
+    # overloaded point drops its queue's tail, and offers what it admitted).
+    factors = [p["offered"] / p["rate"] for p in points if not p["dropped"]]
     assert factors == pytest.approx([factors[0]] * len(factors), rel=1e-9)
 
 
@@ -535,6 +546,9 @@ def test_fixed_rate_and_single_stream_jobs_fill_the_sweep_table(tmp_path):
         (None, 1154.6, "single stream"), (None, None, "server: no rate held p99 <= 5 ms (lowest tried 79/s)")]
     assert "| server: INVALID at load.rate=2,000/s (2,044/s offered) |" in report.markdown(rows)
     assert "| server: no rate held p99 <= 5 ms (lowest tried 79/s) |" in report.markdown(rows)
+    # A search that held no rate still brings the search's columns (a sweep where none held had
+    # shown none of them).
+    assert "max rate/s" in report.text_table(rows) and "| max rate/s |" in report.markdown(rows)
     assert report._no_rate_held({"points": []}, 5.0) == "server: not measured (the budget ran out before its first point)"
     # Cut by the budget after a point that failed: no rate held yet, a lower one may.
     assert report._no_rate_held({"points": [{}], "lowest_invalid_rate": 2652.0, "stopped_by": "budget"}, 0.3) == (
