@@ -383,12 +383,12 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 throughput(end)
                 if ceiling_on:
                     ceiling(max(0.0, min(cap, end - time.perf_counter())))
-                if _stop(out, m, end, kinds, spec.model.bucketed):
+                if _stop(out, m, end, kinds):
                     break
         else:
             while True:
                 throughput(end)
-                if _stop(out, m, end, bucketed=spec.model.bucketed):
+                if _stop(out, m, end):
                     break
             count = len(out.throughput)
             for name, run, on in (("ceiling", ceiling, ceiling_on), ("baseline", baseline, spec.baseline)):
@@ -606,23 +606,14 @@ def _more_repeats(left_s: float, pass_s: float, passes_per_repeat: int) -> int:
     return int((left_s - first_s) // (passes_per_repeat * pass_s)) + 1
 
 
-def weighed_rates(out: Measurement, bucketed: bool) -> list[float]:
-    """Each throughput pass's rate as the repeats weigh it: with buckets its samples/s (each
-    pass serves its own mix of sizes, and samples/s had spread 10.0% where requests/s spread
-    3.9%: stopped on the second, the first's error was past the target), else requests/s."""
-    if bucketed and len(out.throughput_samples) == len(out.throughput):
-        return [k / s for (_, s), k in zip(out.throughput, out.throughput_samples, strict=True)]
-    return [n / s for n, s in out.throughput]
-
-
-def _stop(out: Measurement, m, end: float, passes_per_repeat: int = 1, bucketed: bool = False) -> bool:
+def _stop(out: Measurement, m, end: float, passes_per_repeat: int = 1) -> bool:
     """After a repeat: stop once the mean is known well enough, at `repeats`, or when the next
     repeat (`passes_per_repeat` passes, interleaved) would not fit in the time left. The mean is
     that of the steady passes: after a step in the host's speed (its canary moved with the rate)
     the passes before it say nothing of the level now, and the repeats go on until the passes
-    after it are enough. With buckets the mean is of samples/s (`weighed_rates`)."""
+    after it are enough."""
     rates = [n / s for n, s in out.throughput]
-    steady = weighed_rates(out, bucketed)[steady_start(rates, host_speeds(out), m.min_repeats):]
+    steady = rates[steady_start(rates, host_speeds(out), m.min_repeats):]
     # The target first: a last repeat that met it stopped the repeats as "stable", not as the cap.
     if len(steady) >= m.min_repeats and stdrel(steady) <= m.stdrel:
         out.stop_reason = "stdrel"

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from runner.check import first_chunk
 from runner.environment import tick_seconds
 from runner.load import MIN_REQUESTS
-from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel, weighed_rates
+from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel
 from runner.printer import rate_text
 from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID
 from runner.spec import RunSpec
@@ -422,8 +422,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     fig["measure_after_estimate_s"] = m.after_estimate_s  # what they took
     fig["repeats_stop_reason"] = m.stop_reason
     fig["pass_cap_ms"] = None if m.pass_cap_s is None else m.pass_cap_s * 1e3
-    weighed = weighed_rates(m, spec.model.bucketed)[start:]  # what the repeats stopped on
-    fig["throughput_stdrel"] = stdrel(weighed) if len(weighed) > 1 else None
+    fig["throughput_stdrel"] = stdrel(steady) if len(steady) > 1 else None
     fig["steady_state_allocations"] = m.steady_state_allocations
     fig["static_buffers_moved"] = m.buffers_moved
 
@@ -493,10 +492,6 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     threshold = spec.measure.cv_warn
     for name in ("throughput", "baseline", "ceiling"):
         value: Optional[float] = fig.get(f"{name}_cv")
-        unit = ""
-        if spec.model.bucketed and (fig.get(f"{name}_samples_cv") or 0.0) > (value or 0.0):
-            # With buckets each pass serves its own mix: the samples/s spread is the work's.
-            value, unit = fig[f"{name}_samples_cv"], " (samples/s)"
         if value is not None and value > threshold:
             host = ""
             if name == "throughput" and fig["host_stolen_max"]:
@@ -508,7 +503,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
                 host += _host_speed_clause(cv(window) if window else None,
                                            correlation(steady, window) if window else None, counted, threshold)
             warnings.append(
-                f"{name}{unit} varied by {value:.1%} across {counted} passes "
+                f"{name} varied by {value:.1%} across {counted} passes "
                 f"(above measure.cv_warn={threshold:.0%}): differences smaller than that are noise{host}"
             )
     # The least a pass runs: a turn of the ring (the ceiling replays each lane; the baseline is one

@@ -1717,28 +1717,6 @@ def test_review_of_the_summary_cut_passes_ceiling_and_intervals_say_what_the_dat
     assert low * high == pytest.approx(1.3 ** 2)  # symmetric on the log scale
 
 
-def test_with_buckets_the_repeats_stop_and_warn_on_the_samples_spread(make_cfg):
-    """Review: with buckets the headline is samples/s, but the repeats stopped once requests/s
-    was known well enough, and the cv warning read requests/s too: passes at one request rate
-    serving 12% apart in samples read "stable" at 0.1%, with no word of their spread."""
-    import time
-
-    from runner.measure import Measurement, _stop, weighed_rates
-    from runner.summary import summarize_measurement
-
-    spec = resolve(make_cfg("experiment=buckets", "measure=quick", "measure.repeats=10"), cuda_count=lambda: 1)
-    m = Measurement(throughput=[(100, 1.0), (100, 1.0), (100, 1.0)], throughput_samples=[800, 900, 700],
-                    host_canary_s=[1e-4] * 3, samples_per_request=8.0)
-    assert weighed_rates(m, True) == [800.0, 900.0, 700.0] and weighed_rates(m, False) == [100.0] * 3
-    far = time.perf_counter() + 100
-    assert _stop(m, spec.measure, far, bucketed=False) and m.stop_reason == "stdrel"  # requests/s alone: stable
-    m.stop_reason = None
-    assert not _stop(m, spec.measure, far, bucketed=True) and m.stop_reason is None  # samples/s 7% apart: not yet
-    f = summarize_measurement(spec, m)
-    assert f.figures["throughput_stdrel"] == pytest.approx(0.125 / math.sqrt(3))
-    assert [w for w in f.warnings if w.startswith("throughput (samples/s) varied by 12.5% across 3 passes")]
-
-
 def test_with_buckets_the_speedup_and_efficiency_compare_samples_each_kind_served(make_cfg):
     """Each kind of pass serves its own part of the plan: the schedule's passes 16 samples a
     request, the baseline's 8 (a slow baseline's short passes), and the speedup had divided
