@@ -256,7 +256,12 @@ def _short(verdict: str) -> str:
     """A slower or faster verdict without its parenthesized caveat (what ran beside it); an
     undecided one to its first clause (the table holds what to do)."""
     if verdict.startswith("undecided"):
-        return verdict.partition("; ")[0]
+        depth = 0  # the first clause: up to a "; " outside parentheses (a caveat holds its own)
+        for i, char in enumerate(verdict):
+            depth += (char == "(") - (char == ")")
+            if depth == 0 and verdict.startswith("; ", i):
+                return verdict[:i]
+        return verdict
     head, sep, _caveat = verdict.partition(" (")
     return f"{head} (see above)" if sep and head in ("slower", "faster") else verdict
 
@@ -417,9 +422,11 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     open_ended = [f"{side}'s search ended before any rate failed (its rate is {rate_text(r)}/s or more)"
                   for side, w, r in (("old", wa, a), ("new", wb, b)) if math.isinf(w)]
     if unknown:
-        # Whatever the noise, a ratio the brackets allow within the threshold is no change.
-        if not open_ended and (_within_threshold(ratio, threshold) or (searched and least <= 1 + threshold
-                                                                       and most >= 1 / (1 + threshold))):
+        # Whatever the noise, a ratio within the threshold is no change; so is one that narrow
+        # brackets (the searches' resolution) allow within it. A wide bracket allows anything:
+        # a 2x drop whose new search was cut at 100% had read "same".
+        narrow = searched and max(wa, wb) <= threshold + 1e-9 and least <= 1 + threshold and most >= 1 / (1 + threshold)
+        if not open_ended and (_within_threshold(ratio, threshold) or narrow):
             return ratio, None, "same"
         one = len(unknown) == 1
         if searched:
@@ -438,6 +445,14 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
         # is 3.7 in log terms, far past 3 x 38% of noise, where |ratio - 1| (0.975) was not.
         return not _within_threshold(r, threshold) and abs(math.log(r)) > sigma * noise
 
+    def blind() -> Optional[str]:
+        """Noise that hides a 2x change is no evidence of none: a 9.3x was called "same"
+        beside 76% of noise (a run on a shared host)."""
+        if _within_threshold(ratio, threshold) or sigma * noise <= math.log(BLIND_FACTOR):
+            return None
+        return (f"undecided: {noise:.0%} of noise hides any change under {math.exp(sigma * noise):.1f}x"
+                f"{_beside(old, new)}; rerun the noisy side on a quiet host")
+
     if searched:
         # The noise shown is the one weighed: the brackets move the ratio instead (their sum
         # in quadrature had been shown, 6.9% beside a 0.85 called slower).
@@ -447,17 +462,15 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
             return ratio, noise, "faster" + _beside(old, new)
         if open_ended:
             return ratio, None, "undecided: " + "; ".join(open_ended) + "; raise measure.budget_s"
-        if beyond(ratio):
-            return ratio, noise, (f"same (within the searches' brackets: each true rate lies up to {wa:.0%} (old) and "
-                                  f"{wb:.0%} (new) above its figure)")
-        return ratio, noise, "same"
+        brackets = f"each true rate lies up to {wa:.0%} (old) and {wb:.0%} (new) above its figure"
+        if beyond(ratio):  # past the noise, and the brackets allow no change
+            if max(wa, wb) <= threshold + 1e-9:  # a bracket of the resolution, within float error
+                return ratio, noise, f"same (within the searches' brackets: {brackets})"
+            return ratio, noise, (f"undecided: the searches' brackets are too wide to tell ({brackets}); raise "
+                                  "measure.budget_s for narrower ones")
+        return ratio, noise, blind() or "same"
     if not beyond(ratio):
-        if not _within_threshold(ratio, threshold) and sigma * noise > math.log(BLIND_FACTOR):
-            # Noise that hides a 2x change is no evidence of none: a 9.3x was called "same"
-            # beside 76% of noise (a run on a shared host).
-            return ratio, noise, (f"undecided: {noise:.0%} of noise hides any change under "
-                                  f"{math.exp(sigma * noise):.1f}x{_beside(old, new)}; rerun the noisy side on a quiet host")
-        return ratio, noise, "same"
+        return ratio, noise, blind() or "same"
     return ratio, noise, ("faster" if ratio > 1 else "slower") + _beside(old, new)
 
 
@@ -657,8 +670,9 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
                 slower = [ratio for ratio, _, verdict in alone_verdicts if verdict.startswith("slower")]
                 unsure = [ratio for ratio, _, verdict in alone_verdicts
                           if verdict.startswith("undecided") and ratio is not None and ratio < 1.0]
+                one = "one search each" if _searched(b.result) is not None else "one throughput pass each"
                 for said, ratios, why in (("slower", slower, ""),
-                                          ("undecided: maybe slower", unsure, ", one throughput pass each: noise unknown")):
+                                          ("undecided: maybe slower", unsure, f", {one}: noise unknown")):
                     if ratios:
                         m.verdict = (f"{said} in {len(ratios)} of {b.runs} new runs (the slowest at {min(ratios):.3f}, "  # type: ignore[type-var]
                                      f"the median at {m.ratio:.3f}){why}")

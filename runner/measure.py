@@ -39,7 +39,16 @@ from runner.cli import hold_interrupts, interrupts_restored
 from runner.errors import ConfigError
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
-from runner.load import MIN_REQUESTS, Point, judge, least_length_s, open_loop, poisson_arrivals, search_rate
+from runner.load import (
+    MIN_REQUESTS,
+    Point,
+    at_rate,
+    judge,
+    least_length_s,
+    open_loop,
+    poisson_arrivals,
+    search_rate,
+)
 from runner.printer import rate_text
 from runner.progress import PROGRESS, Progress
 from runner.protocol import open_servers
@@ -524,10 +533,11 @@ def _least_work(spec: RunSpec, is_cuda: bool, ring: int, checked: int, has_probe
         "their eager references"
     check = f"the check's {checked} request{'s' if checked != 1 else ''} with {references}, " if checked else ""
     check += f"a warm-up of {warm} request{'s' if warm > 1 else ''}, " if warm else ""
-    if spec.load.scenario == "server" and spec.load.search:
+    if spec.load.scenario == "server" and spec.load.search and not is_cuda:
         # Its first point, at half the closed loop's rate: MIN_REQUESTS arrivals take twice as
         # many forwards' time (a CPU serves one at a time). tiny_llm on 2 cores: 200 s of it,
-        # against a 2 s budget, and nothing said.
+        # against a 2 s budget, and nothing said. (On a GPU the eager forward timed here says
+        # nothing of the rate graph lanes serve: the measured rate decides, in the search.)
         return (2 * checked - reused + warm + 2 * MIN_REQUESTS,
                 f"{check}the rate search's first point: {MIN_REQUESTS} arrivals at half the closed loop's rate")
     return 2 * checked - reused + ring + warm, f"{check}one timed pass of {ring} request{'s' if ring > 1 else ''}"
@@ -673,10 +683,10 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
     def run_at(name: str, servers_of: Any, end: float, rate: float) -> Point:
         duration = least_length_s(rate, load.duration_s)
         # One draw for every point, the runner's and the baseline's: the same gaps scaled by
-        # 1 / rate (common random numbers). A draw per point moved each point's offered rate by
-        # 6-7% at 200-300 arrivals, finer steps than the search's 5%: a rate offered 253/s held
-        # and a higher one, offered 236/s, failed.
-        arrivals = poisson_arrivals(rate, duration, spec.seed * 1_000_003, MIN_REQUESTS)
+        # 1 / rate (common random numbers), at the rate asked exactly (at_rate). A draw per
+        # point moved each point's offered rate by 6-7% at 200-300 arrivals, finer steps than
+        # the search's 5%: a rate offered 253/s held and a higher one, offered 236/s, failed.
+        arrivals = at_rate(poisson_arrivals(rate, duration, spec.seed * 1_000_003, MIN_REQUESTS), rate)
         label = f"{name.replace('_', ' ')}: server at {rate:,.0f}/s"
         ticks = environment.cpu_ticks()
         with progress.phase(name, label), no_gc(), servers_of() as servers:
@@ -700,11 +710,21 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
             torch.cuda.synchronize(device)
         yield [schedule.BaselineServer(forward, base, device)]
 
-    def scenario(name: str, servers_of: Any, start_rate: float) -> dict[str, Any]:
+    def scenario(name: str, servers_of: Any, start_rate: float) -> Optional[dict[str, Any]]:
         label = name.replace("_", " ")
         share = share_of(name, label)
         if load.search:
             first_s = least_length_s(max(1.0, start_rate), load.duration_s)
+            if name == "load_baseline" and first_s > rules.refused_past_s(spec.measure.budget_s):
+                # After the runner's whole search: its figures are kept, the baseline's search
+                # is not run (a refusal here had thrown the runner's away).
+                out.skipped["load_baseline"] = (
+                    f"the baseline's rate search was not run: it would start at half its closed loop's rate, "
+                    f"{rate_text(start_rate)}/s, where its first point needs {MIN_REQUESTS} arrivals, {first_s:.0f} s "
+                    f"at least, over {rules.REFUSE_FACTOR:g} times measure.budget_s={spec.measure.budget_s:g}; raise "
+                    f"measure.budget_s to {math.ceil(first_s * 1.5)} or more to measure it")
+                log.warning("%s", out.skipped["load_baseline"])
+                return None
             _refuse_long_first_point(spec, label, max(1.0, start_rate), first_s)
             if _overruns(first_s, share, spec.measure.budget_s):  # it runs whole: said before, not after
                 out.skipped[f"{name} length"] = (
@@ -729,10 +749,14 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         return {"points": [p.as_dict() for p in found.points], "max_rate": found.best,
                 "lowest_invalid_rate": found.failed, "stopped_by": found.stopped_by}
 
+    runner = scenario("load", runner_servers, closed_rate / 2)
+    assert runner is not None  # only the baseline's search is left out (the runner's is refused)
     result: dict[str, Any] = {"scenario": "server", "rate": "max" if load.search else load.rate,
-                              "p99_ms": load.p99_ms, "runner": scenario("load", runner_servers, closed_rate / 2)}
+                              "p99_ms": load.p99_ms, "runner": runner}
     if spec.baseline:
         # Its closed-loop rate to start from, over 0.1 s (one request's would carry first-call costs).
         n, s = schedule.baseline_pass(forward, base, device, 1, 0.1, 0.2)
-        result["baseline"] = scenario("load_baseline", baseline_servers, n / s / 2)
+        found = scenario("load_baseline", baseline_servers, n / s / 2)
+        if found is not None:  # else not run, and said (out.skipped)
+            result["baseline"] = found
     return result

@@ -25,7 +25,7 @@ _LOAD_SCENARIOS = (
     "load.scenario=offline: the closed-loop passes above. single_stream: one request at a time, "
     "issue to completion on the host clock. server: Poisson arrivals at the offered rate, drawn "
     "from the seed before the pass (one draw for every point, the runner's and the baseline's, its gaps scaled "
-    "to each point's rate); "
+    "to each point's rate, stretched to offer it exactly); "
 )
 _LOAD_VALIDITY = (
     "latency = completion - arrival (queueing included); valid when the achieved issue rate (offered / "

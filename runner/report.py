@@ -251,10 +251,11 @@ def mark_best(rows: list[Row]) -> Optional[Row]:
     if not held or len(_bounds(_searches(rows))) > 1:
         return None
     found = None
-    for network in _networks(held).values():  # two models' requests are not one work: a best each
+    searched = _networks(_searches(rows))  # a rival may have held no rate yet
+    for key, network in _networks(held).items():  # two models' requests are not one work: a best each
         per = _per_request if _mixed_search_batches(network) else (lambda r: 1.0)
         best = max(network, key=lambda r: r.max_rate * per(r))
-        if _rivals(best, network, per):
+        if _rivals(best, searched[key], per):
             continue  # a rival's true rate may lie above it: undecided (rival_notes says so)
         best.best = "best"
         found = found or best
@@ -271,7 +272,8 @@ def _top(row: Row) -> float:
 
 def _rivals(best: Row, network: list[Row], per: Any) -> list[Row]:
     """The other searches whose true rate may lie above `best`'s figure: a floor, or a bracket
-    reaching past it from a search the budget cut. Two floors had been ranked by their figures,
+    reaching past it from a search the budget cut (one that held no rate yet included: its true
+    rate lies anywhere below its lowest failed). Two floors had been ranked by their figures,
     the higher called best "or more", the other's "or more" unsaid. Searches that finished
     within load.resolution of each other are ranked as before."""
     return [r for r in network if r is not best and r.max_rate_cut and _top(r) * per(r) > best.max_rate * per(best)]
@@ -279,6 +281,9 @@ def _rivals(best: Row, network: list[Row], per: Any) -> list[Row]:
 
 def _known_rate(row: Row, per: float) -> str:
     """What a search's figure is known to be, in its unit (`per`: samples a request, or 1)."""
+    if row.max_rate is None:
+        below = f" (below {rate_text(row.lowest_invalid_rate * per)})" if row.lowest_invalid_rate else ""
+        return f"no rate held yet{below}"
     rate = rate_text(row.max_rate * per)
     if not row.max_rate_cut:
         return rate
@@ -292,12 +297,13 @@ def rival_notes(rows: list[Row]) -> list[str]:
     if not held or len(_bounds(_searches(rows))) > 1:
         return []
     notes = []
-    for network in _networks(held).values():
+    searched = _networks(_searches(rows))
+    for key, network in _networks(held).items():
         mixed = _mixed_search_batches(network)
         per = _per_request if mixed else (lambda r: 1.0)
         unit = "samples/s" if mixed else "requests/s"
         top = max(network, key=lambda r: r.max_rate * per(r))
-        rivals = _rivals(top, network, per)
+        rivals = _rivals(top, searched[key], per)
         if not rivals:
             continue
 

@@ -520,6 +520,29 @@ def test_server_load_on_the_gpu_finds_a_rate_and_ends_an_overloaded_one_within_i
     assert over["figures"]["measure_time_s"] < 2 * 2.0, over["figures"]["measure_phases_s"]  # measure=quick: 2 s
 
 
+def test_a_baseline_search_too_long_to_run_is_left_out_and_the_runners_kept(make_cfg, tmp_path, monkeypatch):
+    """The baseline's search runs after the runner's: a refusal of its first point there threw
+    the runner's whole search away (review). A model that sleeps in its forward: its graph
+    replays without the sleep (fast), its eager baseline with it (30 ms a request, a first point
+    of about 12 s), here past a refusal scaled down to 1.5 times the 2 s budget."""
+    from runner import spec as rules
+
+    monkeypatch.setattr(rules, "REFUSE_FACTOR", 1.5)
+    monkeypatch.setattr(rules, "REFUSE_MIN_S", 0.1)
+    result = run_job(make_cfg(*QUICK, *FAULTY, "model.module._target_=tests.faulty_models.Slow", "+model.module.calls=30",
+                              "load.scenario=server", "load.rate=max", "load.p99_ms=50", "load.duration_s=0.2"),
+                     JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    f = result["figures"]
+    assert f["server_max_rate"] and f["load"]["runner"]["points"] and "baseline" not in f["load"]
+    assert f["baseline_server_max_rate"] is None and f["server_max_rate_vs_baseline"] is None
+    assert [w for w in result["warnings"] if w.startswith("the baseline's rate search was not run: it would start at "
+                                                          "half its closed loop's rate")], result["warnings"]
+    # The eager forward's 30 ms says nothing of the graphs' rate: no warning of the search's
+    # first point before measuring (the CPU's estimate).
+    assert not [w for w in result["warnings"] if "the rate search's first point: 200 arrivals" in w]
+
+
 def test_the_latency_pass_marks_each_request_on_its_lane_with_events_made_before_it(make_cfg):
     """An event came into being at its first record, between a request's stages, and each
     record built a Stream object: host time that widened a stage on an idle stream. The events

@@ -112,10 +112,24 @@ def test_a_searchs_points_share_one_draw_of_arrivals(make_cfg, tmp_path, monkeyp
     assert result["status"] == "ok", result["reason"]
     points = result["figures"]["load"]["runner"]["points"]
     assert len(points) == len(seeds) >= 2 and len(set(seeds)) == 1, seeds
-    # Points that served every arrival offer their rate times one factor (a busy host's
-    # overloaded point drops its queue's tail, and offers what it admitted).
-    factors = [p["offered"] / p["rate"] for p in points if not p["dropped"]]
-    assert factors == pytest.approx([factors[0]] * len(factors), rel=1e-9)
+    # Points that served every arrival offer their rate exactly: the shared draw is stretched
+    # to it (review: unstretched, every point offered its rate times 0.96 at seed 0, a max rate
+    # 4% optimistic in every run). A busy host's overloaded point drops its queue's tail, and
+    # offers what it admitted.
+    for p in points:
+        if not p["dropped"]:
+            assert p["offered"] == pytest.approx(p["rate"], rel=1e-9)
+
+
+def test_arrivals_come_at_the_rate_asked_in_their_draws_shape():
+    from runner.load import at_rate, offered_rate
+
+    drawn = poisson_arrivals(100.0, 0.0, seed=0, min_requests=200)
+    assert offered_rate(drawn) != pytest.approx(100.0, rel=1e-3)  # a draw strays from its rate
+    paced = at_rate(drawn, 100.0)
+    assert offered_rate(paced) == pytest.approx(100.0, rel=1e-12)
+    assert [b / a for a, b in zip(drawn, paced, strict=True)] == pytest.approx([paced[0] / drawn[0]] * 200)
+    assert at_rate([], 5.0) == [] and at_rate([0.3], 5.0) == [0.3]
 
 
 def test_the_offered_rate_is_read_without_bias_from_the_arrivals():
@@ -473,6 +487,20 @@ def test_no_best_among_searches_whose_floors_and_brackets_overlap(tmp_path):
     cut("0", 8000.0)  # below 8,000: job 1 holds more
     rows = collect([tmp_path])
     assert [r.best for r in rows] == ["", "best"] and not [n for n in sweep_notes(rows) if "no best" in n]
+    # A cut search that held no rate yet may hold more than the best's figure (review): its
+    # one point failed at 80,000, and below that its rate is unknown.
+    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    result["figures"]["server_max_rate"] = None
+    result["figures"]["load"]["runner"] = {"stopped_by": "budget", "lowest_invalid_rate": 80000.0, "points": [{}]}
+    (tmp_path / "0" / "result.json").write_text(json.dumps(result))
+    rows = collect([tmp_path])
+    assert [r.best for r in rows] == ["", ""]
+    assert "job 0 (streams=1) no rate held yet (below 80,000)" in " ".join(sweep_notes(rows))
+    cut("0", 8000.0)
+    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    result["figures"]["load"]["runner"]["points"] = [{}]
+    (tmp_path / "0" / "result.json").write_text(json.dumps(result))
+    assert [r.best for r in collect([tmp_path])] == ["", "best"]  # below 8,000: no rival to 52,000
     # sweep.csv: a search's flags say what they know; no baseline search held a rate (on the CPU
     # none runs): its flag empty, not "False" (new-user walk).
     import csv
@@ -721,7 +749,7 @@ def test_a_rate_search_keeps_its_share_and_runs_one_point_at_least(make_cfg, tmp
     result = run_job(cfg, JobInfo(output_dir=tmp_path))
     assert result["status"] == "ok", result["reason"]
     points = result["figures"]["load"]["runner"]["points"]
-    assert len(points) >= 1 and result["figures"]["load"]["runner"]["stopped_by"] != "budget" or len(points) >= 1
+    assert len(points) >= 1 and points[0]["requests"] >= 200  # the first point ran, whole, past the share
     said = result["warnings"]
     assert any(w.startswith("the phases before the load overran their shares of measure.budget_s=1: the load kept its ")
                for w in said), said

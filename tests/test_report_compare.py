@@ -323,6 +323,16 @@ def test_configs_with_buckets_compare_the_work_done_not_the_requests(sweep_dir, 
     assert m.ratio == pytest.approx(0.85) and m.noise == pytest.approx(math.hypot(0.10, 0.10)) and m.verdict == "same"
 
 
+def test_an_undecided_verdict_is_cut_to_its_first_clause_outside_its_caveat():
+    """The exit line cut an undecided verdict at its first "; ", inside a caveat that holds one
+    (old's host ...; new's host ...), leaving an unclosed parenthesis (review)."""
+    verdict = ("undecided: 30% of noise hides any change under 2.5x (old's host was shared: busy; new's host was "
+               "shared: busy); rerun the noisy side on a quiet host")
+    assert compare._short(verdict) == ("undecided: 30% of noise hides any change under 2.5x (old's host was shared: "
+                                       "busy; new's host was shared: busy)")
+    assert compare._short("undecided: a; b") == "undecided: a" and compare._short("undecided: a") == "undecided: a"
+
+
 def test_the_threshold_reads_alike_both_ways_and_few_runs_spread_is_their_stdev(sweep_dir):
     """Review: 100 to 95.2 read "same" but 95.2 to 100 "faster" (|ratio - 1| against a
     threshold, where the noise test is on the log); and from 5 runs old's spread was their
@@ -1268,6 +1278,26 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     # A single open-ended side says so first, then that one run a side cannot tell.
     [m] = compare.compare([search(1000.0, 1050.0)], [search(2000.0, None, "budget")], 0.05, 3)
     assert m.verdict.startswith("undecided: new's search ended before any rate failed") and "one run" in m.verdict
+    # A wide bracket allows anything: a 2x drop whose new search was cut at 100% is no "same"
+    # (review), one search a side or pooled.
+    [m] = compare.compare([search(1000.0, 1050.0)], [search(500.0, 1000.0, "budget")], 0.05, 3)
+    assert m.verdict.startswith("undecided: old's and new's rate searches are one run") and compare.is_regression(m)
+    [m] = compare.compare(pooled, [search(500.0, 1000.0, "budget")], 0.05, 3)
+    assert m.verdict.startswith("undecided: the searches' brackets are too wide to tell (each true rate lies up to 5% "
+                                "(old) and 100% (new) above its figure)"), m.verdict
+    # Pooled searches far apart: noise that hides a 2x is said, as for throughput (review: a 40%
+    # drop had read "same").
+    spread = []
+    for best in (1000.0, 1200.0, 800.0):
+        r = run(best)
+        r["figures"] = search(best, best * 1.05)["figures"]
+        spread.append(r)
+    [m] = compare.compare(spread, [search(600.0, 630.0)], 0.05, 3)
+    assert m.verdict.startswith("undecided: 25% of noise hides any change under 2.1x"), m.verdict
+    # Each new run judged alone says what it rests on: a search, not a throughput pass.
+    [m] = compare.compare([search(1000.0, 1050.0)], [search(1000.0, 1050.0), search(1000.0, 1050.0),
+                                                      search(900.0, 945.0)], 0.05, 3)
+    assert m.verdict.startswith("undecided: maybe slower in 1 of 3 new runs") and "one search each" in m.verdict, m.verdict
 
 
 def test_a_new_config_that_did_not_end_ok_stops_the_gate_and_shows_no_rate(sweep_dir, tmp_path, capsys):
