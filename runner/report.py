@@ -255,7 +255,7 @@ def mark_best(rows: list[Row]) -> Optional[Row]:
     for key, network in _networks(held).items():  # two models' requests are not one work: a best each
         per = _per_request if _mixed_search_batches(network) else (lambda r: 1.0)
         best = max(network, key=lambda r: r.max_rate * per(r))
-        if _rivals(best, searched[key], per):
+        if _rivals(best, searched.get(key, network), per):
             continue  # a rival's true rate may lie above it: undecided (rival_notes says so)
         best.best = "best"
         found = found or best
@@ -303,7 +303,7 @@ def rival_notes(rows: list[Row]) -> list[str]:
         per = _per_request if mixed else (lambda r: 1.0)
         unit = "samples/s" if mixed else "requests/s"
         top = max(network, key=lambda r: r.max_rate * per(r))
-        rivals = _rivals(top, searched[key], per)
+        rivals = _rivals(top, searched.get(key, network), per)
         if not rivals:
             continue
 
