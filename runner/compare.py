@@ -421,21 +421,27 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     most, least = ratio * (1.0 + wb), ratio / (1.0 + wa)
     open_ended = [f"{side}'s search ended before any rate failed (its rate is {rate_text(r)}/s or more)"
                   for side, w, r in (("old", wa, a), ("new", wb, b)) if math.isinf(w)]
+    # The true ratio lies in [least, most]. Brackets that allow a change of BLIND_FACTOR or
+    # more (a search the budget cut after one doubling: 100%) cannot tell, as noise that hides
+    # one cannot: a 2x drop whose new search was cut at 100% had passed as "same". Narrower
+    # ones (the searches' resolution, pooled runs' tops) allow what they allow.
+    wide = searched and (least <= 1 / BLIND_FACTOR or most >= BLIND_FACTOR)
+    allowed = least <= 1 + threshold + 1e-9 and most >= 1 / (1 + threshold) - 1e-9  # some true ratio within it
+    brackets = f"each true rate lies up to {wa:.0%} (old) and {wb:.0%} (new) above its figure"
+    too_wide = (f"undecided: the searches' brackets allow a change of {BLIND_FACTOR:g}x or more ({brackets}); "
+                "raise measure.budget_s for narrower ones")
     if unknown:
-        # Whatever the noise, a ratio within the threshold is no change; so is one that narrow
-        # brackets (the searches' resolution) allow within it. A wide bracket allows anything:
-        # a 2x drop whose new search was cut at 100% had read "same".
-        narrow = searched and max(wa, wb) <= threshold + 1e-9 and least <= 1 + threshold and most >= 1 / (1 + threshold)
-        if not open_ended and (_within_threshold(ratio, threshold) or narrow):
+        if not open_ended and not wide and (_within_threshold(ratio, threshold) or (searched and allowed)):
             return ratio, None, "same"
-        one = len(unknown) == 1
         if searched:
-            whose = " and ".join(f"{side}'s" for side in unknown)
+            # Its floor is old's spread between runs (new's own never widens the gate): one
+            # run of old leaves the noise unknown, however many new has.
             return ratio, None, ("undecided: " + "".join(f"{said}; " for said in open_ended)
-                                 + f"{whose} rate search{'' if one else 'es'} {'is' if one else 'are'} one run, whose "
-                                 "noise is unknown (whether a rate near the bound holds is chance: a rerun's figure "
-                                 "can stray past its bracket); put several runs a side in each folder (several "
-                                 "sweeps): compare pools them, and old's spread is the noise")
+                                 + "old's rate search is one run, whose noise is unknown (whether a rate near the "
+                                 "bound holds is chance: a rerun's figure can stray past its bracket); put several "
+                                 "runs of old in its folder (several sweeps): compare pools them, and their spread "
+                                 "is the noise")
+        one = len(unknown) == 1
         return ratio, None, (f"undecided: {' and '.join(unknown)} rest{'s' * one} on one throughput "
                              "pass a run, so the noise is unknown; raise measure.budget_s or measure.min_repeats")
     noise = math.hypot(*(max(cv or 0.0, least) for _, cv, least in sides))
@@ -462,12 +468,10 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
             return ratio, noise, "faster" + _beside(old, new)
         if open_ended:
             return ratio, None, "undecided: " + "; ".join(open_ended) + "; raise measure.budget_s"
-        brackets = f"each true rate lies up to {wa:.0%} (old) and {wb:.0%} (new) above its figure"
-        if beyond(ratio):  # past the noise, and the brackets allow no change
-            if max(wa, wb) <= threshold + 1e-9:  # a bracket of the resolution, within float error
-                return ratio, noise, f"same (within the searches' brackets: {brackets})"
-            return ratio, noise, (f"undecided: the searches' brackets are too wide to tell ({brackets}); raise "
-                                  "measure.budget_s for narrower ones")
+        if wide:
+            return ratio, noise, too_wide
+        if beyond(ratio):  # past the noise, and brackets of the resolution allow no change
+            return ratio, noise, f"same (within the searches' brackets: {brackets})"
         return ratio, noise, blind() or "same"
     if not beyond(ratio):
         return ratio, noise, blind() or "same"
@@ -668,11 +672,13 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold: flo
                 alone = (floor[0], a.spread or 0.0)  # a single run strays by old's whole spread
                 alone_verdicts = [judge(a.result, r, threshold, sigma, alone) for r in b.members]
                 slower = [ratio for ratio, _, verdict in alone_verdicts if verdict.startswith("slower")]
-                unsure = [ratio for ratio, _, verdict in alone_verdicts
-                          if verdict.startswith("undecided") and ratio is not None and ratio < 1.0]
-                one = "one search each" if _searched(b.result) is not None else "one throughput pass each"
-                for said, ratios, why in (("slower", slower, ""),
-                                          ("undecided: maybe slower", unsure, f", {one}: noise unknown")):
+                undecided = sorted((ratio, verdict) for ratio, _, verdict in alone_verdicts
+                                   if verdict.startswith("undecided") and ratio is not None and ratio < 1.0)
+                unsure = [ratio for ratio, _ in undecided]
+                # Why the slowest could not be told: its own verdict's first clause (one pass's
+                # unknown noise, a wide bracket, noise that hides 2x), not one reason for all.
+                reason = f": {_short(undecided[0][1]).removeprefix('undecided: ')}" if undecided else ""
+                for said, ratios, why in (("slower", slower, ""), ("undecided: maybe slower", unsure, reason)):
                     if ratios:
                         m.verdict = (f"{said} in {len(ratios)} of {b.runs} new runs (the slowest at {min(ratios):.3f}, "  # type: ignore[type-var]
                                      f"the median at {m.ratio:.3f}){why}")

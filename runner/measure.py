@@ -680,13 +680,22 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
             _watch_others(out, "load_baseline", ticks)
         return found
 
-    def run_at(name: str, servers_of: Any, end: float, rate: float) -> Point:
+    def arrivals_at(rate: float) -> list[float]:
+        """A point's arrivals. One draw for every point, the runner's and the baseline's: the
+        same gaps scaled by 1 / rate (common random numbers), at the rate asked exactly
+        (at_rate). A draw per point moved each point's offered rate by 6-7% at 200-300
+        arrivals, finer steps than the search's 5%: a rate offered 253/s held and a higher
+        one, offered 236/s, failed."""
         duration = least_length_s(rate, load.duration_s)
-        # One draw for every point, the runner's and the baseline's: the same gaps scaled by
-        # 1 / rate (common random numbers), at the rate asked exactly (at_rate). A draw per
-        # point moved each point's offered rate by 6-7% at 200-300 arrivals, finer steps than
-        # the search's 5%: a rate offered 253/s held and a higher one, offered 236/s, failed.
-        arrivals = at_rate(poisson_arrivals(rate, duration, spec.seed * 1_000_003, MIN_REQUESTS), rate)
+        return at_rate(poisson_arrivals(rate, duration, spec.seed * 1_000_003, MIN_REQUESTS), rate)
+
+    def point_s(rate: float) -> float:
+        """How long a point runs at least: to its last arrival (stretched to the rate, up to
+        16% past least_length_s)."""
+        return arrivals_at(rate)[-1]
+
+    def run_at(name: str, servers_of: Any, end: float, rate: float) -> Point:
+        arrivals = arrivals_at(rate)
         label = f"{name.replace('_', ' ')}: server at {rate:,.0f}/s"
         ticks = environment.cpu_ticks()
         with progress.phase(name, label), no_gc(), servers_of() as servers:
@@ -712,19 +721,19 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
 
     def scenario(name: str, servers_of: Any, start_rate: float) -> Optional[dict[str, Any]]:
         label = name.replace("_", " ")
-        share = share_of(name, label)
+        first_s = point_s(max(1.0, start_rate)) if load.search else 0.0
+        if name == "load_baseline" and first_s > rules.refused_past_s(spec.measure.budget_s):
+            # After the runner's whole search: its figures are kept, the baseline's search
+            # is not run (a refusal here had thrown the runner's away).
+            out.skipped["load_baseline"] = (
+                f"the baseline's rate search was not run: it would start at half its closed loop's rate, "
+                f"{rate_text(start_rate)}/s, where its first point needs {MIN_REQUESTS} arrivals, {first_s:.0f} s "
+                f"at least, over {rules.REFUSE_FACTOR:g} times measure.budget_s={spec.measure.budget_s:g}; raise "
+                f"measure.budget_s to {math.ceil(first_s * 1.5)} or more to measure it")
+            log.warning("%s", out.skipped["load_baseline"])
+            return None
+        share = share_of(name, label)  # after the skip: a search not run keeps no share past the budget
         if load.search:
-            first_s = least_length_s(max(1.0, start_rate), load.duration_s)
-            if name == "load_baseline" and first_s > rules.refused_past_s(spec.measure.budget_s):
-                # After the runner's whole search: its figures are kept, the baseline's search
-                # is not run (a refusal here had thrown the runner's away).
-                out.skipped["load_baseline"] = (
-                    f"the baseline's rate search was not run: it would start at half its closed loop's rate, "
-                    f"{rate_text(start_rate)}/s, where its first point needs {MIN_REQUESTS} arrivals, {first_s:.0f} s "
-                    f"at least, over {rules.REFUSE_FACTOR:g} times measure.budget_s={spec.measure.budget_s:g}; raise "
-                    f"measure.budget_s to {math.ceil(first_s * 1.5)} or more to measure it")
-                log.warning("%s", out.skipped["load_baseline"])
-                return None
             _refuse_long_first_point(spec, label, max(1.0, start_rate), first_s)
             if _overruns(first_s, share, spec.measure.budget_s):  # it runs whole: said before, not after
                 out.skipped[f"{name} length"] = (
@@ -735,7 +744,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         end = time.perf_counter() + share
         run = functools.partial(run_at, name, servers_of, end)
         if not load.search:
-            least_s = least_length_s(load.rate, load.duration_s)
+            least_s = point_s(load.rate)
             if _overruns(least_s, share, spec.measure.budget_s):  # it runs whole: said before, not after
                 out.skipped[f"{name} length"] = (
                     f"{name.replace('_', ' ')}: a point at load.rate={load.rate:g} runs {least_s:.1f} s at least "
@@ -744,8 +753,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
                 log.warning("%s", out.skipped[f"{name} length"])
             point = run(load.rate)
             return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}
-        found = search_rate(run, max(1.0, start_rate), load.resolution, end,
-                            least_s=lambda rate: least_length_s(rate, load.duration_s))
+        found = search_rate(run, max(1.0, start_rate), load.resolution, end, least_s=point_s)
         return {"points": [p.as_dict() for p in found.points], "max_rate": found.best,
                 "lowest_invalid_rate": found.failed, "stopped_by": found.stopped_by}
 

@@ -253,9 +253,12 @@ def mark_best(rows: list[Row]) -> Optional[Row]:
     found = None
     searched = _networks(_searches(rows))  # a rival may have held no rate yet
     for key, network in _networks(held).items():  # two models' requests are not one work: a best each
-        per = _per_request if _mixed_search_batches(network) else (lambda r: 1.0)
+        rivalry = searched.get(key, network)
+        # Samples/s where any search of the network (a rival that held no rate included) carries
+        # another batch size: a batch-256 rival had been weighed in requests/s.
+        per = _per_request if _mixed_search_batches(rivalry) else (lambda r: 1.0)
         best = max(network, key=lambda r: r.max_rate * per(r))
-        if _rivals(best, searched.get(key, network), per):
+        if _rivals(best, rivalry, per):
             continue  # a rival's true rate may lie above it: undecided (rival_notes says so)
         best.best = "best"
         found = found or best
@@ -299,11 +302,12 @@ def rival_notes(rows: list[Row]) -> list[str]:
     notes = []
     searched = _networks(_searches(rows))
     for key, network in _networks(held).items():
-        mixed = _mixed_search_batches(network)
+        rivalry = searched.get(key, network)
+        mixed = _mixed_search_batches(rivalry)
         per = _per_request if mixed else (lambda r: 1.0)
         unit = "samples/s" if mixed else "requests/s"
         top = max(network, key=lambda r: r.max_rate * per(r))
-        rivals = _rivals(top, searched.get(key, network), per)
+        rivals = _rivals(top, rivalry, per)
         if not rivals:
             continue
 

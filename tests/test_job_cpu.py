@@ -866,8 +866,10 @@ def test_the_warnings_say_what_a_figure_rests_on(make_cfg):
     said = summarize_measurement(spec, m).warnings
     noise = [w for w in said if "within noise" in w]
     assert noise and all("its 95% interval" in w and "2-sigma" not in w for w in noise), said
-    assert ("the check compared 40 of measure.check_requests=64 requests before its share of the budget ran out "
-            "(it took 18.1 s; its share: 5.3 s)") in said
+    # Cut, and far past its share: how many it compared, and a warning of the overrun.
+    assert "the check compared 40 of measure.check_requests=64 requests before its share of the budget ran out" in said
+    assert ("the check took 18.1 s, past its 5.3 s share of measure.budget_s=2: the host ran slower than its first "
+            "requests promised") in said
     # Past a whole quick check (128), a note: the README's default CPU job warned of it every time.
     m.check = CheckResult(1373, 0, 0.0, 1e-5, requested=2048, seconds=5.0, allowance_s=5.0)
     summary = summarize_measurement(spec, m)
@@ -877,7 +879,13 @@ def test_the_warnings_say_what_a_figure_rests_on(make_cfg):
     # Most of a quick check (124 of its 128): a note too (a warning on nearly every quick CPU job).
     m.check = CheckResult(124, 0, 0.0, 1e-5, requested=128, seconds=0.5, allowance_s=0.5)
     summary = summarize_measurement(spec, m)
-    assert not [w for w in summary.warnings if w.startswith("the check compared")]
+    assert not [w for w in summary.warnings if w.startswith("the check")]
+    assert [n for n in summary.notes if n.startswith("the check compared 124 of measure.check_requests=128")]
+    # But far past its share, the overrun is a warning whatever it compared (the note alone had
+    # hidden a 0.3 s share run for 1.5 s).
+    m.check = CheckResult(124, 0, 0.0, 1e-5, requested=128, seconds=1.5, allowance_s=0.3)
+    summary = summarize_measurement(spec, m)
+    assert [w for w in summary.warnings if w.startswith("the check took 1.5 s, past its 0.3 s share")]
     assert [n for n in summary.notes if n.startswith("the check compared 124 of measure.check_requests=128")]
     m.check = CheckResult(40, 0, 0.0, 1e-5, requested=64, seconds=18.1, allowance_s=5.3)
     assert ("the latency pass served 40 of measure.latency_requests=500 requests in its share of the budget "

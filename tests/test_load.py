@@ -111,7 +111,7 @@ def test_a_searchs_points_share_one_draw_of_arrivals(make_cfg, tmp_path, monkeyp
     result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
     assert result["status"] == "ok", result["reason"]
     points = result["figures"]["load"]["runner"]["points"]
-    assert len(points) == len(seeds) >= 2 and len(set(seeds)) == 1, seeds
+    assert len(points) >= 2 and len(seeds) >= len(points) and len(set(seeds)) == 1, seeds  # (lengths drawn too)
     # Points that served every arrival offer their rate exactly: the shared draw is stretched
     # to it (review: unstretched, every point offered its rate times 0.96 at seed 0, a max rate
     # 4% optimistic in every run). A busy host's overloaded point drops its queue's tail, and
@@ -757,3 +757,23 @@ def test_a_rate_search_keeps_its_share_and_runs_one_point_at_least(make_cfg, tmp
     assert any(re.match(r"load: the rate search's first point, at half the closed loop's rate \([\d.]+/s\), runs "
                         r"[\d.]+ s at least \(200 arrivals\), past its [\d.]+ s share of measure\.budget_s=1; it runs "
                         r"whole$", w) for w in said), said
+
+
+def test_a_searchs_points_are_fitted_by_their_stretched_arrivals(make_cfg, tmp_path, monkeypatch):
+    """A point runs to its last arrival, and stretched to its rate that lies up to 16% past
+    load.duration_s (review): the search fits its next point by that, not by the nominal length."""
+    from runner import measure
+    from runner.load import at_rate
+
+    fitted = {}
+
+    def search(run, start, resolution, deadline, floor=1.0, least_s=lambda rate: 0.0):
+        fitted.update({rate: least_s(rate) for rate in (50.0, 300.0, 5000.0)})
+        return search_rate(run, start, resolution, deadline, floor, least_s)
+
+    monkeypatch.setattr(measure, "search_rate", search)
+    overrides = [*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=1000", "load.duration_s=0.5", "seed=26"]
+    assert run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))["status"] == "ok"
+    for rate, seconds in fitted.items():
+        drawn = at_rate(poisson_arrivals(rate, max(0.5, 200 / rate), 26 * 1_000_003, 200), rate)
+        assert seconds == pytest.approx(drawn[-1], rel=1e-12), rate

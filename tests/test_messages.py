@@ -146,6 +146,15 @@ def test_plots_draw_what_the_table_says(tmp_path):
     assert ax.get_title().startswith("Highest sample rate with p99 <= 5 ms")  # as its bars: not "request rate"
     assert [bar.get_height() for bar in ax.patches] == [25_000.0, 900.0 * 256]
     assert searches[1].best == "best"
+    # A rival of another batch size that held no rate yet is weighed in samples/s too (review:
+    # batch 256 cut after failing at 1,000/s, 256,000 samples/s, had not stopped batch 1's
+    # 25,000 requests/s from being named best).
+    rival = [row("0", max_rate=25_000.0, samples_per_request=1.0, p99_bound_ms=5.0, rate_search=True),
+             row("1", max_rate=None, samples_per_request=256.0, p99_bound_ms=5.0, rate_search=True, max_rate_cut=True,
+                 lowest_invalid_rate=1_000.0)]
+    assert report.mark_best(rival) is None and [r.best for r in rival] == ["", ""]
+    [note] = report.rival_notes(rival)
+    assert "their samples/s overlap" in note and "no rate held yet (below 256,000)" in note, note
 
     # Results of two devices in one table: a device column (the rows had read alike).
     devices = [row("0"), row("1")]

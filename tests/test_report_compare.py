@@ -223,8 +223,8 @@ def test_compare_a_rate_from_one_pass_has_unknown_noise_not_none(sweep_dir, tmp_
     for r in news:
         r["figures"]["throughput_cv"] = r["figures"]["throughput_cv_all_repeats"] = None
     [m] = compare.compare([run(100.0)], news, 0.05, 3)
-    assert m.verdict == ("undecided: maybe slower in 1 of 3 new runs (the slowest at 0.600, the median at 1.000), one "
-                         "throughput pass each: noise unknown") and compare.is_regression(m)
+    assert m.verdict == ("undecided: maybe slower in 1 of 3 new runs (the slowest at 0.600, the median at 1.000): new "
+                         "rests on one throughput pass a run, so the noise is unknown") and compare.is_regression(m)
 
 
 def test_compare_matches_by_what_was_asked_and_flags_what_ran_differently(sweep_dir, capsys):
@@ -1237,7 +1237,7 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     # rerun's figure strays past its bracket (whether a rate near the bound holds is chance).
     for other in (search(900.0, 945.0), search(1120.0, 1176.0)):  # at most 0.945; at least 1.067
         [m] = compare.compare([old], [other], 0.05, 3)
-        assert m.verdict.startswith("undecided: old's and new's rate searches are one run, whose noise is unknown")
+        assert m.verdict.startswith("undecided: old's rate search is one run, whose noise is unknown")
         assert m.noise is None and compare.is_regression(m)
     walk_old, floor = search(76_673.0, 153_345.0, "budget"), search(68_220.0, None, "budget")
     [m] = compare.compare([walk_old], [floor], 0.05, 3)
@@ -1281,10 +1281,23 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     # A wide bracket allows anything: a 2x drop whose new search was cut at 100% is no "same"
     # (review), one search a side or pooled.
     [m] = compare.compare([search(1000.0, 1050.0)], [search(500.0, 1000.0, "budget")], 0.05, 3)
-    assert m.verdict.startswith("undecided: old's and new's rate searches are one run") and compare.is_regression(m)
+    assert m.verdict.startswith("undecided: old's rate search is one run") and compare.is_regression(m)
     [m] = compare.compare(pooled, [search(500.0, 1000.0, "budget")], 0.05, 3)
-    assert m.verdict.startswith("undecided: the searches' brackets are too wide to tell (each true rate lies up to 5% "
-                                "(old) and 100% (new) above its figure)"), m.verdict
+    assert m.verdict.startswith("undecided: the searches' brackets allow a change of 2x or more (each true rate lies up "
+                                "to 5% (old) and 100% (new) above its figure)"), m.verdict
+    # The mirror (review): old's search cut at [100, 200), new's finished at 100: the true ratio
+    # may be 0.5, one search a side or pooled. Brackets of the resolution stay "same".
+    [m] = compare.compare([search(100.0, 200.0, "budget")], [search(100.0, 105.0)], 0.05, 3)
+    assert m.verdict.startswith("undecided: old's rate search is one run") and compare.is_regression(m)
+    [m] = compare.compare(pooled, [search(1000.0, 1050.0)], 0.02, 3)  # a threshold below the resolution
+    assert m.verdict == "same", m.verdict
+    cut_old = []
+    for best in (100.0, 101.0, 99.0):
+        r = run(best)
+        r["figures"] = search(best, best * 2, "budget")["figures"]
+        cut_old.append(r)
+    [m] = compare.compare(cut_old, [search(100.0, 105.0)], 0.05, 3)
+    assert m.verdict.startswith("undecided: the searches' brackets allow a change of 2x or more"), m.verdict
     # Pooled searches far apart: noise that hides a 2x is said, as for throughput (review: a 40%
     # drop had read "same").
     spread = []
@@ -1297,7 +1310,14 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     # Each new run judged alone says what it rests on: a search, not a throughput pass.
     [m] = compare.compare([search(1000.0, 1050.0)], [search(1000.0, 1050.0), search(1000.0, 1050.0),
                                                       search(900.0, 945.0)], 0.05, 3)
-    assert m.verdict.startswith("undecided: maybe slower in 1 of 3 new runs") and "one search each" in m.verdict, m.verdict
+    assert m.verdict.startswith("undecided: maybe slower in 1 of 3 new runs") and \
+        m.verdict.endswith("the median at 1.000): old's rate search is one run, whose noise is unknown (whether a rate near "
+                           "the bound holds is chance: a rerun's figure can stray past its bracket)"), m.verdict
+    # Its own reason: a new run whose search was cut wide, beside pooled old runs with a spread.
+    [m] = compare.compare(pooled, [search(1000.0, 1050.0), search(1000.0, 1050.0), search(500.0, 1000.0, "budget")],
+                          0.05, 3)
+    assert m.verdict.startswith("undecided: maybe slower in 1 of 3 new runs") and \
+        "): the searches' brackets allow a change of 2x or more" in m.verdict, m.verdict
 
 
 def test_a_new_config_that_did_not_end_ok_stops_the_gate_and_shows_no_rate(sweep_dir, tmp_path, capsys):
