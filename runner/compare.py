@@ -314,6 +314,19 @@ def _none_held(result: dict[str, Any]) -> bool:
         and not _no_point(result)
 
 
+def _finished(result: dict[str, Any]) -> bool:
+    """A rate search that ran to its resolution (pooled: every run did)."""
+    part = _searched(result) or {}
+    return part.get("stopped_by") == "resolution" or bool(part.get("finished_all"))
+
+
+def _resolution(result: dict[str, Any]) -> float:
+    """The load.resolution its search ran to (0 where not recorded)."""
+    load = result.get("load") or ((result.get("config") or {}).get("load")) or {}
+    value = load.get("resolution")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
 def _width(result: dict[str, Any]) -> Optional[float]:
     """How far above its figure a load.rate=max search's highest valid rate may lie, relative:
     the search ends with the highest rate found valid and the lowest found invalid, so the
@@ -421,26 +434,36 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     most, least = ratio * (1.0 + wb), ratio / (1.0 + wa)
     open_ended = [f"{side}'s search ended before any rate failed (its rate is {rate_text(r)}/s or more)"
                   for side, w, r in (("old", wa, a), ("new", wb, b)) if math.isinf(w)]
-    # The true ratio lies in [least, most]. Brackets that allow a change of BLIND_FACTOR or
-    # more (a search the budget cut after one doubling: 100%) cannot tell, as noise that hides
-    # one cannot: a 2x drop whose new search was cut at 100% had passed as "same". Narrower
-    # ones (the searches' resolution, pooled runs' tops) allow what they allow.
-    wide = searched and (least <= 1 / BLIND_FACTOR or most >= BLIND_FACTOR)
-    allowed = least <= 1 + threshold + 1e-9 and most >= 1 / (1 + threshold) - 1e-9  # some true ratio within it
+    # The true ratio lies in [least, most]. Brackets no wider than the searches' resolution (or
+    # the threshold) are a search's own grain: a ratio they allow within the threshold is no
+    # change. Wider ones (a search the budget cut: 50-100%) allow a change as large as
+    # themselves: no "same" then, unless even their lowest ratio rules a regression out.
+    resolution = max(_resolution(old), _resolution(new))
+    # A search that finished (or pooled runs that all did: their median top reads a little wider)
+    # holds a bracket of its resolution; one the budget cut, its width.
+    narrow = all(_finished(r) or w <= max(threshold, resolution) + 1e-9 for r, w in ((old, wa), (new, wb)))
+    low, high = 1 / (1 + threshold) - 1e-9, 1 + threshold + 1e-9
+    allowed = least <= high and most >= low  # some true ratio within the threshold
     brackets = f"each true rate lies up to {wa:.0%} (old) and {wb:.0%} (new) above its figure"
-    too_wide = (f"undecided: the searches' brackets allow a change of {BLIND_FACTOR:g}x or more ({brackets}); "
-                "raise measure.budget_s for narrower ones")
+    too_wide = (f"undecided: the searches' brackets are wider than their resolution ({brackets}), and a change past "
+                "the threshold may lie inside them; raise measure.budget_s for narrower ones")
+    no_drop = f"same or faster (no drop past the threshold inside the searches' brackets: {brackets})"
     if unknown:
-        if not open_ended and not wide and (_within_threshold(ratio, threshold) or (searched and allowed)):
+        if not open_ended and not searched and _within_threshold(ratio, threshold):
             return ratio, None, "same"
+        if searched and not open_ended:
+            if narrow and allowed:
+                return ratio, None, "same"
+            if not narrow and least >= low:  # a wide bracket above: whatever the noise, no regression
+                return ratio, None, no_drop
         if searched:
             # Its floor is old's spread between runs (new's own never widens the gate): one
-            # run of old leaves the noise unknown, however many new has.
+            # run of old, or runs that agreed exactly, leave the noise unknown.
             return ratio, None, ("undecided: " + "".join(f"{said}; " for said in open_ended)
-                                 + "old's rate search is one run, whose noise is unknown (whether a rate near the "
-                                 "bound holds is chance: a rerun's figure can stray past its bracket); put several "
-                                 "runs of old in its folder (several sweeps): compare pools them, and their spread "
-                                 "is the noise")
+                                 + "old's runs give no spread between runs (one run, or runs that agreed exactly), so "
+                                 "the noise is unknown (whether a rate near the bound holds is chance: a rerun's "
+                                 "figure can stray past its bracket); put several runs of old in its folder (several "
+                                 "sweeps): compare pools them, and their spread is the noise")
         one = len(unknown) == 1
         return ratio, None, (f"undecided: {' and '.join(unknown)} rest{'s' * one} on one throughput "
                              "pass a run, so the noise is unknown; raise measure.budget_s or measure.min_repeats")
@@ -468,8 +491,10 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
             return ratio, noise, "faster" + _beside(old, new)
         if open_ended:
             return ratio, None, "undecided: " + "; ".join(open_ended) + "; raise measure.budget_s"
-        if wide:
-            return ratio, noise, too_wide
+        if not narrow:  # a change past the threshold may lie inside the brackets
+            return ratio, noise, (blind() or no_drop) if least >= low else too_wide
+        if not allowed:  # narrow brackets that rule "same" out, within the noise
+            return ratio, noise, blind() or f"same (within the noise; the searches' brackets: {brackets})"
         if beyond(ratio):  # past the noise, and brackets of the resolution allow no change
             return ratio, noise, f"same (within the searches' brackets: {brackets})"
         return ratio, noise, blind() or "same"
@@ -546,7 +571,8 @@ def _as_one(runs: list[dict[str, Any]]) -> dict[str, Any]:
             width = max(0.0, statistics.median(uppers) / figures[key] - 1)
             load = dict(figures.get("load") or {})
             load["runner"] = {**(load.get("runner") or {}), "max_rate": figures[key], "stopped_by": "pooled",
-                              "lowest_invalid_rate": figures[key] * (1 + width) if math.isfinite(width) else None}
+                              "lowest_invalid_rate": figures[key] * (1 + width) if math.isfinite(width) else None,
+                              "finished_all": all(_finished(r) for r in runs)}
             figures["load"] = load
     canaries = [_canary_us(r) for r in runs]
     figures["host_canary_us_repeats"] = [statistics.median(canaries)] if None not in canaries else []  # type: ignore[type-var]
