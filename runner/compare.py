@@ -448,22 +448,21 @@ def judge(old: dict[str, Any], new: dict[str, Any], threshold: float, sigma: flo
     too_wide = (f"undecided: the searches' brackets are wider than their resolution ({brackets}), and a change past "
                 "the threshold may lie inside them; raise measure.budget_s for narrower ones")
     no_drop = f"same or faster (no drop past the threshold inside the searches' brackets: {brackets})"
-    if unknown:
-        if not open_ended and not searched and _within_threshold(ratio, threshold):
+    if unknown and searched:
+        if not open_ended and narrow and allowed:
             return ratio, None, "same"
-        if searched and not open_ended:
-            if narrow and allowed:
-                return ratio, None, "same"
-            if not narrow and least >= low:  # a wide bracket above: whatever the noise, no regression
-                return ratio, None, no_drop
-        if searched:
-            # Its floor is old's spread between runs (new's own never widens the gate): one
-            # run of old, or runs that agreed exactly, leave the noise unknown.
-            return ratio, None, ("undecided: " + "".join(f"{said}; " for said in open_ended)
-                                 + "old's runs give no spread between runs (one run, or runs that agreed exactly), so "
-                                 "the noise is unknown (whether a rate near the bound holds is chance: a rerun's "
-                                 "figure can stray past its bracket); put several runs of old in its folder (several "
-                                 "sweeps): compare pools them, and their spread is the noise")
+        if not open_ended and not narrow and least >= low:  # a wide bracket above: no regression, whatever the noise
+            return ratio, None, no_drop
+        # Its floor is old's spread between runs (new's own never widens the gate): one run of
+        # old, or runs that agreed exactly, leave the noise unknown.
+        return ratio, None, ("undecided: " + "".join(f"{said}; " for said in open_ended)
+                             + "old's runs give no spread between runs (one run, or runs that agreed exactly), so "
+                             "the noise is unknown (whether a rate near the bound holds is chance: a rerun's "
+                             "figure can stray past its bracket); put several runs of old in its folder (several "
+                             "sweeps): compare pools them, and their spread is the noise")
+    if unknown:
+        if _within_threshold(ratio, threshold):
+            return ratio, None, "same"
         one = len(unknown) == 1
         return ratio, None, (f"undecided: {' and '.join(unknown)} rest{'s' * one} on one throughput "
                              "pass a run, so the noise is unknown; raise measure.budget_s or measure.min_repeats")

@@ -195,10 +195,11 @@ def _busy_during_warning(spec: RunSpec, result: dict[str, Any]) -> Optional[str]
     are the other processes, and a warning of its own says so."""
     env, figures = result["env"], result.get("figures") or {}
     # A load's figures rest on its own passes (no throughput pass runs then).
-    key, said = ("host_others_cores", BUSY_DURING_SAID) if spec.load.scenario == "offline" else (
-        "host_others_cores_load", BUSY_LOAD_SAID)
+    key, tick_key, said = (("host_others_cores", "host_others_tick_cores", BUSY_DURING_SAID)
+                           if spec.load.scenario == "offline" else
+                           ("host_others_cores_load", "host_others_tick_cores_load", BUSY_LOAD_SAID))
     others, cpus = figures.get(key), figures.get("host_others_cpus")
-    if not _too_busy(spec, result, others, figures.get(key.replace("_cores", "_tick_cores"))):
+    if not _too_busy(spec, result, others, figures.get(tick_key)):
         return None
     mine, whose = _threads_needed(spec, env)
     return (f"{said}: they kept {others:.1f} of this job's {cpus} CPUs busy on average "

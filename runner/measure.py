@@ -720,9 +720,19 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
             torch.cuda.synchronize(device)
         yield [schedule.BaselineServer(forward, base, device)]
 
+    def say_runs_whole(name: str, what: str, least_s: float, share: float) -> None:
+        """A point runs whole: one longer than its share is said before it runs, not after."""
+        if _overruns(least_s, share, spec.measure.budget_s):
+            out.skipped[f"{name} length"] = (
+                f"{name.replace('_', ' ')}: {what} runs {least_s:.1f} s at least ({MIN_REQUESTS} arrivals"
+                + ("), " if load.search else f", load.duration_s={load.duration_s:g}), ")
+                + f"past its {share:.1f} s share of measure.budget_s={spec.measure.budget_s:g}; it runs whole")
+            log.warning("%s", out.skipped[f"{name} length"])
+
     def scenario(name: str, servers_of: Any, start_rate: float) -> Optional[dict[str, Any]]:
         label = name.replace("_", " ")
-        first_s = point_s(max(1.0, start_rate)) if load.search else 0.0
+        first_rate = max(1.0, start_rate)
+        first_s = point_s(first_rate) if load.search else 0.0
         if name == "load_baseline" and first_s > rules.refused_past_s(spec.measure.budget_s):
             # After the runner's whole search: its figures are kept, the baseline's search
             # is not run (a refusal here had thrown the runner's away).
@@ -735,26 +745,17 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
             return None
         share = share_of(name, label)  # after the skip: a search not run keeps no share past the budget
         if load.search:
-            _refuse_long_first_point(spec, label, max(1.0, start_rate), first_s)
-            if _overruns(first_s, share, spec.measure.budget_s):  # it runs whole: said before, not after
-                out.skipped[f"{name} length"] = (
-                    f"{label}: the rate search's first point, at half the closed loop's rate ({rate_text(start_rate)}/s), "
-                    f"runs {first_s:.1f} s at least ({MIN_REQUESTS} arrivals), past its {share:.1f} s share of "
-                    f"measure.budget_s={spec.measure.budget_s:g}; it runs whole")
-                log.warning("%s", out.skipped[f"{name} length"])
+            _refuse_long_first_point(spec, label, first_rate, first_s)
+            say_runs_whole(name, "the rate search's first point, at half the closed loop's rate "
+                           f"({rate_text(start_rate)}/s),", first_s, share)
+        else:
+            say_runs_whole(name, f"a point at load.rate={load.rate:g}", point_s(load.rate), share)
         end = time.perf_counter() + share
         run = functools.partial(run_at, name, servers_of, end)
         if not load.search:
-            least_s = point_s(load.rate)
-            if _overruns(least_s, share, spec.measure.budget_s):  # it runs whole: said before, not after
-                out.skipped[f"{name} length"] = (
-                    f"{name.replace('_', ' ')}: a point at load.rate={load.rate:g} runs {least_s:.1f} s at least "
-                    f"({MIN_REQUESTS} arrivals, load.duration_s={load.duration_s:g}), past its {share:.1f} s share of "
-                    f"measure.budget_s={spec.measure.budget_s:g}; it runs whole")
-                log.warning("%s", out.skipped[f"{name} length"])
             point = run(load.rate)
             return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}
-        found = search_rate(run, max(1.0, start_rate), load.resolution, end, least_s=point_s)
+        found = search_rate(run, first_rate, load.resolution, end, least_s=point_s)
         return {"points": [p.as_dict() for p in found.points], "max_rate": found.best,
                 "lowest_invalid_rate": found.failed, "stopped_by": found.stopped_by}
 

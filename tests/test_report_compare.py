@@ -1257,20 +1257,22 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     # Pooled runs: the bracket's top is the median of the runs' (the last run's alone made a
     # pooled row undecided whatever the others had found).
     run = _runs_of(old)
-    pooled = []
-    for best, failed in ((1000.0, 1050.0), (1010.0, 1060.0), (1005.0, None)):
-        r = run(best)
-        r["figures"] = search(best, failed, "budget" if failed is None else "resolution")["figures"]
-        pooled.append(r)
+
+    def runs(*brackets: tuple[float, Optional[float], str]) -> list[dict]:
+        """Runs of one config (each its own run), their searches at (best, failed, stopped_by)."""
+        made = []
+        for best, failed, stopped_by in brackets:
+            r = run(best)
+            r["figures"] = search(best, failed, stopped_by)["figures"]
+            made.append(r)
+        return made
+
+    pooled = runs((1000.0, 1050.0, "resolution"), (1010.0, 1060.0, "resolution"), (1005.0, None, "budget"))
     [m] = compare.compare(pooled, [search(1000.0, 1050.0)], 0.05, 3)
     # One of old's runs open-ended: the pooled top (the median of 1050, 1060 and none) lies 5.5%
     # above the median, past the 5% resolution, and a 5.7% drop fits inside: not "same".
     assert m.runs == (3, 1) and m.verdict.startswith("undecided: the searches' brackets are wider than their resolution")
-    finished = []
-    for best in (1000.0, 1010.0, 1005.0):
-        r = run(best)
-        r["figures"] = search(best, best * 1.05)["figures"]
-        finished.append(r)
+    finished = runs(*((best, best * 1.05, "resolution") for best in (1000.0, 1010.0, 1005.0)))
     [m] = compare.compare(finished, [search(1000.0, 1050.0)], 0.05, 3)
     assert m.runs == (3, 1) and m.verdict == "same"  # every run finished at its resolution
     # Old's spread is the noise now: past it and past the brackets, a change is called.
@@ -1278,11 +1280,7 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     assert m.verdict == "slower" and m.noise == pytest.approx(math.hypot(1.25 / math.sqrt(3), 1.0) * 0.005, rel=0.01)
     # A floor still decides when the other side's bracket lies clear of it.
     assert compare.compare(pooled, [search(2000.0, None, "budget")], 0.05, 3)[0].verdict == "faster"
-    floors = []
-    for best in (2000.0, 2010.0, 1990.0):
-        r = run(best)
-        r["figures"] = search(best, None, "budget")["figures"]
-        floors.append(r)
+    floors = runs(*((best, None, "budget") for best in (2000.0, 2010.0, 1990.0)))
     assert compare.compare(floors, [search(1000.0, 1050.0)], 0.05, 3)[0].verdict == "slower"
     # A single open-ended side says so first, then that one run a side cannot tell.
     [m] = compare.compare([search(1000.0, 1050.0)], [search(2000.0, None, "budget")], 0.05, 3)
@@ -1303,11 +1301,7 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     # A cut bracket under 2x that still holds a drop past the threshold (third review: these
     # had read "same"): old pooled at 1000/1050/950, new cut in [600, 900); one old run against
     # new cut in [560, 1050) or [700, 1050).
-    spread5 = []
-    for best in (1000.0, 1050.0, 950.0):
-        r = run(best)
-        r["figures"] = search(best, best * 1.05)["figures"]
-        spread5.append(r)
+    spread5 = runs(*((best, best * 1.05, "resolution") for best in (1000.0, 1050.0, 950.0)))
     [m] = compare.compare(spread5, [search(600.0, 900.0, "budget")], 0.05, 3)
     assert m.verdict.startswith("undecided: the searches' brackets are wider than their resolution"), m.verdict
     for best in (560.0, 700.0):
@@ -1317,20 +1311,12 @@ def test_rate_searches_are_compared_on_their_brackets_and_a_floor_decides_nothin
     # blaming old's single run).
     [m] = compare.compare([search(1000.0, 1050.0)], [search(1000.0, 2000.0, "budget")], 0.05, 3)
     assert m.verdict.startswith("same or faster (no drop past the threshold") and not compare.is_regression(m)
-    cut_old = []
-    for best in (100.0, 101.0, 99.0):
-        r = run(best)
-        r["figures"] = search(best, best * 2, "budget")["figures"]
-        cut_old.append(r)
+    cut_old = runs(*((best, best * 2, "budget") for best in (100.0, 101.0, 99.0)))
     [m] = compare.compare(cut_old, [search(100.0, 105.0)], 0.05, 3)
     assert m.verdict.startswith("undecided: the searches' brackets are wider than their resolution"), m.verdict
     # Pooled searches far apart: noise that hides a 2x is said, as for throughput (review: a 40%
     # drop had read "same").
-    spread = []
-    for best in (1000.0, 1200.0, 800.0):
-        r = run(best)
-        r["figures"] = search(best, best * 1.05)["figures"]
-        spread.append(r)
+    spread = runs(*((best, best * 1.05, "resolution") for best in (1000.0, 1200.0, 800.0)))
     [m] = compare.compare(spread, [search(600.0, 630.0)], 0.05, 3)
     assert m.verdict.startswith("undecided: 25% of noise hides any change under 2.1x"), m.verdict
     # Each new run judged alone says what it rests on: a search, not a throughput pass.
