@@ -23,11 +23,21 @@ from typing import Any, Optional
 
 perf_counter = time.perf_counter
 MIN_REQUESTS = 200  # a point's p99 needs this many requests at least
+# Arrival times a server point draws before it starts (8 bytes each, and a record per request
+# served): load.rate=1e8 grew a job to 12 GB in a minute; a search's doubling rates at a long
+# load.duration_s drew 10 million in 1.5 s and about 800 MB.
+MAX_ARRIVALS = 10_000_000
 
 
 def least_length_s(rate: float, duration_s: float) -> float:
     """How long a server point at `rate` runs at least: `duration_s`, and MIN_REQUESTS arrivals."""
     return max(duration_s, MIN_REQUESTS / rate)
+
+
+def search_length_s(rate: float, duration_s: float) -> float:
+    """How long a rate search's point at `rate` draws arrivals for: its least length, cut to
+    MAX_ARRIVALS arrivals (a fixed rate past them is refused; a search cannot foresee its rates)."""
+    return min(least_length_s(rate, duration_s), MAX_ARRIVALS / rate)
 SLEEP_AHEAD_S = 0.002  # gaps longer than this are slept through (less 1 ms), shorter ones spun
 
 

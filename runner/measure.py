@@ -40,6 +40,7 @@ from runner.errors import ConfigError
 from runner.inputs import bucket_of
 from runner.lanes import Lanes
 from runner.load import (
+    MAX_ARRIVALS,
     MIN_REQUESTS,
     Point,
     at_rate,
@@ -47,6 +48,7 @@ from runner.load import (
     least_length_s,
     open_loop,
     poisson_arrivals,
+    search_length_s,
     search_rate,
 )
 from runner.printer import rate_text
@@ -687,7 +689,12 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         (at_rate). A draw per point moved each point's offered rate by 6-7% at 200-300
         arrivals, finer steps than the search's 5%: a rate offered 253/s held and a higher
         one, offered 236/s, failed."""
-        duration = least_length_s(rate, load.duration_s)
+        duration = search_length_s(rate, load.duration_s)
+        if duration < least_length_s(rate, load.duration_s) and "load arrivals" not in out.skipped:
+            out.skipped["load arrivals"] = (
+                f"load: a point draws {MAX_ARRIVALS:,} arrivals at most: those above "
+                f"{rate_text(MAX_ARRIVALS / load.duration_s)}/s run shorter than load.duration_s={load.duration_s:g}")
+            log.warning("%s", out.skipped["load arrivals"])
         return tuple(at_rate(poisson_arrivals(rate, duration, spec.seed * 1_000_003, MIN_REQUESTS), rate))
 
     def point_s(rate: float) -> float:

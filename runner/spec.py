@@ -605,9 +605,6 @@ CUDA_STREAM_POOL = 32  # streams per device (and priority) torch.cuda.Stream() t
 # GPT-2 in fp16 on a 2-core CPU: 382 s for a 2 s budget).
 REFUSE_FACTOR = 20.0
 REFUSE_MIN_S = 60.0
-# Arrival times a server point draws before it starts (8 bytes each, and a record per request
-# served): load.rate=1e8 grew a job to 12 GB in a minute.
-MAX_ARRIVALS = 10_000_000
 
 
 def refused_past_s(budget_s: float) -> float:
@@ -618,7 +615,7 @@ def _check_load_length(load: Any, rate: Optional[float], budget_s: float) -> Non
     """A server point runs at least load.duration_s, and at least MIN_REQUESTS arrivals at
     its rate: refuse one whose least length is far past the budget (load.rate=0.01 would run
     5.5 hours), or whose arrivals would not fit in memory."""
-    from runner.load import MIN_REQUESTS, least_length_s
+    from runner.load import MAX_ARRIVALS, MIN_REQUESTS, least_length_s
 
     limit_s = refused_past_s(budget_s)
     _check(load.duration_s <= limit_s,

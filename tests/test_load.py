@@ -777,3 +777,22 @@ def test_a_searchs_points_are_fitted_by_their_stretched_arrivals(make_cfg, tmp_p
     for rate, seconds in fitted.items():
         drawn = at_rate(poisson_arrivals(rate, max(0.5, 200 / rate), 26 * 1_000_003, 200), rate)
         assert seconds == pytest.approx(drawn[-1], rel=1e-12), rate
+
+
+def test_a_searchs_points_draw_no_more_than_the_arrivals_cap(make_cfg, tmp_path, monkeypatch):
+    """A fixed rate past MAX_ARRIVALS is refused, but a search's doubling rates had no cap: at a
+    long load.duration_s a point drew 10 million arrivals in 1.5 s and about 800 MB (review).
+    Points above the cap's rate run shorter than load.duration_s, and the job says so."""
+    from runner import load, measure
+
+    monkeypatch.setattr(load, "MAX_ARRIVALS", 300)
+    monkeypatch.setattr(measure, "MAX_ARRIVALS", 300)
+    overrides = [*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=1000", "load.duration_s=0.5"]
+    result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    assert result["status"] == "ok", result["reason"]
+    points = result["figures"]["load"]["runner"]["points"]
+    # The first point, at half the closed loop's thousands/s, would draw over a thousand in 0.5 s.
+    assert points and points[0]["rate"] * 0.5 > 600, points[0]["rate"]
+    assert all(200 <= p["requests"] <= 300 for p in points), [p["requests"] for p in points]
+    assert "load: a point draws 300 arrivals at most: those above 600/s run shorter than load.duration_s=0.5" \
+        in result["warnings"], result["warnings"]
