@@ -345,6 +345,13 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
             result["effective"].update(graph=False, copies_in_graph=False)
             result["mode"] = mode_name(result["effective"])
             result["method"] = method_for(spec.device, result["effective"])  # it had described the graphs
+            if spec.model.bucketed:
+                # The plan was packed in the graphs' launch shapes before the capture failed: the
+                # eager forwards serve each request padded to its bucket, unlike an eager job's.
+                padded = ("the eager forwards run each request padded to its bucket, as the graphs would have "
+                          "(padding_waste), not at its real size as an eager job does")
+                result["notices"][-1] += f"; {padded}"
+                result["method"]["schedule"] += f". After the capture fell back to eager, {padded}"
         figures = {
             "capture_time_ms": lanes.capture_time_s * 1e3 if lanes.graph else None,
             "graph_pool_bytes": graph_pool_bytes(lanes.device) if lanes.graph else None,

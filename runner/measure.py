@@ -2,7 +2,7 @@
 lives in summary.py.
 
     check      distinct requests through the request protocol vs eager (before any timing)
-    warm-up    untimed schedule until `warmup_ms` has passed (clocks ramp, graphs upload)
+    warm-up    untimed schedule for `warmup_ms`, or its budget share (clocks ramp, graphs upload)
     repeats    the schedule's throughput passes back to back until the relative standard error
                of their mean is under `stdrel` (at least `min_repeats`, at most `repeats`;
                after a step in the host's speed, of the passes after it: stats.steady_start);
@@ -91,6 +91,12 @@ class Budget:
         total = share + sum(self.pending.values())
         left = max(0.0, self.end - time.perf_counter())
         return left * share / total if total > 0 else left
+
+    def drop(self, name: str) -> None:
+        """A phase that will not run after all: its share goes to the phases still to run (a
+        ceiling dropped after the check had kept its share, and the baseline's block, the latency
+        passes and the throughput's shares were cut by it, the rest of the budget unused)."""
+        self.pending.pop(name, None)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -232,6 +238,7 @@ def _measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Measurement, 
                 differs = check_compute_graphs(spec, workload, lanes) if m.ceiling and offline else None
             if differs:
                 ceiling_on, out.skipped["ceiling"] = False, differs
+                budget.drop("ceiling")
                 log.warning("%s", differs)
 
         warm_allowance = min(m.warmup_ms / 1e3, budget.allowance("warmup"))

@@ -111,7 +111,8 @@ METHOD = {
         f"{_CHECK_REQUESTS} through the request protocol, all slots in flight, each compared with an eager "
         f"forward of the real request, {_CHECK_RULE}"
     ),
-    "warmup": "untimed schedule for measure.warmup_ms before the first timed pass",
+    "warmup": ("untimed schedule for measure.warmup_ms, or its share of measure.budget_s where shorter "
+               "(warmup_time_ms: what it ran), before the first timed pass"),
     "host_canary": (
         "before each throughput pass, untimed, a fixed pure-Python loop on the submitting thread, the "
         "fastest of 5 tries of about 0.1 ms (host_canary_us_repeats): how fast the core ran a small "

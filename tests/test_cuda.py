@@ -220,6 +220,20 @@ def test_uncapturable_model_falls_back_to_eager_when_asked(make_cfg, tmp_path):
     assert result["effective"]["copies_in_graph"] is False
     assert "latency_e2e_us only" not in result["method"]["latency"]
     assert not any("during the timed graph passes" in w for w in result["warnings"])
+    assert result["figures"].get("padding_waste") is None  # one size: nothing padded
+
+
+def test_a_bucketed_fallback_to_eager_says_it_kept_the_padding(make_cfg, tmp_path):
+    """After a capture fell back, the plan stays packed in the buckets' shapes: the eager forwards
+    run padded requests, where the method said an eager job's real sizes (review)."""
+    cfg = make_cfg(*QUICK, *FAULTY, "model.batch=[2,8]", "model.module._target_=tests.faulty_models.HostSync",
+                   "capture.fallback_eager=true")
+    result = run_job(cfg, JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    assert result["effective"]["graph"] is False and result["figures"]["padding_waste"] > 0
+    said = "the eager forwards run each request padded to its bucket, as the graphs would have (padding_waste)"
+    assert any("ran eager instead" in n and said in n for n in result["notices"]), result["notices"]
+    assert said in result["method"]["schedule"]
 
 
 @pytest.mark.parametrize("graph", ["true", "false"])
@@ -623,16 +637,29 @@ def test_every_lane_of_32_streams_gets_its_own_stream(make_cfg):
     assert len({lane.stream.cuda_stream for lane in lanes.lanes}) == 32
 
 
-def test_the_ceilings_compute_graphs_are_compared_with_eager_before_it_is_timed(make_cfg, tmp_path):
+def test_the_ceilings_compute_graphs_are_compared_with_eager_before_it_is_timed(make_cfg, tmp_path, monkeypatch):
     """With the copies in the graph the ceiling alone replays the lanes' compute graphs: a wrong
     one went into efficiency_vs_ceiling unseen. Each is replayed once against eager first."""
     planted = ("model=linear", "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
                "model.inputs.input.shape=[8]", "model.module._target_=tests.faulty_models.SkewedComputeGraph",
                "+model.module.calls=1000000000", "+model.module.period=3", "streams=2", "staging.slots=2",
                "capture.copies_in_graph=true")
+    from runner import measure
+
+    asked = []  # the phases still pending when each share is taken
+    real = measure.Budget.allowance
+
+    def allowance(self, *names):
+        asked.append((names, set(self.pending)))
+        return real(self, *names)
+
+    monkeypatch.setattr(measure.Budget, "allowance", allowance)
     result = run_job(make_cfg(*QUICK, *planted), JobInfo(output_dir=tmp_path))
     f = result["figures"]
     assert result["status"] == "ok" and f["check_mismatches"] == 0  # the requests' own graphs are right
+    # The ceiling not run keeps no share: the phases after the check split the time it would have had.
+    after_check = [pending for names, pending in asked if names != ("check",)]
+    assert after_check and not any("ceiling" in pending for pending in after_check), asked
     assert f["ceiling_requests_per_s"] is None and f["efficiency_vs_ceiling"] is None
     assert any(w.startswith("the ceiling's compute graph of stream 0 for requests of size ") and "differs from eager"
                in w and w.endswith("the ceiling was not measured") for w in result["warnings"]), result["warnings"]

@@ -1514,6 +1514,18 @@ def test_phases_that_run_in_turn_share_the_time_left_once():
     assert alone.allowance("throughput", "ceiling", "baseline") <= 4.0
 
 
+def test_a_phase_dropped_after_the_budget_is_split_hands_its_share_on():
+    """The ceiling dropped after the check (its compute graph differed from eager) kept its 0.10:
+    the baseline's block got 3.75 s of 10 s left where it should get 5 (review)."""
+    from runner.measure import Budget
+
+    budget = Budget(10.0, ["ceiling", "baseline", "latency"])
+    budget.drop("ceiling")
+    assert budget.allowance("baseline") == pytest.approx(10.0 * 0.15 / 0.30, rel=1e-3)
+    assert budget.allowance("ceiling") == 0.0  # not a phase any more
+    assert budget.allowance("latency") == pytest.approx(budget.end - time.perf_counter(), abs=0.01)
+
+
 def test_an_interleaved_repeat_starts_only_when_its_passes_fit():
     """An interleaved repeat is three passes: one started with half a pass of time left ran
     truncated passes (8 requests in 12 ms against 96 in 0.1 s), which still counted."""
