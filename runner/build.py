@@ -361,7 +361,8 @@ def unused_keys(node: Any, key: str = "model.module") -> list[str]:
                 if close:
                     warnings.append(f"{key}.{name}: {target.rpartition('.')[2]} has no argument {name!r} but has "
                                     f"{close[0]!r}: a misspelling? It was accepted, and may be ignored")
-                elif settings is not None and name not in settings and name not in HF_CONSUMED:
+                elif settings is not None and name not in settings and name not in HF_CONSUMED \
+                        and _kept_unread(target, name, value):
                     # A HuggingFace config keeps any keyword as an attribute that no layer reads:
                     # num_layers for RoBERTa's num_hidden_layers built its default 12 layers.
                     near = _nearest_setting(str(name), settings)
@@ -427,6 +428,17 @@ def _hf_settings(target: str) -> Optional[set[str]]:
             | {str(n) for n in aliases}
     except Exception:  # noqa: BLE001 - a config that needs arguments, or not importable: not ours to judge
         return None
+
+
+def _kept_unread(target: str, name: str, value: Any) -> bool:
+    """Whether a HuggingFace config made with `name` keeps it as a plain attribute (what it does
+    with a keyword no code of its reads), rather than consuming it: transformers 5 folds
+    LlamaConfig's rope_theta into rope_parameters, and the warning had told users to drop it.
+    A config that cannot be made with the key alone is judged by its default's settings."""
+    try:
+        return hasattr(_locate(target)(**{name: value}), name)
+    except Exception:  # noqa: BLE001 - not ours to judge: as before
+        return True
 
 
 def _is_method(obj: Any, name: str) -> bool:
@@ -515,7 +527,8 @@ def _probe(model: nn.Module, args: dict[str, torch.Tensor]) -> Any:
 def _describe_inputs(spec: RunSpec, size: Size) -> str:
     parts = []
     for inp in spec.model.inputs:
-        extra = f", vocab {inp.vocab}" if inp.kind == "tokens" else f", {inp.dtype}" if inp.dtype else ""
+        extra = (f", vocab {inp.vocab}" if inp.kind == "tokens" else f", values in [{inp.low}, {inp.high})"
+                 if inp.kind == "int" else f", {inp.dtype}" if inp.dtype else "")
         parts.append(f"{inp.name} {inp.kind} {list((size.batch, *inp.sample_shape(size.seq)))}{extra}")
     return "; ".join(parts)
 
@@ -622,8 +635,9 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         # ("positional", as in "missing 1 required positional argument", is no position.)
         indexing = isinstance(exc, IndexError) or re.search(
             r"index|out of range|out of bounds|length|position(?!al)|seq|device-side assert", reason, re.IGNORECASE)
-        hint = ("token ids must stay below the model's vocabulary and sequences within its length; "
-                if not floats and indexing else "")
+        at = _raised_at(exc, args)
+        hint = (_indexed_by(spec, at) or "token ids must stay below the model's vocabulary and sequences within its "
+                "length; ") if not floats and indexing else ""
         if not floats and re.search(r"dtype|scalar type", reason, re.IGNORECASE):
             # An integer or bool tensor where the model computes in floats (a float MLP's x as kind=int).
             hint = "an input of kind int, bool, mask or tokens where the model wants floating point takes kind: float; "
@@ -635,7 +649,6 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
                     f"{'it' if len(names) == 1 else 'them'} (model.inputs.{names[0]}: {{shape: [...]}}); ") if names else hint
         keys = "model.inputs, model.batch and model.seq" if spec.model.seqs else "model.inputs and model.batch"
         also = _not_given(spec, model)
-        at = _raised_at(exc, args)
         where = f" at {at.where}" if at else ""
         if re.search(r"does not require grad and does not have a grad_fn|doesn't require grad", reason):
             # torch.autograd.grad in forward, under the runner's no_grad: not the inputs' fault.
@@ -675,6 +688,25 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
             f"model.inputs ({_describe_inputs(spec, size)}) do not fit model {spec.model_name} "
             f"({_named(exc, reason)}{';' if where else ''}{where}); {hint}fix {keys} to what forward takes{also}"
         ) from exc
+
+
+def _indexed_by(spec: RunSpec, at: Optional[RaisedAt]) -> str:
+    """The hint for an index out of range where the failing statement reads integer inputs by
+    their own names (BERT's `self.token_type_embeddings(token_type_ids)`): those inputs and the
+    keys that bound their values; "" where none is named there (the generic hint had blamed token
+    ids and the vocabulary for token_type_ids' high=3 past BERT's two types)."""
+    if at is None:
+        return ""
+    fixes = []
+    for inp in spec.model.inputs:
+        if inp.name in at.names and re.search(rf"\b{re.escape(inp.name)}\b", at.statement):
+            if inp.kind == "int":
+                fixes.append(f"model.inputs.{inp.name} (values in [{inp.low}, {inp.high})): lower "
+                             f"model.inputs.{inp.name}.high to what the model indexes with it")
+            elif inp.kind == "tokens":
+                fixes.append(f"model.inputs.{inp.name} (ids below vocab {inp.vocab}): lower model.inputs.{inp.name}.vocab "
+                             f"to the model's vocabulary, or model.seq to its length")
+    return "".join(f"{fix}; " for fix in fixes)
 
 
 # Exceptions that a model's code raises by its own fault, not a torch op refusing its inputs.

@@ -71,9 +71,10 @@ def _none_hint(path: str) -> str:
     """How to get a tensor where the model returned None: a HuggingFace model returns its hidden
     states and attentions only when its config asks for them."""
     name = path.rpartition(".")[2]
-    if name == "hidden_states":
+    # By suffix: an encoder-decoder's are encoder_hidden_states, decoder_attentions, ...
+    if name.endswith("hidden_states"):
         return "a HuggingFace model returns them when asked: +model.module.config.output_hidden_states=true"
-    if name in ("attentions", "cross_attentions"):
+    if name.endswith("attentions"):
         return ("a HuggingFace model returns them when asked: +model.module.config.output_attentions=true "
                 "+model.module.config.attn_implementation=eager")
     return "keep another output, or make forward return a tensor there"
@@ -81,7 +82,7 @@ def _none_hint(path: str) -> str:
 
 def why_empty(path: str) -> str:
     hint = ""
-    if path.rpartition(".")[2] == "attentions":
+    if path.rpartition(".")[2].endswith("attentions"):  # T5's encoder_ and decoder_attentions too
         hint = ("; transformers' default attention (sdpa) returns none: "
                 "+model.module.config.attn_implementation=eager returns them")
     return f"output '{path}' is empty (the model returned no tensor there){hint}"

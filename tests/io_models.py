@@ -95,7 +95,8 @@ class Strict(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
             raise ValueError(f"attention_mask holds values other than 0 and 1: {attention_mask.unique().tolist()[:8]}")
-        h = self.embed(input_ids) + self.types(token_type_ids)  # IndexError for an id out of range
+        h = self.embed(input_ids)  # IndexError for an id out of range
+        h = h + self.types(token_type_ids)  # and for a type past the two
         return h * attention_mask.unsqueeze(-1).to(h.dtype)
 
 

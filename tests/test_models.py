@@ -158,6 +158,16 @@ def test_a_none_field_a_huggingface_output_leaves_out_of_its_keys_is_said_to_be_
     with pytest.raises(ConfigError, match=r"^model.outputs: no output 'nope'; the model's outputs are: last_hidden_state$"):
         plan_outputs(out, ["nope"], "Bert")
     assert plan_outputs(out, ["last_hidden_state"], "Bert").paths == ("last_hidden_state",)
+    # An encoder-decoder's prefixed names get the same hints (T5's encoder_hidden_states had
+    # been told to "keep another output").
+    seq2seq = transformers.modeling_outputs.Seq2SeqModelOutput(last_hidden_state=torch.zeros(2, 3, 4))
+    with pytest.raises(ConfigError, match=r"output 'encoder_hidden_states' is None .*output_hidden_states=true$"):
+        plan_outputs(seq2seq, ["encoder_hidden_states"], "T5")
+    with pytest.raises(ConfigError, match=r"output 'decoder_attentions' is None .*output_attentions=true "):
+        plan_outputs(seq2seq, ["decoder_attentions"], "T5")
+    from runner.outputs import why_empty
+
+    assert why_empty("encoder_attentions").endswith("+model.module.config.attn_implementation=eager returns them")
     # A nest of Nones asked for by its prefix: None too, not "no output".
     with pytest.raises(ConfigError, match=r"^model.outputs: output 'past' is None"):
         plan_outputs({"y": torch.zeros(2), "past": [None, None]}, ["past"], "M")
@@ -613,9 +623,16 @@ inputs:
   token_type_ids: {kind: int, shape: [seq], low: 0, high: 2}
   attention_mask: {kind: mask, shape: [seq]}
 """
-    with pytest.raises(ConfigError, match=r"^model\.inputs.*token ids must stay below the model's vocabulary"):
+    with pytest.raises(ConfigError, match=r"^model\.inputs ") as raised:
         run_job(make_cfg(*QUICK, model_dir("one", one), "model=one", f"model.inputs.{key}={value}"),
                 JobInfo(output_dir=tmp_path))
+    # The input the failing statement indexes with is named, with the key that bounds it (the
+    # hint had blamed token ids and the vocabulary for token_type_ids' high=3 past two types).
+    said = str(raised.value)
+    named = {"input_ids.vocab": "model.inputs.input_ids (ids below vocab 51): lower model.inputs.input_ids.vocab",
+             "token_type_ids.high": "model.inputs.token_type_ids (values in [0, 3)): lower model.inputs.token_type_ids.high"}
+    assert named[key] in said and not any(other in said for k, other in named.items() if k != key), said
+    assert "token_type_ids int [1, 2], values in [0, " in said, said
 
 
 def test_an_output_the_model_returns_empty_is_named_not_dropped_without_a_word(make_cfg, model_dir, tmp_path):
@@ -1067,6 +1084,11 @@ def test_a_key_a_huggingface_config_has_no_setting_for_is_named():
                          "depth": 2}}
     [warning] = unused_keys(distil)
     assert warning.startswith("model.module.config.depth: DistilBertConfig has no setting 'depth'")
+    # A key the config reads into another setting is no attribute of it, and was read: transformers 5
+    # folds Llama's rope_theta into rope_parameters (it had been called unread, 'it has default_theta').
+    llama = {"_target_": "transformers.LlamaConfig", "rope_theta": 500000.0, "rope_thetaa": 1.0}
+    [warning] = unused_keys(llama)
+    assert warning.startswith("model.module.rope_thetaa: LlamaConfig has no "), warning
 
 
 PLANTED = ("model=linear", "~model.module.in_features", "~model.module.out_features", "+model.module.features=8",
