@@ -564,7 +564,7 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     except KeyboardInterrupt as exc:
         hold_interrupts()  # until the result is written (run_job's caller restores the handlers)
         result["status"] = "interrupted"
-        if spec is not None and not result.get("figures") and measurement.throughput:
+        if spec is not None and not result.get("figures") and (measurement.throughput or measurement.load):
             # Interrupted between the measurement and its figures: they come from what it holds.
             try:
                 summary = summarize_measurement(spec, measurement)
@@ -575,13 +575,19 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
                 pass
         if spec is not None and spec.load.scenario == "offline":  # stopped before measuring: the keys, null
             result["figures"] = {**dict.fromkeys(THROUGHPUT_KEYS), **(result.get("figures") or {})}
-        kept = len((result.get("figures") or {}).get("throughput_requests_per_s_repeats") or [])
+        figures = result.get("figures") or {}
+        kept = len(figures.get("throughput_requests_per_s_repeats") or [])
+        load = figures.get("load") or {}
+        points = sum(len((load.get(who) or {}).get("points") or []) for who in ("runner", "baseline"))
+        finished = (f"{kept} throughput repeat(s)" if kept else f"{points} load point(s)" if points
+                    else "single stream(s)" if load.get("scenario") == "single_stream" else "")
         how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         result["reason"] = f"interrupted ({how}) before the job finished" + (
-            f"; the figures hold the {kept} throughput repeat(s) that finished" if kept else "")
+            f"; the figures hold the {finished} that finished" if finished else "")
         written = _finish(result, info, t0)
         if not info.multirun and written:  # a sweep's launcher says this for all its jobs
-            what = f"its {kept} finished throughput repeat(s)" if kept else "what it had measured (no throughput repeat)"
+            nothing = "no throughput repeat" if spec is None or spec.load.scenario == "offline" else "no load point"
+            what = f"its {finished} that finished" if finished else f"what it had measured ({nothing})"
             print(f"interrupted: {what} kept in {info.output_dir / RESULT_FILE} (status interrupted); to measure "
                   f"it again, the same command (with hydra.run.dir={info.output_dir} to replace that result)",
                   file=sys.stderr, flush=True)

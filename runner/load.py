@@ -266,16 +266,36 @@ class Search:
     best: Optional[float] = None  # the highest rate found valid
     failed: Optional[float] = None  # the lowest rate found invalid
     points: list[Point] = field(default_factory=list)
-    stopped_by: str = ""  # "resolution", "budget" or "floor"
+    stopped_by: str = ""  # "resolution", "budget", "floor", "bound" (see past_one_request) or "interrupted"
+
+
+# How a search that did not reach its resolution ended: its figure is a bound, not a bracket.
+CUT_SHORT = ("budget", "interrupted")
+# A request counts as unqueued at the median where its median wait is under this share of its
+# median latency.
+UNQUEUED_SHARE = 0.1
+
+
+def past_one_request(point: Point, p99_ms: Optional[float]) -> bool:
+    """Whether the bound lies below one request's own latency: at this point half the requests
+    took longer than the bound while the median request hardly waited, so no rate, however low,
+    can bring the p99 under it (lower rates only shorten the queue). A search had halved down to
+    299/s for a 10 us bound on a 62 us model, then advised a larger budget."""
+    p50, wait_p50 = point.latency_us.get("p50"), point.queue_us.get("p50")
+    return (p99_ms is not None and p50 is not None and wait_p50 is not None
+            and p50 > p99_ms * 1e3 and wait_p50 <= UNQUEUED_SHARE * p50)
 
 
 def search_rate(run: Callable[[float], Point], start: float, resolution: float, deadline: float,
-                floor: float = 1.0, least_s: Callable[[float], float] = lambda rate: 0.0) -> Search:
+                floor: float = 1.0, least_s: Callable[[float], float] = lambda rate: 0.0,
+                found: Optional[Search] = None, hopeless: Callable[[Point], bool] = lambda point: False) -> Search:
     """Find the highest rate `run` judges valid, starting at `start` requests/s. The first point
     runs whatever the time (a search measures one point at least, as a pass runs its least); a
     point after it starts only when its least length (`least_s(rate)`: its arrivals take that
-    long at the least) fits before the deadline: halving toward a low rate makes points long."""
-    found = Search()
+    long at the least) fits before the deadline: halving toward a low rate makes points long.
+    `found`, where given, is filled as the points finish (a Ctrl-C keeps those). Before any rate
+    held, a failed point that `hopeless` says no lower rate can mend ends it ("bound")."""
+    found = found if found is not None else Search()
     rate = start
     while True:
         if found.points and perf_counter() + least_s(rate) > deadline:
@@ -287,6 +307,9 @@ def search_rate(run: Callable[[float], Point], start: float, resolution: float, 
             found.best = rate if found.best is None else max(found.best, rate)
         else:
             found.failed = rate if found.failed is None else min(found.failed, rate)
+            if found.best is None and hopeless(point):
+                found.stopped_by = "bound"
+                return found
         if found.best is not None and found.failed is not None:
             if (found.failed - found.best) / found.best <= resolution:
                 found.stopped_by = "resolution"

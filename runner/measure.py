@@ -43,10 +43,12 @@ from runner.load import (
     MAX_ARRIVALS,
     MIN_REQUESTS,
     Point,
+    Search,
     at_rate,
     judge,
     least_length_s,
     open_loop,
+    past_one_request,
     poisson_arrivals,
     search_length_s,
     search_rate,
@@ -680,6 +682,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
             runner_s = schedule.single_stream_pass(lanes, sources, keys, load.requests, share, min(load.requests, 10))
         _watch_others(out, "load", ticks)
         found: dict[str, Any] = {"scenario": "single_stream", "runner": _stats_us(runner_s)}
+        out.load = found  # a Ctrl-C in the baseline's pass keeps the runner's
         if spec.baseline:
             ticks = environment.cpu_ticks()
             with progress.phase("baseline_single_stream", "baseline single stream"):
@@ -769,18 +772,37 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         if not load.search:
             point = run(load.rate)
             return {"points": [point.as_dict()], "valid": point.valid, "rate": load.rate}
-        found = search_rate(run, first_rate, load.resolution, end, least_s=point_s)
-        return {"points": [p.as_dict() for p in found.points], "max_rate": found.best,
-                "lowest_invalid_rate": found.failed, "stopped_by": found.stopped_by}
+        search = in_progress[name] = Search()
+        search_rate(run, first_rate, load.resolution, end, least_s=point_s, found=search,
+                    hopeless=functools.partial(past_one_request, p99_ms=load.p99_ms))
+        del in_progress[name]
+        return _search_figures(search)
 
-    runner = scenario("load", runner_servers, closed_rate / 2)
-    assert runner is not None  # only the baseline's search is left out (the runner's is refused)
+    # A Ctrl-C keeps what finished: the searches' points so far (stopped_by "interrupted"), and
+    # the runner's whole figures while the baseline's ran.
+    in_progress: dict[str, Search] = {}
     result: dict[str, Any] = {"scenario": "server", "rate": "max" if load.search else load.rate,
-                              "p99_ms": load.p99_ms, "runner": runner}
-    if spec.baseline:
-        # Its closed-loop rate to start from, over 0.1 s (one request's would carry first-call costs).
-        n, s = schedule.baseline_pass(forward, base, device, 1, 0.1, 0.2)
-        found = scenario("load_baseline", baseline_servers, n / s / 2)
-        if found is not None:  # else not run, and said (out.skipped)
-            result["baseline"] = found
+                              "p99_ms": load.p99_ms}
+    try:
+        runner = scenario("load", runner_servers, closed_rate / 2)
+        assert runner is not None  # only the baseline's search is left out (the runner's is refused)
+        result["runner"] = runner
+        if spec.baseline:
+            # Its closed-loop rate to start from, over 0.1 s (one request's would carry first-call costs).
+            n, s = schedule.baseline_pass(forward, base, device, 1, 0.1, 0.2)
+            found = scenario("load_baseline", baseline_servers, n / s / 2)
+            if found is not None:  # else not run, and said (out.skipped)
+                result["baseline"] = found
+    except KeyboardInterrupt:
+        for name, search in in_progress.items():
+            search.stopped_by = "interrupted"
+            result["runner" if name == "load" else "baseline"] = _search_figures(search)
+        result.setdefault("runner", {"points": []})
+        out.load = result
+        raise
     return result
+
+
+def _search_figures(found: Search) -> dict[str, Any]:
+    return {"points": [p.as_dict() for p in found.points], "max_rate": found.best,
+            "lowest_invalid_rate": found.failed, "stopped_by": found.stopped_by}

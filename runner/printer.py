@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from runner.load import CUT_SHORT
+
 
 def rate_text(value: float) -> str:
     """A rate for people: thousands separated, and 3 digits below 10 (a slow model's 0.48
@@ -79,6 +81,7 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
         if load["rate"] == "max":
             best = part.get("max_rate")
             found = f"highest rate {rate_text(best)} requests/s" if best else \
+                "no rate can hold the bound" if part.get("stopped_by") == "bound" else \
                 "no rate tried held the bound" if part.get("points") else "not measured: the budget ran out before its first point"
             lines.append(f"  {label}: {found} (search: {part.get('stopped_by')}, {len(part['points'])} point{'s' if len(part['points']) != 1 else ''})")
         else:
@@ -95,7 +98,7 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
                          f"{_us_or_dash(slack.get('p99')):>11}  {'valid' if p['valid'] else p['why']}")
     runner, baseline = load.get("runner") or {}, load.get("baseline") or {}
     if runner.get("max_rate") and baseline.get("max_rate"):
-        known = search_ratio_known(runner.get("stopped_by") == "budget", baseline.get("stopped_by") == "budget")
+        known = search_ratio_known(runner.get("stopped_by") in CUT_SHORT, baseline.get("stopped_by") in CUT_SHORT)
         lines.append(f"  the runner holds {runner['max_rate'] / baseline['max_rate']:.2f}x the baseline's rate under the "
                      f"bound{known}")
     return lines

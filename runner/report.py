@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 import yaml
 
+from runner.load import CUT_SHORT
 from runner.printer import rate_text, search_ratio_known
 from runner.record import (
     CONFLICT_FILE,
@@ -212,8 +213,8 @@ def collect(paths: list[Path]) -> list[Row]:
                 gpu_uuid=str(gpu.get("uuid") or ""),
                 host_us=host_us(f),
                 machine=f"{env.get('host') or ''} {env.get('cpu_model') or ''}".strip(),
-                max_rate_cut=((f.get("load") or {}).get("runner") or {}).get("stopped_by") == "budget",
-                baseline_max_rate_cut=((f.get("load") or {}).get("baseline") or {}).get("stopped_by") == "budget",
+                max_rate_cut=((f.get("load") or {}).get("runner") or {}).get("stopped_by") in CUT_SHORT,
+                baseline_max_rate_cut=((f.get("load") or {}).get("baseline") or {}).get("stopped_by") in CUT_SHORT,
                 lowest_invalid_rate=((f.get("load") or {}).get("runner") or {}).get("lowest_invalid_rate"),
                 host_shared=host_shared(result.get("warnings") or []),
                 sides_shared=sides_shared(result.get("warnings") or []),
@@ -530,7 +531,9 @@ def _no_rate_held(search: dict[str, Any], p99_ms: Optional[float]) -> str:
     bound = f"p99 <= {p99_ms:g} ms" if p99_ms else "its bound"
     lowest = search.get("lowest_invalid_rate")
     tried = f"lowest tried {rate_text(lowest)}/s" if lowest else ""
-    if search.get("stopped_by") == "budget":  # a lower rate may hold: the search did not get there
+    if search.get("stopped_by") == "bound":  # one request's own latency is past it
+        return f"server: no rate can hold {bound} (one request's latency is past it{'; ' + tried if tried else ''})"
+    if search.get("stopped_by") in CUT_SHORT:  # a lower rate may hold: the search did not get there
         return f"server: no rate held {bound} before the budget cut its search ({tried + '; ' if tried else ''}a lower " \
                "rate may hold: raise measure.budget_s)"
     return f"server: no rate held {bound}" + (f" ({tried})" if tried else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import time
@@ -654,6 +655,11 @@ def test_points_failed_while_the_runners_own_timer_ran_late_are_said(make_cfg):
     # A prompt timer, a valid point, or a point failed on its rate alone: nothing said.
     assert said(point(80.0)) == [] and said(point(3000.0, valid=True)) == []
     assert said(point(3000.0, why="achieved 150/s of 200/s offered")) == []
+    # Lateness that cannot account for the failure (p99 345 us for a 10 us bound, 15 us late, walk):
+    # the model's own latency failed it, not the host.
+    far = point(3000.0)
+    far["latency_us"] = {"p50": 30_000.0, "p99": 40_000.0}
+    assert said(far) == []
 
 def test_a_single_stream_the_budget_cut_short_says_what_its_p99_rests_on(make_cfg):
     """model=tiny_llm on a 2-core CPU under measure=quick: 36 of 1,000 requests, and its p99
@@ -767,9 +773,9 @@ def test_a_searchs_points_are_fitted_by_their_stretched_arrivals(make_cfg, tmp_p
 
     fitted = {}
 
-    def search(run, start, resolution, deadline, floor=1.0, least_s=lambda rate: 0.0):
+    def search(run, start, resolution, deadline, floor=1.0, least_s=lambda rate: 0.0, **more):
         fitted.update({rate: least_s(rate) for rate in (50.0, 300.0, 5000.0)})
-        return search_rate(run, start, resolution, deadline, floor, least_s)
+        return search_rate(run, start, resolution, deadline, floor, least_s, **more)
 
     monkeypatch.setattr(measure, "search_rate", search)
     overrides = [*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=1000", "load.duration_s=0.5", "seed=26"]
@@ -796,3 +802,75 @@ def test_a_searchs_points_draw_no_more_than_the_arrivals_cap(make_cfg, tmp_path,
     assert all(200 <= p["requests"] <= 300 for p in points), [p["requests"] for p in points]
     assert "load: a point draws 300 arrivals at most: those above 600/s run shorter than load.duration_s=0.5" \
         in result["warnings"], result["warnings"]
+
+
+@pytest.mark.parametrize("where", ["runner", pytest.param("baseline", marks=pytest.mark.cuda)])  # CPU: no baseline
+def test_a_ctrl_c_during_a_rate_search_keeps_the_points_that_finished(make_cfg, tmp_path, monkeypatch, where):
+    """A Ctrl-C in a load job kept `figures.load = None`: the search's finished points lived in
+    search_rate until it returned (walk). They are kept, the search said interrupted, and the
+    runner's whole search where the baseline's was interrupted."""
+    import json
+
+    from runner import measure, schedule
+
+    calls = {"runner": 0, "baseline": 0}
+    real = measure.open_loop
+
+    def open_loop(arrivals, servers, deadline_s=math.inf):
+        who = "baseline" if isinstance(servers[0], schedule.BaselineServer) else "runner"
+        calls[who] += 1
+        if who == where and calls[who] == 3:
+            raise KeyboardInterrupt
+        return real(arrivals, servers, deadline_s)
+
+    monkeypatch.setattr(measure, "open_loop", open_loop)
+    overrides = [*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=1000", "load.duration_s=0.05",
+                 "measure.budget_s=30", f"device={'cuda' if where == 'baseline' else 'cpu'}"]
+    with pytest.raises(KeyboardInterrupt):
+        run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "interrupted"
+    load = result["figures"]["load"]
+    cut = load[where]
+    assert cut["stopped_by"] == "interrupted" and len(cut["points"]) == 2, cut
+    assert cut["max_rate"] == max(p["rate"] for p in cut["points"] if p["valid"])  # every rate held: p99 <= 1 s
+    if where == "baseline":
+        assert load["runner"]["stopped_by"] in ("resolution", "budget") and result["figures"]["server_max_rate"]
+        assert result["figures"]["baseline_server_max_rate"] == cut["max_rate"]
+    else:
+        assert "baseline" not in load and result["figures"]["server_max_rate"] == cut["max_rate"]
+    points = len(load["runner"]["points"]) + len((load.get("baseline") or {}).get("points") or [])
+    assert result["reason"] == f"interrupted (Ctrl-C) before the job finished; the figures hold the {points} load point(s) that finished"
+
+
+def test_a_bound_below_one_requests_latency_ends_the_search_and_says_so(make_cfg, tmp_path):
+    """A 10 us bound on a model whose requests take 50 us: the search had halved down to 299/s,
+    then advised a larger budget, and blamed the host's timer (walk). Half the requests over the
+    bound while the median one hardly waited: no lower rate can hold it."""
+    from runner.load import Point, past_one_request
+
+    def point(p50_us: float, wait_p50_us: float, valid: bool = False) -> Point:
+        return Point(100.0, 100.0, 100.0, 200, {"p50": p50_us, "p99": 4 * p50_us}, {"p50": wait_p50_us},
+                     {"p99": 1.0}, valid, "" if valid else "p99 > bound")
+
+    assert past_one_request(point(50.0, 1.0), 0.01) and not past_one_request(point(50.0, 1.0), None)
+    assert not past_one_request(point(50.0, 20.0), 0.01)  # queued: a lower rate may shorten the wait
+    assert not past_one_request(point(8.0, 0.0), 0.01)  # the median request is under the bound
+    runs = []
+
+    def run(rate):
+        runs.append(rate)
+        return point(50.0, 1.0)
+
+    found = search_rate(run, 1000.0, 0.05, time.perf_counter() + 60, hopeless=lambda p: past_one_request(p, 0.01))
+    assert found.stopped_by == "bound" and runs == [1000.0] and found.best is None
+    overrides = [*QUICK, "model=linear", "load.scenario=server", "load.rate=max", "load.p99_ms=0.001",
+                 "load.duration_s=0.05"]
+    result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    search = result["figures"]["load"]["runner"]
+    assert search["stopped_by"] == "bound" and len(search["points"]) == 1, search
+    assert any(re.match(r"load: no rate can hold load\.p99_ms=0\.001 for the runner: at [\d,.]+ requests/s half its "
+                        r"requests took over [\d,.]+ us while the median one waited [\d,.]+ us, so one request's own "
+                        r"latency is past the bound and a lower rate would not bring it under; raise load\.p99_ms$", w)
+               for w in result["warnings"]), result["warnings"]
+    assert not any("raise measure.budget_s" in w or "own timer" in w for w in result["warnings"]), result["warnings"]
