@@ -502,6 +502,32 @@ def _failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:500]}{where}"
 
 
+def _keep_measured(spec: Optional[RunSpec], measurement: Measurement, result: dict[str, Any]) -> None:
+    """The figures of what a job that ended early had measured (a Ctrl-C, or a failure after the
+    check or some repeats: a failed job had recorded `"figures": {}` after two repeats), the
+    keys not measured null; nothing where the figures were made already or nothing was measured."""
+    if spec is None or result.get("figures") or not (measurement.check or measurement.throughput or measurement.load):
+        return
+    try:
+        summary = summarize_measurement(spec, measurement)
+        result["figures"] = summary.figures
+        result["warnings"] += summary.warnings
+        _say_busy_during(spec, result)
+    except Exception:  # noqa: BLE001 - a partial measurement the summary cannot read: the keys, null
+        log.debug("the partial measurement could not be summarized", exc_info=True)
+
+
+def _finished_text(result: dict[str, Any]) -> str:
+    """What the figures of a job that ended early hold: "3 throughput repeat(s)", "4 load
+    point(s)", ... or "" for none."""
+    figures = result.get("figures") or {}
+    kept = len(figures.get("throughput_requests_per_s_repeats") or [])
+    load = figures.get("load") or {}
+    points = sum(len((load.get(who) or {}).get("points") or []) for who in ("runner", "baseline"))
+    return (f"{kept} throughput repeat(s)" if kept else f"{points} load point(s)" if points
+            else "single stream(s)" if load.get("scenario") == "single_stream" else "")
+
+
 def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     """Run one job and write its result.json. Raises ConfigError for bad input in a single run
     (then nothing is written); in a sweep, bad input is recorded as a failed result."""
@@ -561,26 +587,14 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
             raise
         # A fault in the model's own code is not a setting to fix: not called a bad config.
         result["reason"] = str(exc) if isinstance(exc, ModelFault) else f"bad config: {exc}"
+        _keep_measured(spec, measurement, result)  # a model fault in a later phase
     except KeyboardInterrupt as exc:
         hold_interrupts()  # until the result is written (run_job's caller restores the handlers)
         result["status"] = "interrupted"
-        if spec is not None and not result.get("figures") and (measurement.throughput or measurement.load):
-            # Interrupted between the measurement and its figures: they come from what it holds.
-            try:
-                summary = summarize_measurement(spec, measurement)
-                result["figures"] = summary.figures
-                result["warnings"] += summary.warnings
-                _say_busy_during(spec, result)
-            except Exception:  # noqa: BLE001 - a partial measurement the summary cannot read: the keys, null
-                pass
+        _keep_measured(spec, measurement, result)
         if spec is not None and spec.load.scenario == "offline":  # stopped before measuring: the keys, null
             result["figures"] = {**dict.fromkeys(THROUGHPUT_KEYS), **(result.get("figures") or {})}
-        figures = result.get("figures") or {}
-        kept = len(figures.get("throughput_requests_per_s_repeats") or [])
-        load = figures.get("load") or {}
-        points = sum(len((load.get(who) or {}).get("points") or []) for who in ("runner", "baseline"))
-        finished = (f"{kept} throughput repeat(s)" if kept else f"{points} load point(s)" if points
-                    else "single stream(s)" if load.get("scenario") == "single_stream" else "")
+        finished = _finished_text(result)
         how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         result["reason"] = f"interrupted ({how}) before the job finished" + (
             f"; the figures hold the {finished} that finished" if finished else "")
@@ -595,6 +609,10 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     except (Exception, SystemExit) as exc:  # sys.exit() in a model's code: a failure, not a silent end
         result["status"] = "failed"
         result["reason"] = _failure_reason(exc)
+        _keep_measured(spec, measurement, result)  # a failure in a later phase (out of memory in the baseline's)
+        finished = _finished_text(result)
+        if finished:
+            result["reason"] += f"; the figures hold the {finished} that finished before it"
         info.output_dir.mkdir(parents=True, exist_ok=True)
         (info.output_dir / TRACEBACK_FILE).write_text(traceback.format_exc())
         result["files"]["traceback"] = TRACEBACK_FILE

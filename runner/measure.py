@@ -211,6 +211,7 @@ def measure(spec: RunSpec, workload: Workload, lanes: Lanes, out: Optional[Measu
         finally:
             progress.close()
             gc.unfreeze()
+            out.elapsed_s = out.elapsed_s or time.perf_counter() - began  # a failure's too: what ran until it
     return out
 
 

@@ -493,6 +493,26 @@ def test_runtime_failure_is_recorded_with_its_reason(make_cfg, tmp_path):
     assert "planted failure" in (tmp_path / "traceback.txt").read_text()
 
 
+def test_a_failure_after_the_repeats_keeps_what_they_measured(make_cfg, tmp_path, monkeypatch):
+    """A failure in the host-time pass, after the check and the throughput's repeats, recorded
+    `"figures": {}` (review): as a Ctrl-C does, the job keeps the figures of what finished."""
+    from runner import schedule
+
+    def enqueue_pass(*args, **kwargs):
+        raise RuntimeError("planted failure in the host-time pass")
+
+    monkeypatch.setattr(schedule, "enqueue_pass", enqueue_pass)
+    result = run_job(make_cfg(*QUICK, *FAULTY, "+model.module.calls=100000000"), JobInfo(output_dir=tmp_path))
+    on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert on_disk["status"] == result["status"] == "failed"
+    figures = on_disk["figures"]
+    repeats = len(figures["throughput_requests_per_s_repeats"])
+    assert repeats >= 2 and figures["throughput_requests_per_s"] > 0 and figures["check_requests"] > 0, figures
+    assert figures["latency_e2e_us"] is None and figures["measure_time_s"] > 0
+    assert on_disk["reason"] == (f"RuntimeError: planted failure in the host-time pass (in the host-time pass); the "
+                                 f"figures hold the {repeats} throughput repeat(s) that finished before it")
+
+
 def test_a_model_that_does_not_repeat_itself_is_invalid_and_told_so(make_cfg, tmp_path):
     """A forward with fresh noise failed the check with "128 of 128 requests differ from eager",
     which reads like the runner's fault. A second eager forward of the first mismatching request
