@@ -127,6 +127,18 @@ class SweepReport(Callback):
                   "time of day), with nothing to resume; name the sweep's folder with hydra.sweep.dir=..., or drop "
                   "resume=true", file=sys.stderr)
             raise SystemExit(2)
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        if sweep_dir is not None and not target.endswith("runner_launcher.RunnerLauncher") \
+                and (sweep_dir / "multirun.yaml").is_file() and not bool(config.get("resume")):
+            # Other launchers let Hydra write each job's .hydra/ before the job checks its folder:
+            # a refused job had left another sweep's kept results beside .hydra/, multirun.yaml
+            # and a table rewritten for this one (review). The runner's launcher checks every
+            # job before any runs.
+            name = OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher", default=None) or "this launcher"
+            print(f"error: hydra.sweep.dir={sweep_dir} holds an earlier sweep (multirun.yaml): with hydra/launcher={name} "
+                  "its jobs' folders would be rewritten before each job is checked; name another folder, add resume=true "
+                  "to resume that sweep, or use the default launcher, which checks every job first", file=sys.stderr)
+            raise SystemExit(2)
         if sweep_dir is not None:
             # Whichever launcher: Hydra's sweeper writes multirun.yaml next, and a launch that
             # fails before any job (Slurm without sbatch, a bad override) puts the folder back
@@ -156,17 +168,28 @@ class SweepReport(Callback):
             return
         # Jobs a stopped sweep never began have no row: said under the table, in sweep.md too.
         unstarted = [note] if (note := never_started(sweep_dir)) else []
-        written = write_report(rows, sweep_dir, plots=self.plots, more_notes=unstarted)
         print()
         print(f"sweep: {len(rows)} jobs in {sweep_dir}")
         print(text_table(rows))
         for note in [*sweep_notes(rows), *unstarted]:
             print(note)
-        print(f"written: {', '.join(p.name for p in written)}")
+        # The table is printed before its files are written: Hydra turns a callback's exception
+        # into a warning, and a folder that could not take sweep.md had lost the table, the
+        # failures and the exit code (0 for a sweep with failed jobs).
+        unwritten = ""
+        try:
+            written = write_report(rows, sweep_dir, plots=self.plots, more_notes=unstarted)
+            print(f"written: {', '.join(p.name for p in written)}")
+        except Exception as exc:  # noqa: BLE001 - said, and the exit code set, below
+            unwritten = f"{type(exc).__name__}: {exc}".splitlines()[0]
         bad = failures(rows)
         if bad:
             print(f"sweep: {len(bad)} of {len(rows)} jobs did not end ok: "
                   + ", ".join(f"#{r.job} {r.status}" for r in bad))
+        if unwritten:
+            print(f"error: the sweep's table could not be written into {sweep_dir} ({unwritten}); the results are "
+                  f"kept: write it elsewhere with python -m runner.report {sweep_dir} --out DIR", file=sys.stderr)
+            raise SystemExit(2)
         if bad or unstarted:
             # Hydra turns callback exceptions into warnings; only SystemExit sets the exit code.
             raise SystemExit(1)

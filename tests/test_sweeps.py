@@ -223,6 +223,21 @@ def test_devices_and_their_cores_come_from_nvml_without_torch(monkeypatch):
 
 
 @pytest.mark.slow
+def test_a_sweep_whose_table_cannot_be_written_still_prints_it_and_fails(tmp_path):
+    """Hydra turns a callback's exception into a warning: a folder that could not take sweep.md
+    lost the table, the failures and the exit code (0 for a sweep with a failed job; review)."""
+    (tmp_path / "sw" / "sweep.md").mkdir(parents=True)
+    done = sweep([*TINY, *FAULTY, "model.module._target_=tests.faulty_models.FailAfter", "+model.module.calls=5,1000000",
+                  "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "sweep: 2 jobs in sw" in done.stdout and "sweep: 1 of 2 jobs did not end ok: #0 failed" in done.stdout
+    assert re.search(r"^error: the sweep's table could not be written into sw \(IsADirectoryError: .*\); the results "
+                     r"are kept: write it elsewhere with python -m runner\.report sw --out DIR$", done.stderr, re.M), \
+        done.stderr[-2000:]
+    assert len(results(tmp_path / "sw")) == 2
+
+
+@pytest.mark.slow
 def test_three_job_sweep_with_one_failure_has_three_rows_and_exits_nonzero(tmp_path):
     done = sweep([*TINY, *FAULTY, "model.module._target_=tests.faulty_models.FailAfter",
                   "+model.module.calls=5,1000000,2000000", "hydra.sweep.dir=sw"], tmp_path)
@@ -356,6 +371,15 @@ def test_a_sweep_refused_under_another_launcher_leaves_its_folder_as_it_found_it
     before = (tmp_path / "sw" / "multirun.yaml").read_bytes()
     again = sweep([*basic, "streamz=1,2", "resume=true", "hydra.sweep.dir=sw"], tmp_path)
     assert again.returncode == 2 and (tmp_path / "sw" / "multirun.yaml").read_bytes() == before
+    # A new sweep into that folder: each job would find Hydra had rewritten its .hydra/ (and the
+    # sweep its multirun.yaml and table) before refusing itself (review): refused before any job.
+    kept = {name: (tmp_path / "sw" / name).read_bytes() for name in ("0/result.json", "0/.hydra/overrides.yaml")}
+    other = sweep([*basic, "seed=3,4", "hydra.sweep.dir=sw"], tmp_path)
+    assert other.returncode == 2, other.stderr[-2000:]
+    assert other.stderr.startswith("error: hydra.sweep.dir=sw holds an earlier sweep (multirun.yaml): with "
+                                   "hydra/launcher=basic its jobs' folders would be rewritten"), other.stderr[-2000:]
+    assert (tmp_path / "sw" / "multirun.yaml").read_bytes() == before
+    assert {name: (tmp_path / "sw" / name).read_bytes() for name in kept} == kept
 
 
 def test_a_launch_that_fails_after_a_job_ran_keeps_the_sweeps_multirun_yaml(tmp_path):
