@@ -86,7 +86,7 @@ def _select(cfg: DictConfig, key: str) -> Any:
         return None
 
 
-def _base_result(cfg: DictConfig, info: JobInfo, started: str) -> dict[str, Any]:
+def _base_result(cfg: DictConfig, info: JobInfo, started: Optional[str]) -> dict[str, Any]:
     # The name resolve() would give: model.name, else the class named by _target_.
     model = _select(cfg, "model.name") or str(_select(cfg, "model.module._target_") or "?").rpartition(".")[2]
     return {
@@ -528,18 +528,27 @@ def _finished_text(result: dict[str, Any]) -> str:
             else "single stream(s)" if load.get("scenario") == "single_stream" else "")
 
 
+_last_job_end: list[Optional[float]] = [None]  # when this process's last job ended (perf_counter)
+
+
 def run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     """Run one job and write its result.json. Raises ConfigError for bad input in a single run
     (then nothing is written); in a sweep, bad input is recorded as a failed result."""
-    with interrupts_restored():  # an interrupted job ignores further ones until it has recorded
-        return _run_job(cfg, info)
+    try:
+        with interrupts_restored():  # an interrupted job ignores further ones until it has recorded
+            return _run_job(cfg, info)
+    finally:
+        _last_job_end[0] = time.perf_counter()
 
 
 def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
     started = _now()
     t0 = time.perf_counter()
     result = _base_result(cfg, info, started)
-    result["job"]["phases_s"]["startup"] = environment.process_age_s()
+    # The process's age for its first job; a later one in the same process (Hydra's basic
+    # launcher, joblib's reused workers) had counted every job before it as its startup.
+    result["job"]["phases_s"]["startup"] = (environment.process_age_s() if _last_job_end[0] is None
+                                            else time.perf_counter() - _last_job_end[0])
     spec: Optional[RunSpec] = None
     measurement = Measurement()  # filled phase by phase: an interrupt keeps what finished
     try:
@@ -642,18 +651,25 @@ def append_to_log(folder: Path, text: str) -> None:
 
 
 def record_outside(
-    cfg: DictConfig, info: JobInfo, status: str, reason: str, device_slot: Optional[str] = None
+    cfg: DictConfig, info: JobInfo, status: str, reason: str, device_slot: Optional[str] = None,
+    ran_s: Optional[float] = None,
 ) -> dict[str, Any]:
     """Write the result of a job that could not write its own (its process died or was
-    stopped), so the sweep table shows it and `resume` reruns it."""
-    result = _base_result(cfg, info, _now())
+    stopped), so the sweep table shows it and `resume` reruns it. `ran_s`: how long before now
+    the launcher started it (its start time; unknown otherwise, not this record's time)."""
+    now = time.time()
+    started = None if ran_s is None else dt.datetime.fromtimestamp(now - ran_s, dt.timezone.utc).isoformat(
+        timespec="seconds")
+    result = _base_result(cfg, info, started)
     result.update(status=status, reason=reason)
     try:  # what the job would have run, as far as the config alone tells
         spec = resolve(cfg)
-        result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices))
+        result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices),
+                      method=method_for(spec.device, spec.effective()))  # not the CUDA wording for a CPU job
     except Exception:
         pass
-    result["job"].update(finished_at=_now(), started_unix=None, pid=None, launcher_device=device_slot)
+    result["job"].update(finished_at=_now(), finished_unix=now, started_unix=None if ran_s is None else now - ran_s, pid=None,
+                         launcher_device=device_slot, wall_time_s=ran_s)
     write_own_result(info.output_dir, result)
     append_to_log(info.output_dir, f"status: {status.upper()}: {reason}")
     return result

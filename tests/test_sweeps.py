@@ -453,6 +453,12 @@ def test_a_killed_job_costs_only_itself_and_resume_reruns_only_it(tmp_path):
         "[runner] status: FAILED: the job's process died: killed by SIGKILL (exit -9); nothing else in the sweep was affected")
     assert "status: ok" in (tmp_path / "sw" / "0" / "runner.log").read_text()
     assert by_num[1]["mode"] == "eager x1 pageable direct/1" and by_num[1]["model"] == "DieAfter"  # what it was running
+    # Its method is the CPU's (it had kept the CUDA wording), and its start the launcher's (it had
+    # been the record's own time, equal to its end; review).
+    assert by_num[1]["method"] == by_num[0]["method"]
+    dead = by_num[1]["job"]
+    assert dead["started_unix"] < dead["finished_unix"] and dead["wall_time_s"] > 0
+    assert by_num[0]["job"]["finished_unix"] <= dead["started_unix"] + 1.0  # it began after job 0 ended
     assert by_num[1]["job"]["config_origin"] == by_num[0]["job"]["config_origin"] == [
         f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
     assert by_num[2]["figures"]["throughput_requests_per_s"] > 0  # the job after the crash ran fully
@@ -980,3 +986,14 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):
     _hold_sweep_folder(tmp_path)  # its process is gone: stale
     assert (tmp_path / SWEEP_LOCK).read_text().strip() == str(os.getpid())
     _hold_sweep_folder(tmp_path)  # this sweep's own next batch
+
+
+def test_a_later_job_in_the_launchers_own_process_does_not_count_the_ones_before_as_its_startup(tmp_path):
+    """Under Hydra's basic launcher every job runs in one process: job 2's startup had read 11.8 s,
+    the jobs before it included (review). A later job's startup is the time since the last ended."""
+    done = sweep([*TINY, "hydra/launcher=basic", "measure.min_duration_ms=1500,10", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_num = results(tmp_path / "sw")
+    first, second = (by_num[i]["job"] for i in (0, 1))
+    assert first["phases_s"]["startup"] > 0 and 0 < second["phases_s"]["startup"] < 1.0, (first, second)
+    assert first["pid"] == second["pid"] and first["wall_time_s"] > 1.0  # one process, and a long job before

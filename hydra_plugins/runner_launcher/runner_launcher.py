@@ -465,7 +465,8 @@ class RunnerLauncher(Launcher):
                 # another job's and refused the folder.
                 origin=config_origin(job.config.hydra),
             )
-            result = record_outside(task_cfg, info, status, reason, device_slot=job.slot)
+            result = record_outside(task_cfg, info, status, reason, device_slot=job.slot,
+                                    ran_s=time.monotonic() - job.started if job.started else None)
         ret = JobReturn(overrides=job.overrides, working_dir=str(job.output_dir), task_name="runner")
         ret.status = JobStatus.COMPLETED  # failures live in result.json; the sweep goes on
         ret.return_value = result
