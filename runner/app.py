@@ -347,6 +347,21 @@ def _sweeper_params_error(argv: list[str], exc: BaseException) -> str:
             "-m KEY=a,b (e.g. -m streams=1,2), or write the sweep in a preset's `hydra: sweeper: params:`")
 
 
+def _launcher_crash(argv: list[str], exc: BaseException) -> str:
+    """What a crash under joblib's or submitit's launcher means: one job's process died, and the
+    launcher ended the sweep with it (joblib also the jobs beside it); the line had been the
+    launcher's own, cut mid-sentence, naming neither."""
+    if type(exc).__module__.split(".")[0] not in ("submitit", "joblib", "loky"):
+        return ""
+    given = dict(a.partition("=")[::2] for a in argv if "=" in a)
+    folder = given.get("hydra.sweep.dir")
+    launcher = given.get("hydra/launcher", "this launcher")
+    return (f"; a job's process died, and under hydra/launcher={launcher} that ends the sweep (joblib's also ends the "
+            f"jobs running beside it); the jobs that finished are kept: python -m runner.report "
+            f"{folder or 'SWEEP_DIR'} for their table; the default launcher runs each job in a process of its own and "
+            "goes on")
+
+
 def main() -> None:
     # A model whose code crashes the interpreter (a segfault in an extension) ends the process
     # before anything can be recorded: Python's own fatal-error report then says where, in the
@@ -379,6 +394,7 @@ def main() -> None:
             traceback.print_exc()
         else:
             hint = "" if user_error else " (set HYDRA_FULL_ERROR=1 for the traceback)"
-            print(f"error: {params or condense(exc)}{_sweep_job(exc)}{hint}", file=sys.stderr)
+            print(f"error: {params or condense(exc)}{_sweep_job(exc)}{_launcher_crash(sys.argv[1:], exc)}{hint}",
+                  file=sys.stderr)
         sys.exit(2 if user_error else 1)
     sys.exit(_exit_code)

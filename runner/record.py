@@ -359,7 +359,10 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"unreadable ({exc.strerror or exc})"
     except ValueError as exc:
         return None, f"not valid JSON ({exc})"
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if isinstance(schema, str) and schema.startswith("runner.result/") and schema != SCHEMA:
+        return None, f"written by another runner version (schema {schema}; this one reads {SCHEMA})"
+    if not isinstance(data, dict) or schema != SCHEMA:
         return None, f"not a runner result (no \"schema\": \"{SCHEMA}\")"
     return data, None
 

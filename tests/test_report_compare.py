@@ -1152,6 +1152,19 @@ def test_compare_and_report_say_what_they_left_out_and_refuse_bad_options(sweep_
     assert "a file; give a folder" in capsys.readouterr().err
     assert report.main([str(old / RESULT_FILE)]) == 2
     assert "give the folder that holds a result.json" in capsys.readouterr().err
+    # A record of an older schema is named as such; one with no status, or a status this runner
+    # does not know, is no ok row (it had exited 0; review).
+    older = run(100.0)
+    older["schema"] = "runner.result/0"
+    _write(tmp_path / "odd" / "0", older)
+    odd = run(100.0)
+    odd["status"] = "unheard-of"
+    _write(tmp_path / "odd" / "1", odd)
+    rows = report.collect([tmp_path / "odd"])
+    assert rows[0].status == "missing" and rows[0].reason.startswith(
+        "its result.json is written by another runner version (schema runner.result/0; this one reads runner.result/1)")
+    assert [r.job for r in report.failures(rows)] == [r.job for r in rows]
+    assert report.main([str(tmp_path / "odd"), "--no-plots"]) == 1
 
 
 def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_path, capsys):

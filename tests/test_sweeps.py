@@ -997,3 +997,17 @@ def test_a_later_job_in_the_launchers_own_process_does_not_count_the_ones_before
     first, second = (by_num[i]["job"] for i in (0, 1))
     assert first["phases_s"]["startup"] > 0 and 0 < second["phases_s"]["startup"] < 1.0, (first, second)
     assert first["pid"] == second["pid"] and first["wall_time_s"] > 1.0  # one process, and a long job before
+
+
+@pytest.mark.slow
+def test_a_job_that_dies_under_joblib_says_the_launcher_ended_the_sweep(tmp_path):
+    """Under joblib one job's death ends the sweep (loky's error, cut mid-sentence, named neither
+    the death nor where the finished jobs are; review): the line says both."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    done = sweep([*TINY, *FAULTY, "hydra/launcher=joblib",
+                  "model.module._target_=tests.faulty_models.DieAfter,tests.faulty_models.Healthy",
+                  "+model.module.calls=60", "hydra.sweep.dir=sw"], tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert "; a job's process died, and under hydra/launcher=joblib that ends the sweep (joblib's also ends the jobs " \
+           "running beside it); the jobs that finished are kept: python -m runner.report sw for their table" in line, line
