@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -976,8 +977,50 @@ def _forward(model: nn.Module, out: OutputPlan) -> Callable[[dict[str, torch.Ten
     return forward
 
 
+def model_bytes(spec: RunSpec) -> Optional[int]:
+    """The bytes of the model's parameters and buffers as built, from a build on the meta device
+    (no memory, no init); None where that build fails (a constructor that computes on its
+    tensors) or would load weights twice (from_pretrained). Quiet: the real build speaks."""
+    target = str(spec.model.module["_target_"])
+    if "pretrained" in target:
+        return None
+    arguments = dict(spec.model.module)
+    convert = {} if "_convert_" in arguments else {"_convert_": "all"}
+    quiet = logging.getLogger().manager.disable
+    try:
+        logging.disable(logging.CRITICAL)
+        with torch.device("meta"), contextlib.redirect_stdout(None), contextlib.redirect_stderr(None), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = instantiate(arguments, **convert)
+        if not isinstance(module, nn.Module):
+            return None
+        return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    except Exception:  # noqa: BLE001 - the real build says what is wrong, if anything
+        return None
+    finally:
+        logging.disable(quiet)
+
+
+def check_model_memory(spec: RunSpec, available: Optional[int] = None) -> None:
+    """Refuse, before building it, a model whose parameters cannot fit in the host's memory (it
+    is built there, then moved): model.module.depth=100000 grew to 24 GB and the kernel's OOM
+    killer ended the job, with no word and other processes at risk (walk)."""
+    available = available_host_bytes() if available is None else available
+    if available is None:
+        return
+    needed = model_bytes(spec)
+    if needed is not None and needed > HOST_SHARE * available:
+        raise ConfigError(
+            f"model.module: {spec.model_name}'s parameters and buffers take {needed / 2**30:,.1f} GiB as built (on the "
+            f"host, before moving to the device), more than {HOST_SHARE:.0%} of the {available / 2**30:,.1f} GiB "
+            "available; use smaller sizes under model.module"
+        )
+
+
 def build(spec: RunSpec, probe_limit: Optional[ProbeLimit] = None) -> Workload:
     check_host_memory(spec)
+    check_model_memory(spec)
     torch.manual_seed(spec.seed)
     model = instantiate_model(spec)
     unused = unused_keys(dict(spec.model.module))

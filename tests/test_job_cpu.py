@@ -776,6 +776,29 @@ def test_the_relative_error_is_exact_for_large_leaves_of_every_dtype():
     assert relative_error((big + 1,), (big,)) == 1.0 and relative_error((big.clone(),), (big,)) == 0.0
 
 
+def test_a_model_too_big_for_host_memory_is_refused_before_it_is_built(make_cfg, tmp_path, monkeypatch):
+    """model.module.depth=100000 grew to 24 GB before the kernel's OOM killer ended it, without a
+    word (walk): its size is read from a build on the meta device first."""
+    from runner.build import check_model_memory, instantiate_model, model_bytes
+
+    spec = resolve(make_cfg(*QUICK), cuda_count=lambda: 0)
+    real = instantiate_model(spec)
+    assert model_bytes(spec) == sum(p.numel() * p.element_size() for p in real.parameters()) > 0
+    with pytest.raises(ConfigError, match=r"^model\.module: MLP's parameters and buffers take [\d.]+ GiB as built \(on "
+                                          r"the host, before moving to the device\), more than 80% of the 0\.0 GiB "
+                                          r"available; use smaller sizes under model\.module$"):
+        check_model_memory(spec, available=2**20)
+    check_model_memory(spec, available=2**40)  # fits
+    # The whole job: refused as bad input, before anything is allocated or written (on any host:
+    # it is told it has 8 GiB).
+    from runner import build as build_module
+
+    monkeypatch.setattr(build_module, "available_host_bytes", lambda: 8 * 2**30)
+    with pytest.raises(ConfigError, match=r"^model\.module: MLP's parameters and buffers take 39\.1 GiB .* of the 8\.0 "):
+        run_job(make_cfg(*QUICK, "model.module.depth=10000"), JobInfo(output_dir=tmp_path / "deep"))
+    assert not (tmp_path / "deep" / RESULT_FILE).exists()
+
+
 def test_a_request_too_big_for_host_memory_is_refused_before_allocating(make_cfg):
     from runner.build import check_host_memory
 
