@@ -639,7 +639,16 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         at = _raised_at(exc, args)
         hint = (_indexed_by(spec, at) or "token ids must stay below the model's vocabulary and sequences within its "
                 "length; ") if not floats and indexing else ""
-        if not floats and re.search(r"dtype|scalar type", reason, re.IGNORECASE):
+        not_ids = [i for i in spec.model.inputs if i.kind in ("float", "bool")]
+        if re.search(r"dtype|scalar type", reason, re.IGNORECASE) and not_ids \
+                and re.search(r"\b(Long|Int)\b|indices", reason):
+            # Floats or booleans where the model indexes (an embedding's ids as kind=bool): the
+            # float hint below had sent them to kind: float, which fails too, with no hint.
+            named = ", ".join(f"model.inputs.{i.name} (kind {i.kind})" for i in not_ids)
+            hint = (f"the model wants integer ids (Long or Int) where {named} gives "
+                    f"{'floats or booleans' if len({i.kind for i in not_ids}) > 1 else not_ids[0].kind + 's'}: an input "
+                    "of ids takes kind: tokens (with vocab) or kind: int (with low and high); ")
+        elif not floats and re.search(r"dtype|scalar type", reason, re.IGNORECASE):
             # An integer or bool tensor where the model computes in floats (a float MLP's x as kind=int).
             hint = "an input of kind int, bool, mask or tokens where the model wants floating point takes kind: float; "
         missing = re.search(r"\bforward\(\) missing \d+ required (?:positional |keyword-only )?arguments?: (.+)", reason)

@@ -88,14 +88,21 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
             lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {rate_text(part['rate'])} requests/s")
         if not part.get("points"):
             continue
-        lines.append(f"    {'rate/s':>10}{'offered':>10}{'achieved':>10}{'p50 us':>11}{'p99 us':>11}{'queue p99':>11}"
-                     f"{'slack p99':>11}  verdict")
+        heads = ("rate/s", "offered", "achieved", "p50 us", "p99 us", "queue p99", "slack p99")
+        rows = []
         for p in sorted(part["points"], key=lambda p: p["rate"]):
             lat, queue, slack = p["latency_us"], p["queue_us"], p.get("slack_us") or {}
             # Rates as everywhere (a slow model's 0.48/s is not "0"); a latency no request gave is "-", not 0.
-            lines.append(f"    {_num(p['rate']):>10}{_num(p['offered']):>10}{_num(p['achieved']):>10}{_us_or_dash(lat['p50']):>11}"
-                         f"{_us_or_dash(lat['p99']):>11}{_us_or_dash(queue['p99']):>11}"
-                         f"{_us_or_dash(slack.get('p99')):>11}  {'valid' if p['valid'] else p['why']}")
+            rows.append(((_num(p["rate"]), _num(p["offered"]), _num(p["achieved"]), _us_or_dash(lat["p50"]),
+                          _us_or_dash(lat["p99"]), _us_or_dash(queue["p99"]), _us_or_dash(slack.get("p99"))),
+                         "valid" if p["valid"] else p["why"]))
+        # Each column as wide as its widest cell and two spaces (10,000,000/s had run into its
+        # neighbour at a fixed width).
+        widths = [max(9 if i < 3 else 10, len(head), *(len(cells[i]) for cells, _ in rows)) + 1
+                  for i, head in enumerate(heads)]
+        lines.append("    " + "".join(f"{head:>{w}}" for head, w in zip(heads, widths, strict=True)) + "  verdict")
+        lines += ["    " + "".join(f"{cell:>{w}}" for cell, w in zip(cells, widths, strict=True)) + f"  {verdict}"
+                  for cells, verdict in rows]
     runner, baseline = load.get("runner") or {}, load.get("baseline") or {}
     if runner.get("max_rate") and baseline.get("max_rate"):
         known = search_ratio_known(runner.get("stopped_by") in CUT_SHORT, baseline.get("stopped_by") in CUT_SHORT)

@@ -874,3 +874,21 @@ def test_a_bound_below_one_requests_latency_ends_the_search_and_says_so(make_cfg
                         r"latency is past the bound and a lower rate would not bring it under; raise load\.p99_ms$", w)
                for w in result["warnings"]), result["warnings"]
     assert not any("raise measure.budget_s" in w or "own timer" in w for w in result["warnings"]), result["warnings"]
+
+
+def test_a_verdict_shows_its_p99_past_the_bound_and_wide_rates_keep_their_columns():
+    """"p99 1 ms > 1 ms" for 1,003.8 us; and at load.rate=1e7 the rate and offered columns ran
+    together as "10,000,00010,006,875" (walk)."""
+    from runner.load import Served, judge
+    from runner.printer import render
+
+    times = [i / 1000 for i in range(1, 301)]
+    served = Served(arrival_s=times, issue_s=times, done_s=[t + 0.0010038 for t in times], queued=[False] * 300,
+                    requests=300)
+    point = judge(1000.0, served, 1.0)
+    assert not point.valid and point.why == "p99 1.004 ms > 1 ms", point.why
+    wide = {**point.as_dict(), "rate": 10_000_000.0, "offered": 10_006_875.0, "achieved": 19_838.0}
+    result = {"status": "ok", "figures": {"load": {"scenario": "server", "rate": 1e7, "p99_ms": 1.0,
+                                                   "runner": {"points": [wide], "valid": False, "rate": 1e7}}}}
+    [row] = [line for line in render(result).splitlines() if "10,006,875" in line]
+    assert row.split()[:3] == ["10,000,000", "10,006,875", "19,838"], row

@@ -1048,6 +1048,20 @@ def test_an_integer_input_where_the_model_wants_floats_is_told_to_be_a_float(mak
         run_job(make_cfg(*QUICK, "model.inputs.x.kind=bool"), JobInfo(output_dir=tmp_path))
 
 
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_floats_or_booleans_where_the_model_wants_ids_are_sent_to_an_integer_kind(make_cfg, tmp_path, kind):
+    """nn.Embedding fed kind=bool was told to take kind: float, which fails too, with no hint (walk)."""
+    embedding = ("model=linear", "model.module._target_=torch.nn.Embedding", "~model.module.in_features",
+                 "~model.module.out_features", "+model.module.num_embeddings=10", "+model.module.embedding_dim=4",
+                 "model.inputs.input.shape=[3]", f"model.inputs.input.kind={kind}")
+    with pytest.raises(ConfigError) as raised:
+        run_job(make_cfg(*QUICK, *embedding), JobInfo(output_dir=tmp_path))
+    said = str(raised.value)
+    assert (f"the model wants integer ids (Long or Int) where model.inputs.input (kind {kind}) gives {kind}s: an input "
+            "of ids takes kind: tokens (with vocab) or kind: int (with low and high)") in said, said
+    assert "takes kind: float" not in said
+
+
 def test_a_key_a_huggingface_config_has_no_setting_for_is_named():
     """RoBERTa's num_layers (for num_hidden_layers) built the default 12 layers without a word:
     HuggingFace keeps any keyword as an attribute. Settings it consumes or has are not named."""
