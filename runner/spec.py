@@ -649,6 +649,26 @@ def _compile_cache(folder: Optional[str], compile_mode: str) -> Optional[str]:
     return folder
 
 
+def _unused_load_keys(load: Any) -> list[str]:
+    """A load key set away from its default where this job's scenario does not read it
+    (load.duration_s=3 with the offline scenario ran without a word, where load.rate is refused)."""
+    from runner.schema import LoadConfig
+
+    scenario, search = load.scenario.value, str(load.rate).lower() == "max"
+    used = {"duration_s": scenario == "server", "resolution": scenario == "server" and search,
+            "requests": scenario == "single_stream"}
+    users = {"duration_s": "load.scenario=server", "resolution": "load.scenario=server with load.rate=max",
+             "requests": "load.scenario=single_stream"}
+    default = LoadConfig()
+
+    def shown(value: Any) -> str:
+        return format(value, "g") if isinstance(value, float) else _show(value)
+
+    return [f"load.{key}={shown(getattr(load, key))}: only {users[key]} uses it (this job: load.scenario={scenario}"
+            f"{' load.rate=' + shown(load.rate) if scenario == 'server' else ''}): not used"
+            for key in used if not used[key] and getattr(load, key) != getattr(default, key)]
+
+
 def load_spec(config: Config) -> LoadSpec:
     load = config.load
     scenario = load.scenario.value
@@ -819,6 +839,7 @@ def resolve(
         notices.append(f"compile_cache={config.compile_cache} applies to compile=default and the other compile "
                        "modes: with compile=none nothing is compiled, and the folder is not used")
 
+    notices += _unused_load_keys(config.load)
     m = config.measure
     if config.timestamps.value != "none" and (m.latency_requests == 0 or config.load.scenario.value != "offline"):
         # The timestamps are the latency pass's marks: without that pass there are none to write.

@@ -892,3 +892,21 @@ def test_a_verdict_shows_its_p99_past_the_bound_and_wide_rates_keep_their_column
                                                    "runner": {"points": [wide], "valid": False, "rate": 1e7}}}}
     [row] = [line for line in render(result).splitlines() if "10,006,875" in line]
     assert row.split()[:3] == ["10,000,000", "10,006,875", "19,838"], row
+
+
+def test_a_load_key_the_scenario_does_not_read_gets_a_notice(make_cfg):
+    """load.duration_s=3 with the offline scenario, or load.requests=5 with server, ran without a
+    word, where load.rate in the wrong scenario is refused (walk)."""
+    def said(*overrides: str) -> list[str]:
+        return [n for n in resolve(make_cfg(*QUICK, *overrides)).notices if n.startswith("load.")]
+
+    assert said("load.duration_s=3") == [
+        "load.duration_s=3: only load.scenario=server uses it (this job: load.scenario=offline): not used"]
+    assert said("load.scenario=server", "load.rate=500", "load.requests=5", "load.resolution=0.1") == [
+        "load.resolution=0.1: only load.scenario=server with load.rate=max uses it (this job: load.scenario=server "
+        "load.rate=500): not used",
+        "load.requests=5: only load.scenario=single_stream uses it (this job: load.scenario=server load.rate=500): "
+        "not used"]
+    assert said("load.scenario=single_stream", "load.requests=5") == []
+    assert said("load.scenario=server", "load.rate=max", "load.p99_ms=2", "load.duration_s=0.5",
+                "load.resolution=0.1") == []
