@@ -25,6 +25,10 @@ def _children(value: Any) -> list[tuple[str, Step, Any]] | None:
         return None
     if isinstance(value, Mapping):  # dict, OrderedDict, HF ModelOutput (which omits None fields)
         return [(str(k), ("item", k), v) for k, v in value.items()]
+    if isinstance(value, tuple) and isinstance(getattr(type(value), "_fields", None), tuple):
+        # A namedtuple: its leaves by field name (model.outputs=[nt.a] had been "no output", its
+        # outputs listed as nt.0), read by index.
+        return [(str(name), ("item", i), v) for i, (name, v) in enumerate(zip(type(value)._fields, value, strict=True))]
     if isinstance(value, (tuple, list)):
         return [(str(i), ("item", i), v) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

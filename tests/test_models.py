@@ -142,6 +142,20 @@ def test_an_unknown_output_name_lists_the_outputs(make_cfg, model_dir):
         build(spec)
 
 
+def test_a_namedtuples_leaves_are_named_by_their_fields():
+    """model.outputs=[nt.a] was "no output 'nt.a'; the model's outputs are: y, nt.0, ..." (walk)."""
+    from collections import namedtuple
+
+    from runner.outputs import plan_outputs
+
+    pair = namedtuple("Pair", ["a", "b"])
+    out = {"y": torch.zeros(2, 3), "nt": pair(torch.ones(2, 1), (torch.zeros(2, 2), torch.ones(2, 2)))}
+    plan = plan_outputs(out, [], "M")
+    assert plan.paths == ("y", "nt.a", "nt.b.0", "nt.b.1")
+    kept = plan_outputs(out, ["nt.a"], "M")
+    assert kept.paths == ("nt.a",) and torch.equal(kept.extract(out)[0], torch.ones(2, 1))
+
+
 def test_a_none_field_a_huggingface_output_leaves_out_of_its_keys_is_said_to_be_none():
     """A ModelOutput omits its None fields from its keys: `model.outputs=[attentions]` without
     asking the model for them read "no output 'attentions'", as if the name were wrong."""
