@@ -884,8 +884,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     # Several folders: the first one's own table and plots (a sweep's) had been replaced by the
     # combined ones, beside plots of its own that were not redrawn.
     several = args.out is None and len({d.resolve() for d in args.dirs}) > 1
+    # One folder that gathers several sweeps' (or runs') folders, not a sweep's own: `report /tmp`
+    # wrote a table of 1,500 results and a 7 MB plot into /tmp (walk).
+    gathered = (args.out is None and not own_run and not several and not (out / "multirun.yaml").is_file()
+                and len({Path(r.path).resolve().parent for r in rows}) > 1)
     written, unwritable = [], ""
-    if not own_run and not several:
+    if not own_run and not several and not gathered:
         try:
             written = write_report(rows, out, plots=not args.no_plots, more_notes=unstarted)
         except OSError as exc:  # a read-only sweep folder: the table still comes out
@@ -902,6 +906,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     elif several:
         print(f"not written: {len(args.dirs)} folders given, and {out}'s own table stays its own; give --out DIR to "
               "write the combined sweep.csv, sweep.md and plots")
+    elif gathered:
+        print(f"not written: {out} is not a sweep's folder (no multirun.yaml) but holds several folders of results; "
+              "give --out DIR to write the combined sweep.csv, sweep.md and plots")
     else:
         print(f"written: {', '.join(str(p) for p in written)}")
     bad = failures(rows)

@@ -1175,6 +1175,10 @@ def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_p
             shutil.copytree(sweep_dir / num, tmp_path / name / num)
     rows = report.collect([tmp_path])
     assert [r.job for r in rows] == ["a/0", "a/1", "b/0", "b/1"]
+    # Their parent is no sweep's folder: printed, not written into (report /tmp wrote a table of
+    # 1,500 results and its plots there; walk).
+    assert report.main([str(tmp_path), "--no-plots"]) == 0
+    assert "not written: " in capsys.readouterr().out and not (tmp_path / "sweep.md").exists()
     assert [r.job for r in report.collect([tmp_path / "a"])] == ["0", "1"]  # one sweep: its numbers
     # Jobs of two sweeps copied into one folder: their numbers repeat (both had been "0").
     for name, num in (("a0", "0"), ("b0", "0"), ("a1", "1")):
