@@ -332,7 +332,11 @@ def _sweep_job(exc: BaseException) -> str:
             overrides, batch = list(frame.f_locals["overrides"]), frame.f_locals.get("batch") or []
             index = next((i for i, o in enumerate(batch) if list(o) == overrides), None)
             number = f" #{index}" if index is not None and len(batch) > 1 else ""
-            return f" (sweep job{number}: {' '.join(map(str, overrides))}; no job of its batch was started)"
+            # "its batch" read as model.batch (walk): the sweeper's batches are named only where set.
+            size = getattr(frame.f_locals.get("self"), "max_batch_size", None)
+            started = (f"no job of its batch (hydra.sweeper.max_batch_size={size}) was started" if size
+                       else "no job was started")
+            return f" (sweep job{number}: {' '.join(map(str, overrides))}; {started})"
         tb = tb.tb_next
     return ""
 

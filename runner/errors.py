@@ -367,6 +367,11 @@ def _condensed(cause_type: str, cause_text: str, text: str, merging: str = "") -
     if "is not a subclass of InputConfig" in reason:  # as above, the override not found in the text
         return (f"model.inputs.{key}: a new input cannot be added by its own key; add it to the map: "
                 f"'++model.inputs={{{key}: {{shape: [...]}}}}'")
+    if re.search(r"is not a valid input for <enum '\w+'>", reason) and key:
+        # A list or a map for a key of a few named values (dtype=[fp32]): the message had not said them.
+        choices = _choices(type_of(key))
+        if choices:
+            return f"{key}: {reason}; use one of: {', '.join(choices)}"
     if "Interpolation" in cause_type or "nterpolation" in reason:
         return f"{key}: {reason}; write a plain value or a ${{...}} that exists in the config"
     if key:

@@ -517,15 +517,16 @@ def _keep_measured(spec: Optional[RunSpec], measurement: Measurement, result: di
         log.debug("the partial measurement could not be summarized", exc_info=True)
 
 
-def _finished_text(result: dict[str, Any]) -> str:
-    """What the figures of a job that ended early hold: "3 throughput repeat(s)", "4 load
-    point(s)", ... or "" for none."""
+def _finished_parts(result: dict[str, Any]) -> tuple[int, str]:
+    """What the figures of a job that ended early hold: (3, "throughput repeat(s)"), (4, "load
+    point(s)"), ... or (0, "") for none."""
     figures = result.get("figures") or {}
     kept = len(figures.get("throughput_requests_per_s_repeats") or [])
     load = figures.get("load") or {}
     points = sum(len((load.get(who) or {}).get("points") or []) for who in ("runner", "baseline"))
-    return (f"{kept} throughput repeat(s)" if kept else f"{points} load point(s)" if points
-            else "single stream(s)" if load.get("scenario") == "single_stream" else "")
+    streams = sum(1 for who in ("runner", "baseline") if load.get(who)) if load.get("scenario") == "single_stream" else 0
+    return ((kept, "throughput repeat(s)") if kept else (points, "load point(s)") if points
+            else (streams, "single stream(s)") if streams else (0, ""))
 
 
 _last_job_end: list[Optional[float]] = [None]  # when this process's last job ended (perf_counter)
@@ -603,14 +604,14 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         _keep_measured(spec, measurement, result)
         if spec is not None and spec.load.scenario == "offline":  # stopped before measuring: the keys, null
             result["figures"] = {**dict.fromkeys(THROUGHPUT_KEYS), **(result.get("figures") or {})}
-        finished = _finished_text(result)
+        count, finished = _finished_parts(result)
         how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         result["reason"] = f"interrupted ({how}) before the job finished" + (
-            f"; the figures hold the {finished} that finished" if finished else "")
+            f"; the figures hold the {count} {finished} that finished" if count else "")
         written = _finish(result, info, t0)
         if not info.multirun and written:  # a sweep's launcher says this for all its jobs
             nothing = "no throughput repeat" if spec is None or spec.load.scenario == "offline" else "no load point"
-            what = f"its {finished} that finished" if finished else f"what it had measured ({nothing})"
+            what = f"its {count} finished {finished}" if count else f"what it had measured ({nothing})"
             print(f"interrupted: {what} kept in {info.output_dir / RESULT_FILE} (status interrupted); to measure "
                   f"it again, the same command (with hydra.run.dir={info.output_dir} to replace that result)",
                   file=sys.stderr, flush=True)
@@ -619,9 +620,9 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         result["status"] = "failed"
         result["reason"] = _failure_reason(exc)
         _keep_measured(spec, measurement, result)  # a failure in a later phase (out of memory in the baseline's)
-        finished = _finished_text(result)
-        if finished:
-            result["reason"] += f"; the figures hold the {finished} that finished before it"
+        count, finished = _finished_parts(result)
+        if count:
+            result["reason"] += f"; the figures hold the {count} {finished} that finished before it"
         info.output_dir.mkdir(parents=True, exist_ok=True)
         (info.output_dir / TRACEBACK_FILE).write_text(traceback.format_exc())
         result["files"]["traceback"] = TRACEBACK_FILE

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -21,6 +22,10 @@ from runner.trace import phase as nvtx_phase
 log = logging.getLogger(__name__)
 
 PROGRESS = {"progress": True}  # `extra=` for log records the bar stands for on a terminal
+# A phase that has run this long (and this many times the budget) is said to be still running,
+# and again as often: a forward that hung printed nothing for as long as it hung (walk).
+WATCH_MIN_S = 30.0
+WATCH_FACTOR = 5.0
 
 
 class _NotOnTerminal(logging.Filter):
@@ -79,6 +84,28 @@ class Progress:
             bar = sys.stderr.isatty()
         if bar:
             self._open_bar()
+        # One thread for the whole measurement, asleep until the phase running then would reach
+        # the limit: no wake-ups in normal passes, nothing made or started per phase.
+        self._current: Optional[tuple[str, float]] = None
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, name="runner-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        limit = max(WATCH_MIN_S, WATCH_FACTOR * self.budget_s)
+        wait = limit
+        while not self._closed.wait(wait):
+            current = self._current
+            if current is None:
+                wait = limit
+                continue
+            label, begin = current
+            ran = time.perf_counter() - begin
+            if ran >= limit:
+                log.warning("the %s has run %.0f s (measure.budget_s=%g) and goes on: a forward may be slow or stuck; "
+                            "Ctrl-C ends the job and keeps what finished", label, ran, self.budget_s)
+                wait = limit
+            else:
+                wait = limit - ran
 
     def _open_bar(self) -> None:
         try:
@@ -102,10 +129,12 @@ class Progress:
         """Time one phase (summed when it comes back) under an NVTX range of the same name."""
         self.show(label or name)
         begin = time.perf_counter()
+        self._current = (label or name, begin)
         try:
             with failing_in(name), nvtx_phase(label or name):
                 yield
         finally:
+            self._current = None
             self.phases_s[name] = self.phases_s.get(name, 0.0) + time.perf_counter() - begin
             self.show(label or name)
 
@@ -118,6 +147,7 @@ class Progress:
         self._bar.refresh()
 
     def close(self) -> None:
+        self._closed.set()
         for handler in self._filtered:
             handler.removeFilter(self._filter)
         self._filtered = []

@@ -423,7 +423,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     # What the submitting thread spends per request apart from waiting: the copy and the launch.
     fig["host_enqueue_us"] = summarize((c + lau) * 1e6 for c, lau in zip(host["copy"], host["launch"], strict=True))
     fig["baseline_latency_us"] = summarize(s * 1e6 for s in m.baseline_latency_s)
-    fig["warmup_time_ms"] = m.warmup_s * 1e3
+    fig["warmup_time_ms"] = m.phases_s.get("warmup", m.warmup_s) * 1e3  # (an interrupted warm-up's too)
     fig["measure_time_s"] = m.elapsed_s
     fig["measure_phases_s"] = dict(m.phases_s)  # where the measuring time went
     fig["measure_estimate_s"] = m.estimate_s  # of the timed phases, after the check and the warm-up

@@ -136,6 +136,9 @@ def test_tokens_need_a_vocab(make_cfg):
         ("streams=abc", "streams: Value 'abc'"),
         ("graph=maybe", "graph: Value 'maybe' is not a valid bool"),
         ("dtype=fp64", "dtype: Invalid value 'fp64', expected one of [fp32, bf16, fp16]"),
+        # A list for it named no value at all (walk).
+        ("dtype=[fp32]", "dtype: Value ['fp32'] (list) is not a valid input for <enum 'DType'>; use one of: fp32, bf16, "
+                         "fp16"),
         ("timestamps=xml", "timestamps: Invalid value 'xml'"),
         ("model.inputs.x.vocab=x", "model.inputs.x.vocab: Value 'x'"),
         ("foo=1", "foo: unknown key; valid keys in the top level: baseline, capture"),

@@ -132,3 +132,22 @@ def test_other_console_lines_clear_the_bar_first_and_progress_lines_are_dropped(
     repeat.progress = True
     assert console_filter.filter(warning) and Bar.cleared == 1
     assert not console_filter.filter(repeat) and Bar.cleared == 1
+
+
+def test_a_phase_that_runs_far_past_the_budget_is_said_to_be_still_running(monkeypatch, caplog):
+    """A forward that hung in the warm-up printed nothing for as long as it hung (walk): past
+    WATCH_FACTOR times the budget (and WATCH_MIN_S) a line says the phase goes on, and again."""
+    from runner import progress
+
+    monkeypatch.setattr(progress, "WATCH_MIN_S", 0.2)
+    watched = progress.Progress(budget_s=0.01, bar=False)
+    with caplog.at_level(logging.WARNING, logger="runner.progress"):
+        with watched.phase("warmup", "warm-up"):
+            time.sleep(0.5)
+        with watched.phase("check"):  # a short phase: nothing said
+            time.sleep(0.05)
+        watched.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert 1 <= len(said) <= 2 and all(re.match(r"the warm-up has run 0 s \(measure\.budget_s=0\.01\) and goes on: a forward "
+                                           r"may be slow or stuck; Ctrl-C ends the job and keeps what finished$", m)
+                                  for m in said), said

@@ -356,7 +356,12 @@ def test_a_job_hydras_sweeper_refuses_is_named(tmp_path):
     assert done.returncode == 2, done.stdout[-2000:]
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: model.inputs.x: the model's config has no input named x"), line
-    assert line.endswith(" model=linear model.inputs.x.shape=[8]; no job of its batch was started)") and "(sweep job #1: " in line
+    assert line.endswith(" model=linear model.inputs.x.shape=[8]; no job was started)") and "(sweep job #1: " in line
+    # In batches, the batch is named as the sweeper's ("its batch" had read as model.batch; walk).
+    done = sweep([*TINY, "model=mlp,linear", "model.inputs.x.shape=[8]", "hydra.sweeper.max_batch_size=1",
+                  "hydra.sweep.dir=sw2"], tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().endswith(
+        "; no job of its batch (hydra.sweeper.max_batch_size=1) was started)"), done.stderr[-2000:]
 
 
 def test_a_sweep_refused_under_another_launcher_leaves_its_folder_as_it_found_it(tmp_path):
