@@ -308,9 +308,9 @@ def _load_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
         if part.get("stopped_by") == "bound":
             last = part["points"][-1]
             said.append(f"load: no rate can hold load.p99_ms={load['p99_ms']:g} for the {who}: at {rate_text(last['rate'])} "
-                        f"requests/s half its requests took over {last['latency_us']['p50']:,.1f} us while the median "
-                        f"one waited {last['queue_us']['p50']:,.1f} us, so one request's own latency is past the bound "
-                        "and a lower rate would not bring it under; raise load.p99_ms")
+                        f"requests/s even its fastest request took {last['service_min_us']:,.1f} us from its issue to its "
+                        "completion, so one request's own latency is past the bound and a lower rate, which only "
+                        "shortens the queue, would not bring it under; raise load.p99_ms")
         if part.get("stopped_by") != "budget":
             continue
         best, failed = part.get("max_rate"), part.get("lowest_invalid_rate")

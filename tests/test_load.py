@@ -845,22 +845,27 @@ def test_a_ctrl_c_during_a_rate_search_keeps_the_points_that_finished(make_cfg, 
 
 def test_a_bound_below_one_requests_latency_ends_the_search_and_says_so(make_cfg, tmp_path):
     """A 10 us bound on a model whose requests take 50 us: the search had halved down to 299/s,
-    then advised a larger budget, and blamed the host's timer (walk). Half the requests over the
-    bound while the median one hardly waited: no lower rate can hold it."""
-    from runner.load import Point, past_one_request
+    then advised a larger budget, and blamed the host's timer (walk). Where even the fastest
+    request, issue to completion, took longer than the bound, no lower rate can hold it."""
+    from runner.load import Point, Served, past_one_request
 
-    def point(p50_us: float, wait_p50_us: float, valid: bool = False) -> Point:
-        return Point(100.0, 100.0, 100.0, 200, {"p50": p50_us, "p99": 4 * p50_us}, {"p50": wait_p50_us},
-                     {"p99": 1.0}, valid, "" if valid else "p99 > bound")
+    def point(fastest_us):
+        return Point(100.0, 100.0, 100.0, 200, {"p50": 50.0, "p99": 200.0}, {"p50": 30.0}, {"p99": 1.0}, False,
+                     "p99 > bound", 0, fastest_us)
 
-    assert past_one_request(point(50.0, 1.0), 0.01) and not past_one_request(point(50.0, 1.0), None)
-    assert not past_one_request(point(50.0, 20.0), 0.01)  # queued: a lower rate may shorten the wait
-    assert not past_one_request(point(8.0, 0.0), 0.01)  # the median request is under the bound
+    assert past_one_request(point(12.0), 0.01) and not past_one_request(point(12.0), None)
+    assert not past_one_request(point(8.0), 0.01)  # one request came in under the bound
+    assert not past_one_request(point(None), 0.01)
+    # The fastest request's own time is issue to completion: a request that waited long still
+    # ran fast, and a lower rate would take its wait away.
+    served = Served(arrival_s=[0.0, 0.001], issue_s=[0.0, 0.004], done_s=[0.002, 0.0045], queued=[False, True],
+                    requests=2)
+    assert judge(500.0, served, 1.0).service_min_us == pytest.approx(500.0)
     runs = []
 
     def run(rate):
         runs.append(rate)
-        return point(50.0, 1.0)
+        return point(50.0)
 
     found = search_rate(run, 1000.0, 0.05, time.perf_counter() + 60, hopeless=lambda p: past_one_request(p, 0.01))
     assert found.stopped_by == "bound" and runs == [1000.0] and found.best is None
@@ -869,10 +874,10 @@ def test_a_bound_below_one_requests_latency_ends_the_search_and_says_so(make_cfg
     result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
     search = result["figures"]["load"]["runner"]
     assert search["stopped_by"] == "bound" and len(search["points"]) == 1, search
-    assert any(re.match(r"load: no rate can hold load\.p99_ms=0\.001 for the runner: at [\d,.]+ requests/s half its "
-                        r"requests took over [\d,.]+ us while the median one waited [\d,.]+ us, so one request's own "
-                        r"latency is past the bound and a lower rate would not bring it under; raise load\.p99_ms$", w)
-               for w in result["warnings"]), result["warnings"]
+    assert any(re.match(r"load: no rate can hold load\.p99_ms=0\.001 for the runner: at [\d,.]+ requests/s even its "
+                        r"fastest request took [\d,.]+ us from its issue to its completion, so one request's own latency "
+                        r"is past the bound and a lower rate, which only shortens the queue, would not bring it under; "
+                        r"raise load\.p99_ms$", w) for w in result["warnings"]), result["warnings"]
     assert not any("raise measure.budget_s" in w or "own timer" in w for w in result["warnings"]), result["warnings"]
 
 
