@@ -48,7 +48,7 @@ from runner.record import (
     write_atomic,
     write_own_result,
 )
-from runner.spec import RunSpec, check_file_booleans, check_overrides, mode_name, resolve
+from runner.spec import RunSpec, check_file_booleans, check_overrides, mode_name, repeated_overrides, resolve
 from runner.summary import THROUGHPUT_KEYS, summarize_measurement
 from runner.trace import profile_schedule, write_timestamps
 
@@ -556,7 +556,8 @@ def _run_job(cfg: DictConfig, info: JobInfo) -> dict[str, Any]:
         check_overrides(info.overrides)
         _check_config_files()
         spec = resolve(cfg)
-        result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(), notices=list(spec.notices),
+        result.update(model=spec.model_name, mode=spec.mode, effective=spec.effective(),
+                      notices=[*repeated_overrides(info.overrides), *spec.notices],
                       method=method_for(spec.device, spec.effective()), load=dict(spec.load.__dict__))
         conflict = folder_conflict(info.output_dir, result["overrides"], spec.resume, info.origin)
         if conflict:

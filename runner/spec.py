@@ -263,6 +263,18 @@ def check_overrides(overrides: list[str]) -> None:
             raise ConfigError(f"{key}={value}: not a boolean; use {key}=true or {key}=false")
 
 
+def repeated_overrides(overrides: list[str]) -> list[str]:
+    """A notice per key given more than once (graph=true graph=false): Hydra takes the last one
+    without a word, and the run looked like what was typed first (walk). Deletions aside."""
+    given: dict[str, list[str]] = {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and not key.startswith("~"):
+            given.setdefault(key.lstrip("+"), []).append(value)
+    return [f"{key}: given {len(values)} times ({', '.join(f'{key}={v}' for v in values)}): the last one, "
+            f"{key}={values[-1]}, is used" for key, values in given.items() if len(values) > 1]
+
+
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|[^\[\],\s]+")
 
 

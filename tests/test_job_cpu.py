@@ -1811,3 +1811,16 @@ def test_with_buckets_the_speedup_and_efficiency_compare_samples_each_kind_serve
     m.baseline_samples = []
     f = summarize_measurement(spec, m).figures
     assert f["speedup_vs_baseline"] == pytest.approx(2.0) and f["baseline_samples_per_s"] == pytest.approx(50 * 7.5)
+
+
+def test_a_key_given_twice_on_the_command_line_is_said(make_cfg, tmp_path):
+    """graph=true graph=false ran graph=false, and model=linear model=mlp the MLP, without a word
+    (walk): Hydra takes the last one."""
+    overrides = [*QUICK, "model.batch=2", "model.batch=3"]
+    result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    assert result["status"] == "ok" and result["config"]["model"]["batch"] == 3
+    assert result["notices"][0] == "model.batch: given 2 times (model.batch=2, model.batch=3): the last one, model.batch=3, is used"
+    from runner.spec import repeated_overrides
+
+    assert repeated_overrides(["model=linear", "+x=1", "model=mlp", "~y", "y=2"]) == [
+        "model: given 2 times (model=linear, model=mlp): the last one, model=mlp, is used"]
