@@ -478,7 +478,8 @@ def other_overrides(folder: Path, overrides: list[str], origin: Sequence[str] = 
         return None
     there, here = without_resume(previous.get("overrides") or []), without_resume(overrides)
     only_there, only_here = [o for o in there if o not in here], [o for o in here if o not in there]
-    return (f"there: {' '.join(only_there) or 'none'}; this job: {' '.join(only_here) or 'none'}"
+    # "none" had read as a value ("this job: none" beside timestamps=csv): said as no override.
+    return (f"there: {' '.join(only_there) or 'no other override'}; this job: {' '.join(only_here) or 'no other override'}"
             if only_there or only_here else "the same ones in another order")
 
 

@@ -1824,3 +1824,12 @@ def test_a_key_given_twice_on_the_command_line_is_said(make_cfg, tmp_path):
 
     assert repeated_overrides(["model=linear", "+x=1", "model=mlp", "~y", "y=2"]) == [
         "model: given 2 times (model=linear, model=mlp): the last one, model=mlp, is used"]
+
+
+def test_a_folder_conflict_says_no_override_rather_than_none(make_cfg, tmp_path):
+    """"(there: timestamps=csv; this job: none)" read as if this job had set timestamps=none (walk)."""
+    from runner.record import other_overrides
+
+    overrides = [*QUICK, "model.batch=2"]
+    run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    assert other_overrides(tmp_path, list(QUICK)) == "there: model.batch=2; this job: no other override"
