@@ -535,7 +535,10 @@ def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> Model
     """The model's keys, checked: inputs, buckets, request sizes, outputs."""
     model = config.model
     target = str(model.module["_target_"])
-    name = model.name or target.rpartition(".")[2]
+    *_, owner, last = ["", *target.split(".")]
+    # A class's factory (transformers.AutoModel.from_config) by its class too: "from_config" alone
+    # named no model in the tables (walk). model.name, where set, wins.
+    name = model.name or (f"{owner}.{last}" if owner[:1].isupper() and last[:1].islower() else last)
     _check(
         isinstance(model.inputs, Mapping) and len(model.inputs) > 0,
         "model.inputs: empty; name forward's arguments, e.g. model.inputs={x: {shape: [256]}}",

@@ -1343,3 +1343,10 @@ inputs: {x: {shape: [8]}}
     user = run_job(make_cfg(*QUICK, model_dir("user", text.replace("Printing", "StreamUser")), "model=user"),
                    JobInfo(output_dir=tmp_path / "user"))
     assert user["status"] == "ok", user["reason"]
+
+
+def test_a_class_factory_target_is_named_by_its_class_too(make_cfg):
+    """transformers.AutoModel.from_config was labelled "from_config" in every table (walk)."""
+    spec = resolve(make_cfg(*QUICK, "model=bert", "model.module._target_=transformers.AutoModel.from_config"))
+    assert spec.model_name == "AutoModel.from_config"
+    assert resolve(make_cfg(*QUICK, "model=linear")).model_name == "Linear"
