@@ -172,8 +172,16 @@ def plan_outputs(out: Any, keep: Sequence[str], model_name: str) -> OutputPlan:
     # When outputs are named, only those matter. An empty cross_attentions beside attentions the
     # model did give is what a model without cross-attention (BERT as an encoder) returns:
     # nothing to say, nothing to do.
-    unkept = () if keep else [p for p in empty if not _no_cross_attention(p, paths)]
+    unkept = () if keep else [p for p in empty if not _no_cross_attention(p, paths) and not _beside_empty_attention(p, empty)]
     return OutputPlan(paths, extract, tuple(f"{why_empty(p)}: not measured" for p in unkept))
+
+
+def _beside_empty_attention(path: str, empty: Sequence[str]) -> bool:
+    """An empty `cross_attentions` beside an empty `attentions`: the attentions' warning says how
+    to get them, and with them given, an encoder's cross_attentions is not warned about (BERT
+    under sdpa had been told of both; walk)."""
+    parent, _, name = path.rpartition(".")
+    return name == "cross_attentions" and (f"{parent}.attentions" if parent else "attentions") in empty
 
 
 def _no_cross_attention(path: str, paths: Sequence[str]) -> bool:
