@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import pkgutil
+import random
 import re
 import signal
 import sys
@@ -991,11 +992,18 @@ def model_bytes(spec: RunSpec) -> Optional[int]:
     (no memory, no init); None where that build fails (a constructor that computes on its
     tensors) or would load weights twice (from_pretrained). Quiet: the real build speaks."""
     target = str(spec.model.module["_target_"])
-    if "pretrained" in target:
-        return None
     arguments = dict(spec.model.module)
+    if "pretrained" in target or any(key in ("pretrained", "weights") and value not in (None, False, "")
+                                     for key, value in arguments.items()):
+        return None  # weights to load (timm's pretrained=True, torchvision's weights=...): not twice
     convert = {} if "_convert_" in arguments else {"_convert_": "all"}
     quiet = logging.getLogger().manager.disable
+    # The real build must not find the constructor's side effects on shared state: Python's and
+    # NumPy's random streams, and transformers' warn-once cache (its warnings were said in the
+    # quiet build, then never; review).
+    python_random = random.getstate()
+    numpy = sys.modules.get("numpy")
+    numpy_random = numpy.random.get_state() if numpy is not None else None
     try:
         logging.disable(logging.CRITICAL)
         with torch.device("meta"), contextlib.redirect_stdout(None), contextlib.redirect_stderr(None), \
@@ -1004,11 +1012,21 @@ def model_bytes(spec: RunSpec) -> Optional[int]:
             module = instantiate(arguments, **convert)
         if not isinstance(module, nn.Module):
             return None
-        return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+        tensors = [*module.parameters(), *module.buffers()]
+        if not all(t.is_meta for t in tensors):  # placed on a device of its own (device=cuda): not ours to judge
+            return None
+        return sum(t.numel() * t.element_size() for t in tensors)
     except Exception:  # noqa: BLE001 - the real build says what is wrong, if anything
         return None
     finally:
         logging.disable(quiet)
+        random.setstate(python_random)
+        if numpy is not None and numpy_random is not None:
+            numpy.random.set_state(numpy_random)
+        for once in ("warning_once", "info_once"):
+            cache_clear = getattr(getattr(logging.Logger, once, None), "cache_clear", None)
+            if cache_clear is not None:
+                cache_clear()
 
 
 def check_model_memory(spec: RunSpec, available: Optional[int] = None) -> None:

@@ -48,7 +48,15 @@ from runner.record import (
     write_atomic,
     write_own_result,
 )
-from runner.spec import RunSpec, check_file_booleans, check_overrides, mode_name, repeated_overrides, resolve
+from runner.spec import (
+    RunSpec,
+    check_file_booleans,
+    check_overrides,
+    mode_name,
+    repeated_overrides,
+    resolve,
+    target_name,
+)
 from runner.summary import THROUGHPUT_KEYS, summarize_measurement
 from runner.trace import profile_schedule, write_timestamps
 
@@ -88,7 +96,7 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 def _base_result(cfg: DictConfig, info: JobInfo, started: Optional[str]) -> dict[str, Any]:
     # The name resolve() would give: model.name, else the class named by _target_.
-    model = _select(cfg, "model.name") or str(_select(cfg, "model.module._target_") or "?").rpartition(".")[2]
+    model = _select(cfg, "model.name") or target_name(str(_select(cfg, "model.module._target_") or "?"))
     return {
         "schema": SCHEMA,
         "status": "failed",

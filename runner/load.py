@@ -242,10 +242,10 @@ def judge(rate: float, served: Served, p99_ms: Optional[float]) -> Point:
         why.append(f"{served.dropped:,} requests still queued when its time ran out, not served")
     if p99_ms is not None and latency["p99"] is not None and latency["p99"] > p99_ms * 1e3:
         why.append(f"p99 {_past(latency['p99'] / 1e3, p99_ms)} ms > {p99_ms:g} ms")
-    service = [(d - i) * 1e6 for i, d in zip(served.issue_s[:n], served.done_s[:n], strict=True)]
+    fastest = min((d - i for i, d in zip(served.issue_s[:n], served.done_s[:n], strict=True)), default=None)
     return Point(rate, offered, achieved, n, latency, _percentiles(served.queue_us()),
                  _percentiles(served.slack_us()), not why, "; ".join(why), served.dropped,
-                 min(service) if service else None)
+                 None if fastest is None else fastest * 1e6)
 
 
 def _past(value: float, bound: float) -> str:
@@ -279,14 +279,14 @@ class Search:
     best: Optional[float] = None  # the highest rate found valid
     failed: Optional[float] = None  # the lowest rate found invalid
     points: list[Point] = field(default_factory=list)
-    stopped_by: str = ""  # "resolution", "budget", "floor", "bound" (see past_one_request) or "interrupted"
+    stopped_by: str = ""  # "resolution", "budget", "floor", "bound" (see past_one_request), "interrupted" or "failed"
 
 
 # How a search that did not reach its resolution ended: its figure is a bound, not a bracket.
-CUT_SHORT = ("budget", "interrupted")
+CUT_SHORT = ("budget", "interrupted", "failed")
 def past_one_request(point: Point, p99_ms: Optional[float]) -> bool:
     """Whether the bound lies below one request's own latency: even the point's fastest request,
-    from its issue to its completion (no queue in that), took longer than the bound, so no
+    from its issue to its completion (no host queue in that), took longer than the bound, so no
     rate, however low, can bring the p99 under it (a lower rate only shortens the queue). A
     search had halved down to 299/s for a 10 us bound on a 62 us model, then advised a larger
     budget. (The median request's latency with little queueing had been the test: on a GPU's
@@ -302,7 +302,7 @@ def search_rate(run: Callable[[float], Point], start: float, resolution: float, 
     point after it starts only when its least length (`least_s(rate)`: its arrivals take that
     long at the least) fits before the deadline: halving toward a low rate makes points long.
     `found`, where given, is filled as the points finish (a Ctrl-C keeps those). Before any rate
-    held, a failed point that `hopeless` says no lower rate can mend ends it ("bound")."""
+    held, two failed points in a row that `hopeless` says no lower rate can mend end it ("bound")."""
     found = found if found is not None else Search()
     rate = start
     while True:
@@ -315,7 +315,9 @@ def search_rate(run: Callable[[float], Point], start: float, resolution: float, 
             found.best = rate if found.best is None else max(found.best, rate)
         else:
             found.failed = rate if found.failed is None else min(found.failed, rate)
-            if found.best is None and hopeless(point):
+            # Two in a row, the second at half the rate: on a GPU's lanes a request that overlaps
+            # others' runs slower, and at half the rate fewer do (review).
+            if found.best is None and hopeless(point) and len(found.points) >= 2 and hopeless(found.points[-2]):
                 found.stopped_by = "bound"
                 return found
         if found.best is not None and found.failed is not None:

@@ -99,6 +99,7 @@ class Budget:
         ceiling dropped after the check had kept its share, and the baseline's block, the latency
         passes and the throughput's shares were cut by it, the rest of the budget unused)."""
         self.pending.pop(name, None)
+        self.shares.pop(name, None)  # nor counted in the others' nominal shares
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -717,7 +718,7 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
         arrivals = arrivals_at(rate)
         label = f"{name.replace('_', ' ')}: server at {rate:,.0f}/s"
         ticks = environment.cpu_ticks()
-        with progress.phase(name, label), no_gc(), servers_of() as servers:
+        with progress.phase(name, label, expected_s=arrivals[-1]), no_gc(), servers_of() as servers:
             # Every arrival is admitted (the deadline is never before the last, which lies past
             # `duration` when MIN_REQUESTS needed more); past the share's end, an overloaded
             # rate's queue is dropped rather than served.
@@ -794,12 +795,12 @@ def measure_load(spec: RunSpec, workload: Workload, lanes: Lanes, budget: Budget
             found = scenario("load_baseline", baseline_servers, n / s / 2)
             if found is not None:  # else not run, and said (out.skipped)
                 result["baseline"] = found
-    except KeyboardInterrupt:
+    except BaseException as exc:  # a Ctrl-C, or a failure at a later rate (out of memory): what finished is kept
         for name, search in in_progress.items():
-            search.stopped_by = "interrupted"
+            search.stopped_by = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             result["runner" if name == "load" else "baseline"] = _search_figures(search)
-        result.setdefault("runner", {"points": []})
-        out.load = result
+        if "runner" in result:  # (a fixed rate's point that did not finish leaves nothing: no figures)
+            out.load = result
         raise
     return result
 

@@ -80,12 +80,16 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
             continue
         if load["rate"] == "max":
             best = part.get("max_rate")
+            stopped = part.get("stopped_by")
             found = f"highest rate {rate_text(best)} requests/s" if best else \
-                "no rate can hold the bound" if part.get("stopped_by") == "bound" else \
-                "no rate tried held the bound" if part.get("points") else "not measured: the budget ran out before its first point"
+                "no rate can hold the bound" if stopped == "bound" else \
+                "no rate tried held the bound" if part.get("points") else \
+                f"not measured: {stopped} before its first point" if stopped in ("interrupted", "failed") else \
+                "not measured: the budget ran out before its first point"
             lines.append(f"  {label}: {found} (search: {part.get('stopped_by')}, {len(part['points'])} point{'s' if len(part['points']) != 1 else ''})")
         else:
-            lines.append(f"  {label}: {'valid' if part['valid'] else 'INVALID'} at {rate_text(part['rate'])} requests/s")
+            lines.append(f"  {label}: {'valid' if part.get('valid') else 'INVALID'} at {rate_text(part['rate'])} requests/s"
+                         if part.get("points") else f"  {label}: not measured")
         if not part.get("points"):
             continue
         heads = ("rate/s", "offered", "achieved", "p50 us", "p99 us", "queue p99", "slack p99")

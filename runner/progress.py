@@ -86,26 +86,31 @@ class Progress:
             self._open_bar()
         # One thread for the whole measurement, asleep until the phase running then would reach
         # the limit: no wake-ups in normal passes, nothing made or started per phase.
-        self._current: Optional[tuple[str, float]] = None
+        self._current: Optional[tuple[str, float, float]] = None  # label, began, how long it may run unsaid
         self._closed = threading.Event()
         threading.Thread(target=self._watch, name="runner-watch", daemon=True).start()
 
     def _watch(self) -> None:
-        limit = max(WATCH_MIN_S, WATCH_FACTOR * self.budget_s)
-        wait = limit
+        wait = self._limit_s()
         while not self._closed.wait(wait):
             current = self._current
             if current is None:
-                wait = limit
+                wait = self._limit_s()
                 continue
-            label, begin = current
+            label, begin, limit = current
             ran = time.perf_counter() - begin
             if ran >= limit:
-                log.warning("the %s has run %.0f s (measure.budget_s=%g) and goes on: a forward may be slow or stuck; "
-                            "Ctrl-C ends the job and keeps what finished", label, ran, self.budget_s)
+                log.warning("the phase '%s' has run %.0f s (measure.budget_s=%g) and goes on: a forward may be slow "
+                            "or stuck; Ctrl-C ends the job and keeps what finished", label, ran, self.budget_s)
                 wait = limit
             else:
                 wait = limit - ran
+
+    def _limit_s(self, expected_s: float = 0.0) -> float:
+        """How long a phase runs before it is said to go on: WATCH_FACTOR budgets (WATCH_MIN_S at
+        least), or twice what it is expected to take (a server point of load.duration_s=100 is
+        long by design, and said before it runs)."""
+        return max(WATCH_MIN_S, WATCH_FACTOR * self.budget_s, 2.0 * expected_s)
 
     def _open_bar(self) -> None:
         try:
@@ -125,11 +130,12 @@ class Progress:
         return self._bar is not None
 
     @contextlib.contextmanager
-    def phase(self, name: str, label: Optional[str] = None) -> Iterator[None]:
-        """Time one phase (summed when it comes back) under an NVTX range of the same name."""
+    def phase(self, name: str, label: Optional[str] = None, expected_s: float = 0.0) -> Iterator[None]:
+        """Time one phase (summed when it comes back) under an NVTX range of the same name;
+        `expected_s`: how long it is meant to run (the watch allows twice that)."""
         self.show(label or name)
         begin = time.perf_counter()
-        self._current = (label or name, begin)
+        self._current = (label or name, begin, self._limit_s(expected_s))
         try:
             with failing_in(name), nvtx_phase(label or name):
                 yield

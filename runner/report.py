@@ -166,7 +166,8 @@ def collect(paths: list[Path]) -> list[Row]:
             asked = (f.get("load") or {}).get("rate")
             points = ((f.get("load") or {}).get("runner") or {}).get("points") or [{}]
             offered = f" ({rate_text(points[0]['offered'])}/s offered)" if points[0].get("offered") else ""
-            verdict = "valid" if f.get("server_valid") else "INVALID"
+            valid = f.get("server_valid")  # None: its point did not finish (a Ctrl-C), not a failed one
+            verdict = "valid" if valid else "INVALID" if valid is False else "not measured"
             load = f"server: {verdict} at load.rate={rate_text(asked)}/s{offered}" if asked else f"server: {verdict}"
         elif scenario == "server" and f.get("server_max_rate") is None and result.get("status") == "ok":
             # A search in which no rate held the bound: say so, not a row of blanks.
@@ -884,10 +885,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     # Several folders: the first one's own table and plots (a sweep's) had been replaced by the
     # combined ones, beside plots of its own that were not redrawn.
     several = args.out is None and len({d.resolve() for d in args.dirs}) > 1
-    # One folder that gathers several sweeps' (or runs') folders, not a sweep's own: `report /tmp`
-    # wrote a table of 1,500 results and a 7 MB plot into /tmp (walk).
+    # One folder that gathers sweeps' or runs' folders (results below its children), not a sweep's
+    # own: `report /tmp` wrote a table of 1,500 results and a 7 MB plot into /tmp (walk), and
+    # `report outputs/runs` into outputs/runs (review).
     gathered = (args.out is None and not own_run and not several and not (out / "multirun.yaml").is_file()
-                and len({Path(r.path).resolve().parent for r in rows}) > 1)
+                and any(Path(r.path).resolve().parent != out.resolve() for r in rows))  # results further down
     written, unwritable = [], ""
     if not own_run and not several and not gathered:
         try:

@@ -531,14 +531,18 @@ def _size_dist(dist: Any, key: str, buckets: tuple[int, ...]) -> SizeDist:
     return SizeDist(low=low, high=high)
 
 
+def target_name(target: str) -> str:
+    """A model's name from its `_target_`: the class, or a class's factory by its class too
+    (transformers.AutoModel.from_config: "from_config" alone named no model in the tables; walk)."""
+    *_, owner, last = ["", *target.split(".")]
+    return f"{owner}.{last}" if owner[:1].isupper() and last[:1].islower() else last
+
+
 def model_spec(config: Config, module: Mapping[str, Any] | None = None) -> ModelSpec:
     """The model's keys, checked: inputs, buckets, request sizes, outputs."""
     model = config.model
     target = str(model.module["_target_"])
-    *_, owner, last = ["", *target.split(".")]
-    # A class's factory (transformers.AutoModel.from_config) by its class too: "from_config" alone
-    # named no model in the tables (walk). model.name, where set, wins.
-    name = model.name or (f"{owner}.{last}" if owner[:1].isupper() and last[:1].islower() else last)
+    name = model.name or target_name(target)
     _check(
         isinstance(model.inputs, Mapping) and len(model.inputs) > 0,
         "model.inputs: empty; name forward's arguments, e.g. model.inputs={x: {shape: [256]}}",

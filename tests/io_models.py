@@ -3,6 +3,8 @@ dataclasses, None leaves, a leaf that is not a tensor, a batch-dependent computa
 
 from __future__ import annotations
 
+import logging
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -396,3 +398,19 @@ class SlowInFp32(nn.Module):
             raise TypeError(f"needs float32, got {x.dtype}")
         time.sleep(0.5)
         return self.linear(x.to(self.linear.weight.dtype))
+
+
+class Drawn(nn.Module):
+    """Draws from Python's random stream as it is built (a constructor with a side effect), and
+    places its weight where `device` says (None: the default device)."""
+
+    def __init__(self, device: Optional[str] = None) -> None:
+        super().__init__()
+        self.drawn = random.random()
+        self.lin = nn.Linear(4, 4, device=device)
+        once = getattr(logging.getLogger(__name__), "warning_once", None)  # transformers adds it to every logger
+        if once is not None:
+            once("Drawn was built")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.lin(input)

@@ -799,6 +799,43 @@ def test_a_model_too_big_for_host_memory_is_refused_before_it_is_built(make_cfg,
     assert not (tmp_path / "deep" / RESULT_FILE).exists()
 
 
+def test_the_size_check_leaves_no_trace_on_the_real_build(make_cfg):
+    """The meta build ran the constructor once more: Python's random stream moved (and
+    transformers' warn-once cache kept its warnings from the real build); tensors a constructor
+    places on a device of its own are real, not meta, and were counted as host bytes (review)."""
+    import random
+
+    from runner.build import model_bytes
+
+    drawn = ("model=linear", "model.module._target_=tests.io_models.Drawn", "~model.module.in_features",
+             "~model.module.out_features", "model.inputs.input.shape=[4]")
+    spec = resolve(make_cfg(*QUICK, *drawn), cuda_count=lambda: 0)
+    random.seed(5)
+    expected = random.random()
+    random.seed(5)
+    assert model_bytes(spec) == (4 * 4 + 4) * 4
+    assert random.random() == expected
+    placed = resolve(make_cfg(*QUICK, *drawn, "+model.module.device=cpu"), cuda_count=lambda: 0)
+    assert model_bytes(placed) is None
+    pretrained = resolve(make_cfg(*QUICK, *drawn, "+model.module.pretrained=true"), cuda_count=lambda: 0)
+    assert model_bytes(pretrained) is None  # weights to load are not loaded twice (nor built here)
+
+
+def test_the_size_check_leaves_transformers_warn_once_warnings_to_the_real_build(make_cfg, caplog):
+    pytest.importorskip("transformers")  # (its import adds warning_once to every logger)
+    import logging
+
+    from runner.build import instantiate_model, model_bytes
+
+    drawn = ("model=linear", "model.module._target_=tests.io_models.Drawn", "~model.module.in_features",
+             "~model.module.out_features", "model.inputs.input.shape=[4]")
+    spec = resolve(make_cfg(*QUICK, *drawn), cuda_count=lambda: 0)
+    model_bytes(spec)
+    with caplog.at_level(logging.WARNING, logger="tests.io_models"):
+        instantiate_model(spec)
+    assert "Drawn was built" in caplog.text
+
+
 def test_a_request_too_big_for_host_memory_is_refused_before_allocating(make_cfg):
     from runner.build import check_host_memory
 
@@ -1564,6 +1601,7 @@ def test_a_phase_dropped_after_the_budget_is_split_hands_its_share_on():
 
     budget = Budget(10.0, ["ceiling", "baseline", "latency"])
     budget.drop("ceiling")
+    assert budget.nominal("baseline") == pytest.approx(5.0)  # its nominal share too: half, not 0.15 / 0.40
     assert budget.allowance("baseline") == pytest.approx(10.0 * 0.15 / 0.30, rel=1e-3)
     assert budget.allowance("ceiling") == 0.0  # not a phase any more
     assert budget.allowance("latency") == pytest.approx(budget.end - time.perf_counter(), abs=0.01)

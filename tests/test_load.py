@@ -843,6 +843,43 @@ def test_a_ctrl_c_during_a_rate_search_keeps_the_points_that_finished(make_cfg, 
     assert result["reason"] == f"interrupted (Ctrl-C) before the job finished; the figures hold the {points} load point(s) that finished"
 
 
+@pytest.mark.parametrize("how", ["Ctrl-C", "failure"])
+def test_a_fixed_rate_or_a_search_stopped_mid_point_records_what_it_has(make_cfg, tmp_path, monkeypatch, how):
+    """A Ctrl-C in a fixed rate's only point left a placeholder runner without a verdict, and the
+    console's table crashed on it ('valid', exit 1; review). A failure at a later rate of a
+    search (out of memory) kept no point, where a Ctrl-C kept them."""
+    from runner import measure, report
+    from runner.printer import render
+
+    calls = []
+    real = measure.open_loop
+
+    def open_loop(arrivals, servers, deadline_s=math.inf):
+        calls.append(1)
+        if len(calls) == 2 or how == "Ctrl-C":
+            raise KeyboardInterrupt if how == "Ctrl-C" else RuntimeError("planted failure at a later rate")
+        return real(arrivals, servers, deadline_s)
+
+    monkeypatch.setattr(measure, "open_loop", open_loop)
+    if how == "Ctrl-C":
+        overrides = [*QUICK, "load.scenario=server", "load.rate=200", "load.duration_s=0.5"]
+        with pytest.raises(KeyboardInterrupt):
+            run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    else:
+        overrides = [*QUICK, "load.scenario=server", "load.rate=max", "load.p99_ms=1000", "load.duration_s=0.05"]
+        run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == ("interrupted" if how == "Ctrl-C" else "failed"), result["reason"]
+    render(result)  # the console's table of it does not fail
+    [row] = report.collect([tmp_path])
+    if how == "Ctrl-C":
+        assert result["figures"].get("load") is None and "INVALID" not in row.load and row.status == "interrupted", row
+    else:
+        search = result["figures"]["load"]["runner"]
+        assert search["stopped_by"] == "failed" and len(search["points"]) == 1, search
+        assert result["reason"].endswith("; the figures hold the 1 load point(s) that finished before it"), result["reason"]
+
+
 def test_a_bound_below_one_requests_latency_ends_the_search_and_says_so(make_cfg, tmp_path):
     """A 10 us bound on a model whose requests take 50 us: the search had halved down to 299/s,
     then advised a larger budget, and blamed the host's timer (walk). Where even the fastest
@@ -868,12 +905,12 @@ def test_a_bound_below_one_requests_latency_ends_the_search_and_says_so(make_cfg
         return point(50.0)
 
     found = search_rate(run, 1000.0, 0.05, time.perf_counter() + 60, hopeless=lambda p: past_one_request(p, 0.01))
-    assert found.stopped_by == "bound" and runs == [1000.0] and found.best is None
+    assert found.stopped_by == "bound" and runs == [1000.0, 500.0] and found.best is None  # two in a row
     overrides = [*QUICK, "model=linear", "load.scenario=server", "load.rate=max", "load.p99_ms=0.001",
                  "load.duration_s=0.05"]
     result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
     search = result["figures"]["load"]["runner"]
-    assert search["stopped_by"] == "bound" and len(search["points"]) == 1, search
+    assert search["stopped_by"] == "bound" and len(search["points"]) == 2, search
     assert any(re.match(r"load: no rate can hold load\.p99_ms=0\.001 for the runner: at [\d,.]+ requests/s even its "
                         r"fastest request took [\d,.]+ us from its issue to its completion, so one request's own latency "
                         r"is past the bound and a lower rate, which only shortens the queue, would not bring it under; "

@@ -1179,6 +1179,11 @@ def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_p
     # 1,500 results and its plots there; walk).
     assert report.main([str(tmp_path), "--no-plots"]) == 0
     assert "not written: " in capsys.readouterr().out and not (tmp_path / "sweep.md").exists()
+    # Runs of one day under outputs/runs/<date>/<time>: one parent, still no sweep's folder.
+    for num in ("0", "1"):
+        shutil.copytree(sweep_dir / num, tmp_path / "runs" / "2026-01-01" / f"10-00-0{num}")
+    assert report.main([str(tmp_path / "runs"), "--no-plots"]) == 0
+    assert "not written: " in capsys.readouterr().out and not (tmp_path / "runs" / "sweep.md").exists()
     assert [r.job for r in report.collect([tmp_path / "a"])] == ["0", "1"]  # one sweep: its numbers
     # Jobs of two sweeps copied into one folder: their numbers repeat (both had been "0").
     for name, num in (("a0", "0"), ("b0", "0"), ("a1", "1")):
