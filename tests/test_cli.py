@@ -424,7 +424,7 @@ def test_resume_is_refused_into_a_folder_of_other_overrides(tmp_path):
     again = run_cli([*QUICK, "seed=3", "resume=true", "hydra.run.dir=run"], tmp_path)
     assert again.returncode == 2
     assert again.stderr.strip().startswith("error: resume=true:")
-    assert "holds a result for other overrides (there: none; this job: seed=3)" in again.stderr
+    assert "holds a result for other overrides (there: no other override; this job: seed=3)" in again.stderr
     assert (tmp_path / "run" / "result.json").read_bytes() == before  # never overwritten
     kept = run_cli([*QUICK, "resume=true", "hydra.run.dir=run"], tmp_path)
     assert kept.returncode == 0 and "kept, resume=true" in kept.stdout
@@ -441,7 +441,7 @@ def test_a_run_into_a_folder_that_holds_another_runs_result_is_refused_before_an
     other = run_cli([*QUICK, "graph=false", "seed=3", f"hydra.run.dir={folder}"], tmp_path)
     assert other.returncode == 2
     [line] = other.stderr.strip().splitlines()
-    assert line.startswith(f"error: {resolved} holds a result for other overrides (there: none; this job: seed=3)"), line
+    assert line.startswith(f"error: {resolved} holds a result for other overrides (there: no other override; this job: seed=3)"), line
     assert "use another folder (hydra.run.dir" in line
     # Nothing rewritten: not the result, nor the .hydra/ that reproduces it, nor the log.
     assert files() == kept
