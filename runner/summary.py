@@ -321,6 +321,11 @@ def _load_warnings(spec: RunSpec, load: dict[str, Any]) -> list[str]:
         else:
             known = f"no rate tried held the bound (the lowest, {rate_text(failed)} requests/s, did not)" \
                 if failed is not None else "no point fit in the time left"
+            fastest = ((part.get("points") or [{}])[-1]).get("service_min_us")
+            if failed is not None and fastest is not None and bound_us and fastest > bound_us:
+                # One such point does not end the search (two in a row do): said, as a likely cause.
+                known += (f"; even its fastest request took {fastest:,.1f} us from issue to completion, past the "
+                          "bound: load.p99_ms may be below one request's own latency")
         points = part.get("points") or []
         # A shorter load.duration_s shortens only points it sets the length of: not those whose
         # MIN_REQUESTS arrivals take longer (it had been offered where it could not help).

@@ -628,6 +628,13 @@ def test_a_search_the_budget_cut_short_says_what_its_figure_is_known_to_be(make_
     load["baseline"] = search(3, None, 50.0)
     [only] = [w for w in summarize_measurement(spec, Measurement(load=load)).warnings if w.startswith("load:")]
     assert "no rate tried held the bound (the lowest, 50 requests/s, did not)" in only
+    assert "fastest request" not in only
+    # One point whose fastest request took longer than the bound (two in a row end the search):
+    # said as the likely cause, not only "raise measure.budget_s" (a 1 us bound on the GPU).
+    load["baseline"]["points"][-1]["service_min_us"] = 60_000.0
+    [only] = [w for w in summarize_measurement(spec, Measurement(load=load)).warnings if w.startswith("load:")]
+    assert ("; even its fastest request took 60,000.0 us from issue to completion, past the bound: load.p99_ms may be "
+            "below one request's own latency; raise measure.budget_s") in only, only
 
 
 
