@@ -210,6 +210,12 @@ LOOPS_APART_SAID = "the throughput passes ("
 # What the warning on throughput passes the budget cut short says (after their count), for the
 # sweep table to name jobs whose figure rests on less than was asked (report.thin_notes).
 PASSES_CUT_SAID = " passes were cut to "
+
+
+def latency_short(served: int, asked: int) -> bool:
+    """Whether a latency pass that served `served` of `asked` requests rests on too few for its
+    p99 to read as asked: under nine tenths of them, or under 100 (188 of 200 is as good)."""
+    return served < asked and (served < 100 or served < 0.9 * asked)
 # The job's own warnings that other work shared its host: the table's rates and cv do not show it.
 SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
                BUSY_LOAD_SAID: "other processes ran during its load's passes",

@@ -32,6 +32,7 @@ from runner.record import (
     PASSES_CUT_SAID,
     RESULT_FILE,
     host_shared,
+    latency_short,
     read_result,
     result_problem,
     sides_shared,
@@ -81,6 +82,7 @@ class Row:
     host_shared: str = ""  # what the job's warnings say of other work on its host ("" when nothing)
     sides_shared: str = ""  # the same of its baseline's or ceiling's passes alone: its ratios, not its rate
     thin: str = ""  # what its closed-loop rate rests on, when less than measure asked ("" otherwise)
+    p99_thin: str = ""  # "16 of 200": the requests its p99 rests on, where fewer than measure asked
     rate_search: bool = False  # a load.rate=max search
 
 
@@ -218,6 +220,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 host_shared=host_shared(result.get("warnings") or []),
                 sides_shared=sides_shared(result.get("warnings") or []),
                 thin=thin(result) if scenario is None or scenario == "offline" else "",
+                p99_thin=_p99_thin(result, e2e) if scenario is None or scenario == "offline" else "",
                 rate_search=scenario == "server" and (f.get("load") or {}).get("rate") == "max",
                 speedup_within_noise=f.get("speedup_vs_baseline_within_noise"),
                 efficiency_within_noise=f.get("efficiency_vs_ceiling_within_noise"),
@@ -436,6 +439,28 @@ def thin(result: dict[str, Any]) -> str:
         by_cap = "measure.max_pass_ms=" in cut[0].string
         said.append("every pass cut short by measure.max_pass_ms" if by_cap else "every pass cut short")
     return " and ".join(said)
+
+
+def _p99_thin(result: dict[str, Any], e2e: dict[str, Any]) -> str:
+    """"16 of 200" where the p99 in the table (the latency pass's) rests on fewer requests than
+    measure.latency_requests, as the job's own warning says; "" otherwise."""
+    asked = ((result.get("config") or {}).get("measure") or {}).get("latency_requests")
+    served = e2e.get("n")
+    if e2e.get("p99") is None or not isinstance(asked, int) or not isinstance(served, int):
+        return ""
+    return f"{served} of {asked}" if latency_short(served, asked) else ""
+
+
+def p99_notes(rows: list[Row]) -> list[str]:
+    """Jobs whose p99 column rests on fewer requests than measure asked: the job said so, the
+    table did not (a p99 of 16 requests stood beside others of 200; walk)."""
+    short = [r for r in rows if r.p99_thin]
+    if not short:
+        return []
+    which = ", ".join(f"#{r.job} ({r.p99_thin} requests)" for r in short)
+    return [f"sweep: the p99 of job{'s' * (len(short) > 1)} {which} rests on fewer requests than "
+            f"measure.latency_requests (see {'their' if len(short) > 1 else 'its'} warnings): a rough tail; raise "
+            "measure.budget_s for more"]
 
 
 def thin_notes(rows: list[Row]) -> list[str]:
@@ -842,7 +867,8 @@ def sweep_notes(rows: list[Row]) -> list[str]:
     """What the table's reader must know beside it: jobs that ran the same settings, jobs
     whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
     spread over several."""
-    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + host_notes(rows) + shared_host_notes(rows)
+    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + p99_notes(rows) + host_notes(rows)
+            + shared_host_notes(rows)
             + sides_shared_notes(rows) + gpu_notes(rows) + bound_notes(rows) + rival_notes(rows))
 
 

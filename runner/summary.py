@@ -11,7 +11,7 @@ from runner.environment import tick_seconds
 from runner.load import MIN_REQUESTS
 from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel
 from runner.printer import rate_text
-from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID
+from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID, latency_short
 from runner.spec import RunSpec
 from runner.stats import correlation, cv, mean, median, steady_start, summarize
 
@@ -633,7 +633,7 @@ def _latency_cut(spec: RunSpec, fig: dict[str, Any], m: Measurement) -> list[str
     said = []
     for who, key in (("latency pass", "latency_e2e_us"), ("baseline's latency pass", "baseline_latency_us")):
         n = (fig.get(key) or {}).get("n")
-        if n is None or n >= asked or (n >= 100 and n >= 0.9 * asked):  # 188 of 200: the p99 is as good
+        if n is None or not latency_short(n, asked):
             continue
         tail = _p99_basis(n)
         buckets = [part["requests"] for part in (fig.get("buckets") or {}).values()] if who == "latency pass" else []

@@ -1440,3 +1440,20 @@ def test_a_rebuilt_table_names_the_jobs_a_stopped_sweep_never_started(sweep_dir,
         "hydra:\n  sweep:\n    subdir: ${hydra.job.override_dirname}\n  overrides:\n    task:\n"
         "    - streams=1,2,4,8,16\n  sweeper:\n    params: null\n")
     assert report.never_started(stopped) is None
+
+
+def test_jobs_whose_p99_rests_on_fewer_requests_than_asked_are_named_beside_the_table(sweep_dir, tmp_path):
+    """A quick sweep's p99 of 16 requests stood beside others of 200: the job warned, the table
+    and its notes did not (walk)."""
+    from runner.report import collect, markdown, sweep_notes
+
+    short, enough = _result(sweep_dir, 0), _result(sweep_dir, 1)
+    short["config"]["measure"]["latency_requests"] = 200
+    short["figures"]["latency_e2e_us"] = {**short["figures"]["latency_e2e_us"], "n": 16}
+    enough["config"]["measure"]["latency_requests"] = 200
+    enough["figures"]["latency_e2e_us"] = {**enough["figures"]["latency_e2e_us"], "n": 188}  # as good as asked
+    rows = collect([_write(tmp_path / d, r) for d, r in (("a", short), ("b", enough))])
+    notes = [n for n in sweep_notes(rows) if "p99" in n]
+    assert notes == ["sweep: the p99 of job #0 (16 of 200 requests) rests on fewer requests than "
+                     "measure.latency_requests (see its warnings): a rough tail; raise measure.budget_s for more"], notes
+    assert notes[0] in markdown(rows)
