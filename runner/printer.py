@@ -216,6 +216,11 @@ def render(result: dict[str, Any]) -> str:
         setup.append(f"graph pools {_mib(f['graph_pool_bytes'])}")
     if setup:
         lines.append("setup: " + ", ".join(setup))
+    # What else the job wrote beside result.json (a profile's trace, timestamps, the load curve):
+    # named only under `files` in the record before (walk).
+    written = [str(name) for name in (result.get("files") or {}).values() if name]
+    if written:
+        lines.append("files: " + ", ".join(written) + " (in the job's folder)")
     for warning in result.get("warnings") or []:
         lines.append(f"WARNING: {warning}")
     return "\n".join(lines)

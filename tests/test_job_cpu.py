@@ -1542,6 +1542,7 @@ def test_timestamps_are_written_per_request_and_say_which_clock(make_cfg, tmp_pa
 
     result = run_job(make_cfg(*QUICK, "model.batch=2", f"timestamps={fmt}"), JobInfo(output_dir=tmp_path))
     assert result["status"] == "ok" and result["files"]["timestamps"] == f"timestamps.{fmt}"
+    assert f"files: timestamps.{fmt} (in the job's folder)" in render(result)  # the console names it (walk)
     path = tmp_path / f"timestamps.{fmt}"
     if fmt == "json":
         doc = json.loads(path.read_text())
