@@ -1013,7 +1013,10 @@ def model_bytes(spec: RunSpec) -> Optional[int]:
         if not isinstance(module, nn.Module):
             return None
         tensors = [*module.parameters(), *module.buffers()]
-        if not all(t.is_meta for t in tensors):  # placed on a device of its own (device=cuda): not ours to judge
+        # Placed on a device of its own (device=cuda): not host bytes, not ours to judge. A tensor
+        # the constructor made on the CPU (torch.from_numpy, .cpu()) is host memory: counted (one
+        # such buffer had switched the check off for the whole model; review).
+        if any(t.device.type not in ("meta", "cpu") for t in tensors):
             return None
         return sum(t.numel() * t.element_size() for t in tensors)
     except Exception:  # noqa: BLE001 - the real build says what is wrong, if anything

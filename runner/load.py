@@ -330,5 +330,6 @@ def search_rate(run: Callable[[float], Point], start: float, resolution: float, 
         else:
             rate = found.failed / 2
             if rate < floor:
-                found.stopped_by = "floor"
+                # No lower rate to confirm a hopeless point with: said as the bound it is (review).
+                found.stopped_by = "bound" if hopeless(point) else "floor"
                 return found

@@ -87,12 +87,19 @@ class Progress:
         # One thread for the whole measurement, asleep until the phase running then would reach
         # the limit: no wake-ups in normal passes, nothing made or started per phase.
         self._current: Optional[tuple[str, float, float]] = None  # label, began, how long it may run unsaid
-        self._closed = threading.Event()
+        self._closed = False
+        self._poke = threading.Event()  # set to wake the watch early: closed, or a deadline before its own
+        self._asleep_until = 0.0  # when the watch wakes next (perf_counter)
         threading.Thread(target=self._watch, name="runner-watch", daemon=True).start()
 
     def _watch(self) -> None:
         wait = self._limit_s()
-        while not self._closed.wait(wait):
+        while True:
+            self._asleep_until = time.perf_counter() + wait
+            self._poke.wait(wait)
+            self._poke.clear()
+            if self._closed:
+                return
             current = self._current
             if current is None:
                 wait = self._limit_s()
@@ -135,7 +142,12 @@ class Progress:
         `expected_s`: how long it is meant to run (the watch allows twice that)."""
         self.show(label or name)
         begin = time.perf_counter()
-        self._current = (label or name, begin, self._limit_s(expected_s))
+        limit = self._limit_s(expected_s)
+        self._current = (label or name, begin, limit)
+        if begin + limit < self._asleep_until:
+            # The watch sleeps past this phase's deadline (after a long server point): woken to
+            # reckon with it. Passes of equal limits never get here: no wake-up as a pass starts.
+            self._poke.set()
         try:
             with failing_in(name), nvtx_phase(label or name):
                 yield
@@ -153,7 +165,8 @@ class Progress:
         self._bar.refresh()
 
     def close(self) -> None:
-        self._closed.set()
+        self._closed = True
+        self._poke.set()
         for handler in self._filtered:
             handler.removeFilter(self._filter)
         self._filtered = []

@@ -935,8 +935,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"not written: {len(args.dirs)} folders given, and {out}'s own table stays its own; give --out DIR to "
               "write the combined sweep.csv, sweep.md and plots")
     elif gathered:
-        print(f"not written: {out} is not a sweep's folder (no multirun.yaml) but holds several folders of results; "
-              "give --out DIR to write the combined sweep.csv, sweep.md and plots")
+        print(f"not written: {out} is not a sweep's folder (no multirun.yaml) but holds results in folders below it; "
+              "give --out DIR to write their sweep.csv, sweep.md and plots")
     else:
         print(f"written: {', '.join(str(p) for p in written)}")
     bad = failures(rows)

@@ -913,6 +913,10 @@ def test_a_bound_below_one_requests_latency_ends_the_search_and_says_so(make_cfg
 
     found = search_rate(run, 1000.0, 0.05, time.perf_counter() + 60, hopeless=lambda p: past_one_request(p, 0.01))
     assert found.stopped_by == "bound" and runs == [1000.0, 500.0] and found.best is None  # two in a row
+    # No lower rate to confirm with (a slow model's search starting under 2/s): the bound, not the floor.
+    runs.clear()
+    found = search_rate(run, 1.5, 0.05, time.perf_counter() + 60, hopeless=lambda p: past_one_request(p, 0.01))
+    assert found.stopped_by == "bound" and runs == [1.5]
     overrides = [*QUICK, "model=linear", "load.scenario=server", "load.rate=max", "load.p99_ms=0.001",
                  "load.duration_s=0.05"]
     result = run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))

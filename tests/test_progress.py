@@ -153,5 +153,12 @@ def test_a_phase_that_runs_far_past_the_budget_is_said_to_be_still_running(monke
         caplog.clear()
         with watched.phase("load", "load: server at 200/s", expected_s=0.3):  # long by design: up to 0.6 s unsaid
             time.sleep(0.4)
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        # A phase that hangs after a long one is said at its own limit, not when the long one's
+        # would have come (the watch slept on: a 2.3 s hang had gone unsaid; review).
+        with watched.phase("load", "load: server at 200/s", expected_s=1.5):
+            time.sleep(0.1)
+        with watched.phase("check"):
+            time.sleep(0.8)
         watched.close()
-    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    assert [r.getMessage().split(" has run")[0] for r in caplog.records][:1] == ["the phase 'check'"], caplog.text
