@@ -265,10 +265,7 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
     """Build the module named by model.module; every failure becomes a one-line ConfigError."""
     target = str(spec.model.module["_target_"])
     locate_target(spec)
-    arguments = dict(spec.model.module)
-    # Plain lists and dicts, not OmegaConf's containers, unless the config says otherwise:
-    # strict constructors (transformers' configs) refuse a ListConfig where a list belongs.
-    convert = {} if "_convert_" in arguments else {"_convert_": "all"}
+    arguments, convert = _instantiate_arguments(spec)
     try:
         module = instantiate(arguments, **convert)
     except InstantiationException as exc:
@@ -305,6 +302,14 @@ def instantiate_model(spec: RunSpec) -> nn.Module:
             "nn.Module; name an nn.Module class or a function that returns one"
         )
     return module
+
+
+def _instantiate_arguments(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """model.module as instantiate takes it, and how to convert: plain lists and dicts, not
+    OmegaConf's containers, unless the config says otherwise (strict constructors, transformers'
+    configs, refuse a ListConfig where a list belongs)."""
+    arguments = dict(spec.model.module)
+    return arguments, ({} if "_convert_" in arguments else {"_convert_": "all"})
 
 
 HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_convert_", "_recursive_")
@@ -641,15 +646,15 @@ def check_forward(spec: RunSpec, model: nn.Module, args: dict[str, torch.Tensor]
         hint = (_indexed_by(spec, at) or "token ids must stay below the model's vocabulary and sequences within its "
                 "length; ") if not floats and indexing else ""
         not_ids = [i for i in spec.model.inputs if i.kind in ("float", "bool")]
-        if re.search(r"dtype|scalar type", reason, re.IGNORECASE) and not_ids \
-                and re.search(r"\b(Long|Int)\b|indices", reason):
+        wrong_type = re.search(r"dtype|scalar type", reason, re.IGNORECASE)
+        if wrong_type and not_ids and re.search(r"\b(Long|Int)\b|indices", reason):
             # Floats or booleans where the model indexes (an embedding's ids as kind=bool): the
             # float hint below had sent them to kind: float, which fails too, with no hint.
             named = ", ".join(f"model.inputs.{i.name} (kind {i.kind})" for i in not_ids)
             hint = (f"the model wants integer ids (Long or Int) where {named} gives "
                     f"{'floats or booleans' if len({i.kind for i in not_ids}) > 1 else not_ids[0].kind + 's'}: an input "
                     "of ids takes kind: tokens (with vocab) or kind: int (with low and high); ")
-        elif not floats and re.search(r"dtype|scalar type", reason, re.IGNORECASE):
+        elif wrong_type and not floats:
             # An integer or bool tensor where the model computes in floats (a float MLP's x as kind=int).
             hint = "an input of kind int, bool, mask or tokens where the model wants floating point takes kind: float; "
         missing = re.search(r"\bforward\(\) missing \d+ required (?:positional |keyword-only )?arguments?: (.+)", reason)
@@ -992,11 +997,10 @@ def model_bytes(spec: RunSpec) -> Optional[int]:
     (no memory, no init); None where that build fails (a constructor that computes on its
     tensors) or would load weights twice (from_pretrained). Quiet: the real build speaks."""
     target = str(spec.model.module["_target_"])
-    arguments = dict(spec.model.module)
+    arguments, convert = _instantiate_arguments(spec)
     if "pretrained" in target or any(key in ("pretrained", "weights") and value not in (None, False, "")
                                      for key, value in arguments.items()):
         return None  # weights to load (timm's pretrained=True, torchvision's weights=...): not twice
-    convert = {} if "_convert_" in arguments else {"_convert_": "all"}
     quiet = logging.getLogger().manager.disable
     # The real build must not find the constructor's side effects on shared state: Python's and
     # NumPy's random streams, and transformers' warn-once cache (its warnings were said in the

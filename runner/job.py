@@ -668,8 +668,8 @@ def record_outside(
     stopped), so the sweep table shows it and `resume` reruns it. `ran_s`: how long before now
     the launcher started it (its start time; unknown otherwise, not this record's time)."""
     now = time.time()
-    started = None if ran_s is None else dt.datetime.fromtimestamp(now - ran_s, dt.timezone.utc).isoformat(
-        timespec="seconds")
+    began = None if ran_s is None else now - ran_s
+    started = None if began is None else dt.datetime.fromtimestamp(began, dt.timezone.utc).isoformat(timespec="seconds")
     result = _base_result(cfg, info, started)
     result.update(status=status, reason=reason)
     try:  # what the job would have run, as far as the config alone tells
@@ -678,7 +678,7 @@ def record_outside(
                       method=method_for(spec.device, spec.effective()))  # not the CUDA wording for a CPU job
     except Exception:
         pass
-    result["job"].update(finished_at=_now(), finished_unix=now, started_unix=None if ran_s is None else now - ran_s, pid=None,
+    result["job"].update(finished_at=_now(), finished_unix=now, started_unix=began, pid=None,
                          launcher_device=device_slot, wall_time_s=ran_s)
     write_own_result(info.output_dir, result)
     append_to_log(info.output_dir, f"status: {status.upper()}: {reason}")

@@ -38,6 +38,8 @@ def search_length_s(rate: float, duration_s: float) -> float:
     """How long a rate search's point at `rate` draws arrivals for: its least length, cut to
     MAX_ARRIVALS arrivals (a fixed rate past them is refused; a search cannot foresee its rates)."""
     return min(least_length_s(rate, duration_s), MAX_ARRIVALS / rate)
+
+
 SLEEP_AHEAD_S = 0.002  # gaps longer than this are slept through (less 1 ms), shorter ones spun
 
 
@@ -284,6 +286,8 @@ class Search:
 
 # How a search that did not reach its resolution ended: its figure is a bound, not a bracket.
 CUT_SHORT = ("budget", "interrupted", "failed")
+
+
 def past_one_request(point: Point, p99_ms: Optional[float]) -> bool:
     """Whether the bound lies below one request's own latency: even the point's fastest request,
     from its issue to its completion (no host queue in that), took longer than the bound, so no

@@ -86,7 +86,7 @@ def _load_lines(load: Optional[dict[str, Any]]) -> list[str]:
                 "no rate tried held the bound" if part.get("points") else \
                 f"not measured: {stopped} before its first point" if stopped in ("interrupted", "failed") else \
                 "not measured: the budget ran out before its first point"
-            lines.append(f"  {label}: {found} (search: {part.get('stopped_by')}, {len(part['points'])} point{'s' if len(part['points']) != 1 else ''})")
+            lines.append(f"  {label}: {found} (search: {stopped}, {len(part['points'])} point{'s' if len(part['points']) != 1 else ''})")
         else:
             lines.append(f"  {label}: {'valid' if part.get('valid') else 'INVALID'} at {rate_text(part['rate'])} requests/s"
                          if part.get("points") else f"  {label}: not measured")

@@ -216,6 +216,8 @@ def latency_short(served: int, asked: int) -> bool:
     """Whether a latency pass that served `served` of `asked` requests rests on too few for its
     p99 to read as asked: under nine tenths of them, or under 100 (188 of 200 is as good)."""
     return served < asked and (served < 100 or served < 0.9 * asked)
+
+
 # The job's own warnings that other work shared its host: the table's rates and cv do not show it.
 SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
                BUSY_LOAD_SAID: "other processes ran during its load's passes",
