@@ -47,7 +47,9 @@ def git_state() -> dict[str, Any]:
                 "dirty": None if dirty is None else dirty.lower() in ("1", "true", "yes"), "source": "environment",
                 "checkout_commit": commit}
     if commit:
-        status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
+        # Untracked files count: a model module the job imports may not be committed yet. What
+        # .gitignore names (outputs/, caches) does not.
+        status = _run(["git", "status", "--porcelain", "--untracked-files=normal"], PROJECT_ROOT)
         return {"commit": commit, "dirty": bool(status) if status is not None else None, "source": "git"}
     return {"commit": None, "dirty": None, "source": None}
 

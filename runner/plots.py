@@ -157,21 +157,43 @@ def _pyplot():
     return plt
 
 
+PLOTS = ("max_rate.png", "throughput_latency.png", "speedup.png")
+
+
 def plot_sweep(rows: list[Row], out_dir: Path) -> list[Path]:
     """The sweep's plots, each on its own: one that cannot be drawn is named in one line, and
     the others, the table and the sweep's exit code come as without it."""
     plt = _pyplot()
     ok = [r for r in rows if r.status == "ok" and r.requests_per_s is not None and r.streams is not None]
     written: list[Path] = []
-    for name, draw, members in (("max_rate.png", _plot_max_rates, rows),
-                                ("throughput_latency.png", _plot_throughput_latency, rows),
-                                ("speedup.png", _plot_speedup, ok)):
+    failed = False
+    for name, draw, members in zip(PLOTS, (_plot_max_rates, _plot_throughput_latency, _plot_speedup),
+                                   (rows, rows, ok), strict=True):
         try:
             written += draw(members, out_dir / name, plt)
         except Exception as exc:  # noqa: BLE001 - a plot only shows the table: it never costs the table
             plt.close("all")
             not_drawn(name, exc)
+            failed = failed or name == "throughput_latency.png"
+    closed_loop = [r for r in rows if not r.load and not r.rate_search]
+    if closed_loop and not failed and out_dir / "throughput_latency.png" not in written:
+        # A sweep whose jobs all failed or were invalid had no plot, and no word why.
+        print(f"note: throughput_latency.png not drawn: none of the {len(closed_loop)} closed-loop jobs "
+              "ended ok with a throughput", file=sys.stderr)
+    remove_stale_plots(out_dir, written)
     return written
+
+
+def remove_stale_plots(out_dir: Path, written: list[Path]) -> None:
+    """Plots an earlier report left in `out_dir` that this one did not draw: they showed an
+    earlier table (report --no-plots, or a sweep rerun whose jobs now fail, had kept them
+    beside the new tables)."""
+    stale = [out_dir / name for name in PLOTS if out_dir / name not in written and (out_dir / name).is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        print(f"note: removed the earlier {', '.join(p.name for p in stale)}: drawn from an earlier table, "
+              "not from this one", file=sys.stderr)
 
 
 def not_drawn(what: str, exc: BaseException) -> None:

@@ -725,6 +725,10 @@ def write_report(rows: list[Row], out_dir: Path, plots: bool = True, more_notes:
         written.append(out_dir / name)
     if plots and rows:
         written += _plots(rows, out_dir)
+    else:
+        from runner.plots import remove_stale_plots
+
+        remove_stale_plots(out_dir, written)
     return written
 
 
@@ -732,12 +736,13 @@ def _plots(rows: list[Row], out_dir: Path) -> list[Path]:
     """The plots, or one line that says why there are none (matplotlib missing or broken):
     never an error. The table is printed after them, and a sweep's callback that raised left
     no table and exit 0 (Hydra turns a callback's exception into a warning)."""
-    from runner.plots import not_drawn, plot_sweep
+    from runner.plots import not_drawn, plot_sweep, remove_stale_plots
 
     try:
         return plot_sweep(rows, out_dir)
     except Exception as exc:  # noqa: BLE001 - each figure's own errors are caught in plot_sweep
         not_drawn("plots", exc)
+        remove_stale_plots(out_dir, [])
         return []
 
 

@@ -1874,3 +1874,25 @@ def test_a_folder_conflict_says_no_override_rather_than_none(make_cfg, tmp_path)
     overrides = [*QUICK, "model.batch=2"]
     run_job(make_cfg(*overrides), JobInfo(output_dir=tmp_path, overrides=overrides))
     assert other_overrides(tmp_path, list(QUICK)) == "there: model.batch=2; this job: no other override"
+
+
+def test_an_untracked_file_makes_the_checkout_dirty(monkeypatch, tmp_path):
+    """A job importing a model module not yet committed recorded a clean tree: untracked files
+    were left out of the dirtiness. Ignored ones (outputs/) still are."""
+    import subprocess
+
+    from runner import environment
+
+    monkeypatch.delenv("RUNNER_GIT_COMMIT", raising=False)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("/outputs/\n")
+    subprocess.run([*git, "add", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    monkeypatch.setattr(environment, "PROJECT_ROOT", tmp_path.resolve())
+    assert environment.git_state()["dirty"] is False
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "result.json").write_text("{}")
+    assert environment.git_state()["dirty"] is False
+    (tmp_path / "my_model.py").write_text("import torch\n")
+    assert environment.git_state() == {"commit": environment.git_state()["commit"], "dirty": True, "source": "git"}

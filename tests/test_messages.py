@@ -4,6 +4,7 @@ folders, null and deletion of typed keys."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -204,6 +205,32 @@ def test_plots_that_cannot_start_leave_the_table_and_one_line(tmp_path, capsys, 
     written = report.write_report([row("0"), row("1")], tmp_path)
     assert [p.name for p in written] == ["sweep.csv", "sweep.md"]
     assert capsys.readouterr().err == "warning: plots not written: ImportError: No module named 'matplotlib'\n"
+
+
+def test_a_report_without_plots_removes_the_earlier_plots_it_no_longer_matches(tmp_path, capsys):
+    """report --no-plots (or a rerun whose plots are not drawn) left the earlier plots beside the
+    new tables, showing figures the tables no longer held."""
+    first = report.write_report([row("0", speedup_vs_baseline=1.5), row("1", speedup_vs_baseline=0.5)], tmp_path)
+    assert {p.name for p in first} >= {"throughput_latency.png", "speedup.png"}
+    capsys.readouterr()
+    again = report.write_report([row("0"), row("1")], tmp_path, plots=False)
+    assert [p.name for p in again] == ["sweep.csv", "sweep.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.csv", "sweep.md"]
+    assert capsys.readouterr().err == ("note: removed the earlier throughput_latency.png, speedup.png: drawn from an "
+                                       "earlier table, not from this one\n")
+
+
+def test_a_sweep_whose_jobs_all_failed_says_why_it_has_no_throughput_plot(tmp_path, capsys):
+    report.write_report([row("0"), row("1")], tmp_path)
+    assert (tmp_path / "throughput_latency.png").is_file()
+    capsys.readouterr()
+    failed = [dataclasses.replace(row(str(i)), status="failed", requests_per_s=None) for i in range(2)]
+    written = report.write_report(failed, tmp_path)
+    assert [p.name for p in written] == ["sweep.csv", "sweep.md"]
+    assert capsys.readouterr().err.splitlines() == [
+        "note: throughput_latency.png not drawn: none of the 2 closed-loop jobs ended ok with a throughput",
+        "note: removed the earlier throughput_latency.png: drawn from an earlier table, not from this one"]
+    assert not (tmp_path / "throughput_latency.png").exists()
 
 
 def write_job(folder: Path, num: int, status: str) -> None:
