@@ -72,6 +72,9 @@ def test_report_cli_rebuilds_table_and_plots_from_the_folder_alone(sweep_dir, tm
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert not (tmp_path / "speedup.png").exists()  # CPU jobs measure no baseline: nothing to draw
     assert "failed" in capsys.readouterr().out
+    # Every column is described in the README (samples_cv and sides_shared had not been).
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert [c for c in rows[0] if f"`{c}`" not in readme] == []
 
 
 def test_report_on_one_runs_folder_prints_its_row_and_writes_nothing_there(sweep_dir, tmp_path, capsys):
