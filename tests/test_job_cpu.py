@@ -668,6 +668,19 @@ def test_check_passes_for_the_real_schedule(make_cfg):
     assert result.passed and result.requests == 600 and result.max_rel_err == 0.0
 
 
+def test_the_checks_log_line_reads_as_the_summary(make_cfg, caplog):
+    """The log said "max rel err 0.00e+00" and the summary "0.0e+00, tolerance 1e-05"."""
+    import logging
+
+    from runner.measure import run_check
+
+    spec, workload, lanes = _cpu_lanes(make_cfg, "model.batch=2")
+    with torch.no_grad(), caplog.at_level(logging.INFO, logger="runner.measure"):
+        result = run_check(spec, workload, lanes)
+    [logged] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("check:")]
+    assert logged == f"check: {result.requests} requests match eager (max rel err 0.0e+00, tolerance 1e-05)"
+
+
 def test_check_catches_responses_that_do_not_belong_to_their_request(make_cfg):
     spec, workload, lanes = _cpu_lanes(make_cfg, "model.batch=2")
     port = lanes.ring[0].port(workload.keys[0])  # the CPU's one slot, in the requests' shape
@@ -1137,7 +1150,7 @@ def test_slow_requests_skip_the_latency_passes_their_budget_cannot_hold(make_cfg
     ring) does not fit their share, so they are skipped and the result says so, instead of the job
     running far past its budget."""
     cfg = make_cfg(*QUICK, *SLOW, "+model.module.calls=200", "measure.budget_s=0.4", "measure.warmup_ms=0")
-    with caplog.at_level(logging.INFO, logger="runner"):
+    with caplog.at_level(logging.INFO, logger="runner.measure"):
         result = run_job(cfg, JobInfo(output_dir=tmp_path))
     f = result["figures"]
     assert result["status"] == "ok" and f["throughput_requests_per_s"] < 6
