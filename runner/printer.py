@@ -185,8 +185,11 @@ def render(result: dict[str, Any]) -> str:
         for label, s in rows:
             lines.append("  " + f"{label:22}" + "".join(f"{_us(s[q]):>11}" for q in ("p50", "p90", "p99", "max")))
     if f.get("padding_waste") is not None:
+        eager = not (result.get("effective") or {}).get("graph") and f.get("padding_waste_in_graphs") is not None
+        why = (f"eager ran each request at its real size; graphs would pad {f['padding_waste_in_graphs']:.1%} on this "
+               "plan" if eager and not f["padding_waste"] else "padded / real elements")
         lines.append(f"buckets: {f['samples_per_request']:.1f} real samples per request, padding waste "
-                     f"{f['padding_waste']:.1%} (padded / real elements)")
+                     f"{f['padding_waste']:.1%} ({why})")
     lines += _load_lines(f.get("load"))
     setup = []
     if f.get("compile_time_cold_ms") is not None:

@@ -422,6 +422,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         fig["samples_per_request"] = batch  # the plan's mean
         fig["throughput_samples_per_request"] = throughput_batch  # what the throughput's passes served
         fig["padding_waste"] = m.padding_waste if spec.graph else 0.0  # eager runs the real sizes
+        # What graphs would pad on this plan, so an eager (or CPU) job's 0% is read as such.
+        fig["padding_waste_in_graphs"] = m.padding_waste
     host = m.host_s or {"wait": [], "copy": [], "launch": []}
     for step in ("wait", "copy", "launch"):
         fig[f"host_{step}_us"] = summarize(s * 1e6 for s in host[step])

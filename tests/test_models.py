@@ -29,6 +29,7 @@ from runner.inputs import (
 from runner.job import JobInfo, run_job
 from runner.lanes import build_lanes
 from runner.outputs import leaves
+from runner.printer import render
 from runner.record import RESULT_FILE
 from runner.spec import resolve
 
@@ -893,6 +894,10 @@ def test_a_bucketed_job_reports_buckets_waste_and_real_samples(make_cfg, tmp_pat
     rates = f["throughput_requests_per_s_repeats"]
     assert 3 * min(rates) <= f["throughput_samples_per_s"] <= 12 * max(rates)
     assert f["padding_waste"] == 0.0  # the CPU runs eager: every request at its real size
+    # What graphs would pad is said beside it (a bare "padding waste 0.0%" was unexplained).
+    assert 0 < f["padding_waste_in_graphs"] < 16 / 3 - 1
+    assert (f"padding waste 0.0% (eager ran each request at its real size; graphs would pad "
+            f"{f['padding_waste_in_graphs']:.1%} on this plan)") in render(result)
     assert set(f["buckets"]) <= {"4", "8", "16"} and sum(b["requests"] for b in f["buckets"].values()) == f["latency_e2e_us"]["n"]
     assert f["check_mismatches"] == 0
 
