@@ -31,6 +31,7 @@ from runner.record import (
     CONFLICT_FILE,
     PASSES_CUT_SAID,
     RESULT_FILE,
+    check_short,
     host_shared,
     latency_short,
     read_result,
@@ -83,6 +84,7 @@ class Row:
     sides_shared: str = ""  # the same of its baseline's or ceiling's passes alone: its ratios, not its rate
     thin: str = ""  # what its closed-loop rate rests on, when less than measure asked ("" otherwise)
     p99_thin: str = ""  # "16 of 200": the requests its p99 rests on, where fewer than measure asked
+    check_thin: str = ""  # "2 of 128": the requests its check compared, where the budget cut it to few
     rate_search: bool = False  # a load.rate=max search
 
 
@@ -221,6 +223,7 @@ def collect(paths: list[Path]) -> list[Row]:
                 sides_shared=sides_shared(result.get("warnings") or []),
                 thin=thin(result) if scenario is None or scenario == "offline" else "",
                 p99_thin=_p99_thin(result, e2e) if scenario is None or scenario == "offline" else "",
+                check_thin=_check_thin(result),
                 rate_search=scenario == "server" and (f.get("load") or {}).get("rate") == "max",
                 speedup_within_noise=f.get("speedup_vs_baseline_within_noise"),
                 efficiency_within_noise=f.get("efficiency_vs_ceiling_within_noise"),
@@ -449,6 +452,28 @@ def _p99_thin(result: dict[str, Any], e2e: dict[str, Any]) -> str:
     if e2e.get("p99") is None or not isinstance(asked, int) or not isinstance(served, int):
         return ""
     return f"{served} of {asked}" if latency_short(served, asked) else ""
+
+
+def _check_thin(result: dict[str, Any]) -> str:
+    """"2 of 128" where the budget cut the job's check to fewer requests than pass without a
+    warning, as the job's own warning says; "" otherwise (no check, or enough of it)."""
+    asked = ((result.get("config") or {}).get("measure") or {}).get("check_requests")
+    compared = (result.get("figures") or {}).get("check_requests")
+    if not isinstance(asked, int) or not isinstance(compared, int):
+        return ""
+    return f"{compared} of {asked}" if check_short(compared, asked) else ""
+
+
+def check_notes(rows: list[Row]) -> list[str]:
+    """Jobs whose check the budget cut to few requests: their outputs were compared with eager
+    on those alone (a check of 2 of 128 stood in the table as any other ok; walk)."""
+    short = [r for r in rows if r.check_thin]
+    if not short:
+        return []
+    which = ", ".join(f"#{r.job} ({r.check_thin})" for r in short)
+    return [f"sweep: the check of job{'s' * (len(short) > 1)} {which} compared fewer requests with eager than "
+            "measure.check_requests before the budget's share ran out: their correctness rests on those; raise "
+            "measure.budget_s for more"]
 
 
 def p99_notes(rows: list[Row]) -> list[str]:
@@ -872,7 +897,8 @@ def sweep_notes(rows: list[Row]) -> list[str]:
     """What the table's reader must know beside it: jobs that ran the same settings, jobs
     whose figures left passes out, jobs that ran on a slower host, and the GPUs of a sweep
     spread over several."""
-    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + p99_notes(rows) + host_notes(rows)
+    return (collapse_notes(rows) + step_notes(rows) + thin_notes(rows) + p99_notes(rows) + check_notes(rows)
+            + host_notes(rows)
             + shared_host_notes(rows)
             + sides_shared_notes(rows) + gpu_notes(rows) + bound_notes(rows) + rival_notes(rows))
 

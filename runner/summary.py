@@ -11,7 +11,7 @@ from runner.environment import tick_seconds
 from runner.load import MIN_REQUESTS
 from runner.measure import Measurement, Pass, host_speeds, kept_share_text, stdrel
 from runner.printer import rate_text
-from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID, latency_short
+from runner.record import LOOPS_APART_SAID, PASSES_CUT_SAID, check_short, latency_short
 from runner.spec import RunSpec
 from runner.stats import correlation, cv, mean, median, steady_start, summarize
 
@@ -345,13 +345,6 @@ THROUGHPUT_KEYS = ("throughput_requests_per_s", "throughput_samples_per_s", "thr
 # has 2 requests: 1 distinct pair says little).
 SAME_ANSWER_REQUESTS = 3
 
-# A check cut short by the budget after this many requests (measure=quick's whole check), or
-# after this share of those asked, is a note, not a warning (124 of quick's 128 had warned on
-# nearly every quick CPU job).
-CHECK_ENOUGH = 128
-CHECK_ENOUGH_SHARE = 0.75
-
-
 def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
     batch = m.samples_per_request or spec.model.batch  # real samples: padding is not served
     fig: dict[str, Any] = {}
@@ -546,8 +539,7 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
             # Cut by the budget past most of what was asked (or a whole quick check): a note. The
             # README's default job on a CPU compared about 1,370 of 2,048, and warned of it
             # every time; quick's 124 of 128 on nearly every quick CPU job.
-            enough = min(CHECK_ENOUGH, CHECK_ENOUGH_SHARE * m.check.requested)
-            (notes if m.check.requests >= enough else warnings).append(
+            (warnings if check_short(m.check.requests, m.check.requested) else notes).append(
                 f"the check compared {m.check.requests} of measure.check_requests={m.check.requested} requests "
                 f"before its share of the budget ran out{'' if overran else took}"
             )

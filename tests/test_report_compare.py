@@ -1460,3 +1460,22 @@ def test_jobs_whose_p99_rests_on_fewer_requests_than_asked_are_named_beside_the_
     assert notes == ["sweep: the p99 of job #0 (16 of 200 requests) rests on fewer requests than "
                      "measure.latency_requests (see its warnings): a rough tail; raise measure.budget_s for more"], notes
     assert notes[0] in markdown(rows)
+
+
+def test_jobs_whose_check_the_budget_cut_to_few_requests_are_named_beside_the_table(sweep_dir, tmp_path):
+    """A CPU fp16 job's check compared 2 of 128 requests: the job warned, the sweep's table stood
+    it beside the others as any ok job (walk)."""
+    from runner.report import collect, markdown, sweep_notes
+
+    short, enough = _result(sweep_dir, 0), _result(sweep_dir, 1)
+    short["config"]["measure"]["check_requests"] = 128
+    short["figures"]["check_requests"] = 2
+    enough["config"]["measure"]["check_requests"] = 2048
+    enough["figures"]["check_requests"] = 1370  # past quick's whole check: a note in its job, no more
+    rows = collect([_write(tmp_path / d, r) for d, r in (("a", short), ("b", enough))])
+    assert [r.check_thin for r in rows] == ["2 of 128", ""]
+    notes = [n for n in sweep_notes(rows) if "check" in n]
+    assert notes == ["sweep: the check of job #0 (2 of 128) compared fewer requests with eager than "
+                     "measure.check_requests before the budget's share ran out: their correctness rests on those; "
+                     "raise measure.budget_s for more"], notes
+    assert notes[0] in markdown(rows)
