@@ -696,11 +696,20 @@ def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> Optional[Path]:
 
 
 def _show(result: dict[str, Any], where: str) -> None:
-    """The human table, where the result lies, and last, the result as one JSON line. The log
-    file gets the table and where too: it had stopped at the last repeat, saying neither how
-    the job ended nor its warnings."""
+    """The human table, where the result lies, and last, for a pipe or a file, the result as one
+    JSON line (on a terminal it was 10 KB of JSON after every job's table; result.json holds
+    it). The log file gets the table and where too: it had stopped at the last repeat, saying
+    neither how the job ended nor its warnings."""
     table = printer.render(result)
     print(table)
     print(where)
     _to_log_files(f"{table}\n{where}")
-    print(to_json(result, indent=None), flush=True)
+    if not _is_terminal(sys.stdout):
+        print(to_json(result, indent=None), flush=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream: not a terminal
+        return False

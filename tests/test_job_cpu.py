@@ -1909,3 +1909,21 @@ def test_an_untracked_file_makes_the_checkout_dirty(monkeypatch, tmp_path):
     assert environment.git_state()["dirty"] is False
     (tmp_path / "my_model.py").write_text("import torch\n")
     assert environment.git_state() == {"commit": environment.git_state()["commit"], "dirty": True, "source": "git"}
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_result_as_json_ends_the_output_of_a_pipe_not_of_a_terminal(monkeypatch, capsys, terminal):
+    """10 KB of JSON followed every job's table on a terminal; a pipe still gets it, last."""
+    import sys
+
+    from runner import job as job_module
+
+    result = {"status": "ok", "model": "M", "mode": "eager x1", "figures": {}}
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
+    job_module._show(result, "result: /x/result.json")
+    lines = capsys.readouterr().out.splitlines()
+    assert "result: /x/result.json" in lines
+    if terminal:
+        assert lines[-1] == "result: /x/result.json"
+    else:
+        assert json.loads(lines[-1]) == result
