@@ -283,9 +283,13 @@ def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
     unit = "samples/s" if mixed else "requests/s"
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(held) + 2), 5))
     xs = range(len(held))
-    ax.bar([x - 0.2 for x in xs], [(r.max_rate or 0) * per(r) for r in held], width=0.4, label="runner",
+    # Without baseline bars (the CPU measures none) the runner's sit on their labels: they had
+    # stood left of them, beside an empty slot.
+    paired = any(r.baseline_max_rate for r in held)
+    shift = -0.2 if paired else 0.0
+    ax.bar([x + shift for x in xs], [(r.max_rate or 0) * per(r) for r in held], width=0.4, label="runner",
            color=["tab:orange" if r.best else "tab:blue" for r in held])
-    if any(r.baseline_max_rate for r in held):  # else a legend entry with no bars (the CPU measures no baseline)
+    if paired:  # else a legend entry with no bars
         ax.bar([x + 0.2 for x in xs], [(r.baseline_max_rate or 0) * per(r) for r in held], width=0.4,
                label="eager baseline", color="tab:gray")
     for x, r in zip(xs, held, strict=True):
@@ -297,7 +301,7 @@ def _plot_max_rates(rows: list[Row], path: Path, plt) -> list[Path]:
         if r.best:
             said.append("best" + (f"\n{r.max_rate / r.baseline_max_rate:.1f}x eager" if r.baseline_max_rate else ""))
         if said:
-            ax.annotate("\n".join(said), (x - 0.2, (r.max_rate or 0) * per(r)), ha="center", va="bottom", fontsize=8)
+            ax.annotate("\n".join(said), (x + shift, (r.max_rate or 0) * per(r)), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(xs), [literal(f"#{r.job}: {r.overrides or r.mode}") for r in held], rotation=60, ha="right",
                   fontsize=8)
     # Every search's bound, not only those of the jobs that held a rate.

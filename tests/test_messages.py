@@ -76,6 +76,8 @@ def test_load_plots_say_what_they_draw(tmp_path, monkeypatch):
     plots._plot_max_rates(rows, tmp_path / "max_rate.png", kept)
     [ax] = kept.figures[-1].axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["runner"]
+    # Alone, the runner's bars sit on their labels (they had stood left of them, by a baseline's slot).
+    assert [bar.get_x() + bar.get_width() / 2 for bar in ax.patches] == list(ax.get_xticks())
     assert ax.get_title().endswith("\nno rate held the bound, or none was measured: jobs #1, #3")
     assert ax.get_title().startswith("Highest request rate with p99 <= 1 ms")
     # Bars under different bounds: the first job's bound had titled them all.
