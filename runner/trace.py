@@ -64,6 +64,10 @@ def timestamp_rows(latency: dict, columns: tuple[str, ...] = TIMESTAMP_COLUMNS) 
     rows = []
     for j, (device, host, lane) in enumerate(zip(latency["device_us"], latency["host_us"], latency["lane"], strict=True)):
         rows.append(dict(zip(columns, (j, lane, *host, *device), strict=True)))
+    # With buckets, each request's (its latency per bucket is in the figures; the rows had no
+    # way to be grouped so).
+    for row, bucket in zip(rows, latency.get("bucket") or [], strict=False):
+        row["bucket"] = bucket
     return rows
 
 
@@ -73,6 +77,8 @@ def write_timestamps(latency: dict, fmt: str, out_dir: Path, is_cuda: bool = Tru
     in microseconds since one origin taken just before the pass."""
     columns = TIMESTAMP_COLUMNS if is_cuda else HOST_TIMESTAMP_COLUMNS
     rows = timestamp_rows(latency, columns)
+    if "bucket" in latency:
+        columns = (*columns, "bucket")
     if fmt == "json":
         path = out_dir / "timestamps.json"
         clocks = ("enqueue_* from the host clock; h2d/compute/d2h from CUDA events" if is_cuda else

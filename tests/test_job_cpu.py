@@ -1575,6 +1575,20 @@ def test_timestamps_are_written_per_request_and_say_which_clock(make_cfg, tmp_pa
             <= marks["compute_end_us"] <= marks["copy_out_end_us"], marks
 
 
+def test_timestamps_of_a_bucketed_job_name_each_requests_bucket(make_cfg, tmp_path):
+    """The figures had latency per bucket; the timestamps' rows could not be grouped so."""
+    import csv as csv_module
+
+    result = run_job(make_cfg(*QUICK, "model.batch=[2,4]", "model.sizes.batch.values=[1,4]", "timestamps=csv"),
+                     JobInfo(output_dir=tmp_path))
+    assert result["status"] == "ok", result["reason"]
+    with (tmp_path / "timestamps.csv").open() as f:
+        rows = list(csv_module.DictReader(f))
+    assert list(rows[0])[-1] == "bucket"
+    counted = {b: sum(r["bucket"] == b for r in rows) for b in {r["bucket"] for r in rows}}
+    assert counted == {b: v["requests"] for b, v in result["figures"]["buckets"].items()} and len(counted) == 2
+
+
 def test_a_failure_says_what_and_where_and_fits_its_advice_to_the_phase():
     """The phase a failure happened in is part of its reason; out of memory in the eager
     baseline (one request at a time, one stream) is not told to use fewer streams."""
