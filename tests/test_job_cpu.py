@@ -668,6 +668,17 @@ def test_check_passes_for_the_real_schedule(make_cfg):
     assert result.passed and result.requests == 600 and result.max_rel_err == 0.0
 
 
+def test_the_fp32_tolerance_tells_a_small_error_from_rounding(make_cfg):
+    """On the CPU a healthy check's error is 0 and a planted fault's about 1: nothing had
+    pinned the tolerance between them (100x looser passed every test). fp32 holds 1e-5."""
+    from runner.check import compare, tolerance
+
+    spec = resolve(make_cfg(*QUICK))
+    want = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
+    assert compare((want * (1 + 1e-4),), (want,))[0] > tolerance(spec)
+    assert compare((want * (1 + 1e-7),), (want,))[0] <= tolerance(spec)
+
+
 def test_the_checks_log_line_reads_as_the_summary(make_cfg, caplog):
     """The log said "max rel err 0.00e+00" and the summary "0.0e+00, tolerance 1e-05"."""
     import logging
@@ -1399,6 +1410,9 @@ def test_after_a_step_the_repeats_go_on_until_the_passes_after_it_are_enough():
         return _stop(out, m, far), out.stop_reason
 
     assert stops([1000, 1000, 650]) == (False, None)
+    # measure.min_repeats holds even where the first passes agree exactly (the step cases
+    # below are decided by the step, not by it).
+    assert stops([1000, 1000], host_step_at=99) == (False, None)
     assert stops([1000, 1000, 650, 650]) == (False, None)  # two passes after the step: too few
     assert stops([1000, 1000, 650, 651, 649]) == (True, "stdrel")
     assert stops([1000, 1000, 650, 651, 649], host_step_at=99) == (False, None)  # the host held: all count

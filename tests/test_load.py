@@ -350,6 +350,10 @@ def test_single_stream_reports_pure_latency(make_cfg, tmp_path):
         (("load.scenario=server", "load.rate=-5"), r"load.rate=-5: use requests per second > 0"),
         (("load.scenario=server", "load.rate=fast"), r"load.rate=fast: use requests per second > 0, or max"),
         (("load.scenario=server", "load.rate=10", "load.p99_ms=0"), r"load.p99_ms=0.0: use a bound in milliseconds > 0"),
+        (("load.scenario=server", "load.rate=10", "load.p99_ms=inf"), r"^load.p99_ms=inf: use a bound in milliseconds > 0"),
+        # A resolution of 5 (meant as 5%) would end a search at its first bracket, twice wide.
+        (("load.scenario=server", "load.rate=max", "load.p99_ms=2", "load.resolution=5"),
+         r"^load.resolution=5.0: use a fraction in \(0, 1\), e.g. 0.05"),
         # Far past the budget, or past memory: refused before anything runs (one took 12 GB in a
         # minute, another would have run 5.5 hours).
         (("measure=quick", "load.scenario=server", "load.rate=1e8"),
@@ -913,6 +917,12 @@ def test_a_bound_below_one_requests_latency_ends_the_search_and_says_so(make_cfg
 
     found = search_rate(run, 1000.0, 0.05, time.perf_counter() + 60, hopeless=lambda p: past_one_request(p, 0.01))
     assert found.stopped_by == "bound" and runs == [1000.0, 500.0] and found.best is None  # two in a row
+    # In a row: a point with a fast request between two hopeless ones starts the count again.
+    fastest = {1000.0: 5.0, 500.0: 50.0, 250.0: 50.0}
+    runs.clear()
+    found = search_rate(lambda rate: runs.append(rate) or point(fastest[rate]), 1000.0, 0.05,
+                        time.perf_counter() + 60, hopeless=lambda p: past_one_request(p, 0.01))
+    assert found.stopped_by == "bound" and runs == [1000.0, 500.0, 250.0]
     # No lower rate to confirm with (a slow model's search starting under 2/s): the bound, not the floor.
     runs.clear()
     found = search_rate(run, 1.5, 0.05, time.perf_counter() + 60, hopeless=lambda p: past_one_request(p, 0.01))
@@ -963,3 +973,29 @@ def test_a_load_key_the_scenario_does_not_read_gets_a_notice(make_cfg):
     assert said("load.scenario=single_stream", "load.requests=5") == []
     assert said("load.scenario=server", "load.rate=max", "load.p99_ms=2", "load.duration_s=0.5",
                 "load.resolution=0.1") == []
+
+
+def test_the_load_percentiles_are_by_nearest_rank():
+    """A latency some request had: of 1..200, p50 is the 100th and p99 the 198th."""
+    from runner.load import _percentiles
+
+    got = _percentiles([float(i) for i in range(1, 201)])
+    assert (got["p50"], got["p99"], got["max"]) == (100.0, 198.0, 200.0)
+
+
+def test_a_point_of_too_few_requests_is_not_valid():
+    """200 requests at least: a p99 of fewer is a guess, however fast each was."""
+    from runner.load import MIN_REQUESTS, Served
+
+    n = MIN_REQUESTS - 50
+    arrivals = [0.01 * (k + 1) for k in range(n)]
+    served = Served(arrivals, arrivals, [a + 1e-4 for a in arrivals], [False] * n, requests=n)
+    point = judge(100.0, served, p99_ms=None)
+    assert not point.valid and f"only {n} requests" in point.why
+
+
+def test_a_moderate_overload_drops_its_queue_at_the_deadline(virtual_clock):
+    """1.5x capacity for 1 s: about 100 requests wait at the deadline, half a second of work,
+    past the share of the deadline a point may drain (a far looser share passed the 5x test)."""
+    served = open_loop(poisson_arrivals(300.0, 1.0, seed=3), [Busy(0.005)], deadline_s=1.0)
+    assert served.dropped > 50

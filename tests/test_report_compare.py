@@ -790,6 +790,11 @@ def test_a_ratio_within_noise_is_marked_in_the_tables(sweep_dir, tmp_path):
     # Nothing within noise: no mark, no note.
     rows = report.collect([tmp_path / "clear"])
     assert report.NOISE_NOTE not in report.text_table(rows) and "~" not in report.text_table(rows)
+    # The efficiency alone within noise: its mark gets the note too.
+    clear["figures"].update(efficiency_vs_ceiling=1.01, efficiency_vs_ceiling_within_noise=True)
+    rows = report.collect([_write(tmp_path / "efficiency", clear)])
+    assert "~101.0%" in report.text_table(rows) and report.NOISE_NOTE in report.text_table(rows)
+    clear["figures"].update(efficiency_vs_ceiling=0.6, efficiency_vs_ceiling_within_noise=False)
     # A ratio with no interval (one pass of a side) is marked unknown, not shown as a plain
     # result (review); the old results above (the flags absent) read the same.
     for table in (report.text_table(collect_old := report.collect([tmp_path / "old2"])), report.markdown(collect_old)):
@@ -1448,8 +1453,11 @@ def test_a_rebuilt_table_names_the_jobs_a_stopped_sweep_never_started(sweep_dir,
 def test_jobs_whose_p99_rests_on_fewer_requests_than_asked_are_named_beside_the_table(sweep_dir, tmp_path):
     """A quick sweep's p99 of 16 requests stood beside others of 200: the job warned, the table
     and its notes did not (walk)."""
+    from runner.record import latency_short
     from runner.report import collect, markdown, sweep_notes
 
+    # Under 100 requests is rough however many were asked; 188 of 200 is as good as asked.
+    assert latency_short(95, 100) and latency_short(16, 200) and not latency_short(188, 200)
     short, enough = _result(sweep_dir, 0), _result(sweep_dir, 1)
     short["config"]["measure"]["latency_requests"] = 200
     short["figures"]["latency_e2e_us"] = {**short["figures"]["latency_e2e_us"], "n": 16}

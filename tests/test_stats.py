@@ -72,6 +72,9 @@ def test_steady_start_leaves_out_only_passes_before_a_step_the_host_made():
     # A pass that is itself off the level after it belongs before the step.
     assert steady_start([0.5, 0.8] + [1.0] * 8, host(2, 10, 1.5)) == 2
     assert steady_start([1.06, 1.0] + [0.65] * 8, host(2, 10, 0.6)) == 2
+    # Of two adjacent starts that both qualify, the later: the second pass is off the level too
+    # (the case above never let the first start qualify: its host moved too little there).
+    assert steady_start([0.5, 0.8, 1, 1, 1, 1], [0.5, 0.8, 1, 1, 1, 1]) == 2
     # Passes off the level on both sides are noise, not a step, whatever the host did (review:
     # the 120 on a slower host had been left out with the 70, and the cv read narrower).
     assert steady_start([70, 120, 100, 100.5, 99.5, 100, 100.2], [0.9, 0.95, 1, 1, 1, 1, 1]) == 0
