@@ -34,6 +34,7 @@ from runner.record import (
     BUSY_DURING_SAID,
     BUSY_LOAD_SAID,
     BUSY_SIDES_SAID,
+    CONCURRENT_SAID,
     CONFLICT_FILE,
     RESULT_FILE,
     SCHEMA,
@@ -385,7 +386,7 @@ def _execute(spec: RunSpec, result: dict[str, Any], measurement: Measurement) ->
         result["env"]["load_average_at_end"] = environment.load_average()
         if result["job"]["concurrent_jobs"] > 1:
             result["warnings"].append(
-                "this job ran beside other jobs of its sweep (hydra/launcher runs several at a time): "
+                f"{CONCURRENT_SAID} (hydra/launcher runs several at a time): "
                 "their timings interfere with each other"
             )
         if spec.is_cuda and result["env"].get("gpu"):
@@ -696,15 +697,17 @@ def _finish(result: dict[str, Any], info: JobInfo, t0: float) -> Optional[Path]:
 
 
 def _show(result: dict[str, Any], where: str) -> None:
-    """The human table, where the result lies, and last, for a pipe or a file, the result as one
-    JSON line (on a terminal it was 10 KB of JSON after every job's table; result.json holds
-    it). The log file gets the table and where too: it had stopped at the last repeat, saying
-    neither how the job ended nor its warnings."""
+    """The human table, where the result lies, and last, for a single run's pipe or file, the
+    result as one JSON line (on a terminal it was 10 KB of JSON after every job's table; in a
+    sweep's log, one in the middle of every job's lines, and the sweep's own last line is its
+    table's; result.json holds it). The log file gets the table and where too: it had stopped
+    at the last repeat, saying neither how the job ended nor its warnings."""
     table = printer.render(result)
     print(table)
     print(where)
     _to_log_files(f"{table}\n{where}")
-    if not _is_terminal(sys.stdout):
+    in_sweep = (result.get("job") or {}).get("num") is not None
+    if not in_sweep and not _is_terminal(sys.stdout):
         print(to_json(result, indent=None), flush=True)
 
 

@@ -207,6 +207,7 @@ BUSY_DURING_SAID = "other processes ran during the throughput passes"
 BUSY_LOAD_SAID = "other processes ran during the load's passes"
 BUSY_SIDES_SAID = "other processes ran during the passes a ratio compares with"
 LOOPS_APART_SAID = "the throughput passes ("
+CONCURRENT_SAID = "this job ran beside other jobs of its sweep"
 # What the warning on throughput passes the budget cut short says (after their count), for the
 # sweep table to name jobs whose figure rests on less than was asked (report.thin_notes).
 PASSES_CUT_SAID = " passes were cut to "
@@ -234,7 +235,10 @@ def check_short(compared: int, asked: int) -> bool:
 # The job's own warnings that other work shared its host: the table's rates and cv do not show it.
 SHARED_HOST = {BUSY_AT_START_SAID: "busy as it began", BUSY_DURING_SAID: "other processes ran during its passes",
                BUSY_LOAD_SAID: "other processes ran during its load's passes",
-               LOOPS_APART_SAID: "its load changed during the job"}
+               LOOPS_APART_SAID: "its load changed during the job",
+               # Under a launcher of several jobs at a time the "other processes" checks stand
+               # aside (the others are its own sweep's): this one says it instead.
+               CONCURRENT_SAID: "ran beside other jobs of its sweep"}
 # Other work during the baseline's or the ceiling's passes alone: the rate stands, a ratio over
 # them reads higher than it is.
 SIDES_SHARED = "other processes ran during its baseline's or ceiling's passes"

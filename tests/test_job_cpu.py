@@ -1955,3 +1955,6 @@ def test_the_result_as_json_ends_the_output_of_a_pipe_not_of_a_terminal(monkeypa
         assert lines[-1] == "result: /x/result.json"
     else:
         assert json.loads(lines[-1]) == result
+    # A sweep's job: its JSON had come in the middle of the sweep's log, whatever the output.
+    job_module._show({**result, "job": {"num": 3}}, "result: /x/3/result.json")
+    assert capsys.readouterr().out.splitlines()[-1] == "result: /x/3/result.json"

@@ -707,6 +707,12 @@ def test_other_launchers_end_in_the_same_table(tmp_path, launcher):
                       if expected > 1 else [])
     assert [json.loads((tmp_path / "sw" / str(i) / "result.json").read_text())["job"]["concurrent_jobs"]
             for i in (0, 1)] == [expected, expected]
+    # The table names them as jobs whose host other work shared (sweep.csv's host_shared had
+    # been empty for one of the two: only its start found the host busy).
+    from runner.record import host_shared
+
+    said = [host_shared(json.loads((tmp_path / "sw" / str(i) / "result.json").read_text())["warnings"]) for i in (0, 1)]
+    assert ["ran beside other jobs of its sweep" in s for s in said] == [expected > 1] * 2
 
 
 @pytest.mark.slow
