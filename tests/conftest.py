@@ -18,6 +18,14 @@ from runner.schema import register  # noqa: E402
 register()
 
 
+def pytest_configure(config):
+    # A suite started in the background by a shell (`pytest &`, a CI step's `cmd &`) has SIGINT
+    # ignored, and the CLI processes it starts inherit that: runs that, as they should, then
+    # ignore a Ctrl-C, which the Ctrl-C tests waited on until their timeout.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
