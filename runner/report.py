@@ -924,6 +924,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out}: a file; give a folder for sweep.csv, sweep.md and the plots", file=sys.stderr)
         return 2
+    if args.out is not None:
+        # A sweep's or a run's own folder as --out for other folders' results: the sweep's own
+        # table and plots were replaced by the combined ones without a word (walk), and a run's
+        # folder would look like a sweep's.
+        out_at = args.out.resolve()
+        foreign = [str(d) for d in args.dirs if not d.resolve().is_relative_to(out_at)]
+        owner = "a sweep's" if (args.out / "multirun.yaml").is_file() else (
+            "one run's" if _is_run_folder(args.out) else "")
+        if owner and foreign:
+            print(f"error: --out {args.out} is {owner} own folder, and {', '.join(foreign)} "
+                  f"{'is' if len(foreign) == 1 else 'are'} not inside it: its own files would be replaced by "
+                  "another table; give --out a folder of its own", file=sys.stderr)
+            return 2
     rows = collect(args.dirs)
     # Every sweep folder given or found under them: a folder of several sweeps checked its own
     # multirun.yaml only (none), and an interrupted sweep's unstarted jobs went unsaid, exit 0.

@@ -1203,6 +1203,15 @@ def test_a_table_of_several_sweeps_names_each_job_by_its_folder(sweep_dir, tmp_p
     assert (tmp_path / "a" / "sweep.md").read_text() == "a's own table\n" and not (tmp_path / "b" / "sweep.md").exists()
     said = capsys.readouterr().out
     assert "a/1" in said and "not written: 2 folders given" in said and "give --out DIR" in said
+    # Nor with --out naming one of them (walk: a's table became the combined one without a word).
+    (tmp_path / "a" / "multirun.yaml").write_text("hydra: {}\n")
+    assert report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots", "--out", str(tmp_path / "a")]) == 2
+    assert (tmp_path / "a" / "sweep.md").read_text() == "a's own table\n"
+    assert capsys.readouterr().err == (f"error: --out {tmp_path / 'a'} is a sweep's own folder, and {tmp_path / 'b'} is "
+                                       "not inside it: its own files would be replaced by another table; give --out a "
+                                       "folder of its own\n")
+    assert report.main([str(tmp_path / "a"), "--no-plots", "--out", str(tmp_path / "a")]) == 0  # its own: rebuilt
+    capsys.readouterr()
     assert report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots", "--out", str(tmp_path / "both")]) == 0
     assert (tmp_path / "both" / "sweep.md").read_text().count("| ok ") == 4
     with open(tmp_path / "out.csv", "w") as f:
