@@ -780,8 +780,9 @@ def resolve(
 
     streams, graph, pinned = config.streams, config.graph, config.pinned
     # torch.cuda.Stream() hands out streams from a pool of 32 per device: lanes past it would
-    # share a stream with another, serialized, while the job reported them as concurrent.
-    _check(not device.startswith("cuda") or streams <= CUDA_STREAM_POOL,
+    # share a stream with another, serialized, while the job reported them as concurrent. On
+    # every device: a config the CPU took would fail later on a GPU.
+    _check(streams <= CUDA_STREAM_POOL,
            f"streams={streams}: torch hands out {CUDA_STREAM_POOL} distinct CUDA streams per device (its stream pool), "
            f"and lanes past them would share one with another; use streams <= {CUDA_STREAM_POOL}")
     copies_in_graph = config.capture.copies_in_graph

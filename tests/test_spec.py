@@ -141,4 +141,6 @@ def test_more_streams_than_torchs_pool_holds_are_refused_on_a_gpu(make_cfg):
     with pytest.raises(ConfigError, match=r"^streams=64: torch hands out 32 distinct CUDA streams per device"):
         resolve(make_cfg("streams=64"), cuda_count=lambda: 1)
     assert resolve(make_cfg("streams=32"), cuda_count=lambda: 1).streams == 32
-    assert resolve(make_cfg("streams=64", "device=cpu")).streams == 1  # the CPU runs one stream anyway
+    # On the CPU too, which runs one stream anyway: the config would fail on its first GPU (walk).
+    with pytest.raises(ConfigError, match=r"^streams=64: torch hands out 32"):
+        resolve(make_cfg("streams=64", "device=cpu"))
