@@ -503,7 +503,8 @@ def summarize_measurement(spec: RunSpec, m: Measurement) -> Summary:
         value: Optional[float] = fig.get(f"{name}_cv")
         if value is not None and value > threshold:
             host = ""
-            if name == "throughput" and fig["host_stolen_max"]:
+            # Said where it shows as 1% or more: "took up to 0%" (0.27%) had explained nothing.
+            if name == "throughput" and (fig["host_stolen_max"] or 0) >= 0.005:
                 host = f"; the hypervisor took up to {fig['host_stolen_max']:.0%} of the busy CPU time in a pass"
             counted = len(fig[f"{name}_requests_per_s_repeats"])
             if name == "throughput":  # over the passes the cv is of

@@ -1424,6 +1424,18 @@ def test_after_a_step_the_repeats_go_on_until_the_passes_after_it_are_enough():
     assert stops([1000, 1200, 1100], host_step_at=99) == (True, "repeats")
 
 
+def test_the_hypervisors_share_is_said_beside_a_high_cv_where_it_shows(make_cfg):
+    """A steal of 0.27% read "the hypervisor took up to 0% of the busy CPU time" (walk)."""
+    from runner.measure import Measurement
+    from runner.summary import summarize_measurement
+
+    spec = resolve(make_cfg(*QUICK))
+    for stolen, said in ((0.0027, None), (0.062, "the hypervisor took up to 6% of the busy CPU time in a pass")):
+        m = Measurement(throughput=[(1000, 1.0), (1300, 1.0), (800, 1.0)], host_stolen=[stolen, 0.0, 0.0])
+        [warning] = [w for w in summarize_measurement(spec, m).warnings if w.startswith("throughput varied")]
+        assert (said in warning) if said else "hypervisor" not in warning, warning
+
+
 def test_a_job_stopped_before_its_first_pass_has_its_throughput_keys_as_null(make_cfg):
     """An interrupt during the check left `figures` without the throughput's keys (a reader's
     KeyError) where a later interrupt had them: the keys are there, null."""
